@@ -1,0 +1,1 @@
+"""modelport services: each subpackage is one BentoML service and its model runtime."""

@@ -1,0 +1,127 @@
+"""YOLO plate detector on ONNX Runtime: images in, plate boxes out. No torch.
+
+    >>> detector = PlateDetector("model.onnx")  # doctest: +SKIP
+    >>> detector.detect([rgb_array], min_score=0.25)  # doctest: +SKIP
+    [[Detection(box=BoundingBox(xmin=..., ...), confidence=0.91)]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+STRIDE = 32  # YOLO's largest downsampling: input sides must be multiples of it
+NMS_IOU = 0.5  # plates rarely overlap; a higher IoU keeps duplicate boxes
+
+
+@dataclass(frozen=True)
+class BoundingBox:
+    xmin: int
+    ymin: int
+    xmax: int
+    ymax: int
+
+    @property
+    def width(self) -> int:
+        return self.xmax - self.xmin
+
+    @property
+    def height(self) -> int:
+        return self.ymax - self.ymin
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: BoundingBox
+    confidence: float
+
+
+class PlateDetector:
+    """Runs a YOLOv8-style detect head exported by Ultralytics (`output0`: B x (4+classes) x N)."""
+
+    def __init__(self, model_path: str | Path, *, imgsz: int = 640,
+                 providers: Sequence[str] | None = None) -> None:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(model_path), options,
+                                            providers=list(providers or ["CPUExecutionProvider"]))
+        self.input_name = self.session.get_inputs()[0].name
+        self.imgsz = imgsz
+
+    def detect(self, images: Sequence[np.ndarray], *, min_score: float = 0.25) -> list[list[Detection]]:
+        """Detect plates in a batch of RGB uint8 images, in one ONNX Runtime call."""
+        if not images:
+            return []
+        scales = [self.imgsz / max(image.shape[:2]) for image in images]
+        resized = [_resize(image, scale) for image, scale in zip(images, scales)]
+        # Letterbox every image into one padded batch: the smallest multiple of STRIDE that
+        # fits them all (a 1280x720 photo runs at 640x384, not 640x640: 40% less compute).
+        height = _round_up(max(r.shape[0] for r in resized))
+        width = _round_up(max(r.shape[1] for r in resized))
+        batch = np.full((len(images), height, width, 3), 114, dtype=np.uint8)
+        offsets = []
+        for i, r in enumerate(resized):
+            top, left = (height - r.shape[0]) // 2, (width - r.shape[1]) // 2
+            batch[i, top:top + r.shape[0], left:left + r.shape[1]] = r
+            offsets.append((left, top))
+        tensor = batch.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+        (output,) = self.session.run(None, {self.input_name: tensor})
+        return [
+            _decode(pred, scale, offset, image.shape, min_score)
+            for pred, scale, offset, image in zip(output, scales, offsets, images)
+        ]
+
+
+def _round_up(side: int) -> int:
+    return max(STRIDE, -(-side // STRIDE) * STRIDE)
+
+
+def _resize(image: np.ndarray, scale: float) -> np.ndarray:
+    if scale == 1.0:
+        return image
+    height, width = image.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+
+
+def _decode(pred: np.ndarray, scale: float, offset: tuple[int, int], shape: tuple[int, ...],
+            min_score: float) -> list[Detection]:
+    scores = pred[4:].max(axis=0)  # one class here, but max() keeps multi-class heads working
+    keep = scores >= min_score
+    if not keep.any():
+        return []
+    cx, cy, w, h = pred[:4, keep]
+    scores = scores[keep]
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    boxes -= np.array([offset[0], offset[1], offset[0], offset[1]], dtype=np.float32)
+    boxes /= scale
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, shape[1])
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, shape[0])
+    detections = []
+    for i in _nms(boxes, scores, NMS_IOU):
+        x1, y1, x2, y2 = (int(round(v)) for v in boxes[i])
+        if x2 - x1 >= 2 and y2 - y1 >= 2:
+            detections.append(Detection(BoundingBox(x1, y1, x2, y2), round(float(scores[i]), 4)))
+    return detections
+
+
+def _nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[int]:
+    order = scores.argsort()[::-1]
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep: list[int] = []
+    while order.size:
+        best, rest = order[0], order[1:]
+        keep.append(int(best))
+        xx1 = np.maximum(boxes[best, 0], boxes[rest, 0])
+        yy1 = np.maximum(boxes[best, 1], boxes[rest, 1])
+        xx2 = np.minimum(boxes[best, 2], boxes[rest, 2])
+        yy2 = np.minimum(boxes[best, 3], boxes[rest, 3])
+        inter = (xx2 - xx1).clip(0) * (yy2 - yy1).clip(0)
+        iou = inter / (areas[best] + areas[rest] - inter + 1e-9)
+        order = rest[iou < iou_threshold]
+    return keep

@@ -1,0 +1,126 @@
+"""Turn a plate-reader HTTP request (multipart `upload` or JSON base64 `image`) into images
+and options, enforcing every limit in Settings with a 4xx that says what to fix.
+
+Nothing here unpickles or fetches: only image bytes from the body are decoded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+import numpy as np
+from fastapi import Request
+
+from services.api_errors import ApiError
+from services.plate_reader.images import decode_image
+from services.plate_reader.settings import Settings
+
+
+async def _read_body(request: Request, settings: Settings) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > settings.max_request_bytes:
+        raise ApiError(413, f"request body is {int(declared):,} bytes; the limit is "
+                       f"{settings.max_request_bytes:,}", code="request_too_large")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > settings.max_request_bytes:
+            raise ApiError(413, f"request body is over the {settings.max_request_bytes:,}-byte "
+                           "limit", code="request_too_large")
+    return bytes(body)
+
+
+async def parse_request(request: Request, settings: Settings
+                        ) -> tuple[list[tuple[str, np.ndarray]], float, tuple[str, ...]]:
+    """(filename, image) pairs, min_score and regions from a multipart or JSON request."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        body = await _read_body(request, settings)
+        request._body = body  # let Starlette's form parser read what we already capped
+        try:
+            form = await request.form(max_files=settings.max_images, max_fields=32)
+        except Exception as exc:  # malformed multipart: Starlette raises several types
+            raise ApiError(400, f"could not parse the multipart body: {exc}", code="bad_multipart") from None
+        uploads = form.getlist("upload")
+        files = [u for u in uploads if hasattr(u, "read")]
+        if not files:
+            sent = sorted(set(form.keys())) or "none"
+            raise ApiError(400, f"no image in field `upload` (fields sent: {sent}). Send the file "
+                           "as multipart field `upload`, e.g. curl -F upload=@car.jpg ...",
+                           code="missing_upload", param="upload")
+        raw = [(f.filename or f"image-{i}", await f.read()) for i, f in enumerate(files)]
+        options: dict[str, Any] = {"regions": form.getlist("regions") or None,
+                                   "min_score": form.get("min_score")}
+    elif content_type == "application/json":
+        body = await _read_body(request, settings)
+        try:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ApiError(400, f"body is not valid JSON: {exc}", code="invalid_json") from None
+        if not isinstance(payload, dict) or ("image" not in payload and "images" not in payload):
+            raise ApiError(400, "JSON body needs `image`: the image file as a base64 string "
+                           "(or `images`: a list of them)", code="missing_image", param="image")
+        encoded = payload.get("images", payload.get("image"))
+        encoded = encoded if isinstance(encoded, list) else [encoded]
+        raw = [(f"image-{i}", _b64decode(value, i, settings)) for i, value in enumerate(encoded)]
+        options = {"regions": payload.get("regions"), "min_score": payload.get("min_score")}
+    else:
+        raise ApiError(415, f"unsupported content type {content_type or '(none)'!r}: send "
+                       "multipart/form-data with the image in field `upload`, or application/json "
+                       "with a base64 `image`", code="unsupported_media_type")
+    if len(raw) > settings.max_images:
+        raise ApiError(400, f"{len(raw)} images sent; at most {settings.max_images} per request",
+                       code="too_many_images", param="upload")
+    images = [(name, decode_image(data, settings, param="upload" if content_type != "application/json"
+                                  else "image")) for name, data in raw]
+    return images, _min_score(options["min_score"], settings.min_score), _regions(options["regions"])
+
+
+def _b64decode(value: Any, index: int, settings: Settings) -> bytes:
+    if not isinstance(value, str):
+        raise ApiError(400, f"`image` #{index} must be a base64 string, not {type(value).__name__}",
+                       code="invalid_base64", param="image")
+    if value.startswith("data:") and "," in value:  # accept data URLs from browsers
+        value = value.split(",", 1)[1]
+    if len(value) > settings.max_image_bytes * 4 // 3 + 4:
+        raise ApiError(413, f"`image` #{index} is over {settings.max_image_bytes:,} bytes",
+                       code="image_too_large", param="image")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, f"`image` #{index} is not valid base64: send the file's bytes "
+                       "base64-encoded (standard alphabet, with padding)",
+                       code="invalid_base64", param="image") from None
+
+
+def _min_score(value: Any, default: float) -> float:
+    if value is None or value == "":
+        return default
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        score = -1.0
+    if not 0.0 <= score <= 1.0:
+        raise ApiError(400, f"`min_score` must be a number from 0 to 1, not {value!r}",
+                       code="invalid_min_score", param="min_score")
+    return score
+
+
+def _regions(value: Any) -> tuple[str, ...]:
+    from services.plate_reader.plate_text import known_regions
+
+    if value is None:
+        return ()
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, str) for v in items):
+        raise ApiError(400, "`regions` must be a list of region names", code="invalid_regions",
+                       param="regions")
+    regions = tuple(r.strip().lower() for v in items for r in v.split(",") if r.strip())
+    unknown = [r for r in regions if r not in known_regions()]
+    if unknown:
+        raise ApiError(400, f"unknown region(s) {unknown}: pick from {sorted(known_regions())}",
+                       code="invalid_regions", param="regions")
+    return regions

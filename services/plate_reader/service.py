@@ -1,0 +1,89 @@
+"""Licence-plate reader: a BentoML service. Photo in, each plate's text, score and box out.
+
+    bentoml serve services.plate_reader:PlateReader --port 3000
+    curl -F upload=@car.jpg http://localhost:3000/v1/plate-reader
+
+The HTTP API is a FastAPI app mounted on the service, so one route takes both multipart
+(`upload`) and JSON (base64 `image`), and every error is a 4xx that says what to fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import bentoml
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from services import api_errors
+from services.api_errors import ApiError
+from services.plate_reader import metrics
+from services.plate_reader.api_schema import OPENAPI_REQUEST, PlateReaderJSON, to_json
+from services.plate_reader.batching import MicroBatcher
+from services.plate_reader.inputs import parse_request
+from services.plate_reader.settings import Settings
+
+logger = logging.getLogger("modelport.plate_reader")
+settings = Settings.from_env()
+app = FastAPI(title="modelport plate reader", version="1",
+              description="Licence-plate text, confidence and box from a photo.")
+api_errors.install(app)
+
+
+@bentoml.service(
+    name="plate-reader",
+    traffic={"timeout": 30, "concurrency": 64},
+    resources={"cpu": "2", "memory": "1Gi"},
+)
+@bentoml.asgi_app(app, path="/v1")
+class PlateReader:
+    detector_model = bentoml.models.BentoModel(settings.detector_model)
+    ocr_model = bentoml.models.BentoModel(settings.ocr_model)
+
+    def __init__(self) -> None:
+        from services.plate_reader.pipeline import PlateRecognizer
+
+        self.recognizer = PlateRecognizer.from_files(
+            self.detector_model.path_of("model.onnx"), self.ocr_model.path_of("model.onnx"),
+            review_threshold=settings.review_threshold,
+        )
+        self.batcher = MicroBatcher(self.recognizer.read_batch, max_size=settings.batch_max_size,
+                                    max_latency_ms=settings.batch_max_latency_ms)
+        logger.info("plate reader ready: detector %s, ocr %s", self.detector_model.tag,
+                    self.ocr_model.tag)
+
+    def __is_ready__(self) -> bool:
+        return hasattr(self, "batcher")
+
+    async def _read(self, request: Request) -> tuple[list[tuple[str, Any]], list[Any], float]:
+        from services.plate_reader.pipeline import ReadRequest
+
+        images, min_score, regions = await parse_request(request, settings)
+        started = time.perf_counter()
+        readings = await asyncio.gather(*(
+            self.batcher.submit(ReadRequest(image, min_score, regions)) for _, image in images
+        ))
+        for plates in readings:
+            metrics.observe(plates)
+        return images, readings, (time.perf_counter() - started) * 1000
+
+    @app.post("/plate-reader", openapi_extra=OPENAPI_REQUEST, response_model=PlateReaderJSON)
+    async def read_plates(self, request: Request) -> Any:
+        images, readings, elapsed_ms = await self._read(request)
+        bodies = [to_json(name, plates, elapsed_ms) for (name, _), plates in zip(images, readings)]
+        return bodies[0] if len(bodies) == 1 else bodies
+
+    @app.post("/plate-reader/annotated", openapi_extra=OPENAPI_REQUEST,
+              response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+    async def annotated(self, request: Request) -> Response:
+        from services.plate_reader.draw import annotate
+
+        images, readings, _ = await self._read(request)
+        if len(images) != 1:
+            raise ApiError(400, f"send exactly one image to /annotated (got {len(images)})",
+                           code="one_image_only", param="upload")
+        jpeg = await asyncio.to_thread(annotate, images[0][1], readings[0])
+        return Response(jpeg, media_type="image/jpeg")

@@ -1,0 +1,42 @@
+"""Every setting of the plate reader, in one place, each overridable by an environment
+variable named `MODELPORT_PLATE_<FIELD>` (e.g. `MODELPORT_PLATE_MAX_IMAGE_BYTES=5000000`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+
+
+@dataclass(frozen=True)
+class Settings:
+    detector_model: str = "plate-detector:latest"  # model-store tags the service loads
+    ocr_model: str = "plate-ocr:latest"
+    min_score: float = 0.25  # detector confidence below which a box is not a plate
+    review_threshold: float = 0.80  # readings scored below this get "review": true
+    max_image_bytes: int = 10 * 1024 * 1024  # one image, after base64 decoding
+    max_request_bytes: int = 40 * 1024 * 1024  # the whole body (4 images, base64-inflated)
+    max_pixels: int = 40_000_000  # ~8K x 5K; stops decompression bombs before decoding
+    max_images: int = 8  # images in one request
+    allowed_formats: tuple[str, ...] = field(default=("JPEG", "PNG", "WEBP", "BMP"))
+    batch_max_size: int = 8  # images run through the detector together
+    batch_max_latency_ms: float = 5.0  # how long a request waits for others to batch with
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        environ = dict(os.environ if environ is None else environ)
+        values = {}
+        for f in fields(cls):
+            raw = environ.get(f"MODELPORT_PLATE_{f.name.upper()}")
+            if raw is None:
+                continue
+            default = getattr(cls, f.name) if f.name != "allowed_formats" else ()
+            try:
+                if isinstance(default, tuple):
+                    values[f.name] = tuple(p.strip().upper() for p in raw.split(",") if p.strip())
+                else:
+                    values[f.name] = type(default)(raw)
+            except ValueError:
+                raise ValueError(f"MODELPORT_PLATE_{f.name.upper()}={raw!r} is not a valid "
+                                 f"{type(default).__name__}") from None
+        return cls(**values)
