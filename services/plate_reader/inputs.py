@@ -41,7 +41,8 @@ async def parse_request(request: Request, settings: Settings
         body = await _read_body(request, settings)
         request._body = body  # let Starlette's form parser read what we already capped
         try:
-            form = await request.form(max_files=settings.max_images, max_fields=32)
+            # Count files ourselves (below) for a precise message; the body size is already capped.
+            form = await request.form(max_files=1000, max_fields=1000)
         except Exception as exc:  # malformed multipart: Starlette raises several types
             raise ApiError(400, f"could not parse the multipart body: {exc}", code="bad_multipart") from None
         uploads = form.getlist("upload")

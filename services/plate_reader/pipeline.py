@@ -63,10 +63,10 @@ class PlateRecognizer:
         texts = self.ocr.read_plates([(requests[i].image, d.box) for i, d in crops])
         readings: list[list[PlateReading]] = [[] for _ in requests]
         for (i, detection), text in zip(crops, texts):
-            candidates = tuple(rank_candidates(text, regions=requests[i].regions))
-            if not candidates or not candidates[0].plate:
-                continue  # a box with no readable characters is not a plate reading
-            best = candidates[0]
+            candidates = tuple(c for c in rank_candidates(text, regions=requests[i].regions) if c.plate)
+            # A plate the OCR cannot read at all is still reported (empty text, score 0,
+            # review): the caller learns a plate is there and a human should look.
+            best = candidates[0] if candidates else Candidate("", 0.0)
             readings[i].append(PlateReading(
                 plate=best.plate, score=round(best.score, 4), dscore=detection.confidence,
                 box=detection.box, candidates=candidates,

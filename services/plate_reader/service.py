@@ -70,7 +70,8 @@ class PlateReader:
             metrics.observe(plates)
         return images, readings, (time.perf_counter() - started) * 1000
 
-    @app.post("/plate-reader", openapi_extra=OPENAPI_REQUEST, response_model=PlateReaderJSON)
+    @app.post("/plate-reader", openapi_extra=OPENAPI_REQUEST,
+              response_model=PlateReaderJSON | list[PlateReaderJSON])
     async def read_plates(self, request: Request) -> Any:
         images, readings, elapsed_ms = await self._read(request)
         bodies = [to_json(name, plates, elapsed_ms) for (name, _), plates in zip(images, readings)]

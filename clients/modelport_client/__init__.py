@@ -1,0 +1,39 @@
+"""modelport_client: typed Python client for modelport services (httpx only, no torch).
+
+    from modelport_client import Client
+    with Client("http://localhost:3000") as client:
+        print(client.read_plates("car.jpg").results)
+"""
+
+from modelport_client._client import DEFAULT_TIMEOUT, AsyncClient, Client
+from modelport_client._errors import (
+    APIError,
+    BadRequest,
+    ModelportError,
+    NotFound,
+    PayloadTooLarge,
+    ServerError,
+    Timeout,
+    TransportError,
+    UnsupportedMedia,
+)
+from modelport_client._plates import Box, Candidate, Plate, PlateReading
+
+__all__ = [
+    "APIError",
+    "AsyncClient",
+    "BadRequest",
+    "Box",
+    "Candidate",
+    "Client",
+    "DEFAULT_TIMEOUT",
+    "ModelportError",
+    "NotFound",
+    "PayloadTooLarge",
+    "Plate",
+    "PlateReading",
+    "ServerError",
+    "Timeout",
+    "TransportError",
+    "UnsupportedMedia",
+]

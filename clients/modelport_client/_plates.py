@@ -1,0 +1,80 @@
+"""Plate-reader request building and typed results, shared by the sync and async clients."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Union
+
+ImageInput = Union[str, "os.PathLike[str]", bytes, IO[bytes]]
+PLATE_READER_PATH = "/v1/plate-reader"
+
+
+@dataclass(frozen=True)
+class Box:
+    xmin: int
+    ymin: int
+    xmax: int
+    ymax: int
+
+
+@dataclass(frozen=True)
+class Candidate:
+    plate: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Plate:
+    plate: str
+    score: float  # how sure the reading is, 0-1
+    dscore: float  # how sure the detector is that this is a plate, 0-1
+    box: Box
+    candidates: tuple[Candidate, ...]
+    review: bool  # the server says a human should check this one
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plate:
+        return cls(plate=data["plate"], score=data["score"], dscore=data["dscore"],
+                   box=Box(**data["box"]), candidates=tuple(Candidate(**c) for c in data["candidates"]),
+                   review=data["review"])
+
+
+@dataclass(frozen=True)
+class PlateReading:
+    filename: str
+    processing_time: float  # milliseconds, measured by the server
+    results: tuple[Plate, ...]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PlateReading:
+        return cls(filename=data["filename"], processing_time=data["processing_time"],
+                   results=tuple(Plate.from_json(p) for p in data["results"]))
+
+
+def _file_tuple(image: ImageInput, index: int) -> tuple[str, bytes]:
+    if isinstance(image, bytes):
+        return f"image-{index}.jpg", image
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        return path.name, path.read_bytes()
+    return Path(getattr(image, "name", f"image-{index}")).name, image.read()
+
+
+def build_request(images: Sequence[ImageInput], regions: Sequence[str] | None,
+                  min_score: float | None) -> dict[str, Any]:
+    """httpx keyword arguments for a multipart plate-reader request."""
+    files = [("upload", _file_tuple(image, i)) for i, image in enumerate(images)]
+    data: dict[str, Any] = {}
+    if regions:
+        data["regions"] = list(regions)
+    if min_score is not None:
+        data["min_score"] = str(min_score)
+    return {"files": files, "data": data}
+
+
+def parse_readings(body: Any) -> list[PlateReading]:
+    items = body if isinstance(body, list) else [body]
+    return [PlateReading.from_json(item) for item in items]

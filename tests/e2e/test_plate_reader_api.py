@@ -1,0 +1,112 @@
+"""The plate reader served for real (`bentoml serve`), called over real HTTP."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.assets import asset
+from tests.scenes import iou, plate_on_street
+
+pytestmark = pytest.mark.slow
+
+
+def test_ready_and_live(plate_server: str) -> None:
+    assert httpx.get(f"{plate_server}/readyz").status_code == 200
+    assert httpx.get(f"{plate_server}/livez").status_code == 200
+
+
+def test_reads_the_plate_in_a_street_photo(plate_server: str) -> None:
+    scene = plate_on_street()
+    response = httpx.post(f"{plate_server}/v1/plate-reader",
+                          files={"upload": ("street.jpg", scene.jpeg, "image/jpeg")}, timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["filename"] == "street.jpg"
+    assert body["processing_time"] > 0
+    [plate] = body["results"]
+    assert plate["plate"] == scene.plate
+    assert plate["candidates"][0]["plate"] == scene.plate
+    box = plate["box"]
+    assert iou((box["xmin"], box["ymin"], box["xmax"], box["ymax"]), scene.box) > 0.7
+    assert 0.5 < plate["dscore"] <= 1 and 0 < plate["score"] <= 1
+    assert plate["review"] is (plate["score"] < 0.8)
+
+
+def test_json_base64_gives_the_same_reading(plate_server: str) -> None:
+    scene = plate_on_street()
+    payload = {"image": base64.b64encode(scene.jpeg).decode(), "regions": ["eu-generic"]}
+    response = httpx.post(f"{plate_server}/v1/plate-reader", json=payload, timeout=30)
+    assert response.status_code == 200, response.text
+    assert [p["plate"] for p in response.json()["results"]] == [scene.plate]
+
+
+def test_a_photo_without_plates_gives_no_results(plate_server: str) -> None:
+    response = httpx.post(f"{plate_server}/v1/plate-reader",
+                          files={"upload": asset("bus").read_bytes()}, timeout=30)
+    assert response.status_code == 200
+    assert response.json()["results"] == []
+
+
+def test_several_images_in_one_request_come_back_in_order(plate_server: str) -> None:
+    scene = plate_on_street()
+    files = [("upload", ("a.jpg", scene.jpeg)), ("upload", ("b.jpg", asset("bus").read_bytes())),
+             ("upload", ("c.jpg", plate_on_street(at=(100, 200)).jpeg))]
+    response = httpx.post(f"{plate_server}/v1/plate-reader", files=files, timeout=60)
+    assert response.status_code == 200, response.text
+    bodies = response.json()
+    assert [b["filename"] for b in bodies] == ["a.jpg", "b.jpg", "c.jpg"]
+    assert [[p["plate"] for p in b["results"]] for b in bodies] == [[scene.plate], [], [scene.plate]]
+
+
+def test_annotated_returns_the_photo_as_jpeg(plate_server: str) -> None:
+    scene = plate_on_street()
+    [plate] = httpx.post(f"{plate_server}/v1/plate-reader", files={"upload": scene.jpeg},
+                         timeout=30).json()["results"]
+    response = httpx.post(f"{plate_server}/v1/plate-reader/annotated",
+                          files={"upload": scene.jpeg}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/jpeg"
+    image = Image.open(io.BytesIO(response.content)).convert("RGB")
+    assert image.size == scene.size
+    # The box outline (green, or orange for review) runs along the detected box's edges.
+    box = plate["box"]
+    middle_of_left_edge = (box["xmin"] + 1, (box["ymin"] + box["ymax"]) // 2)
+    r, g, b = image.getpixel(middle_of_left_edge)
+    assert g > 120 and b < 110, (r, g, b)
+
+
+def test_metrics_count_plates(plate_server: str) -> None:
+    httpx.post(f"{plate_server}/v1/plate-reader", files={"upload": plate_on_street().jpeg}, timeout=30)
+    text = httpx.get(f"{plate_server}/metrics").text
+    read = [line for line in text.splitlines() if line.startswith("modelport_plates_read_total")]
+    assert read and float(read[0].split()[-1]) >= 1
+    assert "modelport_plate_reading_score_bucket" in text
+    assert "modelport_plate_reviews_total" in text
+
+
+def test_concurrent_requests_are_all_answered(plate_server: str) -> None:
+    import asyncio
+
+    scene = plate_on_street()
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(*(
+                client.post(f"{plate_server}/v1/plate-reader", files={"upload": scene.jpeg})
+                for _ in range(8)))
+
+    responses = asyncio.run(burst())
+    assert all(r.status_code == 200 for r in responses)
+    assert all([p["plate"] for p in r.json()["results"]] == [scene.plate] for r in responses)
+
+
+def test_docs_page_describes_the_upload_field(plate_server: str) -> None:
+    spec = httpx.get(f"{plate_server}/v1/openapi.json").json()
+    body = spec["paths"]["/plate-reader"]["post"]["requestBody"]["content"]
+    assert "upload" in body["multipart/form-data"]["schema"]["properties"]
+    assert httpx.get(f"{plate_server}/v1/docs").status_code == 200

@@ -1,0 +1,66 @@
+"""Start a real `bentoml serve` process for a test and stop it afterwards.
+
+    with serve("services.plate_reader:PlateReader", env={"BENTOML_HOME": home}) as url:
+        httpx.get(f"{url}/readyz")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+QUIET_ENV = {"BENTOML_DO_NOT_TRACK": "1", "YOLO_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
+             "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve(target: str, *, env: dict[str, str] | None = None, startup_timeout: float = 180.0,
+          log_path: Path | None = None) -> Iterator[str]:
+    """Run `bentoml serve TARGET` on a free loopback port; yield its base URL once /readyz is 200."""
+    port = free_port()
+    log = open(log_path or os.devnull, "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=REPO, env={**os.environ, **QUIET_ENV, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if process.poll() is not None:
+                tail = Path(log_path).read_text()[-3000:] if log_path else "(no log kept)"
+                raise RuntimeError(f"bentoml serve {target} exited with {process.returncode}:\n{tail}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"bentoml serve {target} not ready after {startup_timeout}s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, 15)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait()
+        log.close()
