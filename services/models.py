@@ -143,7 +143,8 @@ def import_model(name: str, source: Source | None = None, *, kind: Kind | None =
         with bentoml.models.create(name, metadata=metadata, labels={"kind": kind}) as model:
             metadata.update(PREPARERS[kind](fetched, Path(model.path)))
             model.info.metadata.update(metadata)
-        return ImportResult(str(model.tag), True, Path(model.path))
+        stored = bentoml.models.get(model.tag)  # `model.path` was the staging dir, now moved
+        return ImportResult(str(stored.tag), True, Path(stored.path))
 
 
 def resolve(tag: str) -> bentoml.Model:

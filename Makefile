@@ -1,0 +1,35 @@
+# modelport: set up, serve, test. Everything runs from the virtual environment in .venv.
+#   make serve   set up (venv, dependencies, default models) and start the plate reader
+#   make test    run the test suite (sets up the venv first if needed)
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 3000
+export BENTOML_DO_NOT_TRACK := 1
+export YOLO_OFFLINE := 1
+
+.PHONY: setup serve serve-autocomplete test models bench clean
+
+$(BIN)/.installed: pyproject.toml clients/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -e ./clients -e ".[all,dev]"
+	touch $@
+
+setup: $(BIN)/.installed models
+
+models: $(BIN)/.installed
+	$(BIN)/modelport models import --defaults
+
+serve: setup
+	$(BIN)/bentoml serve services.plate_reader:PlateReader --port $(PORT)
+
+serve-autocomplete: setup
+	$(BIN)/bentoml serve services.autocomplete:Autocomplete --port $(PORT)
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV)

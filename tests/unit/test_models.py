@@ -1,0 +1,90 @@
+"""Model store imports: checked, idempotent, and clear when something is missing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import bentoml
+import pytest
+
+from services.models import ModelNotFound, import_model, resolve
+from services.sources import ChecksumMismatch, HuggingFaceRepo, LocalFile, PackageFile, UrlFile, sha256_of
+
+
+def test_default_import_records_source_and_checksum(plate_models: dict[str, Path]) -> None:
+    model = bentoml.models.get("plate-ocr:latest")
+    meta = model.info.metadata
+    assert meta["source"] == ("package:rapidocr-onnxruntime==1.4.4#"
+                              "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx")
+    assert meta["source_sha256"] == sha256_of(plate_models["plate-ocr"])
+    assert meta["kind"] == "plate-ocr"
+
+
+def test_detector_import_exports_onnx_and_keeps_the_checkpoint(plate_models: dict[str, Path]) -> None:
+    import onnxruntime as ort
+
+    model = bentoml.models.get("plate-detector:latest")
+    assert (Path(model.path) / "best.pt").is_file()
+    session = ort.InferenceSession(str(plate_models["plate-detector"]))
+    assert session.get_inputs()[0].shape[0] == "batch"  # dynamic batch: the server batches
+    assert model.info.metadata["classes"] == ["License_Plate"]
+
+
+def test_importing_the_same_file_twice_keeps_one_version(plate_models: dict[str, Path]) -> None:
+    before = len(bentoml.models.list("plate-ocr"))
+    again = import_model("plate-ocr")
+    assert not again.created
+    assert len(bentoml.models.list("plate-ocr")) == before
+
+
+def test_a_file_whose_checksum_differs_is_refused(tmp_path: Path) -> None:
+    fake = tmp_path / "model.onnx"
+    fake.write_bytes(b"not the model")
+    with pytest.raises(ChecksumMismatch, match="refusing"):
+        import_model("plate-ocr", LocalFile(str(fake), sha256="0" * 64))
+    with pytest.raises(ChecksumMismatch):
+        PackageFile("safelicensing==1.0.3", "safelicensing/best.pt", sha256="0" * 64).fetch(tmp_path)
+
+
+def test_a_local_file_imports_as_a_new_version(plate_models: dict[str, Path], tmp_path: Path) -> None:
+    copy = tmp_path / "ocr.onnx"
+    copy.write_bytes(plate_models["plate-ocr"].read_bytes() + b"")  # same bytes: same version
+    assert not import_model("plate-ocr", LocalFile(str(copy))).created
+
+
+def test_unpinned_package_is_refused() -> None:
+    with pytest.raises(ValueError, match="pin the package version"):
+        PackageFile("safelicensing", "safelicensing/best.pt")
+
+
+def test_missing_model_error_says_how_to_import_it() -> None:
+    with pytest.raises(ModelNotFound, match="modelport models import plate-detector"):
+        resolve("plate-detector:doesnotexist")
+
+
+def test_cli_lists_and_refuses_bad_checksums(plate_models: dict[str, Path], tmp_path: Path) -> None:
+    listed = subprocess.run([sys.executable, "-m", "services.cli", "models", "list"],
+                            capture_output=True, text=True, check=True)
+    assert "plate-detector" in listed.stdout and "plate-ocr" in listed.stdout
+    bad = tmp_path / "x.onnx"
+    bad.write_bytes(b"x")
+    refused = subprocess.run([sys.executable, "-m", "services.cli", "models", "import", "plate-ocr",
+                              "--from-path", str(bad), "--sha256", "1" * 64],
+                             capture_output=True, text=True)
+    assert refused.returncode == 1
+    assert f"expected {'1' * 64}" in refused.stderr and "refusing" in refused.stderr
+
+
+@pytest.mark.network
+def test_url_source_downloads_and_checks(tmp_path: Path) -> None:
+    url = "https://raw.githubusercontent.com/ultralytics/ultralytics/main/ultralytics/assets/bus.jpg"
+    path = UrlFile(url).fetch(tmp_path)
+    assert path.stat().st_size > 100_000
+
+
+@pytest.mark.network
+def test_hugging_face_source_downloads_a_repo(tmp_path: Path) -> None:
+    path = HuggingFaceRepo("openai-community/gpt2", allow_patterns=("config.json",)).fetch(tmp_path)
+    assert (path / "config.json").is_file()

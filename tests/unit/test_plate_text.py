@@ -1,0 +1,107 @@
+"""Plate-text rules: normalising, format-guided look-alike fixes, ranking, regions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.plate_reader.ocr import CharAlternative, OcrResult
+from services.plate_reader.plate_text import (
+    Candidate,
+    known_regions,
+    load_formats,
+    normalise,
+    rank_candidates,
+)
+
+
+def reading(text: str, confidence: float = 0.9, alternatives: dict[int, str] | None = None) -> OcrResult:
+    """An OCR result; ``alternatives`` maps a position to the model's next-best characters."""
+    offered = tuple(
+        tuple(CharAlternative(c, confidence if i == 0 else 0.7)
+              for i, c in enumerate(char + (alternatives or {}).get(n, "")))
+        for n, char in enumerate(text)
+    )
+    return OcrResult(text, confidence, (confidence,) * len(text), offered)
+
+
+def test_normalise_keeps_uppercase_ascii_letters_and_digits() -> None:
+    assert normalise("ab-12 cde") == "AB12CDE"
+    assert normalise("京A·12345") == "A12345"
+    assert normalise("ＡＢ１２") == "AB12"  # full-width forms
+
+
+def test_format_fixes_look_alikes_only_where_it_says_letter_or_digit() -> None:
+    # uk AA99AAA: position 2 must be a digit (O -> 0), position 1 a letter (8 -> B)
+    best = rank_candidates(reading("A8O2CDE"), regions=["uk"])[0]
+    assert best == Candidate("AB02CDE", best.score, "uk")
+    assert best.score < 0.9  # two fixes cost confidence
+
+
+def test_reading_that_fits_is_unchanged_and_first() -> None:
+    candidates = rank_candidates(reading("AB12CDE"), regions=["uk"])
+    assert candidates[0].plate == "AB12CDE"
+    assert candidates[0].region == "uk"
+    assert candidates[0].score == pytest.approx(0.9)
+
+
+def test_no_fix_without_a_matching_format() -> None:
+    # 6 characters fit no uk pattern: the raw reading is all there is, scored down.
+    assert rank_candidates(reading("O8CDE1"), regions=["uk"]) == [Candidate("O8CDE1", pytest.approx(0.72))]
+
+
+def test_raw_reading_is_never_dropped() -> None:
+    candidates = rank_candidates(reading("A8O2CDE"), regions=["uk"], limit=1)
+    assert [c.plate for c in candidates] == ["A8O2CDE"]
+    everything = rank_candidates(reading("51F88270"), limit=3)
+    assert "51F88270" in [c.plate for c in everything]
+
+
+def test_model_alternative_beats_the_confusion_table() -> None:
+    # The table would turn G into 6; the model itself offered 5 as its next guess.
+    best = rank_candidates(reading("51FG8270", alternatives={3: "5"}), regions=["vn"])[0]
+    assert best.plate == "51F58270"
+
+
+def test_two_row_plate_with_row_break_matches_its_format() -> None:
+    best = rank_candidates(reading("29-BK O43.66"), regions=["vn"])[0]
+    assert (best.plate, best.region) == ("29BK04366", "vn")
+
+
+def test_all_regions_are_tried_when_none_is_given() -> None:
+    best = rank_candidates(reading("KRW3O1"))[0]
+    assert best.plate == "KRW301"  # fits Argentina's AAA999 and Germany's layout alike
+    assert best.region in {"ar", "de"}
+
+
+def test_unknown_region_lists_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown region\(s\) \['atlantis'\]; valid: \[.*'uk'.*\]"):
+        rank_candidates(reading("AB12CDE"), regions=["atlantis"])
+
+
+def test_empty_reading_has_no_candidates() -> None:
+    assert rank_candidates(reading("-. ")) == []
+
+
+def test_patterns_expand_repeats() -> None:
+    assert set(load_formats().patterns["de"]) >= {"AA9", "AAAAA9999", "AAA99"}
+    assert {"uk", "eu-generic", "de", "fr", "es", "nl", "vn"} <= known_regions()
+
+
+def test_a_new_format_is_a_data_change_only(tmp_path: Path) -> None:
+    path = tmp_path / "formats.yaml"
+    path.write_text(
+        'regions:\n  xx: ["9{3}A{2}"]\n'
+        'confusions:\n  to_digit: {O: "0"}\n  to_letter: {"8": "B"}\n'
+    )
+    formats = load_formats(path)
+    best = rank_candidates(reading("1O28X"), regions=["xx"], formats=formats)[0]
+    assert (best.plate, best.region) == ("102BX", "xx")
+
+
+def test_bad_pattern_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "formats.yaml"
+    path.write_text('regions:\n  xx: ["AB9"]\nconfusions:\n  to_digit: {}\n  to_letter: {}\n')
+    with pytest.raises(ValueError, match="bad plate pattern 'AB9'"):
+        load_formats(path)
