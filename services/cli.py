@@ -83,15 +83,46 @@ def import_(names: tuple[str, ...], defaults: bool, from_path: str | None, from_
 @click.argument("name", required=False)
 def list_(name: str | None) -> None:
     """List stored model versions with their source and checksum."""
-    from services.models import versions
+    from services.models import serving_tag, versions
 
-    table = Table("tag", "kind", "source", "sha256", "created")
+    table = Table("tag", "serving", "kind", "source", "sha256", "metrics", "created")
     for model in versions(name):
         meta = model.info.metadata
-        table.add_row(str(model.tag), str(meta.get("kind", "")), str(meta.get("source", "")),
-                      str(meta.get("source_sha256", ""))[:12],
+        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in dict(meta.get("metrics", {})).items())
+        serving = serving_tag(model.tag.name)
+        is_serving = serving == str(model.tag) or (
+            serving.endswith(":latest") and model.tag == versions(model.tag.name)[-1].tag)
+        table.add_row(str(model.tag), "*" if is_serving else "", str(meta.get("kind", "")),
+                      str(meta.get("source", "")), str(meta.get("source_sha256", ""))[:12], metrics,
                       model.info.creation_time.strftime("%Y-%m-%d %H:%M"))
     console.print(table)
+
+
+@models.command("serve")
+@click.argument("tag")
+def serve_(tag: str) -> None:
+    """Make TAG the version its service loads (at the service's next start)."""
+    from services.models import ModelNotFound, set_serving
+
+    try:
+        console.print(f"serving [bold]{set_serving(tag)}[/bold] (restart the service to load it)")
+    except ModelNotFound as exc:
+        err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        sys.exit(1)
+
+
+@models.command("rollback")
+@click.argument("name")
+def rollback_(name: str) -> None:
+    """Serve the version of NAME before the one served now."""
+    from services.models import ModelNotFound, rollback
+
+    try:
+        console.print(f"serving [bold]{rollback(name)}[/bold] (restart the service to load it)")
+    except (ModelNotFound, ValueError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        sys.exit(1)
 
 
 @main.group()

@@ -15,6 +15,7 @@ Services name models by tag (`plate-detector:latest` unless configured) and neve
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -147,6 +148,47 @@ def import_model(name: str, source: Source | None = None, *, kind: Kind | None =
         return ImportResult(str(stored.tag), True, Path(stored.path))
 
 
+def _serving_file() -> Path:
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    return Path(BentoMLContainer.bentoml_home.get()) / "modelport-serving.json"
+
+
+def _serving_pointers() -> dict[str, str]:
+    path = _serving_file()
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def serving_tag(name: str) -> str:
+    """The tag a service loads for `name`: the version set with `set_serving`, else the newest.
+
+    A built bento carries one version and no pointer file, so there "latest" is that version.
+    """
+    version = _serving_pointers().get(name)
+    if version and any(m.tag.version == version for m in versions(name)):
+        return f"{name}:{version}"
+    return f"{name}:latest"
+
+
+def set_serving(tag: str) -> str:
+    """Make `tag` the version services load for its name (takes effect at their next start)."""
+    model = resolve(tag)
+    pointers = _serving_pointers()
+    pointers[model.tag.name] = model.tag.version
+    _serving_file().write_text(json.dumps(pointers, indent=2, sort_keys=True))
+    return str(model.tag)
+
+
+def rollback(name: str) -> str:
+    """Serve the version created before the one served now; returns the new serving tag."""
+    history = versions(name)
+    current = resolve(serving_tag(name))
+    older = [m for m in history if m.info.creation_time < current.info.creation_time]
+    if not older:
+        raise ValueError(f"{current.tag} is the oldest version of {name}: nothing to roll back to")
+    return set_serving(str(older[-1].tag))
+
+
 def resolve(tag: str) -> bentoml.Model:
     """The stored model for `tag`, or ModelNotFound saying which command imports it."""
     try:
@@ -159,5 +201,5 @@ def resolve(tag: str) -> bentoml.Model:
                             f"(`modelport models list` shows what is). Import it: {hint}") from None
 
 
-__all__ = ["CATALOG", "ImportResult", "ModelNotFound", "ModelSpec", "SourceError",
-           "import_model", "resolve"]
+__all__ = ["CATALOG", "DEFAULTS", "ImportResult", "ModelNotFound", "ModelSpec", "SourceError",
+           "import_model", "resolve", "rollback", "serving_tag", "set_serving", "versions"]

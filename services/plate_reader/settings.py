@@ -5,13 +5,15 @@ variable named `MODELPORT_PLATE_<FIELD>` (e.g. `MODELPORT_PLATE_MAX_IMAGE_BYTES=
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 
 @dataclass(frozen=True)
 class Settings:
-    detector_model: str = "plate-detector:latest"  # model-store tags the service loads
-    ocr_model: str = "plate-ocr:latest"
+    # Model-store tags the service loads; empty means the version `modelport models serve`
+    # chose, else the newest (see services.models.serving_tag).
+    detector_model: str = ""
+    ocr_model: str = ""
     min_score: float = 0.25  # detector confidence below which a box is not a plate
     review_threshold: float = 0.80  # readings scored below this get "review": true
     max_image_bytes: int = 10 * 1024 * 1024  # one image, after base64 decoding
@@ -39,4 +41,10 @@ class Settings:
             except ValueError:
                 raise ValueError(f"MODELPORT_PLATE_{f.name.upper()}={raw!r} is not a valid "
                                  f"{type(default).__name__}") from None
-        return cls(**values)
+        settings = cls(**values)
+        if not settings.detector_model or not settings.ocr_model:
+            from services.models import serving_tag
+
+            settings = replace(settings, detector_model=settings.detector_model or serving_tag("plate-detector"),
+                               ocr_model=settings.ocr_model or serving_tag("plate-ocr"))
+        return settings
