@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-logger = logging.getLogger("modelport")
+logger = logging.getLogger("bentoml.modelport")  # BentoML only shows INFO under "bentoml"
 
 
 class ApiError(Exception):

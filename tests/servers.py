@@ -30,13 +30,17 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve(target: str, *, env: dict[str, str] | None = None, startup_timeout: float = 180.0,
-          log_path: Path | None = None) -> Iterator[str]:
-    """Run `bentoml serve TARGET` on a free loopback port; yield its base URL once /readyz is 200."""
+          log_path: Path | None = None, cwd: Path = REPO) -> Iterator[str]:
+    """Run `bentoml serve TARGET` on a free loopback port; yield its base URL once /readyz is 200.
+
+    `cwd` is the repo root (where `services.*` targets import from); a bento tag runs from its
+    own copy of the code, so serve it from elsewhere to prove that.
+    """
     port = free_port()
     log = open(log_path or os.devnull, "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO, env={**os.environ, **QUIET_ENV, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+        cwd=cwd, env={**os.environ, **QUIET_ENV, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"

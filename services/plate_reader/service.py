@@ -20,13 +20,14 @@ from fastapi.responses import Response
 
 from services import api_errors
 from services.api_errors import ApiError
+from services.images import service_image
 from services.plate_reader import metrics
 from services.plate_reader.api_schema import OPENAPI_REQUEST, PlateReaderJSON, to_json
 from services.plate_reader.batching import MicroBatcher
 from services.plate_reader.inputs import parse_request
 from services.plate_reader.settings import Settings
 
-logger = logging.getLogger("modelport.plate_reader")
+logger = logging.getLogger("bentoml.modelport.plate_reader")  # BentoML only shows INFO under "bentoml"
 settings = Settings.from_env()
 app = FastAPI(title="modelport plate reader", version="1",
               description="Licence-plate text, confidence and box from a photo.")
@@ -37,6 +38,7 @@ api_errors.install(app)
     name="plate-reader",
     traffic={"timeout": 30, "concurrency": 64},
     resources={"cpu": "2", "memory": "1Gi"},
+    image=service_image(),  # core dependencies only: ONNX Runtime, no torch
 )
 @bentoml.asgi_app(app, path="/v1")
 class PlateReader:

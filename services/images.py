@@ -1,0 +1,42 @@
+"""Container image recipes for the services, derived from pyproject.toml (one source of truth).
+
+    @bentoml.service(image=service_image())                      # plate reader: core only
+    @bentoml.service(image=service_image("autocomplete"))        # + torch, transformers
+
+Package locking is off by default, so `bentoml build` works on machines that only reach a
+package index; set MODELPORT_LOCK_PACKAGES=1 where the internet is reachable to pin every
+transitive version into the bento. MODELPORT_TORCH_INDEX picks the torch wheel index
+(default: PyTorch's CPU wheels, 5x smaller than the CUDA ones; set it to "" for the CUDA
+build from PyPI, i.e. the GPU image).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+import bentoml
+
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+PYTHON_VERSION = "3.11"
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def service_image(*extras: str) -> bentoml.images.Image | None:
+    """The image for a service needing the core dependencies plus `extras` (pyproject extras).
+
+    None inside a built bento, whose image was already resolved at build time.
+    """
+    if not PYPROJECT.is_file():
+        return None
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    packages = list(project["dependencies"])
+    for extra in extras:
+        packages += project["optional-dependencies"][extra]
+    image = bentoml.images.Image(python_version=PYTHON_VERSION,
+                                 lock_python_packages=os.environ.get("MODELPORT_LOCK_PACKAGES") == "1")
+    torch_index = os.environ.get("MODELPORT_TORCH_INDEX", CPU_TORCH_INDEX)
+    if any(p.startswith("torch") for p in packages) and torch_index:
+        image = image.python_packages(f"--extra-index-url {torch_index}")
+    return image.python_packages(*packages)

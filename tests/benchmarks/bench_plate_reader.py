@@ -1,0 +1,144 @@
+"""Plate reader benchmark: the served pipeline over HTTP vs an in-process Ultralytics baseline.
+
+    python tests/benchmarks/bench_plate_reader.py            # ~2 minutes on 2 cores
+
+Prints one table. Rows, all measured in this run on the same 1280x720 photo with one real
+plate pasted in (tests/scenes.py):
+- served, 1 and 8 concurrent clients: `bentoml serve` + HTTP (multipart upload), end to end
+- baseline: Ultralytics' torch `YOLO.predict` + the same OCR, in-process, one image at a time
+  (8 threads for the 8-client row)
+Targets (issue 2): served images/s >= 2x baseline; p50 < 60 ms at 1 client; serving RSS < 600 MB.
+Numbers from a shared, noisy machine: compare the ratios, not the absolute values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.scenes import plate_on_street  # noqa: E402
+from tests.servers import serve  # noqa: E402
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def http_load(url: str, jpeg: bytes, clients: int, requests: int) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    async with httpx.AsyncClient(timeout=60) as client:
+        async def worker(n: int) -> None:
+            for _ in range(n):
+                start = time.perf_counter()
+                response = await client.post(f"{url}/v1/plate-reader", files={"upload": jpeg})
+                latencies.append(time.perf_counter() - start)
+                assert response.status_code == 200 and response.json()["results"], response.text
+
+        for _ in range(3):  # warm-up
+            await worker(1)
+        latencies.clear()
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(requests // clients) for _ in range(clients)))
+        return latencies, time.perf_counter() - start
+
+
+def rss_mb(root_pid: int) -> float:
+    import psutil
+
+    root = psutil.Process(root_pid)
+    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
+
+
+def baseline(image: np.ndarray, ocr_path: Path, pt_path: Path, clients: int, requests: int
+             ) -> tuple[list[float], float]:
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from ultralytics import YOLO
+
+    from services.plate_reader.detector import BoundingBox
+    from services.plate_reader.ocr import PlateOCR
+
+    ocr = PlateOCR(ocr_path)
+    local = threading.local()  # Ultralytics predictors are not thread-safe: one per thread
+
+    def read_one() -> float:
+        if not hasattr(local, "yolo"):
+            local.yolo = YOLO(str(pt_path))
+        start = time.perf_counter()
+        boxes = local.yolo.predict(image[:, :, ::-1], imgsz=640, conf=0.25, verbose=False)[0].boxes
+        plates = [(image, BoundingBox(*map(int, b))) for b in boxes.xyxy.tolist()]
+        assert ocr.read_plates(plates), "baseline found no plate"
+        return time.perf_counter() - start
+
+    for _ in range(3):
+        read_one()
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        latencies = list(pool.map(lambda _: read_one(), range(requests)))
+    return latencies, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=48, help="requests per row")
+    args = parser.parse_args()
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "1")
+
+    import bentoml
+
+    from services.models import import_model, serving_tag
+
+    for name in ("plate-detector", "plate-ocr"):
+        import_model(name)
+    detector = Path(bentoml.models.get(serving_tag("plate-detector")).path)
+    ocr_path = Path(bentoml.models.get(serving_tag("plate-ocr")).path) / "model.onnx"
+    scene = plate_on_street(canvas=(1280, 720), at=(500, 450), scale=1.5)
+    image = np.asarray(Image.open(__import__("io").BytesIO(scene.jpeg)).convert("RGB"))
+
+    rows = []
+    log = Path("/tmp/modelport-bench-plate.log")
+    with serve("services.plate_reader:PlateReader", log_path=log) as url:
+        import psutil
+
+        server_pid = next(p.pid for p in psutil.Process().children()
+                          if "bentoml" in " ".join(p.cmdline()))
+        for clients in (1, 8):
+            latencies, wall = asyncio.run(http_load(url, scene.jpeg, clients, args.requests))
+            rows.append(("served (HTTP)", clients, latencies, wall))
+        rss = rss_mb(server_pid)
+    for clients in (1, 8):
+        latencies, wall = baseline(image, ocr_path, detector / "best.pt", clients, args.requests)
+        rows.append(("baseline (Ultralytics torch, in-process)", clients, latencies, wall))
+
+    table = Table(title=f"plate reader, 1280x720 photo, {args.requests} requests per row")
+    for column in ("pipeline", "clients", "p50 ms", "p95 ms", "images/s", "vs baseline"):
+        table.add_column(column)
+    base = {c: len(lat) / wall for name, c, lat, wall in rows if name.startswith("baseline")}
+    for name, clients, latencies, wall in rows:
+        throughput = len(latencies) / wall
+        table.add_row(name, str(clients), f"{1000 * statistics.median(latencies):.1f}",
+                      f"{1000 * percentile(latencies, 0.95):.1f}", f"{throughput:.1f}",
+                      f"{throughput / base[clients]:.2f}x")
+    console = Console(width=120)
+    console.print(table)
+    console.print(f"serving processes RSS (bentoml serve + worker): {rss:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

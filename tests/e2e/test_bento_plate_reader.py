@@ -1,0 +1,52 @@
+"""Build the plate reader's bento, move it to a fresh machine's store, serve it, call it.
+
+This is what a container does: `bentoml serve <tag>` on a bento that carries its models.
+The fresh BENTOML_HOME has no models until the bento archive is imported, so a passing
+request proves the bento carries its model versions (nothing imported or downloaded).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.scenes import plate_on_street
+from tests.servers import REPO, serve
+
+pytestmark = pytest.mark.slow
+
+
+def bentoml(*args: str, home: str | None = None) -> str:
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "1", **({"BENTOML_HOME": home} if home else {})}
+    result = subprocess.run([sys.executable, "-m", "bentoml", *args], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_built_bento_serves_from_a_fresh_store(plate_models: dict[str, Path], tmp_path: Path) -> None:
+    tag = bentoml("build", "-f", "deploy/plate_reader/bentofile.yaml", "-o", "tag", ".").strip()
+    tag = tag.removeprefix("__tag__:")
+    assert tag.startswith("plate-reader:")
+    info = bentoml("get", tag, "-o", "yaml")
+    assert "plate-detector:" in info and "plate-ocr:" in info
+    requirements = Path(bentoml("get", tag, "-o", "path").strip(), "env/python/requirements.txt").read_text()
+    assert "onnxruntime" in requirements and "torch" not in requirements  # no torch in this image
+
+    archive = tmp_path / "plate-reader.bento"
+    bentoml("export", tag, str(archive))
+    fresh_home = str(tmp_path / "fresh-bentoml-home")
+    bentoml("import", str(archive), home=fresh_home)
+    assert sorted(os.listdir(Path(fresh_home, "models"))) == ["plate-detector", "plate-ocr"]
+
+    scene = plate_on_street()
+    env = {"BENTOML_HOME": fresh_home, "PYTHONPATH": ""}  # the bento's own code, not the repo's
+    with serve(tag, env=env, log_path=tmp_path / "serve.log", cwd=tmp_path) as url:
+        response = httpx.post(f"{url}/v1/plate-reader", files={"upload": scene.jpeg}, timeout=60)
+    assert response.status_code == 200, response.text
+    assert [p["plate"] for p in response.json()["results"]] == [scene.plate]
