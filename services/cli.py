@@ -125,6 +125,20 @@ def rollback_(name: str) -> None:
         sys.exit(1)
 
 
+@main.command("serve")
+@click.option("--only", "only", multiple=True, type=click.Choice(["plate-reader", "autocomplete", "web"]),
+              help="Start only these members (repeatable). Default: all three.")
+@click.option("--plate-port", default=3000, show_default=True)
+@click.option("--autocomplete-port", default=3001, show_default=True)
+@click.option("--web-port", default=8080, show_default=True, help="The as-you-type example page.")
+def serve_stack(only: tuple[str, ...], plate_port: int, autocomplete_port: int, web_port: int) -> None:
+    """Start the local stack: both services and the example page, stopped together."""
+    from services.stack import members, run
+
+    stack = members(plate_port, autocomplete_port, web_port)
+    sys.exit(run([stack[name] for name in (only or stack)]))
+
+
 @main.group()
 def evaluate() -> None:
     """Measure a service's models on your labelled data."""
