@@ -8,30 +8,20 @@ request proves the bento carries its model versions (nothing imported or downloa
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.scenes import plate_on_street
-from tests.servers import REPO, serve
+from tests.bentos import bentoml, build
+from tests.servers import serve
 
 pytestmark = pytest.mark.slow
 
 
-def bentoml(*args: str, home: str | None = None) -> str:
-    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "1", **({"BENTOML_HOME": home} if home else {})}
-    result = subprocess.run([sys.executable, "-m", "bentoml", *args], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
-
-
 def test_built_bento_serves_from_a_fresh_store(plate_models: dict[str, Path], tmp_path: Path) -> None:
-    tag = bentoml("build", "-f", "deploy/plate_reader/bentofile.yaml", "-o", "tag", ".").strip()
-    tag = tag.removeprefix("__tag__:")
+    tag = build("deploy/plate_reader/bentofile.yaml")
     assert tag.startswith("plate-reader:")
     info = bentoml("get", tag, "-o", "yaml")
     assert "plate-detector:" in info and "plate-ocr:" in info
