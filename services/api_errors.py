@@ -34,6 +34,8 @@ class ApiError(Exception):
 def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     parts, param = [], None
     for error in exc.errors():
+        if error.get("type") == "json_invalid":  # FastAPI reports it at ("body", <offset>)
+            return f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'decode error')})", None
         location = [str(p) for p in error.get("loc", ()) if p != "body"]
         param = param or (location[0] if location else None)
         parts.append(f"{'.'.join(location) or 'body'}: {error.get('msg', 'invalid')}")

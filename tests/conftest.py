@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.autocomplete_fixtures"]  # the tiny-GPT-2 server, shared by modules
+
 _HOME = Path(tempfile.mkdtemp(prefix="modelport-test-bentoml-"))
 
 

@@ -5,6 +5,7 @@
         print(client.read_plates("car.jpg").results)
 """
 
+from modelport_client._autocomplete import Completion, CompletionChoice, Suggestion, TokenLogprobs, Usage
 from modelport_client._client import DEFAULT_TIMEOUT, AsyncClient, Client
 from modelport_client._errors import (
     APIError,
@@ -26,6 +27,8 @@ __all__ = [
     "Box",
     "Candidate",
     "Client",
+    "Completion",
+    "CompletionChoice",
     "DEFAULT_TIMEOUT",
     "ModelportError",
     "NotFound",
@@ -33,7 +36,10 @@ __all__ = [
     "Plate",
     "PlateReading",
     "ServerError",
+    "Suggestion",
     "Timeout",
+    "TokenLogprobs",
     "TransportError",
     "UnsupportedMedia",
+    "Usage",
 ]

@@ -2,10 +2,14 @@
 
     from modelport_client import Client
 
-    with Client("http://localhost:3000") as client:
-        reading = client.read_plates("car.jpg")
-        for plate in reading.results:
+    with Client("http://localhost:3000") as plates:          # the plate reader
+        for plate in plates.read_plates("car.jpg").results:
             print(plate.plate, plate.score, "check me" if plate.review else "")
+
+    with Client("http://localhost:3001") as text:            # the autocompleter
+        print(text.complete("The capital of France is", max_tokens=5).text)
+
+One client class serves both services: each call names its own route.
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ from typing import Any
 
 import httpx
 
+from modelport_client._autocomplete import AsyncAutocompleteCalls, AutocompleteCalls
 from modelport_client._errors import raise_for_status, translate
 from modelport_client._plates import PLATE_READER_PATH, ImageInput, PlateReading, build_request, parse_readings
 
 DEFAULT_TIMEOUT = 30.0  # seconds; a CPU server reading 8 large photos still answers well inside it
 
 
-class Client:
+class Client(AutocompleteCalls):
     def __init__(self, base_url: str = "http://localhost:3000", *, timeout: float = DEFAULT_TIMEOUT,
                  headers: dict[str, str] | None = None, transport: httpx.BaseTransport | None = None) -> None:
         self._http = httpx.Client(base_url=base_url, timeout=timeout, headers=headers, transport=transport)
@@ -69,7 +74,7 @@ class Client:
         return response.content
 
 
-class AsyncClient:
+class AsyncClient(AsyncAutocompleteCalls):
     def __init__(self, base_url: str = "http://localhost:3000", *, timeout: float = DEFAULT_TIMEOUT,
                  headers: dict[str, str] | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:

@@ -1,0 +1,165 @@
+"""OpenAI's completions API on top of the engine: request checks, the JSON answer, the stream.
+
+    job = prepare(body, engine, settings, model_name)     # raises ApiError with a 4xx
+    completion = await collect(job, engine.submit(...))   # a `Completion`
+    async for line in sse(job, stream): ...               # "data: {...}\\n\\n" ... "data: [DONE]\\n\\n"
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from services.api_errors import ApiError
+from services.autocomplete.engine import Delta, Engine, GenerationStream, TokenLogprob
+from services.autocomplete.sampling import SamplingParams
+from services.autocomplete.schema import Choice, Completion, CompletionRequest, Logprobs, Usage
+from services.autocomplete.settings import Settings
+
+MAX_STOPS = 4  # as OpenAI
+DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    created: int
+    model: str
+    prompts: list[list[int]]
+    params: SamplingParams
+    n: int
+    stream: bool
+    include_usage: bool
+
+
+def prepare(body: CompletionRequest, engine: Engine, settings: Settings, model: str,
+            aliases: frozenset[str]) -> Job:
+    """Check a request against the limits and tokenise it; ApiError (4xx) says what to fix."""
+    if body.model is not None and body.model not in aliases:
+        raise ApiError(404, f"model {body.model!r} is not served here; this server serves "
+                       f"{model!r} (GET /v1/models lists it)", code="model_not_found", param="model")
+    n = body.n or 1
+    max_tokens = DEFAULT_MAX_TOKENS if body.max_tokens is None else body.max_tokens
+    if max_tokens > settings.max_tokens_limit:
+        raise ApiError(400, f"max_tokens={max_tokens} is above this server's limit of "
+                       f"{settings.max_tokens_limit}; ask for fewer", code="max_tokens_too_large",
+                       param="max_tokens")
+    stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    if len(stops) > MAX_STOPS or any(not s for s in stops):
+        raise ApiError(400, f"stop takes up to {MAX_STOPS} non-empty strings", code="invalid_stop",
+                       param="stop")
+    prompts = _tokenised_prompts(body, engine, settings, max_tokens)
+    if n > settings.max_n or len(prompts) > settings.max_prompts:
+        raise ApiError(400, f"at most {settings.max_prompts} prompts and n={settings.max_n} "
+                       "choices per request", code="too_many_choices", param="n")
+    top_k = body.top_k or 0
+    params = SamplingParams(
+        max_tokens=max_tokens,
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=body.top_p or 1.0, top_k=max(top_k, 0),
+        repetition_penalty=body.repetition_penalty or 1.0,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        stop=tuple(stops), seed=body.seed, logprobs=body.logprobs, echo=bool(body.echo))
+    return Job(f"cmpl-{uuid.uuid4().hex}", int(time.time()), model, prompts, params, n,
+               bool(body.stream), bool(body.stream_options and body.stream_options.include_usage))
+
+
+def _tokenised_prompts(body: CompletionRequest, engine: Engine, settings: Settings,
+                       max_tokens: int) -> list[list[int]]:
+    raw = body.prompt
+    if isinstance(raw, str) or (raw and all(isinstance(t, int) for t in raw)):
+        raw = [raw]  # type: ignore[list-item]
+    if not raw:
+        raise ApiError(400, "prompt is an empty list: send the text to complete",
+                       code="empty_prompt", param="prompt")
+    limit = min(settings.max_prompt_tokens, engine.context_length - max_tokens)
+    prompts = []
+    for item in raw:
+        ids = engine.encode(item) if isinstance(item, str) else list(item)  # type: ignore[arg-type]
+        if not ids:
+            raise ApiError(400, "prompt is empty: send the text to complete", code="empty_prompt",
+                           param="prompt")
+        if any(not 0 <= t < engine.vocab_size for t in ids):
+            raise ApiError(400, f"prompt token ids must be in 0..{engine.vocab_size - 1}",
+                           code="invalid_token", param="prompt")
+        if body.truncate_prompt_tokens is not None:
+            ids = ids[-min(body.truncate_prompt_tokens, max(limit, 1)):]
+        if len(ids) > limit:
+            raise ApiError(400, f"the prompt has {len(ids)} tokens, more than the {limit} allowed "
+                           f"(at most {settings.max_prompt_tokens}, and prompt + max_tokens="
+                           f"{max_tokens} must fit the model's {engine.context_length}-token "
+                           "context). Shorten it, lower max_tokens, or set truncate_prompt_tokens "
+                           "to keep only its end.", code="context_length_exceeded", param="prompt")
+        prompts.append(ids)
+    return prompts
+
+
+def _raise_for(reason: str | None, settings: Settings) -> None:
+    if reason == "timeout":
+        raise ApiError(504, f"generation ran past the {settings.request_timeout_s:g}s request "
+                       "timeout; ask for fewer tokens", code="timeout", type="server_error")
+    if reason == "error":
+        raise ApiError(500, "generation failed; the server logged why", code="generation_failed",
+                       type="server_error")
+
+
+def _logprobs(entries: list[TokenLogprob], want: int | None) -> Logprobs | None:
+    if want is None:
+        return None
+    return Logprobs(tokens=[e.token for e in entries], token_logprobs=[e.logprob for e in entries],
+                    top_logprobs=[e.top if e.logprob is not None else None for e in entries],
+                    text_offset=[e.offset for e in entries])
+
+
+def _usage(stream: GenerationStream) -> Usage:
+    stats = stream.stats
+    return Usage(prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens,
+                 total_tokens=stats.prompt_tokens + stats.completion_tokens)
+
+
+async def collect(job: Job, stream: GenerationStream, settings: Settings) -> Completion:
+    texts: dict[int, list[str]] = {}
+    entries: dict[int, list[TokenLogprob]] = {}
+    reasons: dict[int, str] = {}
+    async for delta in stream:
+        texts.setdefault(delta.index, []).append(delta.text)
+        entries.setdefault(delta.index, []).extend(delta.logprobs)
+        if delta.finish_reason is not None:
+            reasons[delta.index] = delta.finish_reason
+            _raise_for(delta.finish_reason, settings)
+    choices = [Choice(text="".join(texts[i]), index=i, finish_reason=reasons[i],  # type: ignore[arg-type]
+                      logprobs=_logprobs(entries[i], job.params.logprobs)) for i in sorted(texts)]
+    return Completion(id=job.id, created=job.created, model=job.model, choices=choices,
+                      usage=_usage(stream))
+
+
+async def sse(job: Job, stream: GenerationStream, settings: Settings) -> AsyncIterator[str]:
+    """Server-sent events as OpenAI streams them; a failure mid-stream is an `error` event."""
+    async for delta in stream:
+        try:
+            _raise_for(delta.finish_reason, settings)
+        except ApiError as exc:
+            yield _event({"error": {"message": exc.message, "type": exc.type, "code": exc.code,
+                                    "param": None}})
+            break
+        if delta.text or delta.finish_reason or delta.logprobs:
+            yield _event(_chunk(job, delta).model_dump())
+    else:
+        if job.include_usage:
+            yield _event({**_chunk(job, None).model_dump(), "usage": _usage(stream).model_dump()})
+    yield "data: [DONE]\n\n"
+
+
+def _chunk(job: Job, delta: Delta | None) -> Completion:
+    choices = [] if delta is None else [Choice(
+        text=delta.text, index=delta.index, finish_reason=delta.finish_reason,  # type: ignore[arg-type]
+        logprobs=_logprobs(list(delta.logprobs), job.params.logprobs))]
+    return Completion(id=job.id, created=job.created, model=job.model, choices=choices)
+
+
+def _event(data: dict) -> str:  # type: ignore[type-arg]
+    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"

@@ -1,0 +1,94 @@
+"""Per-sequence sampling: each row of a batch keeps its own settings and random generator.
+
+    params = SamplingParams(max_tokens=20, temperature=0.7, top_p=0.9, seed=42)
+    tokens, logprobs = choose_tokens(logits, [params], [generator], [history])
+
+Reported log-probabilities are the model's own (log-softmax of the raw logits), before
+temperature and penalties, so they mean the same whatever the sampling settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int = 16
+    temperature: float = 1.0  # 0: greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k cut
+    repetition_penalty: float = 1.0  # >1 discourages tokens already in prompt or output (CTRL-style)
+    presence_penalty: float = 0.0  # OpenAI's: subtracted once from every token already generated
+    frequency_penalty: float = 0.0  # OpenAI's: subtracted per occurrence in the output
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    logprobs: int | None = None  # top-N alternatives per token; 0: only the chosen token's
+    echo: bool = False
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+def new_generator(seed: int | None) -> torch.Generator:
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()  # fresh OS entropy: unseeded requests differ
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+def choose_tokens(logits: torch.Tensor, params: Sequence[SamplingParams],
+                  generators: Sequence[torch.Generator], prompts: Sequence[Sequence[int]],
+                  outputs: Sequence[Sequence[int]]) -> tuple[list[int], torch.Tensor]:
+    """The next token of each row of `logits` [rows, vocab], and the rows' log-probabilities."""
+    logits = logits.float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    chosen: list[int] = []
+    for row, p in enumerate(params):
+        scores = _penalised(logits[row], p, prompts[row], outputs[row])
+        if p.greedy:
+            chosen.append(int(scores.argmax()))
+        else:
+            chosen.append(_draw(scores / p.temperature, p, generators[row]))
+    return chosen, logprobs
+
+
+def _penalised(scores: torch.Tensor, p: SamplingParams, prompt: Sequence[int],
+               output: Sequence[int]) -> torch.Tensor:
+    if p.repetition_penalty == 1.0 and p.presence_penalty == 0.0 and p.frequency_penalty == 0.0:
+        return scores
+    scores = scores.clone()
+    if p.repetition_penalty != 1.0:
+        seen = torch.tensor(sorted(set(prompt) | set(output)), dtype=torch.long)
+        picked = scores[seen]
+        scores[seen] = torch.where(picked > 0, picked / p.repetition_penalty,
+                                   picked * p.repetition_penalty)
+    if output and (p.presence_penalty or p.frequency_penalty):
+        counts = torch.bincount(torch.tensor(output, dtype=torch.long), minlength=scores.numel())
+        scores -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0)
+    return scores
+
+
+def _draw(scores: torch.Tensor, p: SamplingParams, generator: torch.Generator) -> int:
+    ids: torch.Tensor | None = None
+    if 0 < p.top_k < scores.numel():
+        scores, ids = torch.topk(scores, p.top_k)  # sorted, descending
+    if p.top_p < 1.0:
+        if ids is None:
+            scores, ids = torch.sort(scores, descending=True)
+        probs = torch.softmax(scores, dim=-1)
+        # Keep the smallest prefix whose mass reaches top_p (always at least the top token).
+        outside = (torch.cumsum(probs, dim=-1) - probs) >= p.top_p
+        scores = scores.masked_fill(outside, float("-inf"))
+    # Inverse-CDF draw: one uniform number per token; torch.multinomial is ~100x slower on a
+    # 50k-token vocabulary on CPU.
+    cumulative = torch.cumsum(torch.softmax(scores, dim=-1), dim=-1)
+    threshold = torch.rand((), generator=generator) * cumulative[-1]
+    pick = min(int(torch.searchsorted(cumulative, threshold, right=True)), scores.numel() - 1)
+    return int(ids[pick]) if ids is not None else pick

@@ -1,0 +1,103 @@
+"""The autocompleter's HTTP shapes: OpenAI's completions API, plus `/v1/suggest`.
+
+Requests are strict (a string where a number belongs is a 400, not a guess) and refuse
+unknown fields, so a typo in a parameter name is reported instead of silently ignored.
+`None` means "the default", as in OpenAI's API.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Prompt = str | list[str] | list[int] | list[list[int]]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+class CompletionRequest(_Strict):
+    model: str | None = Field(None, examples=["smollm2-135m"])
+    prompt: Prompt = Field(examples=["The capital of France is"])
+    max_tokens: int | None = Field(None, ge=0, examples=[16])
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    n: int | None = Field(None, ge=1)
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    logprobs: int | None = Field(None, ge=0, le=5)
+    echo: bool | None = None
+    stop: str | list[str] | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    seed: int | None = None
+    user: str | None = None  # accepted for compatibility; not used
+    # Beyond OpenAI's API (vLLM uses the same names):
+    top_k: int | None = Field(None, ge=-1, description="Sample from the k likeliest tokens; 0 or -1: all")
+    repetition_penalty: float | None = Field(None, gt=0, le=10)
+    truncate_prompt_tokens: int | None = Field(
+        None, ge=1, description="Keep only the prompt's last N tokens instead of refusing a long prompt")
+
+
+class Logprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
+class Choice(BaseModel):
+    text: str
+    index: int
+    logprobs: Logprobs | None = None
+    finish_reason: Literal["stop", "length"] | None = None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "modelport"
+    root: str  # the exact model-store tag served
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class SuggestRequest(_Strict):
+    text: str = Field(min_length=1, examples=["The weather today is"])
+    n: int = Field(3, ge=1, le=5, description="How many suggestions, at most")
+
+
+class Suggestion(BaseModel):
+    text: str  # to append to the user's text as-is (it starts with a space when it should)
+    score: float  # 0-1: the model's mean per-token probability for this continuation
+
+
+class SuggestResponse(BaseModel):
+    model: str
+    suggestions: list[Suggestion]  # best first; may be fewer than asked (duplicates removed)
+    processing_time: float  # milliseconds

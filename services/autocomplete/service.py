@@ -1,0 +1,129 @@
+"""Text autocompleter: a BentoML service with OpenAI's completions API and as-you-type suggestions.
+
+    bentoml serve services.autocomplete:Autocomplete --port 3001
+    curl localhost:3001/v1/completions -H 'content-type: application/json' \\
+         -d '{"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0}'
+    curl localhost:3001/v1/suggest -H 'content-type: application/json' -d '{"text": "Dear Sir, I"}'
+
+The model is a model-store entry (MODELPORT_AUTOCOMPLETE_MODEL, default the offline
+SmolLM2-135M); one engine thread decodes all concurrent requests together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+# Before torch loads (the imports below): OpenMP threads that spin while they wait starve
+# each other when the cores are shared (neighbours, a CPU quota): on a loaded 2-core
+# machine, forward passes were 5-10x slower with spinning threads than with passive ones.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import bentoml  # noqa: E402
+from fastapi import FastAPI, Request  # noqa: E402
+from fastapi.responses import StreamingResponse  # noqa: E402
+
+from services import api_errors  # noqa: E402
+from services.api_errors import ApiError  # noqa: E402
+from services.images import service_image  # noqa: E402
+from services.autocomplete import completions, metrics  # noqa: E402
+from services.autocomplete.schema import (  # noqa: E402
+    Completion, CompletionRequest, ModelCard, ModelList, SuggestRequest, SuggestResponse)
+from services.autocomplete.settings import OFFLINE_DEFAULT_MODEL, Settings  # noqa: E402
+from services.autocomplete.store import choose_model  # noqa: E402
+
+logger = logging.getLogger("modelport.autocomplete")
+logger.setLevel(logging.INFO)  # BentoML leaves non-bentoml loggers at WARNING; the model line matters
+settings = Settings.from_env()
+MODEL_TAG = choose_model(settings)
+app = FastAPI(title="modelport autocompleter", version="1",
+              description="OpenAI-compatible text completions and as-you-type suggestions.")
+api_errors.install(app)
+
+
+@bentoml.service(
+    name="autocomplete",
+    # The engine enforces request_timeout_s itself (504); BentoML's limit is only a backstop.
+    traffic={"timeout": settings.request_timeout_s + 30, "concurrency": 256},
+    resources={"cpu": "2", "memory": "2Gi"},
+    image=service_image("autocomplete"),  # + torch (CPU wheels unless MODELPORT_TORCH_INDEX="")
+)
+@bentoml.asgi_app(app, path="/v1")
+class Autocomplete:
+    language_model = bentoml.models.BentoModel(MODEL_TAG)
+
+    def __init__(self) -> None:
+        import torch
+
+        from services.autocomplete.engine import Engine
+        from services.autocomplete.store import load_causal_lm
+
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        model, tokenizer = load_causal_lm(Path(self.language_model.path), settings.dtype)
+        self.engine = Engine(model, tokenizer, max_batch_size=settings.max_batch_size)
+        self.tag = str(self.language_model.tag)
+        self.name = self.language_model.tag.name
+        self.aliases = frozenset({self.name, self.tag})
+        how_to_gpt2 = ("" if self.name != OFFLINE_DEFAULT_MODEL else
+                       " For GPT-2: `modelport models import gpt2` (needs the internet), then "
+                       "start with MODELPORT_AUTOCOMPLETE_MODEL=gpt2.")
+        logger.info("autocompleter serving model %s (%s, %s, context %d tokens).%s", self.tag,
+                    type(model).__name__, str(model.dtype).removeprefix("torch."),
+                    self.engine.context_length, how_to_gpt2)
+
+    def __is_ready__(self) -> bool:
+        return hasattr(self, "engine")
+
+    @app.get("/models", response_model=ModelList)
+    def models(self) -> ModelList:
+        created = int(self.language_model.info.creation_time.timestamp())
+        return ModelList(data=[ModelCard(id=self.name, created=created, root=self.tag)])
+
+    @app.post("/completions", response_model=Completion,
+              responses={200: {"content": {"text/event-stream": {}}}})
+    async def completions(self, body: CompletionRequest, request: Request) -> Any:
+        job = completions.prepare(body, self.engine, settings, self.name, self.aliases)
+        stream = self.engine.submit(job.prompts, job.params, n=job.n,
+                                    timeout_s=settings.request_timeout_s)
+        if job.stream:
+            async def events() -> Any:
+                try:
+                    async for event in completions.sse(job, stream, settings):
+                        yield event
+                finally:  # also when the client disconnects mid-stream
+                    stream.cancel()
+                    metrics.observe(stream.stats)
+            return StreamingResponse(events(), media_type="text/event-stream")
+        try:
+            return await _unless_disconnected(request, completions.collect(job, stream, settings))
+        finally:
+            stream.cancel()
+            metrics.observe(stream.stats)
+
+    @app.post("/suggest", response_model=SuggestResponse)
+    async def suggest(self, body: SuggestRequest, request: Request) -> SuggestResponse:
+        from services.autocomplete.suggest import suggest
+
+        started = time.perf_counter()
+        found = await _unless_disconnected(request, suggest(
+            self.engine, body.text, n=body.n, tokens=settings.suggest_tokens,
+            candidates=settings.suggest_candidates, timeout_s=settings.request_timeout_s))
+        return SuggestResponse(model=self.name, suggestions=found,
+                               processing_time=round((time.perf_counter() - started) * 1000, 2))
+
+
+async def _unless_disconnected(request: Request, work: Any) -> Any:
+    """Await `work`, cancelling it if the client goes away first (its rows leave the batch)."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=0.1)
+        if done:
+            return task.result()
+        if await request.is_disconnected():
+            task.cancel()
+            raise ApiError(499, "client closed the request", code="client_closed")

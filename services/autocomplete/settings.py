@@ -1,0 +1,53 @@
+"""Every setting of the autocompleter, in one place, each overridable by an environment
+variable named `MODELPORT_AUTOCOMPLETE_<FIELD>`:
+
+    MODELPORT_AUTOCOMPLETE_MODEL=gpt2 bentoml serve services.autocomplete:Autocomplete --port 3001
+    MODELPORT_AUTOCOMPLETE_REQUIRE_MODEL=1   # a missing model is a start-up error, no fallback
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+# The model served out of the box: it imports offline (`modelport models import --defaults`).
+OFFLINE_DEFAULT_MODEL = "smollm2-135m"
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str = OFFLINE_DEFAULT_MODEL  # model-store name or name:version (any causal-lm entry)
+    require_model: bool = False  # True: no fallback to the offline default when `model` is missing
+    # Weights in memory: "auto" is bfloat16 where the CPU computes in it natively (AVX512-BF16,
+    # AMX: ~1.5x faster than float32) and float32 elsewhere (there bf16 is 1.5-5x slower).
+    dtype: str = "auto"
+    threads: int = 0  # torch intra-op threads; 0 = one per core
+    max_batch_size: int = 32  # sequences decoded together in one forward pass
+    max_prompt_tokens: int = 1024  # longer prompts are refused (or left-truncated on request)
+    max_tokens_limit: int = 512  # the most tokens one request may ask to generate
+    max_n: int = 8  # choices per prompt
+    max_prompts: int = 16  # prompts in one request
+    request_timeout_s: float = 60.0  # a generation still running after this is stopped (504)
+    suggest_tokens: int = 8  # tokens generated per suggestion: short, so it is cheap per keystroke
+    suggest_candidates: int = 8  # samples drawn to find up to 5 distinct suggestions
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        environ = dict(os.environ if environ is None else environ)
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            name = f"MODELPORT_AUTOCOMPLETE_{f.name.upper()}"
+            raw = environ.get(name)
+            if raw is None or raw == "":
+                continue
+            kind = type(getattr(cls, f.name))
+            try:
+                if kind is bool:
+                    if raw.lower() not in ("1", "true", "yes", "0", "false", "no"):
+                        raise ValueError
+                    values[f.name] = raw.lower() in ("1", "true", "yes")
+                else:
+                    values[f.name] = kind(raw)
+            except ValueError:
+                raise ValueError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+        return cls(**values)

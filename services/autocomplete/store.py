@@ -1,0 +1,135 @@
+"""Causal LMs in the model store: the `causal-lm` preparer and the loader the service uses.
+
+Whatever the source (a hub repo, a local transformers directory, a GGUF file), the store
+entry holds one thing: a transformers directory (config.json, safetensors, tokenizer), so
+the service loads every model the same, fast way. GGUF files are de-quantised once, here,
+at import (about a minute for SmolLM2-135M), never at start-up.
+
+    modelport models import smollm2-135m                      # the offline default (a GGUF)
+    modelport models import gpt2                              # openai-community/gpt2 (hub)
+    modelport models import my-lm --from-path ./out --kind causal-lm
+    modelport models import my-lm --from-path model.gguf --kind causal-lm
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from services.autocomplete.settings import OFFLINE_DEFAULT_MODEL, Settings
+from services.sources import CACHE_DIR, sha256_of
+
+logger = logging.getLogger("modelport.autocomplete")
+
+# De-quantising a GGUF costs a minute; a cache keyed by the file's sha256 makes re-imports
+# (a fresh test store, a second machine user) instant.
+_GGUF_CACHE = CACHE_DIR / "gguf-converted"
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model")
+
+
+def prepare_causal_lm(fetched: Path, model_dir: Path) -> dict[str, Any]:
+    """PREPARERS["causal-lm"]: copy or convert `fetched` into `model_dir`; return metadata."""
+    if fetched.is_file() and fetched.suffix == ".gguf":
+        _copy_tree(_converted_gguf(fetched), model_dir)
+        origin = "gguf"
+    elif fetched.is_dir() and (fetched / "config.json").exists():
+        _copy_tree(fetched, model_dir)
+        origin = "transformers"
+    else:
+        raise ValueError(f"{fetched.name}: a causal-lm is a transformers directory (with "
+                         "config.json) or a .gguf file")
+    if not any((model_dir / name).exists() for name in _TOKENIZER_FILES):
+        raise ValueError(f"{fetched.name} has no tokenizer ({' or '.join(_TOKENIZER_FILES)}); "
+                         "save the tokenizer next to the model (tokenizer.save_pretrained(dir))")
+    config = json.loads((model_dir / "config.json").read_text())
+    return {"format": origin, "architecture": (config.get("architectures") or ["?"])[0],
+            "context_length": _context_length(config)}
+
+
+def _context_length(config: dict[str, Any]) -> int:
+    for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
+        if isinstance(config.get(key), int):
+            return int(config[key])
+    return 2048
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    for item in source.iterdir():
+        if item.name.startswith("."):
+            continue
+        if item.is_dir():
+            shutil.copytree(item, target / item.name, dirs_exist_ok=True)
+        else:
+            shutil.copyfile(item, target / item.name)
+
+
+def _converted_gguf(gguf: Path) -> Path:
+    """A transformers directory with the GGUF's weights (float32) and tokenizer."""
+    cached = _GGUF_CACHE / sha256_of(gguf)
+    if (cached / "config.json").exists():
+        return cached
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The weights are already de-quantised to float32; dropping the GGUF quantiser lets
+    # them be saved as ordinary safetensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = cached.with_name(cached.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    shutil.rmtree(cached, ignore_errors=True)
+    partial.rename(cached)
+    return cached
+
+
+def load_causal_lm(model_dir: Path, dtype: str = "auto") -> tuple[Any, Any]:
+    """(model, tokenizer) from a store entry's directory, in eval mode, weights in `dtype`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = best_cpu_dtype() if dtype == "auto" else dtype
+    if dtype not in ("bfloat16", "float32"):
+        raise ValueError(f"dtype {dtype!r}: use auto, bfloat16 or float32")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
+    return model.eval(), tokenizer
+
+
+def best_cpu_dtype() -> str:
+    """bfloat16 on CPUs with native bf16 arithmetic, else float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: stay safe
+        return "float32"
+    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+
+
+def choose_model(settings: Settings) -> str:
+    """The store tag to serve: `settings.model`, else the offline default, said loudly.
+
+    With `require_model` a missing model is an error (what a production deploy wants).
+    """
+    from services.models import CATALOG, ModelNotFound, resolve, serving_tag
+
+    wanted = settings.model if ":" in settings.model else serving_tag(settings.model)
+    try:
+        return str(resolve(wanted).tag)
+    except ModelNotFound as missing:
+        if settings.require_model or settings.model == OFFLINE_DEFAULT_MODEL:
+            raise
+        how = (f"modelport models import {settings.model}" if settings.model in CATALOG else
+               f"modelport models import {settings.model} --from-hf ORG/REPO --kind causal-lm")
+        fallback = str(resolve(serving_tag(OFFLINE_DEFAULT_MODEL)).tag)
+        logger.warning(
+            "MODEL %r IS NOT IN THE MODEL STORE: serving the offline default %s instead. "
+            "To serve %s, import it (needs the internet for hub models): `%s`, then restart. "
+            "Set MODELPORT_AUTOCOMPLETE_REQUIRE_MODEL=1 to make this a start-up error. (%s)",
+            settings.model, fallback, settings.model, how, missing)
+        return fallback

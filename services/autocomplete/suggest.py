@@ -1,0 +1,81 @@
+"""Suggestions for as-you-type UIs: a few short continuations of the text so far, ranked.
+
+    suggestions = await suggest(engine, "The weather today is", n=3, tokens=8, candidates=8)
+    # [Suggestion(text=" sunny and warm.", score=0.41), ...]
+
+Cheap by construction: the greedy continuation plus a handful of samples, each only a few
+tokens long, decoded together in the running batch. Each is cut where a word or sentence
+ends, duplicates are dropped, and they are ranked by the model's mean token probability.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+
+from services.autocomplete.engine import Engine, TokenLogprob
+from services.autocomplete.sampling import SamplingParams
+from services.autocomplete.schema import Suggestion
+
+CONTEXT_TOKENS = 256  # only the end of a long text matters for the next few words
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+
+
+async def suggest(engine: Engine, text: str, *, n: int, tokens: int, candidates: int,
+                  timeout_s: float) -> list[Suggestion]:
+    prompt = engine.encode(text)[-CONTEXT_TOKENS:]
+    greedy = SamplingParams(max_tokens=tokens, temperature=0.0, logprobs=0, stop=("\n",))
+    # A little below 1: varied enough to offer alternatives, without the long tail's noise.
+    sampled = SamplingParams(max_tokens=tokens, temperature=0.8, top_k=40, logprobs=0, stop=("\n",))
+    streams = [engine.submit([prompt], greedy, timeout_s=timeout_s),
+               engine.submit([prompt], sampled, n=max(candidates - 1, 1), timeout_s=timeout_s)]
+    try:
+        runs = await asyncio.gather(*(_collect(stream) for stream in streams))
+    finally:
+        for stream in streams:
+            stream.cancel()
+    best: dict[str, float] = {}
+    for continuation, reason, entries in (c for run in runs for c in run):
+        cut = cut_at_boundary(continuation, complete=reason == "stop")
+        if cut.strip():
+            best[cut] = max(best.get(cut, 0.0), _score(entries, len(cut)))
+    ranked = sorted(best.items(), key=lambda item: -item[1])[:n]
+    return [Suggestion(text=t, score=s) for t, s in ranked]
+
+
+async def _collect(stream) -> list[tuple[str, str, list[TokenLogprob]]]:  # noqa: ANN001
+    texts: dict[int, list[str]] = {}
+    entries: dict[int, list[TokenLogprob]] = {}
+    reasons: dict[int, str] = {}
+    async for delta in stream:
+        texts.setdefault(delta.index, []).append(delta.text)
+        entries.setdefault(delta.index, []).extend(delta.logprobs)
+        if delta.finish_reason:
+            reasons[delta.index] = delta.finish_reason
+    return [("".join(texts[i]), reasons[i], entries[i]) for i in texts
+            if reasons[i] in ("stop", "length")]
+
+
+def cut_at_boundary(text: str, *, complete: bool) -> str:
+    """`text` up to the end of its first sentence, else up to its last whole word.
+
+    `complete`: the model ended the text itself (end of text, newline), so its last word is
+    whole; otherwise generation stopped at the token limit, maybe mid-word.
+    """
+    sentence = _SENTENCE_END.search(text)
+    if sentence:
+        return text[:sentence.end()]
+    if not complete and not text[-1:].isspace():
+        # Drop the word the token limit may have cut: " brown fox ju" -> " brown fox". The first
+        # word stays even when unfinished: it may complete the word the user is typing.
+        last_space = text.rfind(" ", 1)
+        if last_space > 0:
+            text = text[:last_space]
+    return text.rstrip()
+
+
+def _score(entries: list[TokenLogprob], length: int) -> float:
+    """Mean probability of the tokens that make up the first `length` characters (0-1)."""
+    kept = [e.logprob for e in entries if e.offset < length and e.logprob is not None]
+    return math.exp(sum(kept) / len(kept)) if kept else 0.0

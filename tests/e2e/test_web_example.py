@@ -1,0 +1,57 @@
+"""The as-you-type example page in headless Chromium: type, see the ghost suggestion, Tab."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from tests.servers import REPO, free_port
+
+pytestmark = pytest.mark.slow
+webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def page_url(tiny_server: str) -> Iterator[str]:
+    spec = importlib.util.spec_from_file_location(
+        "autocomplete_web", REPO / "examples" / "autocomplete_web" / "serve.py")
+    assert spec and spec.loader
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    port = free_port()
+    server = example.make_server(port, tiny_server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{port}/"
+    server.shutdown()
+
+
+@pytest.mark.skipif(CHROMEDRIVER is None, reason="apt-get install chromium chromium-driver")
+def test_type_see_the_suggestion_and_accept_it_with_tab(page_url: str) -> None:
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        browser.get(page_url)
+        textarea = browser.find_element(By.ID, "text")
+        textarea.send_keys("The weather today")
+        ghost = WebDriverWait(browser, 30).until(
+            lambda b: b.find_element(By.ID, "suggestion").text.strip() and
+            b.find_element(By.ID, "suggestion").get_attribute("textContent"))
+        assert browser.find_element(By.ID, "suggestion").value_of_css_property("color") != \
+            textarea.value_of_css_property("color")  # grey ghost text, not typed text
+        textarea.send_keys(Keys.TAB)
+        assert textarea.get_attribute("value") == "The weather today" + ghost
+        assert browser.find_element(By.ID, "status").text.startswith("tiny-gpt2")
+    finally:
+        browser.quit()

@@ -1,0 +1,99 @@
+"""The batching engine, in-process, on a tiny GPT-2 with the real GPT-2 tokenizer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from services.autocomplete.engine import Delta, Engine
+from services.autocomplete.sampling import SamplingParams
+from services.autocomplete.store import load_causal_lm
+from tests.autocomplete_fixtures import tiny_gpt2_dir
+
+GREEDY = SamplingParams(max_tokens=12, temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    # float32: batched and solo runs then agree to the last bit that matters for argmax.
+    model, tokenizer = load_causal_lm(tiny_gpt2_dir(tmp_path_factory.mktemp("tiny") / "m"), "float32")
+    return Engine(model, tokenizer, max_batch_size=8)
+
+
+async def _run(engine: Engine, prompt: str, params: SamplingParams, n: int = 1,
+               delay: float = 0.0, timeout_s: float | None = None) -> dict[int, list[Delta]]:
+    await asyncio.sleep(delay)
+    choices: dict[int, list[Delta]] = {}
+    async for delta in engine.submit([engine.encode(prompt)], params, n=n, timeout_s=timeout_s):
+        choices.setdefault(delta.index, []).append(delta)
+    return choices
+
+
+def run(engine: Engine, prompt: str, params: SamplingParams, **kwargs: object) -> dict[int, str]:
+    choices = asyncio.run(_run(engine, prompt, params, **kwargs))  # type: ignore[arg-type]
+    return {i: "".join(d.text for d in deltas) for i, deltas in choices.items()}
+
+
+PROMPTS = ["Hello world", "The quick brown fox jumps over the lazy", "A", "Once upon a time, in"]
+
+
+@pytest.mark.parametrize("stagger_s", [0.0, 0.02], ids=["prefilled-together", "joining-mid-batch"])
+def test_batched_sequences_get_the_same_tokens_as_alone(engine: Engine, stagger_s: float) -> None:
+    alone = [run(engine, p, GREEDY)[0] for p in PROMPTS]
+
+    async def concurrently() -> list[dict[int, list[Delta]]]:
+        return await asyncio.gather(*(_run(engine, p, GREEDY, delay=stagger_s * i)
+                                      for i, p in enumerate(PROMPTS)))
+
+    together = ["".join(d.text for d in c[0]) for c in asyncio.run(concurrently())]
+    assert together == alone
+    assert all(len(engine.encode(text)) >= 6 for text in alone)  # real text came out
+
+
+def test_same_seed_same_text_and_choices_differ(engine: Engine) -> None:
+    params = SamplingParams(max_tokens=10, temperature=1.0, seed=1234)
+    first, second = run(engine, "Hello world", params, n=3), run(engine, "Hello world", params, n=3)
+    assert first == second
+    assert len(set(first.values())) == 3  # choice i uses seed + i
+    assert run(engine, "Hello world", SamplingParams(max_tokens=10, seed=99)) != {0: first[0]}
+
+
+def test_stop_string_spanning_tokens_ends_the_text_before_it(engine: Engine) -> None:
+    full = run(engine, PROMPTS[1], GREEDY)[0]
+    tokens = [engine.decode([t]) for t in engine.encode(full)]
+    stop = (tokens[2] + tokens[3])[1:]  # starts inside token 2, ends in token 3
+    cut = full.index(stop)
+    choices = asyncio.run(_run(engine, PROMPTS[1], SamplingParams(max_tokens=12, temperature=0.0,
+                                                                 stop=(stop,))))
+    assert "".join(d.text for d in choices[0]) == full[:cut]
+    assert choices[0][-1].finish_reason == "stop"
+
+
+def test_echo_with_prompt_logprobs_and_no_new_tokens(engine: Engine) -> None:
+    params = SamplingParams(max_tokens=0, echo=True, logprobs=2)
+    deltas = asyncio.run(_run(engine, "Hello world, again", params))[0]
+    entries = [e for d in deltas for e in d.logprobs]
+    assert "".join(d.text for d in deltas) == "Hello world, again"
+    assert [e.token for e in entries] == ["Hello", " world", ",", " again"]
+    assert entries[0].logprob is None and all(e.logprob < 0 for e in entries[1:])
+    assert [e.offset for e in entries] == [0, 5, 11, 12]
+    assert deltas[-1].finish_reason == "length"
+
+
+def test_cancel_and_timeout_end_generation(engine: Engine) -> None:
+    long = SamplingParams(max_tokens=200, temperature=1.0)
+
+    async def cancel_soon() -> list[Delta]:
+        stream = engine.submit([engine.encode("Hello")], long)
+        seen = []
+        async for delta in stream:
+            seen.append(delta)
+            if len(seen) == 3:
+                stream.cancel()
+        return seen
+
+    cancelled = asyncio.run(cancel_soon())
+    assert cancelled[-1].finish_reason == "cancelled" and len(cancelled) < 20
+    timed_out = asyncio.run(_run(engine, "Hello", long, timeout_s=0.05))[0]
+    assert timed_out[-1].finish_reason == "timeout"
