@@ -43,7 +43,7 @@ def members(plate_port: int, autocomplete_port: int, web_port: int) -> dict[str,
                                 str(autocomplete_port)), "/readyz"),
         "web": Member("web", web_port,
                       (sys.executable, "examples/autocomplete_web/serve.py", "--port", str(web_port),
-                       "--api", f"http://127.0.0.1:{autocomplete_port}"), "/"),
+                       "--service", f"http://127.0.0.1:{autocomplete_port}"), "/"),
     }
 
 

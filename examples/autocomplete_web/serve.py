@@ -56,14 +56,15 @@ def handler_for(service: str) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def make_server(port: int, service: str) -> ThreadingHTTPServer:
-    return ThreadingHTTPServer(("127.0.0.1", port), handler_for(service.rstrip("/")))
+def make_server(port: int, service: str, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    return ThreadingHTTPServer((host, port), handler_for(service.rstrip("/")))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Serve the autocomplete example page.")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--service", default="http://localhost:3001", help="the autocompleter's URL")
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 inside a container")
     args = parser.parse_args()
-    print(f"open http://localhost:{args.port} (suggestions from {args.service})")
-    make_server(args.port, args.service).serve_forever()
+    print(f"open http://localhost:{args.port} (suggestions from {args.service})", flush=True)
+    make_server(args.port, args.service, args.host).serve_forever()

@@ -53,10 +53,20 @@ def test_no_secret_values_are_committed() -> None:
 
 
 def test_configmap_keys_are_real_settings() -> None:
-    from services.plate_reader.settings import Settings
+    from services.autocomplete.settings import Settings as AutocompleteSettings
+    from services.plate_reader.settings import Settings as PlateSettings
 
-    known = {f"MODELPORT_PLATE_{f.name.upper()}" for f in fields(Settings)}
-    for config in by_kind("ConfigMap"):
-        keys = set(config["data"])
-        if config["metadata"]["name"].startswith("plate-reader"):
-            assert keys <= known, keys - known
+    known = {"plate-reader-config": {f"MODELPORT_PLATE_{f.name.upper()}" for f in fields(PlateSettings)},
+             "autocomplete-config": {f"MODELPORT_AUTOCOMPLETE_{f.name.upper()}"
+                                     for f in fields(AutocompleteSettings)}}
+    configs = {c["metadata"]["name"]: set(c["data"]) for c in by_kind("ConfigMap")}
+    assert set(configs) == set(known)
+    for name, keys in configs.items():
+        assert keys <= known[name], keys - known[name]
+
+
+def test_secrets_are_referenced_by_name_and_optional() -> None:
+    for deployment in by_kind("Deployment"):
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        refs = [e["secretRef"] for e in container.get("envFrom", []) if "secretRef" in e]
+        assert all(ref.get("optional") is True for ref in refs)
