@@ -1,0 +1,53 @@
+"""`modelport serve` starts both services and the example page together, and stops them
+together on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.autocomplete_fixtures import TINY_GPT2, import_tiny_gpt2
+from tests.scenes import plate_on_street
+from tests.servers import QUIET_ENV, REPO, free_port
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_local_stack_serves_all_three_and_stops_together(plate_models: dict[str, Path]) -> None:
+    import_tiny_gpt2()
+    ports = [free_port() for _ in range(3)]
+    env = {**os.environ, **QUIET_ENV, "MODELPORT_AUTOCOMPLETE_MODEL": TINY_GPT2}
+    stack = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "serve", "--plate-port", str(ports[0]),
+         "--autocomplete-port", str(ports[1]), "--web-port", str(ports[2])],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 240
+        while "all ready" not in "".join(lines):
+            assert stack.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
+            lines.append(stack.stdout.readline())  # type: ignore[union-attr]
+        plate, text, web = (f"http://127.0.0.1:{p}" for p in ports)
+        scene = plate_on_street()
+        read = httpx.post(f"{plate}/v1/plate-reader", files={"upload": scene.jpeg}, timeout=60)
+        assert [p["plate"] for p in read.json()["results"]] == [scene.plate]
+        completion = httpx.post(f"{text}/v1/completions", timeout=60,
+                                json={"prompt": "Hi", "max_tokens": 2, "temperature": 0})
+        assert completion.json()["usage"]["completion_tokens"] == 2
+        page = httpx.get(web, timeout=10)
+        assert page.status_code == 200 and "textarea" in page.text
+        # The page's own origin forwards /v1/* to the autocompleter.
+        assert httpx.post(f"{web}/v1/suggest", json={"text": "Hello"}, timeout=60).status_code == 200
+    finally:
+        stack.send_signal(signal.SIGINT)
+        assert stack.wait(timeout=60) == 0
+    for port in ports:
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
