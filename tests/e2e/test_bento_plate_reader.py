@@ -8,6 +8,7 @@ request proves the bento carries its model versions (nothing imported or downloa
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import httpx
@@ -27,6 +28,12 @@ def test_built_bento_serves_from_a_fresh_store(plate_models: dict[str, Path], tm
     assert "plate-detector:" in info and "plate-ocr:" in info
     requirements = Path(bentoml("get", tag, "-o", "path").strip(), "env/python/requirements.txt").read_text()
     assert "onnxruntime" in requirements and "torch" not in requirements  # no torch in this image
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy"))
+    from image_size import report
+
+    _, parts = report(tag)
+    assert 20 < parts["models"] < 40 and 100 < parts["packages"] < 400  # MB; no torch in it
 
     archive = tmp_path / "plate-reader.bento"
     bentoml("export", tag, str(archive))
