@@ -9,7 +9,7 @@ PORT ?= 3000
 export BENTOML_DO_NOT_TRACK := 1
 export YOLO_OFFLINE := 1
 
-.PHONY: setup serve serve-autocomplete test models bench clean
+.PHONY: setup setup-tf serve serve-autocomplete test models clean
 
 $(BIN)/.installed: pyproject.toml clients/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,17 @@ serve: setup
 serve-autocomplete: setup
 	$(BIN)/bentoml serve services.autocomplete:Autocomplete --port $(PORT)
 
+# TensorFlow + gpt-2-simple in a venv of their own (optional: the gpt-2-simple backend and
+# the tests that make real gpt-2-simple checkpoints use it; they skip, saying so, without it).
+$(VENV)-tf/.installed:
+	$(PYTHON) -m venv $(VENV)-tf
+	$(VENV)-tf/bin/python -m pip install --quiet "tensorflow==2.21.0" "gpt-2-simple==0.8.1"
+	touch $@
+
+setup-tf: $(VENV)-tf/.installed
+
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest
+	$(if $(wildcard $(VENV)-tf/bin/python),MODELPORT_TF_PYTHON=$(abspath $(VENV)-tf/bin/python)) $(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VENV)-tf

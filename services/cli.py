@@ -13,12 +13,9 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-# Piped output (scripts, CI logs) gets wide tables instead of 80-column folding.
-console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+from services.console import console, fail
 
 
 @click.group()
@@ -73,8 +70,7 @@ def import_(names: tuple[str, ...], defaults: bool, from_path: str | None, from_
             with console.status(f"importing {name} ..."):
                 result = store.import_model(name, source, kind=kind)  # type: ignore[arg-type]
         except (SourceError, ValueError, RuntimeError) as exc:
-            err_console.print(f"[red]error:[/red] {name}: {exc}", soft_wrap=True)
-            sys.exit(1)
+            fail(f"{name}: {exc}")
         verb = "imported" if result.created else "already in the store:"
         console.print(f"{verb} [bold]{result.tag}[/bold]")
 
@@ -108,8 +104,7 @@ def serve_(tag: str) -> None:
     try:
         console.print(f"serving [bold]{set_serving(tag)}[/bold] (restart the service to load it)")
     except ModelNotFound as exc:
-        err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        sys.exit(1)
+        fail(exc)
 
 
 @models.command("rollback")
@@ -121,8 +116,7 @@ def rollback_(name: str) -> None:
     try:
         console.print(f"serving [bold]{rollback(name)}[/bold] (restart the service to load it)")
     except (ModelNotFound, ValueError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        sys.exit(1)
+        fail(exc)
 
 
 @main.command("serve")
@@ -190,6 +184,10 @@ def evaluate_plates(folder: Path, crops: bool, regions: tuple[str, ...], raw: bo
     print_report(run(read, folder), f"{folder} ({what}, {'raw text' if raw else 'with plate rules'})",
                  errors=errors)
 
+
+from finetune.cli import finetune  # noqa: E402 - registered after main's own groups
+
+main.add_command(finetune)
 
 if __name__ == "__main__":
     main()

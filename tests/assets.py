@@ -20,6 +20,9 @@ ASSETS: dict[str, PackageFile] = {
     # Ultralytics' sample street photo (AGPL-3.0 package, used as test data only): no plates.
     "bus": PackageFile("ultralytics==8.4.190", "ultralytics/assets/bus.jpg",
                        "c02019c4979c191eb739ddd944445ef408dad5679acab6fd520ef9d434bfbc63"),
+    # Its other sample photo (two people, no plates): a second background for detector data.
+    "zidane": PackageFile("ultralytics==8.4.190", "ultralytics/assets/zidane.jpg",
+                          "16d73869e3267a7d4ed00de8e860833bd1657c1b252e94c0c348277adc7b6edb"),
 }
 
 

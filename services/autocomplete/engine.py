@@ -13,23 +13,29 @@ position ids. New requests are prefilled right away, together when several are w
 a first token does not wait for the batch to finish), then their cache rows are padded and
 appended. Rows that finish are
 dropped from the cache, and columns that became padding for every row are trimmed.
+
+torch is imported inside the functions that run the model: BentoML's parent process
+imports this module with the service definition but never runs a model, and importing
+torch there would cost it about 500 MB.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from services.autocomplete.sampling import SamplingParams, choose_tokens, new_generator
 from services.autocomplete.stops import StoppableText
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger("modelport.autocomplete")
 
@@ -135,9 +141,10 @@ class Engine:
         self._inbox: queue.Queue[_Request] = queue.Queue()
         self._rows: list[_Row] = []
         self._cache: Any = None  # DynamicCache over self._rows
-        self._mask = torch.zeros(0, 0, dtype=torch.long)  # [rows, cache length]
-        self._next = torch.zeros(0, dtype=torch.long)  # token each row feeds in next
-        self._positions = torch.zeros(0, dtype=torch.long)
+        self._mask: torch.Tensor  # [rows, cache length]
+        self._next: torch.Tensor  # token each row feeds in next
+        self._positions: torch.Tensor
+        self._reset_batch()
         self._thread = threading.Thread(target=self._run, name="autocomplete-engine", daemon=True)
         self._thread.start()
 
@@ -165,8 +172,12 @@ class Engine:
     # --- the worker thread -------------------------------------------------------------
 
     def _run(self) -> None:
+        import torch
+
         with torch.inference_mode():
             while True:
+                if not self._rows and self._inbox.empty():
+                    _return_freed_memory()  # about to wait idle
                 self._admit()
                 try:
                     if self._rows:
@@ -208,6 +219,7 @@ class Engine:
 
     def _prefill(self, requests: list[_Request]) -> None:
         """One forward pass over the new prompts (left-padded); their first tokens; join the batch."""
+        import torch
         from transformers import DynamicCache
 
         width = max(len(r.prompt) for r in requests)
@@ -255,6 +267,8 @@ class Engine:
                 if self._accept(row, token, lp)]
 
     def _decode_step(self) -> None:
+        import torch
+
         self._drop(lambda row: self._expired(row))
         if not self._rows:
             return
@@ -316,6 +330,8 @@ class Engine:
 
     def _token_logprob(self, token: int, logprobs: torch.Tensor, top_n: int,
                        offset: int) -> TokenLogprob:
+        import torch
+
         top: dict[str, float] = {}
         if top_n > 0:
             values, ids = torch.topk(logprobs, min(top_n, MAX_TOP_LOGPROBS))
@@ -325,6 +341,8 @@ class Engine:
     def _prompt_logprobs(self, prompt: list[int], logits: torch.Tensor,
                          top_n: int) -> tuple[TokenLogprob, ...]:
         """Each prompt token's logprob given the ones before it (`logits`: one row per token)."""
+        import torch
+
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         entries = [TokenLogprob(self.decode(prompt[:1]), None, {}, 0)]
         for i in range(1, len(prompt)):
@@ -343,6 +361,8 @@ class Engine:
 
     def _join(self, rows: list[_Row], cache: Any, new_mask: torch.Tensor, tokens: list[int]) -> None:
         """Append prefilled rows (their cache and its mask `new_mask`) to the batch."""
+        import torch
+
         length = new_mask.shape[1]
         if self._cache is None:
             self._cache, self._mask = cache, new_mask
@@ -359,6 +379,8 @@ class Engine:
 
     def _drop(self, leaves: Any) -> None:
         """Remove the rows for which `leaves(row)` is true; trim all-padding columns."""
+        import torch
+
         keep = [i for i, row in enumerate(self._rows) if not leaves(row)]
         if len(keep) == len(self._rows):
             return
@@ -376,13 +398,27 @@ class Engine:
                 layer.keys, layer.values = layer.keys[..., padding:, :], layer.values[..., padding:, :]
 
     def _reset_batch(self) -> None:
+        import torch
+
         self._rows, self._cache = [], None
         self._mask = torch.zeros(0, 0, dtype=torch.long)
         self._next = torch.zeros(0, dtype=torch.long)
         self._positions = torch.zeros(0, dtype=torch.long)
 
 
+def _return_freed_memory() -> None:
+    """Hand the heap's free pages back to the OS, as glibc otherwise keeps them: an idle server's
+    RSS then no longer holds the KV cache of its last busy moment (~40-90 MB for GPT-2 at 16
+    clients). It costs a few ms, paid only when the engine goes idle."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):  # not glibc: nothing to do
+        pass
+
+
 def _pad_left(tensor: torch.Tensor, width: int, dim: int = -2) -> torch.Tensor:
+    import torch
+
     missing = width - tensor.shape[dim]
     if missing == 0:
         return tensor

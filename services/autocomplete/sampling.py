@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # imported where used: see engine.py's docstring
+    import torch
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class SamplingParams:
 
 
 def new_generator(seed: int | None) -> torch.Generator:
+    import torch
+
     generator = torch.Generator()
     if seed is None:
         generator.seed()  # fresh OS entropy: unseeded requests differ
@@ -47,6 +51,8 @@ def choose_tokens(logits: torch.Tensor, params: Sequence[SamplingParams],
                   generators: Sequence[torch.Generator], prompts: Sequence[Sequence[int]],
                   outputs: Sequence[Sequence[int]]) -> tuple[list[int], torch.Tensor]:
     """The next token of each row of `logits` [rows, vocab], and the rows' log-probabilities."""
+    import torch
+
     logits = logits.float()
     logprobs = torch.log_softmax(logits, dim=-1)
     chosen: list[int] = []
@@ -63,6 +69,8 @@ def _penalised(scores: torch.Tensor, p: SamplingParams, prompt: Sequence[int],
                output: Sequence[int]) -> torch.Tensor:
     if p.repetition_penalty == 1.0 and p.presence_penalty == 0.0 and p.frequency_penalty == 0.0:
         return scores
+    import torch
+
     scores = scores.clone()
     if p.repetition_penalty != 1.0:
         seen = torch.tensor(sorted(set(prompt) | set(output)), dtype=torch.long)
@@ -76,6 +84,8 @@ def _penalised(scores: torch.Tensor, p: SamplingParams, prompt: Sequence[int],
 
 
 def _draw(scores: torch.Tensor, p: SamplingParams, generator: torch.Generator) -> int:
+    import torch
+
     ids: torch.Tensor | None = None
     if 0 < p.top_k < scores.numel():
         scores, ids = torch.topk(scores, p.top_k)  # sorted, descending

@@ -1,0 +1,146 @@
+"""`modelport finetune ...`: make the models yours, as new versions the services serve.
+
+    modelport finetune text notes.txt
+    modelport finetune detector plates/data.yaml --epochs 20
+    modelport finetune yolo-dataset photos/ boxes.csv plates-dataset/
+    modelport finetune import-gpt2-simple checkpoint/run1 --name my-gpt2
+
+Also runs as `python -m finetune.cli ...`, which is what `accelerate launch -m` and
+`torchrun -m` need for several GPUs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import click
+
+# Before torch loads: OpenMP threads spinning while they wait starve each other on shared
+# cores (the autocompleter measured 5-10x slower forward passes on a loaded 2-core machine).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from services.console import console, fail as _fail  # noqa: E402
+
+
+@click.group()
+def finetune() -> None:
+    """Fine-tune a model on your data; the result is a new version in the model store."""
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "1")
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+@finetune.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--base", help="Store name (or name:version) to start from [default: smollm2-135m].")
+@click.option("--column", help="CSV: the column holding the text.")
+@click.option("--field", help="JSONL: the field holding the text [default: text].")
+@click.option("--pattern", default="*.txt", show_default=True, help="Folder: which files to read.")
+@click.option("--separator", default="", help="A line that separates records [default: a blank line].")
+@click.option("--max-steps", type=int, help="Optimizer steps at most.")
+@click.option("--epochs", type=float, help="Passes over the training split at most.")
+@click.option("--learning-rate", type=float)
+@click.option("--batch-size", type=int, help="Blocks per step and device.")
+@click.option("--block-size", type=int, help="Tokens per training block.")
+@click.option("--val-fraction", type=float, help="Share of records held out for validation.")
+@click.option("--lora/--full", default=None, help="LoRA adapters (merged when saving) or every weight [default: full].")
+@click.option("--seed", type=int)
+@click.option("--backend", type=click.Choice(["transformers", "gpt-2-simple"]), default="transformers",
+              show_default=True, help="gpt-2-simple: train with TensorFlow, then import the checkpoint.")
+@click.option("--checkpoint", type=click.Path(path_type=Path),
+              help="gpt-2-simple: the model folder to train (models/124M or checkpoint/run1).")
+@click.option("--name", help="gpt-2-simple: the store name of the result.")
+def text(data: Path, column: str | None, field: str | None, pattern: str, separator: str,
+         backend: str, checkpoint: Path | None, name: str | None, **overrides: object) -> None:
+    """Fine-tune a causal LM on DATA: a .txt file or folder, a .csv column or a .jsonl field."""
+    from finetune.text import DataError, TextSettings, finetune_text
+    from services.models import ModelNotFound
+
+    options = {"column": column, "field": field, "pattern": pattern, "separator": separator}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        if backend == "gpt-2-simple":
+            from finetune.gpt2_simple import Gpt2SimpleSettings, finetune_with_gpt2_simple
+
+            if checkpoint is None or name is None:
+                raise click.UsageError("--backend gpt-2-simple needs --checkpoint and --name")
+            renamed = {"max_steps": "steps", "batch_size": "batch_size", "learning_rate": "learning_rate",
+                       "val_fraction": "val_fraction", "seed": "seed"}
+            unsupported = sorted(set(given) - set(renamed))
+            if unsupported:
+                raise click.UsageError(f"--backend gpt-2-simple does not take {unsupported}")
+            settings = dataclasses.replace(Gpt2SimpleSettings(), **{renamed[k]: v for k, v in given.items()})
+            result = finetune_with_gpt2_simple(data, checkpoint, name, settings, **options)
+        else:
+            result = finetune_text(data, dataclasses.replace(TextSettings(), **given), **options)
+    except (DataError, ModelNotFound, RuntimeError) as exc:
+        _fail(exc)
+    if result.tag:  # only the main process of a multi-GPU run stores the model
+        console.print(result.summary(), soft_wrap=True)
+
+
+@finetune.command()
+@click.argument("data_yaml", type=click.Path(path_type=Path))
+@click.option("--base", help="Store name (or name:version) to start from [default: plate-detector].")
+@click.option("--epochs", type=int)
+@click.option("--imgsz", type=int, help="Training image size (keep 640 unless testing).")
+@click.option("--batch", type=int)
+@click.option("--device", help='"" = GPU if any, "cpu", "0", "0,1" (several GPUs).')
+@click.option("--workers", type=int, help="Data-loading processes.")
+def detector(data_yaml: Path, **overrides: object) -> None:
+    """Fine-tune the plate detector on a YOLO dataset (DATA_YAML) and store it as a new version."""
+    from finetune.detector import DetectorSettings, finetune_detector
+    from finetune.text_data import DataError
+    from services.models import ModelNotFound
+
+    settings = dataclasses.replace(DetectorSettings(), **{k: v for k, v in overrides.items() if v is not None})
+    try:
+        result = finetune_detector(data_yaml, settings)
+    except (DataError, ModelNotFound, RuntimeError) as exc:
+        _fail(exc)
+    console.print(result.summary(), soft_wrap=True)
+
+
+@finetune.command("yolo-dataset")
+@click.argument("photos", type=click.Path(path_type=Path))
+@click.argument("boxes", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--val-fraction", default=0.2, show_default=True, help="Share of photos for validation.")
+@click.option("--seed", default=0, show_default=True)
+def yolo_dataset(photos: Path, boxes: Path, out: Path, val_fraction: float, seed: int) -> None:
+    """Turn PHOTOS labelled by BOXES (a CSV filename,xmin,ymin,xmax,ymax or a JSONL of reviewed
+    plate-reader readings) into a YOLO dataset in OUT."""
+    from finetune.text_data import DataError
+    from finetune.yolo_data import build_yolo_dataset, check_yolo_dataset
+
+    try:
+        summary = check_yolo_dataset(build_yolo_dataset(photos, boxes, out, val_fraction=val_fraction,
+                                                        seed=seed))
+    except DataError as exc:
+        _fail(exc)
+    console.print(f"wrote {summary.data_yaml}: {summary.train_images} train + {summary.val_images} "
+                  f"val images, {summary.boxes} boxes. Next: modelport finetune detector {summary.data_yaml}",
+                  soft_wrap=True)
+
+
+@finetune.command("import-gpt2-simple")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="Store name for the model (e.g. my-gpt2).")
+def import_gpt2_simple_(checkpoint: Path, name: str) -> None:
+    """Import a gpt-2-simple / OpenAI TensorFlow GPT-2 CHECKPOINT folder (checkpoint/run1) as a
+    transformers GPT-2 model."""
+    from finetune.gpt2_simple import import_gpt2_simple
+    from finetune.text_data import DataError
+
+    try:
+        result = import_gpt2_simple(checkpoint, name)
+    except (DataError, RuntimeError) as exc:
+        _fail(exc)
+    verb = "imported" if result.created else "already in the store:"
+    console.print(f"{verb} {result.tag}. Serve it: MODELPORT_AUTOCOMPLETE_MODEL={result.tag} "
+                  "bentoml serve services.autocomplete:Autocomplete", soft_wrap=True)
+
+
+if __name__ == "__main__":
+    finetune()

@@ -1,0 +1,148 @@
+"""Your text, ready for a causal LM: load it, check it, split it, pack it.
+
+    data = load_text("notes.txt")                              # records split on blank lines
+    data = load_text("/usr/share/games/fortunes", pattern="*", separator="%")
+    data = load_text("tickets.csv", column="body")             # one CSV column
+    data = load_text("chats.jsonl", field="text")              # one JSONL field
+    train, val = split_records(data.records, val_fraction=0.1, seed=0)
+    blocks = pack(tokenizer, train, block_size=256)            # list of equal-length id lists
+
+Every problem with the data is a `DataError` raised here, before a model is loaded, with a
+message that says which file, line or column to fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from services.sources import sha256_of
+
+MIN_VAL_BLOCKS = 2  # fewer validation blocks make the perplexity too noisy to compare
+
+
+class DataError(ValueError):
+    """The data cannot be trained on; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class TextData:
+    records: tuple[str, ...]  # the unit of the train/validation split (a paragraph, row, line)
+    sha256: str  # of the file or folder as given: recorded with the model it trains
+    description: str  # for messages: "notes.txt (412 records)"
+
+
+def load_text(path: str | Path, *, column: str | None = None, field: str | None = None,
+              pattern: str = "*.txt", separator: str = "") -> TextData:
+    """Records from a .txt file or folder (split on `separator` lines), a CSV column or a
+    JSONL field. Empty records are dropped; an input with none left is an error."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob(pattern) if p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise DataError(f"{path}: no files match {pattern!r} (choose others with --pattern)")
+        records = [r for f in files for r in _text_records(f, separator)]
+        what = f"{path} ({len(files)} files matching {pattern!r})"
+    elif path.suffix.lower() == ".csv":
+        records, what = _csv_records(path, column), f"{path} column {column!r}"
+    elif path.suffix.lower() == ".jsonl":
+        records, what = _jsonl_records(path, field or "text"), f"{path} field {field or 'text'!r}"
+    else:
+        records, what = _text_records(path, separator), str(path)
+    if not records:
+        raise DataError(f"{what}: no text in it (empty file, or only separators/whitespace)")
+    return TextData(tuple(records), sha256_of(path), f"{what}, {len(records)} records")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); convert it, or leave it "
+                        "out of the folder with --pattern") from None
+
+
+def _text_records(path: Path, separator: str) -> list[str]:
+    text = _read(path)
+    # A separator line ("" = a blank line) ends a record: paragraphs, or fortune's "%".
+    line = r"[ \t]*" if not separator else re.escape(separator) + r"[ \t]*"
+    parts = re.split(rf"(?m)^{line}\r?\n", text + "\n")
+    return [p.strip("\n") for p in parts if p.strip()]
+
+
+def _csv_records(path: Path, column: str | None) -> list[str]:
+    with path.open(newline="", encoding="utf-8") as stream:
+        reader = csv.DictReader(stream)
+        columns = reader.fieldnames or []
+        if not columns:
+            raise DataError(f"{path}: empty file (a CSV needs a header row)")
+        if column is None or column not in columns:
+            given = "no --column given" if column is None else f"no column {column!r}"
+            raise DataError(f"{path}: {given}; its columns are {columns}")
+        try:
+            return [row[column].strip() for row in reader if (row[column] or "").strip()]
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+def _jsonl_records(path: Path, field: str) -> list[str]:
+    records = []
+    for number, line in enumerate(_read(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row: Any = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} line {number}: not JSON ({exc.msg})") from None
+        if not isinstance(row, dict) or field not in row:
+            keys = sorted(row) if isinstance(row, dict) else type(row).__name__
+            raise DataError(f"{path} line {number}: no field {field!r} (it has {keys}); "
+                            "choose the field with --field")
+        if not isinstance(row[field], str):
+            raise DataError(f"{path} line {number}: field {field!r} is "
+                            f"{type(row[field]).__name__}, not text")
+        if row[field].strip():
+            records.append(row[field].strip())
+    return records
+
+
+def split_records(records: Sequence[str], *, val_fraction: float,
+                  seed: int) -> tuple[list[str], list[str]]:
+    """Shuffle whole records into train and validation, so no record is in both."""
+    if len(records) < 2:
+        raise DataError(f"only {len(records)} record: a validation set needs at least two. "
+                        "Split the text with blank lines (or --separator), or add text")
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    n_val = min(len(records) - 1, max(1, round(len(records) * val_fraction)))
+    return [records[i] for i in order[n_val:]], [records[i] for i in order[:n_val]]
+
+
+def pack(tokenizer: Any, records: Sequence[str], *, block_size: int) -> list[list[int]]:
+    """Tokenise, join records with the end-of-text token, and cut into full blocks: no
+    padding, so every token trained on is real text (the tail shorter than a block is dropped)."""
+    eos = tokenizer.eos_token_id
+    ids: list[int] = []
+    for encoded in tokenizer(list(records), add_special_tokens=False)["input_ids"]:
+        ids.extend(encoded)
+        if eos is not None:
+            ids.append(eos)
+    return [ids[i:i + block_size] for i in range(0, len(ids) - block_size + 1, block_size)]
+
+
+def check_sizes(train: list[list[int]], val: list[list[int]], *, block_size: int) -> None:
+    """Refuse data too small to train and measure on, saying how much is missing."""
+    if not train:
+        raise DataError(f"the training split has fewer than {block_size} tokens: add text or "
+                        "lower --block-size")
+    if len(val) < MIN_VAL_BLOCKS:
+        raise DataError(f"the validation split has {len(val)} block(s) of {block_size} tokens, "
+                        f"need {MIN_VAL_BLOCKS}: add text, raise --val-fraction or lower --block-size")
