@@ -47,3 +47,15 @@ def test_built_bento_serves_from_a_fresh_store(plate_models: dict[str, Path], tm
         response = httpx.post(f"{url}/v1/plate-reader", files={"upload": scene.jpeg}, timeout=60)
     assert response.status_code == 200, response.text
     assert [p["plate"] for p in response.json()["results"]] == [scene.plate]
+
+
+def test_locked_build_pins_every_package(plate_models: dict[str, Path],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # Locking resolves against the package index (reachable here and wherever pip works).
+    monkeypatch.setenv("MODELPORT_LOCK_PACKAGES", "1")
+    tag = build("deploy/plate_reader/bentofile.yaml")
+    lines = Path(bentoml("get", tag, "-o", "path").strip(), "env/python/requirements.txt").read_text()
+    pins = [line for line in lines.splitlines() if line and not line.startswith(("-", "#"))]
+    assert len(pins) > 30 and all("==" in line for line in pins)
+    assert any(line.startswith("onnxruntime==") for line in pins)
+    assert not any(line.startswith("torch==") for line in pins)
