@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
+
+from services.plate_reader.onnx_session import onnx_session
 
 STRIDE = 32  # YOLO's largest downsampling: input sides must be multiples of it
 NMS_IOU = 0.5  # plates rarely overlap; a higher IoU keeps duplicate boxes
@@ -46,10 +47,7 @@ class PlateDetector:
 
     def __init__(self, model_path: str | Path, *, imgsz: int = 640,
                  providers: Sequence[str] | None = None) -> None:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(model_path), options,
-                                            providers=list(providers or ["CPUExecutionProvider"]))
+        self.session = onnx_session(model_path, providers)
         self.input_name = self.session.get_inputs()[0].name
         self.imgsz = imgsz
 

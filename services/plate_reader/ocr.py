@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import onnxruntime as ort
 
 from services.plate_reader.crops import crop_plate, split_rows, to_batch
+from services.plate_reader.onnx_session import onnx_session
 
 # Plate characters plus the separators printed on plates: the separators stay possible
 # outputs so that a dash or dot is not forced into the nearest letter or digit.
@@ -65,9 +65,7 @@ class PlateOCR:
     """Reads plate crops with a CTC recogniser whose dictionary is in its ONNX metadata."""
 
     def __init__(self, model_path: str | Path, *, providers: Sequence[str] | None = None) -> None:
-        self._session = ort.InferenceSession(
-            str(model_path), providers=list(providers or ["CPUExecutionProvider"])
-        )
+        self._session = onnx_session(model_path, providers)
         self._input_name = self._session.get_inputs()[0].name
         self._fold = _fold_matrix(self._session.get_modelmeta().custom_metadata_map["character"])
 
