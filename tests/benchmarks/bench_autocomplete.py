@@ -2,6 +2,8 @@
 
     python tests/benchmarks/bench_autocomplete.py                        # ~10 minutes on 2 cores
     python tests/benchmarks/bench_autocomplete.py --llama-python /tmp/venv-llama/bin/python
+    python tests/benchmarks/bench_autocomplete.py --models smollm2 --skip-naive   # some rows
+    MODELPORT_AUTOCOMPLETE_THREADS=1 python tests/benchmarks/bench_autocomplete.py  # any setting
 
 Prints one table. For each model, (a) a GPT-2 124M-shaped model (random weights: they cost
 the same as real ones) and (b) SmolLM2-135M, all measured in this run on the same ~20-token
@@ -11,7 +13,8 @@ prompt, 64 new tokens per request (temperature 0.8), streamed:
   (SmolLM2 only: there is no GGUF of the GPT-2 shape here), over HTTP
 - naive: in-process `model.generate`, one request at a time (a lock, as a naive server has)
 Columns: tokens/s for one stream; aggregate tokens/s at 1, 4 and 16 concurrent clients;
-time to first token p50/p95 at 1 client (and p50 at 16); server RSS.
+time to first token p50/p95 at 1 client (and p50 at 16); server RSS after the load (ours:
+the whole `bentoml serve` process tree, BentoML's parent process included).
 Targets (issue 3): one stream >= 0.5x llama.cpp; 16 clients >= llama.cpp; TTFT p50 < 100 ms
 for a 20-token prompt; RSS < 1.2 GB for GPT-2 124M. Numbers from a shared, noisy machine:
 compare within a run.
@@ -106,10 +109,8 @@ def measure_ours(tag: str, count: Callable[[str], int]) -> Result:
     env = {"MODELPORT_AUTOCOMPLETE_MODEL": tag, "MODELPORT_AUTOCOMPLETE_REQUIRE_MODEL": "1"}
     with serve(SERVICE, env=env, startup_timeout=600) as url:
         result = http_load(url, None, count)
-        port = int(url.rsplit(":", 1)[1])
-        pids = [c.pid for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == port
-                and c.status == "LISTEN" and c.pid]
-        result["rss"] = max((tree_rss_mb(pid) for pid in pids), default=float("nan"))
+        servers = [p for p in psutil.Process().children() if "bentoml" in " ".join(p.cmdline())]
+        result["rss"] = sum(tree_rss_mb(p.pid) for p in servers) if servers else float("nan")
     return result
 
 
@@ -197,6 +198,9 @@ def main() -> None:
     parser.add_argument("--llama-python", default="/tmp/venv-llama/bin/python",
                         help="a Python with llama-cpp-python[server] installed")
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--skip-llama", action="store_true")
+    parser.add_argument("--models", default="gpt2,smollm2",
+                        help="comma-separated: gpt2 (the GPT-2 124M shape), smollm2")
     args = parser.parse_args()
     os.environ.setdefault("BENTOML_HOME", tempfile.mkdtemp(prefix="bench-autocomplete-"))
     os.environ.update({"BENTOML_DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"})
@@ -206,21 +210,23 @@ def main() -> None:
     from services.sources import LocalFile
 
     work = Path(tempfile.mkdtemp(prefix="bench-autocomplete-work-"))
-    gpt2_dir = gpt2_shaped(work)
-    smol = import_model("smollm2-135m")
-    gguf = CATALOG["smollm2-135m"].source.fetch(work)
-    models = {
-        "GPT-2 124M shape": (import_model("gpt2-124m-random", LocalFile(str(gpt2_dir)),
-                                          kind="causal-lm").tag, gpt2_dir, None),
-        "SmolLM2-135M": (smol.tag, smol.path, gguf),
-    }
+    wanted = set(args.models.split(","))
+    models = {}
+    if "gpt2" in wanted:
+        gpt2_dir = gpt2_shaped(work)
+        models["GPT-2 124M shape"] = (import_model("gpt2-124m-random", LocalFile(str(gpt2_dir)),
+                                                   kind="causal-lm").tag, gpt2_dir, None)
+    if "smollm2" in wanted:
+        smol = import_model("smollm2-135m")
+        models["SmolLM2-135M"] = (smol.tag, smol.path,
+                                  CATALOG["smollm2-135m"].source.fetch(work))
     rows: list[tuple[str, str, Result]] = []
     for label, (tag, model_dir, gguf_file) in models.items():
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         count = lambda text, t=tokenizer: len(t(text, add_special_tokens=False).input_ids)  # noqa: E731
         rows.append((label, "ours (bentoml, batched)", measure_ours(tag, count)))
         print(label, *rows[-1][1:], flush=True)
-        if gguf_file is not None and Path(args.llama_python).exists():
+        if gguf_file is not None and not args.skip_llama and Path(args.llama_python).exists():
             rows.append((label, "llama.cpp server", measure_llama(args.llama_python, gguf_file, count)))
             print(label, *rows[-1][1:], flush=True)
         if not args.skip_naive:
