@@ -172,7 +172,8 @@ def evaluate_plates(folder: Path, crops: bool, regions: tuple[str, ...], raw: bo
         from services.plate_reader.detector import PlateDetector
 
         reader = PlateRecognizer(
-            PlateDetector(resolve(detector or settings.detector_model).path_of("model.onnx")),
+            PlateDetector(resolve(detector or settings.detector_model).path_of("model.onnx"),
+                          imgsz=settings.detector_imgsz),
             ocr_model, review_threshold=settings.review_threshold)
 
         def read(image: object) -> list[str]:

@@ -3,8 +3,9 @@
     batcher = MicroBatcher(run_batch, max_size=8, max_latency_ms=5)
     result = await batcher.submit(item)
 
-A request waits at most `max_latency_ms` for others to join it; the batch runs in a worker
-thread so the event loop keeps accepting (and refusing) requests meanwhile.
+A request waits at most `max_latency_ms` for others to join it, and only while other requests
+are in flight (a lone request runs at once); the batch runs in a worker thread so the event
+loop keeps accepting (and refusing) requests meanwhile.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ class MicroBatcher(Generic[Item, Result]):
         self.batch_sizes: list[int] = []  # recent batch sizes, for the benchmark and logs
         self._queue: asyncio.Queue[tuple[Item, asyncio.Future[Result]]] | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._in_flight = 0  # submitted and not yet taken out of a finished batch
 
     async def submit(self, item: Item) -> Result:
         if self._queue is None:  # created lazily: it belongs to the server's event loop
             self._queue = asyncio.Queue()
             self._worker = asyncio.get_running_loop().create_task(self._run())
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._in_flight += 1
         await self._queue.put((item, future))
         return await future
 
@@ -41,7 +44,8 @@ class MicroBatcher(Generic[Item, Result]):
         while True:
             batch = [await self._queue.get()]
             deadline = loop.time() + self.max_latency
-            while len(batch) < self.max_size:
+            # Waiting only pays when others are in flight (their next request is coming).
+            while len(batch) < self.max_size and self._in_flight > len(batch):
                 timeout = deadline - loop.time()
                 if timeout <= 0:
                     break
@@ -49,6 +53,7 @@ class MicroBatcher(Generic[Item, Result]):
                     batch.append(await asyncio.wait_for(self._queue.get(), timeout))
                 except TimeoutError:
                     break
+            self._in_flight -= len(batch)
             live = [(item, fut) for item, fut in batch if not fut.cancelled()]
             if not live:
                 continue

@@ -45,8 +45,9 @@ class PlateRecognizer:
 
     @classmethod
     def from_files(cls, detector_path: str | Path, ocr_path: str | Path, *,
-                   review_threshold: float = 0.8) -> PlateRecognizer:
-        return cls(PlateDetector(detector_path), PlateOCR(ocr_path), review_threshold=review_threshold)
+                   review_threshold: float = 0.8, detector_imgsz: int = 640) -> PlateRecognizer:
+        return cls(PlateDetector(detector_path, imgsz=detector_imgsz), PlateOCR(ocr_path),
+                   review_threshold=review_threshold)
 
     def read(self, images: Sequence[np.ndarray], *, min_score: float = 0.25,
              regions: Sequence[str] = ()) -> list[list[PlateReading]]:
