@@ -122,17 +122,11 @@ def _usage(stream: GenerationStream) -> Usage:
 
 
 async def collect(job: Job, stream: GenerationStream, settings: Settings) -> Completion:
-    texts: dict[int, list[str]] = {}
-    entries: dict[int, list[TokenLogprob]] = {}
-    reasons: dict[int, str] = {}
-    async for delta in stream:
-        texts.setdefault(delta.index, []).append(delta.text)
-        entries.setdefault(delta.index, []).extend(delta.logprobs)
-        if delta.finish_reason is not None:
-            reasons[delta.index] = delta.finish_reason
-            _raise_for(delta.finish_reason, settings)
-    choices = [Choice(text="".join(texts[i]), index=i, finish_reason=reasons[i],  # type: ignore[arg-type]
-                      logprobs=_logprobs(entries[i], job.params.logprobs)) for i in sorted(texts)]
+    finished = await stream.collect()
+    for choice in finished.values():
+        _raise_for(choice.finish_reason, settings)
+    choices = [Choice(text=c.text, index=i, finish_reason=c.finish_reason,  # type: ignore[arg-type]
+                      logprobs=_logprobs(c.logprobs, job.params.logprobs)) for i, c in finished.items()]
     return Completion(id=job.id, created=job.created, model=job.model, choices=choices,
                       usage=_usage(stream))
 

@@ -62,6 +62,15 @@ class Delta:
     finish_reason: str | None = None  # "stop", "length", "timeout", "cancelled" or "error"
 
 
+@dataclass(frozen=True)
+class Finished:
+    """One choice, complete: what `GenerationStream.collect` returns per choice index."""
+
+    text: str
+    finish_reason: str
+    logprobs: list[TokenLogprob]
+
+
 @dataclass
 class Stats:
     prompt_tokens: int = 0
@@ -94,6 +103,18 @@ class GenerationStream:
 
     def __aiter__(self) -> AsyncIterator[Delta]:
         return self._deltas()
+
+    async def collect(self) -> dict[int, Finished]:
+        """Wait for every choice; their whole texts, finish reasons and logprobs by index."""
+        texts: dict[int, list[str]] = {}
+        entries: dict[int, list[TokenLogprob]] = {}
+        reasons: dict[int, str] = {}
+        async for delta in self:
+            texts.setdefault(delta.index, []).append(delta.text)
+            entries.setdefault(delta.index, []).extend(delta.logprobs)
+            if delta.finish_reason is not None:
+                reasons[delta.index] = delta.finish_reason
+        return {i: Finished("".join(texts[i]), reasons[i], entries[i]) for i in sorted(texts)}
 
     async def _deltas(self) -> AsyncIterator[Delta]:
         while self._open:

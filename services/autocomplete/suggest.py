@@ -31,30 +31,17 @@ async def suggest(engine: Engine, text: str, *, n: int, tokens: int, candidates:
     streams = [engine.submit([prompt], greedy, timeout_s=timeout_s),
                engine.submit([prompt], sampled, n=max(candidates - 1, 1), timeout_s=timeout_s)]
     try:
-        runs = await asyncio.gather(*(_collect(stream) for stream in streams))
+        runs = await asyncio.gather(*(stream.collect() for stream in streams))
     finally:
         for stream in streams:
             stream.cancel()
     best: dict[str, float] = {}
-    for continuation, reason, entries in (c for run in runs for c in run):
-        cut = cut_at_boundary(continuation, complete=reason == "stop")
+    for choice in (c for run in runs for c in run.values() if c.finish_reason in ("stop", "length")):
+        cut = cut_at_boundary(choice.text, complete=choice.finish_reason == "stop")
         if cut.strip():
-            best[cut] = max(best.get(cut, 0.0), _score(entries, len(cut)))
+            best[cut] = max(best.get(cut, 0.0), _score(choice.logprobs, len(cut)))
     ranked = sorted(best.items(), key=lambda item: -item[1])[:n]
     return [Suggestion(text=t, score=s) for t, s in ranked]
-
-
-async def _collect(stream) -> list[tuple[str, str, list[TokenLogprob]]]:  # noqa: ANN001
-    texts: dict[int, list[str]] = {}
-    entries: dict[int, list[TokenLogprob]] = {}
-    reasons: dict[int, str] = {}
-    async for delta in stream:
-        texts.setdefault(delta.index, []).append(delta.text)
-        entries.setdefault(delta.index, []).extend(delta.logprobs)
-        if delta.finish_reason:
-            reasons[delta.index] = delta.finish_reason
-    return [("".join(texts[i]), reasons[i], entries[i]) for i in texts
-            if reasons[i] in ("stop", "length")]
 
 
 def cut_at_boundary(text: str, *, complete: bool) -> str:
