@@ -79,17 +79,16 @@ def import_(names: tuple[str, ...], defaults: bool, from_path: str | None, from_
 @click.argument("name", required=False)
 def list_(name: str | None) -> None:
     """List stored model versions with their source and checksum."""
-    from services.models import serving_tag, versions
+    from services.models import resolve, serving_tag, versions
 
+    stored = versions(name)
+    served = {str(resolve(serving_tag(n)).tag) for n in {m.tag.name for m in stored}}
     table = Table("tag", "serving", "kind", "source", "sha256", "metrics", "created")
-    for model in versions(name):
+    for model in stored:
         meta = model.info.metadata
         metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                             for k, v in dict(meta.get("metrics", {})).items())
-        serving = serving_tag(model.tag.name)
-        is_serving = serving == str(model.tag) or (
-            serving.endswith(":latest") and model.tag == versions(model.tag.name)[-1].tag)
-        table.add_row(str(model.tag), "*" if is_serving else "", str(meta.get("kind", "")),
+        table.add_row(str(model.tag), "*" if str(model.tag) in served else "", str(meta.get("kind", "")),
                       str(meta.get("source", "")), str(meta.get("source_sha256", ""))[:12], metrics,
                       model.info.creation_time.strftime("%Y-%m-%d %H:%M"))
     console.print(table)
@@ -153,7 +152,6 @@ def evaluate_plates(folder: Path, crops: bool, regions: tuple[str, ...], raw: bo
     from services.models import resolve
     from services.plate_reader.evaluate import evaluate as run, print_report
     from services.plate_reader.ocr import PlateOCR
-    from services.plate_reader.pipeline import PlateRecognizer
     from services.plate_reader.plate_text import rank_candidates
     from services.plate_reader.settings import Settings
 
@@ -171,15 +169,14 @@ def evaluate_plates(folder: Path, crops: bool, regions: tuple[str, ...], raw: bo
     else:
         from services.plate_reader.detector import PlateDetector
 
-        reader = PlateRecognizer(
-            PlateDetector(resolve(detector or settings.detector_model).path_of("model.onnx"),
-                          imgsz=settings.detector_imgsz),
-            ocr_model, review_threshold=settings.review_threshold)
+        plate_detector = PlateDetector(resolve(detector or settings.detector_model).path_of("model.onnx"),
+                                       imgsz=settings.detector_imgsz)
 
+        # The pipeline's own steps, so --raw can score the OCR text before the plate rules.
         def read(image: object) -> list[str]:
-            found = reader.detector.detect([image], min_score=settings.min_score)[0]  # type: ignore[list-item]
-            results = reader.ocr.read_plates([(image, d.box) for d in found])
-            return [plates_of(r)[0] for r in results if plates_of(r)]
+            found = plate_detector.detect([image], min_score=settings.min_score)[0]  # type: ignore[list-item]
+            results = ocr_model.read_plates([(image, d.box) for d in found])
+            return [plates[0] for plates in map(plates_of, results) if plates]
 
     what = "OCR only" if crops else "detector + OCR"
     print_report(run(read, folder), f"{folder} ({what}, {'raw text' if raw else 'with plate rules'})",

@@ -28,7 +28,7 @@ import bentoml
 
 from services.sources import HuggingFaceRepo, PackageFile, Source, SourceError, sha256_of
 
-Kind = Literal["plate-detector", "plate-ocr", "causal-lm", "tokenizer"]
+Kind = Literal["plate-detector", "plate-ocr", "causal-lm"]
 
 
 @dataclass(frozen=True)

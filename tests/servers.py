@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -26,6 +26,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, *, timeout: float, failed: Callable[[], str | None] = lambda: None) -> None:
+    """Poll `url`/readyz until it answers 200; `failed()` returns why to give up early."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reason = failed()
+        if reason is not None:
+            raise RuntimeError(reason)
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} not ready after {timeout}s")
+        time.sleep(0.5)
 
 
 @contextlib.contextmanager
@@ -45,19 +62,13 @@ def serve(target: str, *, env: dict[str, str] | None = None, startup_timeout: fl
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if process.poll() is not None:
-                tail = Path(log_path).read_text()[-3000:] if log_path else "(no log kept)"
-                raise RuntimeError(f"bentoml serve {target} exited with {process.returncode}:\n{tail}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"bentoml serve {target} not ready after {startup_timeout}s")
-            time.sleep(0.5)
+        def exited() -> str | None:
+            if process.poll() is None:
+                return None
+            tail = Path(log_path).read_text()[-3000:] if log_path else "(no log kept)"
+            return f"bentoml serve {target} exited with {process.returncode}:\n{tail}"
+
+        wait_ready(url, timeout=startup_timeout, failed=exited)
         yield url
     finally:
         with contextlib.suppress(ProcessLookupError):

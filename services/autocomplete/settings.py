@@ -7,8 +7,9 @@ variable named `MODELPORT_AUTOCOMPLETE_<FIELD>`:
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+
+from services.env_settings import read_env
 
 # The model served out of the box: it imports offline (`modelport models import --defaults`).
 OFFLINE_DEFAULT_MODEL = "smollm2-135m"
@@ -33,21 +34,4 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        environ = dict(os.environ if environ is None else environ)
-        values: dict[str, object] = {}
-        for f in fields(cls):
-            name = f"MODELPORT_AUTOCOMPLETE_{f.name.upper()}"
-            raw = environ.get(name)
-            if raw is None or raw == "":
-                continue
-            kind = type(getattr(cls, f.name))
-            try:
-                if kind is bool:
-                    if raw.lower() not in ("1", "true", "yes", "0", "false", "no"):
-                        raise ValueError
-                    values[f.name] = raw.lower() in ("1", "true", "yes")
-                else:
-                    values[f.name] = kind(raw)
-            except ValueError:
-                raise ValueError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
-        return cls(**values)
+        return cls(**read_env(cls, "MODELPORT_AUTOCOMPLETE_", environ))

@@ -24,7 +24,6 @@ class MicroBatcher(Generic[Item, Result]):
         self.run_batch = run_batch
         self.max_size = max_size
         self.max_latency = max_latency_ms / 1000
-        self.batch_sizes: list[int] = []  # recent batch sizes, for the benchmark and logs
         self._queue: asyncio.Queue[tuple[Item, asyncio.Future[Result]]] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._in_flight = 0  # submitted and not yet taken out of a finished batch
@@ -57,7 +56,6 @@ class MicroBatcher(Generic[Item, Result]):
             live = [(item, fut) for item, fut in batch if not fut.cancelled()]
             if not live:
                 continue
-            self.batch_sizes = (self.batch_sizes + [len(live)])[-1000:]
             try:
                 results = await asyncio.to_thread(self.run_batch, [item for item, _ in live])
             except Exception as exc:  # one bad batch fails its requests, not the worker

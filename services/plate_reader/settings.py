@@ -4,8 +4,9 @@ variable named `MODELPORT_PLATE_<FIELD>` (e.g. `MODELPORT_PLATE_MAX_IMAGE_BYTES=
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
+
+from services.env_settings import read_env
 
 
 @dataclass(frozen=True)
@@ -29,21 +30,9 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        environ = dict(os.environ if environ is None else environ)
-        values = {}
-        for f in fields(cls):
-            raw = environ.get(f"MODELPORT_PLATE_{f.name.upper()}")
-            if raw is None:
-                continue
-            default = getattr(cls, f.name) if f.name != "allowed_formats" else ()
-            try:
-                if isinstance(default, tuple):
-                    values[f.name] = tuple(p.strip().upper() for p in raw.split(",") if p.strip())
-                else:
-                    values[f.name] = type(default)(raw)
-            except ValueError:
-                raise ValueError(f"MODELPORT_PLATE_{f.name.upper()}={raw!r} is not a valid "
-                                 f"{type(default).__name__}") from None
+        values = read_env(cls, "MODELPORT_PLATE_", environ)
+        if "allowed_formats" in values:  # PIL names formats in capitals
+            values["allowed_formats"] = tuple(f.upper() for f in values["allowed_formats"])
         settings = cls(**values)
         if not settings.detector_model or not settings.ocr_model:
             from services.models import serving_tag

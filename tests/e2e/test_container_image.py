@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,7 @@ import pytest
 
 from tests.bentos import bentoml, build
 from tests.scenes import plate_on_street
-from tests.servers import REPO, free_port
+from tests.servers import REPO, free_port, wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.container]
 CONF = {"CONTAINERS_CONF": str(REPO / "deploy" / "container" / "containers.conf")}
@@ -58,15 +57,11 @@ def test_plate_reader_image_builds_and_serves(base_image: None, plate_models: di
     port = free_port()
     container = podman("run", "-d", image, "--port", str(port)).strip()
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, podman("logs", container)
-            time.sleep(1)
+        def stopped() -> str | None:
+            status = podman("inspect", "-f", "{{.State.Status}}", container).strip()
+            return f"container {status}:\n{podman('logs', container)}" if status in ("exited", "dead") else None
+
+        wait_ready(f"http://127.0.0.1:{port}", timeout=120, failed=stopped)
         scene = plate_on_street()
         response = httpx.post(f"http://127.0.0.1:{port}/v1/plate-reader",
                               files={"upload": scene.jpeg}, timeout=60)
