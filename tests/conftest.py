@@ -8,6 +8,7 @@ Downloaded packages are cached in ~/.cache/modelport, so re-runs do not download
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -25,6 +26,11 @@ def pytest_configure(config: pytest.Config) -> None:
                        "TRANSFORMERS_OFFLINE": "1",
                        "YOLO_CONFIG_DIR": str(_HOME / "ultralytics")}.items():
         os.environ.setdefault(key, value)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # The store holds every model and bento the run made (~700 MB): gone with the run.
+    shutil.rmtree(_HOME, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

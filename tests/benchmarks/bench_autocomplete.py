@@ -202,14 +202,20 @@ def main() -> None:
     parser.add_argument("--models", default="gpt2,smollm2",
                         help="comma-separated: gpt2 (the GPT-2 124M shape), smollm2")
     args = parser.parse_args()
-    os.environ.setdefault("BENTOML_HOME", tempfile.mkdtemp(prefix="bench-autocomplete-"))
-    os.environ.update({"BENTOML_DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"})
+    # Models, bentoml's store and servers' files live in one scratch folder, removed at the end.
+    with tempfile.TemporaryDirectory(prefix="bench-autocomplete-") as scratch:
+        os.environ.setdefault("BENTOML_HOME", f"{scratch}/bentoml")
+        os.environ.update({"BENTOML_DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"})
+        run(args, Path(scratch) / "work")
+
+
+def run(args: argparse.Namespace, work: Path) -> None:
     from transformers import AutoTokenizer
 
     from services.models import CATALOG, import_model
     from services.sources import LocalFile
 
-    work = Path(tempfile.mkdtemp(prefix="bench-autocomplete-work-"))
+    work.mkdir()
     wanted = set(args.models.split(","))
     models = {}
     if "gpt2" in wanted:

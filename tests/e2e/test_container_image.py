@@ -69,4 +69,5 @@ def test_plate_reader_image_builds_and_serves(base_image: None, plate_models: di
         assert [p["plate"] for p in response.json()["results"]] == [scene.plate]
     finally:
         podman("rm", "-f", container)
+        podman("rmi", "-f", image)  # 1.2 GB per run: left behind, re-runs fill the disk
         bentoml("delete", "-y", tag)
