@@ -18,7 +18,9 @@ from pathlib import Path
 import click
 
 # Before torch loads: OpenMP threads spinning while they wait starve each other on shared
-# cores (the autocompleter measured 5-10x slower forward passes on a loaded 2-core machine).
+# cores (with one of 2 cores busy, libgomp's default spinning made GPT-2 forward passes 2x
+# slower than passive waiting; see services/autocomplete/settings.py:tune_openmp). Training
+# runs beside other work (the tests, a server) more often than alone, so it waits passively.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from services.console import console, fail as _fail  # noqa: E402

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-# Before torch loads (the imports below): OpenMP threads that spin while they wait starve
-# each other when the cores are shared (neighbours, a CPU quota): on a loaded 2-core
-# machine, forward passes were 5-10x slower with spinning threads than with passive ones.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from services.autocomplete.settings import OFFLINE_DEFAULT_MODEL, Settings, tune_openmp
+
+tune_openmp()  # before torch loads (the imports below import it)
 
 import bentoml  # noqa: E402
 from fastapi import FastAPI, Request  # noqa: E402
@@ -33,7 +31,6 @@ from services.images import service_image  # noqa: E402
 from services.autocomplete import completions, metrics  # noqa: E402
 from services.autocomplete.schema import (  # noqa: E402
     Completion, CompletionRequest, ModelCard, ModelList, SuggestRequest, SuggestResponse)
-from services.autocomplete.settings import OFFLINE_DEFAULT_MODEL, Settings  # noqa: E402
 from services.autocomplete.store import choose_model  # noqa: E402
 
 logger = logging.getLogger("modelport.autocomplete")

@@ -43,7 +43,9 @@ from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the service sets it: a fair baseline
+from services.autocomplete.settings import tune_openmp  # noqa: E402
+
+tune_openmp()  # as the service does: the naive baseline gets the same OpenMP threads
 
 from tests.autocomplete_fixtures import SERVICE, gpt2_tokenizer  # noqa: E402
 from tests.servers import free_port, serve  # noqa: E402
@@ -238,8 +240,10 @@ def run(args: argparse.Namespace, work: Path) -> None:
         if not args.skip_naive:
             rows.append((label, "naive transformers", measure_naive(Path(model_dir), count)))
             print(label, *rows[-1][1:], flush=True)
+    import torch  # the servers run in this Python: its torch build sets their RSS (CPU or CUDA)
+
     table = Table(title=f"Autocompleter, {NEW_TOKENS} new tokens per request, "
-                        f"{os.cpu_count()} CPU cores (tokens/s; ms)")
+                        f"{os.cpu_count()} CPU cores, torch {torch.__version__} (tokens/s; ms)")
     for column in ("model", "server", "1 stream tok/s", "4 clients tok/s", "16 clients tok/s",
                    "TTFT p50", "TTFT p95", "TTFT p50 @16", "RSS MB"):
         table.add_column(column, justify="left" if column in ("model", "server") else "right")
