@@ -177,7 +177,7 @@ class Engine:
 
     @property
     def vocab_size(self) -> int:
-        return int(self.model.get_output_embeddings().weight.shape[0])
+        return int(self.model.get_input_embeddings().weight.shape[0])  # ids a prompt may hold
 
     def submit(self, prompts: Sequence[Sequence[int]], params: SamplingParams, *, n: int = 1,
                timeout_s: float | None = None) -> GenerationStream:

@@ -57,11 +57,12 @@ class Autocomplete:
         import torch
 
         from services.autocomplete.engine import Engine
-        from services.autocomplete.store import load_causal_lm
+        from services.autocomplete.store import load_causal_lm, resolve_dtype
 
         if settings.threads:
             torch.set_num_threads(settings.threads)
-        model, tokenizer = load_causal_lm(Path(self.language_model.path), settings.dtype)
+        dtype = resolve_dtype(settings.dtype)
+        model, tokenizer = load_causal_lm(Path(self.language_model.path), dtype)
         self.engine = Engine(model, tokenizer, max_batch_size=settings.max_batch_size)
         self.tag = str(self.language_model.tag)
         self.name = self.language_model.tag.name
@@ -70,7 +71,7 @@ class Autocomplete:
                        " For GPT-2: `modelport models import gpt2` (needs the internet), then "
                        "start with MODELPORT_AUTOCOMPLETE_MODEL=gpt2.")
         logger.info("autocompleter serving model %s (%s, %s, context %d tokens).%s", self.tag,
-                    type(model).__name__, str(model.dtype).removeprefix("torch."),
+                    type(model).__name__, "int8 weights" if dtype == "int8" else dtype,
                     self.engine.context_length, how_to_gpt2)
 
     def __is_ready__(self) -> bool:

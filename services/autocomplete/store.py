@@ -90,25 +90,44 @@ def _converted_gguf(gguf: Path) -> Path:
 
 
 def load_causal_lm(model_dir: Path, dtype: str = "auto") -> tuple[Any, Any]:
-    """(model, tokenizer) from a store entry's directory, in eval mode, weights in `dtype`."""
+    """(model, tokenizer) from a store entry's directory, in eval mode, weights in `dtype`.
+
+    dtype: float32, bfloat16, int8 (float32 with int8 linear weights, services/autocomplete/
+    int8_weights.py) or auto (best_cpu_dtype).
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dtype = best_cpu_dtype() if dtype == "auto" else dtype
-    if dtype not in ("bfloat16", "float32"):
-        raise ValueError(f"dtype {dtype!r}: use auto, bfloat16 or float32")
+    dtype = resolve_dtype(dtype)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=torch.float32 if dtype == "int8" else getattr(torch, dtype))
+    if dtype == "int8":
+        from services.autocomplete.int8_weights import quantize_linear_weights
+
+        quantize_linear_weights(model)
     return model.eval(), tokenizer
 
 
+DTYPES = ("int8", "bfloat16", "float32")
+
+
+def resolve_dtype(dtype: str) -> str:
+    """The dtype a setting means on this machine ("auto" picked by best_cpu_dtype)."""
+    dtype = best_cpu_dtype() if dtype == "auto" else dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: use auto or one of {', '.join(DTYPES)}")
+    return dtype
+
+
 def best_cpu_dtype() -> str:
-    """bfloat16 on CPUs with native bf16 arithmetic, else float32."""
+    """bfloat16 on CPUs with native bf16 arithmetic; elsewhere int8 weights (decoding is bound
+    by memory bandwidth, and bf16 arithmetic there is 1.5-5x slower than float32)."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: stay safe
+    except OSError:  # not Linux: float32, which every CPU runs
         return "float32"
-    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "int8"
 
 
 def choose_model(settings: Settings) -> str:
