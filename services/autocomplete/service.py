@@ -62,8 +62,9 @@ class Autocomplete:
         if settings.threads:
             torch.set_num_threads(settings.threads)
         dtype = resolve_dtype(settings.dtype)
-        model, tokenizer = load_causal_lm(Path(self.language_model.path), dtype)
-        self.engine = Engine(model, tokenizer, max_batch_size=settings.max_batch_size)
+        self.engine = Engine(lambda: load_causal_lm(Path(self.language_model.path), dtype),
+                             max_batch_size=settings.max_batch_size)
+        model = self.engine.model
         self.tag = str(self.language_model.tag)
         self.name = self.language_model.tag.name
         self.aliases = frozenset({self.name, self.tag})

@@ -20,8 +20,7 @@ def test_import_gpt2_from_the_hub_and_complete(tmp_path: Path) -> None:
     from services.models import import_model
 
     result = import_model("gpt2")
-    model, tokenizer = load_causal_lm(result.path, "float32")
-    engine = Engine(model, tokenizer)
+    engine = Engine(lambda: load_causal_lm(result.path, "float32"))
     text = "The quick brown fox jumps over the lazy dog."
     assert engine.encode(text) == gpt2_tokenizer(tmp_path)(text)["input_ids"]  # the test tokenizer is GPT-2's
 

@@ -21,8 +21,8 @@ GREEDY = SamplingParams(max_tokens=12, temperature=0.0)
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     # float32: batched and solo runs then agree to the last bit that matters for argmax.
-    model, tokenizer = load_causal_lm(tiny_gpt2_dir(tmp_path_factory.mktemp("tiny") / "m"), "float32")
-    return Engine(model, tokenizer, max_batch_size=8)
+    model_dir = tiny_gpt2_dir(tmp_path_factory.mktemp("tiny") / "m")
+    return Engine(lambda: load_causal_lm(model_dir, "float32"), max_batch_size=8)
 
 
 async def _run(engine: Engine, prompt: str, params: SamplingParams, n: int = 1,
@@ -133,3 +133,11 @@ def test_the_api_modules_import_without_torch() -> None:
     code = ("import sys, services.autocomplete.completions, services.autocomplete.engine, "
             "services.autocomplete.sampling; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_a_failing_load_raises_from_the_constructor() -> None:
+    def load() -> tuple[object, object]:
+        raise FileNotFoundError("no model.safetensors in /nowhere")
+
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        Engine(load)
