@@ -38,7 +38,7 @@ class Settings:
     model: str = OFFLINE_DEFAULT_MODEL  # model-store name or name:version (any causal-lm entry)
     require_model: bool = False  # True: no fallback to the offline default when `model` is missing
     # Weights in memory: "auto" is bfloat16 where the CPU computes in it natively (AVX512-BF16,
-    # AMX: ~1.5x faster than float32) and "int8" elsewhere: int8 linear weights, 1.5x faster
+    # AMX: ~1.5x faster than float32) and "int8" elsewhere: int8 linear weights, 1.5-1.9x faster
     # decoding than float32 at +0.2% perplexity (services/autocomplete/int8_weights.py).
     # "float32" gives the exact outputs of transformers.
     dtype: str = "auto"
