@@ -106,6 +106,10 @@ def load_causal_lm(model_dir: Path, dtype: str = "auto") -> tuple[Any, Any]:
         from services.autocomplete.int8_weights import quantize_linear_weights
 
         quantize_linear_weights(model)
+        # What stays float32 (embeddings, norms) still views the memory-mapped weights file,
+        # which then stays resident whole: own copies let it go (GPT-2: RSS 971 -> 650 MB).
+        for tensor in [*model.parameters(), *model.buffers()]:
+            tensor.data = tensor.data.clone()
     return model.eval(), tokenizer
 
 
