@@ -109,7 +109,8 @@ def load_causal_lm(model_dir: Path, dtype: str = "auto") -> tuple[Any, Any]:
         # What stays float32 (embeddings, norms) still views the memory-mapped weights file,
         # which then stays resident whole: own copies let it go (GPT-2: RSS 971 -> 650 MB).
         for tensor in [*model.parameters(), *model.buffers()]:
-            tensor.data = tensor.data.clone()
+            if tensor.dtype != torch.int8:  # the int8 weights are new copies already
+                tensor.data = tensor.data.clone()
     return model.eval(), tokenizer
 
 
