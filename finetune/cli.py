@@ -17,18 +17,19 @@ from pathlib import Path
 
 import click
 
-# Before torch loads: OpenMP threads spinning while they wait starve each other on shared
-# cores (with one of 2 cores busy, libgomp's default spinning made GPT-2 forward passes 2x
-# slower than passive waiting; see services/autocomplete/settings.py:tune_openmp). Training
-# runs beside other work (the tests, a server) more often than alone, so it waits passively.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from services.console import console, fail as _fail  # noqa: E402
+from services.console import console, fail as _fail
 
 
 @click.group()
 def finetune() -> None:
     """Fine-tune a model on your data; the result is a new version in the model store."""
+    # Before torch loads (each command imports it): OpenMP threads spinning while they wait
+    # starve each other on shared cores (with one of 2 cores busy, libgomp's default spinning
+    # made GPT-2 forward passes 2x slower than passive waiting; services/autocomplete/
+    # settings.py:tune_openmp). Training runs beside other work (the tests, a server) more
+    # often than alone, so it waits passively. Set here, not at import: `modelport serve`
+    # imports this module, and its servers would inherit the setting.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "1")
     os.environ.setdefault("YOLO_OFFLINE", "1")
 
