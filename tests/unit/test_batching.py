@@ -21,25 +21,24 @@ class FakeModel:
         return [2 * item for item in items]
 
 
+def submit_together(fake: FakeModel, count: int, *, max_size: int, max_latency_ms: float) -> list[int]:
+    """Submit items 0..count-1 concurrently to one batcher; their results, in order."""
+    async def go() -> list[int]:
+        batcher = MicroBatcher(fake, max_size=max_size, max_latency_ms=max_latency_ms)
+        return await asyncio.gather(*(batcher.submit(i) for i in range(count)))
+
+    return asyncio.run(go())
+
+
 def test_concurrent_requests_share_one_call_and_get_their_own_results() -> None:
     fake = FakeModel()
-
-    async def go() -> list[int]:
-        batcher = MicroBatcher(fake, max_size=8, max_latency_ms=200)
-        return await asyncio.gather(*(batcher.submit(i) for i in range(8)))
-
-    assert asyncio.run(go()) == [2 * i for i in range(8)]
+    assert submit_together(fake, 8, max_size=8, max_latency_ms=200) == [2 * i for i in range(8)]
     assert fake.batches == [8]
 
 
 def test_batches_never_exceed_max_size() -> None:
     fake = FakeModel()
-
-    async def go() -> list[int]:
-        batcher = MicroBatcher(fake, max_size=3, max_latency_ms=50)
-        return await asyncio.gather(*(batcher.submit(i) for i in range(7)))
-
-    assert asyncio.run(go()) == [2 * i for i in range(7)]
+    assert submit_together(fake, 7, max_size=3, max_latency_ms=50) == [2 * i for i in range(7)]
     assert max(fake.batches) <= 3 and sum(fake.batches) == 7
 
 
