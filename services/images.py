@@ -39,4 +39,8 @@ def service_image(*extras: str) -> bentoml.images.Image | None:
     torch_index = os.environ.get("MODELPORT_TORCH_INDEX", CPU_TORCH_INDEX)
     if any(p.startswith("torch") for p in packages) and torch_index:
         image = image.python_packages(f"--extra-index-url {torch_index}")
+    if any(p.startswith("llama-cpp-python") for p in packages):
+        # PyPI has only its source: pip compiles llama.cpp in the image build, for that
+        # machine's CPU (GGML_NATIVE), so build the image on the CPU family it will run on.
+        image = image.system_packages("build-essential")
     return image.python_packages(*packages)

@@ -55,6 +55,12 @@ def prepare(body: CompletionRequest, engine: Engine, settings: Settings, model: 
     if n > settings.max_n or len(prompts) > settings.max_prompts:
         raise ApiError(400, f"at most {settings.max_prompts} prompts and n={settings.max_n} "
                        "choices per request", code="too_many_choices", param="n")
+    need = n * (max(len(ids) for ids in prompts) + max_tokens)
+    if engine.kv_capacity is not None and need > engine.kv_capacity:
+        raise ApiError(400, f"n x (prompt + max_tokens) is {need} tokens, more than this server's "
+                       f"KV cache holds ({engine.kv_capacity}, MODELPORT_AUTOCOMPLETE_KV_CACHE_TOKENS)"
+                       ": lower n or max_tokens, or shorten the prompt", code="context_length_exceeded",
+                       param="max_tokens")
     top_k = body.top_k or 0
     params = SamplingParams(
         max_tokens=max_tokens,

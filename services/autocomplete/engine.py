@@ -1,18 +1,17 @@
 """Continuous batching for one causal LM: every decode step is one forward pass over all
 running sequences; new requests join between steps and finished ones leave. No HTTP here.
 
-    engine = Engine(lambda: load_causal_lm(path), max_batch_size=32)  # loads in its thread
+    engine = Engine(lambda: TorchBackend(*load_causal_lm(path)), max_batch_size=32)
     stream = engine.submit([engine.encode("Once upon")], SamplingParams(max_tokens=20), n=2)
     async for delta in stream:          # Delta(index, text, logprobs, finish_reason)
         print(delta.index, delta.text, delta.finish_reason)
     stream.cancel()                     # e.g. the client went away: its rows leave the batch
 
-How the batch is kept: one KV cache (transformers' DynamicCache) holds every running row,
-left-padded to a common length, with an attention mask that hides the padding and per-row
-position ids. New requests are prefilled right away, together when several are waiting (so
-a first token does not wait for the batch to finish), then their cache rows are padded and
-appended. Rows that finish are
-dropped from the cache, and columns that became padding for every row are trimmed.
+New requests are prefilled right away, together when several are waiting (so a first
+token does not wait for the batch to finish), then join the batch. The model and its KV
+cache live in a `Backend`: torch_backend.py (transformers) or llama_backend.py (GGUF in
+llama.cpp); sampling, stop strings, logprobs, limits and streaming are the engine's, the
+same for both.
 
 torch is imported inside the functions that run the model: BentoML's parent process
 imports this module with the service definition but never runs a model, and importing
@@ -29,7 +28,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from services.autocomplete.sampling import SamplingParams, choose_tokens, new_generator
 from services.autocomplete.stops import StoppableText
@@ -150,9 +149,37 @@ class _Row:
         return self.request.params
 
 
+class Backend(Protocol):
+    """A model and its KV cache over the batch's rows, kept in the engine's row order."""
+
+    description: str  # for the start-up log
+    context_length: int  # tokens a sequence may hold, prompt included
+    vocab_size: int  # ids a prompt may hold
+    stop_token_ids: frozenset[int]  # end-of-text and other special tokens
+    kv_capacity: int | None  # KV cells all rows share (None: grows as needed)
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def prefill(self, prompts: list[list[int]], every_position: bool) -> list[torch.Tensor]:
+        """Run new prompts; each one's logits, [len(prompt) or 1, vocab]. Held until `join`."""
+
+    def join(self, sources: list[int]) -> None:
+        """Append a row per entry that continues prefilled prompt `sources[i]`; drop the rest."""
+
+    def decode_step(self, tokens: list[int]) -> torch.Tensor:
+        """Feed every row its next token; the logits for the one after, [rows, vocab]."""
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only these rows (indices into the current order, in order)."""
+
+    def reset(self) -> None: ...
+
+
 class Engine:
-    def __init__(self, load: Callable[[], tuple[Any, Any]], *, max_batch_size: int = 32) -> None:
-        """Start the engine thread, which calls `load()` for (model, tokenizer); wait for it.
+    def __init__(self, load: Callable[[], Backend], *, max_batch_size: int = 32) -> None:
+        """Start the engine thread, which calls `load()` for its `Backend`; wait for it.
 
         The model is loaded in the engine's own thread because torch's OpenMP pool is per
         thread: a second thread doing parallel work makes libgomp count more threads than
@@ -163,10 +190,8 @@ class Engine:
         self.max_batch_size = max_batch_size
         self._inbox: queue.Queue[_Request] = queue.Queue()
         self._rows: list[_Row] = []
-        self._cache: Any = None  # DynamicCache over self._rows
-        self._mask: torch.Tensor  # [rows, cache length]
-        self._next: torch.Tensor  # token each row feeds in next
-        self._positions: torch.Tensor
+        self._next: list[int] = []  # the token each row feeds in next
+        self._held: _Request | None = None  # first in line, waiting for room in the KV cache
         loaded = threading.Event()
         failed: list[BaseException] = []
         self._thread = threading.Thread(target=self._run, args=(load, loaded, failed),
@@ -176,24 +201,19 @@ class Engine:
         if failed:
             raise failed[0]
 
-    def _load(self, load: Callable[[], tuple[Any, Any]]) -> None:
-        self.model, self.tokenizer = load()
-        self.context_length = _context_length(self.model.config)
-        self.stop_token_ids = _stop_token_ids(self.model, self.tokenizer)
-        # The Rust tokenizer itself: the Python wrapper mutates padding state on each call,
-        # which fails when the event loop encodes while this engine's thread decodes.
-        self._codec = self.tokenizer.backend_tokenizer
+    def _load(self, load: Callable[[], Backend]) -> None:
+        self.backend = load()
+        self.context_length = self.backend.context_length
+        self.vocab_size = self.backend.vocab_size
+        self.stop_token_ids = self.backend.stop_token_ids
+        self.kv_capacity = self.backend.kv_capacity
         self._reset_batch()
 
     def encode(self, text: str) -> list[int]:
-        return list(self._codec.encode(text, add_special_tokens=False).ids)
+        return self.backend.encode(text)
 
     def decode(self, ids: Sequence[int]) -> str:
-        return str(self._codec.decode(list(ids), skip_special_tokens=False))
-
-    @property
-    def vocab_size(self) -> int:
-        return int(self.model.get_input_embeddings().weight.shape[0])  # ids a prompt may hold
+        return self.backend.decode(ids)
 
     def submit(self, prompts: Sequence[Sequence[int]], params: SamplingParams, *, n: int = 1,
                timeout_s: float | None = None) -> GenerationStream:
@@ -208,7 +228,7 @@ class Engine:
 
     # --- the worker thread -------------------------------------------------------------
 
-    def _run(self, load: Callable[[], tuple[Any, Any]], loaded: threading.Event,
+    def _run(self, load: Callable[[], Backend], loaded: threading.Event,
              failed: list[BaseException]) -> None:
         import torch
 
@@ -221,7 +241,7 @@ class Engine:
             loaded.set()
         with torch.inference_mode():
             while True:
-                if not self._rows and self._inbox.empty():
+                if not self._rows and self._held is None and self._inbox.empty():
                     _return_freed_memory()  # about to wait idle
                 self._admit()
                 try:
@@ -237,20 +257,30 @@ class Engine:
         """Prefill the waiting requests together (blocking while there is nothing else to do).
 
         At most PREFILL_MAX_REQUESTS / PREFILL_MAX_TOKENS at a time, so a burst of new
-        requests does not stall the tokens of the running ones for long.
+        requests does not stall the tokens of the running ones for long; and, where the
+        backend's KV cache is a fixed pool, only as many as it has room for: the next in
+        line waits (in order) until running rows finish.
         """
         waiting: list[_Request] = []
         rows, tokens = len(self._rows), 0
-        while len(waiting) < PREFILL_MAX_REQUESTS:
-            try:
-                request = self._inbox.get(block=not self._rows and not waiting)
-            except queue.Empty:
+        room = self._kv_room()
+        while len(waiting) < PREFILL_MAX_REQUESTS and rows < self.max_batch_size:
+            request = self._next_request(block=not self._rows and not waiting)
+            if request is None:
                 break
             if request.stream.cancelled:
                 continue
+            need = _kv_need(request)
+            if room is not None and need > room:
+                if self._rows or waiting:
+                    self._held = request  # its turn comes when rows leave
+                    break
+                self._fail(request, f"needs {need} KV cache cells; the cache has {room}")
+                continue
+            room = None if room is None else room - need
             waiting.append(request)
             rows, tokens = rows + request.n, tokens + len(request.prompt)
-            if rows >= self.max_batch_size or tokens >= PREFILL_MAX_TOKENS:
+            if tokens >= PREFILL_MAX_TOKENS:
                 break
         if not waiting:
             return
@@ -258,35 +288,44 @@ class Engine:
             self._prefill(waiting)
         except Exception:
             logger.exception("prefill failed")
+            self.backend.join([])  # drop whatever the failed prefill holds
             for request in waiting:
-                for index in range(request.first_index, request.first_index + request.n):
-                    request.stream._put(Delta(index, "", (), "error"))
+                self._fail(request)
+
+    def _next_request(self, block: bool) -> _Request | None:
+        if self._held is not None:
+            request, self._held = self._held, None
+            return request
+        try:
+            return self._inbox.get(block=block)
+        except queue.Empty:
+            return None
+
+    def _kv_room(self) -> int | None:
+        capacity = self.backend.kv_capacity
+        if capacity is None:
+            return None
+        return capacity - sum(_kv_need(row.request, rows=1) for row in self._rows)
+
+    def _fail(self, request: _Request, why: str = "") -> None:
+        if why:
+            logger.error("request failed: %s", why)
+        for index in range(request.first_index, request.first_index + request.n):
+            request.stream._put(Delta(index, "", (), "error"))
 
     def _prefill(self, requests: list[_Request]) -> None:
-        """One forward pass over the new prompts (left-padded); their first tokens; join the batch."""
-        import torch
-        from transformers import DynamicCache
-
-        width = max(len(r.prompt) for r in requests)
-        ids = torch.zeros(len(requests), width, dtype=torch.long)  # 0: any id, masked anyway
-        mask = torch.zeros(len(requests), width, dtype=torch.long)
-        for i, request in enumerate(requests):
-            ids[i, width - len(request.prompt):] = torch.tensor(request.prompt)
-            mask[i, width - len(request.prompt):] = 1
+        """One forward pass over the new prompts; their first tokens; the rows that go on join."""
         every_position = any(r.params.echo and r.params.logprobs is not None for r in requests)
-        cache = DynamicCache(config=self.model.config)
-        out = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True,
-                         position_ids=(mask.cumsum(1) - 1).clamp(min=0),
-                         logits_to_keep=0 if every_position else 1)
-        joining: list[tuple[int, _Row, int]] = []  # (cache row, row, first token)
+        logits = self.backend.prefill([r.prompt for r in requests], every_position)
+        sources, rows, tokens = [], [], []
         for i, request in enumerate(requests):
-            logits = out.logits[i, width - len(request.prompt):] if every_position else out.logits[i]
-            for row, token in self._start(request, logits):
-                joining.append((i, row, token))
-        if joining:
-            cache.batch_select_indices(torch.tensor([i for i, _, _ in joining]))
-            self._join([row for _, row, _ in joining], cache, mask[[i for i, _, _ in joining]],
-                       [token for _, _, token in joining])
+            for row, token in self._start(request, logits[i]):
+                sources.append(i)
+                rows.append(row)
+                tokens.append(token)
+        self.backend.join(sources)
+        self._rows += rows
+        self._next += tokens
 
     def _start(self, request: _Request, logits: torch.Tensor) -> list[tuple[_Row, int]]:
         """Echo the prompt, pick each choice's first token; the rows that go on, with it."""
@@ -312,23 +351,17 @@ class Engine:
                 if self._accept(row, token, lp)]
 
     def _decode_step(self) -> None:
-        import torch
-
         self._drop(lambda row: self._expired(row))
         if not self._rows:
             return
-        self._mask = torch.cat([self._mask, torch.ones(len(self._rows), 1, dtype=torch.long)], 1)
-        out = self.model(input_ids=self._next[:, None], attention_mask=self._mask,
-                         position_ids=self._positions[:, None], past_key_values=self._cache,
-                         use_cache=True)
-        self._positions += 1
+        logits = self.backend.decode_step(self._next)
         rows = self._rows
-        tokens, logprobs = choose_tokens(out.logits[:, -1], [r.params for r in rows],
+        tokens, logprobs = choose_tokens(logits, [r.params for r in rows],
                                          [r.generator for r in rows],
                                          [r.request.prompt for r in rows], [r.output for r in rows])
         done = {id(row) for row, token, lp in zip(rows, tokens, logprobs)
                 if not self._accept(row, token, lp)}
-        self._next = torch.tensor(tokens, dtype=torch.long)
+        self._next = tokens
         self._drop(lambda row: id(row) in done)
 
     def _accept(self, row: _Row, token: int, logprobs: torch.Tensor) -> bool:
@@ -402,53 +435,28 @@ class Engine:
         row.pending = row.pending[len(ready):]
         return tuple(ready)
 
-    # --- the batch's KV cache ------------------------------------------------------------
-
-    def _join(self, rows: list[_Row], cache: Any, new_mask: torch.Tensor, tokens: list[int]) -> None:
-        """Append prefilled rows (their cache and its mask `new_mask`) to the batch."""
-        import torch
-
-        length = new_mask.shape[1]
-        if self._cache is None:
-            self._cache, self._mask = cache, new_mask
-        else:
-            width = max(self._mask.shape[1], length)
-            for old, new in zip(self._cache.layers, cache.layers):
-                old.keys = torch.cat([_pad_left(old.keys, width), _pad_left(new.keys, width)])
-                old.values = torch.cat([_pad_left(old.values, width), _pad_left(new.values, width)])
-            self._mask = torch.cat([_pad_left(self._mask, width, dim=1),
-                                    _pad_left(new_mask, width, dim=1)])
-        self._rows += rows
-        self._next = torch.cat([self._next, torch.tensor(tokens, dtype=torch.long)])
-        self._positions = torch.cat([self._positions, new_mask.sum(1)])
+    # --- the batch ---------------------------------------------------------------------
 
     def _drop(self, leaves: Any) -> None:
-        """Remove the rows for which `leaves(row)` is true; trim all-padding columns."""
-        import torch
-
+        """Remove the rows for which `leaves(row)` is true."""
         keep = [i for i, row in enumerate(self._rows) if not leaves(row)]
         if len(keep) == len(self._rows):
             return
         if not keep:
             self._reset_batch()
             return
-        index = torch.tensor(keep)
         self._rows = [self._rows[i] for i in keep]
-        self._mask, self._next, self._positions = self._mask[index], self._next[index], self._positions[index]
-        self._cache.batch_select_indices(index)
-        padding = int((self._mask.sum(0) == 0).long().cumprod(0).sum())
-        if padding:
-            self._mask = self._mask[:, padding:]
-            for layer in self._cache.layers:
-                layer.keys, layer.values = layer.keys[..., padding:, :], layer.values[..., padding:, :]
+        self._next = [self._next[i] for i in keep]
+        self.backend.keep(keep)
 
     def _reset_batch(self) -> None:
-        import torch
+        self._rows, self._next = [], []
+        self.backend.reset()
 
-        self._rows, self._cache = [], None
-        self._mask = torch.zeros(0, 0, dtype=torch.long)
-        self._next = torch.zeros(0, dtype=torch.long)
-        self._positions = torch.zeros(0, dtype=torch.long)
+
+def _kv_need(request: _Request, rows: int | None = None) -> int:
+    """KV cells a request's rows may fill: its prompt and all its tokens, per row."""
+    return (request.n if rows is None else rows) * (len(request.prompt) + request.params.max_tokens)
 
 
 def _return_freed_memory() -> None:
@@ -459,30 +467,3 @@ def _return_freed_memory() -> None:
         ctypes.CDLL(None).malloc_trim(0)
     except (AttributeError, OSError):  # not glibc: nothing to do
         pass
-
-
-def _pad_left(tensor: torch.Tensor, width: int, dim: int = -2) -> torch.Tensor:
-    import torch
-
-    missing = width - tensor.shape[dim]
-    if missing == 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[dim] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
-
-
-def _context_length(config: Any) -> int:
-    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
-        value = getattr(config, key, None)
-        if isinstance(value, int):
-            return value
-    return 2048
-
-
-def _stop_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:
-    """End-of-text and every other special token: plain-text completion ends at any of them."""
-    ids = set(tokenizer.all_special_ids)
-    eos = getattr(model.generation_config, "eos_token_id", None)
-    ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    return frozenset(int(i) for i in ids)

@@ -54,26 +54,19 @@ class Autocomplete:
     language_model = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
-        import torch
-
         from services.autocomplete.engine import Engine
-        from services.autocomplete.store import load_causal_lm, resolve_dtype
+        from services.autocomplete.store import load_backend
 
-        if settings.threads:
-            torch.set_num_threads(settings.threads)
-        dtype = resolve_dtype(settings.dtype)
-        self.engine = Engine(lambda: load_causal_lm(Path(self.language_model.path), dtype),
+        self.engine = Engine(lambda: load_backend(Path(self.language_model.path), settings),
                              max_batch_size=settings.max_batch_size)
-        model = self.engine.model
         self.tag = str(self.language_model.tag)
         self.name = self.language_model.tag.name
         self.aliases = frozenset({self.name, self.tag})
         how_to_gpt2 = ("" if self.name != OFFLINE_DEFAULT_MODEL else
                        " For GPT-2: `modelport models import gpt2` (needs the internet), then "
                        "start with MODELPORT_AUTOCOMPLETE_MODEL=gpt2.")
-        logger.info("autocompleter serving model %s (%s, %s, context %d tokens).%s", self.tag,
-                    type(model).__name__, "int8 weights" if dtype == "int8" else dtype,
-                    self.engine.context_length, how_to_gpt2)
+        logger.info("autocompleter serving model %s (%s, context %d tokens).%s", self.tag,
+                    self.engine.backend.description, self.engine.context_length, how_to_gpt2)
 
     def __is_ready__(self) -> bool:
         return hasattr(self, "engine")

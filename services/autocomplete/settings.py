@@ -37,12 +37,18 @@ def tune_openmp() -> None:
 class Settings:
     model: str = OFFLINE_DEFAULT_MODEL  # model-store name or name:version (any causal-lm entry)
     require_model: bool = False  # True: no fallback to the offline default when `model` is missing
-    # Weights in memory: "auto" is bfloat16 where the CPU computes in it natively (AVX512-BF16,
+    # What runs the model: "llama.cpp" runs a GGUF entry's quantised weights (5-6x faster per
+    # stream than torch on a 2-core CPU); "torch" runs transformers (any causal LM, `dtype`
+    # below); "auto" is llama.cpp for entries imported from a GGUF, when llama-cpp-python is
+    # installed, and torch for everything else.
+    backend: str = "auto"
+    kv_cache_tokens: int = 8192  # llama.cpp: KV cells shared by all running sequences
+    # torch's weights in memory: "auto" is bfloat16 where the CPU computes in it natively (AVX512-BF16,
     # AMX: ~1.5x faster than float32) and "int8" elsewhere: int8 linear weights, 1.5-1.9x faster
     # decoding than float32 at +0.2% perplexity (services/autocomplete/int8_weights.py).
     # "float32" gives the exact outputs of transformers.
     dtype: str = "auto"
-    threads: int = 0  # torch intra-op threads; 0 = one per core
+    threads: int = 0  # threads that run the model; 0 = one per core
     max_batch_size: int = 32  # sequences decoded together in one forward pass
     max_prompt_tokens: int = 1024  # longer prompts are refused (or left-truncated on request)
     max_tokens_limit: int = 512  # the most tokens one request may ask to generate

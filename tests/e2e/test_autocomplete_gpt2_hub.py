@@ -11,6 +11,7 @@ import pytest
 from services.autocomplete.engine import Engine
 from services.autocomplete.sampling import SamplingParams
 from services.autocomplete.store import load_causal_lm
+from services.autocomplete.torch_backend import TorchBackend
 from tests.autocomplete_fixtures import gpt2_tokenizer
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
@@ -20,7 +21,7 @@ def test_import_gpt2_from_the_hub_and_complete(tmp_path: Path) -> None:
     from services.models import import_model
 
     result = import_model("gpt2")
-    engine = Engine(lambda: load_causal_lm(result.path, "float32"))
+    engine = Engine(lambda: TorchBackend(*load_causal_lm(result.path, "float32")))
     text = "The quick brown fox jumps over the lazy dog."
     assert engine.encode(text) == gpt2_tokenizer(tmp_path)(text)["input_ids"]  # the test tokenizer is GPT-2's
 

@@ -12,6 +12,7 @@ import pytest
 from services.autocomplete.engine import Delta, Engine
 from services.autocomplete.sampling import SamplingParams
 from services.autocomplete.store import load_causal_lm
+from services.autocomplete.torch_backend import TorchBackend
 from tests.autocomplete_fixtures import tiny_gpt2_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,7 +23,7 @@ GREEDY = SamplingParams(max_tokens=12, temperature=0.0)
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     # float32: batched and solo runs then agree to the last bit that matters for argmax.
     model_dir = tiny_gpt2_dir(tmp_path_factory.mktemp("tiny") / "m")
-    return Engine(lambda: load_causal_lm(model_dir, "float32"), max_batch_size=8)
+    return Engine(lambda: TorchBackend(*load_causal_lm(model_dir, "float32")), max_batch_size=8)
 
 
 async def _run(engine: Engine, prompt: str, params: SamplingParams, n: int = 1,
@@ -59,14 +60,14 @@ def test_concurrent_requests_share_forward_passes(engine: Engine, monkeypatch: p
     # The mechanism behind throughput at many clients (the benchmark measures the speed):
     # sequences decoded together take one model forward per step, not one each.
     calls = 0
-    forward = engine.model.forward
+    forward = engine.backend.model.forward
 
     def counting_forward(*args: object, **kwargs: object) -> object:
         nonlocal calls
         calls += 1
         return forward(*args, **kwargs)
 
-    monkeypatch.setattr(engine.model, "forward", counting_forward)
+    monkeypatch.setattr(engine.backend.model, "forward", counting_forward)
     for prompt in PROMPTS:
         run(engine, prompt, GREEDY)
     alone, calls = calls, 0

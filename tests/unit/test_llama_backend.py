@@ -1,0 +1,148 @@
+"""The engine on its llama.cpp backend, in-process, with the real SmolLM2-135M GGUF
+(imported from its package into the test store, as the service serves it)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from services.autocomplete.engine import Engine, GenerationStream
+from services.autocomplete.sampling import SamplingParams
+from services.autocomplete.settings import Settings
+from services.autocomplete.store import GGUF_NAME, load_backend, resolve_backend
+
+pytest.importorskip("llama_cpp", reason="llama-cpp-python is part of modelport[autocomplete]")
+pytestmark = pytest.mark.slow
+GREEDY = SamplingParams(max_tokens=8, temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def smollm2_dir() -> Path:
+    from services.models import import_model
+
+    return Path(import_model("smollm2-135m").path)
+
+
+def make_engine(model_dir: Path, **settings: object) -> Engine:
+    return Engine(lambda: load_backend(model_dir, Settings(**settings)),  # type: ignore[arg-type]
+                  max_batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def engine(smollm2_dir: Path) -> Engine:
+    return make_engine(smollm2_dir)
+
+
+def complete(engine: Engine, prompts: list[str], params: SamplingParams,
+             n: int = 1) -> list[tuple[GenerationStream, dict[int, str]]]:
+    """Run the prompts concurrently; each one's stream and its choices' texts."""
+    async def one(prompt: str) -> tuple[GenerationStream, dict[int, str]]:
+        stream = engine.submit([engine.encode(prompt)], params, n=n)
+        done = await stream.collect()
+        assert all(f.finish_reason in ("stop", "length") for f in done.values()), done
+        return stream, {i: f.text for i, f in done.items()}
+
+    async def every() -> list[tuple[GenerationStream, dict[int, str]]]:
+        return await asyncio.gather(*(one(p) for p in prompts))
+
+    return asyncio.run(every())
+
+
+def test_the_gguf_entry_is_kept_for_llama_cpp_and_served_by_it(smollm2_dir: Path, engine: Engine) -> None:
+    import gguf
+
+    from services.models import resolve
+
+    assert (smollm2_dir / GGUF_NAME).is_file() and (smollm2_dir / "config.json").is_file()
+    # The package's Q4_1 is stored re-encoded as Q8_0 (llama.cpp batches Q8_0 well).
+    field = gguf.GGUFReader(smollm2_dir / GGUF_NAME).fields["general.file_type"]
+    assert gguf.LlamaFileType(int(field.parts[field.data[0]][0])) == gguf.LlamaFileType.MOSTLY_Q8_0
+    assert resolve("smollm2-135m").info.metadata["gguf_type"] == "Q8_0 (re-encoded from Q4_1)"
+    assert engine.backend.description.startswith("llama.cpp: 135M-parameter llama, Q8_0 weights")
+    assert engine.kv_capacity == Settings().kv_cache_tokens
+
+
+def test_greedy_completion_knows_a_capital(engine: Engine) -> None:
+    [(_, texts)] = complete(engine, ["The capital of France is"], GREEDY)
+    assert texts[0].strip().startswith("Paris"), texts
+
+
+def test_concurrent_requests_are_decoded_in_shared_steps(engine: Engine,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    widths: list[int] = []
+    step = engine.backend.decode_step
+
+    def counting_step(tokens: list[int]) -> object:
+        widths.append(len(tokens))
+        return step(tokens)
+
+    monkeypatch.setattr(engine.backend, "decode_step", counting_step)
+    prompts = ["Once upon a time", "The weather today", "My favourite food is", "Dear Sir,"]
+    results = complete(engine, prompts, SamplingParams(max_tokens=12, temperature=0.7, seed=1))
+    assert all(stream.stats.completion_tokens >= 4 for stream, _ in results)
+    assert max(widths) == len(prompts)  # all four rows went through one llama_decode call
+    assert len(widths) < 4 * 4, widths  # fewer steps than the rows' tokens
+
+
+def test_n_choices_share_the_prompt_and_a_seed_repeats_them(engine: Engine) -> None:
+    params = SamplingParams(max_tokens=10, temperature=1.0, seed=7)
+    [(_, first)] = complete(engine, ["In the morning I"], params, n=3)
+    [(_, again)] = complete(engine, ["In the morning I"], params, n=3)
+    assert first == again
+    assert len(set(first.values())) > 1, first  # the choices differ (seeds seed + index)
+
+
+def test_echo_with_logprobs_scores_every_prompt_token(engine: Engine) -> None:
+    params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=2, echo=True)
+    prompt = engine.encode("Paris is the capital of France")
+
+    async def run() -> list[object]:
+        done = await engine.submit([prompt], params).collect()
+        return done[0].logprobs
+
+    entries = asyncio.run(run())
+    assert len(entries) == len(prompt) + 1
+    assert entries[0].logprob is None and all(e.logprob <= 0 for e in entries[1:])
+    assert all(len(e.top) == 2 for e in entries[1:])
+
+
+def test_rows_that_leave_give_back_their_sequences_and_cells(smollm2_dir: Path) -> None:
+    import llama_cpp
+
+    backend = load_backend(smollm2_dir, Settings())
+    prompts = [backend.encode("Hello there"), backend.encode("The sea is")]
+    backend.prefill(prompts, every_position=False)
+    backend.join([0, 0, 1])  # two choices of the first prompt (one copied), one of the second
+    copied, kept = backend._sequences[1], backend._sequences[2]
+    backend.decode_step([11, 12, 13])
+    backend.keep([2])  # the first prompt's rows leave
+    memory = backend._memory
+    assert len(backend._free) == backend.max_sequences - 1
+    assert backend._sequences == [kept] and backend._positions == [len(prompts[1]) + 1]
+    assert llama_cpp.llama_memory_seq_pos_max(memory, copied) == -1  # its cells are free
+    assert llama_cpp.llama_memory_seq_pos_max(memory, kept) == len(prompts[1])
+
+
+def test_a_full_kv_cache_makes_requests_wait_their_turn(smollm2_dir: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # 256 cells; each request needs about 4 + 120: two fit at once, the third waits.
+    small = make_engine(smollm2_dir, kv_cache_tokens=256)
+    widths: list[int] = []
+    step = small.backend.decode_step
+    monkeypatch.setattr(small.backend, "decode_step", lambda t: widths.append(len(t)) or step(t))
+    params = SamplingParams(max_tokens=120, temperature=0.8, seed=3)
+    results = complete(small, ["One", "Two", "Three"], params)  # all end: "stop" or "length"
+    assert all(stream.stats.completion_tokens > 0 for stream, _ in results)
+    assert max(widths) == 2  # never three rows in a cache with room for two
+
+
+def test_backend_choice_follows_the_entry_and_the_setting(smollm2_dir: Path, tmp_path: Path) -> None:
+    assert resolve_backend("auto", smollm2_dir) == "llama.cpp"
+    assert resolve_backend("torch", smollm2_dir) == "torch"
+    assert resolve_backend("auto", tmp_path) == "torch"  # no GGUF: a transformers model
+    with pytest.raises(ValueError, match="has none"):
+        resolve_backend("llama.cpp", tmp_path)
+    with pytest.raises(ValueError, match="use auto or one of"):
+        resolve_backend("vllm", smollm2_dir)
