@@ -23,8 +23,15 @@ from typing import Any
 import numpy as np
 import torch
 
-logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's load chatter
 logger = logging.getLogger("modelport.autocomplete")
+
+
+def quiet_llama_cpp() -> Any:
+    """llama_cpp, with llama.cpp's own log (hundreds of lines per load) cut to its errors."""
+    import llama_cpp
+
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # its log callback obeys this
+    return llama_cpp
 
 
 class LlamaCppBackend:
@@ -32,9 +39,7 @@ class LlamaCppBackend:
 
     def __init__(self, gguf: Path, tokenizer: Any, *, threads: int, kv_tokens: int,
                  max_sequences: int, batch_tokens: int = 2048) -> None:
-        import llama_cpp as llama
-
-        self._llama = llama
+        llama = self._llama = quiet_llama_cpp()
         self.tokenizer = tokenizer
         self._codec = tokenizer.backend_tokenizer  # see TorchBackend: thread-safe encoding
         llama.llama_backend_init()

@@ -71,8 +71,9 @@ def _store_gguf(fetched: Path, target: Path) -> str:
     kind = gguf.LlamaFileType(int(field.parts[field.data[0]][0])).name if field else "unknown"
     kind = kind.removeprefix("MOSTLY_")
     if kind in _REENCODE and importlib.util.find_spec("llama_cpp") is not None:
-        import llama_cpp
+        from services.autocomplete.llama_backend import quiet_llama_cpp
 
+        llama_cpp = quiet_llama_cpp()
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype, params.allow_requantize = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, True
         if llama_cpp.llama_model_quantize(str(fetched).encode(), str(target).encode(), params) == 0:

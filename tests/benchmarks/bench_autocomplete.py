@@ -8,7 +8,9 @@
 Prints one table. For each model, (a) a GPT-2 124M-shaped model (random weights: they cost
 the same as real ones) and (b) SmolLM2-135M, all measured in this run on the same ~20-token
 prompt, 64 new tokens per request (temperature 0.8), streamed:
-- ours: `bentoml serve services.autocomplete:Autocomplete` over HTTP (continuous batching)
+- ours: `bentoml serve services.autocomplete:Autocomplete` over HTTP (continuous batching),
+  with each backend the model can have: llama.cpp (SmolLM2's GGUF, the default for it) and
+  torch (int8 weights on CPUs without bf16)
 - llama.cpp: `python -m llama_cpp.server` (llama-cpp-python[server]) on the same GGUF
   (SmolLM2 only: there is no GGUF of the GPT-2 shape here), over HTTP
 - naive: in-process `model.generate`, one request at a time (a lock, as a naive server has)
@@ -107,8 +109,9 @@ def tree_rss_mb(pid: int) -> float:
     return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
 
 
-def measure_ours(tag: str, count: Callable[[str], int]) -> Result:
-    env = {"MODELPORT_AUTOCOMPLETE_MODEL": tag, "MODELPORT_AUTOCOMPLETE_REQUIRE_MODEL": "1"}
+def measure_ours(tag: str, count: Callable[[str], int], backend: str) -> Result:
+    env = {"MODELPORT_AUTOCOMPLETE_MODEL": tag, "MODELPORT_AUTOCOMPLETE_REQUIRE_MODEL": "1",
+           "MODELPORT_AUTOCOMPLETE_BACKEND": backend}
     with serve(SERVICE, env=env, startup_timeout=600) as url:
         result = http_load(url, None, count)
         servers = [p for p in psutil.Process().children() if "bentoml" in " ".join(p.cmdline())]
@@ -232,8 +235,9 @@ def run(args: argparse.Namespace, work: Path) -> None:
     for label, (tag, model_dir, gguf_file) in models.items():
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         count = lambda text, t=tokenizer: len(t(text, add_special_tokens=False).input_ids)  # noqa: E731
-        rows.append((label, "ours (bentoml, batched)", measure_ours(tag, count)))
-        print(label, *rows[-1][1:], flush=True)
+        for backend in ("llama.cpp", "torch") if gguf_file is not None else ("torch",):
+            rows.append((label, f"ours: {backend} backend", measure_ours(tag, count, backend)))
+            print(label, *rows[-1][1:], flush=True)
         if gguf_file is not None and not args.skip_llama and Path(args.llama_python).exists():
             rows.append((label, "llama.cpp server", measure_llama(args.llama_python, gguf_file, count)))
             print(label, *rows[-1][1:], flush=True)

@@ -32,6 +32,7 @@ def test_the_fallback_is_visible_in_the_log_and_the_api(smollm2_server: tuple[st
     assert "MODEL 'gpt2' IS NOT IN THE MODEL STORE" in text
     assert "modelport models import gpt2" in text
     assert "autocompleter serving model smollm2-135m:" in text
+    assert "(llama.cpp: 135M-parameter llama, Q8_0 weights" in text  # the GGUF, in llama.cpp
     assert [m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]] == ["smollm2-135m"]
 
 
@@ -49,6 +50,20 @@ def test_suggestions_continue_the_sentence(smollm2_server: tuple[str, Path]) -> 
                       json={"text": "Thank you for your email. I will get back to", "n": 3}).json()
     texts = [s["text"] for s in body["suggestions"]]
     assert texts and any(t.startswith(" you") for t in texts), texts
+
+
+def test_a_request_the_kv_cache_cannot_hold_is_a_400_and_the_server_goes_on(
+        smollm2_server: tuple[str, Path]) -> None:
+    url, _ = smollm2_server
+    # 8 choices x (prompt + 512 tokens) is more than the 8192 cells of llama.cpp's KV cache.
+    response = httpx.post(f"{url}/v1/completions", timeout=60, json={
+        "prompt": "word " * 600, "max_tokens": 512, "n": 8})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "context_length_exceeded" and "KV cache" in error["message"]
+    assert "lower n or max_tokens" in error["message"]
+    after = httpx.post(f"{url}/v1/completions", timeout=60, json={"prompt": "Hi", "max_tokens": 2})
+    assert after.status_code == 200
 
 
 def test_require_model_makes_a_missing_model_a_start_up_error(tmp_path: Path) -> None:
