@@ -59,14 +59,17 @@ def import_tiny_gpt2() -> str:
 SERVICE = "services.autocomplete:Autocomplete"
 
 
-@pytest.fixture(scope="session")
-def tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `bentoml serve` of the autocompleter on the tiny GPT-2; its base URL."""
+@pytest.fixture(scope="session", params=["llama.cpp", "torch"])
+def tiny_server(request: pytest.FixtureRequest,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `bentoml serve` of the autocompleter on the tiny GPT-2, on each backend (the
+    import writes GPT-2 as a GGUF too, so both can serve it); its base URL."""
     from tests.servers import serve
 
     env = {"MODELPORT_AUTOCOMPLETE_MODEL": import_tiny_gpt2(),
            "MODELPORT_AUTOCOMPLETE_REQUIRE_MODEL": "1",
-           "MODELPORT_AUTOCOMPLETE_DTYPE": "float32"}  # exact: greedy outputs compare equal
-    log = tmp_path_factory.mktemp("logs") / "autocomplete_tiny.log"
+           "MODELPORT_AUTOCOMPLETE_BACKEND": request.param,
+           "MODELPORT_AUTOCOMPLETE_DTYPE": "float32"}  # torch: exact, greedy outputs compare equal
+    log = tmp_path_factory.mktemp("logs") / f"autocomplete_tiny_{request.param}.log"
     with serve(SERVICE, env=env, log_path=log) as url:
         yield url

@@ -37,10 +37,10 @@ def tune_openmp() -> None:
 class Settings:
     model: str = OFFLINE_DEFAULT_MODEL  # model-store name or name:version (any causal-lm entry)
     require_model: bool = False  # True: no fallback to the offline default when `model` is missing
-    # What runs the model: "llama.cpp" runs a GGUF entry's quantised weights (5-6x faster per
-    # stream than torch on a 2-core CPU); "torch" runs transformers (any causal LM, `dtype`
-    # below); "auto" is llama.cpp for entries imported from a GGUF, when llama-cpp-python is
-    # installed, and torch for everything else.
+    # What runs the model: "llama.cpp" runs an entry's GGUF (SmolLM2: 3.6x faster per stream
+    # than torch on 2 cores); "torch" runs transformers (any causal LM, `dtype` below). "auto"
+    # is llama.cpp for entries with a GGUF (imported from one, or GPT-2, written as one at
+    # import) when llama-cpp-python is installed, and torch for everything else.
     backend: str = "auto"
     kv_cache_tokens: int = 8192  # llama.cpp: KV cells shared by all running sequences
     # torch's weights in memory: "auto" is bfloat16 where the CPU computes in it natively (AVX512-BF16,

@@ -4,7 +4,8 @@ Whatever the source (a hub repo, a local transformers directory, a GGUF file), t
 entry holds a transformers directory (config.json, safetensors, tokenizer): what torch
 serves and what fine-tuning starts from. GGUF files are de-quantised into it once, here,
 at import (about a minute for SmolLM2-135M), never at start-up; the GGUF itself is kept
-beside it as model.gguf, which llama.cpp serves (llama_backend.py).
+beside it as model.gguf, which llama.cpp serves (llama_backend.py). GPT-2 models get a
+model.gguf too, written from their weights (gguf_export.py).
 
     modelport models import smollm2-135m                      # the offline default (a GGUF)
     modelport models import gpt2                              # openai-community/gpt2 (hub)
@@ -39,10 +40,10 @@ def prepare_causal_lm(fetched: Path, model_dir: Path) -> dict[str, Any]:
     """PREPARERS["causal-lm"]: copy or convert `fetched` into `model_dir`; return metadata."""
     if fetched.is_file() and fetched.suffix == ".gguf":
         _copy_tree(_converted_gguf(fetched), model_dir)
-        gguf_type = _store_gguf(fetched, model_dir / GGUF_NAME)
         origin = "gguf"
     elif fetched.is_dir() and (fetched / "config.json").exists():
         _copy_tree(fetched, model_dir)
+        (model_dir / GGUF_NAME).unlink(missing_ok=True)  # a stale one would serve other weights
         origin = "transformers"
     else:
         raise ValueError(f"{fetched.name}: a causal-lm is a transformers directory (with "
@@ -50,10 +51,33 @@ def prepare_causal_lm(fetched: Path, model_dir: Path) -> dict[str, Any]:
     if not any((model_dir / name).exists() for name in _TOKENIZER_FILES):
         raise ValueError(f"{fetched.name} has no tokenizer ({' or '.join(_TOKENIZER_FILES)}); "
                          "save the tokenizer next to the model (tokenizer.save_pretrained(dir))")
+    gguf_type = (_store_gguf(fetched, model_dir / GGUF_NAME) if origin == "gguf"
+                 else _gpt2_gguf(model_dir))
     config = json.loads((model_dir / "config.json").read_text())
     return {"format": origin, "architecture": (config.get("architectures") or ["?"])[0],
             "context_length": _context_length(config),
-            **({"gguf_type": gguf_type} if origin == "gguf" else {})}
+            **({"gguf_type": gguf_type} if gguf_type else {})}
+
+
+def _gpt2_gguf(model_dir: Path) -> str | None:
+    """For a GPT-2 model, also write it as a GGUF for llama.cpp; its weight type (None: none).
+
+    llama.cpp decodes GPT-2 faster than torch on CPUs (tests/benchmarks/bench_autocomplete.py);
+    other architectures stay torch-only (llama.cpp's converter for them is not packaged).
+    """
+    config = json.loads((model_dir / "config.json").read_text())
+    if config.get("model_type") != "gpt2" or importlib.util.find_spec("llama_cpp") is None:
+        return None
+    from services.autocomplete.gguf_export import write_gpt2_gguf
+
+    try:
+        write_gpt2_gguf(model_dir, model_dir / GGUF_NAME)
+    except (ValueError, KeyError, OSError) as failed:  # torch still serves it
+        (model_dir / GGUF_NAME).unlink(missing_ok=True)
+        logger.warning("could not write %s as a GGUF for llama.cpp (%s); torch will serve it",
+                       model_dir.name, failed)
+        return None
+    return "Q8_0 (written from the transformers weights)"
 
 
 def _store_gguf(fetched: Path, target: Path) -> str:

@@ -9,8 +9,8 @@ Prints one table. For each model, (a) a GPT-2 124M-shaped model (random weights:
 the same as real ones) and (b) SmolLM2-135M, all measured in this run on the same ~20-token
 prompt, 64 new tokens per request (temperature 0.8), streamed:
 - ours: `bentoml serve services.autocomplete:Autocomplete` over HTTP (continuous batching),
-  with each backend the model can have: llama.cpp (SmolLM2's GGUF, the default for it) and
-  torch (int8 weights on CPUs without bf16)
+  with each backend: llama.cpp (the default for both models: SmolLM2's GGUF, and the GGUF
+  that the import writes for GPT-2) and torch (int8 weights on CPUs without bf16)
 - llama.cpp: `python -m llama_cpp.server` (llama-cpp-python[server]) on the same GGUF
   (SmolLM2 only: there is no GGUF of the GPT-2 shape here), over HTTP
 - naive: in-process `model.generate`, one request at a time (a lock, as a naive server has)
@@ -217,6 +217,7 @@ def main() -> None:
 def run(args: argparse.Namespace, work: Path) -> None:
     from transformers import AutoTokenizer
 
+    from services.autocomplete.store import GGUF_NAME
     from services.models import CATALOG, import_model
     from services.sources import LocalFile
 
@@ -235,7 +236,8 @@ def run(args: argparse.Namespace, work: Path) -> None:
     for label, (tag, model_dir, gguf_file) in models.items():
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         count = lambda text, t=tokenizer: len(t(text, add_special_tokens=False).input_ids)  # noqa: E731
-        for backend in ("llama.cpp", "torch") if gguf_file is not None else ("torch",):
+        has_gguf = (Path(model_dir) / GGUF_NAME).is_file()  # GPT-2's is written at import
+        for backend in ("llama.cpp", "torch") if has_gguf else ("torch",):
             rows.append((label, f"ours: {backend} backend", measure_ours(tag, count, backend)))
             print(label, *rows[-1][1:], flush=True)
         if gguf_file is not None and not args.skip_llama and Path(args.llama_python).exists():

@@ -16,8 +16,10 @@ def test_a_transformers_directory_is_stored_with_its_shape(tmp_path: Path) -> No
     (target := tmp_path / "entry").mkdir()
     metadata = prepare_causal_lm(source, target)
     assert metadata == {"format": "transformers", "architecture": "GPT2LMHeadModel",
-                        "context_length": 1024}
+                        "context_length": 1024,  # and, GPT-2, written as a GGUF for llama.cpp:
+                        "gguf_type": "Q8_0 (written from the transformers weights)"}
     assert (target / "model.safetensors").exists() and (target / "tokenizer.json").exists()
+    assert (target / "model.gguf").exists()
 
 
 def test_a_model_without_tokenizer_or_config_is_refused(tmp_path: Path) -> None:
