@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from services.autocomplete.codec import TokenizerCodec
 
 logger = logging.getLogger("modelport.autocomplete")
 
@@ -34,14 +35,13 @@ def quiet_llama_cpp() -> Any:
     return llama_cpp
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(TokenizerCodec):
     """Engine backend (see engine.py's `Backend`) over a GGUF file, run by llama.cpp."""
 
     def __init__(self, gguf: Path, tokenizer: Any, *, threads: int, kv_tokens: int,
                  max_sequences: int, batch_tokens: int = 2048) -> None:
         llama = self._llama = quiet_llama_cpp()
-        self.tokenizer = tokenizer
-        self._codec = tokenizer.backend_tokenizer  # see TorchBackend: thread-safe encoding
+        super().__init__(tokenizer)
         llama.llama_backend_init()
         model_params = llama.llama_model_default_params()
         self._model = llama.llama_model_load_from_file(str(gguf).encode(), model_params)
@@ -75,12 +75,6 @@ class LlamaCppBackend:
                             f"weights, {threads} threads, {self.kv_capacity} KV cells")
         self._pending: list[tuple[int, int]] = []  # (sequence id, length) of prefilled prompts
         self.reset()
-
-    def encode(self, text: str) -> list[int]:
-        return list(self._codec.encode(text, add_special_tokens=False).ids)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return str(self._codec.decode(list(ids), skip_special_tokens=False))
 
     def prefill(self, prompts: list[list[int]], every_position: bool) -> list[torch.Tensor]:
         """Each prompt into its own sequence; each one's logits (every position, or the last)."""

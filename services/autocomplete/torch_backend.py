@@ -9,34 +9,27 @@ columns that became padding for every row are trimmed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from services.autocomplete.codec import TokenizerCodec
 
-class TorchBackend:
+
+class TorchBackend(TokenizerCodec):
     """Engine backend (see engine.py's `Backend`) over a transformers model and tokenizer."""
 
     kv_capacity = None  # the cache grows as needed
 
     def __init__(self, model: Any, tokenizer: Any, dtype: str = "float32") -> None:
-        self.model, self.tokenizer = model, tokenizer
+        super().__init__(tokenizer)
+        self.model = model
         self.description = f"{type(model).__name__} in torch, {_weights(dtype)}"
         self.context_length = _context_length(model.config)
         self.vocab_size = int(model.get_input_embeddings().weight.shape[0])
         self.stop_token_ids = _stop_token_ids(model, tokenizer)
-        # The Rust tokenizer itself: the Python wrapper mutates padding state on each call,
-        # which fails when the event loop encodes while the engine's thread decodes.
-        self._codec = tokenizer.backend_tokenizer
         self._pending: tuple[Any, torch.Tensor] | None = None  # prefilled, not yet joined
         self.reset()
-
-    def encode(self, text: str) -> list[int]:
-        return list(self._codec.encode(text, add_special_tokens=False).ids)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return str(self._codec.decode(list(ids), skip_special_tokens=False))
 
     def prefill(self, prompts: list[list[int]], every_position: bool) -> list[torch.Tensor]:
         """One forward pass over the prompts, left-padded; each one's logits."""

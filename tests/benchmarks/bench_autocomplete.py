@@ -218,7 +218,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
     from transformers import AutoTokenizer
 
     from services.autocomplete.store import GGUF_NAME
-    from services.models import CATALOG, import_model
+    from services.models import CATALOG, import_model, resolve
     from services.sources import LocalFile
 
     work.mkdir()
@@ -236,7 +236,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
     for label, (tag, model_dir, gguf_file) in models.items():
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         count = lambda text, t=tokenizer: len(t(text, add_special_tokens=False).input_ids)  # noqa: E731
-        has_gguf = (Path(model_dir) / GGUF_NAME).is_file()  # GPT-2's is written at import
+        has_gguf = (Path(resolve(tag).path) / GGUF_NAME).is_file()  # GPT-2's: written at import
         for backend in ("llama.cpp", "torch") if has_gguf else ("torch",):
             rows.append((label, f"ours: {backend} backend", measure_ours(tag, count, backend)))
             print(label, *rows[-1][1:], flush=True)

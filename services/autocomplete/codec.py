@@ -1,0 +1,24 @@
+"""Text <-> token ids with a Hugging Face tokenizer: what both engine backends tokenise with."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class TokenizerCodec:
+    """`encode`/`decode` for a backend, safe to call from the event loop and the engine thread.
+
+    It calls the Rust tokenizer itself: the Python wrapper mutates padding state on each
+    call, which fails when the event loop encodes while the engine's thread decodes.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self._codec = tokenizer.backend_tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._codec.encode(text, add_special_tokens=False).ids)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self._codec.decode(list(ids), skip_special_tokens=False))
