@@ -109,6 +109,10 @@ PREPARERS: dict[str, Callable[[Path, Path], dict[str, Any]]] = {
     "plate-ocr": _prepare_copy("model.onnx"),
     "causal-lm": _prepare_causal_lm,
 }
+# How each kind's entries are prepared, numbered: bump it when a preparer starts putting
+# something new into its entries, so that importing the same file again prepares a new
+# version instead of finding the old one. causal-lm 2: entries keep a GGUF for llama.cpp.
+PREPARED_BY: dict[str, int] = {"plate-detector": 1, "plate-ocr": 1, "causal-lm": 2}
 
 
 def versions(name: str | None = None) -> list[bentoml.Model]:
@@ -120,9 +124,12 @@ def versions(name: str | None = None) -> list[bentoml.Model]:
     return sorted(found, key=lambda m: (m.tag.name, m.info.creation_time))
 
 
-def find_by_checksum(name: str, source_sha256: str) -> bentoml.Model | None:
+def find_by_checksum(name: str, source_sha256: str, kind: str) -> bentoml.Model | None:
+    """The stored version of `name` made from this file by today's preparer for `kind`."""
     for model in versions(name):
-        if model.info.metadata.get("source_sha256") == source_sha256:
+        metadata = model.info.metadata
+        if (metadata.get("source_sha256") == source_sha256
+                and metadata.get("prepared_by", 1) >= PREPARED_BY[kind]):
             return model
     return None
 
@@ -148,13 +155,14 @@ def import_model(name: str, source: Source | None = None, *, kind: Kind | None =
     with tempfile.TemporaryDirectory(prefix="modelport-import-") as tmp:
         fetched = source.fetch(Path(tmp))
         checksum = sha256_of(fetched)
-        existing = find_by_checksum(name, checksum)
+        existing = find_by_checksum(name, checksum, kind)
         if existing is not None:
             return ImportResult(str(existing.tag), False, Path(existing.path))
         metadata: dict[str, Any] = {
             "kind": kind,
             "source": source.describe(),
             "source_sha256": checksum,
+            "prepared_by": PREPARED_BY[kind],
             "licence": spec.licence if spec else "see source",
             "imported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **(extra_metadata or {}),

@@ -32,6 +32,7 @@ from services.autocomplete import completions, metrics  # noqa: E402
 from services.autocomplete.schema import (  # noqa: E402
     Completion, CompletionRequest, ModelCard, ModelList, SuggestRequest, SuggestResponse)
 from services.autocomplete.store import choose_model  # noqa: E402
+from services.models import PREPARED_BY  # noqa: E402
 
 logger = logging.getLogger("modelport.autocomplete")
 logger.setLevel(logging.INFO)  # BentoML leaves non-bentoml loggers at WARNING; the model line matters
@@ -67,6 +68,11 @@ class Autocomplete:
                        "start with MODELPORT_AUTOCOMPLETE_MODEL=gpt2.")
         logger.info("autocompleter serving model %s (%s, context %d tokens).%s", self.tag,
                     self.engine.backend.description, self.engine.context_length, how_to_gpt2)
+        if self.language_model.info.metadata.get("prepared_by", 1) < PREPARED_BY["causal-lm"]:
+            logger.warning("%s was imported by an older modelport, before entries kept a GGUF "
+                           "for llama.cpp: import it again (`modelport models import %s`, with "
+                           "its --from-... source if it is not a catalogue model) to serve it "
+                           "faster", self.tag, self.name)
 
     def __is_ready__(self) -> bool:
         return hasattr(self, "engine")

@@ -54,6 +54,21 @@ def test_a_local_file_imports_as_a_new_version(plate_models: dict[str, Path], tm
     assert not import_model("plate-ocr", LocalFile(str(copy))).created
 
 
+def test_a_file_stored_by_an_older_preparer_is_prepared_again(
+        plate_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # E.g. causal-lm entries made before they kept a GGUF: importing again must add one.
+    from services import models
+
+    copy = tmp_path / "ocr.onnx"
+    copy.write_bytes(plate_models["plate-ocr"].read_bytes())
+    first = import_model("ocr-preparer-test", LocalFile(str(copy)), kind="plate-ocr")
+    monkeypatch.setitem(models.PREPARED_BY, "plate-ocr", models.PREPARED_BY["plate-ocr"] + 1)
+    again = import_model("ocr-preparer-test", LocalFile(str(copy)), kind="plate-ocr")
+    assert again.created and again.tag != first.tag
+    assert bentoml.models.get(again.tag).info.metadata["prepared_by"] == models.PREPARED_BY["plate-ocr"]
+    assert not import_model("ocr-preparer-test", LocalFile(str(copy)), kind="plate-ocr").created
+
+
 def test_unpinned_package_is_refused() -> None:
     with pytest.raises(ValueError, match="pin the package version"):
         PackageFile("safelicensing", "safelicensing/best.pt")
