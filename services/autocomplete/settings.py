@@ -37,7 +37,7 @@ def tune_openmp() -> None:
 class Settings:
     model: str = OFFLINE_DEFAULT_MODEL  # model-store name or name:version (any causal-lm entry)
     require_model: bool = False  # True: no fallback to the offline default when `model` is missing
-    # What runs the model: "llama.cpp" runs an entry's GGUF (SmolLM2: 3.6x faster per stream
+    # What runs the model: "llama.cpp" runs an entry's GGUF (SmolLM2: 3.5x faster per stream
     # than torch on 2 cores); "torch" runs transformers (any causal LM, `dtype` below). "auto"
     # is llama.cpp for entries with a GGUF (imported from one, or GPT-2, written as one at
     # import) when llama-cpp-python is installed, and torch for everything else.
