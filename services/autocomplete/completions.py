@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from services.api_errors import ApiError
-from services.autocomplete.engine import Delta, Engine, GenerationStream, TokenLogprob
+from services.autocomplete.engine import (
+    Delta, Engine, GenerationStream, TokenLogprob, kv_cells_needed)
 from services.autocomplete.sampling import SamplingParams
 from services.autocomplete.schema import Choice, Completion, CompletionRequest, Logprobs, Usage
 from services.autocomplete.settings import Settings
@@ -55,7 +56,7 @@ def prepare(body: CompletionRequest, engine: Engine, settings: Settings, model: 
     if n > settings.max_n or len(prompts) > settings.max_prompts:
         raise ApiError(400, f"at most {settings.max_prompts} prompts and n={settings.max_n} "
                        "choices per request", code="too_many_choices", param="n")
-    need = n * (max(len(ids) for ids in prompts) + max_tokens)
+    need = kv_cells_needed(n, max(len(ids) for ids in prompts), max_tokens)
     if engine.kv_capacity is not None and need > engine.kv_capacity:
         raise ApiError(400, f"n x (prompt + max_tokens) is {need} tokens, more than this server's "
                        f"KV cache holds ({engine.kv_capacity}, MODELPORT_AUTOCOMPLETE_KV_CACHE_TOKENS)"

@@ -270,7 +270,7 @@ class Engine:
                 break
             if request.stream.cancelled:
                 continue
-            need = _kv_need(request)
+            need = kv_cells_needed(request.n, len(request.prompt), request.params.max_tokens)
             if room is not None and need > room:
                 if self._rows or waiting:
                     self._held = request  # its turn comes when rows leave
@@ -302,10 +302,10 @@ class Engine:
             return None
 
     def _kv_room(self) -> int | None:
-        capacity = self.backend.kv_capacity
-        if capacity is None:
+        if self.kv_capacity is None:
             return None
-        return capacity - sum(_kv_need(row.request, rows=1) for row in self._rows)
+        return self.kv_capacity - sum(
+            kv_cells_needed(1, len(row.request.prompt), row.params.max_tokens) for row in self._rows)
 
     def _fail(self, request: _Request, why: str = "") -> None:
         if why:
@@ -454,9 +454,9 @@ class Engine:
         self.backend.reset()
 
 
-def _kv_need(request: _Request, rows: int | None = None) -> int:
-    """KV cells a request's rows may fill: its prompt and all its tokens, per row."""
-    return (request.n if rows is None else rows) * (len(request.prompt) + request.params.max_tokens)
+def kv_cells_needed(rows: int, prompt_tokens: int, max_tokens: int) -> int:
+    """KV cells a request may fill: its prompt and all its tokens, for each of its rows."""
+    return rows * (prompt_tokens + max_tokens)
 
 
 def _return_freed_memory() -> None:

@@ -51,22 +51,21 @@ def prepare_causal_lm(fetched: Path, model_dir: Path) -> dict[str, Any]:
     if not any((model_dir / name).exists() for name in _TOKENIZER_FILES):
         raise ValueError(f"{fetched.name} has no tokenizer ({' or '.join(_TOKENIZER_FILES)}); "
                          "save the tokenizer next to the model (tokenizer.save_pretrained(dir))")
-    gguf_type = (_store_gguf(fetched, model_dir / GGUF_NAME) if origin == "gguf"
-                 else _gpt2_gguf(model_dir))
     config = json.loads((model_dir / "config.json").read_text())
+    gguf_type = (_store_gguf(fetched, model_dir / GGUF_NAME) if origin == "gguf"
+                 else _gpt2_gguf(model_dir, config))
     return {"format": origin, "architecture": (config.get("architectures") or ["?"])[0],
-            "context_length": _context_length(config),
+            "context_length": context_length(config),
             **({"gguf_type": gguf_type} if gguf_type else {})}
 
 
-def _gpt2_gguf(model_dir: Path) -> str | None:
+def _gpt2_gguf(model_dir: Path, config: dict[str, Any]) -> str | None:
     """For a GPT-2 model, also write it as a GGUF for llama.cpp; its weight type (None: none).
 
     llama.cpp decodes GPT-2 faster than torch on CPUs (tests/benchmarks/bench_autocomplete.py);
     other architectures stay torch-only (llama.cpp's converter for them is not packaged).
     """
-    config = json.loads((model_dir / "config.json").read_text())
-    if config.get("model_type") != "gpt2" or importlib.util.find_spec("llama_cpp") is None:
+    if config.get("model_type") != "gpt2" or not llama_cpp_installed():
         return None
     from services.autocomplete.gguf_export import write_gpt2_gguf
 
@@ -94,7 +93,7 @@ def _store_gguf(fetched: Path, target: Path) -> str:
     field = gguf.GGUFReader(fetched).fields.get("general.file_type")
     kind = gguf.LlamaFileType(int(field.parts[field.data[0]][0])).name if field else "unknown"
     kind = kind.removeprefix("MOSTLY_")
-    if kind in _REENCODE and importlib.util.find_spec("llama_cpp") is not None:
+    if kind in _REENCODE and llama_cpp_installed():
         from services.autocomplete.llama_backend import quiet_llama_cpp
 
         llama_cpp = quiet_llama_cpp()
@@ -107,7 +106,12 @@ def _store_gguf(fetched: Path, target: Path) -> str:
     return kind
 
 
-def _context_length(config: dict[str, Any]) -> int:
+def llama_cpp_installed() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def context_length(config: dict[str, Any]) -> int:
+    """Tokens a model's sequence may hold, from its config.json (2048 when it does not say)."""
     for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
         if isinstance(config.get(key), int):
             return int(config[key])
@@ -197,7 +201,7 @@ def load_backend(model_dir: Path, settings: Settings) -> Any:
 def resolve_backend(backend: str, model_dir: Path) -> str:
     """"llama.cpp" or "torch": what `backend` (a setting) means for this store entry."""
     has_gguf = (model_dir / GGUF_NAME).is_file()
-    installed = importlib.util.find_spec("llama_cpp") is not None
+    installed = llama_cpp_installed()
     if backend == "auto":
         if has_gguf and not installed:
             logger.warning("this model came from a GGUF, which llama.cpp serves several times "

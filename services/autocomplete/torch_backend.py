@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from services.autocomplete.codec import TokenizerCodec
+from services.autocomplete.store import context_length
 
 
 class TorchBackend(TokenizerCodec):
@@ -25,7 +26,7 @@ class TorchBackend(TokenizerCodec):
         super().__init__(tokenizer)
         self.model = model
         self.description = f"{type(model).__name__} in torch, {_weights(dtype)}"
-        self.context_length = _context_length(model.config)
+        self.context_length = context_length(model.config.to_dict())
         self.vocab_size = int(model.get_input_embeddings().weight.shape[0])
         self.stop_token_ids = _stop_token_ids(model, tokenizer)
         self._pending: tuple[Any, torch.Tensor] | None = None  # prefilled, not yet joined
@@ -111,14 +112,6 @@ def _pad_left(tensor: torch.Tensor, width: int, dim: int = -2) -> torch.Tensor:
     shape = list(tensor.shape)
     shape[dim] = missing
     return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
-
-
-def _context_length(config: Any) -> int:
-    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
-        value = getattr(config, key, None)
-        if isinstance(value, int):
-            return value
-    return 2048
 
 
 def _stop_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:
