@@ -1,32 +1,65 @@
 # modelport: set up, serve, test. Everything runs from the virtual environment in .venv.
-#   make serve   set up (venv, dependencies, default models) and start the plate reader
-#   make test    run the test suite (sets up the venv first if needed)
+#   make serve                the plate reader on :3000 (installs only what it and its model import need)
+#   make serve-autocomplete   the autocompleter on :3000 (compiles llama.cpp once, on first use)
+#   make test                 the whole test suite (sets up everything first if needed)
+# Each step is done once: stamps in .venv/ record what is installed.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 3000
+PIP := $(BIN)/python -m pip --disable-pip-version-check
 export BENTOML_DO_NOT_TRACK := 1
 export YOLO_OFFLINE := 1
 
-.PHONY: setup setup-tf serve serve-autocomplete test models clean
+# llama-cpp-python has no wheels on PyPI (nor does any well-kept package ship llama.cpp
+# prebuilt for it), so it is compiled here, for this CPU (GGML_NATIVE): once, into a wheel
+# kept in .whl/<cpu>/ that later set-ups (a new venv, `make clean`) install in seconds.
+# The version is pyproject.toml's pin.
+LLAMA_CPP := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)
+CPU_ID := $(shell (grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || uname -m) | cksum | cut -c1-10)
+WHEELS := .whl/$(CPU_ID)
 
-$(BIN)/.installed: pyproject.toml clients/pyproject.toml
+.PHONY: setup setup-plate-reader setup-tf serve serve-autocomplete test models clean
+
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -e ./clients -e ".[all,dev]"
+	$(PIP) install --quiet --upgrade "pip>=24"
+
+# The plate reader: the serving core (ONNX Runtime) plus Ultralytics, which turns the
+# detector's checkpoint into ONNX when it is imported into the model store.
+$(VENV)/.installed-plate-reader: pyproject.toml clients/pyproject.toml | $(BIN)/python
+	$(PIP) install --quiet -e ./clients -e ".[detector-training]"
 	touch $@
 
-setup: $(BIN)/.installed models
+$(WHEELS)/.built:
+	@echo "Compiling llama.cpp ($(LLAMA_CPP)) for this CPU: about 10-15 minutes on 2 cores, once (the wheel is kept in $(WHEELS)/)."
+	@mkdir -p $(WHEELS); start=$$(date +%s); \
+	$(PIP) wheel --quiet --no-deps "$(LLAMA_CPP)" -w $(WHEELS) & pid=$$!; \
+	i=0; while kill -0 $$pid 2>/dev/null; do sleep 5; i=$$((i + 1)); \
+	  [ $$((i % 12)) = 0 ] && echo "  ... compiling llama.cpp, $$((i / 12)) min so far"; done; \
+	wait $$pid && echo "llama.cpp compiled in $$(( ($$(date +%s) - start) / 60 )) min"
+	touch $@
 
-models: $(BIN)/.installed
+# Everything: the autocompleter, fine-tuning and the test tools.
+$(VENV)/.installed: $(VENV)/.installed-plate-reader $(WHEELS)/.built
+	$(PIP) install --quiet --find-links $(WHEELS) -e ".[all,dev]"
+	touch $@
+
+setup-plate-reader: $(VENV)/.installed-plate-reader
+	$(BIN)/modelport models import plate-detector plate-ocr
+
+setup: $(VENV)/.installed models
+
+models: $(VENV)/.installed
 	$(BIN)/modelport models import --defaults
 
-serve: setup
-	$(BIN)/bentoml serve services.plate_reader:PlateReader --port $(PORT)
+serve: setup-plate-reader
+	$(BIN)/bentoml serve services.plate_reader.service:PlateReader --port $(PORT)
 
-serve-autocomplete: setup
-	$(BIN)/bentoml serve services.autocomplete:Autocomplete --port $(PORT)
+serve-autocomplete: $(VENV)/.installed
+	$(BIN)/modelport models import smollm2-135m
+	$(BIN)/bentoml serve services.autocomplete.service:Autocomplete --port $(PORT)
 
 # TensorFlow + gpt-2-simple in a venv of their own (optional: the gpt-2-simple backend and
 # the tests that make real gpt-2-simple checkpoints use it; they skip, saying so, without it).
@@ -37,7 +70,7 @@ $(VENV)-tf/.installed:
 
 setup-tf: $(VENV)-tf/.installed
 
-test: $(BIN)/.installed
+test: $(VENV)/.installed
 	$(if $(wildcard $(VENV)-tf/bin/python),MODELPORT_TF_PYTHON=$(abspath $(VENV)-tf/bin/python)) $(BIN)/python -m pytest
 
 clean:

@@ -1,6 +1,6 @@
 """Parking-gate log: watch a folder of camera photos, print each car's plate as it arrives.
 
-    bentoml serve services.plate_reader:PlateReader --port 3000 &
+    bentoml serve services.plate_reader.service:PlateReader --port 3000 &
     python examples/parking_gate.py ./gate-camera            # watch; Ctrl-C to stop
     python examples/parking_gate.py ./gate-camera --once     # read what is there, then exit
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from services.console import console, fail as _fail
+from services.core.console import console, fail as _fail
 
 
 @click.group()
@@ -58,7 +58,7 @@ def text(data: Path, column: str | None, field: str | None, pattern: str, separa
          backend: str, checkpoint: Path | None, name: str | None, **overrides: object) -> None:
     """Fine-tune a causal LM on DATA: a .txt file or folder, a .csv column or a .jsonl field."""
     from finetune.text import DataError, TextSettings, finetune_text
-    from services.models import ModelNotFound
+    from services.core.model_store import ModelNotFound
 
     options = {"column": column, "field": field, "pattern": pattern, "separator": separator}
     given = {k: v for k, v in overrides.items() if v is not None}
@@ -95,7 +95,7 @@ def detector(data_yaml: Path, **overrides: object) -> None:
     """Fine-tune the plate detector on a YOLO dataset (DATA_YAML) and store it as a new version."""
     from finetune.detector import DetectorSettings, finetune_detector
     from finetune.text_data import DataError
-    from services.models import ModelNotFound
+    from services.core.model_store import ModelNotFound
 
     settings = dataclasses.replace(DetectorSettings(), **{k: v for k, v in overrides.items() if v is not None})
     try:
@@ -142,7 +142,7 @@ def import_gpt2_simple_(checkpoint: Path, name: str) -> None:
         _fail(exc)
     verb = "imported" if result.created else "already in the store:"
     console.print(f"{verb} {result.tag}. Serve it: MODELPORT_AUTOCOMPLETE_MODEL={result.tag} "
-                  "bentoml serve services.autocomplete:Autocomplete", soft_wrap=True)
+                  "bentoml serve services.autocomplete.service:Autocomplete", soft_wrap=True)
 
 
 if __name__ == "__main__":

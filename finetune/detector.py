@@ -100,7 +100,7 @@ def _validate(model: Any, data_yaml: Path, settings: DetectorSettings, run_dir: 
 
 
 def _dataset_sha256(data_yaml: Path) -> str:
-    from services.sources import sha256_of
+    from services.core.sources import sha256_of
 
     # The dataset folder (images, labels, data.yaml) when data.yaml sits at its top.
     return sha256_of(data_yaml.parent)

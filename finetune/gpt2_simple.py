@@ -2,7 +2,7 @@
 
     modelport finetune import-gpt2-simple checkpoint/run1 --name my-gpt2
     modelport finetune text notes.txt --backend gpt-2-simple --checkpoint checkpoint/run1 --name my-gpt2
-    MODELPORT_AUTOCOMPLETE_MODEL=my-gpt2 bentoml serve services.autocomplete:Autocomplete
+    MODELPORT_AUTOCOMPLETE_MODEL=my-gpt2 bentoml serve services.autocomplete.service:Autocomplete
 
 A checkpoint folder holds hparams.json, encoder.json, vocab.bpe and model-<step>.index /
 .data-* (plus `checkpoint`, naming the newest step). transformers 5 no longer reads these,
@@ -135,8 +135,8 @@ def convert_checkpoint(folder: str | Path, out_dir: str | Path) -> Path:
 
 def import_gpt2_simple(folder: str | Path, name: str) -> Any:
     """Convert the checkpoint in `folder` and store it as a new causal-lm version of `name`."""
-    from services.models import import_model
-    from services.sources import LocalFile, sha256_of
+    from finetune.store import import_model
+    from services.core.sources import LocalFile, sha256_of
 
     folder = Path(folder)
     prefix = check_checkpoint(folder)
@@ -219,7 +219,7 @@ def perplexity(model_dir: Path, records: list[str], settings: Gpt2SimpleSettings
     import torch
 
     from finetune.text_data import check_sizes, pack
-    from services.autocomplete.store import load_causal_lm
+    from services.autocomplete.causal_lm import load_causal_lm
 
     model, tokenizer = load_causal_lm(model_dir, dtype="float32")
     blocks = pack(tokenizer, records, block_size=settings.eval_block_size)[:settings.max_val_blocks]

@@ -13,8 +13,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from services.models import CATALOG, Kind, ModelNotFound, import_model, resolve, serving_tag, set_serving, versions
-from services.sources import LocalFile
+import services.autocomplete.model_kinds  # noqa: F401 - registers causal-lm (the text jobs)
+import services.plate_reader.model_kinds  # noqa: F401 - registers plate-detector (the detector job)
+from services.core.model_store import CATALOG, ModelNotFound, import_model, resolve, serving_tag, set_serving, versions
+from services.core.sources import LocalFile
 
 
 def base_model(base: str) -> Any:
@@ -29,7 +31,7 @@ def base_model(base: str) -> Any:
         return resolve(import_model(base).tag)
 
 
-def add_version(name: str, path: Path, *, kind: Kind, metadata: dict[str, Any]) -> str:
+def add_version(name: str, path: Path, *, kind: str, metadata: dict[str, Any]) -> str:
     """Store `path` as a new version of `name`; keep serving what was served. Returns the tag."""
     served = str(resolve(serving_tag(name)).tag) if versions(name) else None
     stored = import_model(name, LocalFile(str(path)), kind=kind, extra_metadata=metadata)

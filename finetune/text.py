@@ -74,7 +74,7 @@ def finetune_text(data_path: str | Path, settings: TextSettings = TextSettings()
                                                seed=settings.seed)
     started = time.monotonic()
     base = base_model(settings.base)
-    from services.autocomplete.store import load_causal_lm
+    from services.autocomplete.causal_lm import load_causal_lm
 
     # float32 on CPU: with the torch build here, bf16 matmuls ran at ~1 GFLOPS against ~130 for
     # float32, and a bf16-autocast training step ~10x slower. On a GPU the Trainer uses bf16.

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.sources import sha256_of
+from services.core.sources import sha256_of
 
 MIN_VAL_BLOCKS = 2  # fewer validation blocks make the perplexity too noisy to compare
 

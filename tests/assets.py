@@ -9,7 +9,7 @@ import functools
 import tempfile
 from pathlib import Path
 
-from services.sources import CACHE_DIR, PackageFile
+from services.core.sources import CACHE_DIR, PackageFile
 
 ASSETS: dict[str, PackageFile] = {
     # fast-plate-ocr's own test crops (MIT): real plates, labels known.

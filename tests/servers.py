@@ -1,6 +1,6 @@
 """Start a real `bentoml serve` process for a test and stop it afterwards.
 
-    with serve("services.plate_reader:PlateReader", env={"BENTOML_HOME": home}) as url:
+    with serve("services.plate_reader.service:PlateReader", env={"BENTOML_HOME": home}) as url:
         httpx.get(f"{url}/readyz")
 """
 

@@ -1,6 +1,6 @@
 """Serve the as-you-type example page next to the autocompleter.
 
-    bentoml serve services.autocomplete:Autocomplete --port 3001   # the service
+    bentoml serve services.autocomplete.service:Autocomplete --port 3001   # the service
     python examples/autocomplete_web/serve.py --port 8080 --service http://localhost:3001
     # open http://localhost:8080, type, press Tab
 

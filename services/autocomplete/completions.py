@@ -13,11 +13,12 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from services.api_errors import ApiError
-from services.autocomplete.engine import (
-    Delta, Engine, GenerationStream, TokenLogprob, kv_cells_needed)
+from services.core.api_errors import ApiError
+from services.autocomplete.engine import Engine, kv_cells_needed
+from services.autocomplete.generation import (
+    ClientFinishReason, Delta, FinishReason, GenerationStream, TokenLogprob)
+from services.autocomplete.http_schema import Choice, Completion, CompletionRequest, Logprobs, Usage
 from services.autocomplete.sampling import SamplingParams
-from services.autocomplete.schema import Choice, Completion, CompletionRequest, Logprobs, Usage
 from services.autocomplete.settings import Settings
 
 MAX_STOPS = 4  # as OpenAI
@@ -62,17 +63,22 @@ def prepare(body: CompletionRequest, engine: Engine, settings: Settings, model: 
                        f"KV cache holds ({engine.kv_capacity}, MODELPORT_AUTOCOMPLETE_KV_CACHE_TOKENS)"
                        ": lower n or max_tokens, or shorten the prompt", code="context_length_exceeded",
                        param="max_tokens")
-    top_k = body.top_k or 0
-    params = SamplingParams(
+    return Job(f"cmpl-{uuid.uuid4().hex}", int(time.time()), model, prompts,
+               sampling_params(body, max_tokens, stops), n, bool(body.stream),
+               bool(body.stream_options and body.stream_options.include_usage))
+
+
+def sampling_params(body: CompletionRequest, max_tokens: int, stops: list[str]) -> SamplingParams:
+    """How a request samples: the one place its defaults live (`None`: OpenAI's default)."""
+    return SamplingParams(
         max_tokens=max_tokens,
         temperature=1.0 if body.temperature is None else body.temperature,
-        top_p=body.top_p or 1.0, top_k=max(top_k, 0),
+        top_p=body.top_p or 1.0,
+        top_k=max(body.top_k or 0, 0),  # 0 and -1 (vLLM's "all"): no top-k cut
         repetition_penalty=body.repetition_penalty or 1.0,
         presence_penalty=body.presence_penalty or 0.0,
         frequency_penalty=body.frequency_penalty or 0.0,
         stop=tuple(stops), seed=body.seed, logprobs=body.logprobs, echo=bool(body.echo))
-    return Job(f"cmpl-{uuid.uuid4().hex}", int(time.time()), model, prompts, params, n,
-               bool(body.stream), bool(body.stream_options and body.stream_options.include_usage))
 
 
 def _tokenised_prompts(body: CompletionRequest, engine: Engine, settings: Settings,
@@ -105,13 +111,18 @@ def _tokenised_prompts(body: CompletionRequest, engine: Engine, settings: Settin
     return prompts
 
 
-def _raise_for(reason: str | None, settings: Settings) -> None:
-    if reason == "timeout":
+def client_finish_reason(reason: FinishReason | None,
+                         settings: Settings) -> ClientFinishReason | None:
+    """What a client sees of a finish reason: stop or length; the others are an ApiError."""
+    if reason is FinishReason.TIMEOUT:
         raise ApiError(504, f"generation ran past the {settings.request_timeout_s:g}s request "
                        "timeout; ask for fewer tokens", code="timeout", type="server_error")
-    if reason == "error":
+    if reason is FinishReason.ERROR:
         raise ApiError(500, "generation failed; the server logged why", code="generation_failed",
                        type="server_error")
+    if reason is FinishReason.CANCELLED:  # only a client that went away cancels a stream
+        raise ApiError(499, "client closed the request", code="client_closed")
+    return reason
 
 
 def _logprobs(entries: list[TokenLogprob], want: int | None) -> Logprobs | None:
@@ -130,9 +141,8 @@ def _usage(stream: GenerationStream) -> Usage:
 
 async def collect(job: Job, stream: GenerationStream, settings: Settings) -> Completion:
     finished = await stream.collect()
-    for choice in finished.values():
-        _raise_for(choice.finish_reason, settings)
-    choices = [Choice(text=c.text, index=i, finish_reason=c.finish_reason,  # type: ignore[arg-type]
+    reasons = {i: client_finish_reason(c.finish_reason, settings) for i, c in finished.items()}
+    choices = [Choice(text=c.text, index=i, finish_reason=reasons[i],
                       logprobs=_logprobs(c.logprobs, job.params.logprobs)) for i, c in finished.items()]
     return Completion(id=job.id, created=job.created, model=job.model, choices=choices,
                       usage=_usage(stream))
@@ -142,22 +152,23 @@ async def sse(job: Job, stream: GenerationStream, settings: Settings) -> AsyncIt
     """Server-sent events as OpenAI streams them; a failure mid-stream is an `error` event."""
     async for delta in stream:
         try:
-            _raise_for(delta.finish_reason, settings)
+            reason = client_finish_reason(delta.finish_reason, settings)
         except ApiError as exc:
             yield _event({"error": {"message": exc.message, "type": exc.type, "code": exc.code,
                                     "param": None}})
             break
-        if delta.text or delta.finish_reason or delta.logprobs:
-            yield _event(_chunk(job, delta).model_dump())
+        if delta.text or reason or delta.logprobs:
+            yield _event(_chunk(job, delta, reason).model_dump())
     else:
         if job.include_usage:
-            yield _event({**_chunk(job, None).model_dump(), "usage": _usage(stream).model_dump()})
+            yield _event({**_chunk(job).model_dump(), "usage": _usage(stream).model_dump()})
     yield "data: [DONE]\n\n"
 
 
-def _chunk(job: Job, delta: Delta | None) -> Completion:
+def _chunk(job: Job, delta: Delta | None = None,
+           reason: ClientFinishReason | None = None) -> Completion:
     choices = [] if delta is None else [Choice(
-        text=delta.text, index=delta.index, finish_reason=delta.finish_reason,  # type: ignore[arg-type]
+        text=delta.text, index=delta.index, finish_reason=reason,
         logprobs=_logprobs(list(delta.logprobs), job.params.logprobs))]
     return Completion(id=job.id, created=job.created, model=job.model, choices=choices)
 

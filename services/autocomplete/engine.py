@@ -1,5 +1,6 @@
-"""Continuous batching for one causal LM: every decode step is one forward pass over all
-running sequences; new requests join between steps and finished ones leave. No HTTP here.
+"""Continuous batching for one causal LM, the scheduling side: every decode step is one
+forward pass over all running sequences; new requests join between steps and finished ones
+leave. No HTTP here.
 
     engine = Engine(lambda: TorchBackend(*load_causal_lm(path)), max_batch_size=32)
     stream = engine.submit([engine.encode("Once upon")], SamplingParams(max_tokens=20), n=2)
@@ -9,9 +10,10 @@ running sequences; new requests join between steps and finished ones leave. No H
 
 New requests are prefilled right away, together when several are waiting (so a first
 token does not wait for the batch to finish), then join the batch. The model and its KV
-cache live in a `Backend`: torch_backend.py (transformers) or llama_backend.py (GGUF in
-llama.cpp); sampling, stop strings, logprobs, limits and streaming are the engine's, the
-same for both.
+cache live in a `Backend` (backend.py): torch_backend.py (transformers) or llama_backend.py
+(GGUF in llama.cpp). Here: the engine thread, admission, room in the KV cache, the batch's
+rows and their prefill and decode steps. What a row's tokens become (text, stop strings,
+logprobs, finish reasons, the stream) is generation.py's; both are the same for every backend.
 
 torch is imported inside the functions that run the model: BentoML's parent process
 imports this module with the service definition but never runs a model, and importing
@@ -20,107 +22,26 @@ torch there would cost it about 500 MB.
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from services.autocomplete.backend import Backend
+from services.autocomplete.generation import ChoiceOutput, FinishReason, GenerationStream
 from services.autocomplete.sampling import SamplingParams, choose_tokens, new_generator
-from services.autocomplete.stops import StoppableText
 
 if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger("modelport.autocomplete")
 
-MAX_TOP_LOGPROBS = 5  # OpenAI's limit for the completions API
 PREFILL_MAX_REQUESTS = 16  # new requests prefilled together between two decode steps ...
 PREFILL_MAX_TOKENS = 2048  # ... and their prompt tokens (bounds the pause for running rows)
-
-
-@dataclass(frozen=True)
-class TokenLogprob:
-    token: str
-    logprob: float | None  # None for the first prompt token (nothing predicts it)
-    top: dict[str, float]  # the most likely alternatives at this position
-    offset: int  # where the token's text starts in the choice's text
-
-
-@dataclass(frozen=True)
-class Delta:
-    """A piece of one choice's text; the last piece of a choice carries its finish_reason."""
-
-    index: int
-    text: str
-    logprobs: tuple[TokenLogprob, ...] = ()
-    finish_reason: str | None = None  # "stop", "length", "timeout", "cancelled" or "error"
-
-
-@dataclass(frozen=True)
-class Finished:
-    """One choice, complete: what `GenerationStream.collect` returns per choice index."""
-
-    text: str
-    finish_reason: str
-    logprobs: list[TokenLogprob]
-
-
-@dataclass
-class Stats:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    submitted_at: float = field(default_factory=time.perf_counter)
-    first_token_at: float | None = None
-    finished_at: float | None = None
-
-
-class GenerationStream:
-    """What `Engine.submit` returns: an async iterator of the `Delta`s of every choice.
-
-    Choice `i * n + j` is the j-th choice for prompt i, as in OpenAI's API.
-    """
-
-    def __init__(self, choices: int, timeout_s: float | None) -> None:
-        self.stats = Stats()
-        self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        self.cancelled = False
-        self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[Delta] = asyncio.Queue()
-        self._open = choices
-
-    def cancel(self) -> None:
-        """Stop generating (safe from any thread); the rows leave the batch at the next step."""
-        self.cancelled = True
-
-    def _put(self, delta: Delta) -> None:  # called from the engine thread
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, delta)
-
-    def __aiter__(self) -> AsyncIterator[Delta]:
-        return self._deltas()
-
-    async def collect(self) -> dict[int, Finished]:
-        """Wait for every choice; their whole texts, finish reasons and logprobs by index."""
-        texts: dict[int, list[str]] = {}
-        entries: dict[int, list[TokenLogprob]] = {}
-        reasons: dict[int, str] = {}
-        async for delta in self:
-            texts.setdefault(delta.index, []).append(delta.text)
-            entries.setdefault(delta.index, []).extend(delta.logprobs)
-            if delta.finish_reason is not None:
-                reasons[delta.index] = delta.finish_reason
-        return {i: Finished("".join(texts[i]), reasons[i], entries[i]) for i in sorted(texts)}
-
-    async def _deltas(self) -> AsyncIterator[Delta]:
-        while self._open:
-            delta = await self._queue.get()
-            if delta.finish_reason is not None:
-                self._open -= 1
-            yield delta
 
 
 @dataclass
@@ -131,50 +52,22 @@ class _Request:
     first_index: int  # of its choices in the stream
     stream: GenerationStream
 
+    @property
+    def indices(self) -> range:
+        return range(self.first_index, self.first_index + self.n)
+
 
 @dataclass
 class _Row:
     """One choice being generated: a row of the batch."""
 
     request: _Request
-    index: int
+    output: ChoiceOutput
     generator: torch.Generator
-    text: StoppableText
-    text_offset: int  # length of the echoed prompt in front of the generated text
-    output: list[int] = field(default_factory=list)
-    pending: list[TokenLogprob] = field(default_factory=list)  # logprobs not yet sent
 
     @property
     def params(self) -> SamplingParams:
         return self.request.params
-
-
-class Backend(Protocol):
-    """A model and its KV cache over the batch's rows, kept in the engine's row order."""
-
-    description: str  # for the start-up log
-    context_length: int  # tokens a sequence may hold, prompt included
-    vocab_size: int  # ids a prompt may hold
-    stop_token_ids: frozenset[int]  # end-of-text and other special tokens
-    kv_capacity: int | None  # KV cells all rows share (None: grows as needed)
-
-    def encode(self, text: str) -> list[int]: ...
-
-    def decode(self, ids: Sequence[int]) -> str: ...
-
-    def prefill(self, prompts: list[list[int]], every_position: bool) -> list[torch.Tensor]:
-        """Run new prompts; each one's logits, [len(prompt) or 1, vocab]. Held until `join`."""
-
-    def join(self, sources: list[int]) -> None:
-        """Append a row per entry that continues prefilled prompt `sources[i]`; drop the rest."""
-
-    def decode_step(self, tokens: list[int]) -> torch.Tensor:
-        """Feed every row its next token; the logits for the one after, [rows, vocab]."""
-
-    def keep(self, rows: list[int]) -> None:
-        """Keep only these rows (indices into the current order, in order)."""
-
-    def reset(self) -> None: ...
 
 
 class Engine:
@@ -205,7 +98,6 @@ class Engine:
         self.backend = load()
         self.context_length = self.backend.context_length
         self.vocab_size = self.backend.vocab_size
-        self.stop_token_ids = self.backend.stop_token_ids
         self.kv_capacity = self.backend.kv_capacity
         self._reset_batch()
 
@@ -250,7 +142,7 @@ class Engine:
                 except Exception:  # a failed step fails its rows, never the worker
                     logger.exception("decode step failed; ending the batch's sequences")
                     for row in self._rows:
-                        row.request.stream._put(Delta(row.index, "", (), "error"))
+                        row.request.stream.fail(row.output.index)
                     self._reset_batch()
 
     def _admit(self) -> None:
@@ -307,11 +199,12 @@ class Engine:
         return self.kv_capacity - sum(
             kv_cells_needed(1, len(row.request.prompt), row.params.max_tokens) for row in self._rows)
 
-    def _fail(self, request: _Request, why: str = "") -> None:
+    @staticmethod
+    def _fail(request: _Request, why: str = "") -> None:
         if why:
             logger.error("request failed: %s", why)
-        for index in range(request.first_index, request.first_index + request.n):
-            request.stream._put(Delta(index, "", (), "error"))
+        for index in request.indices:
+            request.stream.fail(index)
 
     def _prefill(self, requests: list[_Request]) -> None:
         """One forward pass over the new prompts; their first tokens; the rows that go on join."""
@@ -328,112 +221,49 @@ class Engine:
         self._next += tokens
 
     def _start(self, request: _Request, logits: torch.Tensor) -> list[tuple[_Row, int]]:
-        """Echo the prompt, pick each choice's first token; the rows that go on, with it."""
-        params, stream, n = request.params, request.stream, request.n
-        prompt_text = self.decode(request.prompt) if params.echo else ""
-        echoed = (self._prompt_logprobs(request.prompt, logits, params.logprobs)
-                  if params.echo and params.logprobs is not None else ())
-        rows = []
-        for index in range(request.first_index, request.first_index + n):
-            seed = None if params.seed is None else params.seed + index
-            rows.append(_Row(request, index, new_generator(seed),
-                             StoppableText(self.decode, params.stop), len(prompt_text)))
-            if prompt_text:
-                stream._put(Delta(index, prompt_text, echoed))
+        """Open the request's choices, pick their first tokens; the rows that go on, with theirs."""
+        params, n = request.params, request.n
+        outputs = ChoiceOutput.open(request.stream, request.indices, request.prompt, params,
+                                    self.backend, logits)
+        rows = [_Row(request, output,
+                     new_generator(None if params.seed is None else params.seed + output.index))
+                for output in outputs]
         if params.max_tokens == 0:
             for row in rows:
-                self._finish(row, "length")
+                row.output.finish(FinishReason.LENGTH)
             return []
         tokens, logprobs = choose_tokens(logits[-1:].expand(n, -1), [params] * n,
                                          [r.generator for r in rows], [request.prompt] * n, [[]] * n)
-        stream.stats.first_token_at = stream.stats.first_token_at or time.perf_counter()
+        stats = request.stream.stats
+        stats.first_token_at = stats.first_token_at or time.perf_counter()
         return [(row, token) for row, token, lp in zip(rows, tokens, logprobs)
-                if self._accept(row, token, lp)]
+                if row.output.accept(token, lp)]
 
     def _decode_step(self) -> None:
-        self._drop(lambda row: self._expired(row))
+        self._drop(self._expired)
         if not self._rows:
             return
         logits = self.backend.decode_step(self._next)
         rows = self._rows
         tokens, logprobs = choose_tokens(logits, [r.params for r in rows],
                                          [r.generator for r in rows],
-                                         [r.request.prompt for r in rows], [r.output for r in rows])
+                                         [r.request.prompt for r in rows],
+                                         [r.output.tokens for r in rows])
         done = {id(row) for row, token, lp in zip(rows, tokens, logprobs)
-                if not self._accept(row, token, lp)}
+                if not row.output.accept(token, lp)}
         self._next = tokens
         self._drop(lambda row: id(row) in done)
 
-    def _accept(self, row: _Row, token: int, logprobs: torch.Tensor) -> bool:
-        """Record `token` for `row`; False when the row has finished."""
-        stream, params = row.request.stream, row.params
-        if token in self.stop_token_ids:
-            self._finish(row, "stop")
-            return False
-        offset = row.text_offset + len(row.text.text)
-        row.output.append(token)
-        stream.stats.completion_tokens += 1
-        if params.logprobs is not None:
-            row.pending.append(self._token_logprob(token, logprobs, params.logprobs, offset))
-        piece = row.text.push(row.output)
-        if row.text.stopped:
-            self._finish(row, "stop", piece)
-            return False
-        if len(row.output) >= params.max_tokens or (
-                len(row.request.prompt) + len(row.output) >= self.context_length):
-            self._finish(row, "length", piece)
-            return False
-        if piece:
-            released = row.text_offset + row.text.released
-            stream._put(Delta(row.index, piece, self._take_logprobs(row, released)))
-        return True
-
-    def _finish(self, row: _Row, reason: str, piece: str = "") -> None:
-        piece += row.text.flush()
-        end = row.text_offset + len(row.text.text)
-        row.request.stream.stats.finished_at = time.perf_counter()
-        row.request.stream._put(Delta(row.index, piece, self._take_logprobs(row, end), reason))
-
-    def _expired(self, row: _Row) -> bool:
+    @staticmethod
+    def _expired(row: _Row) -> bool:
         stream = row.request.stream
         if stream.cancelled:
-            self._finish(row, "cancelled")
+            row.output.finish(FinishReason.CANCELLED)
             return True
         if stream.deadline is not None and time.monotonic() > stream.deadline:
-            self._finish(row, "timeout")
+            row.output.finish(FinishReason.TIMEOUT)
             return True
         return False
-
-    # --- logprobs ----------------------------------------------------------------------
-
-    def _token_logprob(self, token: int, logprobs: torch.Tensor, top_n: int,
-                       offset: int) -> TokenLogprob:
-        import torch
-
-        top: dict[str, float] = {}
-        if top_n > 0:
-            values, ids = torch.topk(logprobs, min(top_n, MAX_TOP_LOGPROBS))
-            top = {self.decode([int(i)]): float(v) for v, i in zip(values, ids)}
-        return TokenLogprob(self.decode([token]), float(logprobs[token]), top, offset)
-
-    def _prompt_logprobs(self, prompt: list[int], logits: torch.Tensor,
-                         top_n: int) -> tuple[TokenLogprob, ...]:
-        """Each prompt token's logprob given the ones before it (`logits`: one row per token)."""
-        import torch
-
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        entries = [TokenLogprob(self.decode(prompt[:1]), None, {}, 0)]
-        for i in range(1, len(prompt)):
-            offset = len(self.decode(prompt[:i]))
-            entries.append(self._token_logprob(prompt[i], logprobs[i - 1], top_n, offset))
-        return tuple(entries)
-
-    @staticmethod
-    def _take_logprobs(row: _Row, released: int) -> tuple[TokenLogprob, ...]:
-        """The pending logprobs of tokens whose text starts inside the released text."""
-        ready = [lp for lp in row.pending if lp.offset < released]
-        row.pending = row.pending[len(ready):]
-        return tuple(ready)
 
     # --- the batch ---------------------------------------------------------------------
 

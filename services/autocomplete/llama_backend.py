@@ -38,7 +38,7 @@ def quiet_llama_cpp() -> Any:
 
 
 class LlamaCppBackend(TokenizerCodec):
-    """Engine backend (see engine.py's `Backend`) over a GGUF file, run by llama.cpp."""
+    """Engine backend (see backend.py's `Backend`) over a GGUF file, run by llama.cpp."""
 
     def __init__(self, gguf: Path, tokenizer: Any, *, threads: int, kv_tokens: int,
                  max_sequences: int, batch_tokens: int = 2048) -> None:

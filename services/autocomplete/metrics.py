@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bentoml
 
-from services.autocomplete.engine import Stats
+from services.autocomplete.generation import Stats
 
 TOKENS_GENERATED = bentoml.metrics.Counter(
     name="modelport_autocomplete_tokens_generated", documentation="Completion tokens generated")

@@ -1,6 +1,6 @@
 """Text autocompleter: a BentoML service with OpenAI's completions API and as-you-type suggestions.
 
-    bentoml serve services.autocomplete:Autocomplete --port 3001
+    bentoml serve services.autocomplete.service:Autocomplete --port 3001
     curl localhost:3001/v1/completions -H 'content-type: application/json' \\
          -d '{"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0}'
     curl localhost:3001/v1/suggest -H 'content-type: application/json' -d '{"text": "Dear Sir, I"}'
@@ -17,26 +17,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-from services.autocomplete.settings import OFFLINE_DEFAULT_MODEL, Settings, tune_openmp
+import bentoml
+from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
 
-tune_openmp()  # before torch loads (the imports below import it)
-
-import bentoml  # noqa: E402
-from fastapi import FastAPI, Request  # noqa: E402
-from fastapi.responses import StreamingResponse  # noqa: E402
-
-from services import api_errors  # noqa: E402
-from services.api_errors import ApiError  # noqa: E402
-from services.images import service_image  # noqa: E402
-from services.autocomplete import completions, metrics  # noqa: E402
-from services.autocomplete.schema import (  # noqa: E402
+from services.autocomplete import completions, metrics
+from services.autocomplete.http_schema import (
     Completion, CompletionRequest, ModelCard, ModelList, SuggestRequest, SuggestResponse)
-from services.autocomplete.store import choose_model  # noqa: E402
-from services.models import PREPARED_BY  # noqa: E402
+from services.autocomplete.model_kinds import CAUSAL_LM, choose_model
+from services.autocomplete.settings import OFFLINE_DEFAULT_MODEL, Settings, tune_openmp
+from services.core import api_errors
+from services.core.api_errors import ApiError
+from services.core.container_image import service_image
 
 logger = logging.getLogger("modelport.autocomplete")
 logger.setLevel(logging.INFO)  # BentoML leaves non-bentoml loggers at WARNING; the model line matters
 settings = Settings.from_env()
+# BentoML packages the models a service declares into its bento, so the class body names the
+# entry to serve: the one store lookup done at import.
 MODEL_TAG = choose_model(settings)
 app = FastAPI(title="modelport autocompleter", version="1",
               description="OpenAI-compatible text completions and as-you-type suggestions.")
@@ -55,8 +53,9 @@ class Autocomplete:
     language_model = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
+        tune_openmp()  # before the engine thread loads torch: libgomp reads it once
+        from services.autocomplete.backends import load_backend
         from services.autocomplete.engine import Engine
-        from services.autocomplete.store import load_backend
 
         self.engine = Engine(lambda: load_backend(Path(self.language_model.path), settings),
                              max_batch_size=settings.max_batch_size)
@@ -68,7 +67,7 @@ class Autocomplete:
                        "start with MODELPORT_AUTOCOMPLETE_MODEL=gpt2.")
         logger.info("autocompleter serving model %s (%s, context %d tokens).%s", self.tag,
                     self.engine.backend.description, self.engine.context_length, how_to_gpt2)
-        if self.language_model.info.metadata.get("prepared_by", 1) < PREPARED_BY["causal-lm"]:
+        if self.language_model.info.metadata.get("prepared_by", 1) < CAUSAL_LM.version:
             logger.warning("%s was imported by an older modelport, before entries kept a GGUF "
                            "for llama.cpp: import it again (`modelport models import %s`, with "
                            "its --from-... source if it is not a catalogue model) to serve it "

@@ -1,7 +1,7 @@
 """Every setting of the autocompleter, in one place, each overridable by an environment
 variable named `MODELPORT_AUTOCOMPLETE_<FIELD>`:
 
-    MODELPORT_AUTOCOMPLETE_MODEL=gpt2 bentoml serve services.autocomplete:Autocomplete --port 3001
+    MODELPORT_AUTOCOMPLETE_MODEL=gpt2 bentoml serve services.autocomplete.service:Autocomplete --port 3001
     MODELPORT_AUTOCOMPLETE_REQUIRE_MODEL=1   # a missing model is a start-up error, no fallback
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from services.env_settings import read_env
+from services.core.env_settings import read_env
 
 # The model served out of the box: it imports offline (`modelport models import --defaults`).
 OFFLINE_DEFAULT_MODEL = "smollm2-135m"

@@ -11,23 +11,29 @@ ends, duplicates are dropped, and they are ranked by the model's mean token prob
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import re
 
-from services.autocomplete.engine import Engine, TokenLogprob
+from services.autocomplete.engine import Engine
+from services.autocomplete.generation import FinishReason, TokenLogprob
+from services.autocomplete.http_schema import Suggestion
 from services.autocomplete.sampling import SamplingParams
-from services.autocomplete.schema import Suggestion
 
 CONTEXT_TOKENS = 256  # only the end of a long text matters for the next few words
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+# Suggestions sample their own way, whatever a completions request defaults to: the greedy
+# continuation and some samples, each ending at a newline (max_tokens: the `tokens` asked).
+GREEDY = SamplingParams(temperature=0.0, logprobs=0, stop=("\n",))
+# A little below 1: varied enough to offer alternatives, without the long tail's noise.
+SAMPLED = SamplingParams(temperature=0.8, top_k=40, logprobs=0, stop=("\n",))
 
 
 async def suggest(engine: Engine, text: str, *, n: int, tokens: int, candidates: int,
                   timeout_s: float) -> list[Suggestion]:
     prompt = engine.encode(text)[-CONTEXT_TOKENS:]
-    greedy = SamplingParams(max_tokens=tokens, temperature=0.0, logprobs=0, stop=("\n",))
-    # A little below 1: varied enough to offer alternatives, without the long tail's noise.
-    sampled = SamplingParams(max_tokens=tokens, temperature=0.8, top_k=40, logprobs=0, stop=("\n",))
+    greedy = dataclasses.replace(GREEDY, max_tokens=tokens)
+    sampled = dataclasses.replace(SAMPLED, max_tokens=tokens)
     streams = [engine.submit([prompt], greedy, timeout_s=timeout_s),
                engine.submit([prompt], sampled, n=max(candidates - 1, 1), timeout_s=timeout_s)]
     try:
@@ -36,8 +42,9 @@ async def suggest(engine: Engine, text: str, *, n: int, tokens: int, candidates:
         for stream in streams:
             stream.cancel()
     best: dict[str, float] = {}
-    for choice in (c for run in runs for c in run.values() if c.finish_reason in ("stop", "length")):
-        cut = cut_at_boundary(choice.text, complete=choice.finish_reason == "stop")
+    ended = (FinishReason.STOP, FinishReason.LENGTH)
+    for choice in (c for run in runs for c in run.values() if c.finish_reason in ended):
+        cut = cut_at_boundary(choice.text, complete=choice.finish_reason is FinishReason.STOP)
         if cut.strip():
             best[cut] = max(best.get(cut, 0.0), _score(choice.logprobs, len(cut)))
     ranked = sorted(best.items(), key=lambda item: -item[1])[:n]

@@ -14,11 +14,11 @@ from typing import Any
 import torch
 
 from services.autocomplete.codec import TokenizerCodec
-from services.autocomplete.store import context_length
+from services.autocomplete.causal_lm import context_length
 
 
 class TorchBackend(TokenizerCodec):
-    """Engine backend (see engine.py's `Backend`) over a transformers model and tokenizer."""
+    """Engine backend (see backend.py's `Backend`) over a transformers model and tokenizer."""
 
     kv_capacity = None  # the cache grows as needed
 

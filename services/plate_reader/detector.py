@@ -8,38 +8,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from services.plate_reader.onnx_session import onnx_session
+from services.plate_reader.types import BoundingBox, Detection
 
 STRIDE = 32  # YOLO's largest downsampling: input sides must be multiples of it
 NMS_IOU = 0.5  # plates rarely overlap; a higher IoU keeps duplicate boxes
-
-
-@dataclass(frozen=True)
-class BoundingBox:
-    xmin: int
-    ymin: int
-    xmax: int
-    ymax: int
-
-    @property
-    def width(self) -> int:
-        return self.xmax - self.xmin
-
-    @property
-    def height(self) -> int:
-        return self.ymax - self.ymin
-
-
-@dataclass(frozen=True)
-class Detection:
-    box: BoundingBox
-    confidence: float
 
 
 class PlateDetector:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from services.plate_reader.pipeline import PlateReading
+from services.plate_reader.types import PlateReading
 
 OK_COLOUR = (40, 200, 80)
 REVIEW_COLOUR = (250, 170, 20)  # orange: a human should check this reading

@@ -3,10 +3,11 @@
     modelport evaluate plates /tmp/plates/photos            # detector + OCR, full photos
     modelport evaluate plates /tmp/plates/crops --crops     # OCR only, plate crops
 
-In code, any pipeline works, crops (OCR only) or full photos (detector + OCR):
+In code, the service's pipeline (``plate_reads`` makes ``read`` from a PlateRecognizer,
+``rules=False`` for the raw OCR text), or any other reader:
 
-    evaluation = evaluate(lambda image: reader.read_plates(image), Path("/tmp/plates/photos"))
-    print_report(evaluation, "photos")
+    read = plate_reads(recognizer, crops=False, rules=True, min_score=0.25)
+    print_report(evaluate(read, Path("/tmp/plates/photos")), "photos")
 
 ``read`` returns the plates found in one RGB image, best first; the first one is the
 answer. Plates are compared after normalising both sides to A-Z0-9.
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -26,6 +28,10 @@ from rich.console import Console
 from rich.table import Table
 
 from services.plate_reader.plate_text import normalise
+
+if TYPE_CHECKING:
+    from services.plate_reader.pipeline import PlateRecognizer
+
 
 @dataclass(frozen=True)
 class ImageOutcome:
@@ -81,6 +87,24 @@ def evaluate(read: Callable[[np.ndarray], Sequence[str]], folder: Path) -> Evalu
         found = tuple(normalise(plate) for plate in read(image))
         outcomes.append(ImageOutcome(name, truth, found, time.perf_counter() - start))
     return Evaluation(tuple(outcomes))
+
+
+def plate_reads(recognizer: PlateRecognizer, *, crops: bool = False, regions: Sequence[str] = (),
+                rules: bool = True, min_score: float = 0.25) -> Callable[[np.ndarray], list[str]]:
+    """``read`` for :func:`evaluate`, run by the service's own pipeline.
+
+    Photos (detector + OCR): the best plate of each detected box, boxes whose text held no
+    A-Z0-9 left out. Crops (``crops=True``, OCR only): the crop's ranked candidates.
+    """
+    def read_crop(image: np.ndarray) -> list[str]:
+        [candidates] = recognizer.read_crops([image], regions=regions, rules=rules)
+        return [c.plate for c in candidates]
+
+    def read_photo(image: np.ndarray) -> list[str]:
+        [readings] = recognizer.read([image], min_score=min_score, regions=regions, rules=rules)
+        return [r.plate for r in readings if r.plate]
+
+    return read_crop if crops else read_photo
 
 
 def print_report(evaluation: Evaluation, title: str, *, errors: bool = False) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from fastapi import Request
 
-from services.api_errors import ApiError
-from services.plate_reader.images import decode_image
+from services.core.api_errors import ApiError
+from services.plate_reader.image_decoding import decode_image
 from services.plate_reader.settings import Settings
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import bentoml
 
-from services.plate_reader.pipeline import PlateReading
+from services.plate_reader.types import PlateReading
 
 PLATES_READ = bentoml.metrics.Counter(
     name="modelport_plates_read", documentation="Plates read (one per detected box)")

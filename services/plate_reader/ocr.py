@@ -3,7 +3,7 @@
     ocr = PlateOCR("models/ch_PP-OCRv4_rec_infer.onnx")
     [result] = ocr.read([crop])          # crop: H x W x 3 RGB uint8, one plate
     result.text, result.confidence      # "30E-653.73", 0.97
-    ocr.read_plates([(photo, box)])      # box: detector box (xmin, ymin, xmax, ymax)
+    ocr.read_plates([(photo, box)])      # box: the detector's BoundingBox
 
 All crops of one call go through the model in one batch. Two-row plates are read as
 two text lines (top row first). The model's output is folded onto the plate alphabet
@@ -16,49 +16,19 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from services.plate_reader.crops import crop_plate, split_rows, to_batch
 from services.plate_reader.onnx_session import onnx_session
+from services.plate_reader.types import BoundingBox, CharAlternative, OcrResult
 
 # Plate characters plus the separators printed on plates: the separators stay possible
 # outputs so that a dash or dot is not forced into the nearest letter or digit.
 PLATE_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-. "
 # Alternatives kept per read character, for the plate-format rules.
 TOP_K = 3
-
-
-class Box(Protocol):
-    """A detector box in image pixels (the detector's BoundingBox fits)."""
-
-    @property
-    def xmin(self) -> float: ...
-    @property
-    def ymin(self) -> float: ...
-    @property
-    def xmax(self) -> float: ...
-    @property
-    def ymax(self) -> float: ...
-
-
-@dataclass(frozen=True)
-class CharAlternative:
-    char: str
-    probability: float
-
-
-@dataclass(frozen=True)
-class OcrResult:
-    """One plate's reading; ``char_confidences`` and ``alternatives`` align with ``text``."""
-
-    text: str
-    confidence: float
-    char_confidences: tuple[float, ...]
-    alternatives: tuple[tuple[CharAlternative, ...], ...] = ()
 
 
 class PlateOCR:
@@ -79,7 +49,7 @@ class PlateOCR:
         decoded = iter(_decode(line_probs @ self._fold) for line_probs in probabilities)
         return [_join([next(decoded) for _ in crop_lines]) for crop_lines in lines_per_crop]
 
-    def read_plates(self, plates: Sequence[tuple[np.ndarray, Box]]) -> list[OcrResult]:
+    def read_plates(self, plates: Sequence[tuple[np.ndarray, BoundingBox]]) -> list[OcrResult]:
         """Read the plate in each (RGB image, detector box) pair, all in one model call."""
         return self.read([crop_plate(image, (b.xmin, b.ymin, b.xmax, b.ymax)) for image, b in plates])
 

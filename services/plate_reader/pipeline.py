@@ -3,38 +3,27 @@
     >>> recognizer = PlateRecognizer.from_files("detector.onnx", "ocr.onnx")  # doctest: +SKIP
     >>> recognizer.read([photo])[0][0].plate  # doctest: +SKIP
     'AD799KB'
+    >>> recognizer.read_crops([plate_crop])[0][0].plate  # no detector  # doctest: +SKIP
+    'AD799KB'
 
 Components are passed in (a detector, an OCR), so tests and other models slot in.
+``rules=False`` turns the plate-text rules off (each plate is then the OCR's raw text,
+normalised to A-Z0-9, at the OCR's confidence): ``modelport evaluate plates --raw``
+measures what the rules add on this same code path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from services.plate_reader.detector import BoundingBox, PlateDetector
+from services.plate_reader.crops import crop_plate
+from services.plate_reader.detector import PlateDetector
 from services.plate_reader.ocr import PlateOCR
-from services.plate_reader.plate_text import Candidate, rank_candidates
-
-
-@dataclass(frozen=True)
-class PlateReading:
-    plate: str  # best candidate, A-Z0-9 only
-    score: float  # how sure the reading is (0-1)
-    dscore: float  # how sure the detector is that this box is a plate (0-1)
-    box: BoundingBox
-    candidates: tuple[Candidate, ...]  # ranked, best first; plate == candidates[0].plate
-    review: bool  # score below the review threshold: a human should check it
-
-
-@dataclass(frozen=True)
-class ReadRequest:
-    image: np.ndarray  # RGB uint8
-    min_score: float
-    regions: tuple[str, ...] = ()
+from services.plate_reader.plate_text import normalise, rank_candidates
+from services.plate_reader.types import Candidate, OcrResult, PlateReading, ReadRequest
 
 
 class PlateRecognizer:
@@ -50,21 +39,23 @@ class PlateRecognizer:
                    review_threshold=review_threshold)
 
     def read(self, images: Sequence[np.ndarray], *, min_score: float = 0.25,
-             regions: Sequence[str] = ()) -> list[list[PlateReading]]:
-        return self.read_batch([ReadRequest(image, min_score, tuple(regions)) for image in images])
+             regions: Sequence[str] = (), rules: bool = True) -> list[list[PlateReading]]:
+        return self.read_batch([ReadRequest(image, min_score, tuple(regions)) for image in images],
+                               rules=rules)
 
-    def read_batch(self, requests: Sequence[ReadRequest]) -> list[list[PlateReading]]:
+    def read_batch(self, requests: Sequence[ReadRequest], *, rules: bool = True) -> list[list[PlateReading]]:
         """Read every plate in every image: one detector call, one OCR call for all crops."""
         if not requests:
             return []
         lowest = min(r.min_score for r in requests)
         found = self.detector.detect([r.image for r in requests], min_score=lowest)
         found = [[d for d in dets if d.confidence >= r.min_score] for dets, r in zip(found, requests)]
-        crops = [(i, d) for i, dets in enumerate(found) for d in dets]
-        texts = self.ocr.read_plates([(requests[i].image, d.box) for i, d in crops])
+        plates = [(i, d) for i, dets in enumerate(found) for d in dets]
+        crops = [crop_plate(requests[i].image, (d.box.xmin, d.box.ymin, d.box.xmax, d.box.ymax))
+                 for i, d in plates]
+        ranked = self._read_crops(crops, [requests[i].regions for i, _ in plates], rules)
         readings: list[list[PlateReading]] = [[] for _ in requests]
-        for (i, detection), text in zip(crops, texts):
-            candidates = tuple(c for c in rank_candidates(text, regions=requests[i].regions) if c.plate)
+        for (i, detection), candidates in zip(plates, ranked):
             # A plate the OCR cannot read at all is still reported (empty text, score 0,
             # review): the caller learns a plate is there and a human should look.
             best = candidates[0] if candidates else Candidate("", 0.0)
@@ -74,3 +65,21 @@ class PlateRecognizer:
                 review=best.score < self.review_threshold,
             ))
         return readings
+
+    def read_crops(self, crops: Sequence[np.ndarray], *, regions: Sequence[str] = (),
+                   rules: bool = True) -> list[tuple[Candidate, ...]]:
+        """OCR + plate-text rules on plate crops (RGB uint8), no detector, in one OCR call:
+        each crop's ranked candidates, best first (empty when nothing A-Z0-9 was read)."""
+        return self._read_crops(crops, [tuple(regions)] * len(crops), rules)
+
+    def _read_crops(self, crops: Sequence[np.ndarray], regions: Sequence[tuple[str, ...]],
+                    rules: bool) -> list[tuple[Candidate, ...]]:
+        texts = self.ocr.read(crops)
+        return [_candidates(text, crop_regions, rules) for text, crop_regions in zip(texts, regions)]
+
+
+def _candidates(text: OcrResult, regions: tuple[str, ...], rules: bool) -> tuple[Candidate, ...]:
+    if not rules:
+        plate = normalise(text.text)
+        return (Candidate(plate, text.confidence),) if plate else ()
+    return tuple(c for c in rank_candidates(text, regions=regions) if c.plate)

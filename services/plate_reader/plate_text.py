@@ -18,12 +18,10 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import yaml
 
-if TYPE_CHECKING:
-    from services.plate_reader.ocr import OcrResult
+from services.plate_reader.types import Candidate, OcrResult
 
 FORMATS_PATH = Path(__file__).with_name("plate_formats.yaml")
 # A fix from the confusion table keeps 70% of that character's confidence: the model did
@@ -33,13 +31,6 @@ TABLE_FIX_FACTOR = 0.7
 # match with one or two fixes outranks it, while a very unsure match does not.
 NO_FORMAT_FACTOR = 0.8
 LETTERS, DIGITS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ"), frozenset("0123456789")
-
-
-@dataclass(frozen=True)
-class Candidate:
-    plate: str  # A-Z0-9 only
-    score: float  # 0-1: geometric mean of the (fixed) character confidences, format-adjusted
-    region: str | None = None  # the region whose format it fits, None for none
 
 
 @dataclass(frozen=True)

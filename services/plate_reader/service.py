@@ -1,6 +1,6 @@
 """Licence-plate reader: a BentoML service. Photo in, each plate's text, score and box out.
 
-    bentoml serve services.plate_reader:PlateReader --port 3000
+    bentoml serve services.plate_reader.service:PlateReader --port 3000
     curl -F upload=@car.jpg http://localhost:3000/v1/plate-reader
 
 The HTTP API is a FastAPI app mounted on the service, so one route takes both multipart
@@ -18,14 +18,15 @@ import bentoml
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from services import api_errors
-from services.api_errors import ApiError
-from services.images import service_image
+from services.core import api_errors
+from services.core.api_errors import ApiError
+from services.core.container_image import service_image
 from services.plate_reader import metrics
-from services.plate_reader.api_schema import OPENAPI_REQUEST, PlateReaderJSON, to_json
+from services.plate_reader.http_schema import OPENAPI_REQUEST, PlateReaderJSON, to_json
 from services.plate_reader.batching import MicroBatcher
 from services.plate_reader.inputs import parse_request
 from services.plate_reader.settings import Settings
+from services.plate_reader.types import ReadRequest
 
 logger = logging.getLogger("bentoml.modelport.plate_reader")  # BentoML only shows INFO under "bentoml"
 settings = Settings.from_env()
@@ -61,8 +62,6 @@ class PlateReader:
         return hasattr(self, "batcher")
 
     async def _read(self, request: Request) -> tuple[list[tuple[str, Any]], list[Any], float]:
-        from services.plate_reader.pipeline import ReadRequest
-
         images, min_score, regions = await parse_request(request, settings)
         started = time.perf_counter()
         readings = await asyncio.gather(*(

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from services.env_settings import read_env
+from services.core.env_settings import read_env
 
 
 @dataclass(frozen=True)
 class Settings:
     # Model-store tags the service loads; empty means the version `modelport models serve`
-    # chose, else the newest (see services.models.serving_tag).
+    # chose, else the newest (see services.core.model_store.serving_tag).
     detector_model: str = ""
     ocr_model: str = ""
     min_score: float = 0.25  # detector confidence below which a box is not a plate
@@ -35,7 +35,7 @@ class Settings:
             values["allowed_formats"] = tuple(f.upper() for f in values["allowed_formats"])
         settings = cls(**values)
         if not settings.detector_model or not settings.ocr_model:
-            from services.models import serving_tag
+            from services.core.model_store import serving_tag
 
             settings = replace(settings, detector_model=settings.detector_model or serving_tag("plate-detector"),
                                ocr_model=settings.ocr_model or serving_tag("plate-ocr"))

@@ -8,7 +8,7 @@
 Prints one table. For each model, (a) a GPT-2 124M-shaped model (random weights: they cost
 the same as real ones) and (b) SmolLM2-135M, all measured in this run on the same ~20-token
 prompt, 64 new tokens per request (temperature 0.8), streamed:
-- ours: `bentoml serve services.autocomplete:Autocomplete` over HTTP (continuous batching),
+- ours: `bentoml serve services.autocomplete.service:Autocomplete` over HTTP (continuous batching),
   with each backend: llama.cpp (the default for both models: SmolLM2's GGUF, and the GGUF
   that the import writes for GPT-2) and torch (int8 weights on CPUs without bf16)
 - llama.cpp: `python -m llama_cpp.server` (llama-cpp-python[server]) on the same GGUF
@@ -217,9 +217,9 @@ def main() -> None:
 def run(args: argparse.Namespace, work: Path) -> None:
     from transformers import AutoTokenizer
 
-    from services.autocomplete.store import GGUF_NAME
-    from services.models import CATALOG, import_model, resolve
-    from services.sources import LocalFile
+    from services.autocomplete.causal_lm import GGUF_NAME
+    from services.core.model_store import CATALOG, import_model, resolve
+    from services.core.sources import LocalFile
 
     work.mkdir()
     wanted = set(args.models.split(","))

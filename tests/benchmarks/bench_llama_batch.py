@@ -54,8 +54,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-llama-batch-") as scratch:
         os.environ.setdefault("BENTOML_HOME", f"{scratch}/bentoml")
         os.environ.update({"BENTOML_DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"})
-        from services.autocomplete.store import GGUF_NAME
-        from services.models import CATALOG, import_model
+        from services.autocomplete.causal_lm import GGUF_NAME
+        from services.core.model_store import CATALOG, import_model
 
         entry = Path(import_model("smollm2-135m").path)
         files = {"Q8_0 (as stored and served)": entry / GGUF_NAME,

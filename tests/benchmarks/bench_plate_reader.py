@@ -71,8 +71,8 @@ def baseline(image: np.ndarray, ocr_path: Path, pt_path: Path, clients: int, req
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from ultralytics import YOLO
 
-    from services.plate_reader.detector import BoundingBox
     from services.plate_reader.ocr import PlateOCR
+    from services.plate_reader.types import BoundingBox
 
     ocr = PlateOCR(ocr_path)
     local = threading.local()  # Ultralytics predictors are not thread-safe: one per thread
@@ -102,7 +102,7 @@ def main() -> None:
 
     import bentoml
 
-    from services.models import import_model, serving_tag
+    from services.core.model_store import import_model, serving_tag
 
     for name in ("plate-detector", "plate-ocr"):
         import_model(name)
@@ -113,7 +113,7 @@ def main() -> None:
 
     rows = []
     log = Path("/tmp/modelport-bench-plate.log")
-    with serve("services.plate_reader:PlateReader", log_path=log) as url:
+    with serve("services.plate_reader.service:PlateReader", log_path=log) as url:
         import psutil
 
         server_pid = next(p.pid for p in psutil.Process().children()

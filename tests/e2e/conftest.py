@@ -18,7 +18,7 @@ PLATE_LIMITS = {
 
 @pytest.fixture(scope="session")
 def plate_server(plate_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `bentoml serve services.plate_reader:PlateReader`, its base URL."""
+    """A real `bentoml serve services.plate_reader.service:PlateReader`, its base URL."""
     log = tmp_path_factory.mktemp("logs") / "plate_reader.log"
-    with serve("services.plate_reader:PlateReader", env=PLATE_LIMITS, log_path=log) as url:
+    with serve("services.plate_reader.service:PlateReader", env=PLATE_LIMITS, log_path=log) as url:
         yield url

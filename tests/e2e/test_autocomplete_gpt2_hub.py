@@ -10,7 +10,7 @@ import pytest
 
 from services.autocomplete.engine import Engine
 from services.autocomplete.sampling import SamplingParams
-from services.autocomplete.store import load_causal_lm
+from services.autocomplete.causal_lm import load_causal_lm
 from services.autocomplete.torch_backend import TorchBackend
 from tests.autocomplete_fixtures import gpt2_tokenizer
 
@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.network, pytest.mark.slow]
 
 
 def test_import_gpt2_from_the_hub_and_complete(tmp_path: Path) -> None:
-    from services.models import import_model
+    from services.core.model_store import import_model
 
     result = import_model("gpt2")
     engine = Engine(lambda: TorchBackend(*load_causal_lm(result.path, "float32")))

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def smollm2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    from services.models import import_model
+    from services.core.model_store import import_model
 
     import_model("smollm2-135m")
     log = tmp_path_factory.mktemp("logs") / "autocomplete_smollm2.log"

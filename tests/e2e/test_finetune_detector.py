@@ -50,7 +50,7 @@ def _photos(folder: Path) -> Path:
 
 def test_finetune_detector_then_serve_and_roll_back(plate_models: dict[str, Path], tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.models import resolve, rollback, serving_tag, set_serving
+    from services.core.model_store import resolve, rollback, serving_tag, set_serving
 
     monkeypatch.chdir(tmp_path)  # Ultralytics' run folders land here, not in the checkout
     base_tag = str(resolve(serving_tag("plate-detector")).tag)
@@ -75,7 +75,7 @@ def test_finetune_detector_then_serve_and_roll_back(plate_models: dict[str, Path
 
     assert set_serving(new_tag) == new_tag  # what `modelport models serve TAG` does
     log = tmp_path / "plate_reader.log"
-    with serve("services.plate_reader:PlateReader", log_path=log) as url:
+    with serve("services.plate_reader.service:PlateReader", log_path=log) as url:
         photo = (tmp_path / "photos" / "scene0.jpg").read_bytes()
         response = httpx.post(f"{url}/v1/plate-reader", timeout=60,
                               files={"upload": ("scene0.jpg", photo, "image/jpeg")})

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from services.cli import main
-from services.sources import LocalFile
+from services.core.cli import main
+from services.core.sources import LocalFile
 from tests.autocomplete_fixtures import SERVICE, tiny_gpt2_dir
 from tests.servers import serve
 
@@ -24,7 +24,7 @@ NAME = "finetune-served-gpt2"
 
 def test_finetuned_version_is_served_by_name_and_rolls_back(tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.models import import_model, serving_tag
+    from services.core.model_store import import_model, serving_tag
 
     monkeypatch.chdir(tmp_path)  # run folders land here
     base = import_model(NAME, LocalFile(str(tiny_gpt2_dir(tmp_path / "base"))), kind="causal-lm").tag

@@ -25,7 +25,7 @@ def test_the_local_stack_serves_all_three_and_stops_together(plate_models: dict[
     ports = [free_port() for _ in range(3)]
     env = {**os.environ, **QUIET_ENV, "MODELPORT_AUTOCOMPLETE_MODEL": TINY_GPT2}
     stack = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "serve", "--plate-port", str(ports[0]),
+        [sys.executable, "-m", "services.core.cli", "serve", "--plate-port", str(ports[0]),
          "--autocomplete-port", str(ports[1]), "--web-port", str(ports[2])],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

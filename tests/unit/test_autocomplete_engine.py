@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from services.autocomplete.engine import Delta, Engine
+from services.autocomplete.engine import Engine
+from services.autocomplete.generation import Delta
 from services.autocomplete.sampling import SamplingParams
-from services.autocomplete.store import load_causal_lm
+from services.autocomplete.causal_lm import load_causal_lm
 from services.autocomplete.torch_backend import TorchBackend
 from tests.autocomplete_fixtures import tiny_gpt2_dir
 
@@ -132,7 +133,8 @@ def test_the_api_modules_import_without_torch() -> None:
     # BentoML's parent process imports them with the service definition and never runs a
     # model: torch there cost it ~500 MB of RSS.
     code = ("import sys, services.autocomplete.completions, services.autocomplete.engine, "
-            "services.autocomplete.sampling; assert 'torch' not in sys.modules, 'torch imported'")
+            "services.autocomplete.generation, services.autocomplete.sampling, "
+            "services.autocomplete.suggest; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 

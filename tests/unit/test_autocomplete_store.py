@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.autocomplete.store import prepare_causal_lm
+from services.autocomplete.causal_lm import prepare_causal_lm
 from tests.autocomplete_fixtures import tiny_gpt2_dir
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from finetune.gpt2_simple import check_checkpoint, convert_checkpoint, hf_name, import_gpt2_simple
 from finetune.text_data import DataError
-from services.sources import PackageFile
+from services.core.sources import PackageFile
 
 TF_PYTHON = os.environ.get("MODELPORT_TF_PYTHON", sys.executable)
 TOKENS = [464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13, 50256, 15496]
@@ -107,8 +107,8 @@ def test_converted_logits_match_tensorflow(gpt2_simple_run: Path, tmp_path: Path
 
 
 def test_import_stores_a_servable_causal_lm(gpt2_simple_run: Path) -> None:
-    from services.autocomplete.store import load_causal_lm
-    from services.models import resolve
+    from services.autocomplete.causal_lm import load_causal_lm
+    from services.core.model_store import resolve
 
     result = import_gpt2_simple(gpt2_simple_run / "checkpoint" / "run1", "tiny-gpt2-simple")
     entry = resolve(result.tag)
@@ -138,7 +138,7 @@ def test_incomplete_checkpoint_folder_says_what_is_missing(tmp_path: Path) -> No
 
 def test_backend_gpt2_simple_trains_and_stores(gpt2_simple_run: Path, tmp_path: Path) -> None:
     from finetune.gpt2_simple import Gpt2SimpleSettings, finetune_with_gpt2_simple
-    from services.models import resolve
+    from services.core.model_store import resolve
 
     notes = tmp_path / "notes.txt"
     notes.write_text("\n\n".join(f"Note {i}: the quick brown fox jumps over the lazy dog." for i in range(60)))

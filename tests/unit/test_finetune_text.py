@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from finetune.cli import finetune
 from finetune.text import TextSettings, finetune_text
-from services.sources import LocalFile, sha256_of
+from services.core.sources import LocalFile, sha256_of
 from tests.autocomplete_fixtures import tiny_gpt2_dir
 
 BASE = "finetune-tiny-gpt2"
@@ -28,7 +28,7 @@ ZEN = codecs.decode(this.s, "rot13")
 def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The autocompleter tests' tiny GPT-2, imported under its own name here (fine-tuning adds
     versions to it, which the autocompleter tests must not see); its tag."""
-    from services.models import import_model
+    from services.core.model_store import import_model
 
     folder = tiny_gpt2_dir(tmp_path_factory.mktemp("tiny") / "model")
     return import_model(BASE, LocalFile(str(folder)), kind="causal-lm").tag
@@ -43,8 +43,8 @@ def zen(tmp_path: Path) -> Path:
 
 
 def test_finetune_stores_a_new_version_with_metrics(tiny_gpt2: str, zen: Path, tmp_path: Path) -> None:
-    from services.autocomplete.store import load_causal_lm
-    from services.models import resolve, versions
+    from services.autocomplete.causal_lm import load_causal_lm
+    from services.core.model_store import resolve, versions
 
     base = resolve(tiny_gpt2)
     base_sha = sha256_of(Path(base.path))
@@ -76,7 +76,7 @@ def test_finetune_stores_a_new_version_with_metrics(tiny_gpt2: str, zen: Path, t
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 def test_lora_run_merges_into_a_plain_model(tiny_gpt2: str, zen: Path, tmp_path: Path) -> None:
     pytest.importorskip("peft")
-    from services.models import resolve
+    from services.core.model_store import resolve
 
     settings = TextSettings(base=tiny_gpt2, block_size=32, max_steps=3, lora=True, lora_rank=4,
                             max_val_blocks=4, runs_dir=tmp_path / "runs")

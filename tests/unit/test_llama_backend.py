@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from services.autocomplete.engine import Engine, GenerationStream
+from services.autocomplete.backends import load_backend, resolve_backend
+from services.autocomplete.causal_lm import GGUF_NAME
+from services.autocomplete.engine import Engine
+from services.autocomplete.generation import GenerationStream
 from services.autocomplete.sampling import SamplingParams
 from services.autocomplete.settings import Settings
-from services.autocomplete.store import GGUF_NAME, load_backend, resolve_backend
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is part of modelport[autocomplete]")
 pytestmark = pytest.mark.slow
@@ -20,7 +22,7 @@ GREEDY = SamplingParams(max_tokens=8, temperature=0.0)
 
 @pytest.fixture(scope="module")
 def smollm2_dir() -> Path:
-    from services.models import import_model
+    from services.core.model_store import import_model
 
     return Path(import_model("smollm2-135m").path)
 
@@ -53,7 +55,7 @@ def complete(engine: Engine, prompts: list[str], params: SamplingParams,
 def test_the_gguf_entry_is_kept_for_llama_cpp_and_served_by_it(smollm2_dir: Path, engine: Engine) -> None:
     import gguf
 
-    from services.models import resolve
+    from services.core.model_store import resolve
 
     assert (smollm2_dir / GGUF_NAME).is_file() and (smollm2_dir / "config.json").is_file()
     # The package's Q4_1 is stored re-encoded as Q8_0 (llama.cpp batches Q8_0 well).

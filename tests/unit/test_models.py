@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -9,8 +10,8 @@ from pathlib import Path
 import bentoml
 import pytest
 
-from services.models import ModelNotFound, import_model, resolve
-from services.sources import ChecksumMismatch, HuggingFaceRepo, LocalFile, PackageFile, UrlFile, sha256_of
+from services.core.model_store import ModelNotFound, import_model, resolve
+from services.core.sources import ChecksumMismatch, HuggingFaceRepo, LocalFile, PackageFile, UrlFile, sha256_of
 
 
 def test_default_import_records_source_and_checksum(plate_models: dict[str, Path]) -> None:
@@ -57,15 +58,16 @@ def test_a_local_file_imports_as_a_new_version(plate_models: dict[str, Path], tm
 def test_a_file_stored_by_an_older_preparer_is_prepared_again(
         plate_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # E.g. causal-lm entries made before they kept a GGUF: importing again must add one.
-    from services import models
+    from services.core import model_store as models
 
     copy = tmp_path / "ocr.onnx"
     copy.write_bytes(plate_models["plate-ocr"].read_bytes())
     first = import_model("ocr-preparer-test", LocalFile(str(copy)), kind="plate-ocr")
-    monkeypatch.setitem(models.PREPARED_BY, "plate-ocr", models.PREPARED_BY["plate-ocr"] + 1)
+    kind = models.KINDS["plate-ocr"]
+    monkeypatch.setitem(models.KINDS, "plate-ocr", dataclasses.replace(kind, version=kind.version + 1))
     again = import_model("ocr-preparer-test", LocalFile(str(copy)), kind="plate-ocr")
     assert again.created and again.tag != first.tag
-    assert bentoml.models.get(again.tag).info.metadata["prepared_by"] == models.PREPARED_BY["plate-ocr"]
+    assert bentoml.models.get(again.tag).info.metadata["prepared_by"] == models.KINDS["plate-ocr"].version
     assert not import_model("ocr-preparer-test", LocalFile(str(copy)), kind="plate-ocr").created
 
 
@@ -80,12 +82,12 @@ def test_missing_model_error_says_how_to_import_it() -> None:
 
 
 def test_cli_lists_and_refuses_bad_checksums(plate_models: dict[str, Path], tmp_path: Path) -> None:
-    listed = subprocess.run([sys.executable, "-m", "services.cli", "models", "list"],
+    listed = subprocess.run([sys.executable, "-m", "services.core.cli", "models", "list"],
                             capture_output=True, text=True, check=True)
     assert "plate-detector" in listed.stdout and "plate-ocr" in listed.stdout
     bad = tmp_path / "x.onnx"
     bad.write_bytes(b"x")
-    refused = subprocess.run([sys.executable, "-m", "services.cli", "models", "import", "plate-ocr",
+    refused = subprocess.run([sys.executable, "-m", "services.core.cli", "models", "import", "plate-ocr",
                               "--from-path", str(bad), "--sha256", "1" * 64],
                              capture_output=True, text=True)
     assert refused.returncode == 1

@@ -13,8 +13,10 @@ import pytest
 from PIL import Image
 
 from services.plate_reader.crops import crop_plate, split_rows
-from services.plate_reader.ocr import OcrResult, PlateOCR
-from services.plate_reader.plate_text import normalise
+from services.plate_reader.ocr import PlateOCR
+from services.plate_reader.pipeline import PlateRecognizer
+from services.plate_reader.plate_text import normalise, rank_candidates
+from services.plate_reader.types import BoundingBox, Candidate, Detection, OcrResult, ReadRequest
 from tests.assets import asset
 
 CROPS = {"test_plate_1.png": "plate_ad799kb", "test_plate_2.png": "plate_krw301"}
@@ -71,9 +73,48 @@ def test_reads_plates_from_detector_boxes(ocr: PlateOCR) -> None:
     plate = crop("test_plate_1.png")
     photo = np.pad(plate, ((40, 40), (60, 60), (0, 0)), constant_values=90)
 
-    class Box:  # the detector's BoundingBox has these fields
-        xmin, ymin, xmax, ymax = 60, 40, 60 + plate.shape[1], 40 + plate.shape[0]
-
-    [result] = ocr.read_plates([(photo, Box())])
+    box = BoundingBox(60, 40, 60 + plate.shape[1], 40 + plate.shape[0])
+    [result] = ocr.read_plates([(photo, box)])
     assert normalise(result.text) == "AD799KB"
     assert crop_plate(photo, (60, 40, 70, 50), margin=0.5).shape[:2] == (20, 20)
+
+
+class OneBoxDetector:
+    """Stands in for the detector: the same box in every image."""
+
+    def __init__(self, box: BoundingBox) -> None:
+        self.box = box
+
+    def detect(self, images: list[np.ndarray], *, min_score: float = 0.25) -> list[list[Detection]]:
+        return [[Detection(self.box, 0.9)] for _ in images]
+
+
+def test_the_pipeline_reads_its_crops_like_read_crops_with_the_rules_on_or_off(ocr: PlateOCR) -> None:
+    plate = crop("test_plate_1.png")  # "AD 799 KB"
+    photo = np.pad(plate, ((40, 40), (60, 60), (0, 0)), constant_values=90)
+    box = BoundingBox(60, 40, 60 + plate.shape[1], 40 + plate.shape[0])
+    recognizer = PlateRecognizer(OneBoxDetector(box), ocr, review_threshold=0.8)  # type: ignore[arg-type]
+    plate_crop = crop_plate(photo, (box.xmin, box.ymin, box.xmax, box.ymax))
+    [text] = ocr.read([plate_crop])
+
+    [[reading]] = recognizer.read([photo], regions=["eu-generic"])
+    assert reading.plate == "AD799KB" and reading.box == box and reading.dscore == 0.9
+    assert list(reading.candidates) == rank_candidates(text, regions=["eu-generic"])
+    assert recognizer.read_crops([plate_crop], regions=["eu-generic"]) == [reading.candidates]
+
+    # Rules off: the OCR's own text, normalised, at the OCR's confidence; regions unused.
+    [[raw]] = recognizer.read([photo], regions=["eu-generic"], rules=False)
+    assert raw.candidates == (Candidate("AD799KB", text.confidence),) and raw.plate == "AD799KB"
+    assert raw.score == round(text.confidence, 4)
+    assert recognizer.read_crops([plate_crop], rules=False) == [raw.candidates]
+    assert recognizer.read_batch([ReadRequest(photo, 0.25)], rules=False) == [[raw]]
+    assert recognizer.read_crops([]) == [] and recognizer.read_batch([]) == []
+
+
+def test_a_plate_with_no_readable_text_is_still_reported(ocr: PlateOCR) -> None:
+    blank = np.full((120, 300, 3), 200, dtype=np.uint8)
+    recognizer = PlateRecognizer(OneBoxDetector(BoundingBox(50, 40, 250, 80)), ocr,  # type: ignore[arg-type]
+                                 review_threshold=0.8)
+    for rules in (True, False):
+        [[reading]] = recognizer.read([blank], rules=rules)
+        assert (reading.plate, reading.score, reading.candidates, reading.review) == ("", 0.0, (), True)

@@ -6,14 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from services.plate_reader.ocr import CharAlternative, OcrResult
-from services.plate_reader.plate_text import (
-    Candidate,
-    known_regions,
-    load_formats,
-    normalise,
-    rank_candidates,
-)
+from services.plate_reader.plate_text import known_regions, load_formats, normalise, rank_candidates
+from services.plate_reader.types import Candidate, CharAlternative, OcrResult
 
 
 def reading(text: str, confidence: float = 0.9, alternatives: dict[int, str] | None = None) -> OcrResult:

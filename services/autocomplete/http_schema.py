@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.autocomplete.generation import ClientFinishReason
+
 Prompt = str | list[str] | list[int] | list[list[int]]
 
 
@@ -56,7 +58,7 @@ class Choice(BaseModel):
     text: str
     index: int
     logprobs: Logprobs | None = None
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: ClientFinishReason | None = None  # "stop" or "length"
 
 
 class Usage(BaseModel):

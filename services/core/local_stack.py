@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -36,10 +36,10 @@ def members(plate_port: int, autocomplete_port: int, web_port: int) -> dict[str,
     bentoml = (sys.executable, "-m", "bentoml", "serve")
     return {
         "plate-reader": Member("plate-reader", plate_port,
-                               (*bentoml, "services.plate_reader:PlateReader", "--port", str(plate_port)),
+                               (*bentoml, "services.plate_reader.service:PlateReader", "--port", str(plate_port)),
                                "/readyz"),
         "autocomplete": Member("autocomplete", autocomplete_port,
-                               (*bentoml, "services.autocomplete:Autocomplete", "--port",
+                               (*bentoml, "services.autocomplete.service:Autocomplete", "--port",
                                 str(autocomplete_port)), "/readyz"),
         "web": Member("web", web_port,
                       (sys.executable, "examples/autocomplete_web/serve.py", "--port", str(web_port),

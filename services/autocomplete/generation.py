@@ -1,0 +1,222 @@
+"""What generation hands out: each choice's text, logprobs and finish reason, as a stream.
+
+    stream = engine.submit(prompts, params, n=2)     # a GenerationStream (engine.py)
+    async for delta in stream:                       # Delta(index, text, logprobs, finish_reason)
+        ...
+    finished = await stream.collect()                # or: {index: Finished(text, reason, logprobs)}
+
+The engine thread feeds each choice's tokens to its `ChoiceOutput`, which turns them into
+text (cut at stop strings), logprobs and the finish reason, and sends the `Delta`s. Sampling
+and stop-string matching are the same for every backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from services.autocomplete.sampling import SamplingParams
+from services.autocomplete.stops import StoppableText
+
+if TYPE_CHECKING:  # imported where used: see engine.py's docstring
+    import torch
+
+    from services.autocomplete.backend import Backend
+
+MAX_TOP_LOGPROBS = 5  # OpenAI's limit for the completions API
+
+
+class FinishReason(enum.StrEnum):
+    """Why a choice ended; its value is the string OpenAI's API uses."""
+
+    STOP = "stop"  # end of text or a stop string
+    LENGTH = "length"  # max_tokens reached, or the model's context is full
+    TIMEOUT = "timeout"  # past the request's deadline
+    CANCELLED = "cancelled"  # `GenerationStream.cancel` (the client went away)
+    ERROR = "error"  # the model failed (logged), or the request can never fit the KV cache
+
+
+# The finish reasons a client sees in a completion; the others end the request with an error.
+ClientFinishReason = Literal[FinishReason.STOP, FinishReason.LENGTH]
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    logprob: float | None  # None for the first prompt token (nothing predicts it)
+    top: dict[str, float]  # the most likely alternatives at this position
+    offset: int  # where the token's text starts in the choice's text
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of one choice's text; the last piece of a choice carries its finish_reason."""
+
+    index: int
+    text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
+    finish_reason: FinishReason | None = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    """One choice, complete: what `GenerationStream.collect` returns per choice index."""
+
+    text: str
+    finish_reason: FinishReason
+    logprobs: list[TokenLogprob]
+
+
+@dataclass
+class Stats:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    submitted_at: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    finished_at: float | None = None
+
+
+class GenerationStream:
+    """What `Engine.submit` returns: an async iterator of the `Delta`s of every choice.
+
+    Choice `i * n + j` is the j-th choice for prompt i, as in OpenAI's API.
+    """
+
+    def __init__(self, choices: int, timeout_s: float | None) -> None:
+        self.stats = Stats()
+        self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        self.cancelled = False
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Delta] = asyncio.Queue()
+        self._open = choices
+
+    def cancel(self) -> None:
+        """Stop generating (safe from any thread); the rows leave the batch at the next step."""
+        self.cancelled = True
+
+    def fail(self, index: int) -> None:  # called from the engine thread
+        """End choice `index` with an error, sending nothing more of it."""
+        self._put(Delta(index, "", (), FinishReason.ERROR))
+
+    def _put(self, delta: Delta) -> None:  # called from the engine thread
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, delta)
+
+    def __aiter__(self) -> AsyncIterator[Delta]:
+        return self._deltas()
+
+    async def collect(self) -> dict[int, Finished]:
+        """Wait for every choice; their whole texts, finish reasons and logprobs by index."""
+        texts: dict[int, list[str]] = {}
+        entries: dict[int, list[TokenLogprob]] = {}
+        reasons: dict[int, FinishReason] = {}
+        async for delta in self:
+            texts.setdefault(delta.index, []).append(delta.text)
+            entries.setdefault(delta.index, []).extend(delta.logprobs)
+            if delta.finish_reason is not None:
+                reasons[delta.index] = delta.finish_reason
+        return {i: Finished("".join(texts[i]), reasons[i], entries[i]) for i in sorted(texts)}
+
+    async def _deltas(self) -> AsyncIterator[Delta]:
+        while self._open:
+            delta = await self._queue.get()
+            if delta.finish_reason is not None:
+                self._open -= 1
+            yield delta
+
+
+class ChoiceOutput:
+    """One choice's output as the engine thread generates it: its tokens, its text (cut at
+    stop strings, after the echoed prompt if any), its logprobs, and when it is finished."""
+
+    def __init__(self, stream: GenerationStream, index: int, prompt: list[int],
+                 params: SamplingParams, backend: Backend, text_offset: int) -> None:
+        self.stream, self.index, self.prompt, self.params = stream, index, prompt, params
+        self._backend = backend  # for decode, stop_token_ids and context_length
+        self.text = StoppableText(backend.decode, params.stop)
+        self.text_offset = text_offset  # length of the echoed prompt in front of the generated text
+        self.tokens: list[int] = []
+        self._pending: list[TokenLogprob] = []  # logprobs not yet sent
+
+    @classmethod
+    def open(cls, stream: GenerationStream, indices: range, prompt: list[int],
+             params: SamplingParams, backend: Backend, logits: torch.Tensor) -> list[ChoiceOutput]:
+        """A request's choices, each starting with the prompt when `params.echo` asks for it
+        (with its logprobs, from the prefill's `logits`, when `params.logprobs` does too)."""
+        prompt_text = backend.decode(prompt) if params.echo else ""
+        echoed = (prompt_logprobs(backend.decode, prompt, logits, params.logprobs)
+                  if params.echo and params.logprobs is not None else ())
+        choices = []
+        for index in indices:
+            choices.append(cls(stream, index, prompt, params, backend, len(prompt_text)))
+            if prompt_text:
+                stream._put(Delta(index, prompt_text, echoed))
+        return choices
+
+    def accept(self, token: int, logprobs: torch.Tensor) -> bool:
+        """Record `token` (`logprobs`: the row's, over the vocabulary); False once finished."""
+        stream, params = self.stream, self.params
+        if token in self._backend.stop_token_ids:
+            self.finish(FinishReason.STOP)
+            return False
+        offset = self.text_offset + len(self.text.text)
+        self.tokens.append(token)
+        stream.stats.completion_tokens += 1
+        if params.logprobs is not None:
+            self._pending.append(
+                token_logprob(self._backend.decode, token, logprobs, params.logprobs, offset))
+        piece = self.text.push(self.tokens)
+        if self.text.stopped:
+            self.finish(FinishReason.STOP, piece)
+            return False
+        if len(self.tokens) >= params.max_tokens or (
+                len(self.prompt) + len(self.tokens) >= self._backend.context_length):
+            self.finish(FinishReason.LENGTH, piece)
+            return False
+        if piece:
+            released = self.text_offset + self.text.released
+            stream._put(Delta(self.index, piece, self._take_logprobs(released)))
+        return True
+
+    def finish(self, reason: FinishReason, piece: str = "") -> None:
+        """Send the rest of the text (what stop-string matching held back) and `reason`."""
+        piece += self.text.flush()
+        end = self.text_offset + len(self.text.text)
+        self.stream.stats.finished_at = time.perf_counter()
+        self.stream._put(Delta(self.index, piece, self._take_logprobs(end), reason))
+
+    def _take_logprobs(self, released: int) -> tuple[TokenLogprob, ...]:
+        """The pending logprobs of tokens whose text starts inside the released text."""
+        ready = [lp for lp in self._pending if lp.offset < released]
+        self._pending = self._pending[len(ready):]
+        return tuple(ready)
+
+
+Decode = Callable[[Sequence[int]], str]
+
+
+def token_logprob(decode: Decode, token: int, logprobs: torch.Tensor, top_n: int,
+                  offset: int) -> TokenLogprob:
+    import torch
+
+    top: dict[str, float] = {}
+    if top_n > 0:
+        values, ids = torch.topk(logprobs, min(top_n, MAX_TOP_LOGPROBS))
+        top = {decode([int(i)]): float(v) for v, i in zip(values, ids)}
+    return TokenLogprob(decode([token]), float(logprobs[token]), top, offset)
+
+
+def prompt_logprobs(decode: Decode, prompt: list[int], logits: torch.Tensor,
+                    top_n: int) -> tuple[TokenLogprob, ...]:
+    """Each prompt token's logprob given the ones before it (`logits`: one row per token)."""
+    import torch
+
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    entries = [TokenLogprob(decode(prompt[:1]), None, {}, 0)]
+    for i in range(1, len(prompt)):
+        offset = len(decode(prompt[:i]))
+        entries.append(token_logprob(decode, prompt[i], logprobs[i - 1], top_n, offset))
+    return tuple(entries)

@@ -1,0 +1,41 @@
+"""The plate reader's model kinds and default models, registered with the model store.
+
+    import services.plate_reader.model_kinds  # then `import_model("plate-detector")` works
+
+plate-detector: an Ultralytics YOLO checkpoint (.pt), exported to the ONNX model the service
+runs (detector_export.py; needs Ultralytics at import time, never while serving).
+plate-ocr: a CTC text recogniser as ONNX, stored as it is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from services.core.model_store import ModelKind, ModelSpec, prepare_copy, register
+from services.core.sources import PackageFile
+
+
+def _prepare_detector(fetched: Path, model_dir: Path) -> dict[str, Any]:
+    from services.plate_reader.detector_export import export_detector  # Ultralytics: heavy
+
+    return export_detector(fetched, model_dir)
+
+
+register(
+    ModelKind("plate-detector", _prepare_detector),
+    ModelSpec("plate-detector", "plate-detector",
+              PackageFile("safelicensing==1.0.3", "safelicensing/best.pt",
+                          "13fe46504f4609387768cfa4270624a6d386c42efa496f1805df6305c14e597f"),
+              "Apache-2.0", "YOLOv8n licence-plate detector (one class), served as ONNX"),
+    defaults=("plate-detector",),
+)
+register(
+    ModelKind("plate-ocr", prepare_copy("model.onnx")),
+    ModelSpec("plate-ocr", "plate-ocr",
+              PackageFile("rapidocr-onnxruntime==1.4.4",
+                          "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+                          "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b"),
+              "Apache-2.0", "PP-OCRv4 text recogniser (ONNX), reads plate crops"),
+    defaults=("plate-ocr",),
+)

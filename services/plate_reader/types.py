@@ -1,0 +1,80 @@
+"""The values the plate reader's parts pass each other, all frozen dataclasses, in one place.
+
+    detector  -> Detection(box=BoundingBox, confidence)
+    OCR       -> OcrResult(text, confidence, char_confidences, alternatives=CharAlternative...)
+    rules     -> Candidate(plate, score, region)
+    pipeline  -> PlateReading (one per detected plate), from a ReadRequest (one per image)
+
+No behaviour and no imports from the rest of the plate reader: every part may import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BoundingBox:
+    """A detector box in image pixels."""
+
+    xmin: int
+    ymin: int
+    xmax: int
+    ymax: int
+
+    @property
+    def width(self) -> int:
+        return self.xmax - self.xmin
+
+    @property
+    def height(self) -> int:
+        return self.ymax - self.ymin
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: BoundingBox
+    confidence: float
+
+
+@dataclass(frozen=True)
+class CharAlternative:
+    char: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class OcrResult:
+    """One plate's reading; ``char_confidences`` and ``alternatives`` align with ``text``."""
+
+    text: str
+    confidence: float
+    char_confidences: tuple[float, ...]
+    alternatives: tuple[tuple[CharAlternative, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class Candidate:
+    plate: str  # A-Z0-9 only
+    score: float  # 0-1: geometric mean of the (fixed) character confidences, format-adjusted
+    # (with the rules off: the OCR's own confidence in its raw text)
+    region: str | None = None  # the region whose format it fits, None for none
+
+
+@dataclass(frozen=True)
+class PlateReading:
+    plate: str  # best candidate, A-Z0-9 only
+    score: float  # how sure the reading is (0-1)
+    dscore: float  # how sure the detector is that this box is a plate (0-1)
+    box: BoundingBox
+    candidates: tuple[Candidate, ...]  # ranked, best first; plate == candidates[0].plate
+    review: bool  # score below the review threshold: a human should check it
+
+
+@dataclass(frozen=True)
+class ReadRequest:
+    image: np.ndarray  # RGB uint8
+    min_score: float
+    regions: tuple[str, ...] = ()
