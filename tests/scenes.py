@@ -22,18 +22,23 @@ class Scene:
     size: tuple[int, int]
 
 
+# Real plate crops (fast-plate-ocr's tests) and their text. PP-OCRv4 reads KRW 301's W as N
+# with a weak character: the hard one.
+PLATES = {"plate_ad799kb": "AD799KB", "plate_krw301": "KRW301"}
+
+
 def plate_on_street(*, at: tuple[int, int] = (300, 700), scale: float = 2.0,
-                    canvas: tuple[int, int] | None = None) -> Scene:
+                    canvas: tuple[int, int] | None = None, plate_asset: str = "plate_ad799kb") -> Scene:
     street = Image.open(asset("bus")).convert("RGB")
     if canvas is not None:
         street = street.resize(canvas)
-    plate = Image.open(asset("plate_ad799kb")).convert("RGB")
+    plate = Image.open(asset(plate_asset)).convert("RGB")
     plate = plate.resize((round(plate.width * scale), round(plate.height * scale)))
     street.paste(plate, at)
     out = io.BytesIO()
     street.save(out, format="JPEG", quality=92)
     box = (at[0], at[1], at[0] + plate.width, at[1] + plate.height)
-    return Scene(out.getvalue(), "AD799KB", box, street.size)
+    return Scene(out.getvalue(), PLATES[plate_asset], box, street.size)
 
 
 def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:

@@ -8,6 +8,7 @@ and `bentoml build`.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -148,17 +149,20 @@ def evaluate() -> None:
 @evaluate.command("plates")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--crops", is_flag=True, help="FOLDER holds plate crops: measure the OCR alone.")
+@click.option("--split", type=click.Choice(["dev", "test"]), default=None,
+              help="Only the images of this split (labels.csv's split column).")
 @click.option("--regions", multiple=True, help="Plate formats to apply (default: all).")
 @click.option("--raw", is_flag=True, help="Score the raw OCR text, without the plate-text rules.")
 @click.option("--errors", is_flag=True, help="List the misread images.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON, for scripts.")
 @click.option("--detector", default=None, help="Detector tag (default: the service's).")
 @click.option("--ocr", default=None, help="OCR tag (default: the service's).")
-def evaluate_plates(folder: Path, crops: bool, regions: tuple[str, ...], raw: bool, errors: bool,
-                    detector: str | None, ocr: str | None) -> None:
-    """Exact-plate and character accuracy, detection rate and time per image on FOLDER
-    (labels.csv: filename,plate)."""
+def evaluate_plates(folder: Path, crops: bool, split: str | None, regions: tuple[str, ...], raw: bool,
+                    errors: bool, as_json: bool, detector: str | None, ocr: str | None) -> None:
+    """Exact plates, character accuracy, detection rate, auto-accepted precision, coverage,
+    wrong reads flagged and time per image on FOLDER (labels.csv: filename,plate[,split,format])."""
     from services.core.model_store import resolve
-    from services.plate_reader.evaluate import evaluate as run, plate_reads, print_report
+    from services.plate_reader.evaluate import calibration, evaluate as run, plate_reads, print_report
     from services.plate_reader.pipeline import PlateRecognizer
     from services.plate_reader.settings import Settings
 
@@ -170,9 +174,22 @@ def evaluate_plates(folder: Path, crops: bool, regions: tuple[str, ...], raw: bo
         review_threshold=settings.review_threshold, detector_imgsz=settings.detector_imgsz,
     )
     read = plate_reads(recognizer, crops=crops, regions=regions, rules=not raw, min_score=settings.min_score)
+    try:
+        result = run(read, folder, split=split)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    if not result.outcomes:
+        raise click.UsageError(f"no labelled images in {folder}" + (f" with split {split}" if split else ""))
+    if as_json:
+        click.echo(json.dumps({"folder": str(folder), "split": split, "crops": crops, "rules": not raw,
+                               "review_threshold": settings.review_threshold, **result.summary(),
+                               "by_format": {k: v.summary() for k, v in result.by_format().items()},
+                               "calibration": calibration(result)}, indent=2))
+        return
     what = "OCR only" if crops else "detector + OCR"
-    print_report(run(read, folder), f"{folder} ({what}, {'raw text' if raw else 'with plate rules'})",
-                 errors=errors)
+    print_report(result, f"{folder}{f' [{split}]' if split else ''} ({what}, "
+                 f"{'raw text' if raw else 'with plate rules'})", errors=errors,
+                 threshold=settings.review_threshold)
 
 
 from finetune.cli import finetune  # noqa: E402 - registered after main's own groups

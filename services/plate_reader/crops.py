@@ -1,6 +1,7 @@
 """Turn detector boxes into recogniser input: crop with a margin, split two-row plates, batch.
 
     crop = crop_plate(image, (x1, y1, x2, y2))   # RGB uint8, margin of 5% of the box
+    crop = trim_bands(crop)                     # without the EU band's country letter
     lines = split_rows(crop)                    # [crop] or [top_row, bottom_row]
     batch = to_batch(lines)                     # (N, 3, 48, W) float32 for PP-OCR
 
@@ -42,6 +43,36 @@ def crop_plate(image: np.ndarray, box: tuple[float, float, float, float], *,
     left, top = max(0, round(x1 - pad_x)), max(0, round(y1 - pad_y))
     right, bottom = min(width, round(x2 + pad_x)), min(height, round(y2 + pad_y))
     return image[top:bottom, left:right]
+
+
+# A column (row) is part of a blue band when this share of its pixels is clearly blue; a
+# band is searched for in the outer BAND_SEARCH share of the crop's width (height).
+BAND_BLUE_SHARE, BAND_SEARCH = 0.35, 0.22
+
+
+def trim_bands(crop: np.ndarray) -> np.ndarray:
+    """The crop without blue bands at its left, right or top edge (the EU band with its country
+    letter, FR/IT's right band, Mercosur's "BRASIL" band): the recogniser reads their letters
+    into the plate otherwise."""
+    if crop.ndim != 3 or min(crop.shape[:2]) < 8:
+        return crop
+    rgb = crop.astype(np.int16)
+    blue = (rgb[..., 2] - np.maximum(rgb[..., 0], rgb[..., 1]) > 40) & (rgb[..., 2] > 90)
+    height, width = blue.shape
+    left = _band_end(blue.mean(axis=0)[: int(width * BAND_SEARCH)])
+    right = width - _band_end(blue.mean(axis=0)[::-1][: int(width * BAND_SEARCH)])
+    top = _band_end(blue.mean(axis=1)[: int(height * 0.4)])
+    trimmed = crop[top:, left:right]
+    return trimmed if trimmed.shape[1] > width // 2 and trimmed.shape[0] > height // 2 else crop
+
+
+def _band_end(share: np.ndarray) -> int:
+    """Index just past the last band line in ``share`` (lines from the edge inwards), 0 if none.
+    Blue up to the end of the searched strip is a blue plate or background, not a band."""
+    lines = np.flatnonzero(share > BAND_BLUE_SHARE)
+    if not len(lines) or lines[-1] >= len(share) - 1:
+        return 0
+    return int(lines[-1]) + 1
 
 
 def split_rows(crop: np.ndarray) -> list[np.ndarray]:

@@ -58,6 +58,9 @@ _OPTIONS = {
                 "description": "plate formats to prefer, e.g. [\"uk\"] (see plate_formats.yaml)"},
     "min_score": {"type": "number", "minimum": 0, "maximum": 1,
                   "description": "detector confidence threshold (default 0.25)"},
+    "review_threshold": {"type": "number", "minimum": 0, "maximum": 1,
+                         "description": "readings less sure than this get review: true (default "
+                                        "0.95: see the README for what each value gives)"},
 }
 # The route reads the body itself (one route, two content types), so FastAPI cannot infer
 # the request schema: spell it out for the /v1/docs page.

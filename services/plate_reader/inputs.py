@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,9 +34,20 @@ async def _read_body(request: Request, settings: Settings) -> bytes:
     return bytes(body)
 
 
+# Per-request options that are numbers from 0 to 1 (their defaults: the service's settings).
+UNIT_OPTIONS = ("min_score", "review_threshold")
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    min_score: float  # detector threshold
+    review_threshold: float  # readings less sure than this get review: true
+    regions: tuple[str, ...]
+
+
 async def parse_request(request: Request, settings: Settings
-                        ) -> tuple[list[tuple[str, np.ndarray]], float, tuple[str, ...]]:
-    """(filename, image) pairs, min_score and regions from a multipart or JSON request."""
+                        ) -> tuple[list[tuple[str, np.ndarray]], ReadOptions]:
+    """(filename, image) pairs and the read options from a multipart or JSON request."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         body = await _read_body(request, settings)
@@ -54,7 +66,7 @@ async def parse_request(request: Request, settings: Settings
                            code="missing_upload", param="upload")
         raw = [(f.filename or f"image-{i}", await f.read()) for i, f in enumerate(files)]
         options: dict[str, Any] = {"regions": form.getlist("regions") or None,
-                                   "min_score": form.get("min_score")}
+                                   **{name: form.get(name) for name in UNIT_OPTIONS}}
     elif content_type == "application/json":
         body = await _read_body(request, settings)
         try:
@@ -67,7 +79,7 @@ async def parse_request(request: Request, settings: Settings
         encoded = payload.get("images", payload.get("image"))
         encoded = encoded if isinstance(encoded, list) else [encoded]
         raw = [(f"image-{i}", _b64decode(value, i, settings)) for i, value in enumerate(encoded)]
-        options = {"regions": payload.get("regions"), "min_score": payload.get("min_score")}
+        options = {"regions": payload.get("regions"), **{name: payload.get(name) for name in UNIT_OPTIONS}}
     else:
         raise ApiError(415, f"unsupported content type {content_type or '(none)'!r}: send "
                        "multipart/form-data with the image in field `upload`, or application/json "
@@ -77,7 +89,12 @@ async def parse_request(request: Request, settings: Settings
                        code="too_many_images", param="upload")
     images = [(name, decode_image(data, settings, param="upload" if content_type != "application/json"
                                   else "image")) for name, data in raw]
-    return images, _min_score(options["min_score"], settings.min_score), _regions(options["regions"])
+    return images, ReadOptions(
+        min_score=_unit_number(options["min_score"], settings.min_score, "min_score"),
+        review_threshold=_unit_number(options["review_threshold"], settings.review_threshold,
+                                      "review_threshold"),
+        regions=_regions(options["regions"]),
+    )
 
 
 def _b64decode(value: Any, index: int, settings: Settings) -> bytes:
@@ -97,17 +114,17 @@ def _b64decode(value: Any, index: int, settings: Settings) -> bytes:
                        code="invalid_base64", param="image") from None
 
 
-def _min_score(value: Any, default: float) -> float:
+def _unit_number(value: Any, default: float, name: str) -> float:
     if value is None or value == "":
         return default
     try:
-        score = float(value)
+        number = float(value)
     except (TypeError, ValueError):
-        score = -1.0
-    if not 0.0 <= score <= 1.0:
-        raise ApiError(400, f"`min_score` must be a number from 0 to 1, not {value!r}",
-                       code="invalid_min_score", param="min_score")
-    return score
+        number = -1.0
+    if not 0.0 <= number <= 1.0:
+        raise ApiError(400, f"`{name}` must be a number from 0 to 1, not {value!r}",
+                       code=f"invalid_{name}", param=name)
+    return number
 
 
 def _regions(value: Any) -> tuple[str, ...]:

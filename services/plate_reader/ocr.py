@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from services.plate_reader.crops import crop_plate, split_rows, to_batch
+from services.plate_reader.crops import crop_plate, split_rows, to_batch, trim_bands
 from services.plate_reader.onnx_session import onnx_session
 from services.plate_reader.types import BoundingBox, CharAlternative, OcrResult
 
@@ -43,7 +43,7 @@ class PlateOCR:
         """Read every crop (RGB uint8) in one model call; one result per crop, same order."""
         if not crops:
             return []
-        lines_per_crop = [split_rows(crop) for crop in crops]
+        lines_per_crop = [split_rows(trim_bands(crop)) for crop in crops]
         lines = [line for crop_lines in lines_per_crop for line in crop_lines]
         probabilities = self._session.run(None, {self._input_name: to_batch(lines)})[0]
         decoded = iter(_decode(line_probs @ self._fold) for line_probs in probabilities)
@@ -81,6 +81,9 @@ def _decode(probabilities: np.ndarray) -> OcrResult:
             run = probabilities[step : end + 1]
             peak = run[run[:, best[step]].argmax()]
             text.append(PLATE_ALPHABET[best[step] - 1])
+            # The run's peak. Its weakest frame would catch some collapsed doubles (a 0 read as
+            # the G before it) but measured worse: 35% vs 54% of synthetic dev crops accepted
+            # at the same 95% precision.
             confidences.append(float(peak[best[step]]))
             top = np.argsort(peak[1:])[::-1][:TOP_K]
             alternatives.append(

@@ -1,9 +1,9 @@
 """The plate-reading pipeline: detector -> crops -> OCR -> plate-text rules. No HTTP here.
 
-    >>> recognizer = PlateRecognizer.from_files("detector.onnx", "ocr.onnx")  # doctest: +SKIP
+    >>> recognizer = PlateRecognizer.from_files("detector.onnx", "ocr.onnx", review_threshold=0.95)  # doctest: +SKIP
     >>> recognizer.read([photo])[0][0].plate  # doctest: +SKIP
     'AD799KB'
-    >>> recognizer.read_crops([plate_crop])[0][0].plate  # no detector  # doctest: +SKIP
+    >>> recognizer.read_crops([plate_crop])[0].plate  # no detector  # doctest: +SKIP
     'AD799KB'
 
 Components are passed in (a detector, an OCR), so tests and other models slot in.
@@ -23,7 +23,7 @@ from services.plate_reader.crops import crop_plate
 from services.plate_reader.detector import PlateDetector
 from services.plate_reader.ocr import PlateOCR
 from services.plate_reader.plate_text import normalise, rank_candidates
-from services.plate_reader.types import Candidate, OcrResult, PlateReading, ReadRequest
+from services.plate_reader.types import BoundingBox, Candidate, OcrResult, PlateReading, ReadRequest
 
 
 class PlateRecognizer:
@@ -34,7 +34,7 @@ class PlateRecognizer:
 
     @classmethod
     def from_files(cls, detector_path: str | Path, ocr_path: str | Path, *,
-                   review_threshold: float = 0.8, detector_imgsz: int = 640) -> PlateRecognizer:
+                   review_threshold: float, detector_imgsz: int = 640) -> PlateRecognizer:
         return cls(PlateDetector(detector_path, imgsz=detector_imgsz), PlateOCR(ocr_path),
                    review_threshold=review_threshold)
 
@@ -56,30 +56,44 @@ class PlateRecognizer:
         ranked = self._read_crops(crops, [requests[i].regions for i, _ in plates], rules)
         readings: list[list[PlateReading]] = [[] for _ in requests]
         for (i, detection), candidates in zip(plates, ranked):
-            # A plate the OCR cannot read at all is still reported (empty text, score 0,
-            # review): the caller learns a plate is there and a human should look.
-            best = candidates[0] if candidates else Candidate("", 0.0)
-            readings[i].append(PlateReading(
-                plate=best.plate, score=round(best.score, 4), dscore=detection.confidence,
-                box=detection.box, candidates=candidates,
-                review=best.score < self.review_threshold,
-            ))
-        return readings
+            threshold = requests[i].review_threshold
+            readings[i].append(self._reading(candidates, detection.box, detection.confidence,
+                                             self.review_threshold if threshold is None else threshold))
+        return [sorted(found, key=_main_plate_first) for found in readings]
 
     def read_crops(self, crops: Sequence[np.ndarray], *, regions: Sequence[str] = (),
-                   rules: bool = True) -> list[tuple[Candidate, ...]]:
+                   rules: bool = True) -> list[PlateReading]:
         """OCR + plate-text rules on plate crops (RGB uint8), no detector, in one OCR call:
-        each crop's ranked candidates, best first (empty when nothing A-Z0-9 was read)."""
-        return self._read_crops(crops, [tuple(regions)] * len(crops), rules)
+        one reading per crop (its box the whole crop, dscore 1; plate "" when nothing was read)."""
+        ranked = self._read_crops(crops, [tuple(regions)] * len(crops), rules)
+        return [self._reading(candidates, BoundingBox(0, 0, crop.shape[1], crop.shape[0]), 1.0,
+                              self.review_threshold)
+                for crop, candidates in zip(crops, ranked)]
 
     def _read_crops(self, crops: Sequence[np.ndarray], regions: Sequence[tuple[str, ...]],
                     rules: bool) -> list[tuple[Candidate, ...]]:
         texts = self.ocr.read(crops)
         return [_candidates(text, crop_regions, rules) for text, crop_regions in zip(texts, regions)]
 
+    @staticmethod
+    def _reading(candidates: tuple[Candidate, ...], box: BoundingBox, dscore: float,
+                 review_threshold: float) -> PlateReading:
+        # A plate the OCR cannot read at all is still reported (empty text, score 0,
+        # review): the caller learns a plate is there and a human should look.
+        best = candidates[0] if candidates else Candidate("", 0.0)
+        return PlateReading(plate=best.plate, score=round(best.confidence, 4), dscore=dscore, box=box,
+                            candidates=candidates, review=best.confidence < review_threshold)
+
+
+def _main_plate_first(reading: PlateReading) -> float:
+    """The car's own plate is the largest sure box; a far-away background plate is small."""
+    return -reading.box.width * reading.box.height * reading.dscore
+
 
 def _candidates(text: OcrResult, regions: tuple[str, ...], rules: bool) -> tuple[Candidate, ...]:
     if not rules:
         plate = normalise(text.text)
-        return (Candidate(plate, text.confidence),) if plate else ()
+        weakest = min((c for char, c in zip(text.text, text.char_confidences) if normalise(char)),
+                      default=0.0)
+        return (Candidate(plate, text.confidence, None, weakest),) if plate else ()
     return tuple(c for c in rank_candidates(text, regions=regions) if c.plate)

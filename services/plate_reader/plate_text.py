@@ -1,12 +1,19 @@
 """Plate-text rules: normalise an OCR reading and rank plate candidates by configured formats.
 
     candidates = rank_candidates(ocr_result, regions=["uk"])
-    candidates[0]                 # Candidate(plate='AB12CDE', score=0.93, region='uk')
+    candidates[0]                 # Candidate(plate='AB12CDE', score=0.93, region='uk', confidence=0.81)
 
 Formats live in ``plate_formats.yaml`` (data only). A position a format marks as letter
 or digit gets the look-alike fix (O/0, I/1, B/8, ...): first the OCR's own next-best
-character there, else the YAML's confusion table at a cost. The raw reading is always a
-candidate; readings that fit a format rank above those that fit none.
+character there, else the YAML's confusion table at a cost. A reading longer than a format
+may fit it once characters at its ends are dropped: the EU band's country letter, a
+state name or "BRASIL" printed above the number, read into the same line. The raw reading
+is always a candidate; readings that fit a format rank above those that fit none.
+
+``score`` ranks candidates (geometric mean of character confidences); ``confidence`` is
+what the reader reports and ``review`` is decided on: the weakest character's confidence,
+lowered when characters were dropped or no format fits, because one unsure character
+is enough to make a plate wrong.
 """
 
 from __future__ import annotations
@@ -30,6 +37,11 @@ TABLE_FIX_FACTOR = 0.7
 # A reading that fits none of the applicable formats keeps 80% of its score, so a format
 # match with one or two fixes outranks it, while a very unsure match does not.
 NO_FORMAT_FACTOR = 0.8
+# Each character dropped at the ends to fit a format keeps 90% of the confidence (a reading
+# that needed drops is less sure) and 99% of the ranking score (the fit still ranks above the
+# raw reading). Drops are tried only when no fuller span fits.
+DROP_FACTOR, DROP_RANK_FACTOR = 0.9, 0.99
+MAX_DROPPED_START, MIN_PLATE_LENGTH = 10, 4
 LETTERS, DIGITS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ"), frozenset("0123456789")
 
 
@@ -74,13 +86,23 @@ def rank_candidates(reading: OcrResult, *, regions: Sequence[str] = (), limit: i
     if not chars:
         return []
     best: dict[str, Candidate] = {}
-    for region in regions or formats.patterns:
-        for pattern in formats.patterns[region]:
-            fixed = _fit(pattern, chars, confidences, alternatives, formats)
-            if fixed is not None:
-                _keep(best, Candidate(fixed[0], _geometric_mean(fixed[1]), region))
+    tried = regions or list(formats.patterns)
+    for start, end in _windows(len(chars)):
+        if best:  # a fit with fewer characters dropped exists: never drop more
+            break
+        dropped = len(chars) - (end - start)
+        for region in tried:
+            for pattern in formats.patterns[region]:
+                if len(pattern) != end - start:
+                    continue
+                fixed = _fit(pattern, chars[start:end], confidences[start:end], alternatives[start:end],
+                             formats)
+                if fixed is not None:
+                    _keep(best, Candidate(fixed[0], _geometric_mean(fixed[1]) * DROP_RANK_FACTOR ** dropped,
+                                          region, min(fixed[1]) * DROP_FACTOR ** dropped))
     raw = "".join(chars)
-    _keep(best, Candidate(raw, _geometric_mean(confidences) * NO_FORMAT_FACTOR))
+    _keep(best, Candidate(raw, _geometric_mean(confidences) * NO_FORMAT_FACTOR, None,
+                          min(confidences) * NO_FORMAT_FACTOR))
     # Equal scores keep the YAML's region order (specific formats before generic ones);
     # rounding stops float noise in the products from deciding.
     ranked = sorted(best.values(), key=lambda c: -round(c.score, 6))
@@ -88,6 +110,15 @@ def rank_candidates(reading: OcrResult, *, regions: Sequence[str] = (), limit: i
     if all(c.plate != raw for c in top):  # the raw reading is never dropped
         top[-1] = next(c for c in ranked if c.plate == raw)
     return top
+
+
+def _windows(length: int) -> list[tuple[int, int]]:
+    """(start, end) spans to fit, fewest dropped first: the whole reading, then up to
+    MAX_DROPPED_START characters dropped at the start (a band letter, a state name above) and
+    at most one at the end (a right-hand band), never below MIN_PLATE_LENGTH characters."""
+    spans = [(start, length - cut) for start in range(MAX_DROPPED_START + 1) for cut in (0, 1)
+             if length - cut - start >= MIN_PLATE_LENGTH]
+    return sorted(spans, key=lambda span: (length - (span[1] - span[0]), span[0]))
 
 
 def _plate_characters(reading: OcrResult) -> tuple[list[str], list[float], list[list[str]]]:

@@ -62,10 +62,11 @@ class PlateReader:
         return hasattr(self, "batcher")
 
     async def _read(self, request: Request) -> tuple[list[tuple[str, Any]], list[Any], float]:
-        images, min_score, regions = await parse_request(request, settings)
+        images, options = await parse_request(request, settings)
         started = time.perf_counter()
         readings = await asyncio.gather(*(
-            self.batcher.submit(ReadRequest(image, min_score, regions)) for _, image in images
+            self.batcher.submit(ReadRequest(image, options.min_score, options.regions,
+                                            options.review_threshold)) for _, image in images
         ))
         for plates in readings:
             metrics.observe(plates)

@@ -2,7 +2,7 @@
 
     detector  -> Detection(box=BoundingBox, confidence)
     OCR       -> OcrResult(text, confidence, char_confidences, alternatives=CharAlternative...)
-    rules     -> Candidate(plate, score, region)
+    rules     -> Candidate(plate, score, region, confidence)
     pipeline  -> PlateReading (one per detected plate), from a ReadRequest (one per image)
 
 No behaviour and no imports from the rest of the plate reader: every part may import it.
@@ -61,12 +61,15 @@ class Candidate:
     score: float  # 0-1: geometric mean of the (fixed) character confidences, format-adjusted
     # (with the rules off: the OCR's own confidence in its raw text)
     region: str | None = None  # the region whose format it fits, None for none
+    # How sure the reader is that this plate is exactly right (0-1): the weakest
+    # character's confidence, format-adjusted (with the rules off: the OCR's weakest character)
+    confidence: float = 0.0
 
 
 @dataclass(frozen=True)
 class PlateReading:
     plate: str  # best candidate, A-Z0-9 only
-    score: float  # how sure the reading is (0-1)
+    score: float  # how sure the reading is (0-1): the best candidate's confidence
     dscore: float  # how sure the detector is that this box is a plate (0-1)
     box: BoundingBox
     candidates: tuple[Candidate, ...]  # ranked, best first; plate == candidates[0].plate
@@ -78,3 +81,4 @@ class ReadRequest:
     image: np.ndarray  # RGB uint8
     min_score: float
     regions: tuple[str, ...] = ()
+    review_threshold: float | None = None  # None: the recognizer's own

@@ -34,7 +34,19 @@ def test_reads_the_plate_in_a_street_photo(plate_server: str) -> None:
     box = plate["box"]
     assert iou((box["xmin"], box["ymin"], box["xmax"], box["ymax"]), scene.box) > 0.7
     assert 0.5 < plate["dscore"] <= 1 and 0 < plate["score"] <= 1
-    assert plate["review"] is (plate["score"] < 0.8)
+    assert plate["review"] is False  # a clean, sharp plate: sure enough to act on unchecked
+
+
+def test_an_unsure_read_is_flagged_for_review_and_the_threshold_is_per_request(plate_server: str) -> None:
+    hard = plate_on_street(plate_asset="plate_krw301")
+    files = {"upload": ("hard.jpg", hard.jpeg, "image/jpeg")}
+    [plate] = httpx.post(f"{plate_server}/v1/plate-reader", files=files, timeout=30).json()["results"]
+    assert plate["review"] is True and plate["score"] < 0.95, plate
+    # review_threshold is the caller's knob: 0 accepts everything, 1 reviews everything.
+    for threshold, review in ((0, False), (1, True)):
+        response = httpx.post(f"{plate_server}/v1/plate-reader", files=files,
+                              data={"review_threshold": str(threshold)}, timeout=30)
+        assert [p["review"] for p in response.json()["results"]] == [review]
 
 
 def test_json_base64_gives_the_same_reading(plate_server: str) -> None:

@@ -50,6 +50,8 @@ CASES = {
                                     "request_too_large"),
     "min_score out of range": (dict(files={"upload": GOOD.jpeg}, data={"min_score": "7"}), 400,
                                "invalid_min_score"),
+    "review_threshold not a number": (dict(files={"upload": GOOD.jpeg}, data={"review_threshold": "high"}),
+                                      400, "invalid_review_threshold"),
     "unknown region": (dict(files={"upload": GOOD.jpeg}, data={"regions": "atlantis"}), 400,
                        "invalid_regions"),
     "bad base64": (dict(json={"image": "not base64 !!"}), 400, "invalid_base64"),

@@ -100,13 +100,15 @@ def test_the_pipeline_reads_its_crops_like_read_crops_with_the_rules_on_or_off(o
     [[reading]] = recognizer.read([photo], regions=["eu-generic"])
     assert reading.plate == "AD799KB" and reading.box == box and reading.dscore == 0.9
     assert list(reading.candidates) == rank_candidates(text, regions=["eu-generic"])
-    assert recognizer.read_crops([plate_crop], regions=["eu-generic"]) == [reading.candidates]
+    [crop_reading] = recognizer.read_crops([plate_crop], regions=["eu-generic"])
+    assert crop_reading.candidates == reading.candidates and crop_reading.plate == reading.plate
 
-    # Rules off: the OCR's own text, normalised, at the OCR's confidence; regions unused.
+    # Rules off: the OCR's own text, normalised, scored by its weakest character; regions unused.
     [[raw]] = recognizer.read([photo], regions=["eu-generic"], rules=False)
-    assert raw.candidates == (Candidate("AD799KB", text.confidence),) and raw.plate == "AD799KB"
-    assert raw.score == round(text.confidence, 4)
-    assert recognizer.read_crops([plate_crop], rules=False) == [raw.candidates]
+    weakest = min(text.char_confidences)
+    assert raw.candidates == (Candidate("AD799KB", text.confidence, None, weakest),)
+    assert raw.plate == "AD799KB" and raw.score == round(weakest, 4)
+    assert recognizer.read_crops([plate_crop], rules=False)[0].candidates == raw.candidates
     assert recognizer.read_batch([ReadRequest(photo, 0.25)], rules=False) == [[raw]]
     assert recognizer.read_crops([]) == [] and recognizer.read_batch([]) == []
 

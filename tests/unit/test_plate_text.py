@@ -29,8 +29,10 @@ def test_normalise_keeps_uppercase_ascii_letters_and_digits() -> None:
 def test_format_fixes_look_alikes_only_where_it_says_letter_or_digit() -> None:
     # uk AA99AAA: position 2 must be a digit (O -> 0), position 1 a letter (8 -> B)
     best = rank_candidates(reading("A8O2CDE"), regions=["uk"])[0]
-    assert best == Candidate("AB02CDE", best.score, "uk")
+    assert (best.plate, best.region) == ("AB02CDE", "uk")
     assert best.score < 0.9  # two fixes cost confidence
+    # The confidence is the weakest character's: a fix from the table keeps 70% of 0.9.
+    assert best.confidence == pytest.approx(0.9 * 0.7)
 
 
 def test_reading_that_fits_is_unchanged_and_first() -> None:
@@ -42,7 +44,8 @@ def test_reading_that_fits_is_unchanged_and_first() -> None:
 
 def test_no_fix_without_a_matching_format() -> None:
     # 6 characters fit no uk pattern: the raw reading is all there is, scored down.
-    assert rank_candidates(reading("O8CDE1"), regions=["uk"]) == [Candidate("O8CDE1", pytest.approx(0.72))]
+    assert rank_candidates(reading("O8CDE1"), regions=["uk"]) == [
+        Candidate("O8CDE1", pytest.approx(0.72), None, pytest.approx(0.72))]
 
 
 def test_raw_reading_is_never_dropped() -> None:
@@ -99,3 +102,30 @@ def test_bad_pattern_is_refused(tmp_path: Path) -> None:
     path.write_text('regions:\n  xx: ["AB9"]\nconfusions:\n  to_digit: {}\n  to_letter: {}\n')
     with pytest.raises(ValueError, match="bad plate pattern 'AB9'"):
         load_formats(path)
+
+
+def test_confidence_is_the_weakest_character_not_the_mean() -> None:
+    sure_but_one = OcrResult("AB12CDE", 0.93, (0.99, 0.99, 0.99, 0.99, 0.55, 0.99, 0.99))
+    [best, *_] = rank_candidates(sure_but_one, regions=["uk"])
+    assert best.score > 0.9  # the geometric mean ranks candidates...
+    assert best.confidence == pytest.approx(0.55)  # ...one unsure character decides the trust
+
+
+def test_a_band_letter_read_into_the_plate_is_dropped_when_nothing_else_fits() -> None:
+    # "F" of the French EU band read before "AB-123-CD": 8 characters fit no fr pattern,
+    # dropping the leading one does; the drop costs 10% of the confidence.
+    best = rank_candidates(reading("FAB123CD"), regions=["fr"])[0]
+    assert (best.plate, best.region) == ("AB123CD", "fr")
+    assert best.confidence == pytest.approx(0.9 * 0.9)
+
+
+def test_a_state_name_above_the_number_is_dropped() -> None:
+    best = rank_candidates(reading("CALIFORNIA7ESX916"), regions=["us-generic"])[0]
+    assert best.plate == "7ESX916"
+    assert best.confidence < 0.5  # ten characters dropped: never auto-accepted
+
+
+def test_nothing_is_dropped_when_the_whole_reading_fits() -> None:
+    # "ZK788AA" fits Italy's AA999AA: no shorter window (e.g. de's "ZK78") may win.
+    best = rank_candidates(reading("ZK788AA"))[0]
+    assert best.plate == "ZK788AA"

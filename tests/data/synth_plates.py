@@ -1,0 +1,418 @@
+"""Generate the synthetic stress set: licence plates drawn here, labels known by construction.
+
+    python tests/data/synth_plates.py /tmp/synth --seed 0
+    modelport evaluate plates /tmp/synth/photos --split test
+    modelport evaluate plates /tmp/synth/crops --crops --split test
+
+Writes two folders, each with a ``labels.csv`` (``filename,plate,format,split,conditions``):
+
+- ``crops/``: 400 PNG plate crops with loose margins, as a detector cuts them.
+- ``photos/``: 200 JPEG scenes cut from the two photos the ultralytics wheel ships (bus.jpg,
+  zidane.jpg) with a plate warped in, plus ``boxes.csv`` (``filename,x1,y1,x2,y2``: the
+  labelled plate's box in pixels; empty coordinates where a scene holds no plate). Some
+  scenes add a sign ("EXIT", a phone number) or a second, far smaller plate: neither is
+  labelled, the label is the main plate's. So boxes.csv is no detector training data.
+  About 5% of scenes hold only a sign: ``plate`` and ``format`` are empty there.
+
+``plate`` is the text normalised to A-Z0-9, two-row plates top row first; words printed on
+a plate that are not its number (a US state, "BRASIL", the EU band's "D") are not in it.
+The ten formats take turns, so every run of ten crops holds each once. ``conditions``
+lists the degradations applied (``perspective;blur;dark``), at most three per image so a
+person can still read most. ``split`` (dev/test) is a hash of seed and file name. Each
+image draws from its own generator seeded by (seed, folder, index): a seed gives the same
+files byte for byte, and a smaller count a prefix of a larger one. About 15 s on one core.
+
+Needs numpy, Pillow, opencv-python, the ultralytics wheel (only for its two photos) and the
+DejaVu fonts (Debian: fonts-dejavu-core; fonts-dejavu-extra adds the condensed face).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import hashlib
+import importlib.util
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+RGB = tuple[int, int, int]
+WHITE, BLACK, NAVY, RED = (242, 242, 236), (18, 18, 18), (24, 40, 110), (175, 30, 40)
+EU_BLUE, UK_YELLOW, NL_YELLOW, STAR_YELLOW = (0, 51, 153), (250, 205, 20), (240, 185, 0), (255, 204, 0)
+FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
+# Upright bold sans faces, the nearest free kin of plate fonts (DIN, FE-Schrift, Charles
+# Wright); the first ships in fonts-dejavu-core and also draws the small print and signs.
+PLATE_FONTS = ("DejaVuSans-Bold.ttf", "DejaVuSansCondensed-Bold.ttf", "DejaVuSansMono-Bold.ttf",
+               "LiberationSans-Bold.ttf", "LiberationSansNarrow-Bold.ttf", "FreeSansBold.ttf")
+RENDER_HEIGHT = 100  # plates are drawn this many pixels high, then warped to their size
+# Probability of each degradation; their sum (1.8) is the mean number drawn per image.
+CONDITIONS = {"perspective": 0.3, "rotation": 0.25, "blur": 0.25, "noise": 0.25, "jpeg": 0.2,
+              "dark": 0.12, "bright": 0.1, "small": 0.15, "dirt": 0.1, "shadow": 0.12}
+MAX_CONDITIONS = 3  # four or more together (small+blur+jpeg+dark) leave nothing to read
+SIGNS = [("STOP", WHITE, RED), ("EXIT", WHITE, (0, 120, 60)), ("PARKING 2H", WHITE, EU_BLUE),
+         ("0800 555 0199", BLACK, WHITE), ("TAXI", BLACK, UK_YELLOW), ("NO ENTRY", WHITE, RED),
+         ("CALL 555-0142", BLACK, (235, 235, 225)), ("SALE 50%", RED, WHITE), ("ONE WAY", BLACK, WHITE)]
+CAR_COLOURS = [(30, 30, 32), (200, 200, 205), (120, 20, 25), (25, 45, 90), (235, 235, 235), (90, 95, 100)]
+
+
+@dataclass(frozen=True)
+class PlateFormat:
+    templates: tuple[str, ...]  # A a letter, 9 a digit, P a prefix, / a row break, else printed
+    letters: str                # the letters issued: most formats skip I, O, Q (read as 1, 0)
+    size_mm: tuple[int, int]    # width, height: the aspect ratio
+    backgrounds: tuple[RGB, ...]
+    text_height: float          # character height / plate height, per row
+    ink: RGB = BLACK
+    prefixes: tuple[str, ...] = ()     # districts, states, provinces
+    left_band: str = ""                # EU band with this country code
+    right_band: tuple[str, ...] = ()   # FR department, IT province: small print, not plate text
+    top_band: str = ""                 # Mercosur band
+    headers: tuple[str, ...] = ()      # US state name above the number, not plate text
+    footers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Sample:
+    image: np.ndarray
+    format: str                   # "" for a scene without a plate
+    rows: list[str]               # as printed: ["29-X5", "048.99"]
+    conditions: list[str]         # in CONDITIONS' order, then what the scene adds
+    box: tuple[int, int, int, int] | None = None  # photos: the plate's pixel box
+
+    @property
+    def plate(self) -> str:
+        return re.sub("[^A-Z0-9]", "", "".join(self.rows))
+
+
+AZ = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+VN_LETTERS = "ABCDEFGHKLMNPSTUVXYZ"
+VN_PROVINCES = ("29", "30", "31", "43", "15", "36", "51", "52", "59", "61", "99")
+FORMATS: dict[str, PlateFormat] = {
+    "uk": PlateFormat(("AA99 AAA",), "ABCDEFGHJKLMNOPRSTUVWXYZ", (520, 111), (UK_YELLOW, WHITE), 0.7),
+    "de": PlateFormat(("P A 999", "P AA 99", "P AA 999", "P AA 9999", "P A 9999"), AZ, (520, 110), (WHITE,),
+                      0.66, prefixes=("B", "M", "HH", "K", "F", "S", "D", "DO", "KA", "HB", "N", "DD"),
+                      left_band="D"),
+    "fr": PlateFormat(("AA-999-AA",), "ABCDEFGHJKLMNPQRSTVWXYZ", (520, 110), (WHITE,), 0.62, left_band="F",
+                      right_band=("75", "13", "69", "33", "59", "06")),
+    "it": PlateFormat(("AA 999 AA",), "ABCDEFGHJKLMNPRSTVWXYZ", (520, 110), (WHITE,), 0.62, left_band="I",
+                      right_band=("", "RM", "MI", "TO")),
+    # sidecodes 7-14, consonants only so that no plate spells a word
+    "nl": PlateFormat(("99-AAA-9", "9-AAA-99", "AA-999-A", "A-999-AA", "AAA-99-A", "A-99-AAA", "9-AA-999",
+                       "999-AA-9"), "BDFGHJKLNPRSTVXZ", (520, 110), (NL_YELLOW,), 0.64, left_band="NL"),
+    "us": PlateFormat(("9AAA999", "AAA 9999", "AAA-9999"), "ABCDEFGHJKLMNPRSTUVWXYZ", (305, 152), (WHITE,), 0.44,
+                      ink=NAVY, headers=("California", "Texas", "Ohio", "Nevada", "Arizona", "Florida"),
+                      footers=("dmv.ca.gov", "The Lone Star State", "Sunshine State", "")),
+    "in": PlateFormat(("P 99 A 9999", "P 99 AA 9999"), "ABCDEFGHJKLMNPQRSTUVWXYZ", (500, 120), (WHITE,), 0.58,
+                      prefixes=("MH", "DL", "KA", "TN", "UP", "GJ", "RJ", "KL", "WB", "HR", "TS")),
+    "br": PlateFormat(("AAA9A99",), AZ, (400, 130), (WHITE,), 0.5, top_band="BRASIL"),
+    "vn": PlateFormat(("PA-999.99",), VN_LETTERS, (520, 110), (WHITE,), 0.64, prefixes=VN_PROVINCES),
+    "vn-2row": PlateFormat(("P-A9/999.99", "P-AA/999.99"), VN_LETTERS, (190, 140), (WHITE,), 0.36,
+                           prefixes=VN_PROVINCES),
+}
+
+
+def pick(rng: np.random.Generator, options):
+    # one draw whatever len(options) is, so the labels do not depend on the fonts installed
+    return options[int(rng.random() * len(options))]
+
+
+def find_fonts() -> list[str]:
+    found = {p.name: str(p) for d in FONT_DIRS if d.is_dir() for p in d.rglob("*.ttf")}
+    fonts = [found[name] for name in PLATE_FONTS if name in found]
+    if not fonts:
+        raise SystemExit(f"no plate font ({', '.join(PLATE_FONTS)}) under {' or '.join(map(str, FONT_DIRS))}: "
+                         "install the Debian package fonts-dejavu-core (apt-get install fonts-dejavu-core)")
+    return fonts
+
+
+def load_photos() -> list[np.ndarray]:
+    spec = importlib.util.find_spec("ultralytics")  # its path only: importing it loads torch
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("the background photos come from the ultralytics wheel: pip install ultralytics")
+    assets = Path(spec.submodule_search_locations[0]) / "assets"
+    return [np.asarray(Image.open(assets / name).convert("RGB")) for name in ("bus.jpg", "zidane.jpg")]
+
+
+@functools.lru_cache(maxsize=None)
+def load_font(path: str) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(path, 96)
+
+
+def draw_text(image: Image.Image, text: str, font: str, box: tuple[float, ...], colour: RGB,
+              squeeze: float = 1.0) -> None:
+    """Draw ``text`` with its ink filling the height of ``box``, condensed by ``squeeze`` and
+    further to fit the box's width: DejaVu is wider than plate fonts."""
+    if not text:
+        return
+    left, top, right, bottom = load_font(font).getbbox(text)
+    mask = Image.new("L", (right - left, bottom - top))
+    ImageDraw.Draw(mask).text((-left, -top), text, font=load_font(font), fill=255)
+    x1, y1, x2, y2 = (round(v) for v in box)
+    width = min(x2 - x1, round(mask.width * (y2 - y1) / mask.height * squeeze))
+    mask = mask.resize((max(width, 1), y2 - y1), Image.LANCZOS)
+    image.paste(colour, (x1 + (x2 - x1 - width) // 2, y1), mask)
+
+
+def plate_text(fmt: PlateFormat, rng: np.random.Generator) -> list[str]:
+    """The plate's rows as printed, e.g. ["29-X5", "048.99"]."""
+    chars = {"A": fmt.letters, "9": "0123456789", "P": fmt.prefixes}
+    return "".join(pick(rng, chars[c]) if c in chars else c for c in pick(rng, fmt.templates)).split("/")
+
+
+def render_plate(fmt: PlateFormat, rows: list[str], rng: np.random.Generator, fonts: list[str]) -> np.ndarray:
+    h = RENDER_HEIGHT
+    w = round(h * fmt.size_mm[0] / fmt.size_mm[1])
+    image = Image.new("RGB", (w, h), pick(rng, fmt.backgrounds))
+    draw = ImageDraw.Draw(image)
+    small_print = fonts[0]
+    left, top, right, bottom = 6, 6, w - 6, h - 6  # where the number may go
+    band = round(0.36 * h)
+    if fmt.left_band:  # the EU band: twelve stars over the country code
+        draw.rectangle((0, 0, band, h), fill=EU_BLUE)
+        for angle in np.linspace(0, 2 * np.pi, 12, endpoint=False):
+            x, y = band / 2 + 0.13 * h * np.cos(angle), 0.3 * h + 0.13 * h * np.sin(angle)
+            draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=STAR_YELLOW)
+        draw_text(image, fmt.left_band, small_print, (4, 0.6 * h, band - 4, 0.84 * h), WHITE)
+        left = band + 6
+    if fmt.right_band:
+        draw.rectangle((w - band, 0, w, h), fill=EU_BLUE)
+        draw_text(image, pick(rng, fmt.right_band), small_print, (w - band + 5, 0.55 * h, w - 5, 0.8 * h), WHITE)
+        right = w - band - 6
+    if fmt.top_band:
+        draw.rectangle((0, 0, w, 0.24 * h), fill=EU_BLUE)
+        draw_text(image, fmt.top_band, small_print, (0.3 * w, 0.05 * h, 0.7 * w, 0.19 * h), WHITE)
+        top = round(0.26 * h)
+    if fmt.headers:
+        draw_text(image, pick(rng, fmt.headers), small_print, (0.2 * w, 0.07 * h, 0.8 * w, 0.22 * h), RED)
+        draw_text(image, pick(rng, fmt.footers), small_print, (0.25 * w, 0.83 * h, 0.75 * w, 0.93 * h), NAVY)
+        top, bottom = round(0.24 * h), round(0.82 * h)
+    draw.rounded_rectangle((1, 1, w - 2, h - 2), radius=h // 12, outline=fmt.ink, width=2)
+    font, squeeze = pick(rng, fonts), rng.uniform(0.6, 0.8)
+    row_h = fmt.text_height * h
+    gap = (bottom - top - len(rows) * row_h) / (len(rows) + 1)
+    for i, row in enumerate(rows):
+        y = top + gap * (i + 1) + row_h * i
+        draw_text(image, row, font, (left + 3, y, right - 3, y + row_h), fmt.ink, squeeze)
+    return np.asarray(image, dtype=np.float32)
+
+
+def soil(plate: np.ndarray, rng: np.random.Generator, chosen: set[str]) -> np.ndarray:
+    """Shadow (a hard edge, as a bumper or a tree casts) and mud blotches, light enough to read through."""
+    h, w = plate.shape[:2]
+    if "shadow" in chosen:
+        x_top, x_bottom = rng.uniform(0.2 * w, 0.8 * w, 2)
+        yy, xx = np.mgrid[0:h, 0:w]
+        plate[xx > x_top + (x_bottom - x_top) * yy / h] *= rng.uniform(0.35, 0.6)
+    if "dirt" in chosen:
+        mud = np.zeros((h, w), np.float32)
+        for _ in range(int(rng.integers(3, 9))):
+            centre = (int(rng.uniform(0, w)), int(rng.uniform(0, h)))
+            axes = (int(rng.uniform(0.05, 0.25) * h), int(rng.uniform(0.05, 0.2) * h))
+            cv2.ellipse(mud, centre, axes, float(rng.uniform(0, 180)), 0, 360, float(rng.uniform(0.3, 0.6)), -1)
+        mud = cv2.GaussianBlur(mud, (0, 0), 0.03 * h)[..., None]
+        plate = plate * (1 - mud) + np.array([95, 75, 50], np.float32) * mud
+    return plate
+
+
+def plate_quad(w: float, h: float, rng: np.random.Generator, chosen: set[str]) -> np.ndarray:
+    """Corners (tl, tr, br, bl) of a w x h plate seen from a random angle, centred on 0."""
+    quad = np.array([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]])
+    if "perspective" in chosen:
+        quad[:, 0] *= rng.uniform(0.75, 1.0)            # seen from the side: narrower
+        quad[[1, 2], 1] *= 1 + rng.uniform(-0.25, 0.25)  # ... and the far edge shorter
+        quad[[0, 1], 0] *= 1 + rng.uniform(-0.12, 0.12)  # seen from above or below
+    quad += rng.normal(0, 0.02 * h, (4, 2))
+    if "rotation" in chosen:
+        a = np.radians(rng.uniform(3, 7) * pick(rng, (-1, 1)))
+        quad = quad @ np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]])
+    return quad
+
+
+def paste(scene: np.ndarray, image: np.ndarray, quad: np.ndarray) -> None:
+    """Warp ``image`` onto ``quad`` of ``scene`` (in place), touching only the quad's box."""
+    h, w = image.shape[:2]
+    scale = (np.linalg.norm(quad[3] - quad[0]) + np.linalg.norm(quad[2] - quad[1])) / (2 * h)
+    if scale < 0.8:  # shrink first with area averaging: the warp's bilinear step would alias
+        image = cv2.resize(image, (max(2, round(w * scale)), max(2, round(h * scale))), interpolation=cv2.INTER_AREA)
+        h, w = image.shape[:2]
+    x0, y0 = np.maximum(np.floor(quad.min(0)).astype(int), 0)
+    x1, y1 = np.minimum(np.ceil(quad.max(0)).astype(int), scene.shape[1::-1])
+    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    matrix = cv2.getPerspectiveTransform(src, (quad - [x0, y0]).astype(np.float32))
+    warped = cv2.warpPerspective(image, matrix, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR)
+    alpha = cv2.warpPerspective(np.ones((h, w), np.float32), matrix, (x1 - x0, y1 - y0))[..., None]
+    scene[y0:y1, x0:x1] = scene[y0:y1, x0:x1] * (1 - alpha) + warped * alpha
+
+
+def background(photos: list[np.ndarray], size: tuple[int, int], rng: np.random.Generator,
+               zoom: float) -> np.ndarray:
+    """A random window of one of the photos, resized to ``size``; ``zoom`` (0-1] the smallest window."""
+    photo = pick(rng, photos)
+    scale = rng.uniform(zoom, 1.0) * min(photo.shape[1] / size[0], photo.shape[0] / size[1])
+    ww, wh = round(size[0] * scale), round(size[1] * scale)
+    x, y = int(rng.uniform(0, photo.shape[1] - ww + 1)), int(rng.uniform(0, photo.shape[0] - wh + 1))
+    window = photo[y:y + wh, x:x + ww][:, ::pick(rng, (1, -1))]
+    return cv2.resize(np.ascontiguousarray(window), size, interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def degrade(image: np.ndarray, rng: np.random.Generator, chosen: set[str], plate_h: float) -> np.ndarray:
+    """Exposure, then optics, then sensor, then compression: a camera's order. Strengths scale
+    with the plate's height in pixels, so a small plate is not blurred away."""
+    if "dark" in chosen:
+        image = 255 * (image / 255) ** rng.uniform(1.2, 1.6) * rng.uniform(0.3, 0.5)
+    if "bright" in chosen:  # washed out: everything pushed towards white, contrast lost
+        image = 255 - (255 - image) * rng.uniform(0.3, 0.5)
+    if "blur" in chosen:
+        if rng.random() < 0.5:
+            image = cv2.GaussianBlur(image, (0, 0), max(0.6, plate_h * rng.uniform(0.02, 0.04)))
+        else:  # motion: a line kernel at a random angle
+            n = max(3, round(plate_h * rng.uniform(0.06, 0.12)))
+            kernel = np.zeros((n, n), np.float32)
+            kernel[n // 2] = 1 / n
+            turn = cv2.getRotationMatrix2D(((n - 1) / 2, (n - 1) / 2), float(rng.uniform(0, 180)), 1.0)
+            kernel = cv2.warpAffine(kernel, turn, (n, n))
+            image = cv2.filter2D(image, -1, kernel / kernel.sum())
+    if "noise" in chosen:
+        image = image + rng.normal(0, rng.uniform(5, 14), image.shape)
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    if "jpeg" in chosen:
+        _, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(rng.uniform(8, 25))])
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    return image
+
+
+def draw_conditions(rng: np.random.Generator) -> set[str]:
+    """Each degradation with its probability; never dark and bright; at most MAX_CONDITIONS."""
+    chosen = [c for c, p in CONDITIONS.items() if rng.random() < p]
+    if "dark" in chosen and "bright" in chosen:
+        chosen.remove("bright")
+    return {chosen[i] for i in rng.permutation(len(chosen))[:MAX_CONDITIONS]}
+
+
+def make_crop(index: int, seed: int, photos: list[np.ndarray], fonts: list[str]) -> Sample:
+    rng = np.random.default_rng([seed, 0, index])
+    name = list(FORMATS)[index % len(FORMATS)]
+    chosen = draw_conditions(rng)
+    rows = plate_text(FORMATS[name], rng)
+    plate = soil(render_plate(FORMATS[name], rows, rng, fonts), rng, chosen)
+    quad = plate_quad(plate.shape[1], plate.shape[0], rng, chosen)
+    margin = np.array([rng.uniform(0.04, 0.12) * plate.shape[1], rng.uniform(0.1, 0.3) * plate.shape[0]])
+    quad += margin - quad.min(0)  # a detector's loose box around the warped plate
+    size = np.ceil(quad.max(0) + margin).astype(int)
+    scene = background(photos, (int(size[0]), int(size[1])), rng, zoom=0.1)
+    paste(scene, plate, quad)
+    plate_h = rng.uniform(12, 20) if "small" in chosen else rng.uniform(28, 72)
+    scale = plate_h / RENDER_HEIGHT
+    scene = cv2.resize(scene, (round(size[0] * scale), round(size[1] * scale)), interpolation=cv2.INTER_AREA)
+    return Sample(degrade(scene, rng, chosen, plate_h), name, rows, [c for c in CONDITIONS if c in chosen])
+
+
+def stick(scene: np.ndarray, image: np.ndarray, quad: np.ndarray, width: float, taken: list,
+          rng: np.random.Generator, car: bool) -> tuple[int, ...]:
+    """Scale ``quad`` to ``width`` pixels, place it clear of the ``taken`` boxes (on a patch of
+    car body if ``car``), paste ``image`` there; return its box, clipped to the scene."""
+    quad = quad * width / np.ptp(quad[:, 0])
+    # a car: the body around a plate is ~1.5 plate widths wide, ~0.45 plate widths high
+    reserve = quad * ([1.5, max(1.6, 0.45 * np.ptp(quad[:, 0]) / np.ptp(quad[:, 1]))] if car else [1.1, 1.2])
+    (w, h), (sw, sh) = np.ptp(reserve, 0), scene.shape[1::-1]
+    for _ in range(30):
+        x, y = rng.uniform(w / 2 + 2, sw - w / 2 - 2), rng.uniform(h / 2 + 2, sh - h / 2 - 2)
+        box = (x - w / 2, y - h / 2, x + w / 2, y + h / 2)
+        if all(box[2] < a or c < box[0] or box[3] < b or d < box[1] for a, b, c, d in taken):
+            break
+    taken.append(box)
+    if car:
+        cv2.fillConvexPoly(scene, np.round(reserve + [x, y]).astype(np.int32), pick(rng, CAR_COLOURS))
+    paste(scene, image, quad + [x, y])
+    (x1, y1), (x2, y2) = np.floor(quad.min(0) + [x, y]), np.ceil(quad.max(0) + [x, y])
+    return int(max(x1, 0)), int(max(y1, 0)), int(min(x2, sw)), int(min(y2, sh))
+
+
+def render_sign(rng: np.random.Generator, font: str) -> np.ndarray:
+    text, ink, colour = pick(rng, SIGNS)
+    w = round(RENDER_HEIGHT * max(1.6, 0.6 * len(text)))
+    image = Image.new("RGB", (w, RENDER_HEIGHT), colour)
+    ImageDraw.Draw(image).rectangle((2, 2, w - 3, RENDER_HEIGHT - 3), outline=ink, width=3)
+    draw_text(image, text, font, (10, 24, w - 10, 76), ink, 0.9)
+    return np.asarray(image, dtype=np.float32)
+
+
+def make_photo(index: int, seed: int, photos: list[np.ndarray], fonts: list[str]) -> Sample:
+    rng = np.random.default_rng([seed, 1, index])
+    chosen = draw_conditions(rng)
+    unit = pick(rng, (1.0, 0.75))  # 1280x720 or 960x540
+    scene = background(photos, (round(1280 * unit), round(720 * unit)), rng, zoom=0.5)
+    taken: list = []
+    name, rows, box, plate_h = "", [], None, 20 * unit
+    conditions = [c for c in CONDITIONS if c in chosen]
+    if rng.random() >= 0.05:
+        name = list(FORMATS)[index % len(FORMATS)]
+        rows = plate_text(FORMATS[name], rng)
+        plate = soil(render_plate(FORMATS[name], rows, rng, fonts), rng, chosen)
+        width = (rng.uniform(36, 60) if "small" in chosen else rng.uniform(90, 260)) * unit
+        box = stick(scene, plate, plate_quad(plate.shape[1], plate.shape[0], rng, chosen), width, taken, rng, True)
+        plate_h = box[3] - box[1]
+    if not rows or rng.random() < 0.3:  # a plate-like word or number that is not a plate
+        sign = render_sign(rng, fonts[0])
+        stick(scene, sign, plate_quad(sign.shape[1], sign.shape[0], rng, set()), rng.uniform(80, 300) * unit,
+              taken, rng, False)
+        conditions.append("sign")
+    if rows and "small" not in chosen and rng.random() < 0.12:  # a car far behind: not the answer
+        other = pick(rng, list(FORMATS.values()))
+        far = render_plate(other, plate_text(other, rng), rng, fonts)
+        stick(scene, far, plate_quad(far.shape[1], far.shape[0], rng, set()),
+              (box[2] - box[0]) * rng.uniform(0.25, 0.4), taken, rng, True)
+        conditions.append("background_plate")
+    conditions += [] if rows else ["no_plate"]
+    return Sample(degrade(scene, rng, chosen, plate_h), name, rows, conditions, box)
+
+
+def label(filename: str, seed: int, sample: Sample) -> tuple[str, ...]:
+    split = ("dev", "test")[hashlib.sha256(f"{seed}/{filename}".encode()).digest()[0] % 2]
+    return filename, sample.plate, sample.format, split, ";".join(sample.conditions)
+
+
+def write_csv(path: Path, header: tuple[str, ...], rows: list) -> None:
+    with open(path, "w", newline="") as out:
+        csv.writer(out).writerows([header, *rows])
+
+
+def generate(target: Path, seed: int = 0, crops: int = 400, photos: int = 200) -> None:
+    fonts, backgrounds = find_fonts(), load_photos()
+    crops_dir, photos_dir = target / "crops", target / "photos"
+    crops_dir.mkdir(parents=True, exist_ok=True)
+    photos_dir.mkdir(parents=True, exist_ok=True)
+    header = ("filename", "plate", "format", "split", "conditions")
+    crop_rows, photo_rows, box_rows = [], [], []
+    for i in range(crops):
+        sample, filename = make_crop(i, seed, backgrounds, fonts), f"crop_{i:04d}.png"
+        Image.fromarray(sample.image).save(crops_dir / filename)  # PNG: the degradations, nothing more
+        crop_rows.append(label(filename, seed, sample))
+    for i in range(photos):
+        sample, filename = make_photo(i, seed, backgrounds, fonts), f"photo_{i:04d}.jpg"
+        Image.fromarray(sample.image).save(photos_dir / filename, quality=90)  # PNG would be 1.5 MB each
+        photo_rows.append(label(filename, seed, sample))
+        box_rows.append((filename, *(sample.box or ("", "", "", ""))))  # empty: no plate
+    write_csv(crops_dir / "labels.csv", header, crop_rows)
+    write_csv(photos_dir / "labels.csv", header, photo_rows)
+    write_csv(photos_dir / "boxes.csv", ("filename", "x1", "y1", "x2", "y2"), box_rows)
+    print(f"{crops} crops in {crops_dir}, {photos} photos in {photos_dir}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("target", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--count", type=int, default=400, help="plate crops (default 400)")
+    parser.add_argument("--photos", type=int, help="scenes (default: half of --count)")
+    args = parser.parse_args()
+    generate(args.target, args.seed, args.count, args.count // 2 if args.photos is None else args.photos)
+
+
+if __name__ == "__main__":
+    main()
