@@ -172,6 +172,7 @@ def evaluate_plates(folder: Path, crops: bool, split: str | None, regions: tuple
         resolve(detector or settings.detector_model).path_of("model.onnx"),
         resolve(ocr or settings.ocr_model).path_of("model.onnx"),
         review_threshold=settings.review_threshold, detector_imgsz=settings.detector_imgsz,
+        retry_imgsz=settings.detector_retry_imgsz,
     )
     read = plate_reads(recognizer, crops=crops, regions=regions, rules=not raw, min_score=settings.min_score)
     try:

@@ -23,20 +23,25 @@ from services.plate_reader.crops import crop_plate
 from services.plate_reader.detector import PlateDetector
 from services.plate_reader.ocr import PlateOCR
 from services.plate_reader.plate_text import normalise, rank_candidates
-from services.plate_reader.types import BoundingBox, Candidate, OcrResult, PlateReading, ReadRequest
+from services.plate_reader.types import BoundingBox, Candidate, Detection, OcrResult, PlateReading, ReadRequest
 
 
 class PlateRecognizer:
-    def __init__(self, detector: PlateDetector, ocr: PlateOCR, *, review_threshold: float) -> None:
+    def __init__(self, detector: PlateDetector, ocr: PlateOCR, *, review_threshold: float,
+                 retry_imgsz: int = 0) -> None:
         self.detector = detector
         self.ocr = ocr
         self.review_threshold = review_threshold
+        # Photos where the detector found nothing are run again at this larger input size
+        # (0: never): a small plate in a large photo is often found there.
+        self.retry_imgsz = retry_imgsz
 
     @classmethod
     def from_files(cls, detector_path: str | Path, ocr_path: str | Path, *,
-                   review_threshold: float, detector_imgsz: int = 640) -> PlateRecognizer:
+                   review_threshold: float, detector_imgsz: int = 640,
+                   retry_imgsz: int = 0) -> PlateRecognizer:
         return cls(PlateDetector(detector_path, imgsz=detector_imgsz), PlateOCR(ocr_path),
-                   review_threshold=review_threshold)
+                   review_threshold=review_threshold, retry_imgsz=retry_imgsz)
 
     def read(self, images: Sequence[np.ndarray], *, min_score: float = 0.25,
              regions: Sequence[str] = (), rules: bool = True) -> list[list[PlateReading]]:
@@ -47,9 +52,12 @@ class PlateRecognizer:
         """Read every plate in every image: one detector call, one OCR call for all crops."""
         if not requests:
             return []
-        lowest = min(r.min_score for r in requests)
-        found = self.detector.detect([r.image for r in requests], min_score=lowest)
-        found = [[d for d in dets if d.confidence >= r.min_score] for dets, r in zip(found, requests)]
+        found = self._detect(requests, None)
+        retry = [i for i, dets in enumerate(found)
+                 if not dets and max(requests[i].image.shape[:2]) > self.detector.imgsz]
+        if retry and self.retry_imgsz > self.detector.imgsz:
+            for i, dets in zip(retry, self._detect([requests[i] for i in retry], self.retry_imgsz)):
+                found[i] = dets
         plates = [(i, d) for i, dets in enumerate(found) for d in dets]
         crops = [crop_plate(requests[i].image, (d.box.xmin, d.box.ymin, d.box.xmax, d.box.ymax))
                  for i, d in plates]
@@ -60,6 +68,11 @@ class PlateRecognizer:
             readings[i].append(self._reading(candidates, detection.box, detection.confidence,
                                              self.review_threshold if threshold is None else threshold))
         return [sorted(found, key=_main_plate_first) for found in readings]
+
+    def _detect(self, requests: Sequence[ReadRequest], imgsz: int | None) -> list[list[Detection]]:
+        lowest = min(r.min_score for r in requests)
+        found = self.detector.detect([r.image for r in requests], min_score=lowest, imgsz=imgsz)
+        return [[d for d in dets if d.confidence >= r.min_score] for dets, r in zip(found, requests)]
 
     def read_crops(self, crops: Sequence[np.ndarray], *, regions: Sequence[str] = (),
                    rules: bool = True) -> list[PlateReading]:
@@ -85,9 +98,11 @@ class PlateRecognizer:
                             candidates=candidates, review=best.confidence < review_threshold)
 
 
-def _main_plate_first(reading: PlateReading) -> float:
-    """The car's own plate is the largest sure box; a far-away background plate is small."""
-    return -reading.box.width * reading.box.height * reading.dscore
+def _main_plate_first(reading: PlateReading) -> tuple[bool, float]:
+    """Text that fits a plate format before text that fits none (a sign, a sticker); then the
+    largest sure box: the car's own plate is near, a background plate far and small."""
+    fits = bool(reading.candidates) and reading.candidates[0].region is not None
+    return not fits, -reading.box.width * reading.box.height * reading.dscore
 
 
 def _candidates(text: OcrResult, regions: tuple[str, ...], rules: bool) -> tuple[Candidate, ...]:

@@ -52,6 +52,7 @@ class PlateReader:
         self.recognizer = PlateRecognizer.from_files(
             self.detector_model.path_of("model.onnx"), self.ocr_model.path_of("model.onnx"),
             review_threshold=settings.review_threshold, detector_imgsz=settings.detector_imgsz,
+            retry_imgsz=settings.detector_retry_imgsz,
         )
         self.batcher = MicroBatcher(self.recognizer.read_batch, max_size=settings.batch_max_size,
                                     max_latency_ms=settings.batch_max_latency_ms)

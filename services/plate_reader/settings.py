@@ -19,6 +19,10 @@ class Settings:
     # Detector input, long side. 640 read 18/18 test photos right at ~50 ms per 1280x720
     # photo; 480 is ~35% faster and read 17/18 (measured): the knob for tight latency budgets.
     detector_imgsz: int = 640
+    # A photo where nothing was found at detector_imgsz is run again at this size (0: off).
+    # 960 found 72 of 87 synthetic dev plates where 640 alone found 62; it costs a second,
+    # ~2x slower detector pass, only on photos without a plate at the first size.
+    detector_retry_imgsz: int = 960
     # Readings whose score (the weakest character's confidence) is below this get "review":
     # true. Chosen on the dev splits for auto-accepted precision: 0.95 kept 97% of synthetic
     # crops' accepted reads right where 0.8 kept 95% (table per value in the README).

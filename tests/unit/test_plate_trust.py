@@ -39,20 +39,29 @@ def test_a_blue_plate_or_background_is_not_a_band() -> None:
 
 
 class FakeDetector:
-    """Fake: fixed boxes with fixed confidences, the same for every image."""
+    """Fake: fixed boxes with fixed confidences for every image, found only at input sizes
+    of at least ``finds_from``; records the sizes it was run at."""
 
-    def __init__(self, detections: list[Detection]) -> None:
-        self.detections = detections
+    def __init__(self, detections: list[Detection], finds_from: int = 0) -> None:
+        self.detections, self.finds_from, self.imgsz = detections, finds_from, 640
+        self.runs: list[tuple[int, int]] = []  # (images, input size)
 
-    def detect(self, images: list[np.ndarray], *, min_score: float = 0.25) -> list[list[Detection]]:
-        return [list(self.detections) for _ in images]
+    def detect(self, images: list[np.ndarray], *, min_score: float = 0.25,
+               imgsz: int | None = None) -> list[list[Detection]]:
+        size = imgsz or self.imgsz
+        self.runs.append((len(images), size))
+        return [list(self.detections) if size >= self.finds_from else [] for _ in images]
 
 
 class FakeOCR:
-    """Fake: reads every crop as the same sure text."""
+    """Fake: reads crops as the given sure texts in turn (default: a UK plate)."""
+
+    def __init__(self, texts: tuple[str, ...] = ("AB12CDE",)) -> None:
+        self.texts = texts
 
     def read(self, crops: list[np.ndarray]) -> list[OcrResult]:
-        return [OcrResult("AB12CDE", 0.99, (0.99,) * 7) for _ in crops]
+        return [OcrResult(text, 0.99, (0.99,) * len(text))
+                for text, _ in zip(self.texts * len(crops), crops)]
 
 
 def test_the_cars_own_plate_comes_first_not_a_small_background_one() -> None:
@@ -61,6 +70,27 @@ def test_the_cars_own_plate_comes_first_not_a_small_background_one() -> None:
     recognizer = PlateRecognizer(FakeDetector([far, near]), FakeOCR(), review_threshold=0.95)  # type: ignore[arg-type]
     [readings] = recognizer.read([np.zeros((400, 400, 3), dtype=np.uint8)])
     assert [r.box for r in readings] == [near.box, far.box]
+
+
+def test_text_that_fits_a_plate_format_comes_before_a_larger_sign() -> None:
+    sign = Detection(BoundingBox(0, 0, 300, 100), 0.8)
+    plate = Detection(BoundingBox(100, 200, 200, 230), 0.7)
+    recognizer = PlateRecognizer(FakeDetector([sign, plate]), FakeOCR(("PARKING2H", "AB12CDE")),  # type: ignore[arg-type]
+                                 review_threshold=0.95)
+    [readings] = recognizer.read([np.zeros((400, 400, 3), dtype=np.uint8)], regions=["uk"])
+    assert [r.plate for r in readings] == ["AB12CDE", "PARKING2H"]
+
+
+def test_a_photo_with_nothing_found_is_tried_again_at_the_larger_size() -> None:
+    plate = Detection(BoundingBox(100, 100, 160, 115), 0.6)
+    detector = FakeDetector([plate], finds_from=960)
+    recognizer = PlateRecognizer(detector, FakeOCR(), review_threshold=0.95, retry_imgsz=960)  # type: ignore[arg-type]
+    large, small = np.zeros((720, 1280, 3), np.uint8), np.zeros((480, 640, 3), np.uint8)
+    assert [len(r) for r in recognizer.read([large, small])] == [1, 0]
+    # Only the large photo is retried: a photo no larger than the first input gains nothing.
+    assert detector.runs == [(2, 640), (1, 960)]
+    recognizer.retry_imgsz = 0  # off
+    assert recognizer.read([large]) == [[]]
 
 
 def outcome(truth: str, found: str, score: float) -> ImageOutcome:
