@@ -2,6 +2,7 @@
 
     modelport finetune text notes.txt
     modelport finetune detector plates/data.yaml --epochs 20
+    modelport finetune ocr reviews/ocr --epochs 10
     modelport finetune yolo-dataset photos/ boxes.csv plates-dataset/
     modelport finetune import-gpt2-simple checkpoint/run1 --name my-gpt2
 
@@ -100,6 +101,37 @@ def detector(data_yaml: Path, **overrides: object) -> None:
     settings = dataclasses.replace(DetectorSettings(), **{k: v for k, v in overrides.items() if v is not None})
     try:
         result = finetune_detector(data_yaml, settings)
+    except (DataError, ModelNotFound, RuntimeError) as exc:
+        _fail(exc)
+    console.print(result.summary(), soft_wrap=True)
+
+
+@finetune.command()
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.option("--base", help="Store name (or name:version) to start from [default: plate-ocr].")
+@click.option("--epochs", type=float, help="Passes over the training crops at most [default: 10].")
+@click.option("--max-steps", type=int, help="Optimizer steps at most.")
+@click.option("--batch-size", type=int, help="Crops per step [default: 32].")
+@click.option("--learning-rate", type=float, help="AdamW's peak learning rate [default: 5e-4].")
+@click.option("--val-fraction", type=float,
+              help="Share held out for validation (by photo) when labels.csv marks no split=val rows.")
+@click.option("--train-backbone/--freeze-backbone", default=None,
+              help="Train every weight, or only the neck and head [default: freeze; train all on a GPU].")
+@click.option("--augment/--no-augment", default=None, help="Light augmentations [default: on].")
+@click.option("--seed", type=int)
+def ocr(data_dir: Path, **overrides: object) -> None:
+    """Fine-tune the plate OCR on DATA_DIR (plate crops + labels.csv: filename,plate[,split,photo];
+    split=val validates, split=test is left out) and store it as a new plate-ocr version."""
+    from finetune.text_data import DataError
+    from services.core.model_store import ModelNotFound
+
+    try:
+        from finetune.ocr import OcrSettings, finetune_ocr
+    except ImportError as exc:
+        _fail(f"fine-tuning the OCR needs torch and onnx2torch ({exc}): pip install 'modelport[finetune]'")
+    settings = dataclasses.replace(OcrSettings(), **{k: v for k, v in overrides.items() if v is not None})
+    try:
+        result = finetune_ocr(data_dir, settings)
     except (DataError, ModelNotFound, RuntimeError) as exc:
         _fail(exc)
     console.print(result.summary(), soft_wrap=True)

@@ -22,6 +22,8 @@ _HOME = Path(tempfile.mkdtemp(prefix="modelport-test-bentoml-"))
 def pytest_configure(config: pytest.Config) -> None:
     # Before anything imports bentoml: it reads BENTOML_HOME once.
     os.environ["BENTOML_HOME"] = os.environ.get("MODELPORT_TEST_BENTOML_HOME", str(_HOME))
+    # modelport's own data (review queue, call counts): never the developer's.
+    os.environ["MODELPORT_DATA_DIR"] = str(_HOME / "data")
     for key, value in {"BENTOML_DO_NOT_TRACK": "1", "YOLO_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
                        "TRANSFORMERS_OFFLINE": "1",
                        "YOLO_CONFIG_DIR": str(_HOME / "ultralytics")}.items():

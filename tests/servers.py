@@ -2,6 +2,8 @@
 
     with serve("services.plate_reader.service:PlateReader", env={"BENTOML_HOME": home}) as url:
         httpx.get(f"{url}/readyz")
+    with serve_process(...) as server:    # the same, with the `bentoml serve` process too
+        server.process.send_signal(signal.SIGTERM)
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -53,6 +56,21 @@ def serve(target: str, *, env: dict[str, str] | None = None, startup_timeout: fl
     `cwd` is the repo root (where `services.*` targets import from); a bento tag runs from its
     own copy of the code, so serve it from elsewhere to prove that.
     """
+    with serve_process(target, env=env, startup_timeout=startup_timeout, log_path=log_path,
+                       cwd=cwd) as server:
+        yield server.url
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    process: subprocess.Popen  # type: ignore[type-arg] - `bentoml serve`, the arbiter of its workers
+
+
+@contextlib.contextmanager
+def serve_process(target: str, *, env: dict[str, str] | None = None, startup_timeout: float = 180.0,
+                  log_path: Path | None = None, cwd: Path = REPO) -> Iterator[Server]:
+    """`serve`, yielding the process too (e.g. to send it SIGTERM as Kubernetes does)."""
     port = free_port()
     log = open(log_path or os.devnull, "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
@@ -69,7 +87,7 @@ def serve(target: str, *, env: dict[str, str] | None = None, startup_timeout: fl
             return f"bentoml serve {target} exited with {process.returncode}:\n{tail}"
 
         wait_ready(url, timeout=startup_timeout, failed=exited)
-        yield url
+        yield Server(url, process)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, 15)

@@ -8,6 +8,11 @@ leave. No HTTP here.
         print(delta.index, delta.text, delta.finish_reason)
     stream.cancel()                     # e.g. the client went away: its rows leave the batch
 
+`submit` raises `services.core.admission.Busy` when more than `max_waiting_rows` sequences
+already wait for a batch slot (the service answers 429 + Retry-After): the queue in front of
+the batch is bounded, like the HTTP queue in front of the service. A request whose timeout
+passes while it waits ends with `timeout` without being prefilled.
+
 New requests are prefilled right away, together when several are waiting (so a first
 token does not wait for the batch to finish), then join the batch. The model and its KV
 cache live in a `Backend` (backend.py): torch_backend.py (transformers) or llama_backend.py
@@ -34,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from services.autocomplete.backend import Backend
 from services.autocomplete.generation import ChoiceOutput, FinishReason, GenerationStream
 from services.autocomplete.sampling import SamplingParams, choose_tokens, new_generator
+from services.core.admission import Busy
 
 if TYPE_CHECKING:
     import torch
@@ -71,7 +77,8 @@ class _Row:
 
 
 class Engine:
-    def __init__(self, load: Callable[[], Backend], *, max_batch_size: int = 32) -> None:
+    def __init__(self, load: Callable[[], Backend], *, max_batch_size: int = 32,
+                 max_waiting_rows: int | None = None) -> None:
         """Start the engine thread, which calls `load()` for its `Backend`; wait for it.
 
         The model is loaded in the engine's own thread because torch's OpenMP pool is per
@@ -81,7 +88,10 @@ class Engine:
         instead of 31 ms (SmolLM2-135M, 2 cores).
         """
         self.max_batch_size = max_batch_size
+        self.max_waiting_rows = max_waiting_rows  # None: no bound (in-process use)
         self._inbox: queue.Queue[_Request] = queue.Queue()
+        self._waiting_rows = 0  # rows submitted and not yet taken into the batch (or ended)
+        self._waiting_lock = threading.Lock()  # submit runs on the event loop, _admit in the engine
         self._rows: list[_Row] = []
         self._next: list[int] = []  # the token each row feeds in next
         self._held: _Request | None = None  # first in line, waiting for room in the KV cache
@@ -112,7 +122,15 @@ class Engine:
         """Queue prompts (token ids) for `n` choices each; call from the event loop."""
         if not prompts or not all(prompts):
             raise ValueError("every prompt needs at least one token")
-        stream = GenerationStream(len(prompts) * n, timeout_s)
+        rows = len(prompts) * n
+        stream = GenerationStream(rows, timeout_s)
+        with self._waiting_lock:
+            # An empty queue takes any request, so one larger than the bound is not refused forever.
+            if (self.max_waiting_rows is not None and self._waiting_rows
+                    and self._waiting_rows + rows > self.max_waiting_rows):
+                raise Busy(f"the model is busy: {self._waiting_rows} sequences are waiting for a "
+                           "place in the batch; retry after the time in Retry-After")
+            self._waiting_rows += rows
         stream.stats.prompt_tokens = sum(len(p) for p in prompts)
         for i, prompt in enumerate(prompts):
             self._inbox.put(_Request(list(prompt), params, n, i * n, stream))
@@ -161,14 +179,22 @@ class Engine:
             if request is None:
                 break
             if request.stream.cancelled:
+                self._taken(request)
+                continue
+            deadline = request.stream.deadline
+            if deadline is not None and time.monotonic() > deadline:  # waited all its time
+                self._taken(request)
+                self._fail(request, reason=FinishReason.TIMEOUT)
                 continue
             need = kv_cells_needed(request.n, len(request.prompt), request.params.max_tokens)
             if room is not None and need > room:
                 if self._rows or waiting:
                     self._held = request  # its turn comes when rows leave
                     break
+                self._taken(request)
                 self._fail(request, f"needs {need} KV cache cells; the cache has {room}")
                 continue
+            self._taken(request)
             room = None if room is None else room - need
             waiting.append(request)
             rows, tokens = rows + request.n, tokens + len(request.prompt)
@@ -199,12 +225,17 @@ class Engine:
         return self.kv_capacity - sum(
             kv_cells_needed(1, len(row.request.prompt), row.params.max_tokens) for row in self._rows)
 
+    def _taken(self, request: _Request) -> None:
+        """`request` no longer waits: it joins the batch now, or has ended."""
+        with self._waiting_lock:
+            self._waiting_rows -= request.n
+
     @staticmethod
-    def _fail(request: _Request, why: str = "") -> None:
+    def _fail(request: _Request, why: str = "", reason: FinishReason = FinishReason.ERROR) -> None:
         if why:
             logger.error("request failed: %s", why)
         for index in request.indices:
-            request.stream.fail(index)
+            request.stream.fail(index, reason)
 
     def _prefill(self, requests: list[_Request]) -> None:
         """One forward pass over the new prompts; their first tokens; the rows that go on join."""

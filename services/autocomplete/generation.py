@@ -98,9 +98,9 @@ class GenerationStream:
         """Stop generating (safe from any thread); the rows leave the batch at the next step."""
         self.cancelled = True
 
-    def fail(self, index: int) -> None:  # called from the engine thread
-        """End choice `index` with an error, sending nothing more of it."""
-        self._put(Delta(index, "", (), FinishReason.ERROR))
+    def fail(self, index: int, reason: FinishReason = FinishReason.ERROR) -> None:  # engine thread
+        """End choice `index` with an error (or a timeout), sending nothing more of it."""
+        self._put(Delta(index, "", (), reason))
 
     def _put(self, delta: Delta) -> None:  # called from the engine thread
         self._loop.call_soon_threadsafe(self._queue.put_nowait, delta)

@@ -26,13 +26,15 @@ from services.autocomplete.http_schema import (
     Completion, CompletionRequest, ModelCard, ModelList, SuggestRequest, SuggestResponse)
 from services.autocomplete.model_kinds import CAUSAL_LM, choose_model
 from services.autocomplete.settings import OFFLINE_DEFAULT_MODEL, Settings, tune_openmp
-from services.core import api_errors
+from services.core import api_errors, traffic
+from services.core.admission import Limits
 from services.core.api_errors import ApiError
 from services.core.container_image import service_image
 
 logger = logging.getLogger("modelport.autocomplete")
 logger.setLevel(logging.INFO)  # BentoML leaves non-bentoml loggers at WARNING; the model line matters
 settings = Settings.from_env()
+LIMITS = Limits.of(settings)  # in flight, queued, queue wait: beyond them 429 + Retry-After
 # BentoML packages the models a service declares into its bento, so the class body names the
 # entry to serve: the one store lookup done at import.
 MODEL_TAG = choose_model(settings)
@@ -44,7 +46,7 @@ api_errors.install(app)
 @bentoml.service(
     name="autocomplete",
     # The engine enforces request_timeout_s itself (504); BentoML's limit is only a backstop.
-    traffic={"timeout": settings.request_timeout_s + 30, "concurrency": 256},
+    traffic=traffic.bentoml_traffic(LIMITS, longest_request_s=settings.request_timeout_s + 30),
     resources={"cpu": "2", "memory": "2Gi"},
     image=service_image("autocomplete"),  # + torch (CPU wheels unless MODELPORT_TORCH_INDEX="")
 )
@@ -58,7 +60,8 @@ class Autocomplete:
         from services.autocomplete.engine import Engine
 
         self.engine = Engine(lambda: load_backend(Path(self.language_model.path), settings),
-                             max_batch_size=settings.max_batch_size)
+                             max_batch_size=settings.max_batch_size,
+                             max_waiting_rows=settings.max_waiting_rows)
         self.tag = str(self.language_model.tag)
         self.name = self.language_model.tag.name
         self.aliases = frozenset({self.name, self.tag})
@@ -112,6 +115,9 @@ class Autocomplete:
             candidates=settings.suggest_candidates, timeout_s=settings.request_timeout_s))
         return SuggestResponse(model=self.name, suggestions=found,
                                processing_time=round((time.perf_counter() - started) * 1000, 2))
+
+
+traffic.install(Autocomplete, app, LIMITS)  # shutdown grace, API keys, admission
 
 
 async def _unless_disconnected(request: Request, work: Any) -> Any:

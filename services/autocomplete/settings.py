@@ -55,6 +55,10 @@ class Settings:
     max_n: int = 8  # choices per prompt
     max_prompts: int = 16  # prompts in one request
     request_timeout_s: float = 60.0  # a generation still running after this is stopped (504)
+    max_in_flight: int = 32  # requests generating at once: one full batch of single-choice requests
+    max_queue: int = 32  # requests waiting their turn; more: 429 + Retry-After at once
+    max_queue_wait_s: float = 10.0  # a request still waiting after this is answered 429
+    max_waiting_rows: int = 256  # sequences (prompts x n) queued in the engine for a batch slot; more: 429
     suggest_tokens: int = 8  # tokens generated per suggestion: short, so it is cheap per keystroke
     suggest_candidates: int = 8  # samples drawn to find up to 5 distinct suggestions
 

@@ -22,13 +22,14 @@ logger = logging.getLogger("bentoml.modelport")  # BentoML only shows INFO under
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, *, code: str, param: str | None = None,
-                 type: str = "invalid_request_error") -> None:
+                 type: str = "invalid_request_error", headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.param, self.type = status, message, code, param, type
+        self.headers = headers  # e.g. Retry-After on a 429, WWW-Authenticate on a 401
 
     def response(self) -> JSONResponse:
         body = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
-        return JSONResponse({"error": body}, status_code=self.status)
+        return JSONResponse({"error": body}, status_code=self.status, headers=self.headers)
 
 
 def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:

@@ -127,6 +127,69 @@ def rollback_(name: str) -> None:
         fail(exc)
 
 
+def _plate_recognizer(detector: str, ocr: str):  # type: ignore[no-untyped-def]
+    """The plate reader's pipeline on these model tags ("" = the one served), its settings."""
+    from services.core.model_store import resolve
+    from services.plate_reader.pipeline import PlateRecognizer
+    from services.plate_reader.settings import Settings
+
+    settings = Settings.from_env()
+    return PlateRecognizer.from_files(
+        resolve(detector).path_of("model.onnx"), resolve(ocr).path_of("model.onnx"),
+        review_threshold=settings.review_threshold, detector_imgsz=settings.detector_imgsz,
+        retry_imgsz=settings.detector_retry_imgsz,
+    )
+
+
+@models.command("promote")
+@click.argument("tag")
+@click.option("--eval", "folder", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Labelled photos (labels.csv), or crops with --crops, to compare on.")
+@click.option("--crops", is_flag=True, help="FOLDER holds plate crops (OCR only).")
+@click.option("--split", type=click.Choice(["dev", "test", "val"]), default=None,
+              help="Only this split of labels.csv.")
+@click.option("--force", is_flag=True, help="Serve TAG even if it measures worse.")
+def promote(tag: str, folder: Path, crops: bool, split: str | None, force: bool) -> None:
+    """Serve plate model TAG if, on FOLDER, it reads at least as many plates exactly and its
+    auto-accepted reads are at least as precise as the version served now."""
+    from services.core.model_store import ModelNotFound, resolve, set_serving
+    from services.plate_reader.evaluate import evaluate as run, plate_reads
+    from services.plate_reader.settings import Settings
+
+    settings = Settings.from_env()
+    try:
+        candidate = resolve(tag)
+    except ModelNotFound as exc:
+        fail(exc)
+    name = candidate.tag.name
+    served = {"plate-detector": settings.detector_model, "plate-ocr": settings.ocr_model}
+    if name not in served:
+        fail(f"promote compares plate-detector and plate-ocr versions; for {name} use `modelport models serve`")
+    current = resolve(served[name])
+    if candidate.tag == current.tag:
+        console.print(f"{candidate.tag} is already served")
+        return
+    results = {}
+    for label, model in (("serving", current), ("candidate", candidate)):
+        tags = {**served, name: str(model.tag)}
+        recognizer = _plate_recognizer(tags["plate-detector"], tags["plate-ocr"])
+        read = plate_reads(recognizer, crops=crops, min_score=settings.min_score)
+        results[label] = run(read, folder, split=split)
+    table = Table("", "tag", "exact", "accepted right", "coverage", "wrong flagged", title=f"{folder}")
+    for label, model in (("serving", current), ("candidate", candidate)):
+        e = results[label]
+        table.add_row(label, str(model.tag), f"{e.exact_accuracy:.1%}",
+                      "-" if e.accepted_precision is None else f"{e.accepted_precision:.1%}",
+                      f"{e.coverage:.1%}", "-" if e.wrong_flagged is None else f"{e.wrong_flagged:.1%}")
+    console.print(table)
+    old, new = results["serving"], results["candidate"]
+    not_worse = new.exact_accuracy >= old.exact_accuracy and \
+        (new.accepted_precision or 0.0) >= (old.accepted_precision or 0.0)
+    if not not_worse and not force:
+        fail(f"{candidate.tag} measures worse than {current.tag} on {folder}: not promoted (--force to serve it anyway)")
+    console.print(f"serving [bold]{set_serving(str(candidate.tag))}[/bold] (restart the service to load it)")
+
+
 @main.command("serve")
 @click.option("--only", "only", multiple=True, type=click.Choice(["plate-reader", "autocomplete", "web"]),
               help="Start only these members (repeatable). Default: all three.")
@@ -161,19 +224,12 @@ def evaluate_plates(folder: Path, crops: bool, split: str | None, regions: tuple
                     errors: bool, as_json: bool, detector: str | None, ocr: str | None) -> None:
     """Exact plates, character accuracy, detection rate, auto-accepted precision, coverage,
     wrong reads flagged and time per image on FOLDER (labels.csv: filename,plate[,split,format])."""
-    from services.core.model_store import resolve
     from services.plate_reader.evaluate import calibration, evaluate as run, plate_reads, print_report
-    from services.plate_reader.pipeline import PlateRecognizer
     from services.plate_reader.settings import Settings
 
-    settings = Settings.from_env()
     # The service's own pipeline and settings; --raw only turns its plate-text rules off.
-    recognizer = PlateRecognizer.from_files(
-        resolve(detector or settings.detector_model).path_of("model.onnx"),
-        resolve(ocr or settings.ocr_model).path_of("model.onnx"),
-        review_threshold=settings.review_threshold, detector_imgsz=settings.detector_imgsz,
-        retry_imgsz=settings.detector_retry_imgsz,
-    )
+    settings = Settings.from_env()
+    recognizer = _plate_recognizer(detector or settings.detector_model, ocr or settings.ocr_model)
     read = plate_reads(recognizer, crops=crops, regions=regions, rules=not raw, min_score=settings.min_score)
     try:
         result = run(read, folder, split=split)
@@ -188,9 +244,43 @@ def evaluate_plates(folder: Path, crops: bool, split: str | None, regions: tuple
                                "calibration": calibration(result)}, indent=2))
         return
     what = "OCR only" if crops else "detector + OCR"
-    print_report(result, f"{folder}{f' [{split}]' if split else ''} ({what}, "
+    print_report(result, f"{folder}{f', {split} split' if split else ''} ({what}, "
                  f"{'raw text' if raw else 'with plate rules'})", errors=errors,
                  threshold=settings.review_threshold)
+
+
+@main.group()
+def reviews() -> None:
+    """The plate reader's review queue: export corrections as training data, purge old items."""
+
+
+def _review_store():  # type: ignore[no-untyped-def]
+    from services.plate_reader.review_store import ReviewSettings, ReviewStore
+
+    return ReviewStore.from_settings(ReviewSettings.from_env())
+
+
+@reviews.command("export")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+def reviews_export(out: Path) -> None:
+    """Write OUT/ocr (crops + labels.csv), OUT/detector (YOLO dataset) and OUT/label-studio.json
+    from the decided review items."""
+    from finetune.review_export import export_reviews
+
+    summary = export_reviews(_review_store(), out)
+    console.print(f"{summary.ocr_crops} crops in {out / 'ocr'}, {summary.detector_photos} photos in "
+                  f"{out / 'detector'}, {summary.label_studio_tasks} tasks in {out / 'label-studio.json'}")
+
+
+@reviews.command("purge")
+@click.option("--days", type=int, default=None,
+              help="Delete items older than this (default: MODELPORT_REVIEW_RETENTION_DAYS, 90).")
+def reviews_purge(days: int | None) -> None:
+    """Delete review items and their images older than the retention period."""
+    from services.plate_reader.review_store import ReviewSettings
+
+    days = ReviewSettings.from_env().retention_days if days is None else days
+    console.print(f"deleted {_review_store().purge(days)} review items older than {days} days")
 
 
 from finetune.cli import finetune  # noqa: E402 - registered after main's own groups

@@ -22,19 +22,54 @@ class CandidateJSON(BaseModel):
     score: float
 
 
+class RegionJSON(BaseModel):
+    code: str | None = Field(description="Plate Recognizer region code of the plate format the "
+                                         "reading fits (e.g. gb, fr, us-ca); null when it fits none")
+    score: float = Field(description="1/n when the reading fits the formats of n regions, 0 for none")
+
+
+class VehicleJSON(BaseModel):
+    type: str = Field(description="always \"Unknown\": modelport has no vehicle model")
+    score: float = Field(description="always 0")
+    box: BoxJSON = Field(description="always all zeros (Plate Recognizer's \"no vehicle found\")")
+
+
+class UsageJSON(BaseModel):
+    calls: int = Field(description="calls this calendar month (UTC)")
+    max_calls: int = Field(description="the monthly quota; 2147483647 when there is none")
+
+
 class PlateJSON(BaseModel):
-    plate: str = Field(description="best reading, A-Z0-9")
+    plate: str = Field(description="best reading, A-Z0-9 (a-z0-9 on /plate-reader/)")
     score: float = Field(description="confidence of the reading, 0-1")
     dscore: float = Field(description="detector confidence that the box is a plate, 0-1")
     box: BoxJSON
     candidates: list[CandidateJSON] = Field(description="ranked readings, best first")
     review: bool = Field(description="true when score is below the review threshold")
+    region: RegionJSON
+    vehicle: VehicleJSON
 
 
 class PlateReaderJSON(BaseModel):
     filename: str
     processing_time: float = Field(description="milliseconds spent reading (batch wait included)")
+    version: int = Field(description="response version, 1 (Plate Recognizer's)")
+    camera_id: str | None = Field(description="the request's camera_id")
+    timestamp: str = Field(description="the request's timestamp, else when it arrived: ISO 8601, UTC")
     results: list[PlateJSON]
+    usage: UsageJSON
+    warnings: list[str] = Field(description="request options accepted but not applied, and why")
+
+
+class StatisticsUsageJSON(UsageJSON):
+    month: int
+    year: int
+    resets_on: str = Field(description="when calls start again from 0: ISO 8601, UTC")
+
+
+class StatisticsJSON(BaseModel):
+    usage: StatisticsUsageJSON
+    total_calls: int = Field(description="the monthly quota, as Plate Recognizer reports it")
 
 
 def to_json(filename: str, readings: Sequence[PlateReading], processing_ms: float) -> dict[str, Any]:
@@ -61,6 +96,14 @@ _OPTIONS = {
     "review_threshold": {"type": "number", "minimum": 0, "maximum": 1,
                          "description": "readings less sure than this get review: true (default "
                                         "0.95: see the README for what each value gives)"},
+    # Plate Recognizer's fields (README, "Plate Recognizer clients")
+    "camera_id": {"type": "string", "maxLength": 200, "description": "echoed in the response"},
+    "timestamp": {"type": "string", "format": "date-time",
+                  "description": "when the photo was taken, ISO 8601 (UTC if no offset)"},
+    "mmc": {"type": "boolean", "description": "accepted; no make/model/colour model here"},
+    "config": {"type": "string", "description": "a JSON object: threshold_d (detector), "
+                                                "threshold_o (drop readings below), region "
+                                                "\"strict\", mode \"fast\""},
 }
 # The route reads the body itself (one route, two content types), so FastAPI cannot infer
 # the request schema: spell it out for the /v1/docs page.
@@ -71,7 +114,8 @@ OPENAPI_REQUEST: dict[str, Any] = {
             "multipart/form-data": {"schema": {
                 "type": "object", "required": ["upload"],
                 "properties": {"upload": {"type": "array", "items": {"type": "string", "format": "binary"},
-                                          "description": "one or more images (JPEG, PNG, WebP, BMP)"},
+                                          "description": "one or more images (JPEG, PNG, WebP, BMP): "
+                                                         "files, or text fields holding base64"},
                                **_OPTIONS},
             }},
             "application/json": {"schema": {

@@ -16,8 +16,10 @@ import numpy as np
 from fastapi import Request
 
 from services.core.api_errors import ApiError
+from services.plate_reader import snapshot_api
 from services.plate_reader.image_decoding import decode_image
 from services.plate_reader.settings import Settings
+from services.plate_reader.snapshot_api import SnapshotOptions
 
 
 async def _read_body(request: Request, settings: Settings) -> bytes:
@@ -43,6 +45,8 @@ class ReadOptions:
     min_score: float  # detector threshold
     review_threshold: float  # readings less sure than this get review: true
     regions: tuple[str, ...]
+    camera_id: str | None = None  # recorded with review items, so reviewers can filter by camera
+    snapshot: SnapshotOptions = SnapshotOptions()  # Plate Recognizer's fields (snapshot_api)
 
 
 async def parse_request(request: Request, settings: Settings
@@ -54,32 +58,39 @@ async def parse_request(request: Request, settings: Settings
         request._body = body  # let Starlette's form parser read what we already capped
         try:
             # Count files ourselves (below) for a precise message; the body size is already capped.
-            form = await request.form(max_files=1000, max_fields=1000)
+            # A text field may hold a whole base64 image: parts as large as the body's cap.
+            form = await request.form(max_files=1000, max_fields=1000,
+                                      max_part_size=settings.max_request_bytes)
         except Exception as exc:  # malformed multipart: Starlette raises several types
             raise ApiError(400, f"could not parse the multipart body: {exc}", code="bad_multipart") from None
-        uploads = form.getlist("upload")
-        files = [u for u in uploads if hasattr(u, "read")]
-        if not files:
+        _refuse_upload_url(form)
+        uploads = form.getlist("upload")  # files, or text holding base64 (Plate Recognizer's clients)
+        if not uploads:
             sent = sorted(set(form.keys())) or "none"
             raise ApiError(400, f"no image in field `upload` (fields sent: {sent}). Send the file "
                            "as multipart field `upload`, e.g. curl -F upload=@car.jpg ...",
                            code="missing_upload", param="upload")
-        raw = [(f.filename or f"image-{i}", await f.read()) for i, f in enumerate(files)]
+        raw = [(u.filename or f"image-{i}", await u.read()) if hasattr(u, "read") else
+               (f"image-{i}", _b64decode(u, i, settings, field="upload")) for i, u in enumerate(uploads)]
         options: dict[str, Any] = {"regions": form.getlist("regions") or None,
-                                   **{name: form.get(name) for name in UNIT_OPTIONS}}
+                                   "camera_id": form.get("camera_id"),
+                                   **{name: form.get(name) for name in UNIT_OPTIONS + snapshot_api.FIELDS}}
     elif content_type == "application/json":
         body = await _read_body(request, settings)
         try:
             payload = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ApiError(400, f"body is not valid JSON: {exc}", code="invalid_json") from None
+        if isinstance(payload, dict):
+            _refuse_upload_url(payload)
         if not isinstance(payload, dict) or ("image" not in payload and "images" not in payload):
             raise ApiError(400, "JSON body needs `image`: the image file as a base64 string "
                            "(or `images`: a list of them)", code="missing_image", param="image")
         encoded = payload.get("images", payload.get("image"))
         encoded = encoded if isinstance(encoded, list) else [encoded]
         raw = [(f"image-{i}", _b64decode(value, i, settings)) for i, value in enumerate(encoded)]
-        options = {"regions": payload.get("regions"), **{name: payload.get(name) for name in UNIT_OPTIONS}}
+        options = {"regions": payload.get("regions"), "camera_id": payload.get("camera_id"),
+                   **{name: payload.get(name) for name in UNIT_OPTIONS + snapshot_api.FIELDS}}
     else:
         raise ApiError(415, f"unsupported content type {content_type or '(none)'!r}: send "
                        "multipart/form-data with the image in field `upload`, or application/json "
@@ -89,29 +100,41 @@ async def parse_request(request: Request, settings: Settings
                        code="too_many_images", param="upload")
     images = [(name, decode_image(data, settings, param="upload" if content_type != "application/json"
                                   else "image")) for name, data in raw]
+    min_score = _unit_number(options["min_score"], settings.min_score, "min_score")
+    snapshot = snapshot_api.parse_options(options)  # regions (its codes or ours), timestamp, mmc, config
     return images, ReadOptions(
-        min_score=_unit_number(options["min_score"], settings.min_score, "min_score"),
+        min_score=min_score if snapshot.threshold_d is None else snapshot.threshold_d,
         review_threshold=_unit_number(options["review_threshold"], settings.review_threshold,
                                       "review_threshold"),
-        regions=_regions(options["regions"]),
+        regions=snapshot.regions.regions,
+        camera_id=_camera_id(options["camera_id"]),
+        snapshot=snapshot,
     )
 
 
-def _b64decode(value: Any, index: int, settings: Settings) -> bytes:
+def _b64decode(value: Any, index: int, settings: Settings, field: str = "image") -> bytes:
     if not isinstance(value, str):
-        raise ApiError(400, f"`image` #{index} must be a base64 string, not {type(value).__name__}",
-                       code="invalid_base64", param="image")
+        raise ApiError(400, f"`{field}` #{index} must be a base64 string, not {type(value).__name__}",
+                       code="invalid_base64", param=field)
     if value.startswith("data:") and "," in value:  # accept data URLs from browsers
         value = value.split(",", 1)[1]
     if len(value) > settings.max_image_bytes * 4 // 3 + 4:
-        raise ApiError(413, f"`image` #{index} is over {settings.max_image_bytes:,} bytes",
-                       code="image_too_large", param="image")
+        raise ApiError(413, f"`{field}` #{index} is over {settings.max_image_bytes:,} bytes",
+                       code="image_too_large", param=field)
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise ApiError(400, f"`image` #{index} is not valid base64: send the file's bytes "
-                       "base64-encoded (standard alphabet, with padding)",
-                       code="invalid_base64", param="image") from None
+        raise ApiError(400, f"`{field}` #{index} is not valid base64: send the file's bytes "
+                       "base64-encoded (standard alphabet, with padding)"
+                       + (", or the file itself" if field == "upload" else ""),
+                       code="invalid_base64", param=field) from None
+
+
+def _refuse_upload_url(fields: Any) -> None:
+    if "upload_url" in fields:  # fetching by URL is off: issue 12 section 5 adds allowed hosts
+        raise ApiError(400, "`upload_url` is turned off on this server (it would make the server "
+                       "fetch URLs): send the image itself in `upload`, as a file or base64",
+                       code="upload_url_disabled", param="upload_url")
 
 
 def _unit_number(value: Any, default: float, name: str) -> float:
@@ -127,18 +150,10 @@ def _unit_number(value: Any, default: float, name: str) -> float:
     return number
 
 
-def _regions(value: Any) -> tuple[str, ...]:
-    from services.plate_reader.plate_text import known_regions
-
-    if value is None:
-        return ()
-    items = value if isinstance(value, list) else [value]
-    if not all(isinstance(v, str) for v in items):
-        raise ApiError(400, "`regions` must be a list of region names", code="invalid_regions",
-                       param="regions")
-    regions = tuple(r.strip().lower() for v in items for r in v.split(",") if r.strip())
-    unknown = [r for r in regions if r not in known_regions()]
-    if unknown:
-        raise ApiError(400, f"unknown region(s) {unknown}: pick from {sorted(known_regions())}",
-                       code="invalid_regions", param="regions")
-    return regions
+def _camera_id(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > 200:
+        raise ApiError(400, "`camera_id` must be text of at most 200 characters",
+                       code="invalid_camera_id", param="camera_id")
+    return value

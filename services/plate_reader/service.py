@@ -18,30 +18,37 @@ import bentoml
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from services.core import api_errors
+from services.core import api_errors, traffic
+from services.core.admission import Limits
 from services.core.api_errors import ApiError
 from services.core.container_image import service_image
-from services.plate_reader import metrics
+from services.plate_reader import metrics, snapshot_api
 from services.plate_reader.http_schema import OPENAPI_REQUEST, PlateReaderJSON, to_json
 from services.plate_reader.batching import MicroBatcher
-from services.plate_reader.inputs import parse_request
+from services.plate_reader.inputs import ReadOptions, parse_request
+from services.plate_reader.review_api import record_reviews, router as review_routes
+from services.plate_reader.review_page import page_app
 from services.plate_reader.settings import Settings
 from services.plate_reader.types import ReadRequest
 
 logger = logging.getLogger("bentoml.modelport.plate_reader")  # BentoML only shows INFO under "bentoml"
 settings = Settings.from_env()
+LIMITS = Limits.of(settings)  # in flight, queued, queue wait: beyond them 429 + Retry-After
 app = FastAPI(title="modelport plate reader", version="1",
               description="Licence-plate text, confidence and box from a photo.")
 api_errors.install(app)
+app.include_router(review_routes)
+app.include_router(snapshot_api.router)  # GET /v1/statistics/, as Plate Recognizer's
 
 
 @bentoml.service(
     name="plate-reader",
-    traffic={"timeout": 30, "concurrency": 64},
+    traffic=traffic.bentoml_traffic(LIMITS, longest_request_s=30),  # 8 large photos: a few s
     resources={"cpu": "2", "memory": "1Gi"},
     image=service_image(),  # core dependencies only: ONNX Runtime, no torch
 )
 @bentoml.asgi_app(app, path="/v1")
+@bentoml.asgi_app(page_app, path="/review")
 class PlateReader:
     detector_model = bentoml.models.BentoModel(settings.detector_model)
     ocr_model = bentoml.models.BentoModel(settings.ocr_model)
@@ -62,22 +69,40 @@ class PlateReader:
     def __is_ready__(self) -> bool:
         return hasattr(self, "batcher")
 
-    async def _read(self, request: Request) -> tuple[list[tuple[str, Any]], list[Any], float]:
+    async def _read(self, request: Request
+                    ) -> tuple[list[tuple[str, Any]], list[Any], float, ReadOptions]:
         images, options = await parse_request(request, settings)
         started = time.perf_counter()
         readings = await asyncio.gather(*(
             self.batcher.submit(ReadRequest(image, options.min_score, options.regions,
                                             options.review_threshold)) for _, image in images
         ))
+        readings = [snapshot_api.keep(plates, options.snapshot) for plates in readings]  # threshold_o, strict
         for plates in readings:
             metrics.observe(plates)
-        return images, readings, (time.perf_counter() - started) * 1000
+        await record_reviews([image for _, image in images], readings, camera_id=options.camera_id,
+                             models=(str(self.detector_model.tag), str(self.ocr_model.tag)))
+        return images, readings, (time.perf_counter() - started) * 1000, options
 
     @app.post("/plate-reader", openapi_extra=OPENAPI_REQUEST,
               response_model=PlateReaderJSON | list[PlateReaderJSON])
     async def read_plates(self, request: Request) -> Any:
-        images, readings, elapsed_ms = await self._read(request)
-        bodies = [to_json(name, plates, elapsed_ms) for (name, _), plates in zip(images, readings)]
+        return await self._answer(request, lowercase=False)
+
+    # Plate Recognizer's URL, slash included (README, "Plate Recognizer clients"): the same read
+    # and fields, plates in lowercase as Plate Recognizer writes them (its clients compare as given).
+    @app.post("/plate-reader/", openapi_extra=OPENAPI_REQUEST,
+              response_model=PlateReaderJSON | list[PlateReaderJSON],
+              summary="Read plates (Plate Recognizer Snapshot API: plates in lowercase)")
+    async def read_plates_snapshot(self, request: Request) -> Any:
+        return await self._answer(request, lowercase=True)
+
+    async def _answer(self, request: Request, *, lowercase: bool) -> Any:
+        images, readings, elapsed_ms, options = await self._read(request)
+        usage = snapshot_api.usage_source.record(request)
+        bodies = [snapshot_api.to_response(to_json(name, plates, elapsed_ms), plates, options.snapshot,
+                                           options.camera_id, usage, lowercase=lowercase)
+                  for (name, _), plates in zip(images, readings)]
         return bodies[0] if len(bodies) == 1 else bodies
 
     @app.post("/plate-reader/annotated", openapi_extra=OPENAPI_REQUEST,
@@ -85,9 +110,13 @@ class PlateReader:
     async def annotated(self, request: Request) -> Response:
         from services.plate_reader.draw import annotate
 
-        images, readings, _ = await self._read(request)
+        images, readings, _, _ = await self._read(request)
         if len(images) != 1:
             raise ApiError(400, f"send exactly one image to /annotated (got {len(images)})",
                            code="one_image_only", param="upload")
+        snapshot_api.usage_source.record(request)
         jpeg = await asyncio.to_thread(annotate, images[0][1], readings[0])
         return Response(jpeg, media_type="image/jpeg")
+
+
+traffic.install(PlateReader, app, LIMITS)  # shutdown grace, API keys, admission

@@ -34,6 +34,9 @@ class Settings:
     allowed_formats: tuple[str, ...] = field(default=("JPEG", "PNG", "WEBP", "BMP"))
     batch_max_size: int = 8  # images run through the detector together
     batch_max_latency_ms: float = 5.0  # how long a request waits for others to batch with
+    max_in_flight: int = 16  # requests read at once: two detector batches, one running, one filling
+    max_queue: int = 64  # requests waiting their turn (~4 s of work on 2 cores); more: 429 + Retry-After
+    max_queue_wait_s: float = 10.0  # a request still waiting after this is answered 429
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -14,6 +14,7 @@ from services.autocomplete.generation import Delta
 from services.autocomplete.sampling import SamplingParams
 from services.autocomplete.causal_lm import load_causal_lm
 from services.autocomplete.torch_backend import TorchBackend
+from services.core.admission import Busy
 from tests.autocomplete_fixtures import tiny_gpt2_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,6 +129,65 @@ def test_cancel_and_timeout_end_generation(engine: Engine) -> None:
     timed_out = asyncio.run(_run(engine, "Hello", long, timeout_s=0.05))[0]
     assert timed_out[-1].finish_reason == "timeout"
 
+
+
+@pytest.fixture(scope="module")
+def narrow_engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    """One sequence at a time and room for 2 more waiting: easy to fill."""
+    model_dir = tiny_gpt2_dir(tmp_path_factory.mktemp("tiny") / "m")
+    return Engine(lambda: TorchBackend(*load_causal_lm(model_dir, "float32")), max_batch_size=1,
+                  max_waiting_rows=2)
+
+
+LONG = SamplingParams(max_tokens=900, temperature=1.0)
+
+
+def test_the_queue_in_front_of_the_batch_is_bounded(narrow_engine: Engine) -> None:
+    async def scenario() -> None:
+        running = narrow_engine.submit([narrow_engine.encode("Hello")], LONG)
+        await asyncio.sleep(0.05)  # in the batch, which is now full
+        waiting = [narrow_engine.submit([narrow_engine.encode("Hi")], LONG) for _ in range(2)]
+        with pytest.raises(Busy, match="2 sequences are waiting"):
+            narrow_engine.submit([narrow_engine.encode("Hi")], LONG)
+        for stream in waiting:
+            stream.cancel()  # as when their clients go away: they leave the queue unrun
+        running.cancel()
+        assert [d.finish_reason async for d in running][-1] == "cancelled"
+        for _ in range(100):
+            if narrow_engine._waiting_rows == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert narrow_engine._waiting_rows == 0  # room again
+
+    asyncio.run(scenario())
+
+
+def test_a_request_that_waited_past_its_timeout_ends_without_running(
+        narrow_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    prefilled: list[int] = []
+    prefill = narrow_engine.backend.prefill
+
+    def counting_prefill(prompts: list[list[int]], *args: object) -> object:
+        prefilled.extend(len(p) for p in prompts)
+        return prefill(prompts, *args)
+
+    monkeypatch.setattr(narrow_engine.backend, "prefill", counting_prefill)
+
+    async def scenario() -> list[Delta]:
+        running = narrow_engine.submit([narrow_engine.encode("Hello")], LONG)
+        await asyncio.sleep(0.05)
+        late = narrow_engine.submit([narrow_engine.encode("Once upon a time")], LONG, timeout_s=0.01)
+        await asyncio.sleep(0.1)  # its timeout passes while the batch is full
+        running.cancel()
+        deltas = [d async for d in late]
+        async for _ in running:
+            pass
+        return deltas
+
+    deltas = asyncio.run(scenario())
+    assert [(d.text, d.finish_reason) for d in deltas] == [("", "timeout")]  # a 504 for the client
+    assert prefilled == [1]  # only "Hello" ran: the late request never took a place in the batch
+    assert narrow_engine._waiting_rows == 0 and narrow_engine._rows == []
 
 def test_the_api_modules_import_without_torch() -> None:
     # BentoML's parent process imports them with the service definition and never runs a

@@ -54,11 +54,13 @@ def test_no_secret_values_are_committed() -> None:
 
 def test_configmap_keys_are_real_settings() -> None:
     from services.autocomplete.settings import Settings as AutocompleteSettings
+    from services.core.server_settings import ServerSettings
     from services.plate_reader.settings import Settings as PlateSettings
 
-    known = {"plate-reader-config": {f"MODELPORT_PLATE_{f.name.upper()}" for f in fields(PlateSettings)},
-             "autocomplete-config": {f"MODELPORT_AUTOCOMPLETE_{f.name.upper()}"
-                                     for f in fields(AutocompleteSettings)}}
+    shared = {f"MODELPORT_{f.name.upper()}" for f in fields(ServerSettings)}
+    known = {"plate-reader-config": shared | {f"MODELPORT_PLATE_{f.name.upper()}" for f in fields(PlateSettings)},
+             "autocomplete-config": shared | {f"MODELPORT_AUTOCOMPLETE_{f.name.upper()}"
+                                              for f in fields(AutocompleteSettings)}}
     configs = {c["metadata"]["name"]: set(c["data"]) for c in by_kind("ConfigMap")}
     assert set(configs) == set(known)
     for name, keys in configs.items():
@@ -70,3 +72,19 @@ def test_secrets_are_referenced_by_name_and_optional() -> None:
         [container] = deployment["spec"]["template"]["spec"]["containers"]
         refs = [e["secretRef"] for e in container.get("envFrom", []) if "secretRef" in e]
         assert all(ref.get("optional") is True for ref in refs)
+
+
+def test_pods_get_the_preStop_and_the_shutdown_grace_before_sigkill() -> None:
+    # SIGKILL comes terminationGracePeriodSeconds after preStop starts: it must leave the
+    # preStop sleep, the service's shutdown grace and a few seconds to exit.
+    from services.core.server_settings import ServerSettings
+
+    configs = {c["metadata"]["name"]: c["data"] for c in by_kind("ConfigMap")}
+    for deployment in by_kind("Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        [config] = [configs[e["configMapRef"]["name"]] for e in container["envFrom"] if "configMapRef" in e]
+        grace = ServerSettings.from_env(config).shutdown_grace_s
+        command = container["lifecycle"]["preStop"]["exec"]["command"]
+        assert command[0] == "sleep"
+        assert pod["terminationGracePeriodSeconds"] >= int(command[1]) + grace + 5

@@ -1,0 +1,635 @@
+"""Fine-tune the plate OCR recogniser on labelled plate crops; store it as a new `plate-ocr` version.
+
+    modelport reviews export reviews/                     # corrected crops -> reviews/ocr/labels.csv
+    modelport finetune ocr reviews/ocr --epochs 10        # convert, train, export, check, store
+    modelport models serve plate-ocr:<new version>        # the plate reader loads it next start
+
+The recogniser is PP-OCRv4's text-line model as ONNX (the store's `plate-ocr`). The job:
+
+1. Brings it into torch with onnx2torch (after two repairs the converter needs: PaddleOCR's
+   export keeps weights as Constant nodes, not initializers, and ONNX shape inference loses
+   the rank of a few Conv outputs that onnx2torch's BatchNorm needs) and checks the torch
+   model against ONNX Runtime on validation crops.
+2. Restricts the output to the plate alphabet: the 6,625-class head becomes blank + the 39
+   characters of `PLATE_ALPHABET` (services/plate_reader/ocr.py), each row initialised from
+   the base's row for that exact character. The exported model's `character` metadata lists
+   them in PaddleOCR's layout (blank, one line per character, then the space), so `PlateOCR`
+   reads it unchanged.
+3. Trains with CTC loss on the crops as the reader sees them (`trim_bands`, `split_rows`,
+   `to_batch`), after light augmentation (finetune/ocr_data.py). Two-row plates: the labels
+   hold the whole plate and nothing says where the rows break, so the frames of a crop's lines
+   (top row's, then bottom row's) are joined into one sequence and CTC aligns the whole label
+   to it; it sums over every place the label can break between rows. One-row crops are one line.
+   By default the backbone (PPLCNetV3, up to its final average pool) is frozen: its forward
+   pass runs without autograd, which makes a CPU step ~8x cheaper; the SVTR neck and the head
+   train (`train_backbone=True` trains all, for GPUs). BatchNorm keeps the base's statistics.
+4. Keeps the epoch with the best exact-plate accuracy on the validation crops, exports it to
+   ONNX (dynamic batch and width), checks that ONNX Runtime's output matches torch's (refuses
+   to store otherwise), measures exact plates before -> after with `PlateOCR` itself, and adds
+   the model to the store with those figures in its metadata. The served version stays pinned.
+
+Before -> after is raw OCR text (normalised to A-Z0-9, no plate-format rules), one crop per
+call as `modelport evaluate plates --crops` reads them. The "after" model is chosen on the same
+validation crops, so its figure leans optimistic; measure held-out data with `modelport evaluate`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import unicodedata
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from onnx2torch import convert
+
+from finetune.ocr_data import OcrDataset, OcrSample, augment, load_ocr_dataset
+from finetune.store import add_version, base_model, hyperparameters
+from services.plate_reader.crops import LINE_HEIGHT, MIN_LINE_WIDTH, split_rows, to_batch, trim_bands
+from services.plate_reader.ocr import PLATE_ALPHABET, PlateOCR
+from services.plate_reader.onnx_session import onnx_session
+from services.plate_reader.plate_text import normalise
+
+INSTALL_HINT = "pip install 'modelport[finetune]'"
+# The restricted head's dictionary, in the layout PlateOCR reads: one character per line; the
+# space is the class PaddleOCR appends after the dictionary.
+PLATE_DICTIONARY = "\n".join(c for c in PLATE_ALPHABET if c != " ")
+# The exported model may differ from the torch one by float rounding (~1e-6 measured on
+# probabilities); anything near this means a wrong export (a shape baked in, an op lost).
+EXPORT_TOLERANCE = 1e-3
+# The same for the converted model against ONNX Runtime on the base model.
+CONVERSION_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class OcrSettings:
+    base: str = "plate-ocr"  # store name (its serving version) or name:version to start from
+    # Upper bound on passes over the training crops; the best epoch on validation is kept.
+    epochs: float = 10.0
+    max_steps: int | None = None  # optimizer steps at most (for quick runs)
+    batch_size: int = 32  # crops per step
+    # AdamW; a small step keeps what PP-OCR learned from millions of text lines.
+    learning_rate: float = 5e-4
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.05  # linear warm-up, then cosine decay to 10%
+    train_backbone: bool = False  # True: every weight (several times slower per step on CPU)
+    augment: bool = True
+    val_fraction: float = 0.1  # held out by photo when labels.csv marks no split=val rows
+    seed: int = 0
+    runs_dir: Path = Path("runs/finetune-ocr")  # run folders: the exported model, history
+
+
+@dataclass(frozen=True)
+class OcrResult:
+    tag: str
+    before: float  # exact-plate accuracy of the base on the validation crops
+    after: float
+    val_crops: int
+    seconds: float
+    images_per_second: float  # training crops through forward + backward
+    run_dir: Path
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        name = self.tag.split(":", 1)[0]
+        return (f"exact plates on {self.val_crops} validation crops {self.before:.1%} -> {self.after:.1%} "
+                f"in {self.seconds / 60:.1f} min ({self.images_per_second:.1f} training crops/s); new "
+                f"version {self.tag}. Serve it: `modelport models serve {self.tag}`, back: "
+                f"`modelport models rollback {name}`")
+
+
+class ExportMismatch(RuntimeError):
+    """The exported ONNX model does not compute what the torch model does."""
+
+
+def finetune_ocr(data_dir: str | Path, settings: OcrSettings = OcrSettings()) -> OcrResult:
+    """The whole job: check the data, convert the base, measure, train, export, check, store."""
+    data = load_ocr_dataset(data_dir, val_fraction=settings.val_fraction)  # data errors first
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from services.core.console import console
+
+    started = time.monotonic()
+    torch.manual_seed(settings.seed)
+    base = base_model(settings.base)
+    base_path = Path(base.path) / "model.onnx"
+    run_dir = (settings.runs_dir / f"{base.tag.name}-{datetime.now():%Y%m%d-%H%M%S}").resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    console.print(f"{data.describe()}; base {base.tag}")
+
+    val_crops = [s.image() for s in data.val]
+    before = plate_accuracy(PlateOCR(base_path), val_crops, data.val)
+    net, classes, metadata = load_recogniser(base_path)
+    val_lines = [split_rows(trim_bands(crop)) for crop in val_crops]
+    conversion_diff = check_against_onnx(net, base_path, _check_batches(val_lines), CONVERSION_TOLERANCE,
+                                         what="the converted torch model")
+    net.restrict_to(classes, PLATE_DICTIONARY)
+    trainable = net.set_trainable(backbone=settings.train_backbone)
+    untrained = torch_accuracy(net, val_lines, data.val)
+    console.print(f"exact plates on the validation crops: {before:.1%} (base), {untrained:.1%} with the "
+                  f"output restricted to plate characters, before training; {trainable:,} weights train")
+
+    history: list[dict[str, float]] = [{"step": 0, "epoch": 0.0, "val_exact": untrained}]
+    steps_per_epoch = math.ceil(len(data.train) / settings.batch_size)
+    steps = math.ceil(settings.epochs * steps_per_epoch)
+    steps = max(1, min(steps, settings.max_steps) if settings.max_steps else steps)
+    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad],
+                                  lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    warmup = max(1, round(steps * settings.warmup_fraction))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) * (
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0, s - warmup) / max(1, steps - warmup))))))
+    ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
+    best, best_state = untrained, net.trainable_state()
+    rng = np.random.default_rng(settings.seed)
+    batches = _training_batches(data.train, settings.batch_size, rng, settings.augment)
+    train_seconds, seen = 0.0, 0
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+               TextColumn("{task.fields[status]}"))
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("fine-tuning OCR", total=steps, status="")
+        for step in range(1, steps + 1):
+            lines, spans, targets = next(batches)
+            tick = time.perf_counter()
+            loss = ctc_loss(net, lines, spans, targets, ctc)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.requires_grad], 5.0)
+            optimizer.step()
+            schedule.step()
+            train_seconds += time.perf_counter() - tick
+            seen += len(spans)
+            record = {"step": step, "epoch": round(step / steps_per_epoch, 3), "loss": round(loss.item(), 4)}
+            if step % steps_per_epoch == 0 or step == steps:
+                accuracy = torch_accuracy(net, val_lines, data.val)
+                record["val_exact"] = accuracy
+                if accuracy > best:
+                    best, best_state = accuracy, net.trainable_state()
+                progress.console.print(f"epoch {record['epoch']:.2f}: loss {record['loss']:.3f}, "
+                                       f"exact plates on validation {accuracy:.1%}")
+            history.append(record)
+            progress.update(task, advance=1, status=f"loss {record['loss']:.3f}")
+    net.load_trainable_state(best_state)
+
+    exported = run_dir / "model.onnx"
+    export_onnx(net, exported, {**metadata, "character": PLATE_DICTIONARY})
+    export_diff = check_against_onnx(net, exported, _check_batches(val_lines), EXPORT_TOLERANCE,
+                                     what="the exported ONNX model")
+    after = plate_accuracy(PlateOCR(exported), val_crops, data.val)
+    seconds = time.monotonic() - started
+    speed = seen / train_seconds if train_seconds else 0.0
+    tag = add_version(base.tag.name, exported, kind="plate-ocr", metadata={
+        "base_model": str(base.tag),
+        "dataset": {"path": str(data.folder.resolve()), "train_crops": len(data.train),
+                    "val_crops": len(data.val), "val_held_out_by_hash": data.held_out_by_hash},
+        "hyperparameters": hyperparameters(settings),
+        "alphabet": PLATE_ALPHABET,
+        "metrics": {"exact_before": round(before, 4), "exact_after": round(after, 4),
+                    "exact_restricted_untrained": round(untrained, 4),
+                    "conversion_max_abs_diff": conversion_diff, "export_max_abs_diff": export_diff,
+                    "steps": steps, "train_images_per_second": round(speed, 2),
+                    "train_minutes": round(seconds / 60, 2)},
+    })
+    return OcrResult(tag, before, after, len(data.val), seconds, speed, run_dir, history)
+
+
+# --- the model in torch ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """onnx2torch's Slice indexes with a list (a torch UserWarning on every call) and the ONNX
+    exporter warns about the shapes it traces; neither is ours to fix, and the export check
+    catches what a traced shape would break."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        yield
+
+
+def load_recogniser(onnx_path: str | Path) -> tuple[RecogniserNet, list[str], dict[str, str]]:
+    """(torch model with the base's full head, its classes, the ONNX metadata) for a PaddleOCR
+    CTC recogniser: `classes` is ["", dictionary lines..., " "]."""
+    model = onnx.load(str(onnx_path))
+    metadata = {p.key: p.value for p in model.metadata_props}
+    if "character" not in metadata:
+        raise RuntimeError(f"{onnx_path} has no 'character' metadata: not a PaddleOCR recogniser")
+    classes = ["", *metadata["character"].splitlines(), " "]
+    _constants_to_initializers(model)
+    _declare_conv_ranks(model)
+    with _quiet():
+        graph = convert(model).eval()  # before any forward pass: BatchNorm keeps the base's statistics
+    _replace_softmaxes(graph)
+    _static_reshapes(graph)
+    features, weight, bias = _cut_head(graph, len(classes))
+    return RecogniserNet(features, weight, bias), classes, metadata
+
+
+def _constants_to_initializers(model: Any) -> None:
+    """PaddleOCR's ONNX export keeps every weight in a Constant node; onnx2torch's Conv and
+    BatchNorm converters only look for initializers."""
+    kept = []
+    for node in model.graph.node:
+        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(node.attribute[0].t)
+            tensor.name = node.output[0]
+            model.graph.initializer.append(tensor)
+        else:
+            kept.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+
+
+def _declare_conv_ranks(model: Any) -> None:
+    """ONNX shape inference loses the rank after PP-OCR's dynamic Reshapes, and onnx2torch picks
+    its BatchNorm class by the input's rank: a 2D Conv's output always has rank 4."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    known = {v.name for v in inferred.graph.value_info if v.type.tensor_type.HasField("shape")}
+    for node in model.graph.node:
+        if node.op_type == "Conv" and node.output[0] not in known:
+            model.graph.value_info.append(onnx.helper.make_tensor_value_info(
+                node.output[0], onnx.TensorProto.FLOAT, ["n", "c", "h", "w"]))
+
+
+def _replace_softmaxes(graph: Any) -> None:
+    """onnx2torch's opset-11 Softmax flattens and reshapes back to the traced shape, which the
+    ONNX export then bakes in; over the last axis (every Softmax in PP-OCR) it is a plain softmax."""
+    class LastAxisSoftmax(torch.nn.Module):
+        def __init__(self, original: torch.nn.Module) -> None:
+            super().__init__()
+            self.original, self.axis = original, original.axis
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.axis % x.dim() == x.dim() - 1 and not self.original.is_log:
+                return torch.softmax(x, dim=-1)
+            return self.original(x)
+
+    for node in graph.graph.nodes:
+        if node.op == "call_module" and type(graph.get_submodule(node.target)).__name__ == "OnnxSoftmaxV1V11":
+            original = graph.get_submodule(node.target)
+            graph.delete_submodule(node.target)
+            graph.add_submodule(node.target, LastAxisSoftmax(original))
+    graph.recompile()
+
+
+class _TemplateReshape(torch.nn.Module):
+    """A Reshape whose target shape is known up to the input's own sizes: each entry a fixed
+    size, ("dim", j) = the input's size j, or -1 (at most one). Exported as a Reshape to a
+    constant shape in ONNX's terms (0 = the input's size there, one -1 = the rest), so the
+    exported model takes any batch and width whatever sizes the exporter traced."""
+
+    def __init__(self, template: list[int | tuple[str, int]]) -> None:
+        super().__init__()
+        self.template = template
+        onnx_shape = [0 if t == ("dim", k) else t for k, t in enumerate(template)]
+        unknown = [k for k, t in enumerate(onnx_shape) if isinstance(t, tuple) or t == -1]
+        if not unknown and 0 in onnx_shape:  # torch's exporter asserts on a 0 without a -1
+            unknown = [max(k for k, t in enumerate(onnx_shape) if t == 0)]
+        self.onnx_shape = None if len(unknown) > 1 else [-1 if k in unknown else t for k, t in enumerate(onnx_shape)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export() and self.onnx_shape is not None:
+            return _OnnxReshape.apply(x, tuple(self.onnx_shape))
+        return torch.reshape(x, [x.shape[t[1]] if isinstance(t, tuple) else t for t in self.template])
+
+
+class _OnnxReshape(torch.autograd.Function):
+    """torch.reshape with ONNX's 0 = "keep this size", exported as one Reshape to a constant."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:  # type: ignore[override]
+        return torch.reshape(x, [x.shape[k] if size == 0 else size for k, size in enumerate(shape)])
+
+    @staticmethod
+    def symbolic(g: Any, x: Any, shape: tuple[int, ...]) -> Any:
+        return g.op("Reshape", x, g.op("Constant", value_t=torch.tensor(shape, dtype=torch.int64)))
+
+
+# Inputs (batch, width) that tell fixed sizes from ones following the batch or the width:
+# no two share a batch size or a frame count (width / 8).
+_PROBES = ((2, 320), (3, 456), (1, 592))
+
+
+def _static_reshapes(graph: Any) -> None:
+    """PP-OCR computes its reshapes' target shapes in the graph (Shape, Slice, Cast, Concat).
+    onnx2torch runs them as tensors, and the ONNX exporter then freezes them at the traced
+    input's size: an exported model that only reads 320-pixel-wide lines. Probing the graph at
+    several batch sizes and widths tells which target sizes are fixed and which follow an
+    input size; each such reshape becomes a plain torch.reshape of those, which the exporter
+    keeps dynamic. A reshape that fits no template stays as it is (the export check fails it)."""
+    reshapes = {n.target: n for n in graph.graph.nodes
+                if n.op == "call_module" and type(graph.get_submodule(n.target)).__name__ == "OnnxReshape"}
+    seen: dict[str, list[tuple[tuple[int, ...], list[int]]]] = {name: [] for name in reshapes}
+    hooks = [graph.get_submodule(name).register_forward_hook(
+        lambda module, args, output, name=name: seen[name].append((tuple(args[0].shape), args[1].tolist())))
+        for name in reshapes]
+    try:
+        with torch.no_grad(), _quiet():
+            for batch, width in _PROBES:
+                graph(torch.zeros(batch, 3, LINE_HEIGHT, width))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for name, node in reshapes.items():
+        template = _reshape_template(seen[name])
+        if template is None:
+            continue
+        graph.delete_submodule(name)
+        graph.add_submodule(name, _TemplateReshape(template))
+        node.args = node.args[:1]
+    graph.graph.eliminate_dead_code()
+    graph.recompile()
+
+
+def _reshape_template(calls: list[tuple[tuple[int, ...], list[int]]]) -> list[int | tuple[str, int]] | None:
+    """The template (see _TemplateReshape) that gives every observed (input shape, target)."""
+    if len(calls) != len(_PROBES) or len({len(target) for _, target in calls}) != 1:
+        return None
+    template: list[int | tuple[str, int]] = []
+    for k in range(len(calls[0][1])):
+        values = [target[k] for _, target in calls]
+        if all(v == 0 for v in values):  # ONNX: 0 copies the input's size at this position
+            template.append(("dim", k))
+        elif len(set(values)) == 1 and values[0] != -1:
+            template.append(values[0])
+        else:
+            same = [j for j in range(len(calls[0][0]))
+                    if all(len(shape) > j and shape[j] == v for (shape, _), v in zip(calls, values))]
+            template.append(("dim", same[0]) if same else -1)
+    return template if template.count(-1) <= 1 else None
+
+
+def _cut_head(graph: Any, classes: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """Remove the final `softmax(features @ W + b)` from the graph: (graph -> features, W, b)."""
+    def module_name(node: Any) -> str:
+        return type(graph.get_submodule(node.target)).__name__ if node.op == "call_module" else ""
+
+    def split(node: Any) -> tuple[Any, torch.Tensor]:
+        """(the computed input, the constant one) of a binary node."""
+        consts = [a for a in node.args if getattr(a, "op", "") == "get_attr"]
+        others = [a for a in node.args if getattr(a, "op", "") != "get_attr"]
+        if len(consts) != 1 or len(others) != 1:
+            raise ValueError
+        return others[0], graph.get_parameter(consts[0].target) if consts[0].target in dict(
+            graph.named_parameters()) else graph.get_buffer(consts[0].target)
+
+    output = next(n for n in graph.graph.nodes if n.op == "output")
+    try:
+        node = output.args[0]
+        if "Softmax" in module_name(node):
+            node = node.args[0]
+        if module_name(node) != "OnnxBinaryMathOperation" or \
+                graph.get_submodule(node.target).math_op_function is not torch.add:
+            raise ValueError
+        product, bias = split(node)
+        if module_name(product) != "OnnxMatMul":
+            raise ValueError
+        features, weight = split(product)
+        if weight.dim() != 2 or weight.shape[1] != classes or bias.shape != (classes,):
+            raise ValueError
+    except (ValueError, IndexError, AttributeError) as exc:
+        raise RuntimeError("the base model does not end in a CTC head (softmax(features @ W + b) over "
+                           f"{classes} classes) that this job knows how to retrain") from exc
+    weight, bias = weight.detach().clone(), bias.detach().clone()
+    output.args = (features,)
+    graph.graph.eliminate_dead_code()
+    for name, _ in list(graph.named_buffers()):
+        owner, _, attr = name.rpartition(".")
+        if owner == "initializers" and not any(n.op == "get_attr" and n.target == name for n in graph.graph.nodes):
+            delattr(graph.get_submodule(owner), attr)
+    graph.recompile()
+    return graph, weight, bias
+
+
+class RecogniserNet(torch.nn.Module):
+    """The converted recogniser: `features` (the ONNX graph up to the head) and a linear head.
+    forward(x: N x 3 x 48 x W) -> logits N x W/8 x classes."""
+
+    def __init__(self, features: Any, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.features = features
+        self.head = torch.nn.Linear(weight.shape[0], weight.shape[1])
+        with torch.no_grad():
+            self.head.weight.copy_(weight.T)
+            self.head.bias.copy_(bias)
+        self.eval()  # always: BatchNorm keeps the base's statistics; there is no dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with _quiet():
+            return self.head(self.features(x))
+
+    def train(self, mode: bool = True) -> RecogniserNet:
+        return super().train(False)
+
+    def restrict_to(self, classes: Sequence[str], dictionary: str) -> None:
+        """Replace the head by one over ["", *dictionary lines, " "], each row the base's row
+        for that character (exact, else its NFKC-uppercase look-alike, else the blank's bias
+        minus 10 and zero weights: never chosen until trained)."""
+        wanted = ["", *dictionary.splitlines(), " "]
+        exact = {c: i for i, c in reversed(list(enumerate(classes)))}
+        folded: dict[str, int] = {}
+        for i, c in enumerate(classes[1:], start=1):
+            folded.setdefault(unicodedata.normalize("NFKC", c).upper(), i)
+        old = self.head
+        head = torch.nn.Linear(old.in_features, len(wanted))
+        with torch.no_grad():
+            for row, character in enumerate(wanted):
+                source = 0 if row == 0 else exact.get(character, folded.get(character))
+                if source is None:
+                    head.weight[row].zero_()
+                    head.bias[row] = old.bias[0] - 10.0
+                else:
+                    head.weight[row].copy_(old.weight[source])
+                    head.bias[row] = old.bias[source]
+        self.head = head
+
+    def set_trainable(self, *, backbone: bool) -> int:
+        """Choose what trains: the head and everything after the backbone's final average pool
+        (the SVTR neck), or (backbone=True) everything. The neck's matrices and LayerNorm
+        weights are ONNX initializers (buffers in onnx2torch): they become parameters.
+        Returns how many weights train."""
+        graph = self.features
+        nodes = list(graph.graph.nodes)
+        pools = [i for i, n in enumerate(nodes)
+                 if n.op == "call_module" and isinstance(graph.get_submodule(n.target), torch.nn.AvgPool2d)]
+        start = 0 if backbone or not pools else pools[-1]
+        for parameter in self.parameters():
+            parameter.requires_grad_(False)
+        for node in nodes[start:]:
+            if node.op == "call_module":
+                for parameter in graph.get_submodule(node.target).parameters():
+                    parameter.requires_grad_(True)
+            elif node.op == "get_attr" and node.target.startswith("initializers."):
+                owner, _, name = node.target.rpartition(".")
+                container = graph.get_submodule(owner)
+                tensor = getattr(container, name)
+                if tensor.is_floating_point() and tensor.numel() > 1:
+                    if name in container._buffers:
+                        del container._buffers[name]
+                        container.register_parameter(name, torch.nn.Parameter(tensor.detach().clone()))
+                    getattr(container, name).requires_grad_(True)
+        self.head.requires_grad_(True)
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {k: p.detach().clone() for k, p in self.named_parameters() if p.requires_grad}
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        parameters = dict(self.named_parameters())
+        with torch.no_grad():
+            for name, value in state.items():
+                parameters[name].copy_(value)
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+def _training_batches(samples: list[OcrSample], batch_size: int, rng: np.random.Generator,
+                      augmented: bool) -> Iterator[tuple[list[np.ndarray], list[int], list[str]]]:
+    """Endless (lines, lines per crop, plates) batches, a fresh shuffle each epoch; each crop
+    augmented, then cut into lines as the reader does."""
+    while True:
+        order = rng.permutation(len(samples))
+        for start in range(0, len(order), batch_size):
+            lines, spans, plates = [], [], []
+            for index in order[start:start + batch_size]:
+                crop = samples[index].image()
+                if augmented:
+                    crop = augment(crop, rng)
+                crop_lines = split_rows(trim_bands(crop))
+                lines += crop_lines
+                spans.append(len(crop_lines))
+                plates.append(samples[index].plate)
+            yield lines, spans, plates
+
+
+def ctc_loss(net: RecogniserNet, lines: list[np.ndarray], spans: list[int], plates: list[str],
+             ctc: Any) -> torch.Tensor:
+    """CTC loss of a batch: each crop's lines (top row first) joined into one frame sequence,
+    aligned to its whole plate."""
+    log_probs = torch.log_softmax(net(torch.from_numpy(to_batch(lines))), dim=-1)  # lines x T x C
+    sequences, start = [], 0
+    for count in spans:
+        sequences.append(log_probs[start:start + count].reshape(-1, log_probs.shape[-1]))
+        start += count
+    lengths = torch.tensor([len(s) for s in sequences])
+    padded = torch.nn.utils.rnn.pad_sequence(sequences)  # T_max x crops x C
+    targets = torch.tensor([1 + PLATE_ALPHABET.index(c) for plate in plates for c in plate])
+    return ctc(padded, targets, lengths, torch.tensor([len(p) for p in plates]))
+
+
+def _greedy(probabilities: np.ndarray) -> str:
+    best = probabilities.argmax(axis=-1)
+    return "".join(PLATE_ALPHABET[b - 1] for i, b in enumerate(best) if b and (i == 0 or best[i - 1] != b))
+
+
+def _same_width_groups(line_sets: list[list[np.ndarray]]) -> dict[int, list[int]]:
+    """Crops grouped by the width `to_batch` pads their lines to when read alone: a batch of
+    them computes what one-crop calls do (the neck's attention sees the padding)."""
+    groups: dict[int, list[int]] = {}
+    for index, lines in enumerate(line_sets):
+        width = max(MIN_LINE_WIDTH, *(math.ceil(LINE_HEIGHT * line.shape[1] / line.shape[0]) for line in lines))
+        groups.setdefault(width, []).append(index)
+    return groups
+
+
+def torch_accuracy(net: RecogniserNet, line_sets: list[list[np.ndarray]], samples: list[OcrSample],
+                   batch_size: int = 32) -> float:
+    """Exact plates (greedy CTC, normalised text) of the torch model with the restricted head."""
+    right = 0
+    with torch.no_grad():
+        for indices in _same_width_groups(line_sets).values():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start:start + batch_size]
+                lines = [line for i in chunk for line in line_sets[i]]
+                probabilities = torch.softmax(net(torch.from_numpy(to_batch(lines))), dim=-1).numpy()
+                position = 0
+                for i in chunk:
+                    count = len(line_sets[i])
+                    text = "".join(_greedy(p) for p in probabilities[position:position + count])
+                    position += count
+                    right += normalise(text) == samples[i].plate
+    return right / len(samples)
+
+
+def plate_accuracy(ocr: PlateOCR, crops: Sequence[np.ndarray], samples: Sequence[OcrSample]) -> float:
+    """Exact plates read by the serving OCR code, one crop per call (as `evaluate plates --crops`)."""
+    right = sum(normalise(ocr.read([crop])[0].text) == sample.plate for crop, sample in zip(crops, samples))
+    return right / len(samples)
+
+
+# --- export and checks ---------------------------------------------------------------------------
+
+
+class _Probabilities(torch.nn.Module):
+    """What PlateOCR runs: class probabilities (N x T x classes)."""
+
+    def __init__(self, net: RecogniserNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(x), dim=-1)
+
+
+def export_onnx(net: RecogniserNet, path: Path, metadata: dict[str, str]) -> None:
+    """Write `net` (softmax included) as ONNX with dynamic batch and width and `metadata`."""
+    sample = torch.zeros(2, 3, LINE_HEIGHT, MIN_LINE_WIDTH)
+    with _quiet(), torch.no_grad():
+        torch.onnx.export(_Probabilities(net), (sample,), str(path), input_names=["x"], output_names=["probabilities"],
+                          dynamic_axes={"x": {0: "batch", 3: "width"}, "probabilities": {0: "batch", 1: "time"}},
+                          opset_version=17, dynamo=False)
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+
+
+def _check_batches(line_sets: list[list[np.ndarray]], count: int = 8) -> list[np.ndarray]:
+    """Model inputs from validation lines at several batch sizes and widths (the exported
+    model must not have frozen either): the lines of up to `count` crops (320 px wide unless
+    one is longer), one line tiled past 640 px, and three lines padded to ~450 px."""
+    lines = [line for lines in line_sets[:count] for line in lines]
+
+    def tiled(line: np.ndarray, width: int) -> np.ndarray:  # repeated until `width` px at 48 px high
+        scaled = LINE_HEIGHT * line.shape[1] / line.shape[0]
+        return np.concatenate([line] * max(1, math.ceil(width / scaled)), axis=1)
+
+    return [to_batch(lines), to_batch([tiled(lines[0], 2 * MIN_LINE_WIDTH + 20)]),
+            to_batch([tiled(lines[-1], MIN_LINE_WIDTH + 130), lines[0], lines[-1]])]
+
+
+def check_against_onnx(net: RecogniserNet, onnx_path: Path, batches: list[np.ndarray], tolerance: float, *,
+                       what: str) -> float:
+    """Max |torch - ONNX Runtime| over the class probabilities of `batches` (rounded to 3
+    digits); raises ExportMismatch beyond `tolerance`."""
+    session = onnx_session(onnx_path, ["CPUExecutionProvider"])
+    worst = 0.0
+    for batch in batches:
+        try:
+            expected = session.run(None, {session.get_inputs()[0].name: batch})[0]
+        except Exception as exc:  # onnxruntime's Fail, InvalidArgument, ...: a shape frozen at export
+            raise ExportMismatch(f"ONNX Runtime cannot run {what} on a batch of shape {batch.shape}: "
+                                 f"{str(exc).splitlines()[0][:300]}; nothing stored") from exc
+        with torch.no_grad():
+            got = torch.softmax(net(torch.from_numpy(batch)), dim=-1).numpy()
+        if got.shape != expected.shape:
+            raise ExportMismatch(f"{what} gives shape {got.shape}, ONNX Runtime {expected.shape}")
+        worst = max(worst, float(np.abs(got - expected).max()))
+    if not worst <= tolerance:
+        raise ExportMismatch(f"{what} differs from ONNX Runtime by up to {worst:.2e} in a probability "
+                             f"(tolerance {tolerance:.0e}); nothing stored")
+    return float(f"{worst:.3g}")
+
+
+__all__ = ["ExportMismatch", "OcrDataset", "OcrResult", "OcrSettings", "RecogniserNet", "check_against_onnx",
+           "export_onnx", "finetune_ocr", "load_recogniser"]

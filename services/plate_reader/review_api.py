@@ -1,0 +1,162 @@
+"""The review queue over HTTP, mounted on the plate reader's /v1 app:
+
+    GET  /v1/reviews?status=pending&camera_id=&limit=20&cursor=   oldest first
+    GET  /v1/reviews/{id}            GET /v1/reviews/{id}/crop     GET /v1/reviews/{id}/photo
+    POST /v1/reviews/{id}            {"plate": "AB12CDE"} | {"not_a_plate": true} | {"skip": true}, optional "box"
+
+Recording (`record_reviews`) never breaks reading: a failure is logged and counted, and the
+reading is answered as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import bentoml
+import numpy as np
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from services.core.api_errors import ApiError
+from services.plate_reader.plate_text import normalise
+from services.plate_reader.review_store import Decision, ReviewItem, ReviewSettings, ReviewStore, decode_cursor
+from services.plate_reader.types import PlateReading
+
+logger = logging.getLogger("bentoml.modelport.reviews")
+router = APIRouter()
+
+RECORD_FAILURES = bentoml.metrics.Counter(
+    name="modelport_review_record_failures", documentation="Readings that could not be recorded for review")
+PENDING = bentoml.metrics.Gauge(
+    name="modelport_reviews_pending", documentation="Review items waiting for a person")
+OLDEST_PENDING = bentoml.metrics.Gauge(
+    name="modelport_reviews_oldest_pending_seconds", documentation="Age of the oldest pending review item")
+DECISIONS = bentoml.metrics.Counter(
+    name="modelport_review_decisions", documentation="Review decisions made", labelnames=["decision"])
+
+
+@functools.cache
+def review_store() -> ReviewStore | None:
+    """This process's store, or None when recording is off (MODELPORT_REVIEW_STORE=off)."""
+    settings = ReviewSettings.from_env()
+    return ReviewStore.from_settings(settings) if settings.enabled else None
+
+
+async def record_reviews(photos: Sequence[np.ndarray], readings: Sequence[Sequence[PlateReading]], *,
+                         camera_id: str | None, models: tuple[str, str]) -> None:
+    """Record what needs a look, committed before the caller answers; never raises."""
+    store = review_store_or_none()
+    if store is None:
+        return
+    try:
+        for photo, plates in zip(photos, readings):
+            chosen = store.to_record(plates)
+            if chosen:
+                await asyncio.to_thread(store.record, photo, chosen, camera_id=camera_id, models=models)
+        refresh_gauges(store)
+    except Exception:  # the store is down or full: reading goes on, and says so in logs and /metrics
+        RECORD_FAILURES.inc()
+        logger.exception("could not record plate readings for review")
+
+
+def review_store_or_none() -> ReviewStore | None:
+    try:
+        return review_store()
+    except Exception:
+        RECORD_FAILURES.inc()
+        logger.exception("the review store could not be opened")
+        return None
+
+
+def refresh_gauges(store: ReviewStore) -> None:
+    stats = store.stats()
+    PENDING.set(stats["pending"])
+    OLDEST_PENDING.set(stats["oldest_pending_seconds"])
+
+
+class Box(BaseModel):
+    xmin: int = Field(ge=0)
+    ymin: int = Field(ge=0)
+    xmax: int = Field(ge=0)
+    ymax: int = Field(ge=0)
+
+
+class DecisionBody(BaseModel):
+    """One of `plate`, `not_a_plate: true` or `skip: true`; `box` corrects the plate's box."""
+
+    model_config = ConfigDict(extra="forbid")
+    plate: str | None = Field(default=None, min_length=1, max_length=32)
+    not_a_plate: bool = False
+    skip: bool = False
+    box: Box | None = None
+
+    @model_validator(mode="after")
+    def _one_decision(self) -> DecisionBody:
+        if sum((self.plate is not None, self.not_a_plate, self.skip)) != 1:
+            raise ValueError('send exactly one of {"plate": "AB12CDE"}, {"not_a_plate": true}, {"skip": true}')
+        if self.plate is not None and not normalise(self.plate):
+            raise ValueError("`plate` needs letters or digits (A-Z, 0-9)")
+        return self
+
+
+def _store() -> ReviewStore:
+    store = review_store_or_none()
+    if store is None:
+        raise ApiError(404, "the review queue is off on this server (MODELPORT_REVIEW_STORE=off) "
+                       "or its database is unreachable (see the server log)", code="reviews_off")
+    return store
+
+
+def _item(store: ReviewStore, item_id: str) -> ReviewItem:
+    item = store.get(item_id)
+    if item is None:
+        raise ApiError(404, f"no review item {item_id!r}: ids come from GET /v1/reviews",
+                       code="review_not_found", param="id")
+    return item
+
+
+@router.get("/reviews", tags=["reviews"])
+def list_reviews(status: Literal["pending", "done"] | None = Query(None),
+                 camera_id: str | None = Query(None, max_length=200),
+                 limit: int = Query(20, ge=1, le=200), cursor: str | None = Query(None)) -> dict[str, Any]:
+    store = _store()
+    if cursor:
+        try:
+            decode_cursor(cursor)
+        except ValueError:
+            raise ApiError(400, "`cursor` is not one this server gave: use `next_cursor` from the "
+                           "previous page", code="invalid_cursor", param="cursor") from None
+    items, next_cursor = store.list(status=status, camera_id=camera_id, limit=limit, cursor=cursor)
+    return {"data": [item.to_json() for item in items], "next_cursor": next_cursor}
+
+
+@router.get("/reviews/{item_id}", tags=["reviews"])
+def get_review(item_id: str) -> dict[str, Any]:
+    return _item(_store(), item_id).to_json()
+
+
+@router.get("/reviews/{item_id}/{which}", tags=["reviews"], response_class=FileResponse)
+def review_image(item_id: str, which: Literal["crop", "photo"]) -> FileResponse:
+    store = _store()
+    path = store.image(_item(store, item_id), which)
+    if not path.exists():
+        raise ApiError(404, f"the {which} of {item_id!r} is gone (purged or the images folder moved)",
+                       code="image_missing")
+    return FileResponse(path, media_type="image/jpeg")
+
+
+@router.post("/reviews/{item_id}", tags=["reviews"])
+def decide_review(item_id: str, body: DecisionBody) -> dict[str, Any]:
+    store = _store()
+    decision = Decision(plate=normalise(body.plate) if body.plate else None, not_a_plate=body.not_a_plate,
+                        skip=body.skip, box=body.box.model_dump() if body.box else None)
+    item = store.decide(_item(store, item_id).id, decision)
+    assert item is not None and item.decision is not None
+    DECISIONS.labels(decision=item.decision).inc()
+    refresh_gauges(store)
+    return item.to_json()

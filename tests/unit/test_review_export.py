@@ -1,0 +1,58 @@
+"""`modelport reviews export` on a real SQLite review store with real image files."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+
+from services.core.cli import main
+from services.core.database import database_engine
+from services.plate_reader.review_store import Decision, ReviewStore
+from services.plate_reader.types import BoundingBox, Candidate, PlateReading
+
+
+def reading(plate: str, x: int) -> PlateReading:
+    return PlateReading(plate, 0.5, 0.9, BoundingBox(x, 40, x + 100, 70), (Candidate(plate, 0.9, "uk", 0.5),), True)
+
+
+def test_export_writes_ocr_detector_and_label_studio_data(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("MODELPORT_DATA_DIR", str(tmp_path / "data"))
+    store = ReviewStore(database_engine(f"sqlite:///{tmp_path / 'data' / 'reviews.sqlite3'}"),
+                        tmp_path / "data" / "review-images")
+    photos = [np.full((200, 400, 3), 60 + 20 * i, dtype=np.uint8) for i in range(6)]
+    ids = [store.record(photo, [reading("AB12CDE", 20), reading("STOP", 200)], camera_id="c",
+                        models=("plate-detector:a", "plate-ocr:b")) for photo in photos]
+    for plate_id, sign_id in ids[:5]:
+        store.decide(plate_id, Decision(plate="AB12CDF"))
+        store.decide(sign_id, Decision(not_a_plate=True))
+    store.decide(ids[5][0], Decision(skip=True))  # skipped: not training data
+
+    result = CliRunner().invoke(main, ["reviews", "export", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "out" / "ocr" / "labels.csv") as labels:
+        rows = list(csv.DictReader(labels))
+    assert [r["plate"] for r in rows] == ["AB12CDF"] * 5  # corrections only; signs have no text
+    assert all((tmp_path / "out" / "ocr" / r["filename"]).exists() for r in rows)
+    splits_by_photo: dict[str, set[str]] = {}
+    for r in rows:
+        splits_by_photo.setdefault(r["photo"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in splits_by_photo.values())  # no photo in both splits
+    labels_txt = list((tmp_path / "out" / "detector" / "dataset" / "labels").rglob("*.txt"))
+    assert len(labels_txt) == 5 and all(len(p.read_text().splitlines()) == 1 for p in labels_txt)  # sign left out
+    tasks = json.loads((tmp_path / "out" / "label-studio.json").read_text())
+    assert len(tasks) == 12 and tasks[0]["predictions"][0]["result"][1]["value"]["text"] == ["AB12CDE"]
+
+
+def test_purge_deletes_old_items(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("MODELPORT_DATA_DIR", str(tmp_path / "data"))
+    store = ReviewStore(database_engine(f"sqlite:///{tmp_path / 'data' / 'reviews.sqlite3'}"),
+                        tmp_path / "data" / "review-images")
+    store.record(np.zeros((100, 200, 3), np.uint8), [reading("AB12CDE", 10)], camera_id=None, models=("d", "o"))
+    kept = CliRunner().invoke(main, ["reviews", "purge", "--days", "1"])
+    assert "deleted 0" in kept.output
+    gone = CliRunner().invoke(main, ["reviews", "purge", "--days", "0"])
+    assert "deleted 1" in gone.output and store.list()[0] == []
