@@ -13,24 +13,32 @@ error shape; a key past its monthly quota a 429 until the month (UTC) ends.
 
 Keys are kept and compared as SHA-256 digests (`hmac.compare_digest`, against every key, so
 the time taken says nothing about which key came close); logs and the call counts name a key
-by `ApiKey.id`, a prefix of that digest, never by the key. Roles are carried on the request
-(`request.state.api_key`) for routes that need them (the review queue); every valid key may
-call every route today.
+by `ApiKey.id`, a prefix of that digest, never by the key.
+
+A call is a POST answered 2xx, counted per key and month in the database the review queue
+uses (usage.py); `usage_of(request)` gives a route the caller's count and quota. Roles rank
+reader < reviewer < admin; a route that needs more than reading declares it with
+`Depends(role_at_least("reviewer"))`. /livez, /readyz and /metrics are BentoML's routes,
+outside the API's app: open (`MetricsKeyGuard` keys /metrics when asked).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from fastapi import Request
+
 from services.core.api_errors import ApiError
-from services.core.usage import CallCounts, next_month_start
+from services.core.usage import CallCounts, next_month_start, this_month
 
 logger = logging.getLogger("bentoml.modelport")  # BentoML only shows INFO under "bentoml"
 
@@ -126,9 +134,8 @@ def token_from(authorization: str | None) -> str | None:
     return token if scheme.lower() in SCHEMES and token else None
 
 
-def check(keys: KeyRing, authorization: str | None, counts: CallCounts | None,
-          now: datetime | None = None) -> ApiKey:
-    """The caller's key, or the ApiError to answer: 401 without a valid key, 429 past its quota."""
+def check(keys: KeyRing, authorization: str | None) -> ApiKey:
+    """The caller's key, or a 401 ApiError saying how to send one."""
     token = token_from(authorization)
     key = keys.find(token) if token else None
     if key is None:
@@ -136,42 +143,108 @@ def check(keys: KeyRing, authorization: str | None, counts: CallCounts | None,
                    f"the API key is not valid, or not sent the right way: {HOW_TO_SEND}")
         raise ApiError(401, message, code="missing_api_key" if not authorization else "invalid_api_key",
                        headers={"WWW-Authenticate": 'Bearer realm="modelport"'})
-    if key.monthly_quota is not None and counts is not None:
-        if counts.calls(key.id) >= key.monthly_quota:
-            now = now or datetime.now(timezone.utc)
-            resets = next_month_start(now)
-            raise ApiError(429, f"this key's monthly quota of {key.monthly_quota} calls is used up; "
-                           f"it resets on {resets:%Y-%m-%d} (UTC)", code="quota_exceeded",
-                           type="insufficient_quota",
-                           headers={"Retry-After": str(int((resets - now).total_seconds()) + 1)})
     return key
+
+
+def quota_reached(key: ApiKey, now: datetime | None = None) -> ApiError:
+    now = now or datetime.now(timezone.utc)
+    resets = next_month_start(now)
+    return ApiError(429, f"this key's monthly quota of {key.monthly_quota} calls is used up; it "
+                    f"resets on {resets:%Y-%m-%d} (UTC)", code="quota_exceeded", type="insufficient_quota",
+                    headers={"Retry-After": str(int((resets - now).total_seconds()) + 1)})
+
+
+@dataclass(frozen=True)
+class KeyUsage:
+    key_id: str
+    role: str
+    calls: int | None  # this month (UTC), the current call included; None: not known (database down)
+    monthly_quota: int | None
+
+
+def usage_of(request: Request) -> KeyUsage | None:
+    """The calling key's usage this month; None when the API is open (no keys)."""
+    state = request.state
+    key: ApiKey | None = getattr(state, "api_key", None)
+    if key is None:
+        return None
+    calls = getattr(state, "api_calls", None)  # counted by the middleware: a POST
+    if calls is None and getattr(state, "api_call_counts", None) is not None:
+        try:
+            calls = state.api_call_counts.calls(key.id)
+        except Exception:  # the database is down: the answer goes out without the count
+            _log_counting_failure()
+    return KeyUsage(key.id, key.role, calls, key.monthly_quota)
+
+
+def role_at_least(role: str) -> Callable[[Request], None]:
+    """A FastAPI dependency: 403 unless the caller's key has `role` or a higher one (no check
+    when the API is open)."""
+    needed = ROLES.index(role)
+
+    def dependency(request: Request) -> None:
+        key: ApiKey | None = getattr(request.state, "api_key", None)
+        if key is not None and ROLES.index(key.role) < needed:
+            raise ApiError(403, f"this needs a key with the {role} role (or higher); this key is "
+                           f"a {key.role} key", code="insufficient_role")
+    return dependency
 
 
 class ApiKeyMiddleware:
     """ASGI middleware on the API's app: checks the key of every request but the docs pages,
-    puts it on `request.state.api_key`, and counts a call for each POST answered 2xx."""
+    puts it on `request.state.api_key`, and counts each POST, refunded unless answered 2xx."""
 
-    def __init__(self, app: Any, keys: KeyRing, counts: CallCounts | None) -> None:
-        self.app, self.keys, self.counts = app, keys, counts
+    def __init__(self, app: Any, keys: KeyRing, counts: CallCounts, uncounted: tuple[str, ...] = ()) -> None:
+        self.app, self.keys, self.counts, self.uncounted = app, keys, counts, uncounted
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] == "OPTIONS" or _route_path(scope) in OPEN_PATHS:
             return await self.app(scope, receive, send)
         try:
-            key = check(self.keys, _header(scope, b"authorization"), self.counts)
+            key = check(self.keys, _header(scope, b"authorization"))
         except ApiError as refusal:
             return await refusal.response()(scope, receive, send)
-        scope.setdefault("state", {})["api_key"] = key
-        if self.counts is None or scope["method"] != "POST":
+        state = scope.setdefault("state", {})
+        state["api_key"], state["api_call_counts"] = key, self.counts
+        if scope["method"] != "POST" or _route_path(scope).startswith(self.uncounted or ("\0",)):
             return await self.app(scope, receive, send)
-        counts = self.counts
+        month = this_month()
+        try:  # in a thread: on PostgreSQL this is a round trip
+            calls = await asyncio.to_thread(self.counts.reserve, key.id, key.monthly_quota, month)
+        except Exception:  # the database is down: serve, uncounted, rather than refuse everyone
+            _log_counting_failure()
+            return await self.app(scope, receive, send)
+        if calls is None:
+            return await quota_reached(key).response()(scope, receive, send)
+        state["api_calls"] = calls
+        status = 0
 
-        async def counting_send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start" and 200 <= message["status"] < 300:
-                counts.record(key.id)  # ~20 us (WAL): fine on the event loop
+        async def watching_send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
             await send(message)
 
-        await self.app(scope, receive, counting_send)
+        try:
+            await self.app(scope, receive, watching_send)
+        finally:
+            if not 200 <= status < 300:  # refused, failed or cut short: not a call
+                try:
+                    await asyncio.to_thread(self.counts.refund, key.id, month)
+                except Exception:
+                    _log_counting_failure()
+
+
+_last_failure_log = 0.0
+
+
+def _log_counting_failure() -> None:
+    """Log why calls are not counted, at most once a minute (it fails for every call)."""
+    global _last_failure_log
+    if time.monotonic() - _last_failure_log > 60:
+        _last_failure_log = time.monotonic()
+        logger.exception("API keys: could not count calls in the database; serving without "
+                         "counting (quotas not enforced) until it answers again")
 
 
 class MetricsKeyGuard:
@@ -184,7 +257,7 @@ class MetricsKeyGuard:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"].rstrip("/") == "/metrics":
             try:
-                check(self.keys, _header(scope, b"authorization"), None)
+                check(self.keys, _header(scope, b"authorization"))
             except ApiError as refusal:
                 return await refusal.response()(scope, receive, send)
         await self.app(scope, receive, send)

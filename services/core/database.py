@@ -29,7 +29,7 @@ def database_url(configured: str = "") -> str:
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url:
         return url
-    return f"sqlite:///{data_dir(os.environ.get('MODELPORT_DATA_DIR', '')) / 'reviews.sqlite3'}"
+    return f"sqlite:///{data_dir(os.environ.get('MODELPORT_DATA_DIR', '')) / 'modelport.sqlite3'}"
 
 
 def database_engine(url: str = "") -> sa.Engine:

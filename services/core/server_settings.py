@@ -6,6 +6,8 @@ of keys, one data folder and one shutdown grace, whichever service reads them.
 
 What each service can hold at once (in flight, queued) differs by an order of magnitude between
 them, so those limits are per service: `MODELPORT_PLATE_MAX_IN_FLIGHT`, ... in its settings.py.
+Per-key call counts go to the review queue's database (MODELPORT_DATABASE_URL, else SQLite in
+MODELPORT_DATA_DIR): services/core/database.py reads those two.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ class ServerSettings:
     api_keys: tuple[str, ...] = ()  # comma-separated; none (and no file): the API is open
     api_keys_file: str = ""  # one key a line: KEY [reader|reviewer|admin] [monthly quota]
     metrics_require_key: bool = False  # /metrics asks for a key too (Prometheus: bearer_token)
-    data_dir: str = ""  # per-key call counts live here; empty: the user's data folder
     # SIGTERM: requests in flight may run this long, then end with an error answer (503, or a
     # final error event on a stream). 30 s covers a plate request many times over and a
     # completion of a few hundred tokens; Kubernetes' default grace is 30 s too.

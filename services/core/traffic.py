@@ -20,7 +20,6 @@ from fastapi import FastAPI
 
 from services.core import admission, api_keys, shutdown
 from services.core.admission import Limits
-from services.core.local_db import LocalDatabase
 from services.core.server_settings import ServerSettings
 from services.core.usage import CallCounts
 
@@ -38,9 +37,10 @@ def bentoml_traffic(limits: Limits, *, longest_request_s: float) -> dict[str, An
             "concurrency": limits.max_in_flight}
 
 
-def install(service: Any, app: FastAPI, limits: Limits,
-            settings: ServerSettings | None = None) -> None:
-    """Shutdown guard, API keys and admission on `app`, the API the BentoML `service` mounts."""
+def install(service: Any, app: FastAPI, limits: Limits, settings: ServerSettings | None = None, *,
+            uncounted: tuple[str, ...] = ()) -> None:
+    """Shutdown guard, API keys and admission on `app`, the API the BentoML `service` mounts.
+    POSTs under the `uncounted` path prefixes (e.g. review decisions) are not calls."""
     settings = settings or ServerSettings.from_env()
     keys = api_keys.KeyRing.from_settings(settings.api_keys, settings.api_keys_file)
     if settings.metrics_require_key and keys.open:
@@ -49,8 +49,7 @@ def install(service: Any, app: FastAPI, limits: Limits,
     # Starlette wraps the last added outermost.
     admission.install(app, limits)
     if not keys.open:
-        counts = CallCounts(LocalDatabase.open(settings.data_dir))
-        app.add_middleware(api_keys.ApiKeyMiddleware, keys=keys, counts=counts)
+        app.add_middleware(api_keys.ApiKeyMiddleware, keys=keys, counts=CallCounts(), uncounted=uncounted)
     shutdown.install(app, settings.shutdown_grace_s)
     if settings.metrics_require_key:
         service.add_asgi_middleware(api_keys.MetricsKeyGuard, keys=keys)

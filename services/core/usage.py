@@ -1,17 +1,25 @@
-"""Calls per API key and calendar month (UTC), kept in the local database: what a monthly quota
-is checked against and what a statistics route reports. Keys appear only by their id (a hash
-prefix, `api_keys.ApiKey.id`), never as the key.
+"""Calls per API key and calendar month (UTC), in the database the review queue uses
+(database.py: SQLite in the data folder, or PostgreSQL shared by replicas, so a quota holds
+across them). Keys appear only by their id (`api_keys.ApiKey.id`, a hash prefix), never as
+the key.
 
-    counts = CallCounts(LocalDatabase.open())
-    counts.record("3f2a9c1e0b7d")        # 1 call this month
-    counts.calls("3f2a9c1e0b7d")         # this month's calls; counts.total(...) for all time
+    counts = CallCounts()                       # MODELPORT_DATABASE_URL, else SQLite in the data folder
+    counts.reserve("3f2a9c1e0b7d", quota=1000)  # this call counted: the month's count, or None at the quota
+    counts.refund("3f2a9c1e0b7d", month)        # ... it was not answered after all
+    counts.calls("3f2a9c1e0b7d")                # this month's calls; counts.total(...) for all time
+
+A call is counted before it runs (so concurrent calls cannot all slip under a quota) and
+refunded if it is not answered 2xx. The database is opened on first use, in the worker that
+serves, not when the service module is imported.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from services.core.local_db import LocalDatabase
+import sqlalchemy as sa
+
+from services.core.database import database_engine
 
 
 def this_month(now: datetime | None = None) -> str:
@@ -25,25 +33,44 @@ def next_month_start(now: datetime | None = None) -> datetime:
     return datetime(year, month, 1, tzinfo=timezone.utc)
 
 
-class CallCounts:
-    def __init__(self, db: LocalDatabase) -> None:
-        self.db = db
-        db.run("CREATE TABLE IF NOT EXISTS api_calls (key_id TEXT NOT NULL, month TEXT NOT NULL, "
-               "calls INTEGER NOT NULL, PRIMARY KEY (key_id, month))")
+# One statement, the same on SQLite (3.35+) and PostgreSQL: count the call unless the quota
+# is reached; no row comes back when it is.
+_RESERVE = sa.text(
+    "INSERT INTO api_calls (key_id, month, calls) VALUES (:key_id, :month, 1) "
+    "ON CONFLICT (key_id, month) DO UPDATE SET calls = api_calls.calls + 1 "
+    "WHERE api_calls.calls < :quota RETURNING calls")
+_REFUND = sa.text("UPDATE api_calls SET calls = calls - 1 "
+                  "WHERE key_id = :key_id AND month = :month AND calls > 0")
+_CALLS = sa.text("SELECT calls FROM api_calls WHERE key_id = :key_id AND month = :month")
+_TOTAL = sa.text("SELECT COALESCE(SUM(calls), 0) FROM api_calls WHERE key_id = :key_id")
+NO_QUOTA = 2**62  # the quota a key without one is checked against
 
-    def record(self, key_id: str, month: str | None = None) -> int:
-        """Count one call; the month's count after it."""
-        [(calls,)] = self.db.run(
-            "INSERT INTO api_calls VALUES (?, ?, 1) ON CONFLICT (key_id, month) "
-            "DO UPDATE SET calls = calls + 1 RETURNING calls", (key_id, month or this_month()))
-        return int(calls)
+
+class CallCounts:
+    def __init__(self, database_url: str = "") -> None:
+        self.database_url = database_url  # empty: MODELPORT_DATABASE_URL, else the data folder
+
+    @property
+    def engine(self) -> sa.Engine:
+        return database_engine(self.database_url)  # one per process, migrated on first use
+
+    def reserve(self, key_id: str, quota: int | None = None, month: str | None = None) -> int | None:
+        """Count one call unless `quota` calls were already made this month; the month's
+        count including it, or None when the quota is reached."""
+        with self.engine.begin() as db:
+            row = db.execute(_RESERVE, {"key_id": key_id, "month": month or this_month(),
+                                        "quota": NO_QUOTA if quota is None else quota}).first()
+        return None if row is None else int(row[0])
+
+    def refund(self, key_id: str, month: str) -> None:
+        with self.engine.begin() as db:
+            db.execute(_REFUND, {"key_id": key_id, "month": month})
 
     def calls(self, key_id: str, month: str | None = None) -> int:
-        rows = self.db.run("SELECT calls FROM api_calls WHERE key_id = ? AND month = ?",
-                           (key_id, month or this_month()))
-        return int(rows[0][0]) if rows else 0
+        with self.engine.connect() as db:
+            found = db.execute(_CALLS, {"key_id": key_id, "month": month or this_month()}).scalar()
+        return int(found or 0)
 
     def total(self, key_id: str) -> int:
-        [(calls,)] = self.db.run("SELECT COALESCE(SUM(calls), 0) FROM api_calls WHERE key_id = ?",
-                                 (key_id,))
-        return int(calls)
+        with self.engine.connect() as db:
+            return int(db.execute(_TOTAL, {"key_id": key_id}).scalar() or 0)

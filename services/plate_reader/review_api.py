@@ -4,7 +4,7 @@
     GET  /v1/reviews/{id}            GET /v1/reviews/{id}/crop     GET /v1/reviews/{id}/photo
     POST /v1/reviews/{id}            {"plate": "AB12CDE"} | {"not_a_plate": true} | {"skip": true}, optional "box"
 
-Recording (`record_reviews`) never breaks reading: a failure is logged and counted, and the
+With API keys on, every route needs a key with the reviewer role. Recording (`record_reviews`) never breaks reading: a failure is logged and counted, and the
 reading is answered as usual.
 """
 
@@ -18,17 +18,19 @@ from typing import Any, Literal
 
 import bentoml
 import numpy as np
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.core.api_errors import ApiError
+from services.core.api_keys import role_at_least
 from services.plate_reader.plate_text import normalise
 from services.plate_reader.review_store import Decision, ReviewItem, ReviewSettings, ReviewStore, decode_cursor
 from services.plate_reader.types import PlateReading
 
 logger = logging.getLogger("bentoml.modelport.reviews")
-router = APIRouter()
+# With API keys on, the queue holds personal data: reviewer keys (or admin) only.
+router = APIRouter(dependencies=[Depends(role_at_least("reviewer"))])
 
 RECORD_FAILURES = bentoml.metrics.Counter(
     name="modelport_review_record_failures", documentation="Readings that could not be recorded for review")

@@ -26,6 +26,7 @@ from services.plate_reader import metrics, snapshot_api
 from services.plate_reader.http_schema import OPENAPI_REQUEST, PlateReaderJSON, to_json
 from services.plate_reader.batching import MicroBatcher
 from services.plate_reader.inputs import ReadOptions, parse_request
+from services.plate_reader.keyed_usage import KeyedUsage
 from services.plate_reader.review_api import record_reviews, router as review_routes
 from services.plate_reader.review_page import page_app
 from services.plate_reader.settings import Settings
@@ -119,4 +120,6 @@ class PlateReader:
         return Response(jpeg, media_type="image/jpeg")
 
 
-traffic.install(PlateReader, app, LIMITS)  # shutdown grace, API keys, admission
+# Shutdown grace, API keys, admission; deciding a review is not a call.
+traffic.install(PlateReader, app, LIMITS, uncounted=("/reviews",))
+snapshot_api.set_usage_source(KeyedUsage(snapshot_api.usage_source))  # usage per key, when keys are on

@@ -218,7 +218,9 @@ def run(args: argparse.Namespace, work: Path) -> None:
     from transformers import AutoTokenizer
 
     from services.autocomplete.causal_lm import GGUF_NAME
+    from services.core.cli import register_model_kinds
     from services.core.model_store import CATALOG, import_model, resolve
+    register_model_kinds()  # the store knows model kinds by registration, as the CLI does
     from services.core.sources import LocalFile
 
     work.mkdir()

@@ -55,7 +55,9 @@ def main() -> None:
         os.environ.setdefault("BENTOML_HOME", f"{scratch}/bentoml")
         os.environ.update({"BENTOML_DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"})
         from services.autocomplete.causal_lm import GGUF_NAME
+        from services.core.cli import register_model_kinds
         from services.core.model_store import CATALOG, import_model
+        register_model_kinds()  # the store knows model kinds by registration, as the CLI does
 
         entry = Path(import_model("smollm2-135m").path)
         files = {"Q8_0 (as stored and served)": entry / GGUF_NAME,

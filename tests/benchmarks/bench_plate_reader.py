@@ -102,8 +102,10 @@ def main() -> None:
 
     import bentoml
 
+    from services.core.cli import register_model_kinds
     from services.core.model_store import import_model, serving_tag
 
+    register_model_kinds()  # as the modelport CLI does: the store knows the kinds by registration
     for name in ("plate-detector", "plate-ocr"):
         import_model(name)
     detector = Path(bentoml.models.get(serving_tag("plate-detector")).path)

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from services.core.api_keys import digest
-from services.core.local_db import LocalDatabase
+from services.core.database import database_url
 from services.core.usage import CallCounts
 from tests.autocomplete_fixtures import SERVICE as AUTOCOMPLETE, import_tiny_gpt2
 from tests.scenes import plate_on_street
@@ -27,12 +27,15 @@ pytestmark = pytest.mark.slow
 KEY = "k3y-from-the-environment-0123"
 QUOTA_KEY = "k3y-from-the-file-with-a-quota"
 QUOTA = 2
+REVIEWER_KEY = "k3y-of-a-person-who-reviews"
 TINY_LIMITS = {"MAX_IN_FLIGHT": "1", "MAX_QUEUE": "0"}
 
 
 def keyed_env(tmp: Path, service_prefix: str) -> dict[str, str]:
     keys_file = tmp / "api-keys"
-    keys_file.write_text(f"# test keys\n{QUOTA_KEY} reader {QUOTA}   # quota'd\n")
+    keys_file.write_text(f"# test keys\n{QUOTA_KEY} reader {QUOTA}   # quota'd\n"
+                         "k3y-of-a-plate-recognizer-app 500\n"
+                         f"{REVIEWER_KEY} reviewer\n")
     return {"MODELPORT_API_KEYS": KEY, "MODELPORT_API_KEYS_FILE": str(keys_file),
             "MODELPORT_METRICS_REQUIRE_KEY": "1", "MODELPORT_DATA_DIR": str(tmp / "data"),
             **{f"{service_prefix}{name}": value for name, value in TINY_LIMITS.items()}}
@@ -102,7 +105,8 @@ def test_health_and_docs_stay_open_and_metrics_takes_a_key(plate_keyed: tuple[st
     assert metrics.status_code == 200 and "modelport_plates_read_total" in metrics.text
 
 
-def test_a_key_past_its_monthly_quota_gets_429_and_calls_are_counted(plate_keyed: tuple[str, Path]) -> None:
+def test_a_key_past_its_monthly_quota_gets_429_and_calls_are_counted(plate_keyed: tuple[str, Path],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     url, tmp = plate_keyed
     for _ in range(QUOTA):
         ok = httpx.post(f"{url}/v1/plate-reader", files=photo(), headers=auth(QUOTA_KEY, "Token"), timeout=30)
@@ -111,10 +115,41 @@ def test_a_key_past_its_monthly_quota_gets_429_and_calls_are_counted(plate_keyed
     error = assert_refused(over, 429, "quota_exceeded")
     assert f"monthly quota of {QUOTA} calls" in error["message"] and "resets on" in error["message"]
     assert int(over.headers["retry-after"]) > 0
-    # The counts are in the data folder's database, by key id, never by key.
-    counts = CallCounts(LocalDatabase.open(str(tmp / "data")))
-    assert counts.calls(digest(QUOTA_KEY).hex()[:12]) == QUOTA
-    assert QUOTA_KEY.encode() not in (tmp / "data" / "modelport.sqlite3").read_bytes()
+    # The counts are in the data folder's database (the review queue's), by key id, never by key.
+    monkeypatch.setenv("MODELPORT_DATA_DIR", str(tmp / "data"))  # as the server has it
+    url = database_url()
+    assert CallCounts(url).calls(digest(QUOTA_KEY).hex()[:12]) == QUOTA
+    assert all(QUOTA_KEY.encode() not in f.read_bytes() for f in (tmp / "data").glob("*.sqlite3*"))
+
+
+def test_the_review_queue_takes_a_reviewer_key_and_deciding_is_not_a_call(
+        plate_keyed: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, tmp = plate_keyed
+    unsure = plate_on_street(plate_asset="plate_krw301")
+    read = httpx.post(f"{url}/v1/plate-reader", files={"upload": ("car.jpg", unsure.jpeg)},
+                      headers=auth(KEY), timeout=30)
+    assert read.status_code == 200 and read.json()["results"][0]["review"] is True
+    assert_refused(httpx.get(f"{url}/v1/reviews", headers=auth(KEY)), 403, "insufficient_role")
+    assert_refused(httpx.get(f"{url}/v1/reviews"), 401, "missing_api_key")
+    page = httpx.get(f"{url}/v1/reviews", params={"status": "pending"}, headers=auth(REVIEWER_KEY))
+    [item, *_] = page.json()["data"]
+    decided = httpx.post(f"{url}/v1/reviews/{item['id']}", json={"plate": "KRW301"}, headers=auth(REVIEWER_KEY))
+    assert decided.status_code == 200 and decided.json()["corrected_plate"] == "KRW301"
+    monkeypatch.setenv("MODELPORT_DATA_DIR", str(tmp / "data"))  # the server's database
+    assert CallCounts(database_url()).calls(digest(REVIEWER_KEY).hex()[:12]) == 0
+
+
+def test_plate_recognizer_usage_and_statistics_are_the_keys(plate_keyed: tuple[str, Path]) -> None:
+    url, _ = plate_keyed
+    key = "k3y-of-a-plate-recognizer-app"  # its own key (the file's), so its count starts at 0
+    first = httpx.post(f"{url}/v1/plate-reader/", files=photo(), headers=auth(key, "Token"), timeout=30)
+    assert first.status_code == 200, first.text
+    second = httpx.post(f"{url}/v1/plate-reader/", files=photo(), headers=auth(key, "Token"), timeout=30)
+    assert [first.json()["usage"], second.json()["usage"]] == [
+        {"calls": 1, "max_calls": 500}, {"calls": 2, "max_calls": 500}]
+    statistics = httpx.get(f"{url}/v1/statistics/", headers=auth(key, "Token"), timeout=10).json()
+    assert statistics["usage"]["calls"] == 2 and statistics["total_calls"] == 500
+    assert_refused(httpx.get(f"{url}/v1/statistics/", timeout=10), 401, "missing_api_key")
 
 
 def test_autocompleter_takes_the_openai_sdks_key_and_refuses_none(autocomplete_keyed: str) -> None:

@@ -42,9 +42,8 @@ def test_correct_a_reading_with_the_keyboard(plate_server: str) -> None:
         field = wait.until(lambda b: b.find_element(By.ID, "plate").get_attribute("value") and
                            b.find_element(By.ID, "plate"))
         assert "left" in browser.find_element(By.ID, "left").text
-        crop_loaded = browser.execute_script(
-            "const i = document.getElementById('crop'); return i.complete && i.naturalWidth > 0")
-        assert crop_loaded
+        wait.until(lambda b: b.execute_script(
+            "const i = document.getElementById('crop'); return i.complete && i.naturalWidth > 0"))
         # Work through the queue until our items come up: oldest first, earlier tests' items too.
         decided: dict[str, str] = {}
         while len(decided) < 2:

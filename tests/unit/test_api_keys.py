@@ -1,31 +1,45 @@
-"""API keys: the keys file, the Authorization header, 401 and quota 429, the call counts on
-disk, and the middleware on a small FastAPI app called through httpx's ASGI transport."""
+"""API keys: the keys file, the Authorization header, 401, roles, the call counts in the
+database (SQLite; PostgreSQL too where its server is installed) with quotas, and the middleware
+on a small FastAPI app called through httpx's ASGI transport."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 
 from services.core import api_errors
 from services.core.api_errors import ApiError
 from services.core.api_keys import (ApiKey, ApiKeyMiddleware, KeyRing, check, digest, log_mode,
-                                    parse_keys_file, token_from)
-from services.core.local_db import LocalDatabase, data_dir
-from services.core.usage import CallCounts, next_month_start
+                                    parse_keys_file, quota_reached, role_at_least, token_from,
+                                    usage_of)
+from services.core.local_db import data_dir
+from services.core.usage import CallCounts, next_month_start, this_month
+from tests.postgres import postgres_server
 
 READER = "reader-key-0123456789abcdef"
 ADMIN = "admin-key-0123456789abcdef"
 
 
+def sqlite_counts(folder: Path) -> CallCounts:
+    return CallCounts(f"sqlite:///{folder / 'modelport.sqlite3'}")
+
+
 @pytest.fixture()
 def counts(tmp_path: Path) -> CallCounts:
-    return CallCounts(LocalDatabase.open(str(tmp_path)))
+    return sqlite_counts(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
 
 
 def test_keys_file_reads_roles_quotas_and_comments() -> None:
@@ -79,40 +93,40 @@ def test_token_from_the_authorization_header(header: str | None, token: str | No
 
 def test_check_says_401_without_a_valid_key() -> None:
     ring = KeyRing([ApiKey(digest(READER))])
-    assert check(ring, f"Bearer {READER}", None).role == "reader"
+    assert check(ring, f"Bearer {READER}").role == "reader"
     for header, code in ((None, "missing_api_key"), (f"Bearer {ADMIN}", "invalid_api_key"),
                          (READER, "invalid_api_key")):
         with pytest.raises(ApiError) as refused:
-            check(ring, header, None)
+            check(ring, header)
         assert (refused.value.status, refused.value.code) == (401, code)
         assert refused.value.headers == {"WWW-Authenticate": 'Bearer realm="modelport"'}
         assert "Authorization: Bearer KEY" in refused.value.message
 
 
-def test_quota_reached_is_429_until_the_month_ends(counts: CallCounts) -> None:
-    key = ApiKey(digest(READER), monthly_quota=2)
-    ring = KeyRing([key])
-    now = datetime(2026, 12, 31, 23, 0, tzinfo=timezone.utc)
-    for _ in range(2):
-        check(ring, f"Token {READER}", counts, now)
-        counts.record(key.id)
-    with pytest.raises(ApiError) as refused:
-        check(ring, f"Token {READER}", counts, now)
-    assert (refused.value.status, refused.value.code) == (429, "quota_exceeded")
-    assert "quota of 2 calls" in refused.value.message and "2027-01-01" in refused.value.message
-    assert refused.value.headers == {"Retry-After": str(3600 + 1)}
+def test_quota_reached_says_when_the_month_ends() -> None:
+    refusal = quota_reached(ApiKey(digest(READER), monthly_quota=2),
+                            datetime(2026, 12, 31, 23, 0, tzinfo=timezone.utc))
+    assert (refusal.status, refusal.code) == (429, "quota_exceeded")
+    assert "quota of 2 calls" in refusal.message and "2027-01-01" in refusal.message
+    assert refusal.headers == {"Retry-After": str(3600 + 1)}
     assert next_month_start(datetime(2026, 3, 15, tzinfo=timezone.utc)) == datetime(2026, 4, 1, tzinfo=timezone.utc)
 
 
-def test_call_counts_persist_per_key_and_month(tmp_path: Path) -> None:
-    first = CallCounts(LocalDatabase.open(str(tmp_path)))
-    assert [first.record("abc") for _ in range(3)] == [1, 2, 3]
-    first.record("abc", month="2026-01")
-    first.record("def")
-    first.db.close()
-    again = CallCounts(LocalDatabase.open(str(tmp_path)))  # e.g. after a restart
-    assert again.calls("abc") == 3 and again.calls("abc", "2026-01") == 1
-    assert again.total("abc") == 4 and again.calls("def") == 1 and again.calls("nobody") == 0
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def test_calls_are_reserved_up_to_the_quota_refunded_and_kept(database: str, tmp_path: Path,
+                                                               request: pytest.FixtureRequest) -> None:
+    url = (f"sqlite:///{tmp_path / 'modelport.sqlite3'}" if database == "sqlite"
+           else request.getfixturevalue("postgres_url"))
+    key = f"key-{tmp_path.name}"[:16]  # a fresh key on a shared server
+    first = CallCounts(url)
+    assert [first.reserve(key, quota=3) for _ in range(4)] == [1, 2, 3, None]
+    first.refund(key, this_month())  # the call was not answered after all
+    assert first.reserve(key, quota=3) == 3 and first.reserve(key, quota=3) is None
+    assert first.reserve(key, month="2026-01") == 1  # no quota: counted anyway
+    first.engine.dispose()
+    again = CallCounts(url)  # e.g. after a restart
+    assert again.calls(key) == 3 and again.calls(key, "2026-01") == 1 and again.total(key) == 4
+    assert again.calls("nobody") == 0
 
 
 def test_data_dir_is_the_setting_else_the_users_data_folder(monkeypatch: pytest.MonkeyPatch,
@@ -127,14 +141,20 @@ def keyed_app(counts: CallCounts) -> FastAPI:
     api_errors.install(app)
 
     @app.post("/work")
-    async def work(request: Request) -> dict[str, str]:
-        return {"role": request.state.api_key.role}
+    async def work(request: Request) -> dict[str, object]:
+        usage = usage_of(request)
+        return {"role": request.state.api_key.role, "calls": usage.calls if usage else None}
 
     @app.post("/fails")
     async def fails() -> None:
         raise ApiError(400, "no", code="bad")
 
-    ring = KeyRing([ApiKey(digest(READER)), ApiKey(digest(ADMIN), "admin")])
+    @app.get("/admin-only", dependencies=[Depends(role_at_least("admin"))])
+    async def admin_only(request: Request) -> dict[str, object]:
+        usage = usage_of(request)
+        return {"calls": usage.calls if usage else None}
+
+    ring = KeyRing([ApiKey(digest(READER), monthly_quota=2), ApiKey(digest(ADMIN), "admin")])
     app.add_middleware(ApiKeyMiddleware, keys=ring, counts=counts)
     return app
 
@@ -153,11 +173,28 @@ def test_middleware_checks_keys_but_not_docs_and_counts_answered_posts(counts: C
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "missing_api_key"
     assert call(app, "GET", "/docs").status_code == 200
     assert call(app, "GET", "/openapi.json").status_code == 200
-    assert call(app, "POST", "/work", ADMIN).json() == {"role": "admin"}
-    assert call(app, "POST", "/work", READER).json() == {"role": "reader"}
-    assert call(app, "POST", "/fails", READER).status_code == 400  # not a call: nothing answered
-    assert call(app, "GET", "/work", READER).status_code == 405
-    assert counts.calls(ApiKey(digest(READER)).id) == 1 and counts.calls(ApiKey(digest(ADMIN)).id) == 1
+    assert call(app, "POST", "/work", ADMIN).json() == {"role": "admin", "calls": 1}
+    assert call(app, "POST", "/work", READER).json() == {"role": "reader", "calls": 1}
+    assert call(app, "POST", "/fails", READER).status_code == 400  # refunded: not a call
+    assert call(app, "GET", "/work", READER).status_code == 405  # a GET is never counted
+    assert call(app, "POST", "/work", READER).json() == {"role": "reader", "calls": 2}
+    over = call(app, "POST", "/work", READER)
+    assert over.status_code == 429 and over.json()["error"]["code"] == "quota_exceeded"
+    assert counts.calls(ApiKey(digest(READER)).id) == 2 and counts.calls(ApiKey(digest(ADMIN)).id) == 1
+
+
+def test_roles_rank_reader_reviewer_admin(counts: CallCounts) -> None:
+    app = keyed_app(counts)
+    refused = call(app, "GET", "/admin-only", READER)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "insufficient_role"
+    assert call(app, "GET", "/admin-only", ADMIN).json() == {"calls": 0}  # read, not counted
+
+
+def test_calls_go_uncounted_rather_than_refused_when_the_database_is_down(tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the database's folder should be")
+    app = keyed_app(sqlite_counts(blocked))
+    assert call(app, "POST", "/work", READER).json() == {"role": "reader", "calls": None}
 
 
 def test_the_start_up_line_says_whether_the_api_is_open(caplog: pytest.LogCaptureFixture) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from services.core.cli import main
-from services.core.database import database_engine
+from services.core.database import database_engine, database_url
 from services.plate_reader.review_store import Decision, ReviewStore
 from services.plate_reader.types import BoundingBox, Candidate, PlateReading
 
@@ -21,7 +21,7 @@ def reading(plate: str, x: int) -> PlateReading:
 
 def test_export_writes_ocr_detector_and_label_studio_data(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("MODELPORT_DATA_DIR", str(tmp_path / "data"))
-    store = ReviewStore(database_engine(f"sqlite:///{tmp_path / 'data' / 'reviews.sqlite3'}"),
+    store = ReviewStore(database_engine(database_url()),
                         tmp_path / "data" / "review-images")
     photos = [np.full((200, 400, 3), 60 + 20 * i, dtype=np.uint8) for i in range(6)]
     ids = [store.record(photo, [reading("AB12CDE", 20), reading("STOP", 200)], camera_id="c",
@@ -49,7 +49,7 @@ def test_export_writes_ocr_detector_and_label_studio_data(tmp_path: Path, monkey
 
 def test_purge_deletes_old_items(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("MODELPORT_DATA_DIR", str(tmp_path / "data"))
-    store = ReviewStore(database_engine(f"sqlite:///{tmp_path / 'data' / 'reviews.sqlite3'}"),
+    store = ReviewStore(database_engine(database_url()),
                         tmp_path / "data" / "review-images")
     store.record(np.zeros((100, 200, 3), np.uint8), [reading("AB12CDE", 10)], camera_id=None, models=("d", "o"))
     kept = CliRunner().invoke(main, ["reviews", "purge", "--days", "1"])

@@ -90,10 +90,10 @@ def test_requests_that_finish_in_time_are_untouched() -> None:
 def test_sigterm_runs_the_servers_handler_and_starts_the_grace_period() -> None:
     received: list[int] = []
 
-    def server_handler(signum: int, frame: Any) -> None:  # stands in for uvicorn's handle_exit
+    def fake_server_handler(signum: int, frame: Any) -> None:  # stands in for uvicorn's handle_exit
         received.append(signum)
 
-    original = signal.signal(signal.SIGTERM, server_handler)
+    original = signal.signal(signal.SIGTERM, fake_server_handler)
     try:
         async def scenario() -> bool:
             draining = shutdown.Draining(grace_s=0.05)

@@ -1,0 +1,192 @@
+"""`modelport finetune ocr` on the real PP-OCRv4 recogniser: conversion to torch, a CTC training
+step, ONNX export, the ONNX-vs-torch check and the new store version, on crops drawn by the
+synthetic generator (tests/data/synth_plates.py) into a temporary folder.
+
+Two steps on a dozen crops are a pipeline check: the accuracy figures say nothing about quality.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from finetune.ocr_data import DataError, load_ocr_dataset
+
+torch = pytest.importorskip("torch", reason="fine-tuning the OCR needs the finetune extra")
+pytest.importorskip("onnx2torch", reason="fine-tuning the OCR needs the finetune extra")
+pytest.importorskip("cv2", reason="the synthetic crops need opencv-python")
+needs_synth = pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None,
+                                 reason="the synthetic crops use the photos in the ultralytics wheel")
+
+BASE = "finetune-test-plate-ocr"  # its own store name: the plate reader's tests keep theirs
+
+
+def write_labels(folder: Path, rows: list[dict[str, str]]) -> None:
+    with open(folder / "labels.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.fixture(scope="module")
+def default_ocr() -> Path:
+    """The plate reader's default OCR model in the test store (not `plate_models`, which also
+    exports the detector)."""
+    from services.core.model_store import import_model
+
+    return import_model("plate-ocr").path / "model.onnx"
+
+
+@pytest.fixture(scope="module")
+def base_ocr(default_ocr: Path) -> str:
+    """The default plate OCR under a store name of its own: fine-tuning adds versions to it."""
+    from services.core.model_store import import_model
+    from services.core.sources import LocalFile
+
+    return import_model(BASE, LocalFile(str(default_ocr)), kind="plate-ocr").tag
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 synthetic crops (one per format, two-row plates included), every row trainable:
+    the generator's dev/test split is dropped so the job holds out its own validation rows."""
+    if importlib.util.find_spec("ultralytics") is None:
+        pytest.skip("the synthetic crops use the photos in the ultralytics wheel")
+    from tests.data import synth_plates
+
+    target = tmp_path_factory.mktemp("synth")
+    synth_plates.generate(target, seed=5, crops=12, photos=0)
+    folder = target / "crops"
+    with open(folder / "labels.csv", newline="") as handle:
+        rows = [{"filename": r["filename"], "plate": r["plate"]} for r in csv.DictReader(handle)]
+    write_labels(folder, rows)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def converted(default_ocr: Path):  # type: ignore[no-untyped-def]
+    from finetune.ocr import PLATE_DICTIONARY, load_recogniser
+
+    net, classes, metadata = load_recogniser(default_ocr)
+    net.restrict_to(classes, PLATE_DICTIONARY)
+    return net, metadata
+
+
+@needs_synth
+def test_finetune_stores_a_checked_version_that_plate_ocr_reads(base_ocr: str, crops: Path,
+                                                               tmp_path: Path) -> None:
+    import onnx
+
+    from finetune.ocr import PLATE_DICTIONARY, OcrSettings, finetune_ocr
+    from services.core.model_store import resolve, serving_tag, versions
+    from services.core.sources import sha256_of
+    from services.plate_reader.ocr import PLATE_ALPHABET, PlateOCR
+
+    base_sha = sha256_of(Path(resolve(base_ocr).path))
+    settings = OcrSettings(base=BASE, max_steps=2, batch_size=4, val_fraction=0.25, runs_dir=tmp_path / "runs")
+    result = finetune_ocr(crops, settings)
+
+    assert result.tag.startswith(f"{BASE}:") and result.tag != base_ocr
+    assert str(versions(BASE)[-1].tag) == result.tag
+    assert serving_tag(BASE) == base_ocr  # a new version is never served without asking
+    assert sha256_of(Path(resolve(base_ocr).path)) == base_sha
+    meta = resolve(result.tag).info.metadata
+    assert meta["kind"] == "plate-ocr" and meta["base_model"] == base_ocr
+    metrics = meta["metrics"]
+    assert metrics["conversion_max_abs_diff"] < 1e-3 and metrics["export_max_abs_diff"] < 1e-3
+    assert metrics["exact_before"] == result.before and metrics["exact_after"] == result.after
+    assert metrics["steps"] == 2 and [h["step"] for h in result.history] == [0, 1, 2]
+    assert 0 < meta["dataset"]["val_crops"] < 12 and meta["dataset"]["train_crops"] + meta["dataset"]["val_crops"] == 12
+
+    stored = resolve(result.tag).path_of("model.onnx")
+    model = onnx.load(stored)
+    assert {p.key: p.value for p in model.metadata_props}["character"] == PLATE_DICTIONARY
+    # PlateOCR, unchanged, reads it: any batch size, a two-row crop, a crop wider than 320 px.
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(crops.glob("*.png"))]
+    wide = np.concatenate([images[0]] * 4, axis=1)
+    results = PlateOCR(stored).read([*images, wide])
+    assert len(results) == 13 and any(r.text for r in results)
+    assert all(set(r.text) <= set(PLATE_ALPHABET) for r in results)
+
+
+def test_export_check_refuses_a_model_that_differs(converted, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from finetune.ocr import ExportMismatch, _check_batches, check_against_onnx, export_onnx
+
+    net, metadata = converted
+    rng = np.random.default_rng(0)
+    lines = [[rng.integers(0, 255, (40, 160, 3), dtype=np.uint8)], [rng.integers(0, 255, (30, 200, 3), dtype=np.uint8)]]
+    batches = _check_batches(lines)
+    widths = sorted(b.shape[3] for b in batches)
+    assert {b.shape[0] for b in batches} == {2, 1, 3} and widths[0] == 320 < widths[1] < widths[2]
+    path = tmp_path / "model.onnx"
+    export_onnx(net, path, metadata)
+    assert check_against_onnx(net, path, batches, 1e-3, what="the export") < 1e-3
+    saved = net.head.bias.detach().clone()
+    try:
+        with torch.no_grad():
+            net.head.bias[1:] += 3.0  # the torch model changes after the export
+        with pytest.raises(ExportMismatch, match="nothing stored"):
+            check_against_onnx(net, path, batches, 1e-3, what="the export")
+    finally:
+        with torch.no_grad():
+            net.head.bias.copy_(saved)
+
+
+def test_a_two_row_crop_is_one_ctc_sequence_of_both_rows(converted) -> None:  # type: ignore[no-untyped-def]
+    from finetune.ocr import ctc_loss
+
+    net, _ = converted
+    trainable = net.set_trainable(backbone=False)
+    assert 0 < trainable < sum(p.numel() for p in net.parameters()) / 2  # the backbone is frozen
+    rng = np.random.default_rng(1)
+    top, bottom = rng.integers(0, 255, (24, 80, 3), dtype=np.uint8), rng.integers(0, 255, (24, 80, 3), dtype=np.uint8)
+    ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
+    loss = ctc_loss(net, [top, bottom], [2], ["29A12345"], ctc)
+    assert torch.isfinite(loss) and loss.requires_grad
+    loss.backward()
+    assert any(p.grad is not None for p in net.head.parameters())
+    # A label longer than one line's 40 frames fits only because both rows' frames are joined.
+    long_label = "AB" * 25
+    assert torch.isfinite(ctc_loss(net, [top, bottom], [2], [long_label], torch.nn.CTCLoss(blank=0)))
+
+
+def test_split_convention(tmp_path: Path) -> None:
+    for i in range(8):
+        Image.new("RGB", (60, 20)).save(tmp_path / f"c{i}.png")
+    rows = [("c0.png", "AB12 CDE", "train", "p1"), ("c1.png", "AB12CDF", "val", "p2"), ("c2.png", "X1", "test", "p3"),
+            ("c3.png", "", "train", "p4"), ("c4.png", "ab-12", "dev", "p5"), ("c5.png", "ZZ9", "", "p6")]
+    write_labels(tmp_path, [dict(zip(("filename", "plate", "split", "photo"), r)) for r in rows])
+    data = load_ocr_dataset(tmp_path)
+    assert [s.plate for s in data.train] == ["AB12CDE", "AB12", "ZZ9"]  # normalised; empty and test left out
+    assert [s.filename for s in data.val] == ["c1.png"] and not data.held_out_by_hash
+    assert (data.test_rows, data.empty_rows) == (1, 1)
+
+    # No split=val rows: whole photos are held out, the same ones on every run.
+    rows = [{"filename": f"c{i}.png", "plate": f"AB{i}", "photo": f"p{i // 2}"} for i in range(8)]
+    write_labels(tmp_path, rows)
+    data = load_ocr_dataset(tmp_path, val_fraction=0.5)
+    assert data.held_out_by_hash and data.train and data.val
+    assert not {s.group for s in data.train} & {s.group for s in data.val}
+    assert [s.filename for s in load_ocr_dataset(tmp_path, val_fraction=0.5).val] == [s.filename for s in data.val]
+
+    write_labels(tmp_path, [{"filename": "c0.png", "plate": "AB1", "split": "holdout"}])
+    with pytest.raises(DataError, match="none of train, dev, val, test"):
+        load_ocr_dataset(tmp_path)
+    write_labels(tmp_path, [{"filename": "missing.png", "plate": "AB1"}])
+    with pytest.raises(DataError, match="not found"):
+        load_ocr_dataset(tmp_path)
+
+
+def test_cli_registers_the_command_and_reports_data_errors(tmp_path: Path) -> None:
+    from finetune.cli import finetune
+
+    help_text = CliRunner().invoke(finetune, ["ocr", "--help"]).output
+    assert "DATA_DIR" in help_text and "--max-steps" in help_text and "--train-backbone" in help_text
+    result = CliRunner().invoke(finetune, ["ocr", str(tmp_path)])
+    assert result.exit_code == 1 and "labels.csv" in result.output
