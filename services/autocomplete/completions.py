@@ -53,6 +53,8 @@ def prepare(body: CompletionRequest, engine: Engine, settings: Settings, model: 
     if len(stops) > MAX_STOPS or any(not s for s in stops):
         raise ApiError(400, f"stop takes up to {MAX_STOPS} non-empty strings", code="invalid_stop",
                        param="stop")
+    _refuse_unsupported(body, n)
+    logit_bias = _logit_bias(body, engine.vocab_size)
     prompts = _tokenised_prompts(body, engine, settings, max_tokens)
     if n > settings.max_n or len(prompts) > settings.max_prompts:
         raise ApiError(400, f"at most {settings.max_prompts} prompts and n={settings.max_n} "
@@ -64,12 +66,15 @@ def prepare(body: CompletionRequest, engine: Engine, settings: Settings, model: 
                        ": lower n or max_tokens, or shorten the prompt", code="context_length_exceeded",
                        param="max_tokens")
     return Job(f"cmpl-{uuid.uuid4().hex}", int(time.time()), model, prompts,
-               sampling_params(body, max_tokens, stops), n, bool(body.stream),
+               sampling_params(body, max_tokens, stops, logit_bias), n, bool(body.stream),
                bool(body.stream_options and body.stream_options.include_usage))
 
 
-def sampling_params(body: CompletionRequest, max_tokens: int, stops: list[str]) -> SamplingParams:
-    """How a request samples: the one place its defaults live (`None`: OpenAI's default)."""
+def sampling_params(body: CompletionRequest, max_tokens: int, stops: list[str],
+                    logit_bias: dict[int, float] | None = None) -> SamplingParams:
+    """How a request samples: the one place its defaults live (`None`: OpenAI's default).
+
+    `logit_bias`: the request's, checked against the vocabulary (`_logit_bias`)."""
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=1.0 if body.temperature is None else body.temperature,
@@ -78,7 +83,38 @@ def sampling_params(body: CompletionRequest, max_tokens: int, stops: list[str]) 
         repetition_penalty=body.repetition_penalty or 1.0,
         presence_penalty=body.presence_penalty or 0.0,
         frequency_penalty=body.frequency_penalty or 0.0,
-        stop=tuple(stops), seed=body.seed, logprobs=body.logprobs, echo=bool(body.echo))
+        stop=tuple(stops), seed=body.seed, logprobs=body.logprobs, echo=bool(body.echo),
+        logit_bias=tuple(sorted((logit_bias or {}).items())))
+
+
+def _refuse_unsupported(body: CompletionRequest, n: int) -> None:
+    """OpenAI parameters this server does not implement: a 400 that says what to do instead."""
+    if body.suffix:
+        raise ApiError(400, "suffix is not supported: this server only continues the prompt "
+                       "(no fill-in-the-middle). Drop suffix and send the text before the "
+                       "insertion point as prompt, with stop strings to end the insertion",
+                       code="unsupported_parameter", param="suffix")
+    if body.best_of is not None and body.best_of not in (1, n):
+        raise ApiError(400, f"best_of={body.best_of} is not supported (only 1 or n): this server "
+                       "does not rank completions server-side. Ask for n choices with logprobs=0 "
+                       "instead and keep the one with the highest mean token_logprobs",
+                       code="unsupported_parameter", param="best_of")
+
+
+def _logit_bias(body: CompletionRequest, vocab_size: int) -> dict[int, float]:
+    """The request's logit_bias keyed by token id; ApiError for a key that is not one."""
+    bias: dict[int, float] = {}
+    for key, value in (body.logit_bias or {}).items():
+        token = int(key) if key.isascii() and key.isdigit() else -1  # int() takes "1_0", " 1"
+        if not 0 <= token < vocab_size:
+            raise ApiError(400, f"logit_bias keys must be token ids in 0..{vocab_size - 1} "
+                           f"(as strings); got {key!r}", code="invalid_logit_bias",
+                           param="logit_bias")
+        bias[token] = value
+    if sum(value <= -100 for value in bias.values()) >= vocab_size:
+        raise ApiError(400, "logit_bias bans every token (-100): leave at least one allowed",
+                       code="invalid_logit_bias", param="logit_bias")
+    return bias
 
 
 def _tokenised_prompts(body: CompletionRequest, engine: Engine, settings: Settings,

@@ -13,6 +13,9 @@ already wait for a batch slot (the service answers 429 + Retry-After): the queue
 the batch is bounded, like the HTTP queue in front of the service. A request whose timeout
 passes while it waits ends with `timeout` without being prefilled.
 
+`observe_load`, if given, is called from the engine thread with a `Load` (rows running and
+waiting, KV cells reserved) whenever that changes: the service turns it into gauges.
+
 New requests are prefilled right away, together when several are waiting (so a first
 token does not wait for the batch to finish), then join the batch. The model and its KV
 cache live in a `Backend` (backend.py): torch_backend.py (transformers) or llama_backend.py
@@ -50,6 +53,16 @@ PREFILL_MAX_REQUESTS = 16  # new requests prefilled together between two decode 
 PREFILL_MAX_TOKENS = 2048  # ... and their prompt tokens (bounds the pause for running rows)
 
 
+@dataclass(frozen=True)
+class Load:
+    """How busy the engine is, in rows (one per choice: a request with n=3 is 3 rows)."""
+
+    running: int  # rows in the batch
+    waiting: int  # rows submitted, not yet in the batch
+    kv_used: int  # KV cells the running rows may fill (reserved: prompt + max_tokens each)
+    kv_capacity: int | None  # None: the backend's cache grows as needed
+
+
 @dataclass
 class _Request:
     prompt: list[int]
@@ -78,7 +91,8 @@ class _Row:
 
 class Engine:
     def __init__(self, load: Callable[[], Backend], *, max_batch_size: int = 32,
-                 max_waiting_rows: int | None = None) -> None:
+                 max_waiting_rows: int | None = None,
+                 observe_load: Callable[[Load], None] | None = None) -> None:
         """Start the engine thread, which calls `load()` for its `Backend`; wait for it.
 
         The model is loaded in the engine's own thread because torch's OpenMP pool is per
@@ -95,6 +109,8 @@ class Engine:
         self._rows: list[_Row] = []
         self._next: list[int] = []  # the token each row feeds in next
         self._held: _Request | None = None  # first in line, waiting for room in the KV cache
+        self._observe_load = observe_load
+        self._last_load: Load | None = None
         loaded = threading.Event()
         failed: list[BaseException] = []
         self._thread = threading.Thread(target=self._run, args=(load, loaded, failed),
@@ -154,6 +170,7 @@ class Engine:
                 if not self._rows and self._held is None and self._inbox.empty():
                     _return_freed_memory()  # about to wait idle
                 self._admit()
+                self._report_load()
                 try:
                     if self._rows:
                         self._decode_step()
@@ -162,6 +179,23 @@ class Engine:
                     for row in self._rows:
                         row.request.stream.fail(row.output.index)
                     self._reset_batch()
+                self._report_load()
+
+    def load(self) -> Load:
+        """Read in the engine thread (`observe_load`); elsewhere, a snapshot that may be stale."""
+        used = 0 if self.kv_capacity is None else self.kv_capacity - (self._kv_room() or 0)
+        return Load(len(self._rows), self._waiting_rows, used, self.kv_capacity)
+
+    def _report_load(self) -> None:
+        if self._observe_load is None:
+            return
+        load = self.load()
+        if load != self._last_load:
+            self._last_load = load
+            try:
+                self._observe_load(load)
+            except Exception:  # metrics never stop the engine
+                logger.exception("observe_load failed")
 
     def _admit(self) -> None:
         """Prefill the waiting requests together (blocking while there is nothing else to do).
@@ -196,6 +230,8 @@ class Engine:
                 continue
             self._taken(request)
             room = None if room is None else room - need
+            stats = request.stream.stats
+            stats.started_at = stats.started_at or time.perf_counter()
             waiting.append(request)
             rows, tokens = rows + request.n, tokens + len(request.prompt)
             if tokens >= PREFILL_MAX_TOKENS:

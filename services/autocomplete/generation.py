@@ -76,6 +76,7 @@ class Stats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     submitted_at: float = field(default_factory=time.perf_counter)
+    started_at: float | None = None  # taken from the queue into a prefill (its first prompt)
     first_token_at: float | None = None
     finished_at: float | None = None
 

@@ -7,7 +7,7 @@ unknown fields, so a typo in a parameter name is reported instead of silently ig
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,6 +40,12 @@ class CompletionRequest(_Strict):
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     seed: int | None = None
     user: str | None = None  # accepted for compatibility; not used
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = Field(
+        None, examples=[{"50256": -100}],
+        description="Token id (as a string) -> bias added to its logit: -100 bans it, 100 forces it")
+    # Named so a client that sends them gets a 400 saying what to do instead (completions.py):
+    suffix: str | None = Field(None, description="Not supported: no fill-in-the-middle")
+    best_of: int | None = Field(None, ge=1, description="Only 1 or n: no server-side best-of ranking")
     # Beyond OpenAI's API (vLLM uses the same names):
     top_k: int | None = Field(None, ge=-1, description="Sample from the k likeliest tokens; 0 or -1: all")
     repetition_penalty: float | None = Field(None, gt=0, le=10)

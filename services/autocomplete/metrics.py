@@ -1,10 +1,22 @@
-"""Generation metrics on /metrics, next to BentoML's own request metrics."""
+"""Generation metrics on /metrics, next to BentoML's own request metrics.
+
+The engine's load has vLLM's metric names with our prefix (`vllm:num_requests_running` ->
+`modelport:num_requests_running`, ...), so dashboards and autoscaling rules written for vLLM
+work after replacing the prefix. They count rows (one per choice: n=3 is 3), the unit the
+engine schedules in. With several workers: running and waiting are summed, KV cache usage is
+the fullest worker's.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import bentoml
 
 from services.autocomplete.generation import Stats
+
+if TYPE_CHECKING:
+    from services.autocomplete.engine import Load
 
 TOKENS_GENERATED = bentoml.metrics.Counter(
     name="modelport_autocomplete_tokens_generated", documentation="Completion tokens generated")
@@ -18,11 +30,34 @@ TOKENS_PER_SECOND = bentoml.metrics.Histogram(
     name="modelport_autocomplete_tokens_per_second",
     documentation="Decode speed of each request (tokens after the first / time after the first)",
     buckets=(1, 2.5, 5, 10, 20, 40, 80, 160, 320))
+REQUESTS_RUNNING = bentoml.metrics.Gauge(
+    name="modelport:num_requests_running", multiprocess_mode="livesum",
+    documentation="Sequences in the engine's batch (one per choice)")
+REQUESTS_WAITING = bentoml.metrics.Gauge(
+    name="modelport:num_requests_waiting", multiprocess_mode="livesum",
+    documentation="Sequences submitted and waiting for a place in the batch")
+KV_CACHE_USAGE = bentoml.metrics.Gauge(
+    name="modelport:kv_cache_usage_perc", multiprocess_mode="livemax",
+    documentation="Fraction of the KV cache pool reserved by running sequences (0-1; 1 = full); "
+                  "llama.cpp backend only, 0 on torch, whose cache grows as needed")
+REQUEST_QUEUE_TIME = bentoml.metrics.Histogram(
+    name="modelport:request_queue_time_seconds",
+    documentation="From a request reaching the engine to the start of its prefill",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+
+
+def observe_load(load: Load) -> None:
+    """The engine's `observe_load`: called from its thread when the load changes."""
+    REQUESTS_RUNNING.set(load.running)
+    REQUESTS_WAITING.set(load.waiting)
+    KV_CACHE_USAGE.set(load.kv_used / load.kv_capacity if load.kv_capacity else 0.0)
 
 
 def observe(stats: Stats) -> None:
     PROMPT_TOKENS.inc(stats.prompt_tokens)
     TOKENS_GENERATED.inc(stats.completion_tokens)
+    if stats.started_at is not None:
+        REQUEST_QUEUE_TIME.observe(stats.started_at - stats.submitted_at)
     if stats.first_token_at is None:
         return
     TIME_TO_FIRST_TOKEN.observe(stats.first_token_at - stats.submitted_at)

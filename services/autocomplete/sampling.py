@@ -4,7 +4,11 @@
     tokens, logprobs = choose_tokens(logits, [params], [generator], [history])
 
 Reported log-probabilities are the model's own (log-softmax of the raw logits), before
-temperature and penalties, so they mean the same whatever the sampling settings.
+temperature, penalties and logit bias, so they mean the same whatever the sampling settings.
+
+`logit_bias` (OpenAI's) is added to the logits after the penalties, before temperature;
+as OpenAI documents, -100 bans a token (its score becomes -inf) and +100 makes the
+token(s) at +100 the only ones left to choose from.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class SamplingParams:
     seed: int | None = None
     logprobs: int | None = None  # top-N alternatives per token; 0: only the chosen token's
     echo: bool = False
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, -100..100) pairs, OpenAI's
 
     @property
     def greedy(self) -> bool:
@@ -57,7 +62,7 @@ def choose_tokens(logits: torch.Tensor, params: Sequence[SamplingParams],
     logprobs = torch.log_softmax(logits, dim=-1)
     chosen: list[int] = []
     for row, p in enumerate(params):
-        scores = _penalised(logits[row], p, prompts[row], outputs[row])
+        scores = _biased(_penalised(logits[row], p, prompts[row], outputs[row]), p)
         if p.greedy:
             chosen.append(int(scores.argmax()))
         else:
@@ -80,6 +85,27 @@ def _penalised(scores: torch.Tensor, p: SamplingParams, prompt: Sequence[int],
     if output and (p.presence_penalty or p.frequency_penalty):
         counts = torch.bincount(torch.tensor(output, dtype=torch.long), minlength=scores.numel())
         scores -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0)
+    return scores
+
+
+BAN, FORCE = -100.0, 100.0  # OpenAI: "-100 or 100 should result in a ban or exclusive selection"
+
+
+def _biased(scores: torch.Tensor, p: SamplingParams) -> torch.Tensor:
+    if not p.logit_bias:
+        return scores
+    import torch
+
+    ids = torch.tensor([t for t, _ in p.logit_bias], dtype=torch.long)
+    bias = torch.tensor([b for _, b in p.logit_bias], dtype=scores.dtype)
+    forced = ids[bias >= FORCE]
+    bias = bias.masked_fill(bias <= BAN, float("-inf"))
+    scores = scores.clone()  # _penalised may hand back the logits themselves
+    scores[ids] += bias
+    if forced.numel():  # only the forced tokens stay (one that is also penalised stays too)
+        keep = scores.new_full(scores.shape, float("-inf"))
+        keep[forced] = scores[forced]
+        scores = keep
     return scores
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
+from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.autocomplete_fixtures import gpt2_tokenizer
 
 
 
@@ -98,11 +102,71 @@ def test_suggest_returns_ranked_short_continuations(tiny_server: str) -> None:
     assert len(set(texts)) == len(texts) and all(t.strip() and t == t.rstrip() for t in texts)
 
 
+def test_logit_bias_bans_and_forces_tokens(tiny_server: str, tmp_path: Path) -> None:
+    tokenizer = gpt2_tokenizer(tmp_path)
+    plain = complete(tiny_server, prompt="Hello world", max_tokens=8, temperature=0, logprobs=0)
+    tokens = plain["choices"][0]["logprobs"]["tokens"]
+    ids = [tokenizer.encode(t) for t in tokens]
+    banned = {i[0] for i in ids if len(i) == 1}
+    assert ids[0][0] in banned  # at least what greedy decoding picks first
+    biased = complete(tiny_server, prompt="Hello world", max_tokens=8, temperature=0, logprobs=0,
+                      logit_bias={str(i): -100 for i in banned})
+    banned_text = {tokenizer.decode([i]) for i in banned}
+    new_tokens = biased["choices"][0]["logprobs"]["tokens"]
+    assert len(new_tokens) == 8 and not banned_text & set(new_tokens), (banned_text, new_tokens)
+
+    comma = str(tokenizer.encode(",")[0])
+    for temperature in (0, 1):
+        forced = complete(tiny_server, prompt="Hello world", max_tokens=5, temperature=temperature,
+                          logit_bias={comma: 100, str(ids[0][0]): -100})
+        assert forced["choices"][0]["text"] == ",,,,,"
+
+
 def _tokens_generated(url: str) -> float:
     metrics = httpx.get(f"{url}/metrics").text
     match = re.search(r"^modelport_autocomplete_tokens_generated_total(?:\{[^}]*\})? (\S+)$", metrics, re.M)
     assert match, "the tokens-generated counter is missing from /metrics"
     return float(match.group(1))
+
+
+def _metric(metrics: str, name: str) -> float:
+    match = re.search(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$", metrics, re.M)
+    assert match, f"{name} is missing from /metrics"
+    return float(match.group(1))
+
+
+def test_metrics_in_vllms_shape_show_the_engines_load(tiny_server: str,
+                                                      request: pytest.FixtureRequest) -> None:
+    complete(tiny_server, prompt="Hello", max_tokens=5, temperature=0)
+    time.sleep(0.3)  # the engine reports after the last row leaves
+    metrics = httpx.get(f"{tiny_server}/metrics").text
+    assert _metric(metrics, "modelport:num_requests_running") == 0
+    assert _metric(metrics, "modelport:num_requests_waiting") == 0
+    assert _metric(metrics, "modelport:kv_cache_usage_perc") == 0
+    count = _metric(metrics, "modelport:request_queue_time_seconds_count")
+    assert count >= 1 and 0 <= _metric(metrics, "modelport:request_queue_time_seconds_sum") < 5 * count
+
+    async def busy() -> list[float]:  # while 6 long completions run: their rows and KV cells
+        async with httpx.AsyncClient(timeout=300) as client:
+            body = {"prompt": "Once upon a time", "max_tokens": 500, "temperature": 0}
+            running = [asyncio.create_task(client.post(f"{tiny_server}/v1/completions", json=body))
+                       for _ in range(6)]
+            for _ in range(200):
+                await asyncio.sleep(0.05)
+                seen = (await client.get(f"{tiny_server}/metrics")).text
+                load = [_metric(seen, f"modelport:{name}") for name in
+                        ("num_requests_running", "num_requests_waiting", "kv_cache_usage_perc")]
+                if load[0]:
+                    break
+            await asyncio.gather(*running)
+        return load
+
+    running, waiting, kv_usage = asyncio.run(busy())
+    assert 1 <= running <= 6 and 0 <= waiting <= 6 - running, (running, waiting)
+    if request.node.callspec.params["tiny_server"] == "llama.cpp":  # 504 cells a row, of 8192
+        assert 0 < kv_usage <= 1
+    else:  # torch's cache grows as needed: no pool to fill
+        assert kv_usage == 0
 
 
 def test_metrics_count_tokens_and_time_to_first_token(tiny_server: str) -> None:
@@ -137,3 +201,24 @@ def test_a_client_that_disconnects_stops_its_generation(tiny_server: str, stream
             httpx.post(f"{tiny_server}/v1/completions", json=body, timeout=0.3)
     generated = _settled_tokens(tiny_server) - before
     assert generated < 500, f"{generated} tokens generated for a client that left"
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_50_mb_json_body_is_refused_before_parsing_and_the_server_keeps_serving(
+        tiny_server: str, chunked: bool) -> None:
+    prompt = "x" * (50 * 1024 * 1024)
+    body = json.dumps({"prompt": prompt, "max_tokens": 1}).encode()
+
+    def in_pieces():  # no Content-Length: Transfer-Encoding: chunked
+        for start in range(0, len(body), 64 * 1024):
+            yield body[start:start + 64 * 1024]
+
+    started = time.perf_counter()
+    response = httpx.post(f"{tiny_server}/v1/completions", content=in_pieces() if chunked else body,
+                          headers={"content-type": "application/json"}, timeout=60)
+    assert response.status_code == 413, response.text[:500]
+    error = response.json()["error"]
+    assert error["code"] == "request_too_large" and "limit" in error["message"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert time.perf_counter() - started < 10
+    assert complete(tiny_server, prompt="Hello", max_tokens=2, temperature=0)["choices"][0]["text"]

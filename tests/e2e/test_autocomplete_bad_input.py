@@ -35,6 +35,15 @@ BAD_COMPLETIONS = [
     ({}, 400, "prompt", "Field required"),
     ({"prompt": LONG_PROMPT}, 400, "prompt", "truncate_prompt_tokens"),
     ({"prompt": "Hi", "model": "gpt-4"}, 404, "model", "tiny-gpt2"),
+    ({"prompt": "Hi", "suffix": " the end."}, 400, "suffix", "send the text before"),
+    ({"prompt": "Hi", "best_of": 3}, 400, "best_of", "Ask for n choices"),
+    ({"prompt": "Hi", "n": 2, "best_of": 3}, 400, "best_of", "not supported"),
+    ({"prompt": "Hi", "best_of": 0}, 400, "best_of", "greater than or equal to 1"),
+    ({"prompt": "Hi", "logit_bias": {"comma": 1}}, 400, "logit_bias", "token ids in 0..50256"),
+    ({"prompt": "Hi", "logit_bias": {"50257": 1}}, 400, "logit_bias", "token ids in 0..50256"),
+    ({"prompt": "Hi", "logit_bias": {"11": 101}}, 400, "logit_bias", "less than or equal to 100"),
+    ({"prompt": "Hi", "logit_bias": {"11": "ban"}}, 400, "logit_bias", "valid number"),
+    ({"prompt": "Hi", "logit_bias": [11]}, 400, "logit_bias", "valid dictionary"),
 ]
 
 

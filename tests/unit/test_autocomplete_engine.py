@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from services.autocomplete.engine import Engine
-from services.autocomplete.generation import Delta
+from services.autocomplete.engine import Engine, Load
+from services.autocomplete.generation import Delta, GenerationStream
 from services.autocomplete.sampling import SamplingParams
 from services.autocomplete.causal_lm import load_causal_lm
 from services.autocomplete.torch_backend import TorchBackend
@@ -204,3 +205,39 @@ def test_a_failing_load_raises_from_the_constructor() -> None:
 
     with pytest.raises(FileNotFoundError, match="nowhere"):
         Engine(load)
+
+
+def test_the_engine_reports_its_load_and_each_requests_queue_time(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    model_dir = tiny_gpt2_dir(tmp_path_factory.mktemp("tiny-load") / "m")
+
+    def load() -> TorchBackend:
+        backend = TorchBackend(*load_causal_lm(model_dir, "float32"))
+        backend.kv_capacity = 1000  # a fixed pool, as llama.cpp's
+        return backend
+
+    loads: list[Load] = []
+    engine = Engine(load, max_batch_size=2, observe_load=loads.append)
+    params = SamplingParams(max_tokens=20, temperature=0.0)
+    prompt = engine.encode("Hello world")
+
+    async def scenario() -> list[GenerationStream]:
+        streams = [engine.submit([prompt], params, n=2), engine.submit([prompt], params)]
+        for stream in streams:
+            async for _ in stream:
+                pass
+        return streams
+
+    streams = asyncio.run(scenario())
+    deadline = time.monotonic() + 5  # the last token reaches the stream before its row leaves
+    while loads[-1].running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    per_row = len(prompt) + 20
+    assert Load(2, 1, 2 * per_row, 1000) in loads  # the second waits for the first's 2 rows
+    assert Load(1, 0, per_row, 1000) in loads
+    assert loads[-1] == Load(0, 0, 0, 1000) == engine.load()
+    assert all(0 <= load.running <= 2 and load.kv_used <= 1000 for load in loads)
+    first, second = (s.stats for s in streams)
+    assert first.started_at is not None and second.started_at is not None
+    assert first.submitted_at <= first.started_at <= first.first_token_at  # type: ignore[operator]
+    assert second.started_at - second.submitted_at > first.started_at - first.submitted_at
