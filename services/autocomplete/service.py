@@ -26,7 +26,7 @@ from services.autocomplete.http_schema import (
     Completion, CompletionRequest, ModelCard, ModelList, SuggestRequest, SuggestResponse)
 from services.autocomplete.model_kinds import CAUSAL_LM, choose_model
 from services.autocomplete.settings import OFFLINE_DEFAULT_MODEL, Settings, tune_openmp
-from services.core import api_errors, traffic
+from services.core import api_errors, body_limit, traffic
 from services.core.admission import Limits
 from services.core.api_errors import ApiError
 from services.core.container_image import service_image
@@ -61,7 +61,8 @@ class Autocomplete:
 
         self.engine = Engine(lambda: load_backend(Path(self.language_model.path), settings),
                              max_batch_size=settings.max_batch_size,
-                             max_waiting_rows=settings.max_waiting_rows)
+                             max_waiting_rows=settings.max_waiting_rows,
+                             observe_load=metrics.observe_load)
         self.tag = str(self.language_model.tag)
         self.name = self.language_model.tag.name
         self.aliases = frozenset({self.name, self.tag})
@@ -117,6 +118,7 @@ class Autocomplete:
                                processing_time=round((time.perf_counter() - started) * 1000, 2))
 
 
+body_limit.install(app, settings.max_request_bytes)  # 413 before a large body is parsed; innermost
 traffic.install(Autocomplete, app, LIMITS)  # shutdown grace, API keys, admission
 
 

@@ -54,6 +54,12 @@ class Settings:
     max_tokens_limit: int = 512  # the most tokens one request may ask to generate
     max_n: int = 8  # choices per prompt
     max_prompts: int = 16  # prompts in one request
+    # A request body larger than this is answered 413 before it is parsed (services/core/body_limit.py).
+    # The largest request within the limits above: 16 prompts x 1,024 tokens, at worst ~12 bytes
+    # a token as JSON (non-ASCII text escaped \uXXXX; token ids are <= 7: "50256, "), is ~200 KB,
+    # plus stop strings and options; 1 MiB leaves 5x room, e.g. for a long document sent with
+    # truncate_prompt_tokens (~250k tokens of English text).
+    max_request_bytes: int = 1024 * 1024
     request_timeout_s: float = 60.0  # a generation still running after this is stopped (504)
     max_in_flight: int = 32  # requests generating at once: one full batch of single-choice requests
     max_queue: int = 32  # requests waiting their turn; more: 429 + Retry-After at once

@@ -1,7 +1,8 @@
 """Turn a plate-reader HTTP request (multipart `upload` or JSON base64 `image`) into images
 and options, enforcing every limit in Settings with a 4xx that says what to fix.
 
-Nothing here unpickles or fetches: only image bytes from the body are decoded.
+Nothing here unpickles; the one fetch is `upload_url`, only from the hosts in
+MODELPORT_PLATE_UPLOAD_URL_HOSTS and only by upload_url.fetch_image's rules.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from services.plate_reader import snapshot_api
 from services.plate_reader.image_decoding import decode_image
 from services.plate_reader.settings import Settings
 from services.plate_reader.snapshot_api import SnapshotOptions
+from services.plate_reader.upload_url import fetch_image
 
 
 async def _read_body(request: Request, settings: Settings) -> bytes:
@@ -63,15 +65,16 @@ async def parse_request(request: Request, settings: Settings
                                       max_part_size=settings.max_request_bytes)
         except Exception as exc:  # malformed multipart: Starlette raises several types
             raise ApiError(400, f"could not parse the multipart body: {exc}", code="bad_multipart") from None
-        _refuse_upload_url(form)
         uploads = form.getlist("upload")  # files, or text holding base64 (Plate Recognizer's clients)
-        if not uploads:
+        fetched = await _upload_url(form, settings, also_sent="upload" if uploads else None)
+        if not uploads and fetched is None:
             sent = sorted(set(form.keys())) or "none"
             raise ApiError(400, f"no image in field `upload` (fields sent: {sent}). Send the file "
                            "as multipart field `upload`, e.g. curl -F upload=@car.jpg ...",
                            code="missing_upload", param="upload")
-        raw = [(u.filename or f"image-{i}", await u.read()) if hasattr(u, "read") else
-               (f"image-{i}", _b64decode(u, i, settings, field="upload")) for i, u in enumerate(uploads)]
+        raw = [fetched] if fetched is not None else [
+            (u.filename or f"image-{i}", await u.read()) if hasattr(u, "read") else
+            (f"image-{i}", _b64decode(u, i, settings, field="upload")) for i, u in enumerate(uploads)]
         options: dict[str, Any] = {"regions": form.getlist("regions") or None,
                                    "camera_id": form.get("camera_id"),
                                    **{name: form.get(name) for name in UNIT_OPTIONS + snapshot_api.FIELDS}}
@@ -81,14 +84,18 @@ async def parse_request(request: Request, settings: Settings
             payload = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ApiError(400, f"body is not valid JSON: {exc}", code="invalid_json") from None
-        if isinstance(payload, dict):
-            _refuse_upload_url(payload)
-        if not isinstance(payload, dict) or ("image" not in payload and "images" not in payload):
-            raise ApiError(400, "JSON body needs `image`: the image file as a base64 string "
-                           "(or `images`: a list of them)", code="missing_image", param="image")
-        encoded = payload.get("images", payload.get("image"))
-        encoded = encoded if isinstance(encoded, list) else [encoded]
-        raw = [(f"image-{i}", _b64decode(value, i, settings)) for i, value in enumerate(encoded)]
+        has_image = isinstance(payload, dict) and ("image" in payload or "images" in payload)
+        fetched = (await _upload_url(payload, settings, also_sent="image" if has_image else None)
+                   if isinstance(payload, dict) else None)
+        if fetched is not None:
+            raw = [fetched]
+        else:
+            if not has_image:
+                raise ApiError(400, "JSON body needs `image`: the image file as a base64 string "
+                               "(or `images`: a list of them)", code="missing_image", param="image")
+            encoded = payload.get("images", payload.get("image"))
+            encoded = encoded if isinstance(encoded, list) else [encoded]
+            raw = [(f"image-{i}", _b64decode(value, i, settings)) for i, value in enumerate(encoded)]
         options = {"regions": payload.get("regions"), "camera_id": payload.get("camera_id"),
                    **{name: payload.get(name) for name in UNIT_OPTIONS + snapshot_api.FIELDS}}
     else:
@@ -130,11 +137,23 @@ def _b64decode(value: Any, index: int, settings: Settings, field: str = "image")
                        code="invalid_base64", param=field) from None
 
 
-def _refuse_upload_url(fields: Any) -> None:
-    if "upload_url" in fields:  # fetching by URL is off: issue 12 section 5 adds allowed hosts
-        raise ApiError(400, "`upload_url` is turned off on this server (it would make the server "
-                       "fetch URLs): send the image itself in `upload`, as a file or base64",
+async def _upload_url(fields: Any, settings: Settings, also_sent: str | None) -> tuple[str, bytes] | None:
+    """(name, bytes) of the image at `upload_url` when one was sent, else None. Off (400)
+    unless MODELPORT_PLATE_UPLOAD_URL_HOSTS lists hosts; then fetched by upload_url's rules."""
+    if "upload_url" not in fields:
+        return None
+    if not settings.upload_url_hosts:
+        raise ApiError(400, "`upload_url` is turned off on this server (the operator enables it "
+                       "for chosen hosts with MODELPORT_PLATE_UPLOAD_URL_HOSTS): send the image "
+                       "itself in `upload`, as a file or base64",
                        code="upload_url_disabled", param="upload_url")
+    if also_sent:
+        raise ApiError(400, f"send the image either in `{also_sent}` or as `upload_url`, not both",
+                       code="upload_url_and_image", param="upload_url")
+    url = fields.get("upload_url")
+    data = await fetch_image(url, settings.upload_url_hosts, settings.max_image_bytes)
+    name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "upload_url"
+    return name, data
 
 
 def _unit_number(value: Any, default: float, name: str) -> float:

@@ -31,6 +31,10 @@ class Settings:
     max_request_bytes: int = 40 * 1024 * 1024  # the whole body (4 images, base64-inflated)
     max_pixels: int = 40_000_000  # ~8K x 5K; stops decompression bombs before decoding
     max_images: int = 8  # images in one request
+    # Hosts whose https URLs may be sent as `upload_url` (Plate Recognizer's field), comma-separated
+    # in MODELPORT_PLATE_UPLOAD_URL_HOSTS, each exactly (no wildcards). Empty: `upload_url` is
+    # refused. Even a listed host is fetched only from public addresses (upload_url.py).
+    upload_url_hosts: tuple[str, ...] = ()
     allowed_formats: tuple[str, ...] = field(default=("JPEG", "PNG", "WEBP", "BMP"))
     batch_max_size: int = 8  # images run through the detector together
     batch_max_latency_ms: float = 5.0  # how long a request waits for others to batch with
