@@ -116,7 +116,7 @@ def detector(data_yaml: Path, **overrides: object) -> None:
 @click.option("--val-fraction", type=float,
               help="Share held out for validation (by photo) when labels.csv marks no split=val rows.")
 @click.option("--train-backbone/--freeze-backbone", default=None,
-              help="Train every weight, or only the neck and head [default: freeze; train all on a GPU].")
+              help="Train every weight (~9x slower per step on CPU), or only the neck and head [default: freeze].")
 @click.option("--augment/--no-augment", default=None, help="Light augmentations [default: on].")
 @click.option("--seed", type=int)
 def ocr(data_dir: Path, **overrides: object) -> None:

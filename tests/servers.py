@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -67,16 +68,30 @@ class Server:
     process: subprocess.Popen  # type: ignore[type-arg] - `bentoml serve`, the arbiter of its workers
 
 
+def own_bentoml_home(shared: str) -> str:
+    """A BENTOML_HOME for one server: the shared one's models, bentos and pins (symlinked), but
+    its own Prometheus folder. `bentoml serve` empties that folder at start, which would wipe
+    the metrics of a server already running on the shared home."""
+    if not shared or not Path(shared).is_dir():
+        return shared
+    home = Path(tempfile.mkdtemp(prefix="modelport-server-home-"))
+    for entry in Path(shared).iterdir():
+        if entry.name != "prometheus_multiproc_dir":
+            (home / entry.name).symlink_to(entry)
+    return str(home)
+
+
 @contextlib.contextmanager
 def serve_process(target: str, *, env: dict[str, str] | None = None, startup_timeout: float = 180.0,
                   log_path: Path | None = None, cwd: Path = REPO) -> Iterator[Server]:
     """`serve`, yielding the process too (e.g. to send it SIGTERM as Kubernetes does)."""
     port = free_port()
     log = open(log_path or os.devnull, "wb")  # noqa: SIM115 - closed below
+    env = {**os.environ, **QUIET_ENV, **(env or {})}
+    env["BENTOML_HOME"] = own_bentoml_home(env.get("BENTOML_HOME", ""))
     process = subprocess.Popen(
         [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=cwd, env={**os.environ, **QUIET_ENV, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
+        cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -80,13 +80,14 @@ class Autocomplete:
     def __is_ready__(self) -> bool:
         return hasattr(self, "engine")
 
-    @app.get("/models", response_model=ModelList)
+    @app.get("/models", response_model=ModelList, responses=api_errors.error_responses())
     def models(self) -> ModelList:
         created = int(self.language_model.info.creation_time.timestamp())
         return ModelList(data=[ModelCard(id=self.name, created=created, root=self.tag)])
 
     @app.post("/completions", response_model=Completion,
-              responses={200: {"content": {"text/event-stream": {}}}})
+              responses={200: {"content": {"text/event-stream": {}}},
+                         **api_errors.error_responses(400, 404, 413, 429)})  # 404: unknown model
     async def completions(self, body: CompletionRequest, request: Request) -> Any:
         job = completions.prepare(body, self.engine, settings, self.name, self.aliases)
         stream = self.engine.submit(job.prompts, job.params, n=job.n,
@@ -106,7 +107,8 @@ class Autocomplete:
             stream.cancel()
             metrics.observe(stream.stats)
 
-    @app.post("/suggest", response_model=SuggestResponse)
+    @app.post("/suggest", response_model=SuggestResponse,
+              responses=api_errors.error_responses(400, 413, 429))
     async def suggest(self, body: SuggestRequest, request: Request) -> SuggestResponse:
         from services.autocomplete.suggest import suggest
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import logging
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 logger = logging.getLogger("bentoml.modelport")  # BentoML only shows INFO under "bentoml"
@@ -32,6 +35,83 @@ class ApiError(Exception):
         return JSONResponse({"error": body}, status_code=self.status, headers=self.headers)
 
 
+class ErrorDetail(BaseModel):
+    message: str = Field(description="what went wrong and what to fix")
+    type: str = Field(description="invalid_request_error, authentication_error, permission_error, "
+                                  "rate_limit_error or server_error")
+    param: str | None = Field(description="the request field at fault, when there is one")
+    code: str | None = Field(description="a stable, machine-readable reason, e.g. empty_image")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of a modelport API (OpenAI's shape)."""
+
+    error: ErrorDetail
+
+
+class GatewayTimeoutBody(BaseModel):
+    """BentoML's own 504, when a response has not started within the service's timeout."""
+
+    error: str
+
+
+# Who answers each status, for the OpenAPI description (`responses=error_responses(...)`).
+_STATUS_DOCS: dict[int, str] = {
+    400: "The request is malformed or breaks a limit; the message says what to fix.",
+    401: "Missing or wrong API key (only when the server has keys configured): send "
+         "`Authorization: Bearer KEY` or `Authorization: Token KEY`.",
+    403: "The API key lacks the role this route needs.",
+    404: "Not found.",
+    413: "The request body (or an image in it) is over the server's size limit.",
+    415: "Unsupported Content-Type.",
+    429: "Busy (in-flight and queued requests at the limit) or the key's monthly quota is used "
+         "up: retry after `Retry-After` seconds.",
+    500: "Unexpected server error; the server logged it.",
+    503: "The server is shutting down: retry (another replica) after `Retry-After` seconds.",
+    504: "The request ran past the server's time limit.",
+}
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
+                                "schema": {"type": "integer", "minimum": 1}}}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` for these error statuses, each with the error body's schema.
+    Every route of these apps may also answer 401 (keys on), 500, 503 (shutting down) and 504
+    (ours, or BentoML's own timeout, whose `error` is a string)."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in sorted({*statuses, 401, 500, 503, 504}):
+        model = ErrorBody | GatewayTimeoutBody if status == 504 else ErrorBody
+        out[status] = {"model": model, "description": _STATUS_DOCS[status]}
+        if status in (429, 503):
+            out[status]["headers"] = _RETRY_AFTER
+    return out
+
+
+# Per route kind. A work route (a POST) passes admission and is counted against the key's quota
+# (429); GETs are not admitted or counted. A body is read within a size limit (413).
+GET_ROUTE = error_responses()
+WORK_ROUTE = error_responses(400, 413, 429)
+ERROR_RESPONSES = WORK_ROUTE  # the usual kind: a POST that does work
+
+
+def document(app: FastAPI) -> None:
+    """OpenAPI for `app` without FastAPI's default `422` answers: validation errors are 400s
+    with the error body here (see `install`), documented per route by `error_responses`."""
+
+    generate = app.openapi  # FastAPI's own (servers from the mount, caching): then trimmed
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     parts, param = [], None
     for error in exc.errors():
@@ -44,7 +124,8 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
 
 
 def install(app: FastAPI) -> None:
-    """Register the handlers that give every error the shape above."""
+    """Register the handlers that give every error the shape above, and document them."""
+    document(app)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -58,7 +139,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return ApiError(exc.status_code, str(exc.detail), code=code).response()
+        # exc.headers: the `Allow` header of a 405 (RFC 9110: the methods the path takes)
+        return ApiError(exc.status_code, str(exc.detail), code=code, headers=exc.headers).response()
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -9,6 +9,9 @@ from pydantic import BaseModel, Field
 
 from services.plate_reader.types import PlateReading
 
+# A form field is text: what snapshot_api reads as true or false (any case, 1/0, empty: false).
+FORM_BOOLEAN = r"^\s*([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0)?\s*$"
+
 
 class BoxJSON(BaseModel):
     xmin: int
@@ -98,33 +101,49 @@ _OPTIONS = {
                                         "0.95: see the README for what each value gives)"},
     # Plate Recognizer's fields (README, "Plate Recognizer clients")
     "camera_id": {"type": "string", "maxLength": 200, "description": "echoed in the response"},
-    "timestamp": {"type": "string", "format": "date-time",
-                  "description": "when the photo was taken, ISO 8601 (UTC if no offset)"},
+    "timestamp": {"type": "string", "anyOf": [{"format": "date-time"}, {"maxLength": 0}],
+                  "description": "when the photo was taken, ISO 8601 (UTC if no offset); empty: "
+                                 "when the request arrived"},
     "mmc": {"type": "boolean", "description": "accepted; no make/model/colour model here"},
     "config": {"type": "string", "description": "a JSON object: threshold_d (detector), "
                                                 "threshold_o (drop readings below), region "
                                                 "\"strict\", mode \"fast\""},
 }
-# The route reads the body itself (one route, two content types), so FastAPI cannot infer
-# the request schema: spell it out for the /v1/docs page.
-OPENAPI_REQUEST: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {"schema": {
-                "type": "object", "required": ["upload"],
-                "properties": {"upload": {"type": "array", "items": {"type": "string", "format": "binary"},
-                                          "description": "one or more images (JPEG, PNG, WebP, BMP): "
-                                                         "files, or text fields holding base64"},
-                               **_OPTIONS},
-            }},
-            "application/json": {"schema": {
-                "type": "object",
-                "properties": {"image": {"type": "string", "format": "byte",
-                                         "description": "the image file, base64"},
-                               "images": {"type": "array", "items": {"type": "string", "format": "byte"}},
-                               **_OPTIONS},
-            }},
-        },
+_UPLOAD_URL = {"type": "string", "format": "uri",
+               "description": "instead of `upload`: an https URL of the image, on a host the "
+                              "operator listed (MODELPORT_PLATE_UPLOAD_URL_HOSTS)"}
+
+
+def openapi_request(settings: Any) -> dict[str, Any]:
+    """The request body for the /v1/docs page and generated clients. The route reads the body
+    itself (one route, two content types), so FastAPI cannot infer it. It says what the server
+    requires: an image (`upload`, or `image`/`images` in JSON), 1 to `max_images` of them, or,
+    only where this server enables it, `upload_url` instead (never both)."""
+    images = {"minItems": 1, "maxItems": settings.max_images}
+    multipart: dict[str, Any] = {
+        "type": "object", "required": ["upload"],
+        "properties": {"upload": {"type": "array", **images,
+                                  "items": {"type": "string", "format": "binary"},
+                                  "description": "one or more images (JPEG, PNG, WebP, BMP): "
+                                                 "files, or text fields holding base64"},
+                       **_OPTIONS,
+                       "mmc": {"type": "string", "pattern": FORM_BOOLEAN,
+                               "description": _OPTIONS["mmc"]["description"]}},
     }
-}
+    json_body: dict[str, Any] = {
+        "type": "object",
+        "properties": {"image": {"type": "string", "format": "byte",
+                                 "description": "the image file, base64"},
+                       "images": {"type": "array", **images, "items": {"type": "string", "format": "byte"},
+                                  "description": "several image files, base64 (instead of `image`)"},
+                       **_OPTIONS},
+        "anyOf": [{"required": ["image"]}, {"required": ["images"]}],
+    }
+    if settings.upload_url_hosts:  # else `upload_url` is a 400 here: not offered
+        for schema, image_fields in ((multipart, ["upload"]), (json_body, ["image", "images"])):
+            schema["properties"]["upload_url"] = _UPLOAD_URL
+            schema.pop("required", None)
+            schema.pop("anyOf", None)
+            schema["oneOf"] = [*({"required": [f]} for f in image_fields), {"required": ["upload_url"]}]
+    return {"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": multipart}, "application/json": {"schema": json_body}}}}

@@ -95,6 +95,9 @@ async def parse_request(request: Request, settings: Settings
                                "(or `images`: a list of them)", code="missing_image", param="image")
             encoded = payload.get("images", payload.get("image"))
             encoded = encoded if isinstance(encoded, list) else [encoded]
+            if not encoded:
+                raise ApiError(400, "`images` is an empty list: send at least one base64 image",
+                               code="missing_image", param="images")
             raw = [(f"image-{i}", _b64decode(value, i, settings)) for i, value in enumerate(encoded)]
         options = {"regions": payload.get("regions"), "camera_id": payload.get("camera_id"),
                    **{name: payload.get(name) for name in UNIT_OPTIONS + snapshot_api.FIELDS}}

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.core.api_errors import ApiError
+from services.core.api_errors import ApiError, error_responses
 from services.core.api_keys import role_at_least
 from services.plate_reader.plate_text import normalise
 from services.plate_reader.review_store import Decision, ReviewItem, ReviewSettings, ReviewStore, decode_cursor
@@ -30,7 +30,8 @@ from services.plate_reader.types import PlateReading
 
 logger = logging.getLogger("bentoml.modelport.reviews")
 # With API keys on, the queue holds personal data: reviewer keys (or admin) only.
-router = APIRouter(dependencies=[Depends(role_at_least("reviewer"))])
+router = APIRouter(dependencies=[Depends(role_at_least("reviewer"))],
+                   responses=error_responses(400, 403, 404))  # + 401, 500, 503, 504
 
 RECORD_FAILURES = bentoml.metrics.Counter(
     name="modelport_review_record_failures", documentation="Readings that could not be recorded for review")
@@ -152,7 +153,7 @@ def review_image(item_id: str, which: Literal["crop", "photo"]) -> FileResponse:
     return FileResponse(path, media_type="image/jpeg")
 
 
-@router.post("/reviews/{item_id}", tags=["reviews"])
+@router.post("/reviews/{item_id}", tags=["reviews"], responses=error_responses(429))  # admitted
 def decide_review(item_id: str, body: DecisionBody) -> dict[str, Any]:
     store = _store()
     decision = Decision(plate=normalise(body.plate) if body.plate else None, not_a_plate=body.not_a_plate,

@@ -23,7 +23,7 @@ from services.core.admission import Limits
 from services.core.api_errors import ApiError
 from services.core.container_image import service_image
 from services.plate_reader import metrics, snapshot_api
-from services.plate_reader.http_schema import OPENAPI_REQUEST, PlateReaderJSON, to_json
+from services.plate_reader.http_schema import PlateReaderJSON, openapi_request, to_json
 from services.plate_reader.batching import MicroBatcher
 from services.plate_reader.inputs import ReadOptions, parse_request
 from services.plate_reader.keyed_usage import KeyedUsage
@@ -38,6 +38,8 @@ LIMITS = Limits.of(settings)  # in flight, queued, queue wait: beyond them 429 +
 app = FastAPI(title="modelport plate reader", version="1",
               description="Licence-plate text, confidence and box from a photo.")
 api_errors.install(app)
+OPENAPI_REQUEST = openapi_request(settings)  # the request body, with this server's limits
+READ_RESPONSES = api_errors.error_responses(400, 413, 415, 429)  # + 401, 500, 503, 504
 app.include_router(review_routes)
 app.include_router(snapshot_api.router)  # GET /v1/statistics/, as Plate Recognizer's
 
@@ -85,14 +87,14 @@ class PlateReader:
                              models=(str(self.detector_model.tag), str(self.ocr_model.tag)))
         return images, readings, (time.perf_counter() - started) * 1000, options
 
-    @app.post("/plate-reader", openapi_extra=OPENAPI_REQUEST,
+    @app.post("/plate-reader", openapi_extra=OPENAPI_REQUEST, responses=READ_RESPONSES,
               response_model=PlateReaderJSON | list[PlateReaderJSON])
     async def read_plates(self, request: Request) -> Any:
         return await self._answer(request, lowercase=False)
 
     # Plate Recognizer's URL, slash included (README, "Plate Recognizer clients"): the same read
     # and fields, plates in lowercase as Plate Recognizer writes them (its clients compare as given).
-    @app.post("/plate-reader/", openapi_extra=OPENAPI_REQUEST,
+    @app.post("/plate-reader/", openapi_extra=OPENAPI_REQUEST, responses=READ_RESPONSES,
               response_model=PlateReaderJSON | list[PlateReaderJSON],
               summary="Read plates (Plate Recognizer Snapshot API: plates in lowercase)")
     async def read_plates_snapshot(self, request: Request) -> Any:
@@ -107,7 +109,8 @@ class PlateReader:
         return bodies[0] if len(bodies) == 1 else bodies
 
     @app.post("/plate-reader/annotated", openapi_extra=OPENAPI_REQUEST,
-              response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+              response_class=Response,
+              responses={200: {"content": {"image/jpeg": {}}}, **READ_RESPONSES})
     async def annotated(self, request: Request) -> Response:
         from services.plate_reader.draw import annotate
 

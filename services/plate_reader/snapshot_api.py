@@ -38,7 +38,7 @@ from typing import Any, Protocol
 import yaml
 from fastapi import APIRouter, Request
 
-from services.core.api_errors import ApiError
+from services.core.api_errors import ApiError, error_responses
 from services.core.usage import next_month_start
 from services.plate_reader.http_schema import StatisticsJSON
 from services.plate_reader.plate_text import FORMATS_PATH, known_regions, load_formats
@@ -412,7 +412,7 @@ def statistics_json(usage: Usage) -> dict[str, Any]:
             "total_calls": usage.max_calls}
 
 
-router = APIRouter()
+router = APIRouter(responses=error_responses())  # 401 (keys on), 500, 503, 504
 
 
 @router.get("/statistics", response_model=StatisticsJSON,
