@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import bentoml
 import httpx
 import pytest
 from click.testing import CliRunner
@@ -45,9 +46,9 @@ def test_read_review_export_finetune_promote(plate_server: str, tmp_path: Path) 
         rows = [r for r in csv.DictReader(labels) if r["plate"] == "KRW301"]
     assert len(rows) >= 6
     base = str(resolve(serving_tag("plate-ocr")).tag)
+    stored_before = {str(m.tag) for m in versions("plate-ocr")}
     try:
         # 4. The OCR fine-tuned on them: a new, checked plate-ocr version in the store.
-        stored_before = {str(m.tag) for m in versions("plate-ocr")}
         tuned = run("finetune", "ocr", str(out / "ocr"), "--max-steps", "2", "--batch-size", "4")
         assert tuned.startswith("exit=0"), tuned
         [new_tag] = {str(m.tag) for m in versions("plate-ocr")} - stored_before
@@ -61,4 +62,8 @@ def test_read_review_export_finetune_promote(plate_server: str, tmp_path: Path) 
             assert run("models", "promote", new_tag, "--eval", str(out / "ocr"), "--crops", "--force").startswith("exit=0")
         assert str(resolve(serving_tag("plate-ocr")).tag) == new_tag
     finally:
-        set_serving(base)  # servers started after this test load the base OCR
+        # The session's store as it was: later tests and servers see only the base OCR.
+        set_serving(base)
+        for model in versions("plate-ocr"):
+            if str(model.tag) not in stored_before:
+                bentoml.models.delete(model.tag)
