@@ -88,7 +88,7 @@ def serve_process(target: str, *, env: dict[str, str] | None = None, startup_tim
     port = free_port()
     log = open(log_path or os.devnull, "wb")  # noqa: SIM115 - closed below
     env = {**os.environ, **QUIET_ENV, **(env or {})}
-    env["BENTOML_HOME"] = own_bentoml_home(env.get("BENTOML_HOME", ""))
+    env["BENTOML_HOME"] = own_bentoml_home(env.get("BENTOML_HOME") or str(Path.home() / "bentoml"))
     process = subprocess.Popen(
         [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)],
         cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
