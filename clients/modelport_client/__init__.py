@@ -9,10 +9,13 @@ from modelport_client._autocomplete import Completion, CompletionChoice, Suggest
 from modelport_client._client import DEFAULT_TIMEOUT, AsyncClient, Client
 from modelport_client._errors import (
     APIError,
+    AuthenticationError,
     BadRequest,
     ModelportError,
     NotFound,
     PayloadTooLarge,
+    PermissionDenied,
+    RateLimited,
     ServerError,
     Timeout,
     TransportError,
@@ -23,6 +26,7 @@ from modelport_client._plates import Box, Candidate, Plate, PlateReading
 __all__ = [
     "APIError",
     "AsyncClient",
+    "AuthenticationError",
     "BadRequest",
     "Box",
     "Candidate",
@@ -33,8 +37,10 @@ __all__ = [
     "ModelportError",
     "NotFound",
     "PayloadTooLarge",
+    "PermissionDenied",
     "Plate",
     "PlateReading",
+    "RateLimited",
     "ServerError",
     "Suggestion",
     "Timeout",

@@ -14,6 +14,8 @@ One client class serves both services: each call names its own route.
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,10 +28,18 @@ from modelport_client._plates import PLATE_READER_PATH, ImageInput, PlateReading
 DEFAULT_TIMEOUT = 30.0  # seconds; a CPU server reading 8 large photos still answers well inside it
 
 
+def _headers(api_key: str | None, headers: dict[str, str] | None) -> dict[str, str]:
+    """`api_key` (else MODELPORT_API_KEY) as a Bearer token, under any headers given."""
+    key = api_key or os.environ.get("MODELPORT_API_KEY")
+    return {**({"Authorization": f"Bearer {key}"} if key else {}), **(headers or {})}
+
+
 class Client(AutocompleteCalls):
-    def __init__(self, base_url: str = "http://localhost:3000", *, timeout: float = DEFAULT_TIMEOUT,
-                 headers: dict[str, str] | None = None, transport: httpx.BaseTransport | None = None) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=timeout, headers=headers, transport=transport)
+    def __init__(self, base_url: str = "http://localhost:3000", *, api_key: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, headers: dict[str, str] | None = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, headers=_headers(api_key, headers),
+                                  transport=transport)
 
     def __enter__(self) -> Client:
         return self
@@ -75,11 +85,11 @@ class Client(AutocompleteCalls):
 
 
 class AsyncClient(AsyncAutocompleteCalls):
-    def __init__(self, base_url: str = "http://localhost:3000", *, timeout: float = DEFAULT_TIMEOUT,
-                 headers: dict[str, str] | None = None,
+    def __init__(self, base_url: str = "http://localhost:3000", *, api_key: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, headers: dict[str, str] | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, headers=headers,
-                                       transport=transport)
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout,
+                                       headers=_headers(api_key, headers), transport=transport)
 
     async def __aenter__(self) -> AsyncClient:
         return self

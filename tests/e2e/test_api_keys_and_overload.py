@@ -206,3 +206,16 @@ def test_autocompleter_burst_gets_only_200s_and_429s_streams_too(autocomplete_ke
     for done in (r for r in streams if r.status_code == 200):
         events = [line[6:] for line in done.text.splitlines() if line.startswith("data: ")]
         assert events[-1] == "[DONE]" and all("error" not in json.loads(e) for e in events[:-1])
+
+
+def test_the_python_client_sends_its_api_key(plate_keyed: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelport_client import AuthenticationError, Client
+
+    url, _ = plate_keyed
+    scene = plate_on_street()
+    monkeypatch.delenv("MODELPORT_API_KEY", raising=False)
+    with Client(url, api_key=KEY) as client:
+        assert [p.plate for p in client.read_plates(scene.jpeg).results] == [scene.plate]
+    with Client(url) as client, pytest.raises(AuthenticationError) as refused:
+        client.read_plates(scene.jpeg)
+    assert refused.value.code == "missing_api_key"
