@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -95,15 +97,8 @@ def text(data: Path, column: str | None, field: str | None, pattern: str, separa
 def detector(data_yaml: Path, **overrides: object) -> None:
     """Fine-tune the plate detector on a YOLO dataset (DATA_YAML) and store it as a new version."""
     from finetune.detector import DetectorSettings, finetune_detector
-    from finetune.text_data import DataError
-    from services.core.model_store import ModelNotFound
 
-    settings = dataclasses.replace(DetectorSettings(), **{k: v for k, v in overrides.items() if v is not None})
-    try:
-        result = finetune_detector(data_yaml, settings)
-    except (DataError, ModelNotFound, RuntimeError) as exc:
-        _fail(exc)
-    console.print(result.summary(), soft_wrap=True)
+    _run_job(finetune_detector, data_yaml, DetectorSettings(), overrides)
 
 
 @finetune.command()
@@ -122,16 +117,21 @@ def detector(data_yaml: Path, **overrides: object) -> None:
 def ocr(data_dir: Path, **overrides: object) -> None:
     """Fine-tune the plate OCR on DATA_DIR (plate crops + labels.csv: filename,plate[,split,photo];
     split=val validates, split=test is left out) and store it as a new plate-ocr version."""
-    from finetune.text_data import DataError
-    from services.core.model_store import ModelNotFound
-
     try:
         from finetune.ocr import OcrSettings, finetune_ocr
     except ImportError as exc:
         _fail(f"fine-tuning the OCR needs torch and onnx2torch ({exc}): pip install 'modelport[finetune]'")
-    settings = dataclasses.replace(OcrSettings(), **{k: v for k, v in overrides.items() if v is not None})
+    _run_job(finetune_ocr, data_dir, OcrSettings(), overrides)
+
+
+def _run_job(job: Callable[[Path, Any], Any], data: Path, defaults: Any, overrides: dict[str, object]) -> None:
+    """Run a fine-tuning job on `data` with `defaults` updated by the options given; print its summary."""
+    from finetune.text_data import DataError
+    from services.core.model_store import ModelNotFound
+
+    settings = dataclasses.replace(defaults, **{k: v for k, v in overrides.items() if v is not None})
     try:
-        result = finetune_ocr(data_dir, settings)
+        result = job(data, settings)
     except (DataError, ModelNotFound, RuntimeError) as exc:
         _fail(exc)
     console.print(result.summary(), soft_wrap=True)

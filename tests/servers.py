@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -88,7 +89,8 @@ def serve_process(target: str, *, env: dict[str, str] | None = None, startup_tim
     port = free_port()
     log = open(log_path or os.devnull, "wb")  # noqa: SIM115 - closed below
     env = {**os.environ, **QUIET_ENV, **(env or {})}
-    env["BENTOML_HOME"] = own_bentoml_home(env.get("BENTOML_HOME") or str(Path.home() / "bentoml"))
+    shared_home = env.get("BENTOML_HOME") or str(Path.home() / "bentoml")
+    env["BENTOML_HOME"] = own_bentoml_home(shared_home)
     process = subprocess.Popen(
         [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)],
         cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -112,3 +114,5 @@ def serve_process(target: str, *, env: dict[str, str] | None = None, startup_tim
             os.killpg(process.pid, 9)
             process.wait()
         log.close()
+        if env["BENTOML_HOME"] != shared_home:  # only symlinks and this server's metrics
+            shutil.rmtree(env["BENTOML_HOME"], ignore_errors=True)

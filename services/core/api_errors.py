@@ -30,9 +30,12 @@ class ApiError(Exception):
         self.status, self.message, self.code, self.param, self.type = status, message, code, param, type
         self.headers = headers  # e.g. Retry-After on a 429, WWW-Authenticate on a 401
 
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param,
+                          "code": self.code}}
+
     def response(self) -> JSONResponse:
-        body = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
-        return JSONResponse({"error": body}, status_code=self.status, headers=self.headers)
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
 class ErrorDetail(BaseModel):

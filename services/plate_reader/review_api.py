@@ -57,11 +57,14 @@ async def record_reviews(photos: Sequence[np.ndarray], readings: Sequence[Sequen
     if store is None:
         return
     try:
+        recorded = False
         for photo, plates in zip(photos, readings):
             chosen = store.to_record(plates)
             if chosen:
                 await asyncio.to_thread(store.record, photo, chosen, camera_id=camera_id, models=models)
-        refresh_gauges(store)
+                recorded = True
+        if recorded:  # nothing new: the gauges still hold (and reading need not wait on a query)
+            await asyncio.to_thread(refresh_gauges, store)
     except Exception:  # the store is down or full: reading goes on, and says so in logs and /metrics
         RECORD_FAILURES.inc()
         logger.exception("could not record plate readings for review")
