@@ -21,6 +21,8 @@ class Backend(Protocol):
     vocab_size: int  # ids a prompt may hold
     stop_token_ids: frozenset[int]  # end-of-text and other special tokens
     kv_capacity: int | None  # KV cells all rows share (None: grows as needed)
+    # Of each prompt of the last prefill: tokens whose KV came from a cached prefix, not run.
+    reused_tokens: list[int]
 
     def encode(self, text: str) -> list[int]: ...
 
@@ -38,4 +40,12 @@ class Backend(Protocol):
     def keep(self, rows: list[int]) -> None:
         """Keep only these rows (indices into the current order, in order)."""
 
-    def reset(self) -> None: ...
+    def reset(self) -> None:
+        """Forget every row and every cached prefix (after a failure)."""
+
+    @property
+    def cached_cells(self) -> int:
+        """KV cells held by cached prefixes of finished rows (0: no prefix cache)."""
+
+    def evict(self, cells: int) -> int:
+        """Free at least `cells` cached cells if it can; how many it freed."""

@@ -17,7 +17,8 @@ from services.core.api_errors import ApiError
 from services.autocomplete.engine import Engine, kv_cells_needed
 from services.autocomplete.generation import (
     ClientFinishReason, Delta, FinishReason, GenerationStream, TokenLogprob)
-from services.autocomplete.http_schema import Choice, Completion, CompletionRequest, Logprobs, Usage
+from services.autocomplete.http_schema import (
+    Choice, Completion, CompletionRequest, Logprobs, PromptTokensDetails, Usage)
 from services.autocomplete.sampling import SamplingParams
 from services.autocomplete.settings import Settings
 
@@ -172,7 +173,8 @@ def _logprobs(entries: list[TokenLogprob], want: int | None) -> Logprobs | None:
 def _usage(stream: GenerationStream) -> Usage:
     stats = stream.stats
     return Usage(prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens,
-                 total_tokens=stats.prompt_tokens + stats.completion_tokens)
+                 total_tokens=stats.prompt_tokens + stats.completion_tokens,
+                 prompt_tokens_details=PromptTokensDetails(cached_tokens=stats.cached_tokens))
 
 
 async def collect(job: Job, stream: GenerationStream, settings: Settings) -> Completion:

@@ -183,8 +183,7 @@ class Engine:
 
     def load(self) -> Load:
         """Read in the engine thread (`observe_load`); elsewhere, a snapshot that may be stale."""
-        used = 0 if self.kv_capacity is None else self.kv_capacity - (self._kv_room() or 0)
-        return Load(len(self._rows), self._waiting_rows, used, self.kv_capacity)
+        return Load(len(self._rows), self._waiting_rows, self._kv_reserved(), self.kv_capacity)
 
     def _report_load(self) -> None:
         if self._observe_load is None:
@@ -205,6 +204,7 @@ class Engine:
         backend's KV cache is a fixed pool, only as many as it has room for: the next in
         line waits (in order) until running rows finish.
         """
+        self._drop(self._expired)  # cancelled rows leave first: their cells may serve a newer request
         waiting: list[_Request] = []
         rows, tokens = len(self._rows), 0
         room = self._kv_room()
@@ -221,6 +221,8 @@ class Engine:
                 self._fail(request, reason=FinishReason.TIMEOUT)
                 continue
             need = kv_cells_needed(request.n, len(request.prompt), request.params.max_tokens)
+            if room is not None and need > room:  # cached prefixes make way first
+                room += self.backend.evict(need - room)
             if room is not None and need > room:
                 if self._rows or waiting:
                     self._held = request  # its turn comes when rows leave
@@ -255,11 +257,17 @@ class Engine:
         except queue.Empty:
             return None
 
+    def _kv_reserved(self) -> int:
+        """KV cells the running rows may fill (their prompts and all their tokens)."""
+        return sum(kv_cells_needed(1, len(row.request.prompt), row.params.max_tokens)
+                   for row in self._rows)
+
     def _kv_room(self) -> int | None:
+        """KV cells free for new requests: not reserved by running rows, nor held by the
+        backend's cached prefixes (which `evict` frees on demand)."""
         if self.kv_capacity is None:
             return None
-        return self.kv_capacity - sum(
-            kv_cells_needed(1, len(row.request.prompt), row.params.max_tokens) for row in self._rows)
+        return self.kv_capacity - self._kv_reserved() - self.backend.cached_cells
 
     def _taken(self, request: _Request) -> None:
         """`request` no longer waits: it joins the batch now, or has ended."""
@@ -279,6 +287,7 @@ class Engine:
         logits = self.backend.prefill([r.prompt for r in requests], every_position)
         sources, rows, tokens = [], [], []
         for i, request in enumerate(requests):
+            request.stream.stats.cached_tokens += self.backend.reused_tokens[i]
             for row, token in self._start(request, logits[i]):
                 sources.append(i)
                 rows.append(row)
@@ -340,7 +349,8 @@ class Engine:
         if len(keep) == len(self._rows):
             return
         if not keep:
-            self._reset_batch()
+            self._rows, self._next = [], []
+            self.backend.keep([])  # (not reset: the backend may keep their cells as a cache)
             return
         self._rows = [self._rows[i] for i in keep]
         self._next = [self._next[i] for i in keep]

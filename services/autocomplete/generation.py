@@ -74,6 +74,7 @@ class Finished:
 @dataclass
 class Stats:
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
     completion_tokens: int = 0
     submitted_at: float = field(default_factory=time.perf_counter)
     started_at: float | None = None  # taken from the queue into a prefill (its first prompt)

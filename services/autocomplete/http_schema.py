@@ -67,10 +67,15 @@ class Choice(BaseModel):
     finish_reason: ClientFinishReason | None = None  # "stop" or "length"
 
 
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int  # prompt tokens not run again: their KV came from the prefix cache
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails  # OpenAI's shape
 
 
 class Completion(BaseModel):
@@ -98,6 +103,10 @@ class ModelList(BaseModel):
 class SuggestRequest(_Strict):
     text: str = Field(min_length=1, examples=["The weather today is"])
     n: int = Field(3, ge=1, le=5, description="How many suggestions, at most")
+    session: str | None = Field(
+        None, max_length=200, examples=["editor-7f3a"],
+        description="The editor asking: a newer request of the same session cancels this one "
+                    "(answered 409 superseded) while it still runs")
 
 
 class Suggestion(BaseModel):

@@ -12,12 +12,21 @@ The KV cache is one pool of `kv_tokens` cells shared by all sequences (`kv_unifi
 prompt's cells are shared by its n choices; the engine admits a request only when the pool
 has room for it (`kv_capacity`). Tokenising stays with the Hugging Face tokenizer stored
 next to the GGUF (same vocabulary), so both backends cut text the same way.
+
+Prefix caching (as llama.cpp's `cache_prompt` and vLLM's prefix caching): a new prompt starts
+from the KV cells of the sequence, running or recently finished, that shares its longest
+prefix, and only the rest is prefilled. A finished sequence's cells are kept (up to
+`cached_sequences` of them, least recently used out first, and out at once when the engine
+needs their room) under its own sequence id; it is taken over by the next prompt that
+continues it, which is what a user typing on sends. Identical prompts in one prefill (a
+suggestion's greedy and sampled candidates) are run once and share their cells.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +36,10 @@ import torch
 from services.autocomplete.codec import TokenizerCodec
 
 logger = logging.getLogger("modelport.autocomplete")
+
+# Finished sequences kept for their KV cells: one per editor typing (a new one supersedes the
+# older it shares most of its text with), for a few dozen editors.
+CACHED_SEQUENCES = 32
 
 
 def quiet_llama_cpp() -> Any:
@@ -41,7 +54,8 @@ class LlamaCppBackend(TokenizerCodec):
     """Engine backend (see backend.py's `Backend`) over a GGUF file, run by llama.cpp."""
 
     def __init__(self, gguf: Path, tokenizer: Any, *, threads: int, kv_tokens: int,
-                 max_sequences: int, batch_tokens: int = 2048) -> None:
+                 max_sequences: int, batch_tokens: int = 2048,
+                 cached_sequences: int = CACHED_SEQUENCES) -> None:
         llama = self._llama = quiet_llama_cpp()
         super().__init__(tokenizer)
         llama.llama_backend_init()
@@ -52,7 +66,7 @@ class LlamaCppBackend(TokenizerCodec):
         params = llama.llama_context_default_params()
         params.n_ctx = kv_tokens
         params.n_batch = batch_tokens  # tokens per llama_decode call; it splits them itself
-        params.n_seq_max = max_sequences
+        params.n_seq_max = max_sequences + cached_sequences  # the cache has ids of its own
         params.kv_unified = True  # one pool: a prompt's cells are shared by its choices
         params.n_threads = params.n_threads_batch = threads
         self._ctx = llama.llama_init_from_model(self._model, params)
@@ -75,21 +89,49 @@ class LlamaCppBackend(TokenizerCodec):
         millions = llama.llama_model_n_params(self._model) / 1e6
         self.description = (f"llama.cpp: {millions:.0f}M-parameter {words[0]}, {words[-1]} "
                             f"weights, {threads} threads, {self.kv_capacity} KV cells")
+        self._cache_slots = cached_sequences
         self._pending: list[tuple[int, int]] = []  # (sequence id, length) of prefilled prompts
+        self.reused_tokens: list[int] = []  # of each prompt of the last prefill, from the cache
         self.reset()
 
     def prefill(self, prompts: list[list[int]], every_position: bool) -> list[torch.Tensor]:
-        """Each prompt into its own sequence; each one's logits (every position, or the last)."""
-        self._pending = [(self._free.pop(), len(prompt)) for prompt in prompts]
-        entries = [(token, position, seq, every_position or position == len(prompt) - 1)
-                   for prompt, (seq, _) in zip(prompts, self._pending)
-                   for position, token in enumerate(prompt)]
+        """Each prompt into its own sequence; each one's logits (every position, or the last).
+
+        A prompt starts from the cells of the sequence sharing its longest prefix (not when
+        every position's logits are wanted: the cached ones have none)."""
+        self._pending, self.reused_tokens = [], []
+        entries: list[tuple[int, int, int, bool]] = []
+        first_of: dict[tuple[int, ...], int] = {}  # a prompt -> the first index it is at
+        copies: list[tuple[int, int]] = []  # (index, earlier index with the same prompt)
+        for i, prompt in enumerate(prompts):
+            if tuple(prompt) in first_of:  # run once; its cells are copied after the run
+                seq = self._take_free()
+                copies.append((i, first_of[tuple(prompt)]))
+                start = len(prompt)
+            else:
+                first_of[tuple(prompt)] = i
+                seq, start = self._start_from_cache(prompt) if not every_position else (None, 0)
+                if seq is None:
+                    seq, start = self._take_free(), 0
+                entries += [(prompt[p], p, seq, every_position or p == len(prompt) - 1)
+                            for p in range(start, len(prompt))]
+            self._tokens[seq] = list(prompt)
+            self._pending.append((seq, len(prompt)))
+            self.reused_tokens.append(start)
         logits = self._run(entries)
-        out, start = [], 0
-        for prompt in prompts:
+        out: list[torch.Tensor] = []
+        at = 0
+        for i, prompt in enumerate(prompts):
+            if any(i == copy for copy, _ in copies):
+                out.append(torch.empty(0))  # filled below, from the earlier identical prompt
+                continue
             rows = len(prompt) if every_position else 1
-            out.append(logits[start:start + rows])
-            start += rows
+            out.append(logits[at:at + rows])
+            at += rows
+        for copy, source in copies:
+            out[copy] = out[source]
+            self._llama.llama_memory_seq_cp(self._memory, self._pending[source][0],
+                                            self._pending[copy][0], -1, -1)
         return out
 
     def join(self, sources: list[int]) -> None:
@@ -98,8 +140,9 @@ class LlamaCppBackend(TokenizerCodec):
         for source in sources:
             seq, length = self._pending[source]
             if source in used:  # another choice of the same prompt: share its cells
-                copy = self._free.pop()
+                copy = self._take_free()
                 self._llama.llama_memory_seq_cp(self._memory, seq, copy, -1, -1)
+                self._tokens[copy] = list(self._tokens[seq])
                 seq = copy
             used.add(source)
             self._sequences.append(seq)
@@ -113,6 +156,8 @@ class LlamaCppBackend(TokenizerCodec):
         entries = [(token, position, seq, True)
                    for token, position, seq in zip(tokens, self._positions, self._sequences)]
         logits = self._run(entries)
+        for token, seq in zip(tokens, self._sequences):
+            self._tokens[seq].append(token)
         self._positions = [p + 1 for p in self._positions]
         return logits
 
@@ -125,14 +170,75 @@ class LlamaCppBackend(TokenizerCodec):
         self._positions = [self._positions[i] for i in rows]
 
     def reset(self) -> None:
+        """Forget every sequence, the cached ones too."""
         self._llama.llama_memory_clear(self._memory, True)
         self._free = list(range(self.max_sequences))[::-1]
         self._sequences: list[int] = []  # llama.cpp sequence id of each running row
         self._positions: list[int] = []  # where each row's next token goes
+        self._tokens: dict[int, list[int]] = {}  # the tokens in each sequence's cells, in order
+        self._cached: OrderedDict[int, None] = OrderedDict()  # finished, kept; oldest first
+
+    @property
+    def cached_cells(self) -> int:
+        """KV cells the cached sequences may hold (at most: some are shared with others)."""
+        return sum(len(self._tokens[seq]) for seq in self._cached)
+
+    def evict(self, cells: int) -> int:
+        """Drop cached sequences, least recently used first, until `cells` are free; how many were."""
+        freed = 0
+        while self._cached and freed < cells:
+            freed += self._drop_cached(next(iter(self._cached)))
+        return freed
+
+    def _start_from_cache(self, prompt: list[int]) -> tuple[int | None, int]:
+        """A sequence holding the longest prefix of `prompt` (leaving at least its last token
+        to run), trimmed to that prefix, and the prefix's length; (None, 0) if none shares one.
+
+        A cached sequence is taken over; a running one's prefix is copied into a new sequence.
+        """
+        best, length = None, 0
+        for seq in [*self._cached, *self._sequences]:
+            shared = _common_prefix(self._tokens[seq], prompt)
+            if shared > length:
+                best, length = seq, shared
+        length = min(length, len(prompt) - 1)
+        if best is None or length == 0:
+            return None, 0
+        if best in self._cached:
+            del self._cached[best]
+            self._llama.llama_memory_seq_rm(self._memory, best, length, -1)
+            return best, length
+        seq = self._take_free()
+        self._llama.llama_memory_seq_cp(self._memory, best, seq, 0, length)
+        return seq, length
+
+    def _take_free(self) -> int:
+        if not self._free and self._cached:
+            self._drop_cached(next(iter(self._cached)))
+        return self._free.pop()
 
     def _release(self, seq: int) -> None:
+        """A sequence is done: keep it for its cells, superseding any cached sequence that shares
+        half its tokens or more with it (an older keystroke of the same text, a sibling choice)."""
+        if not self._cache_slots:
+            self._forget(seq)
+            return
+        tokens = self._tokens[seq]
+        for old in list(self._cached):
+            if 2 * _common_prefix(self._tokens[old], tokens) >= len(self._tokens[old]):
+                self._drop_cached(old)
+        self._cached[seq] = None
+        while len(self._cached) > self._cache_slots:
+            self._drop_cached(next(iter(self._cached)))
+
+    def _drop_cached(self, seq: int) -> int:
+        del self._cached[seq]
+        return self._forget(seq)
+
+    def _forget(self, seq: int) -> int:
         self._llama.llama_memory_seq_rm(self._memory, seq, -1, -1)
         self._free.append(seq)
+        return len(self._tokens.pop(seq))
 
     def _run(self, entries: list[tuple[int, int, int, bool]]) -> torch.Tensor:
         """llama_decode over (token, position, sequence, wants logits) entries, in chunks of
@@ -154,3 +260,18 @@ class LlamaCppBackend(TokenizerCodec):
         if not outputs:
             return torch.zeros(0, self.vocab_size)
         return torch.from_numpy(np.concatenate(outputs) if len(outputs) > 1 else outputs[0])
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """How many tokens `a` and `b` share from their start."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    low, high = 0, n  # a[:low] == b[:low], a[:high] != b[:high]
+    while high - low > 1:
+        middle = (low + high) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle
+    return low

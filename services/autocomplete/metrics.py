@@ -40,6 +40,11 @@ KV_CACHE_USAGE = bentoml.metrics.Gauge(
     name="modelport:kv_cache_usage_perc", multiprocess_mode="livemax",
     documentation="Fraction of the KV cache pool reserved by running sequences (0-1; 1 = full); "
                   "llama.cpp backend only, 0 on torch, whose cache grows as needed")
+PREFIX_CACHE_QUERIES = bentoml.metrics.Counter(
+    name="modelport:prefix_cache_queries", documentation="Prompt tokens looked up in the prefix cache")
+PREFIX_CACHE_HITS = bentoml.metrics.Counter(
+    name="modelport:prefix_cache_hits",
+    documentation="Prompt tokens whose KV came from the prefix cache (not run again)")
 REQUEST_QUEUE_TIME = bentoml.metrics.Histogram(
     name="modelport:request_queue_time_seconds",
     documentation="From a request reaching the engine to the start of its prefill",
@@ -55,6 +60,8 @@ def observe_load(load: Load) -> None:
 
 def observe(stats: Stats) -> None:
     PROMPT_TOKENS.inc(stats.prompt_tokens)
+    PREFIX_CACHE_QUERIES.inc(stats.prompt_tokens)
+    PREFIX_CACHE_HITS.inc(stats.cached_tokens)
     TOKENS_GENERATED.inc(stats.completion_tokens)
     if stats.started_at is not None:
         REQUEST_QUEUE_TIME.observe(stats.started_at - stats.submitted_at)

@@ -59,6 +59,9 @@ class Autocomplete:
         from services.autocomplete.backends import load_backend
         from services.autocomplete.engine import Engine
 
+        from services.autocomplete.suggest import Sessions
+
+        self.sessions = Sessions()
         self.engine = Engine(lambda: load_backend(Path(self.language_model.path), settings),
                              max_batch_size=settings.max_batch_size,
                              max_waiting_rows=settings.max_waiting_rows,
@@ -108,14 +111,18 @@ class Autocomplete:
             metrics.observe(stream.stats)
 
     @app.post("/suggest", response_model=SuggestResponse,
-              responses=api_errors.error_responses(400, 413, 429))
+              responses=api_errors.error_responses(400, 409, 413, 429))  # 409: superseded
     async def suggest(self, body: SuggestRequest, request: Request) -> SuggestResponse:
         from services.autocomplete.suggest import suggest
 
         started = time.perf_counter()
+        # Sessions are per caller: the same name under two API keys is two editors.
+        session = None if body.session is None else (
+            f"{request.headers.get('authorization', '')}\0{body.session}")
         found = await _unless_disconnected(request, suggest(
             self.engine, body.text, n=body.n, tokens=settings.suggest_tokens,
-            candidates=settings.suggest_candidates, timeout_s=settings.request_timeout_s))
+            candidates=settings.suggest_candidates, timeout_s=settings.request_timeout_s),
+            session=session, sessions=self.sessions)
         return SuggestResponse(model=self.name, suggestions=found,
                                processing_time=round((time.perf_counter() - started) * 1000, 2))
 
@@ -124,12 +131,23 @@ body_limit.install(app, settings.max_request_bytes)  # 413 before a large body i
 traffic.install(Autocomplete, app, LIMITS)  # shutdown grace, API keys, admission
 
 
-async def _unless_disconnected(request: Request, work: Any) -> Any:
-    """Await `work`, cancelling it if the client goes away first (its rows leave the batch)."""
-    task = asyncio.ensure_future(work)
+async def _unless_disconnected(request: Request, work: Any, *, session: str | None = None,
+                               sessions: Any = None) -> Any:
+    """Await `work`, cancelling it if the client goes away first (its rows leave the batch), or
+    when a newer request of the same `session` starts (suggest.Sessions)."""
+
+    async def run() -> Any:
+        if sessions is not None:
+            sessions.start(session)
+        return await work
+
+    task = asyncio.ensure_future(run())
     while True:
         done, _ = await asyncio.wait({task}, timeout=0.1)
         if done:
+            if task.cancelled():  # only Sessions cancels it
+                raise ApiError(409, "a newer suggestion request of the same session replaced "
+                               "this one", code="superseded")
             return task.result()
         if await request.is_disconnected():
             task.cancel()

@@ -20,7 +20,8 @@ from services.autocomplete.generation import FinishReason, TokenLogprob
 from services.autocomplete.http_schema import Suggestion
 from services.autocomplete.sampling import SamplingParams
 
-CONTEXT_TOKENS = 256  # only the end of a long text matters for the next few words
+CONTEXT_TOKENS = 256  # only the end of a long text matters for the next few words ...
+CONTEXT_STEP = 64  # ... and its start moves in steps this long, so the cached prefix survives keystrokes
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 # Suggestions sample their own way, whatever a completions request defaults to: the greedy
 # continuation and some samples, each ending at a newline (max_tokens: the `tokens` asked).
@@ -31,7 +32,7 @@ SAMPLED = SamplingParams(temperature=0.8, top_k=40, logprobs=0, stop=("\n",))
 
 async def suggest(engine: Engine, text: str, *, n: int, tokens: int, candidates: int,
                   timeout_s: float) -> list[Suggestion]:
-    prompt = engine.encode(text)[-CONTEXT_TOKENS:]
+    prompt = context(engine.encode(text))
     greedy = dataclasses.replace(GREEDY, max_tokens=tokens)
     sampled = dataclasses.replace(SAMPLED, max_tokens=tokens)
     streams = [engine.submit([prompt], greedy, timeout_s=timeout_s),
@@ -49,6 +50,41 @@ async def suggest(engine: Engine, text: str, *, n: int, tokens: int, candidates:
             best[cut] = max(best.get(cut, 0.0), _score(choice.logprobs, len(cut)))
     ranked = sorted(best.items(), key=lambda item: -item[1])[:n]
     return [Suggestion(text=t, score=s) for t, s in ranked]
+
+
+def context(ids: list[int]) -> list[int]:
+    """The end of a long text, CONTEXT_TOKENS - CONTEXT_STEP to CONTEXT_TOKENS tokens of it, cut
+    at a multiple of CONTEXT_STEP: while the user types on, the cut stays put and the prompt's
+    start (and its KV cells in the prefix cache) with it, where a sliding window would change
+    the whole prompt on every keystroke."""
+    over = len(ids) - CONTEXT_TOKENS
+    if over <= 0:
+        return ids
+    return ids[math.ceil(over / CONTEXT_STEP) * CONTEXT_STEP:]
+
+
+class Sessions:
+    """The suggestion running for each editor (a `session` of the request): a newer request of
+    the same session cancels the older one, whose rows then leave the batch at once. The user
+    has typed on; its answer would come too late to show."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, asyncio.Task[object]] = {}
+
+    def start(self, session: str | None) -> None:
+        """Call from the request's task, before its work: it becomes the session's latest."""
+        task = asyncio.current_task()
+        if session is None or task is None:
+            return
+        older = self._running.get(session)
+        if older is not None and not older.done():
+            older.cancel("superseded")
+        self._running[session] = task
+        task.add_done_callback(lambda done: self._forget(session, done))
+
+    def _forget(self, session: str, task: asyncio.Task[object]) -> None:
+        if self._running.get(session) is task:
+            del self._running[session]
 
 
 def cut_at_boundary(text: str, *, complete: bool) -> str:

@@ -21,6 +21,7 @@ class TorchBackend(TokenizerCodec):
     """Engine backend (see backend.py's `Backend`) over a transformers model and tokenizer."""
 
     kv_capacity = None  # the cache grows as needed
+    cached_cells = 0  # no prefix cache: every prompt is prefilled whole
 
     def __init__(self, model: Any, tokenizer: Any, dtype: str = "float32") -> None:
         super().__init__(tokenizer)
@@ -47,6 +48,7 @@ class TorchBackend(TokenizerCodec):
                          position_ids=(mask.cumsum(1) - 1).clamp(min=0),
                          logits_to_keep=0 if every_position else 1)
         self._pending = (cache, mask)
+        self.reused_tokens = [0] * len(prompts)
         return [out.logits[i, width - len(p):] if every_position else out.logits[i]
                 for i, p in enumerate(prompts)]
 
@@ -95,7 +97,11 @@ class TorchBackend(TokenizerCodec):
             for layer in self._cache.layers:
                 layer.keys, layer.values = layer.keys[..., padding:, :], layer.values[..., padding:, :]
 
+    def evict(self, cells: int) -> int:
+        return 0
+
     def reset(self) -> None:
+        self.reused_tokens: list[int] = []
         self._cache: Any = None
         self._mask = torch.zeros(0, 0, dtype=torch.long)  # [rows, cache length]
         self._positions = torch.zeros(0, dtype=torch.long)

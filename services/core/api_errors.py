@@ -65,6 +65,7 @@ _STATUS_DOCS: dict[int, str] = {
          "`Authorization: Bearer KEY` or `Authorization: Token KEY`.",
     403: "The API key lacks the role this route needs.",
     404: "Not found.",
+    409: "Superseded: a newer request of the same session replaced this one.",
     413: "The request body (or an image in it) is over the server's size limit.",
     415: "Unsupported Content-Type.",
     429: "Busy (in-flight and queued requests at the limit) or the key's monthly quota is used "

@@ -38,8 +38,26 @@ def test_completion_shape_usage_and_greedy_determinism(tiny_server: str) -> None
     assert body["model"] == "tiny-gpt2"
     [choice] = body["choices"]
     assert choice["index"] == 0 and choice["finish_reason"] == "length" and choice["text"]
-    assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 7, "total_tokens": 9}
+    usage = {k: v for k, v in body["usage"].items() if k != "prompt_tokens_details"}
+    assert usage == {"prompt_tokens": 2, "completion_tokens": 7, "total_tokens": 9}
     assert again["choices"][0]["text"] == choice["text"]
+
+
+def test_a_prompt_that_continues_an_earlier_one_reuses_its_cells(
+        tiny_server: str, request: pytest.FixtureRequest) -> None:
+    text = "The old harbour town was quiet in the winter, when the boats stayed in and the"
+    first = complete(tiny_server, prompt=text, max_tokens=4, temperature=0)
+    longer = complete(tiny_server, prompt=text + " fishermen mended their nets", max_tokens=4,
+                      temperature=0)
+    cached = longer["usage"]["prompt_tokens_details"]["cached_tokens"]
+    if request.node.callspec.params["tiny_server"] == "llama.cpp":
+        # Every token of the first prompt was in the cache; only the new words ran.
+        assert cached >= first["usage"]["prompt_tokens"] - 1, longer["usage"]
+        metrics = httpx.get(f"{tiny_server}/metrics").text
+        hits = re.search(r"^modelport:prefix_cache_hits_total (\S+)$", metrics, re.M)
+        assert hits and float(hits.group(1)) >= cached, metrics[-2000:]
+    else:  # torch has no prefix cache: it says so honestly
+        assert cached == 0
 
 
 def test_logprobs_echo_n_and_several_prompts(tiny_server: str) -> None:
@@ -100,6 +118,24 @@ def test_suggest_returns_ranked_short_continuations(tiny_server: str) -> None:
     assert scores == sorted(scores, reverse=True) and all(0 < s <= 1 for s in scores)
     texts = [s["text"] for s in suggestions]
     assert len(set(texts)) == len(texts) and all(t.strip() and t == t.rstrip() for t in texts)
+
+
+def test_a_newer_suggestion_of_the_same_session_supersedes_the_running_one(tiny_server: str) -> None:
+    async def keystrokes() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=tiny_server, timeout=30) as http:
+            # An editor whose keystrokes outrun the answers: five requests in flight at once.
+            return await asyncio.gather(*(
+                http.post("/v1/suggest", json={"text": "The weather today" + " is" * i,
+                                               "session": "editor-1"}) for i in range(5)))
+
+    responses = asyncio.run(keystrokes())
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) == {200, 409}, statuses  # the latest answers; older ones were cut off
+    superseded = next(r for r in responses if r.status_code == 409).json()
+    assert superseded["error"]["code"] == "superseded"
+    # Another session, or none, is never cancelled by these.
+    other = httpx.post(f"{tiny_server}/v1/suggest", json={"text": "Dear Sir", "session": "editor-2"})
+    assert other.status_code == 200
 
 
 def test_logit_bias_bans_and_forces_tokens(tiny_server: str, tmp_path: Path) -> None:

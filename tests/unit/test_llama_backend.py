@@ -110,10 +110,20 @@ def test_echo_with_logprobs_scores_every_prompt_token(engine: Engine) -> None:
     assert all(len(e.top) == 2 for e in entries[1:])
 
 
+def llama_backend(model_dir: Path, cached_sequences: int) -> object:
+    from transformers import AutoTokenizer
+
+    from services.autocomplete.llama_backend import LlamaCppBackend
+
+    return LlamaCppBackend(model_dir / GGUF_NAME, AutoTokenizer.from_pretrained(model_dir),
+                           threads=2, kv_tokens=1024, max_sequences=4,
+                           cached_sequences=cached_sequences)
+
+
 def test_rows_that_leave_give_back_their_sequences_and_cells(smollm2_dir: Path) -> None:
     import llama_cpp
 
-    backend = load_backend(smollm2_dir, Settings())
+    backend = llama_backend(smollm2_dir, cached_sequences=0)
     prompts = [backend.encode("Hello there"), backend.encode("The sea is")]
     backend.prefill(prompts, every_position=False)
     backend.join([0, 0, 1])  # two choices of the first prompt (one copied), one of the second
@@ -125,6 +135,64 @@ def test_rows_that_leave_give_back_their_sequences_and_cells(smollm2_dir: Path) 
     assert backend._sequences == [kept] and backend._positions == [len(prompts[1]) + 1]
     assert llama_cpp.llama_memory_seq_pos_max(memory, copied) == -1  # its cells are free
     assert llama_cpp.llama_memory_seq_pos_max(memory, kept) == len(prompts[1])
+
+
+TEXT = ("Dear Ms Patel, thank you for your letter of the third of May about the delivery of the "
+        "garden chairs. I am sorry to hear that two of them arrived")
+
+
+def last_logits(backend: object, prompt: list[int]) -> object:
+    [logits] = backend.prefill([prompt], every_position=False)
+    backend.join([0])
+    backend.keep([])  # the row leaves at once (into the cache, if there is one)
+    return logits[-1]
+
+
+def test_a_prompt_that_continues_a_finished_one_starts_from_its_cells(smollm2_dir: Path) -> None:
+    import torch
+
+    cached = llama_backend(smollm2_dir, cached_sequences=4)
+    fresh = llama_backend(smollm2_dir, cached_sequences=0)
+    typed = cached.encode(TEXT)
+    last_logits(cached, typed[:20])
+    assert cached.cached_cells == 20
+    previous = 20
+    for length in (26, 31, len(typed)):  # keystrokes: the text so far grows
+        logits = last_logits(cached, typed[:length])
+        assert cached.reused_tokens == [previous]  # only the new tokens ran
+        previous = length
+        expected = last_logits(fresh, typed[:length])
+        assert fresh.reused_tokens == [0]
+        # Same next-token distribution as a whole prefill (float sums in another order).
+        assert torch.allclose(logits, expected, atol=0.05), (logits - expected).abs().max()
+        assert int(logits.argmax()) == int(expected.argmax())
+    assert len(cached._cached) == 1  # each keystroke's sequence superseded the one before
+
+
+def test_identical_prompts_in_one_prefill_run_once(smollm2_dir: Path) -> None:
+    backend = llama_backend(smollm2_dir, cached_sequences=4)
+    prompt = backend.encode("The weather today is")
+    runs: list[int] = []
+    run = backend._run
+    backend._run = lambda entries: runs.append(len(entries)) or run(entries)
+    first, second = backend.prefill([prompt, prompt], every_position=False)
+    assert runs == [len(prompt)] and backend.reused_tokens == [0, len(prompt)]
+    assert first.equal(second)
+    backend.join([0, 1])
+    backend.decode_step([11, 11])
+    assert backend._positions == [len(prompt) + 1] * 2
+
+
+def test_cached_cells_make_way_for_new_requests(smollm2_dir: Path) -> None:
+    backend = llama_backend(smollm2_dir, cached_sequences=4)
+    for text in ("Once upon a time there was", "My favourite food is", "The sea is"):
+        last_logits(backend, backend.encode(text))
+    held = backend.cached_cells
+    assert len(backend._cached) == 3 and held > 0
+    oldest = len(backend.encode("Once upon a time there was"))
+    assert backend.evict(1) == oldest and len(backend._cached) == 2  # the oldest went first
+    assert backend.evict(10_000) == held - oldest
+    assert backend.cached_cells == 0 and len(backend._free) == backend.max_sequences
 
 
 def test_a_full_kv_cache_makes_requests_wait_their_turn(smollm2_dir: Path,
