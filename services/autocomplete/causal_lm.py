@@ -4,8 +4,9 @@ Whatever the source (a hub repo, a local transformers directory, a GGUF file), t
 entry holds a transformers directory (config.json, safetensors, tokenizer): what torch
 serves and what fine-tuning starts from. GGUF files are de-quantised into it once, here,
 at import (about a minute for SmolLM2-135M), never at start-up; the GGUF itself is kept
-beside it as model.gguf, which llama.cpp serves (llama_backend.py). GPT-2 models get a
-model.gguf too, written from their weights (gguf_export.py).
+beside it as model.gguf, which llama.cpp serves (llama_backend.py). GPT-2 and Llama models
+(a fine-tuned version too: fine-tuning stores it through here) get a model.gguf written from
+their weights (gguf_export.py), kept only when llama.cpp's logits match torch's.
 
     modelport models import smollm2-135m                      # the offline default (a GGUF)
     modelport models import gpt2                              # openai-community/gpt2 (hub)
@@ -50,31 +51,38 @@ def prepare_causal_lm(fetched: Path, model_dir: Path) -> dict[str, Any]:
         raise ValueError(f"{fetched.name} has no tokenizer ({' or '.join(_TOKENIZER_FILES)}); "
                          "save the tokenizer next to the model (tokenizer.save_pretrained(dir))")
     config = json.loads((model_dir / "config.json").read_text())
-    gguf_type = (_store_gguf(fetched, model_dir / GGUF_NAME) if origin == "gguf"
-                 else _gpt2_gguf(model_dir, config))
+    gguf_info = ({"gguf_type": _store_gguf(fetched, model_dir / GGUF_NAME)} if origin == "gguf"
+                 else _written_gguf(model_dir, config))
     return {"format": origin, "architecture": (config.get("architectures") or ["?"])[0],
-            "context_length": context_length(config),
-            **({"gguf_type": gguf_type} if gguf_type else {})}
+            "context_length": context_length(config), **gguf_info}
 
 
-def _gpt2_gguf(model_dir: Path, config: dict[str, Any]) -> str | None:
-    """For a GPT-2 model, also write it as a GGUF for llama.cpp; its weight type (None: none).
+def _written_gguf(model_dir: Path, config: dict[str, Any]) -> dict[str, str]:
+    """For a GPT-2 or Llama model, also write it as a GGUF for llama.cpp, checked against torch;
+    what the entry's metadata says of it (nothing: no GGUF, torch serves the entry).
 
-    llama.cpp decodes GPT-2 faster than torch on CPUs (tests/benchmarks/bench_autocomplete.py);
-    other architectures stay torch-only (llama.cpp's converter for them is not packaged).
+    llama.cpp decodes these ~4x faster than torch on CPUs (tests/benchmarks/bench_autocomplete.py).
     """
-    if config.get("model_type") != "gpt2" or not llama_cpp_installed():
-        return None
-    from services.autocomplete.gguf_export import write_gpt2_gguf
+    from services.autocomplete.gguf_export import ARCHITECTURES, check_gguf, write_gguf
 
+    if config.get("model_type") not in ARCHITECTURES or not llama_cpp_installed():
+        return {}
+    target = model_dir / GGUF_NAME
     try:
-        write_gpt2_gguf(model_dir, model_dir / GGUF_NAME)
+        write_gguf(model_dir, target)
+        check = check_gguf(model_dir, target)
     except (ValueError, KeyError, OSError) as failed:  # torch still serves it
-        (model_dir / GGUF_NAME).unlink(missing_ok=True)
+        target.unlink(missing_ok=True)
         logger.warning("could not write %s as a GGUF for llama.cpp (%s); torch will serve it",
                        model_dir.name, failed)
-        return None
-    return "Q8_0 (written from the transformers weights)"
+        return {}
+    if not check.passed:
+        target.unlink()
+        logger.warning("the GGUF written for %s does not compute what torch computes (%s): "
+                       "dropped; torch will serve it", model_dir.name, check)
+        return {}
+    logger.info("wrote %s as a GGUF for llama.cpp: %s", model_dir.name, check)
+    return {"gguf_type": "Q8_0 (written from the transformers weights)", "gguf_check": str(check)}
 
 
 def _store_gguf(fetched: Path, target: Path) -> str:

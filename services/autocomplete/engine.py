@@ -308,8 +308,16 @@ class Engine:
             for row in rows:
                 row.output.finish(FinishReason.LENGTH)
             return []
-        tokens, logprobs = choose_tokens(logits[-1:].expand(n, -1), [params] * n,
-                                         [r.generator for r in rows], [request.prompt] * n, [[]] * n)
+        if params.distinct_first:
+            import torch
+
+            last = logits[-1:].float()
+            tokens = torch.topk(last[0], min(n, last.shape[1])).indices.tolist()
+            logprobs = torch.log_softmax(last, dim=-1).expand(n, -1)
+        else:
+            tokens, logprobs = choose_tokens(logits[-1:].expand(n, -1), [params] * n,
+                                             [r.generator for r in rows], [request.prompt] * n,
+                                             [[]] * n)
         stats = request.stream.stats
         stats.first_token_at = stats.first_token_at or time.perf_counter()
         return [(row, token) for row, token, lp in zip(rows, tokens, logprobs)

@@ -1,60 +1,158 @@
-"""GPT-2 checkpoints (transformers) written as GGUF files, so that llama.cpp can serve them.
+"""Transformers checkpoints written as GGUF files, so that llama.cpp serves them: GPT-2 and Llama
+(SmolLM2, TinyLlama, Llama 2/3 shapes with a BPE tokenizer), the architectures a fine-tuned
+version comes in.
 
-    write_gpt2_gguf(model_dir, target)   # weight matrices as Q8_0, the rest float32
+    write_gguf(model_dir, target)          # weight matrices as Q8_0, the rest float32
+    check_gguf(model_dir, target)          # llama.cpp's next-token logits against torch's
 
 llama.cpp's own converter (convert_hf_to_gguf.py) is a script in its source tree and comes
-with no wheel. This is its GPT-2 path on gguf-py (the `gguf` package that ships with it):
-its tensor names (gguf's TensorNameMap), GPT-2's Conv1D weights transposed to (out, in),
-the output matrix written out (GPT-2 ties it to the token embeddings), and the GPT-2 BPE
-vocabulary. Q8_0 keeps GPT-2's outputs (tests/unit/test_gguf_export.py compares the logits
-with transformers') and lets llama.cpp decode many sequences at once with its fast matmuls.
+with no wheel. This is its GPT-2 and Llama paths on gguf-py (the `gguf` package that ships
+with it): its tensor names (gguf's TensorNameMap); GPT-2's Conv1D weights transposed to
+(out, in); Llama's q/k rows permuted to llama.cpp's rotary layout; the output matrix written
+out when tied to the token embeddings; the byte-level BPE vocabulary with merges. Q8_0 keeps
+the outputs (check_gguf measures it) and lets llama.cpp decode many sequences at once fast.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+ARCHITECTURES = ("gpt2", "llama")  # config.json model_type values written as GGUF
 # Conv1D weights are stored (in, out); GGUF wants (out, in) like nn.Linear.
 _CONV1D = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
-_SKIP = (".attn.bias", ".attn.masked_bias", "lm_head.weight")  # masks; the tied output matrix
+# Causal masks and rotary caches (buffers, not weights); the output matrix when it is tied.
+_SKIP = (".attn.bias", ".attn.masked_bias", ".rotary_emb.inv_freq")
+# Prompts for the logit check: prose, code, a letter, digits.
+CHECK_PROMPTS = ("The capital of France is", "def fibonacci(n):\n    if n <", "Dear Sir or Madam, I am",
+                 "In 1969, 3 astronauts flew to the")
 
 
-def write_gpt2_gguf(model_dir: Path, target: Path) -> None:
-    """Write the GPT-2 model in `model_dir` (a transformers directory) to `target`."""
+def write_gguf(model_dir: Path, target: Path) -> None:
+    """Write the transformers model in `model_dir` to `target`; ValueError if llama.cpp cannot
+    run it as written here (another architecture, rotary scaling, an unknown pre-tokenizer)."""
     import gguf
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    config = json.loads((model_dir / "config.json").read_text())
+    kind = config.get("model_type")
+    if kind not in ARCHITECTURES:
+        raise ValueError(f"model_type {kind!r}: GGUF is written for {', '.join(ARCHITECTURES)}")
+    arch = gguf.MODEL_ARCH.GPT2 if kind == "gpt2" else gguf.MODEL_ARCH.LLAMA
+    pre = _pre_tokenizer(model_dir, kind)  # before the weights load: fail fast
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    config = model.config
-    writer = gguf.GGUFWriter(target, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.GPT2])
-    writer.add_block_count(config.n_layer)
-    writer.add_context_length(config.n_positions)
-    writer.add_embedding_length(config.n_embd)
-    writer.add_feed_forward_length(config.n_inner or 4 * config.n_embd)
-    writer.add_head_count(config.n_head)
-    writer.add_layer_norm_eps(config.layer_norm_epsilon)
+    writer = gguf.GGUFWriter(target, gguf.MODEL_ARCH_NAMES[arch])
+    (_add_gpt2_params if kind == "gpt2" else _add_llama_params)(writer, config)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
-    _add_vocab(writer, AutoTokenizer.from_pretrained(model_dir), config.vocab_size, model_dir)
+    n_layer = config.get("n_layer") or config["num_hidden_layers"]
+    _add_vocab(writer, AutoTokenizer.from_pretrained(model_dir), model.config.vocab_size, model_dir, pre)
 
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GPT2, config.n_layer)
+    names = gguf.get_tensor_name_map(arch, n_layer)
+    tied = bool(getattr(model.config, "tie_word_embeddings", True))
     for name, tensor in model.state_dict().items():
-        if name.endswith(_SKIP):
+        if name.endswith(_SKIP) or (tied and name == "lm_head.weight"):
             continue
         data = tensor.numpy()
         if name.endswith(_CONV1D):
             data = data.T
+        if kind == "llama" and name.endswith(".self_attn.q_proj.weight"):
+            data = _rotary_rows(data, config["num_attention_heads"])
+        if kind == "llama" and name.endswith(".self_attn.k_proj.weight"):
+            data = _rotary_rows(data, config.get("num_key_value_heads") or config["num_attention_heads"])
         gguf_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
-            raise ValueError(f"{name}: not a GPT-2 tensor llama.cpp knows")
+            raise ValueError(f"{name}: not a {kind} tensor llama.cpp knows")
         _add_tensor(writer, gguf_name, data)
-        if gguf_name == "token_embd.weight":  # and again as the output matrix (tied)
+        if tied and gguf_name == "token_embd.weight":  # and again as the output matrix
             _add_tensor(writer, "output.weight", data)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+@dataclass(frozen=True)
+class LogitCheck:
+    """llama.cpp's next-token logits for CHECK_PROMPTS against torch's (float32)."""
+
+    max_error: float  # the largest absolute difference, over every prompt and token
+    spread: float  # the torch logits' standard deviation (what an error compares to)
+    same_top_token: int  # prompts whose likeliest next token is the same in both
+    prompts: int
+
+    @property
+    def passed(self) -> bool:
+        # Q8_0 error is a small fraction of the spread (GPT-2: 0.06, SmolLM2: 0.03); a tensor
+        # laid out wrong gives errors the size of the spread and other top tokens.
+        return self.max_error < 0.25 * self.spread and self.same_top_token >= self.prompts - 1
+
+    def __str__(self) -> str:
+        return (f"max logit error {self.max_error:.3f} (spread {self.spread:.2f}), same next token "
+                f"on {self.same_top_token}/{self.prompts} prompts")
+
+
+def check_gguf(model_dir: Path, gguf_file: Path) -> LogitCheck:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from services.autocomplete.llama_backend import LlamaCppBackend
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    backend = LlamaCppBackend(gguf_file, tokenizer, threads=torch.get_num_threads(),
+                              kv_tokens=256, max_sequences=1, cached_sequences=0)
+    errors, spreads, same = [], [], 0
+    for prompt in CHECK_PROMPTS:
+        ids = tokenizer(prompt).input_ids
+        with torch.inference_mode():
+            expected = model(torch.tensor([ids])).logits[0, -1]
+        [got] = backend.prefill([ids], every_position=False)
+        backend.join([])
+        got = got[-1, :expected.shape[0]]
+        errors.append(float((got - expected).abs().max()))
+        spreads.append(float(expected.std()))
+        same += int(got.argmax()) == int(expected.argmax())
+    return LogitCheck(max(errors), min(spreads), same, len(CHECK_PROMPTS))
+
+
+def _add_gpt2_params(writer: Any, config: dict[str, Any]) -> None:
+    writer.add_block_count(config["n_layer"])
+    writer.add_context_length(config["n_positions"])
+    writer.add_embedding_length(config["n_embd"])
+    writer.add_feed_forward_length(config.get("n_inner") or 4 * config["n_embd"])
+    writer.add_head_count(config["n_head"])
+    writer.add_layer_norm_eps(config["layer_norm_epsilon"])
+
+
+def _add_llama_params(writer: Any, config: dict[str, Any]) -> None:
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        raise ValueError(f"rotary scaling {rope.get('rope_type') or rope.get('type')!r} is not "
+                         "written to GGUF here")
+    if config.get("attention_bias") or config.get("mlp_bias"):
+        raise ValueError("Llama with attention or MLP biases is not written to GGUF here")
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(config.get("num_key_value_heads") or heads)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(float(rope.get("rope_theta") or config.get("rope_theta") or 10000.0))
+    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    writer.add_vocab_size(config["vocab_size"])
+
+
+def _rotary_rows(weights: Any, heads: int) -> Any:
+    """transformers rotates a head's two halves; llama.cpp (GGML_ROPE_TYPE_NORM) rotates
+    interleaved pairs: reorder each head's rows to match, as convert_hf_to_gguf does."""
+    return (weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:])
+            .swapaxes(1, 2).reshape(weights.shape))
 
 
 def _add_tensor(writer: Any, name: str, data: Any) -> None:
@@ -71,13 +169,36 @@ def _add_tensor(writer: Any, name: str, data: Any) -> None:
         writer.add_tensor(name, data)
 
 
-def _add_vocab(writer: Any, tokenizer: Any, vocab_size: int, model_dir: Path) -> None:
-    """GPT-2's byte-level BPE: tokens by id (padded to the model's vocab size), their types,
-    the merges and the special token ids."""
+def _pre_tokenizer(model_dir: Path, kind: str) -> str:
+    """llama.cpp's name for how the tokenizer splits text before BPE (tokenizer.json's
+    pre_tokenizer). It only matters to other programs that run the GGUF: the service tokenises
+    with the Hugging Face tokenizer itself."""
+    path = model_dir / "tokenizer.json"
+    if not path.exists():
+        raise ValueError("GGUF is written for byte-level BPE tokenizers (tokenizer.json); "
+                         "a SentencePiece tokenizer.model is not converted here")
+    tokenizer = json.loads(path.read_text())
+    if tokenizer.get("model", {}).get("type") != "BPE":
+        raise ValueError("GGUF is written for byte-level BPE tokenizers only")
+    pre = tokenizer.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    types = [step.get("type") for step in steps]
+    if types == ["ByteLevel"]:
+        return "gpt-2"
+    if types == ["Digits", "ByteLevel"] and steps[0].get("individual_digits"):
+        return "smollm"  # GPT-2's split, digits one by one (SmolLM, SmolLM2)
+    if types[:1] == ["Split"] and "\\p{N}{1,3}" in json.dumps(steps[0]):
+        return "llama-bpe"  # Llama 3's split
+    raise ValueError(f"pre-tokenizer {types} has no llama.cpp name known here")
+
+
+def _add_vocab(writer: Any, tokenizer: Any, vocab_size: int, model_dir: Path, pre: str) -> None:
+    """Byte-level BPE: tokens by id (padded to the model's vocab size), their types, the merges
+    and the special token ids."""
     import gguf
 
     by_id = {i: token for token, i in tokenizer.get_vocab().items()}
-    special = {i for i, added in tokenizer.added_tokens_decoder.items() if added.special}
+    added = tokenizer.added_tokens_decoder
     tokens, types = [], []
     for i in range(vocab_size):
         if i not in by_id:
@@ -85,9 +206,10 @@ def _add_vocab(writer: Any, tokenizer: Any, vocab_size: int, model_dir: Path) ->
             types.append(gguf.TokenType.UNUSED)
         else:
             tokens.append(by_id[i])
-            types.append(gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL)
+            types.append(gguf.TokenType.NORMAL if i not in added else
+                         gguf.TokenType.CONTROL if added[i].special else gguf.TokenType.USER_DEFINED)
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt-2")
+    writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=vocab_size).add_to_gguf(writer, quiet=True)

@@ -16,8 +16,9 @@ from services.core.sources import HuggingFaceRepo, PackageFile
 
 logger = logging.getLogger("modelport.autocomplete")
 
-# version 2: entries keep a GGUF for llama.cpp (causal_lm.py).
-CAUSAL_LM = ModelKind("causal-lm", prepare_causal_lm, version=2)
+# version 2: entries keep a GGUF for llama.cpp (causal_lm.py); 3: Llama ones written from
+# transformers weights get one too, checked against torch.
+CAUSAL_LM = ModelKind("causal-lm", prepare_causal_lm, version=3)
 
 register(
     CAUSAL_LM,

@@ -35,6 +35,9 @@ class SamplingParams:
     logprobs: int | None = None  # top-N alternatives per token; 0: only the chosen token's
     echo: bool = False
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, -100..100) pairs, OpenAI's
+    # The n choices start with the n likeliest first tokens (by the raw logits), one each, then
+    # go on as the rest says: n distinct continuations without drawing extra samples (suggest.py).
+    distinct_first: bool = False
 
     @property
     def greedy(self) -> bool:

@@ -24,6 +24,7 @@ from fastapi.responses import StreamingResponse
 from services.autocomplete import completions, metrics
 from services.autocomplete.http_schema import (
     Completion, CompletionRequest, ModelCard, ModelList, SuggestRequest, SuggestResponse)
+from services.autocomplete.causal_lm import GGUF_NAME
 from services.autocomplete.model_kinds import CAUSAL_LM, choose_model
 from services.autocomplete.settings import OFFLINE_DEFAULT_MODEL, Settings, tune_openmp
 from services.core import api_errors, body_limit, traffic
@@ -74,11 +75,12 @@ class Autocomplete:
                        "start with MODELPORT_AUTOCOMPLETE_MODEL=gpt2.")
         logger.info("autocompleter serving model %s (%s, context %d tokens).%s", self.tag,
                     self.engine.backend.description, self.engine.context_length, how_to_gpt2)
-        if self.language_model.info.metadata.get("prepared_by", 1) < CAUSAL_LM.version:
-            logger.warning("%s was imported by an older modelport, before entries kept a GGUF "
-                           "for llama.cpp: import it again (`modelport models import %s`, with "
-                           "its --from-... source if it is not a catalogue model) to serve it "
-                           "faster", self.tag, self.name)
+        if (self.language_model.info.metadata.get("prepared_by", 1) < CAUSAL_LM.version
+                and not (Path(self.language_model.path) / GGUF_NAME).exists()):
+            logger.warning("%s was imported by an older modelport, which wrote no GGUF for "
+                           "llama.cpp: import it again (`modelport models import %s`, with its "
+                           "--from-... source if it is not a catalogue model) to serve it about "
+                           "4x faster", self.tag, self.name)
 
     def __is_ready__(self) -> bool:
         return hasattr(self, "engine")
@@ -121,7 +123,7 @@ class Autocomplete:
             f"{request.headers.get('authorization', '')}\0{body.session}")
         found = await _unless_disconnected(request, suggest(
             self.engine, body.text, n=body.n, tokens=settings.suggest_tokens,
-            candidates=settings.suggest_candidates, timeout_s=settings.request_timeout_s),
+            timeout_s=settings.request_timeout_s),
             session=session, sessions=self.sessions)
         return SuggestResponse(model=self.name, suggestions=found,
                                processing_time=round((time.perf_counter() - started) * 1000, 2))

@@ -65,8 +65,9 @@ class Settings:
     max_queue: int = 32  # requests waiting their turn; more: 429 + Retry-After at once
     max_queue_wait_s: float = 10.0  # a request still waiting after this is answered 429
     max_waiting_rows: int = 256  # sequences (prompts x n) queued in the engine for a batch slot; more: 429
-    suggest_tokens: int = 8  # tokens generated per suggestion: short, so it is cheap per keystroke
-    suggest_candidates: int = 8  # samples drawn to find up to 5 distinct suggestions
+    # Tokens generated per suggestion (~4 words): short, so it is cheap per keystroke; 8 costs
+    # ~1.3x as much (tests/benchmarks/bench_typing.py). A request's `n` sets how many rows decode.
+    suggest_tokens: int = 6
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -1,5 +1,6 @@
-"""GPT-2 written as GGUF: llama.cpp must compute what transformers computes, and read the
-vocabulary the same way (a tiny GPT-2 with the real GPT-2 tokenizer)."""
+"""GPT-2 and Llama written as GGUF: llama.cpp must compute what transformers computes, and read
+the vocabulary the same way (a tiny GPT-2 with the real GPT-2 tokenizer; a tiny Llama with
+SmolLM2's shape rules and tokenizer; the real SmolLM2-135M)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.autocomplete.gguf_export import write_gpt2_gguf
+from services.autocomplete.gguf_export import check_gguf, write_gguf
 from tests.autocomplete_fixtures import tiny_gpt2_dir
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is part of modelport[autocomplete]")
@@ -17,7 +18,7 @@ TEXT = "The quick brown fox jumps over the lazy dog, said Dr. O'Neil in 1999 \u2
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     model_dir = tiny_gpt2_dir(tmp_path_factory.mktemp("tiny") / "m", seed=1)
-    write_gpt2_gguf(model_dir, model_dir / "model.gguf")
+    write_gguf(model_dir, model_dir / "model.gguf")
     return model_dir, model_dir / "model.gguf"
 
 
@@ -65,3 +66,58 @@ def test_llama_cpp_reads_the_gpt2_vocabulary(exported: tuple[Path, Path]) -> Non
         assert llama.llama_token_to_piece(vocab, 50256, piece, 32, 0, True) > 0
     finally:
         llama.llama_model_free(model)
+
+
+def tiny_llama_dir(target: Path, tokenizer_dir: Path) -> Path:
+    """A 2-layer Llama (grouped-query attention, tied embeddings, as SmolLM2) with random
+    weights and SmolLM2's tokenizer: real shapes, seconds to write."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, rope_theta=100000.0, tie_word_embeddings=True,
+                         bos_token_id=1, eos_token_id=2)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():  # random init has tiny logits; scale them up to a real model's spread
+        model.model.embed_tokens.weight.mul_(50)
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def smollm2_dir() -> Path:
+    import services.autocomplete.model_kinds  # noqa: F401 - registers causal-lm
+    from services.core.model_store import import_model
+
+    return Path(import_model("smollm2-135m").path)
+
+
+def test_a_llama_written_as_gguf_gives_torch_logits(tmp_path: Path, smollm2_dir: Path) -> None:
+    model_dir = tiny_llama_dir(tmp_path / "llama", smollm2_dir)
+    write_gguf(model_dir, model_dir / "model.gguf")
+    check = check_gguf(model_dir, model_dir / "model.gguf")
+    assert check.passed, check
+    assert check.same_top_token == check.prompts
+
+
+def test_a_wrong_rotary_layout_fails_the_check(tmp_path: Path, smollm2_dir: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.autocomplete import gguf_export
+
+    model_dir = tiny_llama_dir(tmp_path / "llama", smollm2_dir)
+    monkeypatch.setattr(gguf_export, "_rotary_rows", lambda weights, heads: weights)
+    write_gguf(model_dir, model_dir / "model.gguf")
+    check = check_gguf(model_dir, model_dir / "model.gguf")
+    assert not check.passed, check  # the check catches what a layout bug does
+
+
+def test_the_real_smollm2_written_from_its_weights_passes_the_check(tmp_path: Path,
+                                                                     smollm2_dir: Path) -> None:
+    # The store entry's transformers weights (as fine-tuning would leave them), written anew.
+    write_gguf(smollm2_dir, tmp_path / "model.gguf")
+    check = check_gguf(smollm2_dir, tmp_path / "model.gguf")
+    assert check.passed and check.same_top_token == check.prompts, check
