@@ -37,6 +37,11 @@ class Backend(Protocol):
     def decode_step(self, tokens: list[int]) -> torch.Tensor:
         """Feed every row its next token; the logits for the one after, [rows, vocab]."""
 
+    def step(self, prompts: list[list[int]], every_position: bool,
+             tokens: list[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """`prefill(prompts)` and `decode_step(tokens)` in one forward pass where the backend can;
+        both results. Either may be empty."""
+
     def keep(self, rows: list[int]) -> None:
         """Keep only these rows (indices into the current order, in order)."""
 

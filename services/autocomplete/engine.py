@@ -16,8 +16,9 @@ passes while it waits ends with `timeout` without being prefilled.
 `observe_load`, if given, is called from the engine thread with a `Load` (rows running and
 waiting, KV cells reserved) whenever that changes: the service turns it into gauges.
 
-New requests are prefilled right away, together when several are waiting (so a first
-token does not wait for the batch to finish), then join the batch. The model and its KV
+New requests are prefilled right away, together when several are waiting and in the same
+forward pass as the running rows' next tokens (so a first token does not wait for the batch
+to finish, and the batch does not wait for a pass of the new prompts'), then join the batch. The model and its KV
 cache live in a `Backend` (backend.py): torch_backend.py (transformers) or llama_backend.py
 (GGUF in llama.cpp). Here: the engine thread, admission, room in the KV cache, the batch's
 rows and their prefill and decode steps. What a row's tokens become (text, stop strings,
@@ -169,16 +170,9 @@ class Engine:
             while True:
                 if not self._rows and self._held is None and self._inbox.empty():
                     _return_freed_memory()  # about to wait idle
-                self._admit()
+                new = self._admit()
                 self._report_load()
-                try:
-                    if self._rows:
-                        self._decode_step()
-                except Exception:  # a failed step fails its rows, never the worker
-                    logger.exception("decode step failed; ending the batch's sequences")
-                    for row in self._rows:
-                        row.request.stream.fail(row.output.index)
-                    self._reset_batch()
+                self._step(new)
                 self._report_load()
 
     def load(self) -> Load:
@@ -196,15 +190,15 @@ class Engine:
             except Exception:  # metrics never stop the engine
                 logger.exception("observe_load failed")
 
-    def _admit(self) -> None:
-        """Prefill the waiting requests together (blocking while there is nothing else to do).
+    def _admit(self) -> list[_Request]:
+        """The waiting requests to prefill now, together (blocking while there is nothing else to do).
 
         At most PREFILL_MAX_REQUESTS / PREFILL_MAX_TOKENS at a time, so a burst of new
         requests does not stall the tokens of the running ones for long; and, where the
         backend's KV cache is a fixed pool, only as many as it has room for: the next in
         line waits (in order) until running rows finish.
         """
-        self._drop(self._expired)  # cancelled rows leave first: their cells may serve a newer request
+        self._drop(self._expired)  # cancelled rows leave first: their room goes to new requests
         waiting: list[_Request] = []
         rows, tokens = len(self._rows), 0
         room = self._kv_room()
@@ -238,15 +232,7 @@ class Engine:
             rows, tokens = rows + request.n, tokens + len(request.prompt)
             if tokens >= PREFILL_MAX_TOKENS:
                 break
-        if not waiting:
-            return
-        try:
-            self._prefill(waiting)
-        except Exception:
-            logger.exception("prefill failed")
-            self.backend.join([])  # drop whatever the failed prefill holds
-            for request in waiting:
-                self._fail(request)
+        return waiting
 
     def _next_request(self, block: bool) -> _Request | None:
         if self._held is not None:
@@ -281,10 +267,31 @@ class Engine:
         for index in request.indices:
             request.stream.fail(index, reason)
 
-    def _prefill(self, requests: list[_Request]) -> None:
-        """One forward pass over the new prompts; their first tokens; the rows that go on join."""
-        every_position = any(r.params.echo and r.params.logprobs is not None for r in requests)
-        logits = self.backend.prefill([r.prompt for r in requests], every_position)
+    def _step(self, new: list[_Request]) -> None:
+        """One forward pass: the new prompts' prefill and the running rows' next tokens together
+        (as llama.cpp's server batches them: a new request does not stall the batch with a pass
+        of its own); then the rows' next tokens, and the new requests' rows join."""
+        self._drop(self._expired)
+        if not new and not self._rows:
+            return
+        try:
+            every_position = any(r.params.echo and r.params.logprobs is not None for r in new)
+            prompt_logits, logits = self.backend.step([r.prompt for r in new], every_position,
+                                                      self._next)
+            if self._rows:
+                self._advance(logits)
+            if new:
+                self._join(new, prompt_logits)
+        except Exception:  # a failed pass fails its sequences, never the worker
+            logger.exception("forward pass failed; ending its sequences")
+            for request in new:
+                self._fail(request)
+            for row in self._rows:
+                row.request.stream.fail(row.output.index)
+            self._reset_batch()
+
+    def _join(self, requests: list[_Request], logits: list[torch.Tensor]) -> None:
+        """The prefilled requests' first tokens; the rows that go on join the batch."""
         sources, rows, tokens = [], [], []
         for i, request in enumerate(requests):
             request.stream.stats.cached_tokens += self.backend.reused_tokens[i]
@@ -308,11 +315,12 @@ class Engine:
             for row in rows:
                 row.output.finish(FinishReason.LENGTH)
             return []
-        if params.distinct_first:
+        if params.first_token_rank:
             import torch
 
             last = logits[-1:].float()
-            tokens = torch.topk(last[0], min(n, last.shape[1])).indices.tolist()
+            skip = params.first_token_rank - 1
+            tokens = torch.topk(last[0], min(skip + n, last.shape[1])).indices.tolist()[skip:]
             logprobs = torch.log_softmax(last, dim=-1).expand(n, -1)
         else:
             tokens, logprobs = choose_tokens(logits[-1:].expand(n, -1), [params] * n,
@@ -323,11 +331,8 @@ class Engine:
         return [(row, token) for row, token, lp in zip(rows, tokens, logprobs)
                 if row.output.accept(token, lp)]
 
-    def _decode_step(self) -> None:
-        self._drop(self._expired)
-        if not self._rows:
-            return
-        logits = self.backend.decode_step(self._next)
+    def _advance(self, logits: torch.Tensor) -> None:
+        """Each running row's next token from its logits; the rows that finished leave."""
         rows = self._rows
         tokens, logprobs = choose_tokens(logits, [r.params for r in rows],
                                          [r.generator for r in rows],

@@ -55,11 +55,12 @@ class LlamaCppBackend(TokenizerCodec):
 
     def __init__(self, gguf: Path, tokenizer: Any, *, threads: int, kv_tokens: int,
                  max_sequences: int, batch_tokens: int = 2048,
-                 cached_sequences: int = CACHED_SEQUENCES) -> None:
+                 cached_sequences: int = CACHED_SEQUENCES, gpu: bool = False) -> None:
         llama = self._llama = quiet_llama_cpp()
         super().__init__(tokenizer)
         llama.llama_backend_init()
         model_params = llama.llama_model_default_params()
+        model_params.n_gpu_layers = -1 if gpu else 0  # -1: every layer (and the KV cache) on the GPU
         self._model = llama.llama_model_load_from_file(str(gguf).encode(), model_params)
         if not self._model:
             raise ValueError(f"llama.cpp could not load {gguf}")
@@ -87,22 +88,59 @@ class LlamaCppBackend(TokenizerCodec):
         llama.llama_model_desc(self._model, desc, len(desc))
         words = desc.value.decode().split()
         millions = llama.llama_model_n_params(self._model) / 1e6
+        where = "on the GPU" if gpu else f"{threads} threads"
         self.description = (f"llama.cpp: {millions:.0f}M-parameter {words[0]}, {words[-1]} "
-                            f"weights, {threads} threads, {self.kv_capacity} KV cells")
+                            f"weights, {where}, {self.kv_capacity} KV cells")
         self._cache_slots = cached_sequences
         self._pending: list[tuple[int, int]] = []  # (sequence id, length) of prefilled prompts
         self.reused_tokens: list[int] = []  # of each prompt of the last prefill, from the cache
         self.reset()
 
     def prefill(self, prompts: list[list[int]], every_position: bool) -> list[torch.Tensor]:
-        """Each prompt into its own sequence; each one's logits (every position, or the last).
+        return self.step(prompts, every_position, [])[0]
+
+    def decode_step(self, tokens: list[int]) -> torch.Tensor:
+        return self.step([], False, tokens)[1]
+
+    def step(self, prompts: list[list[int]], every_position: bool,
+             tokens: list[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """One llama_decode over the new prompts, each into its own sequence (held until `join`),
+        and the running rows' next tokens: each prompt's logits (every position, or the last)
+        and each row's.
 
         A prompt starts from the cells of the sequence sharing its longest prefix (not when
         every position's logits are wanted: the cached ones have none)."""
+        entries, copies = self._plan_prefill(prompts, every_position) if prompts else ([], [])
+        entries += [(token, position, seq, True)
+                    for token, position, seq in zip(tokens, self._positions, self._sequences)]
+        logits = self._run(entries)
+        for token, seq in zip(tokens, self._sequences):
+            self._tokens[seq].append(token)
+        self._positions = [p + 1 for p in self._positions]
+        prompt_rows = len(logits) - len(tokens)
+        out: list[torch.Tensor] = []
+        at = 0
+        copied = dict(copies)
+        for i, prompt in enumerate(prompts):
+            if i in copied:
+                out.append(out[copied[i]])  # the same prompt earlier in this pass
+                continue
+            rows = len(prompt) if every_position else 1
+            out.append(logits[at:at + rows])
+            at += rows
+        for copy, source in copies:  # its cells too
+            self._llama.llama_memory_seq_cp(self._memory, self._pending[source][0],
+                                            self._pending[copy][0], -1, -1)
+        return out, logits[prompt_rows:]
+
+    def _plan_prefill(self, prompts: list[list[int]], every_position: bool
+                      ) -> tuple[list[tuple[int, int, int, bool]], list[tuple[int, int]]]:
+        """The new prompts' batch entries, each in a sequence of its own (from the cache where
+        it can); the (index, earlier index) of prompts that repeat one earlier in the pass."""
         self._pending, self.reused_tokens = [], []
         entries: list[tuple[int, int, int, bool]] = []
         first_of: dict[tuple[int, ...], int] = {}  # a prompt -> the first index it is at
-        copies: list[tuple[int, int]] = []  # (index, earlier index with the same prompt)
+        copies: list[tuple[int, int]] = []
         for i, prompt in enumerate(prompts):
             if tuple(prompt) in first_of:  # run once; its cells are copied after the run
                 seq = self._take_free()
@@ -118,21 +156,7 @@ class LlamaCppBackend(TokenizerCodec):
             self._tokens[seq] = list(prompt)
             self._pending.append((seq, len(prompt)))
             self.reused_tokens.append(start)
-        logits = self._run(entries)
-        out: list[torch.Tensor] = []
-        at = 0
-        for i, prompt in enumerate(prompts):
-            if any(i == copy for copy, _ in copies):
-                out.append(torch.empty(0))  # filled below, from the earlier identical prompt
-                continue
-            rows = len(prompt) if every_position else 1
-            out.append(logits[at:at + rows])
-            at += rows
-        for copy, source in copies:
-            out[copy] = out[source]
-            self._llama.llama_memory_seq_cp(self._memory, self._pending[source][0],
-                                            self._pending[copy][0], -1, -1)
-        return out
+        return entries, copies
 
     def join(self, sources: list[int]) -> None:
         """Append one row per entry, continuing prefilled prompt `sources[i]`."""
@@ -151,15 +175,6 @@ class LlamaCppBackend(TokenizerCodec):
             if source not in used:
                 self._release(seq)
         self._pending = []
-
-    def decode_step(self, tokens: list[int]) -> torch.Tensor:
-        entries = [(token, position, seq, True)
-                   for token, position, seq in zip(tokens, self._positions, self._sequences)]
-        logits = self._run(entries)
-        for token, seq in zip(tokens, self._sequences):
-            self._tokens[seq].append(token)
-        self._positions = [p + 1 for p in self._positions]
-        return logits
 
     def keep(self, rows: list[int]) -> None:
         kept = set(rows)

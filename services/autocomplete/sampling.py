@@ -35,9 +35,10 @@ class SamplingParams:
     logprobs: int | None = None  # top-N alternatives per token; 0: only the chosen token's
     echo: bool = False
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, -100..100) pairs, OpenAI's
-    # The n choices start with the n likeliest first tokens (by the raw logits), one each, then
-    # go on as the rest says: n distinct continuations without drawing extra samples (suggest.py).
-    distinct_first: bool = False
+    # From 1: the n choices start with the likeliest first tokens (by the raw logits) from this
+    # rank on, one each (1: the likeliest), then go on as the rest says: n distinct
+    # continuations without drawing extra samples (suggest.py). 0: off.
+    first_token_rank: int = 0
 
     @property
     def greedy(self) -> bool:

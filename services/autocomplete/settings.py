@@ -43,8 +43,12 @@ class Settings:
     # import) when llama-cpp-python is installed, and torch for everything else.
     backend: str = "auto"
     kv_cache_tokens: int = 8192  # llama.cpp: KV cells shared by all running sequences
-    # torch's weights in memory: "auto" is bfloat16 where the CPU computes in it natively (AVX512-BF16,
-    # AMX: ~1.5x faster than float32) and "int8" elsewhere: int8 linear weights, 1.5-1.9x faster
+    # Where the model runs: "auto" is the GPU when there is one (torch: CUDA; llama.cpp: when
+    # built with GPU offload, as the GPU image builds it: every layer and the KV cache on it),
+    # else the CPU. "cpu" keeps it on the CPU; "cuda" makes a missing GPU a start-up error.
+    device: str = "auto"
+    # torch's weights in memory: "auto" is bfloat16 on a GPU and where the CPU computes in it natively
+    # (AVX512-BF16, AMX: ~1.5x faster than float32) and "int8" elsewhere: int8 linear weights, 1.5-1.9x faster
     # decoding than float32 at +0.2% perplexity (services/autocomplete/int8_weights.py).
     # "float32" gives the exact outputs of transformers.
     dtype: str = "auto"

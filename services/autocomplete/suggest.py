@@ -3,14 +3,14 @@
     suggestions = await suggest(engine, "The weather today is", n=3, tokens=6)
     # [Suggestion(text=" sunny and warm.", score=0.41), ...]
 
-Cheap by construction, as each row of the batch costs about as much as a whole continuation
-on a CPU: n rows for n suggestions, the greedy continuations of the n likeliest first tokens
-(distinct from the start, no samples drawn to find distinct ones), each a few tokens long.
-The prompt's KV cells come from the prefix cache, as the text grows a few characters per
-request. Each is cut where a word or sentence ends and ranked by the model's mean token
-probability. tests/benchmarks/bench_typing.py measures the trade: n=3, 6 tokens answers in
-about 1.5x the time of a single 8-token continuation, as often offering the word typed next
-as 8 sampled candidates of 8 tokens did in 2.5-3.3x the time.
+Cheap by construction, as on a CPU each row of the batch costs about as much as another
+continuation: n rows for n suggestions, no samples drawn to find distinct ones. The best is
+the greedy continuation, `tokens` long; the others are the greedy continuations of the next
+likeliest first tokens, half as long (alternatives of a word or two, as a keyboard's bar
+shows). The prompt's KV cells come from the prefix cache, as the text grows a few characters
+per request, and the two requests share the prompt's prefill. Each suggestion is cut where a
+word or sentence ends and ranked by the model's mean token probability.
+tests/benchmarks/bench_typing.py measures the trade (see README).
 """
 
 from __future__ import annotations
@@ -28,23 +28,29 @@ from services.autocomplete.sampling import SamplingParams
 CONTEXT_TOKENS = 256  # only the end of a long text matters for the next few words ...
 CONTEXT_STEP = 64  # ... and its start moves in steps this long, so the cached prefix survives keystrokes
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
-# Suggestions decode their own way, whatever a completions request defaults to: greedy from
-# distinct first tokens, each ending at a newline (max_tokens: the `tokens` asked).
-BRANCHES = SamplingParams(temperature=0.0, logprobs=0, stop=("\n",), distinct_first=True)
+# Suggestions decode their own way, whatever a completions request defaults to: greedy, each
+# ending at a newline; the alternatives from the 2nd, 3rd, ... likeliest first token.
+BEST = SamplingParams(temperature=0.0, logprobs=0, stop=("\n",))
+ALTERNATIVES = dataclasses.replace(BEST, first_token_rank=2)
 
 
 async def suggest(engine: Engine, text: str, *, n: int, tokens: int,
                   timeout_s: float) -> list[Suggestion]:
     prompt = context(engine.encode(text))
-    stream = engine.submit([prompt], dataclasses.replace(BRANCHES, max_tokens=tokens), n=n,
-                           timeout_s=timeout_s)
+    streams = [engine.submit([prompt], dataclasses.replace(BEST, max_tokens=tokens),
+                             timeout_s=timeout_s)]
+    if n > 1:
+        streams.append(engine.submit(
+            [prompt], dataclasses.replace(ALTERNATIVES, max_tokens=max(1, tokens // 2)), n=n - 1,
+            timeout_s=timeout_s))
     try:
-        run = await stream.collect()
+        runs = await asyncio.gather(*(stream.collect() for stream in streams))
     finally:
-        stream.cancel()
+        for stream in streams:
+            stream.cancel()
     best: dict[str, float] = {}
     ended = (FinishReason.STOP, FinishReason.LENGTH)
-    for choice in (c for c in run.values() if c.finish_reason in ended):
+    for choice in (c for run in runs for c in run.values() if c.finish_reason in ended):
         cut = cut_at_boundary(choice.text, complete=choice.finish_reason is FinishReason.STOP)
         if cut.strip():
             best[cut] = max(best.get(cut, 0.0), _score(choice.logprobs, len(cut)))

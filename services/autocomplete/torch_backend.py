@@ -5,6 +5,9 @@ left-padded to a common length, with an attention mask that hides the padding an
 position ids. Prefilled prompts are left-padded together; the rows that go on are selected
 from their cache, padded and appended. Rows that leave are dropped from the cache, and
 columns that became padding for every row are trimmed.
+
+On a GPU the model, its cache and the batch's tensors live there; the logits handed to the
+engine come back to the CPU, where sampling runs (one [rows, vocab] copy per step).
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ class TorchBackend(TokenizerCodec):
     kv_capacity = None  # the cache grows as needed
     cached_cells = 0  # no prefix cache: every prompt is prefilled whole
 
-    def __init__(self, model: Any, tokenizer: Any, dtype: str = "float32") -> None:
+    def __init__(self, model: Any, tokenizer: Any, dtype: str = "float32", device: str = "cpu") -> None:
         super().__init__(tokenizer)
         self.model = model
-        self.description = f"{type(model).__name__} in torch, {_weights(dtype)}"
+        self.device = torch.device(device)
+        where = f", on {torch.cuda.get_device_name(self.device)}" if self.device.type == "cuda" else ""
+        self.description = f"{type(model).__name__} in torch, {_weights(dtype)}{where}"
         self.context_length = context_length(model.config.to_dict())
         self.vocab_size = int(model.get_input_embeddings().weight.shape[0])
         self.stop_token_ids = _stop_token_ids(model, tokenizer)
@@ -43,13 +48,15 @@ class TorchBackend(TokenizerCodec):
         for i, prompt in enumerate(prompts):
             ids[i, width - len(prompt):] = torch.tensor(prompt)
             mask[i, width - len(prompt):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
         cache = DynamicCache(config=self.model.config)
         out = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True,
                          position_ids=(mask.cumsum(1) - 1).clamp(min=0),
                          logits_to_keep=0 if every_position else 1)
         self._pending = (cache, mask)
         self.reused_tokens = [0] * len(prompts)
-        return [out.logits[i, width - len(p):] if every_position else out.logits[i]
+        logits = out.logits.cpu()
+        return [logits[i, width - len(p):] if every_position else logits[i]
                 for i, p in enumerate(prompts)]
 
     def join(self, sources: list[int]) -> None:
@@ -59,7 +66,7 @@ class TorchBackend(TokenizerCodec):
             return
         cache, mask = self._pending
         self._pending = None
-        index = torch.tensor(sources)
+        index = torch.tensor(sources, device=self.device)
         cache.batch_select_indices(index)
         new_mask = mask[index]
         length = new_mask.shape[1]
@@ -76,19 +83,25 @@ class TorchBackend(TokenizerCodec):
 
     def decode_step(self, tokens: list[int]) -> torch.Tensor:
         """Feed each running row its next token; the logits of the token after, [rows, vocab]."""
-        self._mask = torch.cat([self._mask, torch.ones(len(tokens), 1, dtype=torch.long)], 1)
-        out = self.model(input_ids=torch.tensor(tokens, dtype=torch.long)[:, None],
+        self._mask = torch.cat([self._mask, self._mask.new_ones(len(tokens), 1)], 1)
+        out = self.model(input_ids=torch.tensor(tokens, dtype=torch.long, device=self.device)[:, None],
                          attention_mask=self._mask, position_ids=self._positions[:, None],
                          past_key_values=self._cache, use_cache=True)
         self._positions += 1
-        return out.logits[:, -1]
+        return out.logits[:, -1].cpu()
+
+    def step(self, prompts: list[list[int]], every_position: bool,
+             tokens: list[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Two passes here: the new prompts' cache is padded apart from the batch's until `join`."""
+        logits = self.decode_step(tokens) if tokens else torch.zeros(0, self.vocab_size)
+        return (self.prefill(prompts, every_position) if prompts else []), logits
 
     def keep(self, rows: list[int]) -> None:
         """Keep only these rows (indices, in order); trim columns that are padding for all."""
         if not rows:
             self.reset()
             return
-        index = torch.tensor(rows)
+        index = torch.tensor(rows, device=self.device)
         self._mask, self._positions = self._mask[index], self._positions[index]
         self._cache.batch_select_indices(index)
         padding = int((self._mask.sum(0) == 0).long().cumprod(0).sum())
@@ -103,8 +116,8 @@ class TorchBackend(TokenizerCodec):
     def reset(self) -> None:
         self.reused_tokens: list[int] = []
         self._cache: Any = None
-        self._mask = torch.zeros(0, 0, dtype=torch.long)  # [rows, cache length]
-        self._positions = torch.zeros(0, dtype=torch.long)
+        self._mask = torch.zeros(0, 0, dtype=torch.long, device=self.device)  # [rows, cache length]
+        self._positions = torch.zeros(0, dtype=torch.long, device=self.device)
 
 
 def _weights(dtype: str) -> str:

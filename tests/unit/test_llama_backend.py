@@ -18,6 +18,7 @@ from services.autocomplete.settings import Settings
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is part of modelport[autocomplete]")
 pytestmark = pytest.mark.slow
 GREEDY = SamplingParams(max_tokens=8, temperature=0.0)
+GREEDY_LONG = SamplingParams(max_tokens=40, temperature=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -73,19 +74,43 @@ def test_greedy_completion_knows_a_capital(engine: Engine) -> None:
 
 def test_concurrent_requests_are_decoded_in_shared_steps(engine: Engine,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    widths: list[int] = []
-    step = engine.backend.decode_step
+    widths: list[int] = []  # running rows fed per forward pass
+    step = engine.backend.step
 
-    def counting_step(tokens: list[int]) -> object:
+    def counting_step(prompts: list[list[int]], every_position: bool, tokens: list[int]) -> object:
         widths.append(len(tokens))
-        return step(tokens)
+        return step(prompts, every_position, tokens)
 
-    monkeypatch.setattr(engine.backend, "decode_step", counting_step)
+    monkeypatch.setattr(engine.backend, "step", counting_step)
     prompts = ["Once upon a time", "The weather today", "My favourite food is", "Dear Sir,"]
     results = complete(engine, prompts, SamplingParams(max_tokens=12, temperature=0.7, seed=1))
     assert all(stream.stats.completion_tokens >= 4 for stream, _ in results)
     assert max(widths) == len(prompts)  # all four rows went through one llama_decode call
     assert len(widths) < 4 * 4, widths  # fewer steps than the rows' tokens
+
+
+def test_a_new_prompt_is_prefilled_in_the_running_rows_pass(engine: Engine,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    passes: list[tuple[int, int]] = []  # (new prompts, running rows) per forward pass
+    step = engine.backend.step
+
+    def counting_step(prompts: list[list[int]], every_position: bool, tokens: list[int]) -> object:
+        passes.append((len(prompts), len(tokens)))
+        return step(prompts, every_position, tokens)
+
+    monkeypatch.setattr(engine.backend, "step", counting_step)
+
+    async def staggered() -> list[str]:
+        first = engine.submit([engine.encode("Once upon a time")], GREEDY_LONG)
+        while not passes:  # the first is running
+            await asyncio.sleep(0.001)
+        second = engine.submit([engine.encode("The capital of France is")], GREEDY)
+        done = await asyncio.gather(first.collect(), second.collect())
+        return [d[0].text for d in done]
+
+    texts = asyncio.run(staggered())
+    assert (1, 1) in passes, passes  # the second prompt rode along with the first's next token
+    assert texts[1].strip().startswith("Paris"), texts
 
 
 def test_n_choices_share_the_prompt_and_a_seed_repeats_them(engine: Engine) -> None:
@@ -200,8 +225,8 @@ def test_a_full_kv_cache_makes_requests_wait_their_turn(smollm2_dir: Path,
     # 256 cells; each request needs about 4 + 120: two fit at once, the third waits.
     small = make_engine(smollm2_dir, kv_cache_tokens=256)
     widths: list[int] = []
-    step = small.backend.decode_step
-    monkeypatch.setattr(small.backend, "decode_step", lambda t: widths.append(len(t)) or step(t))
+    step = small.backend.step
+    monkeypatch.setattr(small.backend, "step", lambda p, e, t: widths.append(len(t)) or step(p, e, t))
     params = SamplingParams(max_tokens=120, temperature=0.8, seed=3)
     results = complete(small, ["One", "Two", "Three"], params)  # all end: "stop" or "length"
     assert all(stream.stats.completion_tokens > 0 for stream, _ in results)
