@@ -47,6 +47,26 @@ def tiny_gpt2_dir(target: Path, *, seed: int = 0) -> Path:
     return target
 
 
+def tiny_llama_dir(target: Path, tokenizer_dir: Path) -> Path:
+    """A 2-layer Llama (grouped-query attention, tied embeddings, as SmolLM2) with random
+    weights and SmolLM2's tokenizer: real shapes, seconds to write."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, rope_theta=100000.0, tie_word_embeddings=True,
+                         bos_token_id=1, eos_token_id=2)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():  # random init has tiny logits; scale them up to a real model's spread
+        model.model.embed_tokens.weight.mul_(50)
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
 def import_tiny_gpt2() -> str:
     """The tiny GPT-2 as a `causal-lm` entry of the (test) model store; its tag."""
     from services.core.model_store import import_model

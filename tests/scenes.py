@@ -41,6 +41,22 @@ def plate_on_street(*, at: tuple[int, int] = (300, 700), scale: float = 2.0,
     return Scene(out.getvalue(), PLATES[plate_asset], box, street.size)
 
 
+def street_with_plates(placements: list[tuple[str, tuple[int, int], float]], *,
+                       canvas: tuple[int, int] = (1280, 720)) -> Scene:
+    """Several real plate crops on the street photo: (crop asset, top-left, scale) each. The
+    Scene's `plate` is the first one's text and `box` its box."""
+    street = Image.open(asset("bus")).convert("RGB").resize(canvas)
+    boxes = []
+    for plate_asset, at, scale in placements:
+        plate = Image.open(asset(plate_asset)).convert("RGB")
+        plate = plate.resize((round(plate.width * scale), round(plate.height * scale)))
+        street.paste(plate, at)
+        boxes.append((at[0], at[1], at[0] + plate.width, at[1] + plate.height))
+    out = io.BytesIO()
+    street.save(out, format="JPEG", quality=92)
+    return Scene(out.getvalue(), PLATES[placements[0][0]], boxes[0], street.size)
+
+
 def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))

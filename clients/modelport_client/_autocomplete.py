@@ -47,6 +47,14 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    cached_tokens: int = 0  # prompt tokens the server took from its prefix cache
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Usage:
+        """Known fields only: a newer server may send more."""
+        details = data.get("prompt_tokens_details") or {}
+        return cls(prompt_tokens=data["prompt_tokens"], completion_tokens=data["completion_tokens"],
+                   total_tokens=data["total_tokens"], cached_tokens=details.get("cached_tokens", 0))
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,7 @@ class Completion:
             logprobs=None if c.get("logprobs") is None else TokenLogprobs(
                 **{k: tuple(v) for k, v in c["logprobs"].items()}))
             for c in data["choices"])
-        return cls(id=data["id"], model=data["model"], choices=choices, usage=Usage(**data["usage"]))
+        return cls(id=data["id"], model=data["model"], choices=choices, usage=Usage.from_json(data["usage"]))
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,10 @@ def _completion_body(prompt: str | Sequence[str], options: dict[str, Any], strea
     if stream:
         body["stream"] = True
     return body
+
+
+def _suggest_body(text: str, n: int, session: str | None) -> dict[str, Any]:
+    return {"text": text, "n": n, **({"session": session} if session is not None else {})}
 
 
 def _suggestions(data: dict[str, Any]) -> list[Suggestion]:
@@ -133,9 +145,11 @@ class AutocompleteCalls:
         except httpx.TransportError as exc:
             raise translate(exc, url) from exc
 
-    def suggest(self, text: str, *, n: int = 3) -> list[Suggestion]:
-        """Up to `n` (at most 5) short continuations of `text`, best first."""
-        return _suggestions(self._request("POST", SUGGEST_PATH, json={"text": text, "n": n}).json())
+    def suggest(self, text: str, *, n: int = 3, session: str | None = None) -> list[Suggestion]:
+        """Up to `n` (at most 5) short continuations of `text`, best first. With a `session`
+        (your editor's id), a newer call of the same session makes this one raise Superseded."""
+        return _suggestions(self._request("POST", SUGGEST_PATH,
+                                          json=_suggest_body(text, n, session)).json())
 
 
 class AsyncAutocompleteCalls:
@@ -170,6 +184,6 @@ class AsyncAutocompleteCalls:
         except httpx.TransportError as exc:
             raise translate(exc, url) from exc
 
-    async def suggest(self, text: str, *, n: int = 3) -> list[Suggestion]:
-        response = await self._request("POST", SUGGEST_PATH, json={"text": text, "n": n})
+    async def suggest(self, text: str, *, n: int = 3, session: str | None = None) -> list[Suggestion]:
+        response = await self._request("POST", SUGGEST_PATH, json=_suggest_body(text, n, session))
         return _suggestions(response.json())

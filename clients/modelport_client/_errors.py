@@ -10,6 +10,7 @@
         ├── PayloadTooLarge   413: an image or body over the server's limits
         ├── UnsupportedMedia  415: not an image / wrong content type
         ├── NotFound          404
+        ├── Superseded        409: a newer suggest request of the same session replaced this one
         ├── RateLimited       429: busy or over the key's quota; `retry_after` says when to retry
         └── ServerError       5xx (503 when the service is not ready yet or shutting down)
 
@@ -72,13 +73,18 @@ class NotFound(APIError):
     pass
 
 
+class Superseded(APIError):
+    pass
+
+
 class ServerError(APIError):
     pass
 
 
 _BY_STATUS: dict[int, type[APIError]] = {400: BadRequest, 422: BadRequest, 401: AuthenticationError,
                                          403: PermissionDenied, 413: PayloadTooLarge,
-                                         415: UnsupportedMedia, 404: NotFound, 429: RateLimited}
+                                         415: UnsupportedMedia, 404: NotFound, 409: Superseded,
+                                         429: RateLimited}
 
 
 def raise_for_status(response: httpx.Response) -> None:

@@ -76,22 +76,23 @@ def write_gguf(model_dir: Path, target: Path) -> None:
 
 @dataclass(frozen=True)
 class LogitCheck:
-    """llama.cpp's next-token logits for CHECK_PROMPTS against torch's (float32)."""
+    """llama.cpp's next-token distributions for CHECK_PROMPTS against torch's (float32)."""
 
-    max_error: float  # the largest absolute difference, over every prompt and token
-    spread: float  # the torch logits' standard deviation (what an error compares to)
+    kl_divergence: float  # mean over the prompts of KL(torch || llama.cpp), in nats
+    max_error: float  # the largest absolute logit difference, over every prompt and token
     same_top_token: int  # prompts whose likeliest next token is the same in both
     prompts: int
 
     @property
     def passed(self) -> bool:
-        # Q8_0 error is a small fraction of the spread (GPT-2: 0.06, SmolLM2: 0.03); a tensor
-        # laid out wrong gives errors the size of the spread and other top tokens.
-        return self.max_error < 0.25 * self.spread and self.same_top_token >= self.prompts - 1
+        # Q8_0 costs SmolLM2-135M a KL divergence of 0.009 (llama.cpp's own conversion of it:
+        # the same, to the digit); its q/k rows left in transformers' layout cost 0.29 and
+        # change the next token on 2 of 4 prompts.
+        return self.kl_divergence < 0.1 and self.same_top_token >= self.prompts - 1
 
     def __str__(self) -> str:
-        return (f"max logit error {self.max_error:.3f} (spread {self.spread:.2f}), same next token "
-                f"on {self.same_top_token}/{self.prompts} prompts")
+        return (f"KL divergence {self.kl_divergence:.4f} nats, max logit error "
+                f"{self.max_error:.2f}, same next token on {self.same_top_token}/{self.prompts} prompts")
 
 
 def check_gguf(model_dir: Path, gguf_file: Path) -> LogitCheck:
@@ -104,7 +105,7 @@ def check_gguf(model_dir: Path, gguf_file: Path) -> LogitCheck:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     backend = LlamaCppBackend(gguf_file, tokenizer, threads=torch.get_num_threads(),
                               kv_tokens=256, max_sequences=1, cached_sequences=0)
-    errors, spreads, same = [], [], 0
+    divergences, errors, same = [], [], 0
     for prompt in CHECK_PROMPTS:
         ids = tokenizer(prompt).input_ids
         with torch.inference_mode():
@@ -112,10 +113,11 @@ def check_gguf(model_dir: Path, gguf_file: Path) -> LogitCheck:
         [got] = backend.prefill([ids], every_position=False)
         backend.join([])
         got = got[-1, :expected.shape[0]]
+        torch_logp, llama_logp = expected.log_softmax(-1), got.log_softmax(-1)
+        divergences.append(float((torch_logp.exp() * (torch_logp - llama_logp)).sum()))
         errors.append(float((got - expected).abs().max()))
-        spreads.append(float(expected.std()))
         same += int(got.argmax()) == int(expected.argmax())
-    return LogitCheck(max(errors), min(spreads), same, len(CHECK_PROMPTS))
+    return LogitCheck(sum(divergences) / len(divergences), max(errors), same, len(CHECK_PROMPTS))
 
 
 def _add_gpt2_params(writer: Any, config: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ likeliest first tokens, half as long (alternatives of a word or two, as a keyboa
 shows). The prompt's KV cells come from the prefix cache, as the text grows a few characters
 per request, and the two requests share the prompt's prefill. Each suggestion is cut where a
 word or sentence ends and ranked by the model's mean token probability.
-tests/benchmarks/bench_typing.py measures the trade (see README).
+tests/benchmarks/bench_typing.py measures the trade (services/autocomplete/README.md).
 """
 
 from __future__ import annotations

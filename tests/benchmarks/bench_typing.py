@@ -19,8 +19,10 @@ the prefix cache (ours), and quality: how often the first word offered (a sugges
 continuation) is the word the editor then typed ("next word"), the best of the n for suggest.
 
 llama-server is built from the llama.cpp source that llama-cpp-python's sdist vendors (the
-version pyproject.toml pins), into ~/.cache/modelport/llama-server/. Both servers get one
-thread per core, and run one at a time. Numbers are from a shared machine: compare within a run.
+version pyproject.toml pins), into ~/.cache/modelport/llama-server/. Every server gets one
+thread per core; all are up for the run, and one is measured at a time, row after row, for
+`--rounds` rounds (a row's p50: the median of its rounds'). Numbers are from a shared machine:
+compare within a run.
 """
 
 from __future__ import annotations
@@ -30,13 +32,14 @@ import asyncio
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,6 +87,10 @@ class Run:
     def p(self, q: float) -> float:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
+
+
+def median_p50(rounds: list[Run]) -> float:
+    return statistics.median(run.p(0.5) for run in rounds)
 
 
 def trace(text: str) -> list[tuple[str, str]]:
@@ -196,6 +203,7 @@ def main() -> None:
     parser.add_argument("--suggest", default="3x6,1x6,3x8",
                         help="/v1/suggest settings to measure, n x tokens, comma-separated")
     parser.add_argument("--editors", default="1,4")
+    parser.add_argument("--rounds", type=int, default=3, help="times each row is measured, in turn")
     args = parser.parse_args()
     from services.autocomplete import model_kinds  # noqa: F401 - registers the causal-lm kind
     from services.core.model_store import import_model
@@ -203,30 +211,48 @@ def main() -> None:
     gguf = Path(import_model(MODEL).path) / "model.gguf"
     binary = args.llama_server or build_llama_server()
     editors = [int(e) for e in args.editors.split(",")]
-    rows: list[tuple[str, int, Run]] = []
-    with llama_server(binary, gguf) as url:
-        rows += [("llama-server, continuation", e, measure(url, "llama-server", e)) for e in editors]
-    with serve(SERVICE, env={"MODELPORT_AUTOCOMPLETE_MODEL": MODEL}) as url:
-        rows += [("ours, continuation", e, measure(url, "continuation", e)) for e in editors]
+    # Every server is up for the whole run, and each round measures every row once, in turn:
+    # a slow minute on a shared machine then hits all rows alike. A row's p50 is the median
+    # of its rounds' p50s; its p95 pools the rounds.
+    jobs: list[tuple[str, str, str, int]] = [("llama-server, continuation", "llama", "llama-server", 1),
+                                             ("ours, continuation", "ours-6", "continuation", 1)]
+    token_settings = set()
     for setting in args.suggest.split(","):
         n, tokens = setting.split("x")
-        env = {"MODELPORT_AUTOCOMPLETE_MODEL": MODEL, "MODELPORT_AUTOCOMPLETE_SUGGEST_TOKENS": tokens}
-        with serve(SERVICE, env=env) as url:
-            rows += [(f"ours, suggest n={n} x {tokens} tokens", e,
-                      measure(url, "suggest", e, int(n))) for e in editors]
+        token_settings.add(tokens)
+        jobs.append((f"ours, suggest n={n} x {tokens} tokens", f"ours-{tokens}", "suggest", int(n)))
+    runs: dict[tuple[str, int], list[Run]] = {(name, e): [] for name, *_ in jobs for e in editors}
+    with ExitStack() as servers:
+        urls = {"llama": servers.enter_context(llama_server(binary, gguf))}
+        for tokens in token_settings | {"6"}:
+            env = {"MODELPORT_AUTOCOMPLETE_MODEL": MODEL, "MODELPORT_AUTOCOMPLETE_SUGGEST_TOKENS": tokens}
+            urls[f"ours-{tokens}"] = servers.enter_context(serve(SERVICE, env=env))
+        for _ in range(args.rounds):
+            for e in editors:
+                for name, server, kind, n in jobs:
+                    runs[name, e].append(measure(urls[server], kind, e, n))
+    rows = [(name, e, runs[name, e]) for name, *_ in jobs for e in editors]
 
-    baseline = {e: run.p(0.5) for name, e, run in rows if name.startswith("llama-server")}
+    baseline = {e: median_p50(r) for name, e, r in rows if name.startswith("llama-server")}
     table = Table(title=f"As-you-type, SmolLM2-135M (Q8_0 GGUF), a request every {EVERY_CHARS} "
                         f"characters\n{describe_machine()}")
     for column in ("server", "editors", "requests", "p50 ms", "p95 ms", "p50 / llama-server",
                    "prompt from cache", "next word"):
         table.add_column(column, justify="left" if column == "server" else "right")
-    for name, e, run in rows:
-        cache = (f"{run.cached_tokens / run.prompt_tokens:.0%}"
-                 if run.prompt_tokens and name.startswith("ours") else "-")
-        table.add_row(name, str(e), str(run.asked), f"{run.p(0.5):.0f}", f"{run.p(0.95):.0f}",
-                      f"{run.p(0.5) / baseline[e]:.2f}x", cache,
-                      f"{run.next_word_hits / run.asked:.0%}")
+    for name, e, rounds in rows:
+        pooled = Run()
+        for run in rounds:
+            pooled.latencies += run.latencies
+            pooled.asked += run.asked
+            pooled.next_word_hits += run.next_word_hits
+            pooled.prompt_tokens += run.prompt_tokens
+            pooled.cached_tokens += run.cached_tokens
+        cache = (f"{pooled.cached_tokens / pooled.prompt_tokens:.0%}"
+                 if pooled.prompt_tokens and name.startswith("ours") else "-")
+        p50 = median_p50(rounds)
+        table.add_row(name, str(e), str(pooled.asked), f"{p50:.0f}", f"{pooled.p(0.95):.0f}",
+                      f"{p50 / baseline[e]:.2f}x", cache,
+                      f"{pooled.next_word_hits / pooled.asked:.0%}")
     Console(width=160).print(table)
 
 

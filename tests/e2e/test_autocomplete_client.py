@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from modelport_client import AsyncClient, BadRequest, Client, Completion, Suggestion
+from modelport_client import AsyncClient, BadRequest, Client, Completion, Suggestion, Superseded
 
 pytestmark = pytest.mark.slow
 
@@ -43,3 +43,19 @@ def test_async_calls(tiny_server: str) -> None:
     completion, pieces, suggestions = asyncio.run(calls())
     assert "".join(pieces) == completion.text and completion.usage.completion_tokens == 6
     assert 1 <= len(suggestions) <= 2
+
+
+def test_a_superseded_suggestion_raises_superseded(tiny_server: str) -> None:
+    async def keystrokes() -> list[object]:
+        async with AsyncClient(tiny_server) as client:
+            return await asyncio.gather(*(client.suggest("The weather" + " is" * i, session="ed-1")
+                                          for i in range(5)), return_exceptions=True)
+
+    outcomes = asyncio.run(keystrokes())
+    assert any(isinstance(o, Superseded) for o in outcomes), outcomes
+    assert any(isinstance(o, list) for o in outcomes), outcomes  # the latest answered
+    with Client(tiny_server) as client:  # the prefix cache's count reaches the client
+        first = client.complete("Hello world, this is a longer prompt", max_tokens=2, temperature=0)
+        again = client.complete("Hello world, this is a longer prompt", max_tokens=2, temperature=0)
+    assert first.usage.prompt_tokens == again.usage.prompt_tokens
+    assert again.usage.cached_tokens in (0, again.usage.prompt_tokens - 1)  # torch: 0

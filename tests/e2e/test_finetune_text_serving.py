@@ -1,8 +1,10 @@
-"""A fine-tuned LM is served by the autocompleter by name, with no code change, and rolls back.
+"""A fine-tuned LM is served by the autocompleter by name, with no code change, on llama.cpp,
+and rolls back.
 
-`modelport finetune text` on a tiny GPT-2 (GPT-2's real tokenizer), then `modelport models
-serve TAG`, then a real `bentoml serve` of the autocompleter configured with the store NAME
-only: it must load the fine-tuned version and complete with it.
+`modelport finetune text` on a tiny GPT-2 (GPT-2's real tokenizer) and a tiny Llama (SmolLM2's
+shape rules and tokenizer), then `modelport models serve TAG`, then a real `bentoml serve` of
+the autocompleter configured with the store NAME only: it must load the fine-tuned version,
+from the GGUF written for it, and complete with it.
 """
 
 from __future__ import annotations
@@ -15,19 +17,30 @@ from click.testing import CliRunner
 
 from services.core.cli import main
 from services.core.sources import LocalFile
-from tests.autocomplete_fixtures import SERVICE, tiny_gpt2_dir
+from tests.autocomplete_fixtures import SERVICE, tiny_gpt2_dir, tiny_llama_dir
 from tests.servers import serve
 
 pytestmark = pytest.mark.slow
-NAME = "finetune-served-gpt2"
 
 
-def test_finetuned_version_is_served_by_name_and_rolls_back(tmp_path: Path,
+def base_dir(architecture: str, target: Path) -> Path:
+    if architecture == "gpt2":
+        return tiny_gpt2_dir(target)
+    import services.autocomplete.model_kinds  # noqa: F401 - registers causal-lm
+    from services.core.model_store import import_model
+
+    return tiny_llama_dir(target, Path(import_model("smollm2-135m").path))
+
+
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+def test_finetuned_version_is_served_by_name_and_rolls_back(architecture: str, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.core.model_store import import_model, serving_tag
+    from services.core.model_store import import_model, resolve, serving_tag
 
+    NAME = f"finetune-served-{architecture}"
     monkeypatch.chdir(tmp_path)  # run folders land here
-    base = import_model(NAME, LocalFile(str(tiny_gpt2_dir(tmp_path / "base"))), kind="causal-lm").tag
+    base = import_model(NAME, LocalFile(str(base_dir(architecture, tmp_path / "base"))),
+                        kind="causal-lm").tag
     notes = tmp_path / "notes.jsonl"
     notes.write_text("".join(f'{{"text": "Ticket {i}: the printer on floor {i % 5} is jammed again."}}\n'
                              for i in range(80)))
@@ -39,14 +52,19 @@ def test_finetuned_version_is_served_by_name_and_rolls_back(tmp_path: Path,
     assert summary.startswith("validation perplexity ") and " -> " in summary
     new_tag = summary.split("new version ")[1].split(".")[0]
 
+    stored = resolve(new_tag)  # written as a GGUF, checked against torch
+    assert (Path(stored.path) / "model.gguf").is_file(), stored.info.metadata
+    assert "KL divergence" in stored.info.metadata["gguf_check"]
+
     served = cli.invoke(main, ["models", "serve", new_tag])
     assert served.exit_code == 0 and serving_tag(NAME) == new_tag
     listed = cli.invoke(main, ["models", "list", NAME])
     assert "val_ppl_before=" in listed.output and "val_ppl_after=" in listed.output
 
-    env = {"MODELPORT_AUTOCOMPLETE_MODEL": NAME, "MODELPORT_AUTOCOMPLETE_REQUIRE_MODEL": "1",
-           "MODELPORT_AUTOCOMPLETE_DTYPE": "float32"}
-    with serve(SERVICE, env=env, log_path=tmp_path / "autocomplete.log") as url:
+    env = {"MODELPORT_AUTOCOMPLETE_MODEL": NAME, "MODELPORT_AUTOCOMPLETE_REQUIRE_MODEL": "1"}
+    log = tmp_path / "autocomplete.log"
+    with serve(SERVICE, env=env, log_path=log) as url:
+        assert f"serving model {new_tag} (llama.cpp:" in log.read_text()
         models = httpx.get(f"{url}/v1/models", timeout=10).json()
         assert models["data"][0]["root"] == new_tag
         response = httpx.post(f"{url}/v1/completions", timeout=60,
