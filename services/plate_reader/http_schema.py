@@ -22,7 +22,9 @@ class BoxJSON(BaseModel):
 
 class CandidateJSON(BaseModel):
     plate: str
-    score: float
+    score: float = Field(description="how sure the reader is that this reading is exactly right, "
+                                     "0-1: the same measure as the plate's score (the first "
+                                     "candidate's is the plate's)")
 
 
 class RegionJSON(BaseModel):
@@ -83,7 +85,10 @@ def to_json(filename: str, readings: Sequence[PlateReading], processing_ms: floa
             {
                 "plate": r.plate, "score": r.score, "dscore": r.dscore,
                 "box": {"xmin": r.box.xmin, "ymin": r.box.ymin, "xmax": r.box.xmax, "ymax": r.box.ymax},
-                "candidates": [{"plate": c.plate, "score": round(c.score, 4)} for c in r.candidates],
+                # Each candidate's confidence, the plate's `score` measure (candidates are
+                # ranked by the format-adjusted mean, which orders them, but means less).
+                "candidates": [{"plate": c.plate, "score": round(c.confidence, 4)}
+                               for c in r.candidates],
                 "review": r.review,
             }
             for r in readings
