@@ -31,7 +31,6 @@ torch there would cost it about 500 MB.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import queue
 import threading
@@ -44,6 +43,7 @@ from services.autocomplete.backend import Backend
 from services.autocomplete.generation import ChoiceOutput, FinishReason, GenerationStream
 from services.autocomplete.sampling import SamplingParams, choose_tokens, new_generator
 from services.core.admission import Busy
+from services.core.memory import return_freed_memory
 
 if TYPE_CHECKING:
     import torch
@@ -169,7 +169,7 @@ class Engine:
         with torch.inference_mode():
             while True:
                 if not self._rows and self._held is None and self._inbox.empty():
-                    _return_freed_memory()  # about to wait idle
+                    return_freed_memory()  # about to wait idle: the KV cache of the last busy moment goes
                 new = self._admit()
                 self._report_load()
                 self._step(new)
@@ -377,13 +377,3 @@ class Engine:
 def kv_cells_needed(rows: int, prompt_tokens: int, max_tokens: int) -> int:
     """KV cells a request may fill: its prompt and all its tokens, for each of its rows."""
     return rows * (prompt_tokens + max_tokens)
-
-
-def _return_freed_memory() -> None:
-    """Hand the heap's free pages back to the OS, as glibc otherwise keeps them: an idle server's
-    RSS then no longer holds the KV cache of its last busy moment (~40-90 MB for GPT-2 at 16
-    clients). It costs a few ms, paid only when the engine goes idle."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (AttributeError, OSError):  # not glibc: nothing to do
-        pass

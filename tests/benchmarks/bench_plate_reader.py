@@ -120,7 +120,7 @@ def main() -> None:
         "4 plates": (street_with_plates([("plate_ad799kb", (500, 450), 1.5),
                                          ("plate_krw301", (120, 520), 1.2),
                                          ("plate_ad799kb", (900, 380), 0.9),
-                                         ("plate_krw301", (700, 300), 0.8)]), 4),
+                                         ("plate_krw301", (1000, 550), 1.2)]), 4),
     }
     images = {name: np.asarray(Image.open(io.BytesIO(scene.jpeg)).convert("RGB"))
               for name, (scene, _) in scenes.items()}
@@ -132,10 +132,21 @@ def main() -> None:
 
         server_pid = next(p.pid for p in psutil.Process().children()
                           if "bentoml" in " ".join(p.cmdline()))
+        peak, sampling = [0.0], threading.Event()
+
+        def sample() -> None:  # the serving processes' RSS while under load
+            while not sampling.wait(0.1):
+                peak[0] = max(peak[0], rss_mb(server_pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         for name, (scene, plates) in scenes.items():
             for clients in (1, 8):
                 latencies, wall = asyncio.run(http_load(url, scene.jpeg, clients, args.requests, plates))
                 rows.append((name, "served (HTTP)", clients, latencies, wall))
+        sampling.set()
+        sampler.join()
+        time.sleep(3)  # idle: the reader hands freed memory back
         rss = rss_mb(server_pid)
     for name, (_, plates) in scenes.items():
         for clients in (1, 8):
@@ -156,7 +167,8 @@ def main() -> None:
                       f"{throughput / base[scene, clients]:.2f}x")
     console = Console(width=120)
     console.print(table)
-    console.print(f"serving processes RSS (bentoml serve + worker): {rss:.0f} MB")
+    console.print(f"serving processes RSS (bentoml serve + worker): peak under load {peak[0]:.0f} MB, "
+                  f"idle after it {rss:.0f} MB")
 
 
 if __name__ == "__main__":
