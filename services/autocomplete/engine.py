@@ -278,10 +278,9 @@ class Engine:
             every_position = any(r.params.echo and r.params.logprobs is not None for r in new)
             prompt_logits, logits = self.backend.step([r.prompt for r in new], every_position,
                                                       self._next)
+            reused = list(self.backend.reused_tokens)  # before rows leave (a reset clears it)
             if self._rows:
                 self._advance(logits)
-            if new:
-                self._join(new, prompt_logits)
         except Exception:  # a failed pass fails its sequences, never the worker
             logger.exception("forward pass failed; ending its sequences")
             for request in new:
@@ -289,13 +288,23 @@ class Engine:
             for row in self._rows:
                 row.request.stream.fail(row.output.index)
             self._reset_batch()
+            return
+        if new:
+            self._join(new, prompt_logits, reused)
 
-    def _join(self, requests: list[_Request], logits: list[torch.Tensor]) -> None:
-        """The prefilled requests' first tokens; the rows that go on join the batch."""
+    def _join(self, requests: list[_Request], logits: list[torch.Tensor], reused: list[int]) -> None:
+        """The prefilled requests' first tokens; the rows that go on join the batch. A request
+        whose start fails fails alone."""
         sources, rows, tokens = [], [], []
         for i, request in enumerate(requests):
-            request.stream.stats.cached_tokens += self.backend.reused_tokens[i]
-            for row, token in self._start(request, logits[i]):
+            request.stream.stats.cached_tokens += reused[i]
+            try:
+                started = self._start(request, logits[i])
+            except Exception:
+                logger.exception("starting a request failed; ending it")
+                self._fail(request)
+                continue
+            for row, token in started:
                 sources.append(i)
                 rows.append(row)
                 tokens.append(token)
@@ -319,9 +328,11 @@ class Engine:
             import torch
 
             last = logits[-1:].float()
-            skip = params.first_token_rank - 1
-            tokens = torch.topk(last[0], min(skip + n, last.shape[1])).indices.tolist()[skip:]
             logprobs = torch.log_softmax(last, dim=-1).expand(n, -1)
+            scores = last[0].clone()  # an alternative that ends at once is no alternative
+            scores[list(self.backend.stop_token_ids)] = float("-inf")
+            skip = params.first_token_rank - 1
+            tokens = torch.topk(scores, skip + n).indices.tolist()[skip:]
         else:
             tokens, logprobs = choose_tokens(logits[-1:].expand(n, -1), [params] * n,
                                              [r.generator for r in rows], [request.prompt] * n,

@@ -106,17 +106,20 @@ def check_gguf(model_dir: Path, gguf_file: Path) -> LogitCheck:
     backend = LlamaCppBackend(gguf_file, tokenizer, threads=torch.get_num_threads(),
                               kv_tokens=256, max_sequences=1, cached_sequences=0)
     divergences, errors, same = [], [], 0
-    for prompt in CHECK_PROMPTS:
-        ids = tokenizer(prompt).input_ids
-        with torch.inference_mode():
-            expected = model(torch.tensor([ids])).logits[0, -1]
-        [got] = backend.prefill([ids], every_position=False)
-        backend.join([])
-        got = got[-1, :expected.shape[0]]
-        torch_logp, llama_logp = expected.log_softmax(-1), got.log_softmax(-1)
-        divergences.append(float((torch_logp.exp() * (torch_logp - llama_logp)).sum()))
-        errors.append(float((got - expected).abs().max()))
-        same += int(got.argmax()) == int(expected.argmax())
+    try:
+        for prompt in CHECK_PROMPTS:
+            ids = tokenizer(prompt).input_ids
+            with torch.inference_mode():
+                expected = model(torch.tensor([ids])).logits[0, -1]
+            [got] = backend.prefill([ids], every_position=False)
+            backend.join([])
+            got = got[-1, :expected.shape[0]]
+            torch_logp, llama_logp = expected.log_softmax(-1), got.log_softmax(-1)
+            divergences.append(float((torch_logp.exp() * (torch_logp - llama_logp)).sum()))
+            errors.append(float((got - expected).abs().max()))
+            same += int(got.argmax()) == int(expected.argmax())
+    finally:
+        backend.close()  # the import goes on in this process
     return LogitCheck(sum(divergences) / len(divergences), max(errors), same, len(CHECK_PROMPTS))
 
 
@@ -145,6 +148,9 @@ def _add_llama_params(writer: Any, config: dict[str, Any]) -> None:
     writer.add_head_count(heads)
     writer.add_head_count_kv(config.get("num_key_value_heads") or heads)
     writer.add_rope_dimension_count(head_dim)
+    if head_dim != config["hidden_size"] // heads:  # else llama.cpp derives them
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
     writer.add_rope_freq_base(float(rope.get("rope_theta") or config.get("rope_theta") or 10000.0))
     writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
     writer.add_vocab_size(config["vocab_size"])

@@ -40,6 +40,7 @@ logger = logging.getLogger("modelport.autocomplete")
 # Finished sequences kept for their KV cells: one per editor typing (a new one supersedes the
 # older it shares most of its text with), for a few dozen editors.
 CACHED_SEQUENCES = 32
+LLAMA_MAX_SEQUENCES = 256  # llama.cpp's LLAMA_MAX_SEQ: sequence ids in one context
 
 
 def quiet_llama_cpp() -> Any:
@@ -67,6 +68,10 @@ class LlamaCppBackend(TokenizerCodec):
         params = llama.llama_context_default_params()
         params.n_ctx = kv_tokens
         params.n_batch = batch_tokens  # tokens per llama_decode call; it splits them itself
+        if max_sequences > LLAMA_MAX_SEQUENCES:
+            raise ValueError(f"{max_sequences} sequences (max_batch_size + max_n): llama.cpp runs at "
+                             f"most {LLAMA_MAX_SEQUENCES}; lower MODELPORT_AUTOCOMPLETE_MAX_BATCH_SIZE")
+        cached_sequences = min(cached_sequences, LLAMA_MAX_SEQUENCES - max_sequences)
         params.n_seq_max = max_sequences + cached_sequences  # the cache has ids of its own
         params.kv_unified = True  # one pool: a prompt's cells are shared by its choices
         params.n_threads = params.n_threads_batch = threads
@@ -183,6 +188,13 @@ class LlamaCppBackend(TokenizerCodec):
                 self._release(seq)
         self._sequences = [self._sequences[i] for i in rows]
         self._positions = [self._positions[i] for i in rows]
+
+    def close(self) -> None:
+        """Free the context and the model now (a server keeps its backend for good; an import's
+        check does not)."""
+        self._llama.llama_batch_free(self._batch)
+        self._llama.llama_free(self._ctx)
+        self._llama.llama_model_free(self._model)
 
     def reset(self) -> None:
         """Forget every sequence, the cached ones too."""

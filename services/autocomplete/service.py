@@ -147,7 +147,7 @@ async def _unless_disconnected(request: Request, work: Any, *, session: str | No
     while True:
         done, _ = await asyncio.wait({task}, timeout=0.1)
         if done:
-            if task.cancelled():  # only Sessions cancels it
+            if task.cancelled() and sessions is not None and sessions.superseded(task):
                 raise ApiError(409, "a newer suggestion request of the same session replaced "
                                "this one", code="superseded")
             return task.result()

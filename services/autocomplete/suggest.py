@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import math
 import re
+import weakref
 
 from services.autocomplete.engine import Engine
 from services.autocomplete.generation import FinishReason, TokenLogprob
@@ -37,13 +38,14 @@ ALTERNATIVES = dataclasses.replace(BEST, first_token_rank=2)
 async def suggest(engine: Engine, text: str, *, n: int, tokens: int,
                   timeout_s: float) -> list[Suggestion]:
     prompt = context(engine.encode(text))
-    streams = [engine.submit([prompt], dataclasses.replace(BEST, max_tokens=tokens),
-                             timeout_s=timeout_s)]
-    if n > 1:
-        streams.append(engine.submit(
-            [prompt], dataclasses.replace(ALTERNATIVES, max_tokens=max(1, tokens // 2)), n=n - 1,
-            timeout_s=timeout_s))
-    try:
+    streams = []
+    try:  # (a second submit refused as busy must not leave the first one running)
+        streams.append(engine.submit([prompt], dataclasses.replace(BEST, max_tokens=tokens),
+                                     timeout_s=timeout_s))
+        if n > 1:
+            streams.append(engine.submit(
+                [prompt], dataclasses.replace(ALTERNATIVES, max_tokens=max(1, tokens // 2)),
+                n=n - 1, timeout_s=timeout_s))
         runs = await asyncio.gather(*(stream.collect() for stream in streams))
     finally:
         for stream in streams:
@@ -76,6 +78,7 @@ class Sessions:
 
     def __init__(self) -> None:
         self._running: dict[str, asyncio.Task[object]] = {}
+        self._superseded: weakref.WeakSet[asyncio.Task[object]] = weakref.WeakSet()
 
     def start(self, session: str | None) -> None:
         """Call from the request's task, before its work: it becomes the session's latest."""
@@ -85,8 +88,13 @@ class Sessions:
         older = self._running.get(session)
         if older is not None and not older.done():
             older.cancel("superseded")
+            self._superseded.add(older)
         self._running[session] = task
         task.add_done_callback(lambda done: self._forget(session, done))
+
+    def superseded(self, task: asyncio.Task[object]) -> bool:
+        """Was `task` cancelled because a newer request of its session came?"""
+        return task in self._superseded
 
     def _forget(self, session: str, task: asyncio.Task[object]) -> None:
         if self._running.get(session) is task:

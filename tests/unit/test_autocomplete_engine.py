@@ -241,3 +241,35 @@ def test_the_engine_reports_its_load_and_each_requests_queue_time(
     assert first.started_at is not None and second.started_at is not None
     assert first.submitted_at <= first.started_at <= first.first_token_at  # type: ignore[operator]
     assert second.started_at - second.submitted_at > first.started_at - first.submitted_at
+
+
+def test_requests_arriving_as_the_last_rows_finish_all_complete(engine: Engine,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # The pass that prefills a new request can be the one in which every running row ends
+    # (the torch backend then resets its batch): the new request must still start.
+    passes: list[tuple[int, int]] = []  # (new prompts, running rows) per forward pass
+    step = engine.backend.step
+
+    def counting_step(prompts: list[list[int]], every_position: bool, tokens: list[int]) -> object:
+        passes.append((len(prompts), len(tokens)))
+        return step(prompts, every_position, tokens)
+
+    monkeypatch.setattr(engine.backend, "step", counting_step)
+
+    async def waves() -> list[str]:
+        reasons = []
+        for max_tokens in (1, 2, 3) * 6:
+            # Each wave's single row ends on the pass that takes the next wave's request.
+            first = engine.submit([engine.encode("Hello")], SamplingParams(max_tokens=max_tokens,
+                                                                          temperature=0.0))
+            while not passes or passes[-1][0] == 0:
+                await asyncio.sleep(0)
+            second = engine.submit([engine.encode("Hi there")], SamplingParams(max_tokens=2,
+                                                                              temperature=0.0))
+            for done in await asyncio.gather(first.collect(), second.collect()):
+                reasons += [c.finish_reason for c in done.values()]
+        return reasons
+
+    reasons = asyncio.run(waves())
+    assert set(reasons) <= {"length", "stop"}, reasons
+    assert any(new and running for new, running in passes), passes  # they did share passes
