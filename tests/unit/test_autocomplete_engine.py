@@ -260,10 +260,11 @@ def test_requests_arriving_as_the_last_rows_finish_all_complete(engine: Engine,
         reasons = []
         for max_tokens in (1, 2, 3) * 6:
             # Each wave's single row ends on the pass that takes the next wave's request.
+            before = len(passes)
             first = engine.submit([engine.encode("Hello")], SamplingParams(max_tokens=max_tokens,
                                                                           temperature=0.0))
-            while not passes or passes[-1][0] == 0:
-                await asyncio.sleep(0)
+            while not any(new for new, _ in passes[before:]):  # its prefill has run
+                await asyncio.sleep(0.0005)
             second = engine.submit([engine.encode("Hi there")], SamplingParams(max_tokens=2,
                                                                               temperature=0.0))
             for done in await asyncio.gather(first.collect(), second.collect()):
