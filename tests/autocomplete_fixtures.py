@@ -14,6 +14,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,3 +94,16 @@ def tiny_server(request: pytest.FixtureRequest,
     log = tmp_path_factory.mktemp("logs") / f"autocomplete_tiny_{request.param}.log"
     with serve(SERVICE, env=env, log_path=log) as url:
         yield url
+
+
+def record_passes(engine: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """(new prompts, running rows) of every forward pass the engine's backend runs from now on."""
+    passes: list[tuple[int, int]] = []
+    step = engine.backend.step
+
+    def recording_step(prompts: list[list[int]], every_position: bool, tokens: list[int]) -> Any:
+        passes.append((len(prompts), len(tokens)))
+        return step(prompts, every_position, tokens)
+
+    monkeypatch.setattr(engine.backend, "step", recording_step)
+    return passes

@@ -33,15 +33,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_ready(url: str, *, timeout: float, failed: Callable[[], str | None] = lambda: None) -> None:
-    """Poll `url`/readyz until it answers 200; `failed()` returns why to give up early."""
+def wait_ready(url: str, *, timeout: float, failed: Callable[[], str | None] = lambda: None,
+               path: str = "/readyz") -> None:
+    """Poll `url` + `path` until it answers 200; `failed()` returns why to give up early."""
     deadline = time.monotonic() + timeout
     while True:
         reason = failed()
         if reason is not None:
             raise RuntimeError(reason)
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass

@@ -69,8 +69,7 @@ def _written_gguf(model_dir: Path, config: dict[str, Any]) -> dict[str, str]:
         return {}
     target = model_dir / GGUF_NAME
     try:
-        write_gguf(model_dir, target)
-        check = check_gguf(model_dir, target)
+        check = check_gguf(model_dir, target, write_gguf(model_dir, target))
     except (ValueError, KeyError, OSError, RuntimeError) as failed:  # torch still serves it
         target.unlink(missing_ok=True)
         logger.warning("could not write %s as a GGUF for llama.cpp (%s); torch will serve it",

@@ -270,8 +270,8 @@ class Engine:
     def _step(self, new: list[_Request]) -> None:
         """One forward pass: the new prompts' prefill and the running rows' next tokens together
         (as llama.cpp's server batches them: a new request does not stall the batch with a pass
-        of its own); then the rows' next tokens, and the new requests' rows join."""
-        self._drop(self._expired)
+        of its own); then the rows' next tokens, and the new requests' rows join. (Cancelled and
+        timed-out rows already left in `_admit`.)"""
         if not new and not self._rows:
             return
         try:

@@ -2,8 +2,8 @@
 (SmolLM2, TinyLlama, Llama 2/3 shapes with a BPE tokenizer), the architectures a fine-tuned
 version comes in.
 
-    write_gguf(model_dir, target)          # weight matrices as Q8_0, the rest float32
-    check_gguf(model_dir, target)          # llama.cpp's next-token logits against torch's
+    model = write_gguf(model_dir, target)  # weight matrices as Q8_0, the rest float32
+    check_gguf(model_dir, target, model)   # llama.cpp's next-token logits against torch's
 
 llama.cpp's own converter (convert_hf_to_gguf.py) is a script in its source tree and comes
 with no wheel. This is its GPT-2 and Llama paths on gguf-py (the `gguf` package that ships
@@ -30,9 +30,10 @@ CHECK_PROMPTS = ("The capital of France is", "def fibonacci(n):\n    if n <", "D
                  "In 1969, 3 astronauts flew to the")
 
 
-def write_gguf(model_dir: Path, target: Path) -> None:
+def write_gguf(model_dir: Path, target: Path) -> Any:
     """Write the transformers model in `model_dir` to `target`; ValueError if llama.cpp cannot
-    run it as written here (another architecture, rotary scaling, an unknown pre-tokenizer)."""
+    run it as written here (another architecture, rotary scaling, an unknown pre-tokenizer).
+    Returns the model as loaded (float32), for `check_gguf`."""
     import gguf
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -72,6 +73,7 @@ def write_gguf(model_dir: Path, target: Path) -> None:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    return model
 
 
 @dataclass(frozen=True)
@@ -95,14 +97,17 @@ class LogitCheck:
                 f"{self.max_error:.2f}, same next token on {self.same_top_token}/{self.prompts} prompts")
 
 
-def check_gguf(model_dir: Path, gguf_file: Path) -> LogitCheck:
+def check_gguf(model_dir: Path, gguf_file: Path, model: Any = None) -> LogitCheck:
+    """`model`: the float32 transformers model of `model_dir`, if already loaded."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from services.autocomplete.llama_backend import LlamaCppBackend
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    if model is None:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.eval()
     backend = LlamaCppBackend(gguf_file, tokenizer, threads=torch.get_num_threads(),
                               kv_tokens=256, max_sequences=1, cached_sequences=0)
     divergences, errors, same = [], [], 0

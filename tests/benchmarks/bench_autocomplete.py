@@ -50,7 +50,7 @@ from services.autocomplete.settings import tune_openmp  # noqa: E402
 tune_openmp()  # as the service does: the naive baseline gets the same OpenMP threads
 
 from tests.autocomplete_fixtures import SERVICE, gpt2_tokenizer  # noqa: E402
-from tests.servers import free_port, serve  # noqa: E402
+from tests.servers import free_port, serve, wait_ready  # noqa: E402
 
 PROMPT = "The history of the old harbour town begins in the twelfth century, when fishermen from the"
 NEW_TOKENS = 64
@@ -130,12 +130,8 @@ def llama_server(python: str, gguf: Path) -> Iterator[tuple[str, int]]:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
-            try:
-                if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
+        wait_ready(url, path="/v1/models", timeout=120,
+                   failed=lambda: "llama_cpp.server exited" if process.poll() is not None else None)
         yield url, process.pid
     finally:
         process.terminate()

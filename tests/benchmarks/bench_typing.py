@@ -50,7 +50,7 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 from tests.benchmarks.machine import describe_machine  # noqa: E402
-from tests.servers import free_port, serve  # noqa: E402
+from tests.servers import free_port, serve, wait_ready  # noqa: E402
 
 SERVICE = "services.autocomplete.service:Autocomplete"
 MODEL = "smollm2-135m"
@@ -184,13 +184,8 @@ def llama_server(binary: Path, gguf: Path) -> Iterator[str]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+        wait_ready(url, path="/health", timeout=120,
+                   failed=lambda: "llama-server exited" if process.poll() is not None else None)
         yield url
     finally:
         process.terminate()

@@ -16,7 +16,7 @@ from services.autocomplete.sampling import SamplingParams
 from services.autocomplete.causal_lm import load_causal_lm
 from services.autocomplete.torch_backend import TorchBackend
 from services.core.admission import Busy
-from tests.autocomplete_fixtures import tiny_gpt2_dir
+from tests.autocomplete_fixtures import record_passes, tiny_gpt2_dir
 
 REPO = Path(__file__).resolve().parents[2]
 GREEDY = SamplingParams(max_tokens=12, temperature=0.0)
@@ -247,14 +247,7 @@ def test_requests_arriving_as_the_last_rows_finish_all_complete(engine: Engine,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     # The pass that prefills a new request can be the one in which every running row ends
     # (the torch backend then resets its batch): the new request must still start.
-    passes: list[tuple[int, int]] = []  # (new prompts, running rows) per forward pass
-    step = engine.backend.step
-
-    def counting_step(prompts: list[list[int]], every_position: bool, tokens: list[int]) -> object:
-        passes.append((len(prompts), len(tokens)))
-        return step(prompts, every_position, tokens)
-
-    monkeypatch.setattr(engine.backend, "step", counting_step)
+    passes = record_passes(engine, monkeypatch)  # (new prompts, running rows) per forward pass
 
     async def waves() -> list[str]:
         reasons = []

@@ -14,6 +14,7 @@ from services.autocomplete.engine import Engine
 from services.autocomplete.generation import GenerationStream
 from services.autocomplete.sampling import SamplingParams
 from services.autocomplete.settings import Settings
+from tests.autocomplete_fixtures import record_passes
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is part of modelport[autocomplete]")
 pytestmark = pytest.mark.slow
@@ -74,31 +75,18 @@ def test_greedy_completion_knows_a_capital(engine: Engine) -> None:
 
 def test_concurrent_requests_are_decoded_in_shared_steps(engine: Engine,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    widths: list[int] = []  # running rows fed per forward pass
-    step = engine.backend.step
-
-    def counting_step(prompts: list[list[int]], every_position: bool, tokens: list[int]) -> object:
-        widths.append(len(tokens))
-        return step(prompts, every_position, tokens)
-
-    monkeypatch.setattr(engine.backend, "step", counting_step)
+    passes = record_passes(engine, monkeypatch)
     prompts = ["Once upon a time", "The weather today", "My favourite food is", "Dear Sir,"]
     results = complete(engine, prompts, SamplingParams(max_tokens=12, temperature=0.7, seed=1))
     assert all(stream.stats.completion_tokens >= 4 for stream, _ in results)
+    widths = [running for _, running in passes]  # running rows fed per forward pass
     assert max(widths) == len(prompts)  # all four rows went through one llama_decode call
     assert len(widths) < 4 * 4, widths  # fewer steps than the rows' tokens
 
 
 def test_a_new_prompt_is_prefilled_in_the_running_rows_pass(engine: Engine,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    passes: list[tuple[int, int]] = []  # (new prompts, running rows) per forward pass
-    step = engine.backend.step
-
-    def counting_step(prompts: list[list[int]], every_position: bool, tokens: list[int]) -> object:
-        passes.append((len(prompts), len(tokens)))
-        return step(prompts, every_position, tokens)
-
-    monkeypatch.setattr(engine.backend, "step", counting_step)
+    passes = record_passes(engine, monkeypatch)  # (new prompts, running rows) per forward pass
 
     async def staggered() -> list[str]:
         first = engine.submit([engine.encode("Once upon a time")], GREEDY_LONG)
@@ -224,13 +212,11 @@ def test_a_full_kv_cache_makes_requests_wait_their_turn(smollm2_dir: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     # 256 cells; each request needs about 4 + 120: two fit at once, the third waits.
     small = make_engine(smollm2_dir, kv_cache_tokens=256)
-    widths: list[int] = []
-    step = small.backend.step
-    monkeypatch.setattr(small.backend, "step", lambda p, e, t: widths.append(len(t)) or step(p, e, t))
+    passes = record_passes(small, monkeypatch)
     params = SamplingParams(max_tokens=120, temperature=0.8, seed=3)
     results = complete(small, ["One", "Two", "Three"], params)  # all end: "stop" or "length"
     assert all(stream.stats.completion_tokens > 0 for stream, _ in results)
-    assert max(widths) == 2  # never three rows in a cache with room for two
+    assert max(running for _, running in passes) == 2  # never three rows in a cache with room for two
 
 
 def test_backend_choice_follows_the_entry_and_the_setting(smollm2_dir: Path, tmp_path: Path) -> None:
