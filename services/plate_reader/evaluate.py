@@ -114,7 +114,9 @@ class Evaluation:
         return 1000 * float(np.mean([o.seconds for o in self.outcomes])) if self.outcomes else 0.0
 
     def at_threshold(self, threshold: float) -> Evaluation:
-        """The same reads with review = score < threshold."""
+        """The same reads with review = score < threshold. The main plate of a photo was
+        chosen at the serving threshold (a sure reading ranks before a flagged one), so for
+        other thresholds this is a close estimate, not a rerun."""
         return Evaluation(tuple(replace(o, review=o.score < threshold) for o in self.outcomes))
 
     def by_format(self) -> dict[str, Evaluation]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from services.plate_reader.settings import Settings
 from services.plate_reader.types import PlateReading
 
 # A form field is text: what snapshot_api reads as true or false (any case, 1/0, empty: false).
@@ -103,7 +104,8 @@ _OPTIONS = {
                   "description": "detector confidence threshold (default 0.25)"},
     "review_threshold": {"type": "number", "minimum": 0, "maximum": 1,
                          "description": "readings less sure than this get review: true (default "
-                                        "0.95: see the README for what each value gives)"},
+                                        f"{Settings.review_threshold}: see the README for what each "
+                                        "value gives)"},
     # Plate Recognizer's fields (README, "Plate Recognizer clients")
     "camera_id": {"type": "string", "maxLength": 200, "description": "echoed in the response"},
     "timestamp": {"type": "string", "anyOf": [{"format": "date-time"}, {"maxLength": 0}],

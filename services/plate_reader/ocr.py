@@ -55,20 +55,27 @@ class PlateOCR:
 
 
 def _fold_matrix(dictionary: str) -> np.ndarray:
-    """(model classes, 1 + plate alphabet) 0/1 matrix summing look-alike classes; column 0 = blank."""
+    """(model classes, 1 + plate alphabet + 1) 0/1 matrix summing look-alike classes; column 0
+    is the blank, the last column every class no plate carries (%, @, Chinese characters)."""
     # The model's classes are: blank, the dictionary lines, then a space (PaddleOCR's layout).
     characters = ["", *dictionary.splitlines(), " "]
-    fold = np.zeros((len(characters), 1 + len(PLATE_ALPHABET)), dtype=np.float32)
+    fold = np.zeros((len(characters), 2 + len(PLATE_ALPHABET)), dtype=np.float32)
     fold[0, 0] = 1.0
     for index, character in enumerate(characters[1:], start=1):
         folded = unicodedata.normalize("NFKC", character).upper()
         if len(folded) == 1 and folded in PLATE_ALPHABET:
             fold[index, 1 + PLATE_ALPHABET.index(folded)] = 1.0
+        else:
+            fold[index, -1] = 1.0
     return fold
 
 
-def _decode(probabilities: np.ndarray) -> OcrResult:
-    """Greedy CTC decoding of (time, 1 + alphabet) probabilities, renormalised to the alphabet."""
+def _decode(folded: np.ndarray) -> OcrResult:
+    """Greedy CTC decoding of (time, 1 + alphabet + foreign) probabilities: the text over the
+    alphabet (renormalised to it), and how surely a foreign symbol was read somewhere."""
+    foreign_frames = folded.argmax(axis=1) == folded.shape[1] - 1
+    foreign = float(folded[foreign_frames, -1].max()) if foreign_frames.any() else 0.0
+    probabilities = folded[:, :-1]
     probabilities = probabilities / np.maximum(probabilities.sum(axis=1, keepdims=True), 1e-9)
     best = probabilities.argmax(axis=1)
     text, confidences, alternatives = [], [], []
@@ -90,7 +97,7 @@ def _decode(probabilities: np.ndarray) -> OcrResult:
                 tuple(CharAlternative(PLATE_ALPHABET[i], float(peak[1 + i])) for i in top)
             )
         step = end + 1
-    return OcrResult("".join(text), _mean(confidences), tuple(confidences), tuple(alternatives))
+    return OcrResult("".join(text), _mean(confidences), tuple(confidences), tuple(alternatives), foreign)
 
 
 def _join(lines: list[OcrResult]) -> OcrResult:
@@ -101,7 +108,8 @@ def _join(lines: list[OcrResult]) -> OcrResult:
     confidences = sum((line.char_confidences + (1.0,) for line in lines), ())[:-1]
     alternatives = sum((line.alternatives + ((CharAlternative(" ", 1.0),),) for line in lines), ())
     overall = _mean([c for line in lines for c in line.char_confidences])
-    return OcrResult(" ".join(line.text for line in lines), overall, confidences, alternatives[:-1])
+    return OcrResult(" ".join(line.text for line in lines), overall, confidences, alternatives[:-1],
+                     max(line.foreign for line in lines))
 
 
 def _mean(values: Sequence[float]) -> float:

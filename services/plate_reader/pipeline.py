@@ -98,11 +98,13 @@ class PlateRecognizer:
                             candidates=candidates, review=best.confidence < review_threshold)
 
 
-def _main_plate_first(reading: PlateReading) -> tuple[bool, float]:
-    """Text that fits a plate format before text that fits none (a sign, a sticker); then the
-    largest sure box: the car's own plate is near, a background plate far and small."""
+def _main_plate_first(reading: PlateReading) -> tuple[bool, bool, float]:
+    """Text that fits a plate format before text that fits none (a sign, a sticker); then a
+    reading the reader stands behind before one it flags (a sign read unsurely as "TAX1"
+    beside the car's clearly read plate); then the largest sure box: the car's own plate is
+    near, a background plate far and small."""
     fits = bool(reading.candidates) and reading.candidates[0].region is not None
-    return not fits, -reading.box.width * reading.box.height * reading.dscore
+    return not fits, reading.review, -reading.box.width * reading.box.height * reading.dscore
 
 
 def _candidates(text: OcrResult, regions: tuple[str, ...], rules: bool) -> tuple[Candidate, ...]:

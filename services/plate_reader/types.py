@@ -53,6 +53,9 @@ class OcrResult:
     confidence: float
     char_confidences: tuple[float, ...]
     alternatives: tuple[tuple[CharAlternative, ...], ...] = ()
+    # How surely the line holds a symbol no plate carries ("%" of "SALE 50%", "@", a Chinese
+    # character): the text itself keeps only plate characters. 0 when none was read.
+    foreign: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from services.plate_reader.crops import crop_plate, split_rows
 from services.plate_reader.ocr import PlateOCR
@@ -121,3 +121,20 @@ def test_a_plate_with_no_readable_text_is_still_reported(ocr: PlateOCR) -> None:
     for rules in (True, False):
         [[reading]] = recognizer.read([blank], rules=rules)
         assert (reading.plate, reading.score, reading.candidates, reading.review) == ("", 0.0, (), True)
+
+
+def test_a_symbol_no_plate_carries_is_reported_and_flags_the_reading(ocr: PlateOCR) -> None:
+    # A shop sign that reads like a German plate ("SALE50") but for its "%".
+    font = ImageFont.load_default(size=60)  # Pillow's own scalable font: no system font needed
+    sign = Image.new("RGB", (420, 100), "white")
+    ImageDraw.Draw(sign).text((20, 18), "SALE 50%", fill="black", font=font)
+    [read] = ocr.read([np.asarray(sign)])
+    assert normalise(read.text) == "SALE50" and read.foreign >= 0.95, read
+    recognizer = PlateRecognizer(None, ocr, review_threshold=0.5)  # type: ignore[arg-type]
+    [reading] = recognizer.read_crops([np.asarray(sign)])
+    assert reading.plate == "SALE50" and reading.review and reading.score <= 1 - read.foreign
+    # The same word without the "%" is read as surely and not flagged for a foreign symbol.
+    plain = Image.new("RGB", (420, 100), "white")
+    ImageDraw.Draw(plain).text((20, 18), "SALE 50", fill="black", font=font)
+    [read] = ocr.read([np.asarray(plain)])
+    assert read.foreign < 0.95

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.plate_reader.plate_text import known_regions, load_formats, normalise, rank_candidates
+from services.plate_reader.plate_text import CONTEST_WEIGHT, known_regions, load_formats, normalise, rank_candidates
 from services.plate_reader.types import Candidate, CharAlternative, OcrResult
 
 
@@ -129,3 +129,34 @@ def test_nothing_is_dropped_when_the_whole_reading_fits() -> None:
     # "ZK788AA" fits Italy's AA999AA: no shorter window (e.g. de's "ZK78") may win.
     best = rank_candidates(reading("ZK788AA"))[0]
     assert best.plate == "ZK788AA"
+
+
+def look_alike_reading(rival: float) -> OcrResult:
+    """A German plate read "DDE070", the OCR giving its fourth character's rival, O, `rival`."""
+    confidences = (0.99, 0.99, 0.99, 1 - rival, 0.99, 0.99)
+    offered = tuple(() if i != 3 else (CharAlternative("0", 1 - rival), CharAlternative("O", rival))
+                    for i in range(6))
+    return OcrResult("DDE070", 0.99, confidences, offered)
+
+
+def test_a_rival_that_makes_another_valid_plate_lowers_the_confidence() -> None:
+    # DDE070 and DDEO70 both fit the German format: the OCR's 4% for O counts twice.
+    [best, *_] = rank_candidates(look_alike_reading(0.04), regions=["de"])
+    assert best.plate == "DDE070"
+    assert best.confidence == pytest.approx(0.96 - CONTEST_WEIGHT * 0.04)
+
+
+def test_a_rival_no_format_allows_costs_nothing() -> None:
+    # In the UK format (AA99AAA) the fourth character must be a digit: O is no rival there.
+    offered = tuple(() if i != 3 else (CharAlternative("2", 0.96), CharAlternative("Z", 0.04))
+                    for i in range(7))
+    reading = OcrResult("AB12CDE", 0.96, (0.99, 0.99, 0.99, 0.96, 0.99, 0.99, 0.99), offered)
+    [best, *_] = rank_candidates(reading, regions=["uk"])
+    assert best.plate == "AB12CDE" and best.confidence == pytest.approx(0.96)
+
+
+def test_a_surely_read_foreign_symbol_caps_the_confidence() -> None:
+    sign = OcrResult("SALE50", 0.99, (0.99,) * 6, foreign=0.98)  # "SALE 50%"
+    assert all(c.confidence <= 1 - 0.98 + 1e-9 for c in rank_candidates(sign))
+    stray = OcrResult("SALE50", 0.99, (0.99,) * 6, foreign=0.5)  # a seal's edge, unsure
+    assert rank_candidates(stray, regions=["de"])[0].confidence == pytest.approx(0.99)

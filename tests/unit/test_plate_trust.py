@@ -126,3 +126,17 @@ def test_candidates_confidence_is_what_review_is_decided_on() -> None:
     candidate = Candidate("AB12CDE", score=0.97, region="uk", confidence=0.6)
     reading = PlateRecognizer._reading((candidate,), BoundingBox(0, 0, 10, 10), 0.9, 0.95)
     assert reading.score == 0.6 and reading.review
+
+
+def test_a_sure_plate_comes_before_a_flagged_larger_sign() -> None:
+    # A taxi sign read unsurely as "TAX1" fits the German format; the car's plate is read surely.
+    sign = Detection(BoundingBox(0, 0, 300, 100), 0.8)
+    plate = Detection(BoundingBox(100, 200, 200, 230), 0.6)
+
+    class SignAndPlate(FakeOCR):
+        def read(self, crops: list[np.ndarray]) -> list[OcrResult]:
+            return [OcrResult("TAX1", 0.7, (0.99, 0.99, 0.99, 0.7)), OcrResult("AB12CDE", 0.99, (0.99,) * 7)]
+
+    recognizer = PlateRecognizer(FakeDetector([sign, plate]), SignAndPlate(), review_threshold=0.93)  # type: ignore[arg-type]
+    [readings] = recognizer.read([np.zeros((400, 400, 3), dtype=np.uint8)])
+    assert [(r.plate, r.review) for r in readings] == [("AB12CDE", False), ("TAX1", True)]
