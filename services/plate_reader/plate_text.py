@@ -112,7 +112,7 @@ def rank_candidates(reading: OcrResult, *, regions: Sequence[str] = (), limit: i
                              formats)
                 if fixed is not None and _keep(best, Candidate(
                         fixed[0], _geometric_mean(fixed[1]) * DROP_RANK_FACTOR ** dropped, region,
-                        min(fixed[1]) * DROP_FACTOR ** dropped)):
+                        min(fixed[1]) * DROP_FACTOR ** dropped, fixed[2])):
                     evidence[fixed[0]] = (fixed[1], alternatives[start:end])
     raw = "".join(chars)
     _keep(best, Candidate(raw, _geometric_mean(confidences) * NO_FORMAT_FACTOR, None,
@@ -156,11 +156,12 @@ def _plate_characters(reading: OcrResult) -> tuple[list[str], list[float], list[
 
 def _fit(pattern: str, chars: list[str], confidences: list[float],
          alternatives: list[list[tuple[str, float]]],
-         formats: PlateFormats) -> tuple[str, list[float]] | None:
-    """The reading fixed to ``pattern`` with per-character confidences, or None if it can't fit."""
+         formats: PlateFormats) -> tuple[str, list[float], int] | None:
+    """The reading fixed to ``pattern``, per-character confidences and how many characters
+    the confusion table supplied (the OCR never offered them), or None if it can't fit."""
     if len(pattern) != len(chars):
         return None
-    plate, scores = [], []
+    plate, scores, guessed = [], [], 0
     for kind, char, confidence, offered in zip(pattern, chars, confidences, alternatives):
         wanted = LETTERS if kind == "A" else DIGITS if kind == "9" else LETTERS | DIGITS
         if char in wanted:
@@ -175,12 +176,13 @@ def _fit(pattern: str, chars: list[str], confidences: list[float],
         elif char in table:
             plate.append(table[char])
             scores.append(confidence * TABLE_FIX_FACTOR)
+            guessed += 1
         elif model_choice is not None:
             plate.append(model_choice[0])
             scores.append(model_choice[1])
         else:
             return None
-    return "".join(plate), scores
+    return "".join(plate), scores, guessed
 
 
 @functools.cache

@@ -67,6 +67,9 @@ class Candidate:
     # How sure the reader is that this plate is exactly right (0-1): the weakest
     # character's confidence, format-adjusted (with the rules off: the OCR's weakest character)
     confidence: float = 0.0
+    # Characters the formats' look-alike table supplied where the OCR never offered them
+    # ("EXIT" fitted as "EXI7"): a plate-like word more often than a plate
+    guessed: int = 0
 
 
 @dataclass(frozen=True)

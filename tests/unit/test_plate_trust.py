@@ -140,3 +140,19 @@ def test_a_sure_plate_comes_before_a_flagged_larger_sign() -> None:
     recognizer = PlateRecognizer(FakeDetector([sign, plate]), SignAndPlate(), review_threshold=0.93)  # type: ignore[arg-type]
     [readings] = recognizer.read([np.zeros((400, 400, 3), dtype=np.uint8)])
     assert [(r.plate, r.review) for r in readings] == [("AB12CDE", False), ("TAX1", True)]
+
+
+def test_among_flagged_readings_a_plate_read_as_is_comes_before_a_word_fitted_by_look_alikes() -> None:
+    # "EXIT" fits the German format only as "EXI7" (T -> 7 from the look-alike table, which the
+    # OCR never offered); the car's plate fits as read. Both are unsure: the plate comes first.
+    sign = Detection(BoundingBox(0, 0, 300, 120), 0.8)
+    plate = Detection(BoundingBox(100, 200, 200, 230), 0.6)
+
+    class SignAndPlate(FakeOCR):
+        def read(self, crops: list[np.ndarray]) -> list[OcrResult]:
+            return [OcrResult("EXIT", 0.8, (0.8,) * 4), OcrResult("AB12CDE", 0.6, (0.6,) * 7)]
+
+    recognizer = PlateRecognizer(FakeDetector([sign, plate]), SignAndPlate(), review_threshold=0.93)  # type: ignore[arg-type]
+    [readings] = recognizer.read([np.zeros((400, 400, 3), dtype=np.uint8)], regions=["de", "uk"])
+    assert [(r.plate, r.review) for r in readings] == [("AB12CDE", True), ("EXI7", True)]
+    assert readings[1].candidates[0].guessed == 1
