@@ -48,7 +48,7 @@ MAX_DROPPED_START, MIN_PLATE_LENGTH = 10, 4
 # A character's confidence loses this many times the probability of a rival character that
 # would make another valid plate (O for 0 where a format allows both). Chosen on the dev
 # splits (with threshold 0.93); on 400 more synthetic photos (seed 2) it was worth +1 point of
-# auto-accepted precision for -1.5 of coverage.
+# auto-accepted precision for 2 points of coverage.
 CONTEST_WEIGHT = 2.0
 # A symbol no plate carries ("%", "@"), read at least this surely, caps the confidence at
 # 1 - its probability. On 400 seed-2 synthetic photos the signs' "%" was read at 1.0, while
