@@ -29,23 +29,16 @@ PLATES = {"plate_ad799kb": "AD799KB", "plate_krw301": "KRW301"}
 
 def plate_on_street(*, at: tuple[int, int] = (300, 700), scale: float = 2.0,
                     canvas: tuple[int, int] | None = None, plate_asset: str = "plate_ad799kb") -> Scene:
-    street = Image.open(asset("bus")).convert("RGB")
-    if canvas is not None:
-        street = street.resize(canvas)
-    plate = Image.open(asset(plate_asset)).convert("RGB")
-    plate = plate.resize((round(plate.width * scale), round(plate.height * scale)))
-    street.paste(plate, at)
-    out = io.BytesIO()
-    street.save(out, format="JPEG", quality=92)
-    box = (at[0], at[1], at[0] + plate.width, at[1] + plate.height)
-    return Scene(out.getvalue(), PLATES[plate_asset], box, street.size)
+    return street_with_plates([(plate_asset, at, scale)], canvas=canvas)
 
 
 def street_with_plates(placements: list[tuple[str, tuple[int, int], float]], *,
-                       canvas: tuple[int, int] = (1280, 720)) -> Scene:
-    """Several real plate crops on the street photo: (crop asset, top-left, scale) each. The
-    Scene's `plate` is the first one's text and `box` its box."""
-    street = Image.open(asset("bus")).convert("RGB").resize(canvas)
+                       canvas: tuple[int, int] | None = (1280, 720)) -> Scene:
+    """Real plate crops on the street photo (resized to `canvas`; None: as it is): (crop asset,
+    top-left, scale) each. The Scene's `plate` is the first one's text and `box` its box."""
+    street = Image.open(asset("bus")).convert("RGB")
+    if canvas is not None:
+        street = street.resize(canvas)
     boxes = []
     for plate_asset, at, scale in placements:
         plate = Image.open(asset(plate_asset)).convert("RGB")

@@ -99,9 +99,8 @@ def rank_candidates(reading: OcrResult, *, regions: Sequence[str] = (), limit: i
     if not chars:
         return []
     best: dict[str, Candidate] = {}
-    evidence: dict[str, tuple[list[float], list[list[tuple[str, float]]]]] = {}
     tried = tuple(regions or formats.patterns)
-    dropped = 0
+    fits = _plate_pattern(tuple(p for region in tried for p in formats.patterns[region]))
     for start, end in _windows(len(chars)):
         if best:  # a fit with fewer characters dropped exists: never drop more
             break
@@ -112,20 +111,17 @@ def rank_candidates(reading: OcrResult, *, regions: Sequence[str] = (), limit: i
                     continue
                 fixed = _fit(pattern, chars[start:end], confidences[start:end], alternatives[start:end],
                              formats)
-                if fixed is not None and _keep(best, Candidate(
-                        fixed[0], _geometric_mean(fixed[1]) * DROP_RANK_FACTOR ** dropped, region,
-                        min(fixed[1]) * DROP_FACTOR ** dropped, fixed[2])):
-                    evidence[fixed[0]] = (fixed[1], alternatives[start:end])
+                if fixed is not None:
+                    plate, scores, guessed = fixed
+                    sure = _contested(plate, scores, alternatives[start:end], fits)
+                    _keep(best, Candidate(plate, _geometric_mean(scores) * DROP_RANK_FACTOR ** dropped,
+                                          region, min(sure) * DROP_FACTOR ** dropped, guessed))
     raw = "".join(chars)
     _keep(best, Candidate(raw, _geometric_mean(confidences) * NO_FORMAT_FACTOR, None,
                           min(confidences) * NO_FORMAT_FACTOR))
     # Equal scores keep the YAML's region order (specific formats before generic ones);
     # rounding stops float noise in the products from deciding.
     ranked = sorted(best.values(), key=lambda c: -round(c.score, 6))
-    fits = _plate_pattern(tuple(p for region in tried for p in formats.patterns[region]))
-    ranked = [replace(c, confidence=min(_contested(c.plate, *evidence[c.plate], fits)) * DROP_FACTOR ** dropped)
-              if c.region is not None and i < limit else c
-              for i, c in enumerate(ranked)]  # only the candidates returned: a few ms each
     if reading.foreign >= FOREIGN_SURE:  # "SALE 50%": a plate-like word in text that is no plate
         ranked = [replace(c, confidence=min(c.confidence, 1 - reading.foreign)) for c in ranked]
     top = ranked[:limit]
@@ -220,12 +216,9 @@ def _expand(source: str) -> list[str]:
     return ["".join(combo) for combo in itertools.product(*parts)]
 
 
-def _keep(best: dict[str, Candidate], candidate: Candidate) -> bool:
-    """Keep the better-scored candidate for each plate; True when this one was kept."""
+def _keep(best: dict[str, Candidate], candidate: Candidate) -> None:
     if candidate.plate not in best or candidate.score > best[candidate.plate].score:
         best[candidate.plate] = candidate
-        return True
-    return False
 
 
 def _fold(text: str) -> str:

@@ -39,7 +39,8 @@ class Settings:
     allowed_formats: tuple[str, ...] = field(default=("JPEG", "PNG", "WEBP", "BMP"))
     # Images run through the detector together. On 2 cores larger batches bought nothing and
     # cost memory: 8 clients sending a 4-plate photo got 8.2 images/s at 2, 7.6 at 4 and 6.7
-    # at 8, with a serving peak RSS of 520, 577 and 700 MB (tests/benchmarks/bench_plate_reader.py).
+    # at 8, with a serving peak RSS of 520, 577 and 700 MB (bench_plate_reader.py's 4-plate photo
+    # and HTTP load, run against servers with each setting).
     batch_max_size: int = 2
     batch_max_latency_ms: float = 5.0  # how long a request waits for others to batch with
     max_in_flight: int = 16  # requests read at once: two detector batches, one running, one filling
