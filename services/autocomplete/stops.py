@@ -30,7 +30,10 @@ class StoppableText:
         """Decode all tokens generated so far; return the newly releasable text."""
         self.text = self._decode(token_ids)
         search_from = max(0, self.released - self._longest)
-        hits = [i for i in (self.text.find(s, search_from) for s in self._stops) if i >= 0]
+        # Not in a trailing partial character: the next token may complete it (stop "\ufffd"
+        # must not cut an emoji whose bytes span two tokens).
+        settled = self.text.rstrip(_PARTIAL_CHARACTER)
+        hits = [i for i in (settled.find(s, search_from) for s in self._stops) if i >= 0]
         if hits:
             self.text = self.text[:min(hits)]
             self.stopped = True

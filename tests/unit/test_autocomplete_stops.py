@@ -50,3 +50,17 @@ def test_half_a_utf8_character_is_held_back() -> None:
     assert text.push([1]) == "caf"
     assert text.push([1, 2]) == ""
     assert text.push([1, 2, 3]) == "é"
+
+
+def test_a_stop_is_not_matched_in_half_a_character() -> None:
+    # The emoji's bytes span two tokens: after the first, the text ends in U+FFFD.
+    text = StoppableText(lambda ids: ["Hi ", "Hi \ufffd", "Hi \U0001F600!"][len(ids) - 1],
+                         ("\ufffd",))
+    pieces = [text.push(list(range(n))) for n in (1, 2, 3)] + [text.flush()]
+    assert not text.stopped and "".join(pieces) == "Hi \U0001F600!"
+
+
+def test_a_real_replacement_character_still_stops() -> None:
+    text = StoppableText(lambda ids: ["a\ufffd", "a\ufffdb"][len(ids) - 1], ("\ufffd",))
+    pieces = [text.push([0]), text.push([0, 1]), text.flush()]
+    assert text.stopped and "".join(pieces) == "a"
