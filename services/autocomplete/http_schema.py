@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.autocomplete.generation import ClientFinishReason
 
 Prompt = str | list[str] | list[int] | list[list[int]]
+SEED_MAX = 2**64 - 1  # what a random generator's seed holds
 
 
 class _Strict(BaseModel):
@@ -38,7 +39,8 @@ class CompletionRequest(_Strict):
     stop: str | list[str] | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=SEED_MAX,
+                             description="Same seed, same request: same text (choice i uses seed + i)")
     user: str | None = None  # accepted for compatibility; not used
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = Field(
         None, examples=[{"50256": -100}],

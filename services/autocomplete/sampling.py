@@ -21,6 +21,15 @@ if TYPE_CHECKING:  # imported where used: see engine.py's docstring
     import torch
 
 
+# Values so small they overflow float32 arithmetic (scores / 1e-40 is inf; a top_p of 1e-300 is
+# 0 in float32, which cuts every token) are taken as the nearest value that does not: the same
+# choice, no NaN. vLLM treats a temperature under 1e-5 as greedy too.
+GREEDY_BELOW = 1e-5  # temperature
+MIN_TOP_P = 1e-6  # keeps the likeliest token only
+MIN_REPETITION_PENALTY = 1e-2  # a seen token's logit times 100 at most
+LARGEST_SCORE = 1e30  # what +inf becomes: / GREEDY_BELOW still fits float32 (3.4e38)
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     max_tokens: int = 16
@@ -42,17 +51,19 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        return self.temperature < GREEDY_BELOW
 
 
 def new_generator(seed: int | None) -> torch.Generator:
+    """A generator seeded with `seed` modulo 2**64 (a choice's seed + index may pass 2**64 - 1,
+    the most torch takes), or from fresh OS entropy."""
     import torch
 
     generator = torch.Generator()
     if seed is None:
         generator.seed()  # fresh OS entropy: unseeded requests differ
     else:
-        generator.manual_seed(seed)
+        generator.manual_seed(seed % 2**64)
     return generator
 
 
@@ -66,12 +77,22 @@ def choose_tokens(logits: torch.Tensor, params: Sequence[SamplingParams],
     logprobs = torch.log_softmax(logits, dim=-1)
     chosen: list[int] = []
     for row, p in enumerate(params):
-        scores = _biased(_penalised(logits[row], p, prompts[row], outputs[row]), p)
+        scores = _finite(_biased(_penalised(logits[row], p, prompts[row], outputs[row]), p))
         if p.greedy:
             chosen.append(int(scores.argmax()))
         else:
             chosen.append(_draw(scores / p.temperature, p, generators[row]))
     return chosen, logprobs
+
+
+def _finite(scores: torch.Tensor) -> torch.Tensor:
+    """NaN scores (a model's overflow) become banned and +inf a large finite score, so a draw
+    never works on NaN, which picked the vocabulary's last id whatever the model said."""
+    import torch
+
+    if bool(torch.isfinite(scores).all()):
+        return scores
+    return torch.nan_to_num(scores, nan=float("-inf"), posinf=LARGEST_SCORE)
 
 
 def _penalised(scores: torch.Tensor, p: SamplingParams, prompt: Sequence[int],
@@ -82,10 +103,10 @@ def _penalised(scores: torch.Tensor, p: SamplingParams, prompt: Sequence[int],
 
     scores = scores.clone()
     if p.repetition_penalty != 1.0:
+        penalty = max(p.repetition_penalty, MIN_REPETITION_PENALTY)
         seen = torch.tensor(sorted(set(prompt) | set(output)), dtype=torch.long)
         picked = scores[seen]
-        scores[seen] = torch.where(picked > 0, picked / p.repetition_penalty,
-                                   picked * p.repetition_penalty)
+        scores[seen] = torch.where(picked > 0, picked / penalty, picked * penalty)
     if output and (p.presence_penalty or p.frequency_penalty):
         counts = torch.bincount(torch.tensor(output, dtype=torch.long), minlength=scores.numel())
         scores -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0)
@@ -124,11 +145,14 @@ def _draw(scores: torch.Tensor, p: SamplingParams, generator: torch.Generator) -
             scores, ids = torch.sort(scores, descending=True)
         probs = torch.softmax(scores, dim=-1)
         # Keep the smallest prefix whose mass reaches top_p (always at least the top token).
-        outside = (torch.cumsum(probs, dim=-1) - probs) >= p.top_p
+        outside = (torch.cumsum(probs, dim=-1) - probs) >= max(p.top_p, MIN_TOP_P)
         scores = scores.masked_fill(outside, float("-inf"))
     # Inverse-CDF draw: one uniform number per token; torch.multinomial is ~100x slower on a
     # 50k-token vocabulary on CPU.
     cumulative = torch.cumsum(torch.softmax(scores, dim=-1), dim=-1)
+    if not bool(torch.isfinite(cumulative[-1])):  # every score -inf (all NaN): the likeliest
+        pick = int(scores.argmax())
+        return int(ids[pick]) if ids is not None else pick
     threshold = torch.rand((), generator=generator) * cumulative[-1]
     pick = min(int(torch.searchsorted(cumulative, threshold, right=True)), scores.numel() - 1)
     return int(ids[pick]) if ids is not None else pick

@@ -118,3 +118,43 @@ def test_best_of_only_1_or_n(best_of: int | None, n: int, refused: bool) -> None
     with pytest.raises(ApiError) as raised:
         _refuse_unsupported(body, n)
     assert raised.value.param == "best_of" and "logprobs" in raised.value.message
+
+
+# --- values at the edges: a clear 400, or the nearest value that works; never garbage ------
+
+@pytest.mark.parametrize("seed", [2**64, 10**30, -1, -(2**63) - 1])
+def test_a_seed_outside_64_bits_is_refused(seed: int) -> None:
+    with pytest.raises(ValidationError) as raised:
+        request(seed=seed)
+    assert raised.value.errors()[0]["loc"][0] == "seed"
+
+
+def test_the_largest_seed_works_for_every_choice() -> None:
+    # Choice i draws with seed + i, past 2**64 - 1 for i > 0: wrapped, not an overflow.
+    seed = request(seed=2**64 - 1).seed
+    assert seed is not None
+    first, second = new_generator(seed + 1), new_generator(0)
+    assert torch.rand((), generator=first) == torch.rand((), generator=second)
+
+
+def test_a_temperature_near_0_is_greedy() -> None:
+    assert {pick(SamplingParams(temperature=1e-40), seed) for seed in range(50)} == {7}
+
+
+def test_a_tiny_top_p_keeps_the_likeliest_token() -> None:
+    assert {pick(SamplingParams(top_p=1e-300), seed) for seed in range(50)} == {7}
+
+
+def test_a_tiny_repetition_penalty_favours_seen_tokens_without_overflow() -> None:
+    # Below 1 the penalty favours tokens already seen (prompt [1, 2]); 1e-300 overflowed to inf.
+    picks = {pick(SamplingParams(repetition_penalty=1e-300), seed) for seed in range(50)}
+    assert picks <= {1, 2}, picks
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_non_finite_logits_never_pick_a_nan_token(temperature: float) -> None:
+    logits = LOGITS.clone()
+    logits[20], logits[30] = float("nan"), float("inf")  # an overflowing model
+    tokens, _ = choose_tokens(logits[None], [SamplingParams(temperature=temperature)],
+                              [new_generator(0)], [[1]], [[]])
+    assert tokens == [30]
