@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.autocomplete.generation import ClientFinishReason
 
@@ -53,6 +53,21 @@ class CompletionRequest(_Strict):
     repetition_penalty: float | None = Field(None, gt=0, le=10)
     truncate_prompt_tokens: int | None = Field(
         None, ge=1, description="Keep only the prompt's last N tokens instead of refusing a long prompt")
+
+    @field_validator("prompt", "stop", "model", "user")
+    @classmethod
+    def _unicode(cls, value: Prompt | None) -> Prompt | None:
+        """Text a tokenizer can take. pydantic checks a plain `str` field for lone surrogates
+        ("\\ud800" is valid JSON, not Unicode) but not a str inside a union (500 TypeError)."""
+        for text in [value] if isinstance(value, str) else value or []:
+            if isinstance(text, str):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise ValueError(f"lone UTF-16 surrogate {text[exc.start]!r} at character "
+                                     f"{exc.start}: send valid Unicode (a surrogate only as half "
+                                     "of a pair)") from None
+        return value
 
 
 class Logprobs(BaseModel):

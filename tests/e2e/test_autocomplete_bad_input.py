@@ -3,6 +3,8 @@ server answers the next good request as if nothing happened."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -44,6 +46,12 @@ BAD_COMPLETIONS = [
     ({"prompt": "Hi", "logit_bias": {"11": 101}}, 400, "logit_bias", "less than or equal to 100"),
     ({"prompt": "Hi", "logit_bias": {"11": "ban"}}, 400, "logit_bias", "valid number"),
     ({"prompt": "Hi", "logit_bias": [11]}, 400, "logit_bias", "valid dictionary"),
+    ({"prompt": "Hi", "seed": 2**64}, 400, "seed", "less than or equal to 18446744073709551615"),
+    ({"prompt": "Hi", "seed": 10**30}, 400, "seed", "less than or equal to"),
+    ({"prompt": "Hi", "seed": -(2**63) - 1}, 400, "seed", "greater than or equal to 0"),
+    ({"prompt": "\ud800abc"}, 400, "prompt", "lone UTF-16 surrogate"),
+    ({"prompt": ["Hi", "\udfffabc"]}, 400, "prompt", "lone UTF-16 surrogate"),
+    ({"prompt": "Hi", "stop": ["\ud800"]}, 400, "stop", "lone UTF-16 surrogate"),
 ]
 
 
@@ -57,7 +65,10 @@ def _good_request_still_works(url: str) -> None:
                          ids=[f"{b!r:.40}" for b, *_ in BAD_COMPLETIONS])
 def test_bad_completion_request(tiny_server: str, body: dict, status: int, param: str,  # type: ignore[type-arg]
                                 says: str) -> None:
-    response = httpx.post(f"{tiny_server}/v1/completions", json=body, timeout=30)
+    # json.dumps escapes a lone surrogate as "\\ud800", as a browser's JSON.stringify does (httpx's
+    # own encoder would fail on it).
+    response = httpx.post(f"{tiny_server}/v1/completions", content=json.dumps(body), timeout=30,
+                          headers={"content-type": "application/json"})
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["param"] == param and says in error["message"], error

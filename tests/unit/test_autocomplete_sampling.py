@@ -158,3 +158,13 @@ def test_non_finite_logits_never_pick_a_nan_token(temperature: float) -> None:
     tokens, _ = choose_tokens(logits[None], [SamplingParams(temperature=temperature)],
                               [new_generator(0)], [[1]], [[]])
     assert tokens == [30]
+
+
+@pytest.mark.parametrize("fields", [{"prompt": "\ud800abc"}, {"prompt": ["Hi", "\udfffabc"]},
+                                    {"prompt": "Hi", "stop": ["\ud800"]}])
+def test_a_lone_surrogate_is_refused_before_the_tokenizer(fields: dict) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ValidationError) as raised:
+        CompletionRequest(**fields)
+    error = raised.value.errors()[0]
+    assert error["loc"][0] in ("prompt", "stop") and "lone UTF-16 surrogate" in error["msg"]
+    CompletionRequest(prompt="Hi \U0001F600")  # a pair (an emoji) is fine
