@@ -28,11 +28,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import bentoml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from services.core.api_errors import ApiError
 
+# Time from arrival to a slot (0 when one was free), per worker; the alert rules in
+# deploy/monitoring/ watch its p95. Requests turned away (429) are in BentoML's request counts.
+QUEUE_WAIT = bentoml.metrics.Histogram(
+    name="modelport_admission_queue_wait_seconds", documentation="Time a request waited for a slot",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
 WORK_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})  # GETs (models, docs) are cheap
 MAX_RETRY_AFTER_S = 60
 
@@ -91,14 +97,17 @@ class Admission:
         limits = self.limits
         if self.in_flight < limits.max_in_flight and not self._waiting:
             self.in_flight += 1
+            QUEUE_WAIT.observe(0.0)
             return
         if self.queued >= limits.max_queue:
             raise Busy(f"the server is busy ({self.in_flight} requests running, {self.queued} "
                        "waiting); retry after the time in Retry-After")
         turn = asyncio.get_running_loop().create_future()
         self._waiting.append(turn)
+        arrived = time.monotonic()
         try:
             await asyncio.wait_for(turn, limits.max_queue_wait_s)
+            QUEUE_WAIT.observe(time.monotonic() - arrived)
         except BaseException as exc:  # timed out, or the client went away while waiting
             if turn.done() and not turn.cancelled():
                 self._hand_on()  # a slot came just as it stopped waiting: pass it on

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -37,8 +38,11 @@ RECORD_FAILURES = bentoml.metrics.Counter(
     name="modelport_review_record_failures", documentation="Readings that could not be recorded for review")
 PENDING = bentoml.metrics.Gauge(
     name="modelport_reviews_pending", documentation="Review items waiting for a person")
-OLDEST_PENDING = bentoml.metrics.Gauge(
-    name="modelport_reviews_oldest_pending_seconds", documentation="Age of the oldest pending review item")
+# A time, not an age: the gauge is set only when the queue changes, and an age set then would
+# stand still while the item waits; the alert rule takes time() - this (0: nothing pending).
+OLDEST_PENDING_SINCE = bentoml.metrics.Gauge(
+    name="modelport_reviews_oldest_pending_timestamp_seconds", multiprocess_mode="livemax",
+    documentation="When the oldest pending review item was recorded (Unix time; 0 when none is pending)")
 DECISIONS = bentoml.metrics.Counter(
     name="modelport_review_decisions", documentation="Review decisions made", labelnames=["decision"])
 
@@ -47,7 +51,11 @@ DECISIONS = bentoml.metrics.Counter(
 def review_store() -> ReviewStore | None:
     """This process's store, or None when recording is off (MODELPORT_REVIEW_STORE=off)."""
     settings = ReviewSettings.from_env()
-    return ReviewStore.from_settings(settings) if settings.enabled else None
+    if not settings.enabled:
+        return None
+    store = ReviewStore.from_settings(settings)
+    refresh_gauges(store)  # after a restart, items already waiting show on /metrics at once
+    return store
 
 
 async def record_reviews(photos: Sequence[np.ndarray], readings: Sequence[Sequence[PlateReading]], *,
@@ -82,7 +90,8 @@ def review_store_or_none() -> ReviewStore | None:
 def refresh_gauges(store: ReviewStore) -> None:
     stats = store.stats()
     PENDING.set(stats["pending"])
-    OLDEST_PENDING.set(stats["oldest_pending_seconds"])
+    age = stats["oldest_pending_seconds"]
+    OLDEST_PENDING_SINCE.set(time.time() - age if stats["pending"] else 0.0)
 
 
 class Box(BaseModel):

@@ -82,7 +82,7 @@ class PlateReader:
         ))
         readings = [snapshot_api.keep(plates, options.snapshot) for plates in readings]  # threshold_o, strict
         for plates in readings:
-            metrics.observe(plates)
+            metrics.observe(plates, options.camera_id)
         await record_reviews([image for _, image in images], readings, camera_id=options.camera_id,
                              models=(str(self.detector_model.tag), str(self.ocr_model.tag)))
         return images, readings, (time.perf_counter() - started) * 1000, options
