@@ -27,7 +27,7 @@ from services.autocomplete.http_schema import (
 from services.autocomplete.causal_lm import GGUF_NAME
 from services.autocomplete.model_kinds import CAUSAL_LM, choose_model
 from services.autocomplete.settings import OFFLINE_DEFAULT_MODEL, Settings, tune_openmp
-from services.core import api_errors, body_limit, traffic
+from services.core import api_errors, traffic
 from services.core.admission import Limits
 from services.core.api_errors import ApiError
 from services.core.container_image import service_image
@@ -129,8 +129,8 @@ class Autocomplete:
                                processing_time=round((time.perf_counter() - started) * 1000, 2))
 
 
-body_limit.install(app, settings.max_request_bytes)  # 413 before a large body is parsed; innermost
-traffic.install(Autocomplete, app, LIMITS)  # shutdown grace, API keys, admission
+# Shutdown grace, API keys, bodies read whole (413 before a large one is parsed), admission.
+traffic.install(Autocomplete, app, LIMITS, max_request_bytes=settings.max_request_bytes)
 
 
 async def _unless_disconnected(request: Request, work: Any, *, session: str | None = None,

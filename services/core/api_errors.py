@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("bentoml.modelport")  # BentoML only shows INFO under "bentoml"
 
@@ -146,8 +147,36 @@ def install(app: FastAPI) -> None:
         # exc.headers: the `Allow` header of a 405 (RFC 9110: the methods the path takes)
         return ApiError(exc.status_code, str(exc.detail), code=code, headers=exc.headers).response()
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unexpected error on %s %s", request.method, request.url.path)
-        return ApiError(500, f"internal error ({type(exc).__name__}); the server logged it",
-                        code="internal_error", type="server_error").response()
+    # Added first, so innermost of the app's middleware: what it answers, the others see as
+    # an ordinary 500. Not `exception_handler(Exception)`: Starlette runs that in its outermost
+    # ServerErrorMiddleware, which re-raises after answering, so uvicorn logged the exception
+    # a second time and closed the keep-alive connection (the client's next request was reset).
+    app.add_middleware(UnexpectedErrors)
+
+
+class UnexpectedErrors:
+    """ASGI middleware: an exception no handler turned into an answer becomes one 500 in the
+    error shape, logged once, and the connection stays open for the client's next request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:  # half an answer cannot become a 500: the server closes the connection
+                raise
+            logger.exception("unexpected error on %s %s", scope["method"], scope["path"])
+            await ApiError(500, f"internal error ({type(exc).__name__}); the server logged it",
+                           code="internal_error", type="server_error").response()(scope, receive, send)

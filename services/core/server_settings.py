@@ -27,6 +27,10 @@ class ServerSettings:
     # final error event on a stream). 30 s covers a plate request many times over and a
     # completion of a few hundred tokens; Kubernetes' default grace is 30 s too.
     shutdown_grace_s: float = 30.0
+    # A request's body must arrive within this many seconds of its start, else 408 (a client
+    # trickling bytes holds a connection, but never an admission slot: core/body_limit.py).
+    # 30 s: 40 MB, the plate reader's largest body, at about 11 Mbit/s.
+    body_timeout_s: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:

@@ -123,6 +123,7 @@ class PlateReader:
         return Response(jpeg, media_type="image/jpeg")
 
 
-# Shutdown grace, API keys, admission; deciding a review is not a call.
-traffic.install(PlateReader, app, LIMITS, uncounted=("/reviews",))
+# Shutdown grace, API keys, bodies read whole, admission; deciding a review is not a call.
+traffic.install(PlateReader, app, LIMITS, max_request_bytes=settings.max_request_bytes,
+                uncounted=("/reviews",))
 snapshot_api.set_usage_source(KeyedUsage(snapshot_api.usage_source))  # usage per key, when keys are on

@@ -142,10 +142,19 @@ def choose_regions(value: Any) -> RegionChoice:
         else:
             unknown.append(name)
     if unknown:
-        raise ApiError(400, f"unknown region(s) {unknown}: send Plate Recognizer region codes "
+        raise ApiError(400, f"unknown region(s) {_excerpt(unknown)}: send Plate Recognizer region codes "
                        "(ISO 3166-1, e.g. gb, de, fr, us-ca) or modelport's region names "
                        f"{sorted(known_regions())}", code="invalid_regions", param="regions")
     return RegionChoice(tuple(regions), tuple(asked_as), tuple(dict.fromkeys(no_format)))
+
+
+def _excerpt(names: list[str], count: int = 5, width: int = 40) -> str:
+    """The first few `names`, each cut to `width` characters, and how many more: an error
+    message that echoes what was sent stays short however much was sent (issue 20: 200,000
+    names made a 1 MB message)."""
+    cut = [name if len(name) <= width else name[:width] + "..." for name in names[:count]]
+    more = f" and {len(names) - count:,} more" if len(names) > count else ""
+    return ", ".join(cut) + more
 
 
 def fits(plate: str, region: str) -> bool:
@@ -184,7 +193,7 @@ def parse_options(fields: Mapping[str, Any]) -> SnapshotOptions:
     mmc = _boolean(fields.get("mmc"), "mmc")
     warnings = []
     if choice.no_format:
-        warnings.append(f"regions {', '.join(choice.no_format)}: no plate format here for "
+        warnings.append(f"regions {_excerpt(list(choice.no_format))}: no plate format here for "
                         f"{'this code' if len(choice.no_format) == 1 else 'these codes'}, so no "
                         "preference from it; plates were read with "
                         + (f"the formats of {', '.join(choice.regions)}" if choice.regions
