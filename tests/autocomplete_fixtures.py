@@ -11,8 +11,10 @@ tokenisation at a fraction of the cost. And the real SmolLM2-135M, the offline d
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +80,7 @@ def import_tiny_gpt2() -> str:
 
 
 SERVICE = "services.autocomplete.service:Autocomplete"
+LONG_PROMPT_CHARS = 600_000  # the served tiny GPT-2's MAX_PROMPT_CHARS
 
 
 @pytest.fixture(scope="session", params=["llama.cpp", "torch"])
@@ -90,20 +93,51 @@ def tiny_server(request: pytest.FixtureRequest,
     env = {"MODELPORT_AUTOCOMPLETE_MODEL": import_tiny_gpt2(),
            "MODELPORT_AUTOCOMPLETE_REQUIRE_MODEL": "1",
            "MODELPORT_AUTOCOMPLETE_BACKEND": request.param,
-           "MODELPORT_AUTOCOMPLETE_DTYPE": "float32"}  # torch: exact, greedy outputs compare equal
+           "MODELPORT_AUTOCOMPLETE_DTYPE": "float32",  # torch: exact, greedy outputs compare equal
+           # Above the default, so a test can send a prompt that takes a while to tokenise.
+           "MODELPORT_AUTOCOMPLETE_MAX_PROMPT_CHARS": str(LONG_PROMPT_CHARS)}
     log = tmp_path_factory.mktemp("logs") / f"autocomplete_tiny_{request.param}.log"
     with serve(SERVICE, env=env, log_path=log) as url:
         yield url
 
 
-def record_passes(engine: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
-    """(new prompts, running rows) of every forward pass the engine's backend runs from now on."""
+def record_passes(engine: Any, monkeypatch: pytest.MonkeyPatch,
+                  chunks: list[Any] | None = None) -> list[tuple[int, int]]:
+    """(prompt chunks, running rows) of every forward pass the engine's backend runs from now
+    on; the chunks themselves (`PromptChunk`s) are added to `chunks` if given."""
     passes: list[tuple[int, int]] = []
     step = engine.backend.step
 
-    def recording_step(prompts: list[list[int]], every_position: bool, tokens: list[int]) -> Any:
-        passes.append((len(prompts), len(tokens)))
-        return step(prompts, every_position, tokens)
+    def recording_step(prompt_chunks: list[Any], tokens: list[int]) -> Any:
+        passes.append((len(prompt_chunks), len(tokens)))
+        if chunks is not None:
+            chunks.extend(prompt_chunks)
+        return step(prompt_chunks, tokens)
 
     monkeypatch.setattr(engine.backend, "step", recording_step)
     return passes
+
+
+@asynccontextmanager
+async def engine_kept_busy(url: str) -> AsyncIterator[None]:
+    """Keep the tiny GPT-2 server's engine full for the block's duration: one request of 16
+    prompts x n=8 (128 rows; end of text banned, so every row runs its 240 tokens) fills the
+    batch's 32 rows, and its KV cells, 4 times over. While the batch is full nothing passes
+    the rows waiting in front, so requests sent inside the block all wait in the engine, in
+    flight at once and in the order sent: a test can know which is the newest. On leaving, the
+    long request is dropped (the client disconnects; the server stops its rows)."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+        hog = asyncio.create_task(http.post("/v1/completions", json={
+            "prompt": ["Once upon a time"] * 16, "n": 8, "max_tokens": 240, "temperature": 1.0,
+            "logit_bias": {"50256": -100}}))
+        await asyncio.sleep(0.5)  # its rows reach the engine first
+        assert not hog.done(), hog.result().text
+        try:
+            yield
+            # Still running: everything sent inside the block really was queued behind it.
+            assert not hog.done(), "the long request ended before the block did: make it longer"
+        finally:
+            hog.cancel()  # disconnects: the server drops its rows, the waiting requests run
+            await asyncio.gather(hog, return_exceptions=True)

@@ -7,11 +7,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from services.core.api_errors import ApiError
 from services.autocomplete.engine import Engine, kv_cells_needed
@@ -24,6 +28,9 @@ from services.autocomplete.settings import Settings
 
 MAX_STOPS = 4  # as OpenAI
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
+TOKENISING_THREADS = 2  # one per core: more only contend with the engine's thread
+_tokenising = ThreadPoolExecutor(TOKENISING_THREADS, thread_name_prefix="autocomplete-tokenise")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -38,9 +45,16 @@ class Job:
     include_usage: bool
 
 
+async def in_worker_thread(work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)` in a worker thread: tokenising is CPU work (a 900 KB prompt took 0.7 s),
+    which on the event loop froze every other request, /livez too."""
+    return await asyncio.get_running_loop().run_in_executor(_tokenising, work, *args)
+
+
 def prepare(body: CompletionRequest, engine: Engine, settings: Settings, model: str,
             aliases: frozenset[str]) -> Job:
-    """Check a request against the limits and tokenise it; ApiError (4xx) says what to fix."""
+    """Check a request against the limits and tokenise it; ApiError (4xx) says what to fix.
+    CPU work: call it through `in_worker_thread`."""
     if body.model is not None and body.model not in aliases:
         raise ApiError(404, f"model {body.model!r} is not served here; this server serves "
                        f"{model!r} (GET /v1/models lists it)", code="model_not_found", param="model")
@@ -66,6 +80,7 @@ def prepare(body: CompletionRequest, engine: Engine, settings: Settings, model: 
                        f"KV cache holds ({engine.kv_capacity}, MODELPORT_AUTOCOMPLETE_KV_CACHE_TOKENS)"
                        ": lower n or max_tokens, or shorten the prompt", code="context_length_exceeded",
                        param="max_tokens")
+    _refuse_what_cannot_finish(engine, settings, prompts, n, max_tokens)
     return Job(f"cmpl-{uuid.uuid4().hex}", int(time.time()), model, prompts,
                sampling_params(body, max_tokens, stops, logit_bias), n, bool(body.stream),
                bool(body.stream_options and body.stream_options.include_usage))
@@ -86,6 +101,30 @@ def sampling_params(body: CompletionRequest, max_tokens: int, stops: list[str],
         frequency_penalty=body.frequency_penalty or 0.0,
         stop=tuple(stops), seed=body.seed, logprobs=body.logprobs, echo=bool(body.echo),
         logit_bias=tuple(sorted((logit_bias or {}).items())))
+
+
+def _refuse_what_cannot_finish(engine: Engine, settings: Settings, prompts: list[list[int]],
+                               n: int, max_tokens: int) -> None:
+    """A 400 for a request too large to finish within the request timeout even on an idle
+    server: its sequences (prompts x n) need more rounds than the batch (max_batch_size rows)
+    or the KV cache (all of them, prompt + max_tokens each) holds at once, each round up to
+    max_tokens steps, at the engine's recent step time. A request that fits in one round is
+    always taken: if the server is busy, it ends at the timeout with what it generated."""
+    rows = len(prompts) * n
+    cells = sum(kv_cells_needed(n, len(ids), max_tokens) for ids in prompts)
+    rounds = max(math.ceil(rows / engine.max_batch_size),
+                 1 if engine.kv_capacity is None else math.ceil(cells / engine.kv_capacity))
+    step_s = engine.step_seconds
+    if rounds == 1 or step_s is None:
+        return
+    estimate = rounds * max_tokens * step_s
+    if estimate > settings.request_timeout_s:
+        raise ApiError(400, f"this request cannot finish within the {settings.request_timeout_s:g}s "
+                       f"request timeout: {len(prompts)} prompt(s) x n={n} is {rows} sequences, "
+                       f"which run in {rounds} rounds of up to max_tokens={max_tokens} steps, about "
+                       f"{estimate:.0f}s at {step_s * 1000:.0f} ms a step. Lower n, send fewer prompts "
+                       "per request, or lower max_tokens", code="cannot_finish_in_time",
+                       param="max_tokens")
 
 
 def _refuse_unsupported(body: CompletionRequest, n: int) -> None:
@@ -126,6 +165,12 @@ def _tokenised_prompts(body: CompletionRequest, engine: Engine, settings: Settin
     if not raw:
         raise ApiError(400, "prompt is an empty list: send the text to complete",
                        code="empty_prompt", param="prompt")
+    for item in raw:  # before any is tokenised: its cost grows with its length
+        if isinstance(item, str) and len(item) > settings.max_prompt_chars:
+            raise ApiError(413, f"a prompt has {len(item):,} characters, more than the "
+                           f"{settings.max_prompt_chars:,} this server tokenises "
+                           "(MODELPORT_AUTOCOMPLETE_MAX_PROMPT_CHARS): send only the end of a "
+                           "long text", code="prompt_too_long", param="prompt")
     limit = min(settings.max_prompt_tokens, engine.context_length - max_tokens)
     prompts = []
     for item in raw:
@@ -148,12 +193,18 @@ def _tokenised_prompts(body: CompletionRequest, engine: Engine, settings: Settin
     return prompts
 
 
-def client_finish_reason(reason: FinishReason | None,
-                         settings: Settings) -> ClientFinishReason | None:
-    """What a client sees of a finish reason: stop or length; the others are an ApiError."""
+def client_finish_reason(reason: FinishReason | None, settings: Settings,
+                         started: bool) -> ClientFinishReason | None:
+    """What a client sees of a finish reason: stop or length; the others are an ApiError.
+
+    A timeout after generation `started` is "length": the choices keep the text they have (a
+    504 threw finished tokens away). Before the first token, there is nothing to keep: 504."""
+    if reason is FinishReason.TIMEOUT and started:
+        return FinishReason.LENGTH
     if reason is FinishReason.TIMEOUT:
         raise ApiError(504, f"generation ran past the {settings.request_timeout_s:g}s request "
-                       "timeout; ask for fewer tokens", code="timeout", type="server_error")
+                       "timeout before its first token; retry when the server is less busy",
+                       code="timeout", type="server_error")
     if reason is FinishReason.ERROR:
         raise ApiError(500, "generation failed; the server logged why", code="generation_failed",
                        type="server_error")
@@ -179,7 +230,9 @@ def _usage(stream: GenerationStream) -> Usage:
 
 async def collect(job: Job, stream: GenerationStream, settings: Settings) -> Completion:
     finished = await stream.collect()
-    reasons = {i: client_finish_reason(c.finish_reason, settings) for i, c in finished.items()}
+    started = stream.stats.first_token_at is not None
+    reasons = {i: client_finish_reason(c.finish_reason, settings, started)
+               for i, c in finished.items()}
     choices = [Choice(text=c.text, index=i, finish_reason=reasons[i],
                       logprobs=_logprobs(c.logprobs, job.params.logprobs)) for i, c in finished.items()]
     return Completion(id=job.id, created=job.created, model=job.model, choices=choices,
@@ -190,7 +243,8 @@ async def sse(job: Job, stream: GenerationStream, settings: Settings) -> AsyncIt
     """Server-sent events as OpenAI streams them; a failure mid-stream is an `error` event."""
     async for delta in stream:
         try:
-            reason = client_finish_reason(delta.finish_reason, settings)
+            reason = client_finish_reason(delta.finish_reason, settings,
+                                          stream.stats.first_token_at is not None)
         except ApiError as exc:
             yield _event({"error": {"message": exc.message, "type": exc.type, "code": exc.code,
                                     "param": None}})

@@ -11,14 +11,19 @@ leave. No HTTP here.
 `submit` raises `services.core.admission.Busy` when more than `max_waiting_rows` sequences
 already wait for a batch slot (the service answers 429 + Retry-After): the queue in front of
 the batch is bounded, like the HTTP queue in front of the service. A request whose timeout
-passes while it waits ends with `timeout` without being prefilled.
+passes while it waits ends with `timeout` without being prefilled. A request that waits for
+room in the KV cache lets later ones that fit pass it, for HOLD_AGING_S; then none pass it
+until it fits (so it is not starved).
 
 `observe_load`, if given, is called from the engine thread with a `Load` (rows running and
 waiting, KV cells reserved) whenever that changes: the service turns it into gauges.
 
-New requests are prefilled right away, together when several are waiting and in the same
-forward pass as the running rows' next tokens (so a first token does not wait for the batch
-to finish, and the batch does not wait for a pass of the new prompts'), then join the batch. The model and its KV
+New requests are prefilled right away, in the same forward pass as the running rows' next
+tokens (so a first token does not wait for the batch to finish), in chunks: each step runs
+at most `prefill_chunk_tokens` prompt tokens, oldest prompt first, as vLLM's chunked prefill
+and llama-server's batch size do, so a long prompt does not stall the running rows' tokens
+for its whole prefill (a 200-token stream waited 14.5 s while three 800-token prompts were
+prefilled). A prompt joins the batch after its last chunk. The model and its KV
 cache live in a `Backend` (backend.py): torch_backend.py (transformers) or llama_backend.py
 (GGUF in llama.cpp). Here: the engine thread, admission, room in the KV cache, the batch's
 rows and their prefill and decode steps. What a row's tokens become (text, stop strings,
@@ -31,17 +36,22 @@ torch there would cost it about 500 MB.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from services.autocomplete.backend import Backend
-from services.autocomplete.generation import ChoiceOutput, FinishReason, GenerationStream
+from services.autocomplete.backend import Backend, PromptChunk
+from services.autocomplete.generation import (
+    ChoiceOutput, FinishReason, GenerationStream, PromptLogprobs)
 from services.autocomplete.sampling import SamplingParams, choose_tokens, new_generator
+from services.autocomplete.settings import Settings
 from services.core.admission import Busy
 from services.core.memory import return_freed_memory
 
@@ -50,8 +60,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("modelport.autocomplete")
 
-PREFILL_MAX_REQUESTS = 16  # new requests prefilled together between two decode steps ...
-PREFILL_MAX_TOKENS = 2048  # ... and their prompt tokens (bounds the pause for running rows)
+HOLD_AGING_S = 5.0  # how long later requests may pass one waiting for KV room
 
 
 @dataclass(frozen=True)
@@ -71,10 +80,36 @@ class _Request:
     n: int
     first_index: int  # of its choices in the stream
     stream: GenerationStream
+    held_since: float | None = None  # when it first found no room in the KV cache
 
     @property
     def indices(self) -> range:
         return range(self.first_index, self.first_index + self.n)
+
+    @property
+    def every_position(self) -> bool:  # echo's prompt logprobs need every position's logits
+        return self.params.echo and self.params.logprobs is not None
+
+    @property
+    def kv_cells(self) -> int:
+        return kv_cells_needed(self.n, len(self.prompt), self.params.max_tokens)
+
+
+@dataclass
+class _Prefill:
+    """A prompt being prefilled, chunk by chunk, for the requests that share it (the same
+    prompt, e.g. a suggestion's two requests, runs once)."""
+
+    key: int  # the backend's name for it
+    prompt: list[int]
+    every_position: bool
+    done: int  # prompt tokens whose KV is in the cache
+    requests: list[_Request] = field(default_factory=list)
+    echo: PromptLogprobs | None = None  # the prompt's logprobs, as its chunks run
+
+    @property
+    def rows(self) -> int:
+        return sum(r.n for r in self.requests)
 
 
 @dataclass
@@ -93,6 +128,7 @@ class _Row:
 class Engine:
     def __init__(self, load: Callable[[], Backend], *, max_batch_size: int = 32,
                  max_waiting_rows: int | None = None,
+                 prefill_chunk_tokens: int = Settings.prefill_chunk_tokens,
                  observe_load: Callable[[Load], None] | None = None) -> None:
         """Start the engine thread, which calls `load()` for its `Backend`; wait for it.
 
@@ -107,9 +143,13 @@ class Engine:
         self._inbox: queue.Queue[_Request] = queue.Queue()
         self._waiting_rows = 0  # rows submitted and not yet taken into the batch (or ended)
         self._waiting_lock = threading.Lock()  # submit runs on the event loop, _admit in the engine
+        self.prefill_chunk_tokens = prefill_chunk_tokens
+        self._waiting: deque[_Request] = deque()  # taken from the inbox, in order
+        self._prefills: list[_Prefill] = []  # admitted, being prefilled, oldest first
+        self._keys = itertools.count()
         self._rows: list[_Row] = []
         self._next: list[int] = []  # the token each row feeds in next
-        self._held: _Request | None = None  # first in line, waiting for room in the KV cache
+        self.step_seconds: float | None = None  # a decode step's recent duration (moving average)
         self._observe_load = observe_load
         self._last_load: Load | None = None
         loaded = threading.Event()
@@ -168,16 +208,20 @@ class Engine:
             loaded.set()
         with torch.inference_mode():
             while True:
-                if not self._rows and self._held is None and self._inbox.empty():
+                if self._idle() and self._inbox.empty():
                     return_freed_memory()  # about to wait idle: the KV cache of the last busy moment goes
-                new = self._admit()
+                self._admit()
                 self._report_load()
-                self._step(new)
+                self._step()
                 self._report_load()
+
+    def _idle(self) -> bool:
+        return not self._rows and not self._prefills and not self._waiting
 
     def load(self) -> Load:
         """Read in the engine thread (`observe_load`); elsewhere, a snapshot that may be stale."""
-        return Load(len(self._rows), self._waiting_rows, self._kv_reserved(), self.kv_capacity)
+        running = len(self._rows) + sum(p.rows for p in self._prefills)
+        return Load(running, self._waiting_rows, self._kv_reserved(), self.kv_capacity)
 
     def _report_load(self) -> None:
         if self._observe_load is None:
@@ -190,21 +234,18 @@ class Engine:
             except Exception:  # metrics never stop the engine
                 logger.exception("observe_load failed")
 
-    def _admit(self) -> list[_Request]:
-        """The waiting requests to prefill now, together (blocking while there is nothing else to do).
-
-        At most PREFILL_MAX_REQUESTS / PREFILL_MAX_TOKENS at a time, so a burst of new
-        requests does not stall the tokens of the running ones for long; and, where the
-        backend's KV cache is a fixed pool, only as many as it has room for: the next in
-        line waits (in order) until running rows finish.
-        """
+    def _admit(self) -> None:
+        """Start prefilling the waiting requests there is room for (blocking while there is
+        nothing else to do): as many rows as the batch holds and, where the backend's KV cache is
+        a fixed pool, as many cells as it has free. One that does not fit waits for running rows
+        to finish; later ones that fit pass it for HOLD_AGING_S, then none do."""
         self._drop(self._expired)  # cancelled rows leave first: their room goes to new requests
-        waiting: list[_Request] = []
-        rows, tokens = len(self._rows), 0
+        self._drop_prefills()
+        self._take_inbox(block=self._idle())
+        rows = len(self._rows) + sum(p.rows for p in self._prefills)
         room = self._kv_room()
-        while len(waiting) < PREFILL_MAX_REQUESTS and rows < self.max_batch_size:
-            request = self._next_request(block=not self._rows and not waiting)
-            if request is None:
+        for request in list(self._waiting):
+            if rows >= self.max_batch_size:
                 break
             if request.stream.cancelled:
                 self._taken(request)
@@ -214,39 +255,75 @@ class Engine:
                 self._taken(request)
                 self._fail(request, reason=FinishReason.TIMEOUT)
                 continue
-            need = kv_cells_needed(request.n, len(request.prompt), request.params.max_tokens)
+            need = request.kv_cells
             if room is not None and need > room:  # cached prefixes make way first
                 room += self.backend.evict(need - room)
             if room is not None and need > room:
-                if self._rows or waiting:
-                    self._held = request  # its turn comes when rows leave
-                    break
-                self._taken(request)
-                self._fail(request, f"needs {need} KV cache cells; the cache has {room}")
+                if not self._rows and not self._prefills:  # (prepare refuses these with a 400)
+                    self._taken(request)
+                    self._fail(request, f"needs {need} KV cache cells; the cache has {room}")
+                    continue
+                now = time.monotonic()
+                request.held_since = request.held_since or now
+                if now - request.held_since > HOLD_AGING_S:
+                    break  # it has let others pass long enough: its turn comes when rows leave
                 continue
             self._taken(request)
             room = None if room is None else room - need
-            stats = request.stream.stats
-            stats.started_at = stats.started_at or time.perf_counter()
-            waiting.append(request)
-            rows, tokens = rows + request.n, tokens + len(request.prompt)
-            if tokens >= PREFILL_MAX_TOKENS:
-                break
-        return waiting
+            self._begin(request)
+            rows += request.n
 
-    def _next_request(self, block: bool) -> _Request | None:
-        if self._held is not None:
-            request, self._held = self._held, None
-            return request
+    def _take_inbox(self, block: bool) -> None:
+        """Move what was submitted into `_waiting` (waiting for one if `block`)."""
         try:
-            return self._inbox.get(block=block)
+            if block:
+                self._waiting.append(self._inbox.get())
+            while True:
+                self._waiting.append(self._inbox.get_nowait())
         except queue.Empty:
-            return None
+            pass
+
+    def _begin(self, request: _Request) -> None:
+        """`request` starts prefilling: its own prompt, or one being prefilled that it equals."""
+        stats = request.stream.stats
+        stats.started_at = stats.started_at or time.perf_counter()
+        if not request.every_position:
+            for prefill in self._prefills:
+                if not prefill.every_position and prefill.prompt == request.prompt:
+                    prefill.requests.append(request)
+                    stats.cached_tokens += len(request.prompt)  # run once, for the other
+                    return
+        key = next(self._keys)
+        reused = self.backend.begin(key, request.prompt, request.every_position)
+        stats.cached_tokens += reused
+        echo = (PromptLogprobs(self.backend.decode, request.prompt, request.params.logprobs or 0)
+                if request.every_position else None)
+        self._prefills.append(_Prefill(key, request.prompt, request.every_position, reused,
+                                       [request], echo))
+
+    def _drop_prefills(self) -> None:
+        """Cancelled and timed-out requests leave their prefill; one left with none ends."""
+        now = time.monotonic()
+        for prefill in list(self._prefills):
+            keep = []
+            for request in prefill.requests:
+                if request.stream.cancelled:
+                    continue
+                if request.stream.deadline is not None and now > request.stream.deadline:
+                    self._fail(request, reason=FinishReason.TIMEOUT)
+                    continue
+                keep.append(request)
+            prefill.requests = keep
+            if not keep:
+                self._prefills.remove(prefill)
+                self.backend.abandon(prefill.key)
 
     def _kv_reserved(self) -> int:
-        """KV cells the running rows may fill (their prompts and all their tokens)."""
-        return sum(kv_cells_needed(1, len(row.request.prompt), row.params.max_tokens)
-                   for row in self._rows)
+        """KV cells the running rows and the prompts being prefilled may fill (their prompts
+        and all their tokens)."""
+        return (sum(kv_cells_needed(1, len(row.request.prompt), row.params.max_tokens)
+                    for row in self._rows)
+                + sum(r.kv_cells for p in self._prefills for r in p.requests))
 
     def _kv_room(self) -> int | None:
         """KV cells free for new requests: not reserved by running rows, nor held by the
@@ -256,7 +333,8 @@ class Engine:
         return self.kv_capacity - self._kv_reserved() - self.backend.cached_cells
 
     def _taken(self, request: _Request) -> None:
-        """`request` no longer waits: it joins the batch now, or has ended."""
+        """`request` no longer waits: it starts now, or has ended."""
+        self._waiting.remove(request)
         with self._waiting_lock:
             self._waiting_rows -= request.n
 
@@ -267,56 +345,96 @@ class Engine:
         for index in request.indices:
             request.stream.fail(index, reason)
 
-    def _step(self, new: list[_Request]) -> None:
-        """One forward pass: the new prompts' prefill and the running rows' next tokens together
-        (as llama.cpp's server batches them: a new request does not stall the batch with a pass
-        of its own); then the rows' next tokens, and the new requests' rows join. (Cancelled and
-        timed-out rows already left in `_admit`.)"""
-        if not new and not self._rows:
+    def _chunks(self) -> list[PromptChunk]:
+        """This step's prefill: up to `prefill_chunk_tokens` prompt tokens, oldest prompt first."""
+        chunks, budget = [], self.prefill_chunk_tokens
+        for prefill in self._prefills:
+            if budget <= 0:
+                break
+            end = min(len(prefill.prompt), prefill.done + budget)
+            chunks.append(PromptChunk(prefill.key, prefill.prompt, prefill.done, end,
+                                      prefill.every_position))
+            budget -= end - prefill.done
+        return chunks
+
+    def _step(self) -> None:
+        """One forward pass: chunks of the prompts being prefilled and the running rows' next
+        tokens together (as llama.cpp's server batches them); then the rows' next tokens, and
+        the prompts whose last chunk ran join the batch. (Cancelled and timed-out rows already
+        left in `_admit`.)"""
+        chunks = self._chunks()
+        if not chunks and not self._rows:
             return
+        started, decoding = time.perf_counter(), bool(self._rows)
         try:
-            every_position = any(r.params.echo and r.params.logprobs is not None for r in new)
-            prompt_logits, logits = self.backend.step([r.prompt for r in new], every_position,
-                                                      self._next)
-            reused = list(self.backend.reused_tokens)  # before rows leave (a reset clears it)
+            prompt_logits, logits = self.backend.step(chunks, self._next)
             if self._rows:
                 self._advance(logits)
+            prefilled = self._prefilled(chunks, prompt_logits)
         except Exception:  # a failed pass fails its sequences, never the worker
             logger.exception("forward pass failed; ending its sequences")
-            for request in new:
-                self._fail(request)
+            for prefill in self._prefills:
+                for request in prefill.requests:
+                    self._fail(request)
             for row in self._rows:
                 row.request.stream.fail(row.output.index)
+            self._prefills = []
             self._reset_batch()
             return
-        if new:
-            self._join(new, prompt_logits, reused)
+        if decoding:
+            elapsed = time.perf_counter() - started
+            self.step_seconds = (elapsed if self.step_seconds is None
+                                 else 0.9 * self.step_seconds + 0.1 * elapsed)
+        if prefilled:
+            self._join(prefilled)
 
-    def _join(self, requests: list[_Request], logits: list[torch.Tensor], reused: list[int]) -> None:
+    def _prefilled(self, chunks: list[PromptChunk],
+                   logits: list[torch.Tensor]) -> list[tuple[_Prefill, torch.Tensor]]:
+        """Record the chunks that ran (echo's logprobs from their logits, at once); the prompts
+        whose last chunk it was, with the logits for their first token."""
+        by_key = {prefill.key: prefill for prefill in self._prefills}
+        done = []
+        for chunk, rows in zip(chunks, logits):
+            prefill = by_key[chunk.key]
+            prefill.done = chunk.end
+            if prefill.echo is not None:
+                prefill.echo.add(chunk.start, rows)
+            if chunk.last:
+                done.append((prefill, rows[-1:]))
+        self._prefills = [p for p in self._prefills if p.done < len(p.prompt)]
+        return done
+
+    def _join(self, prefilled: list[tuple[_Prefill, torch.Tensor]]) -> None:
         """The prefilled requests' first tokens; the rows that go on join the batch. A request
         whose start fails fails alone."""
-        sources, rows, tokens = [], [], []
-        for i, request in enumerate(requests):
-            request.stream.stats.cached_tokens += reused[i]
-            try:
-                started = self._start(request, logits[i])
-            except Exception:
-                logger.exception("starting a request failed; ending it")
-                self._fail(request)
-                continue
-            for row, token in started:
-                sources.append(i)
-                rows.append(row)
-                tokens.append(token)
-        self.backend.join(sources)
+        keys, rows, tokens = [], [], []
+        for prefill, logits in prefilled:
+            echoed = prefill.echo.entries if prefill.echo is not None else []
+            joined = False
+            for request in prefill.requests:
+                try:
+                    started = self._start(request, logits, echoed)
+                except Exception:
+                    logger.exception("starting a request failed; ending it")
+                    self._fail(request)
+                    continue
+                for row, token in started:
+                    keys.append(prefill.key)
+                    rows.append(row)
+                    tokens.append(token)
+                    joined = True
+            if not joined:
+                self.backend.abandon(prefill.key)
+        self.backend.join(keys)
         self._rows += rows
         self._next += tokens
 
-    def _start(self, request: _Request, logits: torch.Tensor) -> list[tuple[_Row, int]]:
+    def _start(self, request: _Request, logits: torch.Tensor,
+               echoed: Sequence[Any]) -> list[tuple[_Row, int]]:
         """Open the request's choices, pick their first tokens; the rows that go on, with theirs."""
         params, n = request.params, request.n
         outputs = ChoiceOutput.open(request.stream, request.indices, request.prompt, params,
-                                    self.backend, logits)
+                                    self.backend, echoed)
         rows = [_Row(request, output,
                      new_generator(None if params.seed is None else params.seed + output.index))
                 for output in outputs]
@@ -382,7 +500,7 @@ class Engine:
 
     def _reset_batch(self) -> None:
         self._rows, self._next = [], []
-        self.backend.reset()
+        self.backend.reset()  # begun prompts too: callers fail their requests
 
 
 def kv_cells_needed(rows: int, prompt_tokens: int, max_tokens: int) -> int:

@@ -18,8 +18,8 @@ from the KV cells of the sequence, running or recently finished, that shares its
 prefix, and only the rest is prefilled. A finished sequence's cells are kept (up to
 `cached_sequences` of them, least recently used out first, and out at once when the engine
 needs their room) under its own sequence id; it is taken over by the next prompt that
-continues it, which is what a user typing on sends. Identical prompts in one prefill (a
-suggestion's greedy and sampled candidates) are run once and share their cells.
+continues it, which is what a user typing on sends. A prompt's n choices share its cells
+(so do requests with the same prompt: the engine prefills it once).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from services.autocomplete.backend import PromptChunk, WholePrompts
 from services.autocomplete.codec import TokenizerCodec
 
 logger = logging.getLogger("modelport.autocomplete")
@@ -51,7 +52,7 @@ def quiet_llama_cpp() -> Any:
     return llama_cpp
 
 
-class LlamaCppBackend(TokenizerCodec):
+class LlamaCppBackend(WholePrompts, TokenizerCodec):
     """Engine backend (see backend.py's `Backend`) over a GGUF file, run by llama.cpp."""
 
     def __init__(self, gguf: Path, tokenizer: Any, *, threads: int, kv_tokens: int,
@@ -97,89 +98,64 @@ class LlamaCppBackend(TokenizerCodec):
         self.description = (f"llama.cpp: {millions:.0f}M-parameter {words[0]}, {words[-1]} "
                             f"weights, {where}, {self.kv_capacity} KV cells")
         self._cache_slots = cached_sequences
-        self._pending: list[tuple[int, int]] = []  # (sequence id, length) of prefilled prompts
-        self.reused_tokens: list[int] = []  # of each prompt of the last prefill, from the cache
         self.reset()
 
-    def prefill(self, prompts: list[list[int]], every_position: bool) -> list[torch.Tensor]:
-        return self.step(prompts, every_position, [])[0]
+    def begin(self, key: int, prompt: list[int], every_position: bool) -> int:
+        """A sequence for the prompt, starting from the cells of the one that shares its longest
+        prefix (not when every position's logits are wanted: the cached ones have none)."""
+        seq, start = self._start_from_cache(prompt) if not every_position else (None, 0)
+        if seq is None:
+            seq, start = self._take_free(), 0
+        self._tokens[seq] = list(prompt[:start])  # grows as its chunks run
+        self._pending[key] = seq
+        return start
 
-    def decode_step(self, tokens: list[int]) -> torch.Tensor:
-        return self.step([], False, tokens)[1]
-
-    def step(self, prompts: list[list[int]], every_position: bool,
+    def step(self, chunks: list[PromptChunk],
              tokens: list[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """One llama_decode over the new prompts, each into its own sequence (held until `join`),
-        and the running rows' next tokens: each prompt's logits (every position, or the last)
-        and each row's.
-
-        A prompt starts from the cells of the sequence sharing its longest prefix (not when
-        every position's logits are wanted: the cached ones have none)."""
-        entries, copies = self._plan_prefill(prompts, every_position) if prompts else ([], [])
+        """One llama_decode over the prompts' chunks, each into its own sequence, and the
+        running rows' next tokens."""
+        entries: list[tuple[int, int, int, bool]] = []
+        for chunk in chunks:
+            seq, prompt = self._pending[chunk.key], chunk.prompt
+            entries += [(prompt[p], p, seq, chunk.every_position or p == len(prompt) - 1)
+                        for p in range(chunk.start, chunk.end)]
+            self._tokens[seq] += prompt[chunk.start:chunk.end]
         entries += [(token, position, seq, True)
                     for token, position, seq in zip(tokens, self._positions, self._sequences)]
         logits = self._run(entries)
         for token, seq in zip(tokens, self._sequences):
             self._tokens[seq].append(token)
         self._positions = [p + 1 for p in self._positions]
-        prompt_rows = len(logits) - len(tokens)
         out: list[torch.Tensor] = []
         at = 0
-        copied = dict(copies)
-        for i, prompt in enumerate(prompts):
-            if i in copied:
-                out.append(out[copied[i]])  # the same prompt earlier in this pass
-                continue
-            rows = len(prompt) if every_position else 1
+        for chunk in chunks:
+            rows = chunk.end - chunk.start if chunk.every_position else int(chunk.last)
             out.append(logits[at:at + rows])
             at += rows
-        for copy, source in copies:  # its cells too
-            self._llama.llama_memory_seq_cp(self._memory, self._pending[source][0],
-                                            self._pending[copy][0], -1, -1)
-        return out, logits[prompt_rows:]
+        return out, logits[at:]
 
-    def _plan_prefill(self, prompts: list[list[int]], every_position: bool
-                      ) -> tuple[list[tuple[int, int, int, bool]], list[tuple[int, int]]]:
-        """The new prompts' batch entries, each in a sequence of its own (from the cache where
-        it can); the (index, earlier index) of prompts that repeat one earlier in the pass."""
-        self._pending, self.reused_tokens = [], []
-        entries: list[tuple[int, int, int, bool]] = []
-        first_of: dict[tuple[int, ...], int] = {}  # a prompt -> the first index it is at
-        copies: list[tuple[int, int]] = []
-        for i, prompt in enumerate(prompts):
-            if tuple(prompt) in first_of:  # run once; its cells are copied after the run
-                seq = self._take_free()
-                copies.append((i, first_of[tuple(prompt)]))
-                start = len(prompt)
-            else:
-                first_of[tuple(prompt)] = i
-                seq, start = self._start_from_cache(prompt) if not every_position else (None, 0)
-                if seq is None:
-                    seq, start = self._take_free(), 0
-                entries += [(prompt[p], p, seq, every_position or p == len(prompt) - 1)
-                            for p in range(start, len(prompt))]
-            self._tokens[seq] = list(prompt)
-            self._pending.append((seq, len(prompt)))
-            self.reused_tokens.append(start)
-        return entries, copies
-
-    def join(self, sources: list[int]) -> None:
-        """Append one row per entry, continuing prefilled prompt `sources[i]`."""
+    def join(self, keys: list[int]) -> None:
+        """Append one row per entry, continuing prefilled prompt `keys[i]`."""
         used: set[int] = set()
-        for source in sources:
-            seq, length = self._pending[source]
-            if source in used:  # another choice of the same prompt: share its cells
+        for key in keys:
+            seq = self._pending[key]
+            if key in used:  # another choice of the same prompt: share its cells
                 copy = self._take_free()
                 self._llama.llama_memory_seq_cp(self._memory, seq, copy, -1, -1)
                 self._tokens[copy] = list(self._tokens[seq])
                 seq = copy
-            used.add(source)
+            used.add(key)
             self._sequences.append(seq)
-            self._positions.append(length)
-        for source, (seq, _) in enumerate(self._pending):
-            if source not in used:
-                self._release(seq)
-        self._pending = []
+            self._positions.append(len(self._tokens[seq]))
+        for key in used:
+            del self._pending[key]
+
+    def abandon(self, key: int) -> None:
+        seq = self._pending.pop(key)
+        if self._tokens[seq]:
+            self._release(seq)  # the cells that ran stay as a cached prefix
+        else:
+            self._forget(seq)
 
     def keep(self, rows: list[int]) -> None:
         kept = set(rows)
@@ -200,6 +176,7 @@ class LlamaCppBackend(TokenizerCodec):
         """Forget every sequence, the cached ones too."""
         self._llama.llama_memory_clear(self._memory, True)
         self._free = list(range(self.max_sequences))[::-1]
+        self._pending: dict[int, int] = {}  # a begun prompt's key -> its sequence id
         self._sequences: list[int] = []  # llama.cpp sequence id of each running row
         self._positions: list[int] = []  # where each row's next token goes
         self._tokens: dict[int, list[int]] = {}  # the tokens in each sequence's cells, in order

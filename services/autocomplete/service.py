@@ -66,6 +66,7 @@ class Autocomplete:
         self.engine = Engine(lambda: load_backend(Path(self.language_model.path), settings),
                              max_batch_size=settings.max_batch_size,
                              max_waiting_rows=settings.max_waiting_rows,
+                             prefill_chunk_tokens=settings.prefill_chunk_tokens,
                              observe_load=metrics.observe_load)
         self.tag = str(self.language_model.tag)
         self.name = self.language_model.tag.name
@@ -94,7 +95,8 @@ class Autocomplete:
               responses={200: {"content": {"text/event-stream": {}}},
                          **api_errors.error_responses(400, 404, 413, 429)})  # 404: unknown model
     async def completions(self, body: CompletionRequest, request: Request) -> Any:
-        job = completions.prepare(body, self.engine, settings, self.name, self.aliases)
+        job = await completions.in_worker_thread(completions.prepare, body, self.engine, settings,
+                                                 self.name, self.aliases)
         stream = self.engine.submit(job.prompts, job.params, n=job.n,
                                     timeout_s=settings.request_timeout_s)
         if job.stream:

@@ -54,7 +54,16 @@ class Settings:
     dtype: str = "auto"
     threads: int = 0  # threads that run the model; 0 = one per core
     max_batch_size: int = 32  # sequences decoded together in one forward pass
+    # Prompt tokens prefilled per engine step, beside the running rows' next tokens (chunked
+    # prefill, as vLLM's max_num_batched_tokens and llama-server's batch): a long prompt is
+    # prefilled over several steps, so the running streams keep getting tokens meanwhile.
+    # Smaller: shorter gaps between a stream's tokens; larger: a long prompt's first token sooner.
+    prefill_chunk_tokens: int = 256
     max_prompt_tokens: int = 1024  # longer prompts are refused (or left-truncated on request)
+    # A longer prompt string is refused (413) before it is tokenised, which costs ~0.8 s a MB on
+    # one core (in a worker thread, not the event loop). 256 Ki characters is ~60k tokens of
+    # English: room for a long document sent with truncate_prompt_tokens.
+    max_prompt_chars: int = 256 * 1024
     max_tokens_limit: int = 512  # the most tokens one request may ask to generate
     max_n: int = 8  # choices per prompt
     max_prompts: int = 16  # prompts in one request

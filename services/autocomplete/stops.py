@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-_PARTIAL_CHARACTER = "\ufffd"  # what a decoder gives for a UTF-8 sequence cut between tokens
+PARTIAL_CHARACTER = "\ufffd"  # what a decoder gives for a UTF-8 sequence cut between tokens
 
 
 class StoppableText:
@@ -32,7 +32,7 @@ class StoppableText:
         search_from = max(0, self.released - self._longest)
         # Not in a trailing partial character: the next token may complete it (stop "\ufffd"
         # must not cut an emoji whose bytes span two tokens).
-        settled = self.text.rstrip(_PARTIAL_CHARACTER)
+        settled = self.text.rstrip(PARTIAL_CHARACTER)
         hits = [i for i in (settled.find(s, search_from) for s in self._stops) if i >= 0]
         if hits:
             self.text = self.text[:min(hits)]
@@ -45,7 +45,7 @@ class StoppableText:
         return self._release(len(self.text))
 
     def _held_back(self) -> int:
-        held = len(self.text) - len(self.text.rstrip(_PARTIAL_CHARACTER))
+        held = len(self.text) - len(self.text.rstrip(PARTIAL_CHARACTER))
         unsettled = self.text[:len(self.text) - held]
         for stop in self._stops:
             for size in range(min(len(stop) - 1, len(unsettled)), 0, -1):

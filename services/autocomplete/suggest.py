@@ -21,6 +21,7 @@ import math
 import re
 import weakref
 
+from services.autocomplete.completions import in_worker_thread
 from services.autocomplete.engine import Engine
 from services.autocomplete.generation import FinishReason, TokenLogprob
 from services.autocomplete.http_schema import Suggestion
@@ -37,7 +38,7 @@ ALTERNATIVES = dataclasses.replace(BEST, first_token_rank=2)
 
 async def suggest(engine: Engine, text: str, *, n: int, tokens: int,
                   timeout_s: float) -> list[Suggestion]:
-    prompt = context(engine.encode(text))
+    prompt = context(await in_worker_thread(engine.encode, text))
     streams = []
     try:  # (a second submit refused as busy must not leave the first one running)
         streams.append(engine.submit([prompt], dataclasses.replace(BEST, max_tokens=tokens),

@@ -2,9 +2,10 @@
 
 How the batch is kept: one KV cache (transformers' DynamicCache) holds every running row,
 left-padded to a common length, with an attention mask that hides the padding and per-row
-position ids. Prefilled prompts are left-padded together; the rows that go on are selected
-from their cache, padded and appended. Rows that leave are dropped from the cache, and
-columns that became padding for every row are trimmed.
+position ids. Whole short prompts are prefilled together, left-padded; a prompt prefilled in
+chunks runs on a cache of its own. The rows that go on are taken from those caches, padded
+and appended. Rows that leave are dropped from the cache, and columns that became padding
+for every row are trimmed.
 
 On a GPU the model, its cache and the batch's tensors live there; the logits handed to the
 engine come back to the CPU, where sampling runs (one [rows, vocab] copy per step).
@@ -16,11 +17,12 @@ from typing import Any
 
 import torch
 
+from services.autocomplete.backend import PromptChunk, WholePrompts
 from services.autocomplete.codec import TokenizerCodec
 from services.autocomplete.causal_lm import context_length
 
 
-class TorchBackend(TokenizerCodec):
+class TorchBackend(WholePrompts, TokenizerCodec):
     """Engine backend (see backend.py's `Backend`) over a transformers model and tokenizer."""
 
     kv_capacity = None  # the cache grows as needed
@@ -35,11 +37,29 @@ class TorchBackend(TokenizerCodec):
         self.context_length = context_length(model.config.to_dict())
         self.vocab_size = int(model.get_input_embeddings().weight.shape[0])
         self.stop_token_ids = _stop_token_ids(model, tokenizer)
-        self._pending: tuple[Any, torch.Tensor] | None = None  # prefilled, not yet joined
         self.reset()
 
-    def prefill(self, prompts: list[list[int]], every_position: bool) -> list[torch.Tensor]:
-        """One forward pass over the prompts, left-padded; each one's logits."""
+    def begin(self, key: int, prompt: list[int], every_position: bool) -> int:
+        self._pending[key] = None  # its cache comes with its first chunk
+        return 0  # no prefix cache
+
+    def _prefill(self, chunks: list[PromptChunk]) -> list[torch.Tensor]:
+        """Whole prompts (one chunk each, no logits at every position) in one left-padded pass,
+        as before chunking; every other chunk in a pass of its own, continuing its prompt's cache."""
+        out: dict[int, torch.Tensor] = {}
+        whole = [c for c in chunks if c.start == 0 and c.last and not c.every_position]
+        if whole:
+            logits = self._run_together([c.prompt for c in whole])
+            for i, chunk in enumerate(whole):
+                out[chunk.key] = logits[i]
+                self._pending[chunk.key] = (self._group, i)
+        for chunk in chunks:
+            if chunk.key not in out:
+                out[chunk.key] = self._run_chunk(chunk)
+        return [out[c.key] for c in chunks]
+
+    def _run_together(self, prompts: list[list[int]]) -> torch.Tensor:
+        """One forward pass over whole prompts, left-padded; each one's last logits, [n, 1, vocab]."""
         from transformers import DynamicCache
 
         width = max(len(p) for p in prompts)
@@ -51,37 +71,63 @@ class TorchBackend(TokenizerCodec):
         ids, mask = ids.to(self.device), mask.to(self.device)
         cache = DynamicCache(config=self.model.config)
         out = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True,
-                         position_ids=(mask.cumsum(1) - 1).clamp(min=0),
-                         logits_to_keep=0 if every_position else 1)
-        self._pending = (cache, mask)
-        self.reused_tokens = [0] * len(prompts)
-        logits = out.logits.cpu()
-        return [logits[i, width - len(p):] if every_position else logits[i]
-                for i, p in enumerate(prompts)]
+                         position_ids=(mask.cumsum(1) - 1).clamp(min=0), logits_to_keep=1)
+        self._group = (cache, mask)
+        return out.logits.cpu()
 
-    def join(self, sources: list[int]) -> None:
-        """Append one row per entry, continuing prefilled prompt `sources[i]`."""
-        if self._pending is None or not sources:  # nothing prefilled (it failed), or none go on
-            self._pending = None
+    def _run_chunk(self, chunk: PromptChunk) -> torch.Tensor:
+        """Positions start..end-1 of one prompt, on its own cache."""
+        from transformers import DynamicCache
+
+        started = self._pending[chunk.key]
+        cache = DynamicCache(config=self.model.config) if started is None else started[0][0]
+        ids = torch.tensor(chunk.prompt[chunk.start:chunk.end], device=self.device)[None]
+        mask = torch.ones(1, chunk.end, dtype=torch.long, device=self.device)
+        positions = torch.arange(chunk.start, chunk.end, device=self.device)[None]
+        out = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True,
+                         position_ids=positions, logits_to_keep=0 if chunk.every_position else 1)
+        self._pending[chunk.key] = ((cache, mask), 0)
+        if chunk.every_position:
+            return out.logits[0].cpu()
+        return out.logits[0, -1:].cpu() if chunk.last else out.logits.new_zeros(0, self.vocab_size)
+
+    def join(self, keys: list[int]) -> None:
+        """Append one row per entry, continuing prefilled prompt `keys[i]`: its row of the cache
+        its prompt ran in, all of them padded to one width and appended at once."""
+        if not keys:
             return
-        cache, mask = self._pending
-        self._pending = None
-        index = torch.tensor(sources, device=self.device)
-        cache.batch_select_indices(index)
-        new_mask = mask[index]
-        length = new_mask.shape[1]
+        picked = [self._pending[key] for key in keys]
+        for key in set(keys):
+            del self._pending[key]
+        width = max(mask.shape[1] for (_, mask), _ in picked)
+        new_mask = torch.cat([_pad_left(mask[row:row + 1], width, dim=1)
+                              for (_, mask), row in picked])
+        layers = []
+        for layer in range(len(picked[0][0][0].layers)):
+            keys_, values = [], []
+            for (cache, _), row in picked:
+                source = cache.layers[layer]
+                keys_.append(_pad_left(source.keys[row:row + 1], width))
+                values.append(_pad_left(source.values[row:row + 1], width))
+            layers.append((torch.cat(keys_), torch.cat(values)))
         if self._cache is None:
+            cache = picked[0][0][0]  # done with (all its prompts join now): it takes the rows
+            for target, (k, v) in zip(cache.layers, layers):
+                target.keys, target.values = k, v
             self._cache, self._mask = cache, new_mask
         else:
-            width = max(self._mask.shape[1], length)
-            for old, new in zip(self._cache.layers, cache.layers):
-                old.keys = torch.cat([_pad_left(old.keys, width), _pad_left(new.keys, width)])
-                old.values = torch.cat([_pad_left(old.values, width), _pad_left(new.values, width)])
+            width = max(self._mask.shape[1], width)
+            for old, (k, v) in zip(self._cache.layers, layers):
+                old.keys = torch.cat([_pad_left(old.keys, width), _pad_left(k, width)])
+                old.values = torch.cat([_pad_left(old.values, width), _pad_left(v, width)])
             self._mask = torch.cat([_pad_left(self._mask, width, dim=1),
                                     _pad_left(new_mask, width, dim=1)])
         self._positions = torch.cat([self._positions, new_mask.sum(1)])
 
-    def decode_step(self, tokens: list[int]) -> torch.Tensor:
+    def abandon(self, key: int) -> None:
+        self._pending.pop(key, None)
+
+    def _decode(self, tokens: list[int]) -> torch.Tensor:
         """Feed each running row its next token; the logits of the token after, [rows, vocab]."""
         self._mask = torch.cat([self._mask, self._mask.new_ones(len(tokens), 1)], 1)
         out = self.model(input_ids=torch.tensor(tokens, dtype=torch.long, device=self.device)[:, None],
@@ -90,16 +136,16 @@ class TorchBackend(TokenizerCodec):
         self._positions += 1
         return out.logits[:, -1].cpu()
 
-    def step(self, prompts: list[list[int]], every_position: bool,
+    def step(self, chunks: list[PromptChunk],
              tokens: list[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Two passes here: the new prompts' cache is padded apart from the batch's until `join`."""
-        logits = self.decode_step(tokens) if tokens else torch.zeros(0, self.vocab_size)
-        return (self.prefill(prompts, every_position) if prompts else []), logits
+        """Two passes or more here: a prompt's cache is apart from the batch's until `join`."""
+        logits = self._decode(tokens) if tokens else torch.zeros(0, self.vocab_size)
+        return (self._prefill(chunks) if chunks else []), logits
 
     def keep(self, rows: list[int]) -> None:
         """Keep only these rows (indices, in order); trim columns that are padding for all."""
         if not rows:
-            self.reset()
+            self._clear_batch()  # (begun prompts stay)
             return
         index = torch.tensor(rows, device=self.device)
         self._mask, self._positions = self._mask[index], self._positions[index]
@@ -114,7 +160,10 @@ class TorchBackend(TokenizerCodec):
         return 0
 
     def reset(self) -> None:
-        self.reused_tokens: list[int] = []
+        self._pending: dict[int, Any] = {}  # a begun prompt's key -> (its (cache, mask), its row)
+        self._clear_batch()
+
+    def _clear_batch(self) -> None:
         self._cache: Any = None
         self._mask = torch.zeros(0, 0, dtype=torch.long, device=self.device)  # [rows, cache length]
         self._positions = torch.zeros(0, dtype=torch.long, device=self.device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from services.autocomplete.backend import PromptChunk
 from services.autocomplete.engine import Engine, Load
 from services.autocomplete.generation import Delta, GenerationStream
 from services.autocomplete.sampling import SamplingParams
@@ -165,14 +167,8 @@ def test_the_queue_in_front_of_the_batch_is_bounded(narrow_engine: Engine) -> No
 
 def test_a_request_that_waited_past_its_timeout_ends_without_running(
         narrow_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    prefilled: list[int] = []
-    prefill = narrow_engine.backend.prefill
-
-    def counting_prefill(prompts: list[list[int]], *args: object) -> object:
-        prefilled.extend(len(p) for p in prompts)
-        return prefill(prompts, *args)
-
-    monkeypatch.setattr(narrow_engine.backend, "prefill", counting_prefill)
+    chunks: list[PromptChunk] = []
+    record_passes(narrow_engine, monkeypatch, chunks)
 
     async def scenario() -> list[Delta]:
         running = narrow_engine.submit([narrow_engine.encode("Hello")], LONG)
@@ -187,7 +183,8 @@ def test_a_request_that_waited_past_its_timeout_ends_without_running(
 
     deltas = asyncio.run(scenario())
     assert [(d.text, d.finish_reason) for d in deltas] == [("", "timeout")]  # a 504 for the client
-    assert prefilled == [1]  # only "Hello" ran: the late request never took a place in the batch
+    # Only "Hello" ran: the late request never took a place in the batch.
+    assert [len(c.prompt) for c in chunks] == [1]
     assert narrow_engine._waiting_rows == 0 and narrow_engine._rows == []
 
 def test_the_api_modules_import_without_torch() -> None:
@@ -267,3 +264,122 @@ def test_requests_arriving_as_the_last_rows_finish_all_complete(engine: Engine,
     reasons = asyncio.run(waves())
     assert set(reasons) <= {"length", "stop"}, reasons
     assert any(new and running for new, running in passes), passes  # they did share passes
+
+
+# --- chunked prefill, and a request that waits for KV room ---------------------------------
+
+def _reference_prompt_logprobs(engine: Engine, prompt: list[int], top_n: int) -> list[tuple]:  # type: ignore[type-arg]
+    """Echo's logprobs the plain way: one forward pass over the whole prompt, every prefix decoded."""
+    import torch
+
+    with torch.inference_mode():
+        logits = engine.backend.model(input_ids=torch.tensor([prompt])).logits[0]
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    entries = [(engine.decode(prompt[:1]), None, 0)]
+    for i in range(1, len(prompt)):
+        entries.append((engine.decode([prompt[i]]), float(logprobs[i - 1, prompt[i]]),
+                        len(engine.decode(prompt[:i]))))
+    return entries
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_beside_a_running_stream(
+        tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    model_dir = tiny_gpt2_dir(tmp_path_factory.mktemp("tiny-chunks") / "m")
+    engine = Engine(lambda: TorchBackend(*load_causal_lm(model_dir, "float32")),
+                    max_batch_size=8, prefill_chunk_tokens=64)
+    # Multi-byte characters (an emoji is split across tokens) test the offsets' decoding.
+    text = " ".join(f"Line {i}: caf\u00e9 \U0001F600 ok." for i in range(40))
+    prompt = engine.encode(text)
+    assert len(prompt) > 300
+    chunks: list[PromptChunk] = []
+    passes = record_passes(engine, monkeypatch, chunks)
+    echo = SamplingParams(max_tokens=1, temperature=0.0, echo=True, logprobs=2)
+
+    async def scenario() -> tuple[list[Delta], str]:
+        running = engine.submit([engine.encode("Hello")], SamplingParams(
+            max_tokens=60, temperature=0.0, logit_bias=((50256, -100.0),)))
+        await asyncio.sleep(0.05)
+        echoed = [d async for d in engine.submit([prompt], echo)]
+        return echoed, "".join([d.text async for d in running])
+
+    echoed, _ = asyncio.run(scenario())
+    ran = [c for c in chunks if c.prompt == prompt]
+    assert len(ran) >= len(prompt) // 64 and all(c.end - c.start <= 64 for c in ran)
+    during = [running for new, running in passes if new]
+    assert sum(1 for running in during if running) >= len(ran) - 1  # the stream went on meanwhile
+    entries = [(e.token, e.logprob, e.offset) for d in echoed for e in d.logprobs][:len(prompt)]
+    expected = _reference_prompt_logprobs(engine, prompt, 2)
+    assert [(t, o) for t, _, o in entries] == [(t, o) for t, _, o in expected]
+    assert all(a is None and b is None or abs(a - b) < 1e-3  # type: ignore[operator]
+               for (_, a, _), (_, b, _) in zip(entries, expected))
+    assert "".join(d.text for d in echoed).startswith(text)
+
+
+def test_requests_with_the_same_prompt_share_its_prefill(engine: Engine,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    chunks: list[PromptChunk] = []
+    record_passes(engine, monkeypatch, chunks)
+    prompt = engine.encode("The weather today is")
+
+    async def both() -> list[str]:
+        streams = [engine.submit([prompt], GREEDY), engine.submit([prompt], GREEDY, n=2)]
+        done = await asyncio.gather(*(s.collect() for s in streams))
+        return [c.text for d in done for c in d.values()]
+
+    texts = asyncio.run(both())
+    assert len(chunks) == 1 and len(set(texts)) == 1 and texts[0]
+
+
+def test_a_request_waiting_for_kv_room_lets_smaller_ones_pass_then_is_not_starved(
+        tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    import services.autocomplete.engine as engine_module
+
+    model_dir = tiny_gpt2_dir(tmp_path_factory.mktemp("tiny-kv") / "m")
+
+    def load() -> TorchBackend:
+        backend = TorchBackend(*load_causal_lm(model_dir, "float32"))
+        backend.kv_capacity = 1500  # a fixed pool, as llama.cpp's
+        return backend
+
+    engine = Engine(load, max_batch_size=8)
+    monkeypatch.setattr(engine_module, "HOLD_AGING_S", 0.3)
+    hello = engine.encode("Hello")
+    long = SamplingParams(max_tokens=900, temperature=0.0, logit_bias=((50256, -100.0),))
+    small = SamplingParams(max_tokens=5, temperature=0.0)
+
+    async def scenario() -> dict[str, GenerationStream]:
+        streams: dict[str, GenerationStream] = {}
+
+        async def run(name: str, params: SamplingParams, delay: float) -> None:
+            await asyncio.sleep(delay)
+            streams[name] = engine.submit([hello], params)
+            await streams[name].collect()
+
+        # The first takes 901 of the 1,500 cells for ~900 steps; the big one (1,001) waits for
+        # it. A small one (6) passes it; once it has waited 0.3 s, the next waits behind it.
+        await asyncio.gather(run("first", long, 0), run("big", dataclasses.replace(
+            long, max_tokens=1000), 0.05), run("small", small, 0.1), run("late small", small, 0.6))
+        return streams
+
+    streams = asyncio.run(scenario())
+    started = {name: stream.stats.started_at for name, stream in streams.items()}
+    finished = {name: stream.stats.finished_at for name, stream in streams.items()}
+    assert finished["small"] < finished["first"] < started["big"]  # it passed the waiting one
+    assert started["late small"] >= started["big"]  # which was not starved  # type: ignore[operator]
+
+
+def test_a_timeout_after_the_first_token_keeps_the_text_with_length(engine: Engine) -> None:
+    from services.autocomplete.completions import Job, collect
+    from services.autocomplete.settings import Settings
+
+    params = SamplingParams(max_tokens=500, temperature=0.0, logit_bias=((50256, -100.0),))
+    job = Job("cmpl-test", 0, "tiny", [engine.encode("Hello")], params, 2, False, False)
+
+    async def scenario() -> object:
+        return await collect(job, engine.submit(job.prompts, params, n=2, timeout_s=0.3),
+                             Settings())
+
+    completion = asyncio.run(scenario())
+    assert [c.finish_reason for c in completion.choices] == ["length", "length"]  # type: ignore[attr-defined]
+    assert all(c.text for c in completion.choices)  # type: ignore[attr-defined]
+    assert completion.usage.completion_tokens < 2 * 500  # type: ignore[attr-defined]

@@ -182,18 +182,23 @@ def test_a_prompt_that_continues_a_finished_one_starts_from_its_cells(smollm2_di
     assert len(cached._cached) == 1  # each keystroke's sequence superseded the one before
 
 
-def test_identical_prompts_in_one_prefill_run_once(smollm2_dir: Path) -> None:
-    backend = llama_backend(smollm2_dir, cached_sequences=4)
-    prompt = backend.encode("The weather today is")
-    runs: list[int] = []
-    run = backend._run
-    backend._run = lambda entries: runs.append(len(entries)) or run(entries)
-    first, second = backend.prefill([prompt, prompt], every_position=False)
-    assert runs == [len(prompt)] and backend.reused_tokens == [0, len(prompt)]
-    assert first.equal(second)
-    backend.join([0, 1])
-    backend.decode_step([11, 11])
-    assert backend._positions == [len(prompt) + 1] * 2
+def test_a_prompt_prefilled_in_chunks_matches_a_whole_prefill(smollm2_dir: Path) -> None:
+    import torch
+
+    from services.autocomplete.backend import PromptChunk
+
+    chunked = llama_backend(smollm2_dir, cached_sequences=0)
+    prompt = chunked.encode(TEXT)
+    assert chunked.begin(7, prompt, every_position=False) == 0
+    for start in range(0, len(prompt), 10):  # 10 tokens a step
+        end = min(start + 10, len(prompt))
+        [logits], _ = chunked.step([PromptChunk(7, prompt, start, end, False)], [])
+        assert len(logits) == (1 if end == len(prompt) else 0)
+    chunked.join([7, 7])  # two choices share the prompt's cells
+    assert chunked._positions == [len(prompt)] * 2
+    expected = last_logits(llama_backend(smollm2_dir, cached_sequences=0), prompt)
+    assert torch.allclose(logits[-1], expected, atol=0.05), (logits[-1] - expected).abs().max()
+    assert int(logits[-1].argmax()) == int(expected.argmax())
 
 
 def test_cached_cells_make_way_for_new_requests(smollm2_dir: Path) -> None:
