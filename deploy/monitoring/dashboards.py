@@ -59,14 +59,14 @@ def serving_panels(runner: str) -> list[TimeSeries]:
 
 
 def plate_reader() -> Dashboard:
-    reads = 'runner_name="PlateReader", endpoint=~"/v1/plate-reader.*", http_response_code="200"'
+    reads = 'runner_name="plate-reader", endpoint=~"/v1/plate-reader.*", http_response_code="200"'
     latency = [(f"histogram_quantile({q}, sum by (le) (rate(bentoml_service_request_duration_seconds_bucket{{{reads}}}[5m])))",
                 f"p{round(q * 100)}") for q in (0.5, 0.99)]
     return Dashboard(title="modelport: plate reader", uid="modelport-plate-reader", tags=["modelport"],
                      panels=laid_out([
         panel("Read latency", ("job:modelport_plate_read_latency_seconds:p95_5m", "p95 {{job}}"), *latency,
               unit="s", objective=0.4, description="Objective: p95 under 400 ms (alert PlateReaderSlow)."),
-        *serving_panels("PlateReader"),
+        *serving_panels("plate-reader"),
         panel("Wait for a slot (p95)", ('job:modelport_admission_queue_wait_seconds:p95_5m{job=~".*plate.*"}', "{{job}}"),
               unit="s", objective=1.0, description="Alert: ModelportQueueWaitHigh (p95 > 1 s)."),
         panel("Review share per camera (last hour)", ("camera:modelport_plate_review_ratio:rate1h", "{{camera}}"),
@@ -93,7 +93,7 @@ def autocomplete() -> Dashboard:
               unit="s", objective=0.4, description="Objective: p95 under 400 ms (alert AutocompleteSuggestSlow)."),
         panel("Time to first token (p95)", ("job:modelport_autocomplete_time_to_first_token_seconds:p95_5m", "{{job}}"),
               unit="s", objective=1.0, description="Objective: p95 under 1 s (alert AutocompleteFirstTokenSlow)."),
-        *serving_panels("Autocomplete"),
+        *serving_panels("autocomplete"),
         panel("Sequences running and waiting", ("sum(modelport:num_requests_running)", "running"),
               ("sum(modelport:num_requests_waiting)", "waiting"), objective=32,
               description="Alert AutocompleteRequestsWaiting: more than 32 waiting for 5 minutes."),
