@@ -47,7 +47,7 @@ $(VENV)/.installed: $(VENV)/.installed-plate-reader $(WHEELS)/.built
 	touch $@
 
 setup-plate-reader: $(VENV)/.installed-plate-reader
-	$(BIN)/modelport models import plate-detector plate-ocr
+	$(BIN)/modelport models import plate-detector plate-ocr plate-text-detector
 
 setup: $(VENV)/.installed models
 

@@ -53,4 +53,5 @@ def plate_models() -> dict[str, Path]:
     """The plate reader's default models, imported into the test store; their file paths."""
     from services.core.model_store import import_model
 
-    return {name: import_model(name).path / "model.onnx" for name in ("plate-detector", "plate-ocr")}
+    return {name: import_model(name).path / "model.onnx"
+            for name in ("plate-detector", "plate-ocr", "plate-text-detector")}

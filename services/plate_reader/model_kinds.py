@@ -5,6 +5,8 @@
 plate-detector: an Ultralytics YOLO checkpoint (.pt), exported to the ONNX model the service
 runs (detector_export.py; needs Ultralytics at import time, never while serving).
 plate-ocr: a CTC text recogniser as ONNX, stored as it is.
+plate-text-detector: a DB text-line detector as ONNX, stored as it is (text_lines.py: it finds
+the plate number's line in each crop, so the state name and frame text are not read into it).
 """
 
 from __future__ import annotations
@@ -38,4 +40,13 @@ register(
                           "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b"),
               "Apache-2.0", "PP-OCRv4 text recogniser (ONNX), reads plate crops"),
     defaults=("plate-ocr",),
+)
+register(
+    ModelKind("plate-text-detector", prepare_copy("model.onnx")),
+    ModelSpec("plate-text-detector", "plate-text-detector",
+              PackageFile("rapidocr-onnxruntime==1.4.4",
+                          "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+                          "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9"),
+              "Apache-2.0", "PP-OCRv4 text detector (ONNX), finds the text lines in plate crops"),
+    defaults=("plate-text-detector",),
 )

@@ -41,9 +41,13 @@ class PlateOCR:
 
     def read(self, crops: Sequence[np.ndarray]) -> list[OcrResult]:
         """Read every crop (RGB uint8) in one model call; one result per crop, same order."""
-        if not crops:
+        return self.read_lines([split_rows(trim_bands(crop)) for crop in crops])
+
+    def read_lines(self, lines_per_crop: Sequence[Sequence[np.ndarray]]) -> list[OcrResult]:
+        """Read each plate given as its text lines (RGB uint8, top row first), all lines in one
+        model call; one result per plate, its lines joined by a space."""
+        if not lines_per_crop:
             return []
-        lines_per_crop = [split_rows(trim_bands(crop)) for crop in crops]
         lines = [line for crop_lines in lines_per_crop for line in crop_lines]
         probabilities = self._session.run(None, {self._input_name: to_batch(lines)})[0]
         decoded = iter(_decode(line_probs @ self._fold) for line_probs in probabilities)

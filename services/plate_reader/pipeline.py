@@ -23,14 +23,18 @@ from services.plate_reader.crops import crop_plate
 from services.plate_reader.detector import PlateDetector
 from services.plate_reader.ocr import PlateOCR
 from services.plate_reader.plate_text import normalise, rank_candidates
+from services.plate_reader.text_lines import TextLineFinder
 from services.plate_reader.types import BoundingBox, Candidate, Detection, OcrResult, PlateReading, ReadRequest
 
 
 class PlateRecognizer:
     def __init__(self, detector: PlateDetector, ocr: PlateOCR, *, review_threshold: float,
-                 retry_imgsz: int = 0) -> None:
+                 retry_imgsz: int = 0, text_lines: TextLineFinder | None = None) -> None:
         self.detector = detector
         self.ocr = ocr
+        # Finds the plate number's text line(s) in each crop, so only they are read (None:
+        # each crop is read whole).
+        self.text_lines = text_lines
         self.review_threshold = review_threshold
         # Photos where the detector found nothing are run again at this larger input size
         # (0: never): a small plate in a large photo is often found there.
@@ -39,9 +43,10 @@ class PlateRecognizer:
     @classmethod
     def from_files(cls, detector_path: str | Path, ocr_path: str | Path, *,
                    review_threshold: float, detector_imgsz: int = 640,
-                   retry_imgsz: int = 0) -> PlateRecognizer:
+                   retry_imgsz: int = 0, text_detector_path: str | Path | None = None) -> PlateRecognizer:
         return cls(PlateDetector(detector_path, imgsz=detector_imgsz), PlateOCR(ocr_path),
-                   review_threshold=review_threshold, retry_imgsz=retry_imgsz)
+                   review_threshold=review_threshold, retry_imgsz=retry_imgsz,
+                   text_lines=TextLineFinder(text_detector_path) if text_detector_path else None)
 
     def read(self, images: Sequence[np.ndarray], *, min_score: float = 0.25,
              regions: Sequence[str] = (), rules: bool = True) -> list[list[PlateReading]]:
@@ -85,7 +90,8 @@ class PlateRecognizer:
 
     def _read_crops(self, crops: Sequence[np.ndarray], regions: Sequence[tuple[str, ...]],
                     rules: bool) -> list[tuple[Candidate, ...]]:
-        texts = self.ocr.read(crops)
+        texts = (self.ocr.read_lines(self.text_lines.rows(crops)) if self.text_lines is not None
+                 else self.ocr.read(crops))
         return [_candidates(text, crop_regions, rules) for text, crop_regions in zip(texts, regions)]
 
     @staticmethod

@@ -55,6 +55,7 @@ app.include_router(snapshot_api.router)  # GET /v1/statistics/, as Plate Recogni
 class PlateReader:
     detector_model = bentoml.models.BentoModel(settings.detector_model)
     ocr_model = bentoml.models.BentoModel(settings.ocr_model)
+    text_detector_model = bentoml.models.BentoModel(settings.text_detector_model)
 
     def __init__(self) -> None:
         from services.plate_reader.pipeline import PlateRecognizer
@@ -63,6 +64,7 @@ class PlateReader:
             self.detector_model.path_of("model.onnx"), self.ocr_model.path_of("model.onnx"),
             review_threshold=settings.review_threshold, detector_imgsz=settings.detector_imgsz,
             retry_imgsz=settings.detector_retry_imgsz,
+            text_detector_path=self.text_detector_model.path_of("model.onnx") if settings.text_lines else None,
         )
         self.batcher = MicroBatcher(self.recognizer.read_batch, max_size=settings.batch_max_size,
                                     max_latency_ms=settings.batch_max_latency_ms)

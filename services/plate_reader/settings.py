@@ -15,6 +15,10 @@ class Settings:
     # chose, else the newest (see services.core.model_store.serving_tag).
     detector_model: str = ""
     ocr_model: str = ""
+    text_detector_model: str = ""
+    # Read only the plate number's text line (text_lines.py: the state name, slogan, stickers
+    # and frame text around it are left out). Off: each crop is read whole, as before.
+    text_lines: bool = True
     min_score: float = 0.25  # detector confidence below which a box is not a plate
     # Detector input, long side. 640 read 18/18 test photos right at ~50 ms per 1280x720
     # photo; 480 is ~35% faster and read 17/18 (measured): the knob for tight latency budgets.
@@ -53,9 +57,11 @@ class Settings:
         if "allowed_formats" in values:  # PIL names formats in capitals
             values["allowed_formats"] = tuple(f.upper() for f in values["allowed_formats"])
         settings = cls(**values)
-        if not settings.detector_model or not settings.ocr_model:
+        if not settings.detector_model or not settings.ocr_model or not settings.text_detector_model:
             from services.core.model_store import serving_tag
 
             settings = replace(settings, detector_model=settings.detector_model or serving_tag("plate-detector"),
-                               ocr_model=settings.ocr_model or serving_tag("plate-ocr"))
+                               ocr_model=settings.ocr_model or serving_tag("plate-ocr"),
+                               text_detector_model=settings.text_detector_model
+                               or serving_tag("plate-text-detector"))
         return settings
