@@ -18,6 +18,7 @@ import json
 import shutil
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from PIL import Image
@@ -35,11 +36,14 @@ class ExportSummary:
     label_studio_tasks: int
 
 
-def export_reviews(store: ReviewStore, out: Path) -> ExportSummary:
+def export_reviews(store: ReviewStore, out: Path, *, camera_id: str | None = None,
+                   since: datetime | None = None) -> ExportSummary:
+    """Everything, or the items of one camera recorded at or after `since` (the runbook of a
+    drifting camera: services/plate_reader/README.md)."""
     out.mkdir(parents=True, exist_ok=True)
-    decided = store.decided()
+    decided = store.decided(camera_id=camera_id, since=since)
     return ExportSummary(_ocr(store, decided, out / "ocr"), _detector(store, decided, out / "detector"),
-                         _label_studio(store, out / "label-studio.json"))
+                         _label_studio(store, out / "label-studio.json", camera_id=camera_id, since=since))
 
 
 def _split(photo_path: str) -> str:
@@ -86,11 +90,13 @@ def _detector(store: ReviewStore, decided: list[ReviewItem], out: Path) -> int:
     return len(by_photo)
 
 
-def _label_studio(store: ReviewStore, path: Path) -> int:
+def _label_studio(store: ReviewStore, path: Path, *, camera_id: str | None, since: datetime | None) -> int:
     tasks, cursor = [], None
     while True:
-        items, cursor = store.list(limit=200, cursor=cursor)
+        items, cursor = store.list(camera_id=camera_id, limit=200, cursor=cursor)
         for item in items:
+            if since is not None and item.created_at < since:
+                continue
             width, height = Image.open(store.image(item, "photo")).size
             box = item.box
             region = {"x": 100 * box["xmin"] / width, "y": 100 * box["ymin"] / height,

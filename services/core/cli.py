@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import click
@@ -23,7 +24,7 @@ def register_model_kinds() -> None:
     """The CLI is where the services meet the model store: each registers its own model kinds
     and default models (their model_kinds.py), which the store itself knows nothing about."""
     import services.autocomplete.model_kinds  # noqa: F401 - registers causal-lm
-    import services.plate_reader.model_kinds  # noqa: F401 - registers plate-detector, plate-ocr, plate-text-detector
+    import services.plate_reader.model_kinds  # noqa: F401 - registers plate-detector, plate-ocr
 
 
 @click.group()
@@ -138,7 +139,6 @@ def _plate_recognizer(detector: str, ocr: str):  # type: ignore[no-untyped-def]
         resolve(detector).path_of("model.onnx"), resolve(ocr).path_of("model.onnx"),
         review_threshold=settings.review_threshold, detector_imgsz=settings.detector_imgsz,
         retry_imgsz=settings.detector_retry_imgsz,
-        text_detector_path=resolve(settings.text_detector_model).path_of("model.onnx") if settings.text_lines else None,
     )
 
 
@@ -197,12 +197,25 @@ def promote(tag: str, folder: Path, crops: bool, split: str | None, force: bool)
 @click.option("--plate-port", default=3000, show_default=True)
 @click.option("--autocomplete-port", default=3001, show_default=True)
 @click.option("--web-port", default=8080, show_default=True, help="The as-you-type example page.")
-def serve_stack(only: tuple[str, ...], plate_port: int, autocomplete_port: int, web_port: int) -> None:
+@click.option("--monitoring", is_flag=True,
+              help="Also Prometheus, with deploy/monitoring/'s alert rules, scraping the services.")
+@click.option("--prometheus-port", default=9090, show_default=True)
+def serve_stack(only: tuple[str, ...], plate_port: int, autocomplete_port: int, web_port: int,
+                monitoring: bool, prometheus_port: int) -> None:
     """Start the local stack: both services and the example page, stopped together."""
     from services.core.local_stack import members, run
 
     stack = members(plate_port, autocomplete_port, web_port)
-    sys.exit(run([stack[name] for name in (only or stack)]))
+    selected = [stack[name] for name in (only or stack)]
+    if monitoring:
+        from services.core.monitoring import PrometheusMissing, prometheus_member
+
+        services = {m.name: m.port for m in selected if m.name != "web"}
+        try:
+            selected.append(prometheus_member(services, port=prometheus_port))
+        except PrometheusMissing as exc:
+            fail(exc)
+    sys.exit(run(selected))
 
 
 @main.group()
@@ -261,14 +274,31 @@ def _review_store():  # type: ignore[no-untyped-def]
     return ReviewStore.from_settings(ReviewSettings.from_env())
 
 
+def _since(value: str | None) -> datetime | None:
+    """`7d`, `36h`, or an ISO date/time (UTC unless it says otherwise)."""
+    if value is None:
+        return None
+    now = datetime.now(timezone.utc)
+    if value[:-1].isdigit() and value[-1:] in ("d", "h"):
+        return now - timedelta(**{"days" if value[-1] == "d" else "hours": int(value[:-1])})
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give 7d, 36h or a date such as 2026-12-01 (UTC)",
+                                 param_hint="--since") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
 @reviews.command("export")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-def reviews_export(out: Path) -> None:
+@click.option("--camera-id", default=None, help="Only the items of this camera (a drift alert's `camera`).")
+@click.option("--since", default=None, help="Only items recorded since: 7d, 36h or a date (UTC), e.g. 2026-12-01.")
+def reviews_export(out: Path, camera_id: str | None, since: str | None) -> None:
     """Write OUT/ocr (crops + labels.csv), OUT/detector (YOLO dataset) and OUT/label-studio.json
     from the decided review items."""
     from finetune.review_export import export_reviews
 
-    summary = export_reviews(_review_store(), out)
+    summary = export_reviews(_review_store(), out, camera_id=camera_id, since=_since(since))
     console.print(f"{summary.ocr_crops} crops in {out / 'ocr'}, {summary.detector_photos} photos in "
                   f"{out / 'detector'}, {summary.label_studio_tasks} tasks in {out / 'label-studio.json'}")
 
@@ -285,8 +315,10 @@ def reviews_purge(days: int | None) -> None:
 
 
 from finetune.cli import finetune  # noqa: E402 - registered after main's own groups
+from services.core.capacity_cli import capacity  # noqa: E402
 
 main.add_command(finetune)
+main.add_command(capacity)
 
 if __name__ == "__main__":
     main()

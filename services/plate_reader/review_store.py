@@ -247,10 +247,15 @@ class ReviewStore:
                 (self.images_dir / photo).unlink(missing_ok=True)
         return len(old)
 
-    def decided(self) -> list[ReviewItem]:
-        """Every item with a decision other than skipped, oldest first: the training data."""
+    def decided(self, *, camera_id: str | None = None, since: datetime | None = None) -> list[ReviewItem]:
+        """Every item with a decision other than skipped, oldest first: the training data (of
+        one camera, and recorded at or after `since`, when given)."""
         query = (sa.select(reviews).where(reviews.c.decision.in_(("corrected", "confirmed", "not_a_plate")))
                  .order_by(reviews.c.created_at, reviews.c.id))
+        if camera_id:
+            query = query.where(reviews.c.camera_id == camera_id)
+        if since is not None:
+            query = query.where(reviews.c.created_at >= since)
         with self.engine.connect() as connection:
             return [_item(row) for row in connection.execute(query)]
 

@@ -56,3 +56,40 @@ def test_purge_deletes_old_items(tmp_path: Path, monkeypatch) -> None:  # type: 
     assert "deleted 0" in kept.output
     gone = CliRunner().invoke(main, ["reviews", "purge", "--days", "0"])
     assert "deleted 1" in gone.output and store.list()[0] == []
+
+
+def test_export_of_one_camera_since_a_time(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The drift runbook's export: --camera-id and --since keep that camera's recent items only."""
+    from datetime import datetime, timedelta, timezone
+
+    from services.plate_reader.review_store import reviews
+
+    monkeypatch.setenv("MODELPORT_DATA_DIR", str(tmp_path / "data"))
+    store = ReviewStore(database_engine(database_url()), tmp_path / "data" / "review-images")
+    recorded = {}
+    for i, (camera, days_ago) in enumerate([("gate-1", 10), ("gate-1", 1), ("gate-2", 1), ("gate-1", 0)]):
+        [item_id] = store.record(np.full((200, 400, 3), 40 * i, np.uint8), [reading("AB12CDE", 20)],
+                                 camera_id=camera, models=("d", "o"))
+        store.decide(item_id, Decision(plate=f"AB12CD{i}"))
+        with store.engine.begin() as connection:
+            connection.execute(reviews.update().where(reviews.c.id == item_id).values(
+                created_at=datetime.now(timezone.utc) - timedelta(days=days_ago, minutes=1)))
+        recorded[item_id] = f"AB12CD{i}"
+
+    def exported(*options: str) -> list[str]:
+        out = tmp_path / "-".join(options)
+        result = CliRunner().invoke(main, ["reviews", "export", str(out), *options])
+        assert result.exit_code == 0, result.output
+        with open(out / "ocr" / "labels.csv") as labels:
+            plates = sorted(row["plate"] for row in csv.DictReader(labels))
+        assert len(json.loads((out / "label-studio.json").read_text())) == len(plates)
+        return plates
+
+    assert exported() == ["AB12CD0", "AB12CD1", "AB12CD2", "AB12CD3"]
+    assert exported("--camera-id", "gate-1") == ["AB12CD0", "AB12CD1", "AB12CD3"]
+    assert exported("--camera-id", "gate-1", "--since", "7d") == ["AB12CD1", "AB12CD3"]
+    assert exported("--since", "36h") == ["AB12CD1", "AB12CD2", "AB12CD3"]
+    day = (datetime.now(timezone.utc) - timedelta(days=5)).date().isoformat()
+    assert exported("--camera-id", "gate-1", "--since", day) == ["AB12CD1", "AB12CD3"]
+    bad = CliRunner().invoke(main, ["reviews", "export", str(tmp_path / "x"), "--since", "last week"])
+    assert bad.exit_code == 2 and "give 7d, 36h or a date" in bad.output
