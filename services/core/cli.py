@@ -24,7 +24,7 @@ def register_model_kinds() -> None:
     """The CLI is where the services meet the model store: each registers its own model kinds
     and default models (their model_kinds.py), which the store itself knows nothing about."""
     import services.autocomplete.model_kinds  # noqa: F401 - registers causal-lm
-    import services.plate_reader.model_kinds  # noqa: F401 - registers plate-detector, plate-ocr
+    import services.plate_reader.model_kinds  # noqa: F401 - registers plate-detector, plate-ocr, plate-text-detector
 
 
 @click.group()
@@ -139,6 +139,8 @@ def _plate_recognizer(detector: str, ocr: str):  # type: ignore[no-untyped-def]
         resolve(detector).path_of("model.onnx"), resolve(ocr).path_of("model.onnx"),
         review_threshold=settings.review_threshold, detector_imgsz=settings.detector_imgsz,
         retry_imgsz=settings.detector_retry_imgsz,
+        text_detector_path=(resolve(settings.text_detector_model).path_of("model.onnx")
+                            if settings.text_lines else None),
     )
 
 
