@@ -109,11 +109,12 @@ def plate_rows(lines: Sequence[TextLine]) -> list[TextLine]:
         return []
     tallest = max(line.height for line in candidates)
     rows = _join_rows([line for line in candidates if line.height >= ROW_SHARE * tallest])
-    if len(rows) > 2:  # a plate has at most two rows: keep the tallest and the tallest beside it
-        main = max(rows, key=lambda row: row.height)
-        neighbours = [row for row in rows if row is not main]
-        rows = [main, max(neighbours, key=lambda row: row.height)]
-    return sorted(rows, key=lambda row: row.cy)
+    rows.sort(key=lambda row: row.cy)
+    if len(rows) > 2:  # a plate has at most two rows: the tallest and the taller one next to it
+        main = max(range(len(rows)), key=lambda i: rows[i].height)
+        beside = max((i for i in (main - 1, main + 1) if 0 <= i < len(rows)), key=lambda i: rows[i].height)
+        rows = [rows[min(main, beside)], rows[max(main, beside)]]
+    return rows
 
 
 def _join_rows(lines: list[TextLine]) -> list[TextLine]:

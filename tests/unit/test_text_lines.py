@@ -1,0 +1,108 @@
+"""Reading only the plate number's text line (services/plate_reader/text_lines.py).
+
+The line choice is checked on fake lines (FakeLine: positions made up here); the whole path
+on the real PP-OCRv4 text detector and recogniser from the test run's model store, on a US
+plate drawn here with its state name above the number and a web address below it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from services.plate_reader.ocr import PlateOCR
+from services.plate_reader.pipeline import PlateRecognizer
+from services.plate_reader.text_lines import TextLine, TextLineFinder, cut_line, plate_rows
+
+
+def FakeLine(left: float, top: float, right: float, bottom: float, angle: float = 0.0) -> TextLine:  # noqa: N802
+    """A made-up detector line with this box (no model involved)."""
+    return TextLine((left + right) / 2, (top + bottom) / 2, right - left, bottom - top, angle, 0.9)
+
+
+def test_the_tallest_line_is_the_plate_number_not_the_state_name_or_slogan() -> None:
+    state, number, slogan = FakeLine(60, 5, 240, 25), FakeLine(20, 35, 280, 95), FakeLine(70, 100, 230, 115)
+    assert plate_rows([state, number, slogan]) == [number]
+    assert plate_rows([slogan, number, state]) == [number]
+
+
+def test_two_lines_of_equal_height_are_a_two_row_plate_top_row_first() -> None:
+    top, bottom = FakeLine(20, 10, 180, 60), FakeLine(10, 70, 190, 122)
+    assert plate_rows([bottom, top]) == [top, bottom]
+    # A sticker's small text beside them changes nothing.
+    assert plate_rows([FakeLine(150, 2, 190, 9), bottom, top]) == [top, bottom]
+
+
+def test_pieces_of_one_row_are_joined_and_a_third_tall_row_is_left_out() -> None:
+    left, right = FakeLine(20, 30, 120, 90), FakeLine(150, 32, 280, 92)
+    [row] = plate_rows([right, left])
+    assert (row.left, row.right, row.top, row.bottom) == (20, 280, 30, 92)
+    # At most two rows: the tallest, and the taller of the rows next to it.
+    top, middle, low = FakeLine(20, 0, 200, 40), FakeLine(20, 50, 200, 100), FakeLine(20, 110, 200, 145)
+    assert plate_rows([low, top, middle]) == [top, middle]
+    top, middle, low = FakeLine(20, 0, 200, 50), FakeLine(20, 60, 200, 100), FakeLine(20, 110, 200, 158)
+    assert plate_rows([low, top, middle]) == [top, middle]  # low is taller than middle, not next to top
+
+
+def test_lines_narrower_than_tall_are_not_plate_text_and_no_line_gives_nothing() -> None:
+    column = FakeLine(5, 5, 20, 120)  # a sticker's vertical text, taller than the number
+    number = FakeLine(40, 30, 280, 90)
+    assert plate_rows([column, number]) == [number]
+    assert plate_rows([column]) == [] and plate_rows([]) == []
+
+
+def test_a_tilted_line_is_cut_upright() -> None:
+    image = Image.new("RGB", (300, 200), "white")
+    bar = Image.new("RGB", (200, 40), "black").rotate(10, expand=True, fillcolor="white")
+    image.paste(bar, (150 - bar.width // 2, 100 - bar.height // 2))
+    cut = cut_line(np.asarray(image), TextLine(150, 100, 200, 40, 10.0, 0.9))
+    dark = cut.mean(axis=2) < 128
+    # Upright: the bar fills the cut's middle rows from end to end, and its margins stay light.
+    assert dark[cut.shape[0] // 2].mean() > 0.95
+    assert dark[:2].mean() < 0.2 and dark[-2:].mean() < 0.2
+
+
+@pytest.fixture(scope="module")
+def finder(plate_models: dict[str, Path]) -> TextLineFinder:
+    return TextLineFinder(plate_models["plate-text-detector"])
+
+
+@pytest.fixture(scope="module")
+def ocr(plate_models: dict[str, Path]) -> PlateOCR:
+    return PlateOCR(plate_models["plate-ocr"])
+
+
+def us_plate(number: str = "7ABC123", state: str = "CALIFORNIA") -> np.ndarray:
+    """A US plate as a detector crops it: state name above the number, web address below."""
+    plate = Image.new("RGB", (320, 160), (242, 242, 236))
+    draw = ImageDraw.Draw(plate)
+    draw.rounded_rectangle((2, 2, 317, 157), radius=12, outline=(24, 40, 110), width=3)
+    draw.text((160, 24), state, fill=(175, 30, 40), font=ImageFont.load_default(size=22), anchor="mm")
+    draw.text((160, 84), number, fill=(24, 40, 110), font=ImageFont.load_default(size=68), anchor="mm")
+    draw.text((160, 138), "dmv.ca.gov", fill=(24, 40, 110), font=ImageFont.load_default(size=16), anchor="mm")
+    return np.asarray(plate)
+
+
+def test_the_real_detector_drops_the_state_name_above_the_number(finder: TextLineFinder, ocr: PlateOCR) -> None:
+    crop = us_plate()
+    [lines] = finder.find([crop])
+    assert len(lines) >= 3  # the state name, the number and the address are all found
+    [number] = plate_rows(lines)
+    assert 55 < number.cy < 115 and number.height > 2 * min(line.height for line in lines)
+    [read] = ocr.read_lines(finder.rows([crop]))
+    assert read.text.replace(" ", "") == "7ABC123", read
+    # Read whole, the state name joins the number.
+    assert "CAL" in ocr.read([crop])[0].text.replace(" ", "")
+
+
+def test_the_pipeline_reads_only_the_number_and_batches_crops(finder: TextLineFinder, ocr: PlateOCR) -> None:
+    recognizer = PlateRecognizer(None, ocr, review_threshold=0.5, text_lines=finder)  # type: ignore[arg-type]
+    tilted = np.asarray(Image.fromarray(us_plate("8XYZ456", "NEVADA")).rotate(5, expand=True, fillcolor=(90, 90, 90)))
+    readings = recognizer.read_crops([us_plate(), tilted], regions=["us-generic"])
+    assert [r.plate for r in readings] == ["7ABC123", "8XYZ456"], [r.plate for r in readings]
+    # A crop with no text line at all is read whole, as without the line cut: nothing, flagged.
+    [blank] = recognizer.read_crops([np.full((120, 300, 3), 200, dtype=np.uint8)])
+    assert blank.plate == "" and blank.review
