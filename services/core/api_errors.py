@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("bentoml.modelport")  # BentoML only shows INFO under "bentoml"
@@ -142,16 +143,33 @@ def install(app: FastAPI) -> None:
         return ApiError(400, message, code="invalid_request", param=param).response()
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        # exc.headers: the `Allow` header of a 405 (RFC 9110: the methods the path takes)
-        return ApiError(exc.status_code, str(exc.detail), code=code, headers=exc.headers).response()
+        headers = exc.headers
+        if exc.status_code == 405:  # RFC 9110: `Allow` lists every method the path takes
+            headers = {**(headers or {}), "Allow": allowed_methods(app, request) or (headers or {}).get("Allow", "")}
+        return ApiError(exc.status_code, str(exc.detail), code=code, headers=headers).response()
 
     # Added first, so innermost of the app's middleware: what it answers, the others see as
     # an ordinary 500. Not `exception_handler(Exception)`: Starlette runs that in its outermost
     # ServerErrorMiddleware, which re-raises after answering, so uvicorn logged the exception
     # a second time and closed the keep-alive connection (the client's next request was reset).
     app.add_middleware(UnexpectedErrors)
+
+
+def allowed_methods(app: FastAPI, request: Request) -> str:
+    """The methods the OpenAPI description gives the request's path. Starlette's 405 names only
+    the first route that has the path: GET /reviews/{id} hid POST /reviews/{id}."""
+    path = request.scope["path"]
+    root = request.scope.get("root_path", "")
+    path = path[len(root):] if root and path.startswith(root) else path
+    for template, item in app.openapi().get("paths", {}).items():
+        if compile_path(template)[0].match(path):
+            return ", ".join(sorted(method.upper() for method in item if method.upper() in _METHODS))
+    return ""
+
+
+_METHODS = {"GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE"}
 
 
 class UnexpectedErrors:

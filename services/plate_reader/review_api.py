@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.core.api_errors import ApiError, error_responses
 from services.core.api_keys import role_at_least
+from services.core.json_numbers import JsonInt
 from services.plate_reader.plate_text import normalise
 from services.plate_reader.review_store import Decision, ReviewItem, ReviewSettings, ReviewStore, decode_cursor
 from services.plate_reader.types import PlateReading
@@ -94,18 +95,36 @@ def refresh_gauges(store: ReviewStore) -> None:
     OLDEST_PENDING_SINCE.set(time.time() - age if stats["pending"] else 0.0)
 
 
-class Box(BaseModel):
-    xmin: int = Field(ge=0)
-    ymin: int = Field(ge=0)
-    xmax: int = Field(ge=0)
-    ymax: int = Field(ge=0)
+MAX_PIXEL = 1_000_000  # a coordinate in a photo: far above any the reader takes
+
+
+class Box(BaseModel):  # pixels; what the schema says and no more (`false` is not a 0)
+    model_config = ConfigDict(extra="forbid")
+    xmin: JsonInt = Field(ge=0, le=MAX_PIXEL)
+    ymin: JsonInt = Field(ge=0, le=MAX_PIXEL)
+    xmax: JsonInt = Field(ge=0, le=MAX_PIXEL)
+    ymax: JsonInt = Field(ge=0, le=MAX_PIXEL)
+
+
+# The validator below, as OpenAPI says it (schemathesis checks that a body the schema allows is
+# accepted): exactly one decision; a plate with a letter or digit, ASCII or full-width.
+PLATE_TEXT = "[0-9A-Za-z\uff10-\uff19\uff21-\uff3a\uff41-\uff5a]"
+ONE_DECISION = {"oneOf": [
+    {"required": ["plate"], "properties": {"plate": {"type": "string"}, "not_a_plate": {"const": False},
+                                           "skip": {"const": False}}},
+    {"required": ["not_a_plate"], "properties": {"not_a_plate": {"const": True}, "plate": {"type": "null"},
+                                                 "skip": {"const": False}}},
+    {"required": ["skip"], "properties": {"skip": {"const": True}, "plate": {"type": "null"},
+                                          "not_a_plate": {"const": False}}},
+]}
 
 
 class DecisionBody(BaseModel):
     """One of `plate`, `not_a_plate: true` or `skip: true`; `box` corrects the plate's box."""
 
-    model_config = ConfigDict(extra="forbid")
-    plate: str | None = Field(default=None, min_length=1, max_length=32)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=ONE_DECISION)
+    plate: str | None = Field(default=None, min_length=1, max_length=32,
+                              json_schema_extra={"pattern": PLATE_TEXT})
     not_a_plate: bool = False
     skip: bool = False
     box: Box | None = None
