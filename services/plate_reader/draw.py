@@ -8,10 +8,24 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from services.core.api_errors import ApiError
 from services.plate_reader.types import PlateReading
 
 OK_COLOUR = (40, 200, 80)
 REVIEW_COLOUR = (250, 170, 20)  # orange: a human should check this reading
+JPEG_MAX_SIDE = 65_500  # libjpeg cannot write a wider or taller image
+# Labels scale with the photo (1/40 of its long side), up to this: an 8000 px photo's. FreeType
+# refuses sizes near 65,000 ("invalid argument"), which a 1x2,600,000 image asked for.
+MAX_FONT_SIZE = 200
+
+
+def check_drawable(width: int, height: int) -> None:
+    """ApiError (413) for an image the annotated JPEG cannot hold."""
+    if max(width, height) > JPEG_MAX_SIDE:
+        raise ApiError(413, f"the annotated answer is a JPEG, whose sides stop at {JPEG_MAX_SIDE:,} "
+                       f"px, and this image is {width}x{height}: read its plates with "
+                       "/v1/plate-reader, or send it downscaled", code="too_large_to_annotate",
+                       param="upload")
 
 
 def annotate(image: np.ndarray, readings: Sequence[PlateReading], *, quality: int = 90) -> bytes:
@@ -19,7 +33,7 @@ def annotate(image: np.ndarray, readings: Sequence[PlateReading], *, quality: in
     canvas = Image.fromarray(image).copy()
     draw = ImageDraw.Draw(canvas)
     line = max(2, round(max(canvas.size) / 400))
-    font = ImageFont.load_default(size=max(14, round(max(canvas.size) / 40)))  # bundled: no download
+    font = ImageFont.load_default(size=min(MAX_FONT_SIZE, max(14, round(max(canvas.size) / 40))))  # bundled
     for reading in readings:
         box = reading.box
         colour = REVIEW_COLOUR if reading.review else OK_COLOUR

@@ -63,9 +63,9 @@ class PlateRecognizer:
         if retry and self.retry_imgsz > self.detector.imgsz:
             for i, dets in zip(retry, self._detect([requests[i] for i in retry], self.retry_imgsz)):
                 found[i] = dets
+        found = [_in_whole(dets, r) for dets, r in zip(found, requests)]
         plates = [(i, d) for i, dets in enumerate(found) for d in dets]
-        crops = [crop_plate(requests[i].image, (d.box.xmin, d.box.ymin, d.box.xmax, d.box.ymax))
-                 for i, d in plates]
+        crops = _cut_crops(requests, plates)
         ranked = self._read_crops(crops, [requests[i].regions for i, _ in plates], rules)
         readings: list[list[PlateReading]] = [[] for _ in requests]
         for (i, detection), candidates in zip(plates, ranked):
@@ -102,6 +102,32 @@ class PlateRecognizer:
         best = candidates[0] if candidates else Candidate("", 0.0)
         return PlateReading(plate=best.plate, score=round(best.confidence, 4), dscore=dscore, box=box,
                             candidates=candidates, review=best.confidence < review_threshold)
+
+
+def _in_whole(detections: list[Detection], request: ReadRequest) -> list[Detection]:
+    """Boxes found on a smaller copy, in the whole photo's pixels."""
+    height, width = request.image.shape[:2]
+    whole = request.whole
+    if whole is None or (whole.width, whole.height) == (width, height):
+        return detections
+    sx, sy = whole.width / width, whole.height / height
+    return [Detection(BoundingBox(round(d.box.xmin * sx), round(d.box.ymin * sy),
+                                  min(whole.width, round(d.box.xmax * sx)),
+                                  min(whole.height, round(d.box.ymax * sy))), d.confidence)
+            for d in detections]
+
+
+def _cut_crops(requests: Sequence[ReadRequest], plates: Sequence[tuple[int, Detection]]) -> list[np.ndarray]:
+    """Each plate cut from its photo at full resolution. A photo kept as a smaller copy is
+    decoded again, one at a time, and its crops copied out so the whole is freed at once."""
+    crops, image, at = [], requests[0].image, -1
+    for i, d in plates:  # grouped by photo, in order
+        request = requests[i]
+        if i != at:
+            image, at = (request.image if request.whole is None else request.whole.whole()), i
+        crop = crop_plate(image, (d.box.xmin, d.box.ymin, d.box.xmax, d.box.ymax))
+        crops.append(crop if image is request.image else crop.copy())
+    return crops
 
 
 def _main_plate_first(reading: PlateReading) -> tuple[bool, bool, bool, float]:

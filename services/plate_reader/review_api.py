@@ -4,21 +4,18 @@
     GET  /v1/reviews/{id}            GET /v1/reviews/{id}/crop     GET /v1/reviews/{id}/photo
     POST /v1/reviews/{id}            {"plate": "AB12CDE"} | {"not_a_plate": true} | {"skip": true}, optional "box"
 
-With API keys on, every route needs a key with the reviewer role. Recording (`record_reviews`) never breaks reading: a failure is logged and counted, and the
-reading is answered as usual.
+With API keys on, every route needs a key with the reviewer role. Photos are recorded by
+`review_recorder.ReviewRecorder`, after their answer.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import bentoml
-import numpy as np
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -28,7 +25,6 @@ from services.core.api_keys import role_at_least
 from services.core.json_numbers import JsonInt
 from services.plate_reader.plate_text import normalise
 from services.plate_reader.review_store import Decision, ReviewItem, ReviewSettings, ReviewStore, decode_cursor
-from services.plate_reader.types import PlateReading
 
 logger = logging.getLogger("bentoml.modelport.reviews")
 # With API keys on, the queue holds personal data: reviewer keys (or admin) only.
@@ -57,26 +53,6 @@ def review_store() -> ReviewStore | None:
     store = ReviewStore.from_settings(settings)
     refresh_gauges(store)  # after a restart, items already waiting show on /metrics at once
     return store
-
-
-async def record_reviews(photos: Sequence[np.ndarray], readings: Sequence[Sequence[PlateReading]], *,
-                         camera_id: str | None, models: tuple[str, str]) -> None:
-    """Record what needs a look, committed before the caller answers; never raises."""
-    store = review_store_or_none()
-    if store is None:
-        return
-    try:
-        recorded = False
-        for photo, plates in zip(photos, readings):
-            chosen = store.to_record(plates)
-            if chosen:
-                await asyncio.to_thread(store.record, photo, chosen, camera_id=camera_id, models=models)
-                recorded = True
-        if recorded:  # nothing new: the gauges still hold (and reading need not wait on a query)
-            await asyncio.to_thread(refresh_gauges, store)
-    except Exception:  # the store is down or full: reading goes on, and says so in logs and /metrics
-        RECORD_FAILURES.inc()
-        logger.exception("could not record plate readings for review")
 
 
 def review_store_or_none() -> ReviewStore | None:

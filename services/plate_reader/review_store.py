@@ -72,6 +72,11 @@ class ReviewSettings:
     retention_days: int = 90  # `modelport reviews purge` deletes older items (plates are personal data)
     images_dir: str = ""  # default: review-images/ in the data folder (MODELPORT_DATA_DIR)
     database_url: str = ""  # default: MODELPORT_DATABASE_URL, else SQLite in the data folder
+    # Photos waiting to be written after their answer (review_recorder.py); a full queue drops
+    # (and counts) the next. 32 photos of 1280x720: 88 MB, a few seconds of writing.
+    queue_size: int = 32
+    # A photo identical to one recorded from the same camera this recently is not recorded again.
+    repeat_window_s: float = 300.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ReviewSettings:

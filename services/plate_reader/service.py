@@ -10,6 +10,7 @@ The HTTP API is a FastAPI app mounted on the service, so one route takes both mu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -27,7 +28,9 @@ from services.plate_reader.http_schema import PlateReaderJSON, openapi_request, 
 from services.plate_reader.batching import MicroBatcher
 from services.plate_reader.inputs import ReadOptions, parse_request
 from services.plate_reader.keyed_usage import KeyedUsage
-from services.plate_reader.review_api import record_reviews, router as review_routes
+from services.plate_reader.review_api import review_store, review_store_or_none, router as review_routes
+from services.plate_reader.review_recorder import ReviewRecorder
+from services.plate_reader.review_store import ReviewSettings
 from services.plate_reader.review_page import page_app
 from services.plate_reader.settings import Settings
 from services.plate_reader.types import ReadRequest
@@ -68,25 +71,36 @@ class PlateReader:
         )
         self.batcher = MicroBatcher(self.recognizer.read_batch, max_size=settings.batch_max_size,
                                     max_latency_ms=settings.batch_max_latency_ms)
+        reviews = ReviewSettings.from_env()
+        self.recorder = ReviewRecorder(review_store_or_none, max_queued=reviews.queue_size,
+                                       repeat_window_s=reviews.repeat_window_s)
+        with contextlib.suppress(Exception):  # unreachable: logged and counted when a photo needs it
+            review_store()  # opened now: at the first read, its migrations held the event loop ~1 s
         logger.info("plate reader ready: detector %s, ocr %s", self.detector_model.tag,
                     self.ocr_model.tag)
 
     def __is_ready__(self) -> bool:
         return hasattr(self, "batcher")
 
+    @bentoml.on_shutdown
+    async def finish_recording(self) -> None:
+        """After the last answer (SIGTERM included): photos queued for review are written."""
+        await asyncio.to_thread(self.recorder.close)
+
     async def _read(self, request: Request
                     ) -> tuple[list[tuple[str, Any]], list[Any], float, ReadOptions]:
         images, options = await parse_request(request, settings)
         started = time.perf_counter()
         readings = await asyncio.gather(*(
-            self.batcher.submit(ReadRequest(image, options.min_score, options.regions,
-                                            options.review_threshold)) for _, image in images
+            self.batcher.submit(ReadRequest(photo.pixels, options.min_score, options.regions,
+                                            options.review_threshold, whole=photo)) for _, photo in images
         ))
         readings = [snapshot_api.keep(plates, options.snapshot) for plates in readings]  # threshold_o, strict
         for plates in readings:
             metrics.observe(plates, options.camera_id)
-        await record_reviews([image for _, image in images], readings, camera_id=options.camera_id,
-                             models=(str(self.detector_model.tag), str(self.ocr_model.tag)))
+        for (_, photo), plates in zip(images, readings):  # written after the answer (review_recorder)
+            self.recorder.submit(photo, plates, camera_id=options.camera_id,
+                                 models=(str(self.detector_model.tag), str(self.ocr_model.tag)))
         return images, readings, (time.perf_counter() - started) * 1000, options
 
     @app.post("/plate-reader", openapi_extra=OPENAPI_REQUEST, responses=READ_RESPONSES,
@@ -114,14 +128,16 @@ class PlateReader:
               response_class=Response,
               responses={200: {"content": {"image/jpeg": {}}}, **READ_RESPONSES})
     async def annotated(self, request: Request) -> Response:
-        from services.plate_reader.draw import annotate
+        from services.plate_reader.draw import annotate, check_drawable
 
         images, readings, _, _ = await self._read(request)
         if len(images) != 1:
             raise ApiError(400, f"send exactly one image to /annotated (got {len(images)})",
                            code="one_image_only", param="upload")
+        photo = images[0][1]
+        check_drawable(photo.width, photo.height)
         snapshot_api.usage_source.record(request)
-        jpeg = await asyncio.to_thread(annotate, images[0][1], readings[0])
+        jpeg = await asyncio.to_thread(lambda: annotate(photo.whole(), readings[0]))
         return Response(jpeg, media_type="image/jpeg")
 
 

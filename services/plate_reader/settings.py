@@ -36,6 +36,15 @@ class Settings:
     max_request_bytes: int = 40 * 1024 * 1024  # the whole body (4 images, base64-inflated)
     max_pixels: int = 40_000_000  # ~8K x 5K; stops decompression bombs before decoding
     max_images: int = 8  # images in one request
+    # All of one request's images together, from their headers: 8 photos of 6000x6000 (36 Mpx).
+    max_request_pixels: int = 300_000_000
+    # Photos up to this are kept whole from decoding to reading (1920x1080: 6 MB). Larger ones
+    # are kept at the detector's size and decoded again only for plate crops (image_decoding.py).
+    whole_image_max_pixels: int = 2_100_000
+    # Decoded pixels held at once by everything in flight (3 bytes each: 192 MB); beyond it a
+    # request gets 413 with Retry-After. A photo counts at the size it is kept at, so 3
+    # requests of 8 photos of 36 Mpx hold 24 x 960x960 = 22 Mpx.
+    max_pixels_in_flight: int = 64_000_000
     # Hosts whose https URLs may be sent as `upload_url` (Plate Recognizer's field), comma-separated
     # in MODELPORT_PLATE_UPLOAD_URL_HOSTS, each exactly (no wildcards). Empty: `upload_url` is
     # refused. Even a listed host is fetched only from public addresses (upload_url.py).

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import reprlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,12 @@ NO_VEHICLE_BOX = {"xmin": 0, "ymin": 0, "xmax": 0, "ymax": 0}
 # calls remaining), so a number, never null, and never one that makes the remainder negative.
 NO_QUOTA_MAX_CALLS = 2**31 - 1
 BOOLEANS = {"true": True, "false": False, "1": True, "0": False, "": False}
+
+
+def shown(value: Any) -> str:
+    """A request value as error messages echo it: short, and safe on JSON nested thousands
+    deep (plain repr() recurses, and raised RecursionError there)."""
+    return reprlib.repr(value)
 
 
 # --- regions ---------------------------------------------------------------------------
@@ -202,7 +209,7 @@ def parse_options(fields: Mapping[str, Any]) -> SnapshotOptions:
     region_mode = config.get("region")
     if region_mode not in (None, "", False):
         if region_mode != "strict":
-            warnings.append(f"config.region {region_mode!r} is not known here (only \"strict\" "
+            warnings.append(f"config.region {shown(region_mode)} is not known here (only \"strict\" "
                             "is): ignored")
         elif not choice.regions or choice.no_format:
             warnings.append("config.region \"strict\" not applied: it needs `regions`, each with a "
@@ -215,7 +222,7 @@ def parse_options(fields: Mapping[str, Any]) -> SnapshotOptions:
         warnings.append("config.mode \"fast\": accepted, but this server reads every photo the "
                         "same way (its detector size is MODELPORT_PLATE_DETECTOR_IMGSZ)")
     elif config.get("mode") is not None:
-        warnings.append(f"config.mode {config['mode']!r} is not supported here: ignored")
+        warnings.append(f"config.mode {shown(config['mode'])} is not supported here: ignored")
     if config.get("detection_rule") == "strict":
         warnings.append("config.detection_rule \"strict\" not applied: there is no vehicle "
                         "detector here to check plates against")
@@ -238,8 +245,9 @@ def _config(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ApiError(400, f"`config` is not valid JSON ({exc}): send a JSON object, e.g. "
+        except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
+            reason = exc if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+            raise ApiError(400, f"`config` is not valid JSON ({reason}): send a JSON object, e.g. "
                            "{\"region\": \"strict\", \"threshold_d\": 0.2}", code="invalid_config",
                            param="config") from None
     if not isinstance(value, dict):
@@ -259,7 +267,7 @@ def _config_unit(config: Mapping[str, Any], name: str) -> float | None:
         except (TypeError, ValueError):
             pass
     if not 0.0 <= number <= 1.0:
-        raise ApiError(400, f"config.{name} must be a number from 0 to 1, not {value!r}",
+        raise ApiError(400, f"config.{name} must be a number from 0 to 1, not {shown(value)}",
                        code="invalid_config", param="config")
     return number
 
@@ -269,7 +277,7 @@ def _boolean(value: Any, name: str) -> bool:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in BOOLEANS:
         return BOOLEANS[value.strip().lower()]
-    raise ApiError(400, f"`{name}` must be true or false, not {value!r}", code=f"invalid_{name}",
+    raise ApiError(400, f"`{name}` must be true or false, not {shown(value)}", code=f"invalid_{name}",
                    param=name)
 
 
@@ -282,10 +290,15 @@ def _timestamp(value: Any) -> datetime | None:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
         raise ApiError(400, f"`timestamp` must be an ISO 8601 date and time, e.g. "
-                       f"2024-05-01T12:30:00Z, not {value!r}", code="invalid_timestamp",
+                       f"2024-05-01T12:30:00Z, not {shown(value)}", code="invalid_timestamp",
                        param="timestamp") from None
     # Plate Recognizer asks for UTC: a time without an offset is taken as UTC.
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    try:
+        return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00+05:00 is before year 1 in UTC; 9999-12-31T23:00-05:00 after 9999
+        raise ApiError(400, f"`timestamp` {shown(value)} is outside the years 1-9999 once turned "
+                       "into UTC: send a time in that range", code="invalid_timestamp",
+                       param="timestamp") from None
 
 
 # --- readings and response -------------------------------------------------------------
@@ -347,8 +360,9 @@ def to_response(body: Mapping[str, Any], plates: Sequence[PlateReading], options
 
 
 def iso_utc(moment: datetime) -> str:
-    """2024-05-01T12:30:00.123456Z, as Plate Recognizer writes times."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """2024-05-01T12:30:00.123456Z, as Plate Recognizer writes times (years below 1000 with
+    four digits, as ISO 8601 wants: strftime's %Y writes year 1 as "1")."""
+    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 # --- usage -----------------------------------------------------------------------------

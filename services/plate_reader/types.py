@@ -11,6 +11,7 @@ No behaviour and no imports from the rest of the plate reader: every part may im
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -82,9 +83,21 @@ class PlateReading:
     review: bool  # score below the review threshold: a human should check it
 
 
+class WholeImage(Protocol):
+    """A photo at full resolution, decoded on demand (image_decoding.Photo)."""
+
+    width: int
+    height: int
+
+    def whole(self) -> np.ndarray: ...
+
+
 @dataclass(frozen=True)
 class ReadRequest:
-    image: np.ndarray  # RGB uint8
+    image: np.ndarray  # RGB uint8: what the detector reads
     min_score: float
     regions: tuple[str, ...] = ()
     review_threshold: float | None = None  # None: the recognizer's own
+    # When `image` is a smaller copy of a large photo: boxes are given in the whole photo's
+    # pixels, and plates are cut from it (decoded again, one photo at a time).
+    whole: WholeImage | None = None

@@ -19,6 +19,7 @@ from services.core.api_keys import digest
 from services.core.database import database_url
 from services.core.usage import CallCounts
 from tests.autocomplete_fixtures import SERVICE as AUTOCOMPLETE, import_tiny_gpt2
+from tests.reviews import recorded_reviews
 from tests.scenes import plate_on_street
 from tests.servers import serve
 
@@ -131,8 +132,7 @@ def test_the_review_queue_takes_a_reviewer_key_and_deciding_is_not_a_call(
     assert read.status_code == 200 and read.json()["results"][0]["review"] is True
     assert_refused(httpx.get(f"{url}/v1/reviews", headers=auth(KEY)), 403, "insufficient_role")
     assert_refused(httpx.get(f"{url}/v1/reviews"), 401, "missing_api_key")
-    page = httpx.get(f"{url}/v1/reviews", params={"status": "pending"}, headers=auth(REVIEWER_KEY))
-    [item, *_] = page.json()["data"]
+    [item, *_] = recorded_reviews(url, count=1, status="pending", headers=auth(REVIEWER_KEY))
     decided = httpx.post(f"{url}/v1/reviews/{item['id']}", json={"plate": "KRW301"}, headers=auth(REVIEWER_KEY))
     assert decided.status_code == 200 and decided.json()["corrected_plate"] == "KRW301"
     monkeypatch.setenv("MODELPORT_DATA_DIR", str(tmp / "data"))  # the server's database

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from services.core.cli import main
 from services.core.model_store import resolve, serving_tag, set_serving, versions
+from tests.reviews import recorded_reviews
 from tests.scenes import plate_on_street
 
 pytestmark = pytest.mark.slow
@@ -33,7 +34,7 @@ def test_read_review_export_finetune_promote(plate_server: str, tmp_path: Path) 
                               data={"camera_id": "loop"}, timeout=30)
         assert response.json()["results"][0]["review"] is True
     # 2. A person corrects them through the API.
-    items = httpx.get(f"{plate_server}/v1/reviews", params={"camera_id": "loop", "limit": 50}).json()["data"]
+    items = recorded_reviews(plate_server, count=6, camera_id="loop")
     assert len(items) >= 6
     for item in items:
         decided = httpx.post(f"{plate_server}/v1/reviews/{item['id']}", json={"plate": "KRW301"})

@@ -8,6 +8,7 @@ import shutil
 import httpx
 import pytest
 
+from tests.reviews import recorded_reviews
 from tests.scenes import plate_on_street
 
 pytestmark = pytest.mark.slow
@@ -23,11 +24,11 @@ def test_correct_a_reading_with_the_keyboard(plate_server: str) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     # Two unsure readings from one camera: the queue this page works through.
-    hard = plate_on_street(plate_asset="plate_krw301")
-    for _ in range(2):
+    for at in ((300, 700), (200, 600)):  # two photos: the same one again would be skipped
+        hard = plate_on_street(plate_asset="plate_krw301", at=at)
         httpx.post(f"{plate_server}/v1/plate-reader", files={"upload": hard.jpeg},
                    data={"camera_id": "page-test"}, timeout=30).raise_for_status()
-    pending = httpx.get(f"{plate_server}/v1/reviews", params={"status": "pending", "limit": 200}).json()["data"]
+    pending = recorded_reviews(plate_server, count=2, status="pending", camera_id="page-test")
     ours = [i["id"] for i in pending if i["camera_id"] == "page-test"]
     assert len(ours) == 2
 

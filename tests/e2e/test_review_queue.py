@@ -9,6 +9,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.reviews import recorded_reviews
 from tests.scenes import plate_on_street
 
 pytestmark = pytest.mark.slow
@@ -26,8 +27,8 @@ def test_an_unsure_reading_is_queued_shown_and_corrected(plate_server: str) -> N
     [plate] = read(plate_server, hard.jpeg, camera_id="gate-7")["results"]
     assert plate["review"] is True
 
-    page = httpx.get(f"{plate_server}/v1/reviews", params={"status": "pending", "camera_id": "gate-7"}).json()
-    [item] = [i for i in page["data"] if i["plate"] == plate["plate"]]
+    page = recorded_reviews(plate_server, count=1, status="pending", camera_id="gate-7")
+    [item] = [i for i in page if i["plate"] == plate["plate"]]
     assert item["reason"] == "review" and item["camera_id"] == "gate-7" and item["score"] == plate["score"]
     assert item["box"] == plate["box"] and item["detector_model"].startswith("plate-detector:")
 
@@ -52,9 +53,9 @@ def test_an_unsure_reading_is_queued_shown_and_corrected(plate_server: str) -> N
 
 
 def test_pages_follow_the_cursor_oldest_first(plate_server: str) -> None:
-    hard = plate_on_street(plate_asset="plate_krw301")
-    for _ in range(3):
-        read(plate_server, hard.jpeg, camera_id="paging")
+    for at in ((300, 700), (200, 600), (400, 650)):  # three photos (the same one again is skipped)
+        read(plate_server, plate_on_street(plate_asset="plate_krw301", at=at).jpeg, camera_id="paging")
+    recorded_reviews(plate_server, count=3, camera_id="paging")
     seen, cursor = [], None
     while True:
         params = {"camera_id": "paging", "limit": 2, **({"cursor": cursor} if cursor else {})}

@@ -148,6 +148,32 @@ def test_a_timestamp_that_is_not_iso_8601_is_a_400(sent: object) -> None:
     assert error.code == "invalid_timestamp" and "ISO 8601" in error.message
 
 
+@pytest.mark.parametrize("sent", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+def test_a_timestamp_outside_years_1_to_9999_in_utc_is_a_400(sent: str) -> None:
+    error = bad_request(parse_options, {"timestamp": sent})  # was OverflowError: a 500
+    assert error.code == "invalid_timestamp" and "1-9999" in error.message
+
+
+def test_year_1_is_echoed_as_iso_8601() -> None:
+    options = parse_options({"timestamp": "0001-01-01T00:00:00"})
+    assert options.timestamp is not None
+    assert snapshot_api.iso_utc(options.timestamp) == "0001-01-01T00:00:00.000000Z"  # was "1-01-01T..."
+    assert snapshot_api.iso_utc(datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)) == "2024-05-01T12:30:00.000000Z"
+
+
+def test_config_nested_thousands_deep_is_a_400_not_a_recursion_error() -> None:
+    deep = "[" * 2000 + "]" * 2000
+    error = bad_request(parse_options, {"config": deep})
+    assert error.code == "invalid_config" and "nested too deeply" in error.message
+    # Deep values that did parse (an object in a JSON body) are echoed without recursing: repr()
+    # of this list raises RecursionError.
+    nested: object = 1
+    for _ in range(990):
+        nested = [nested]
+    assert bad_request(parse_options, {"config": {"threshold_d": nested}}).code == "invalid_config"
+    assert "config.region" in parse_options({"config": {"region": nested}}).warnings[0]
+
+
 # --- readings and response -------------------------------------------------------------
 
 
