@@ -4,6 +4,7 @@ and dashboard), with the camera label the drift alerts group by."""
 from __future__ import annotations
 
 import io
+import re
 
 import httpx
 import pytest
@@ -48,3 +49,11 @@ def test_metrics_hold_what_the_rules_and_dashboard_read(plate_server: str) -> No
         for expr in exprs:
             wanted |= metric_names(expr) - recorded()
     assert wanted - exported == set()
+    # The label values the plate rules select on match the real series (BentoML's runner_name is
+    # the @bentoml.service name; endpoint is the path the rules' regex must take).
+    rules = (MONITORING / "rules" / "plate-reader.rules.yml").read_text()
+    requests = [s for s in samples if s.name == "bentoml_service_request_total"]
+    for runner in set(re.findall(r'runner_name="([^"]+)"', rules)):
+        assert runner in {s.labels.get("runner_name") for s in requests}, runner
+    for pattern in set(re.findall(r'endpoint=~?"([^"]+)"', rules)):
+        assert any(re.fullmatch(pattern, s.labels.get("endpoint", "")) for s in requests), pattern

@@ -26,8 +26,7 @@ def test_serve_with_monitoring_scrapes_the_plate_reader(plate_models: dict[str, 
             pytest.fail("prometheus not found: .ci/run installs Debian's `prometheus` package")
         pytest.skip("prometheus not installed (Debian: apt-get install prometheus)")
     plate_port, prometheus_port = free_port(), free_port()
-    env = {**os.environ, **QUIET_ENV, "MODELPORT_DATA_DIR": str(tmp_path / "data"),
-           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "multiproc")}
+    env = {**os.environ, **QUIET_ENV, "MODELPORT_DATA_DIR": str(tmp_path / "data")}
     stack = subprocess.Popen(
         [sys.executable, "-m", "services.core.cli", "serve", "--only", "plate-reader", "--monitoring",
          "--plate-port", str(plate_port), "--prometheus-port", str(prometheus_port)],
