@@ -6,6 +6,9 @@ child processes, started together and stopped together.
 
 Each service is exactly what `bentoml serve` runs on its own; this only starts them side by
 side, waits until each /readyz answers, and stops all of them when one exits or on Ctrl-C.
+Each gets its own Prometheus multiprocess folder, PROMETHEUS_MULTIPROC_DIR/<name> (default
+$BENTOML_HOME/modelport-prometheus/<name>), so each /metrics shows its own series only
+(prometheus_folder.py says why BentoML alone does not).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +36,7 @@ class Member:
 
 
 def members(plate_port: int, autocomplete_port: int, web_port: int) -> dict[str, Member]:
-    bentoml = (sys.executable, "-m", "bentoml", "serve")
+    bentoml = (sys.executable, "-m", "services.core.prometheus_folder", "serve")  # bentoml serve
     return {
         "plate-reader": Member("plate-reader", plate_port,
                                (*bentoml, "services.plate_reader.service:PlateReader", "--port", str(plate_port)),
@@ -47,10 +50,20 @@ def members(plate_port: int, autocomplete_port: int, web_port: int) -> dict[str,
     }
 
 
+def prometheus_root(env: Mapping[str, str]) -> Path:
+    """Where the members' Prometheus folders go: the user's PROMETHEUS_MULTIPROC_DIR, else beside
+    BentoML's own folder in its home (not inside it: a `bentoml serve` elsewhere empties that)."""
+    if env.get("PROMETHEUS_MULTIPROC_DIR"):
+        return Path(env["PROMETHEUS_MULTIPROC_DIR"])
+    return Path(env.get("BENTOML_HOME") or Path.home() / "bentoml") / "modelport-prometheus"
+
+
 def run(selected: Sequence[Member], *, startup_timeout: float = 300.0) -> int:
     """Start `selected`, print their URLs once ready, and wait; returns the exit status."""
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "1"}
-    processes = {m.name: subprocess.Popen(m.command, cwd=REPO, env=env, start_new_session=True)
+    metrics_root = prometheus_root(env)
+    processes = {m.name: subprocess.Popen(m.command, cwd=REPO, start_new_session=True, env={
+                     **env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_root / m.name)})
                  for m in selected}
     try:
         deadline = time.monotonic() + startup_timeout

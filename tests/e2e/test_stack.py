@@ -1,5 +1,6 @@
 """`modelport serve` starts both services and the example page together, and stops them
-together on Ctrl-C."""
+together on Ctrl-C; each service's /metrics shows its own series only, from its own folder under
+the user's PROMETHEUS_MULTIPROC_DIR."""
 
 from __future__ import annotations
 
@@ -20,10 +21,13 @@ from tests.servers import QUIET_ENV, REPO, free_port
 pytestmark = pytest.mark.slow
 
 
-def test_the_local_stack_serves_all_three_and_stops_together(plate_models: dict[str, Path]) -> None:
+def test_the_local_stack_serves_all_three_and_stops_together(plate_models: dict[str, Path],
+                                                             tmp_path: Path) -> None:
     import_tiny_gpt2()
     ports = [free_port() for _ in range(3)]
-    env = {**os.environ, **QUIET_ENV, "MODELPORT_AUTOCOMPLETE_MODEL": TINY_GPT2}
+    metrics_dir = tmp_path / "prometheus"
+    env = {**os.environ, **QUIET_ENV, "MODELPORT_AUTOCOMPLETE_MODEL": TINY_GPT2,
+           "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     stack = subprocess.Popen(
         [sys.executable, "-m", "services.core.cli", "serve", "--plate-port", str(ports[0]),
          "--autocomplete-port", str(ports[1]), "--web-port", str(ports[2])],
@@ -45,6 +49,15 @@ def test_the_local_stack_serves_all_three_and_stops_together(plate_models: dict[
         assert page.status_code == 200 and "textarea" in page.text
         # The page's own origin forwards /v1/* to the autocompleter.
         assert httpx.post(f"{web}/v1/suggest", json={"text": "Hello"}, timeout=60).status_code == 200
+        # Both services started from one BentoML home: each /metrics has its own series only.
+        plate_metrics = httpx.get(f"{plate}/metrics", timeout=30).text
+        text_metrics = httpx.get(f"{text}/metrics", timeout=30).text
+        assert 'runner_name="plate-reader"' in plate_metrics and "modelport_plates_read" in plate_metrics
+        assert 'runner_name="autocomplete"' not in plate_metrics and "modelport_autocomplete" not in plate_metrics
+        assert 'runner_name="autocomplete"' in text_metrics and "modelport_autocomplete_tokens" in text_metrics
+        assert 'runner_name="plate-reader"' not in text_metrics and "modelport_plates" not in text_metrics
+        for name in ("plate-reader", "autocomplete"):  # the user's PROMETHEUS_MULTIPROC_DIR, one folder each
+            assert list((metrics_dir / name).glob("*.db")), name
     finally:
         stack.send_signal(signal.SIGINT)
         assert stack.wait(timeout=60) == 0
