@@ -80,7 +80,7 @@ def import_tiny_gpt2() -> str:
 
 
 SERVICE = "services.autocomplete.service:Autocomplete"
-LONG_PROMPT_CHARS = 600_000  # the served tiny GPT-2's MAX_PROMPT_CHARS
+LONG_PROMPT_CHARS = 1_000_000  # the served tiny GPT-2's MAX_PROMPT_CHARS (the body limit is 1 MiB)
 
 
 @pytest.fixture(scope="session", params=["llama.cpp", "torch"])

@@ -178,9 +178,6 @@ def _tokenised_prompts(body: CompletionRequest, engine: Engine, settings: Settin
         if not ids:
             raise ApiError(400, "prompt is empty: send the text to complete", code="empty_prompt",
                            param="prompt")
-        if any(not 0 <= t < engine.vocab_size for t in ids):
-            raise ApiError(400, f"prompt token ids must be in 0..{engine.vocab_size - 1}",
-                           code="invalid_token", param="prompt")
         if body.truncate_prompt_tokens is not None:
             ids = ids[-min(body.truncate_prompt_tokens, max(limit, 1)):]
         if len(ids) > limit:
@@ -189,6 +186,10 @@ def _tokenised_prompts(body: CompletionRequest, engine: Engine, settings: Settin
                            f"{max_tokens} must fit the model's {engine.context_length}-token "
                            "context). Shorten it, lower max_tokens, or set truncate_prompt_tokens "
                            "to keep only its end.", code="context_length_exceeded", param="prompt")
+        # After the cut: a loop over 100k ids holds the GIL, which the event loop waits for.
+        if any(not 0 <= t < engine.vocab_size for t in ids):
+            raise ApiError(400, f"prompt token ids must be in 0..{engine.vocab_size - 1}",
+                           code="invalid_token", param="prompt")
         prompts.append(ids)
     return prompts
 

@@ -61,6 +61,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("modelport.autocomplete")
 
 HOLD_AGING_S = 5.0  # how long later requests may pass one waiting for KV room
+# A prompt token whose logits are wanted costs a vocabulary-wide row (the output layer, then
+# logsumexp and top-k over it): on the tiny GPT-2 (vocabulary 50k, 2 busy cores) a 256-token
+# chunk took 0.7-1.1 s with them and their logprobs, 0.2 s without; so echo's tokens count 4
+# times against the per-step prefill budget.
+ECHO_TOKEN_COST = 4
 
 
 @dataclass(frozen=True)
@@ -346,15 +351,17 @@ class Engine:
             request.stream.fail(index, reason)
 
     def _chunks(self) -> list[PromptChunk]:
-        """This step's prefill: up to `prefill_chunk_tokens` prompt tokens, oldest prompt first."""
+        """This step's prefill: up to `prefill_chunk_tokens` prompt tokens, oldest prompt first.
+        A token whose logits are wanted (echo's logprobs) counts ECHO_TOKEN_COST times."""
         chunks, budget = [], self.prefill_chunk_tokens
         for prefill in self._prefills:
-            if budget <= 0:
+            cost = ECHO_TOKEN_COST if prefill.every_position else 1
+            if budget < cost:
                 break
-            end = min(len(prefill.prompt), prefill.done + budget)
+            end = min(len(prefill.prompt), prefill.done + budget // cost)
             chunks.append(PromptChunk(prefill.key, prefill.prompt, prefill.done, end,
                                       prefill.every_position))
-            budget -= end - prefill.done
+            budget -= (end - prefill.done) * cost
         return chunks
 
     def _step(self) -> None:

