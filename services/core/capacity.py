@@ -38,6 +38,7 @@ HEADROOM = 0.8  # replicas run at 80% of the load they held: room for the HPA to
 WARMUP_S = 2.0  # of each step, not counted: clients ramping up, batches filling
 LEVELS = (1, 2, 4, 8, 16, 32, 64, 128)
 REFINE_STEPS = 2  # halvings of the gap between the last step that held and the first that broke
+BUSY_PERCENT = 25  # CPU already in use before the sweep above which the report warns of contention
 
 
 class CapacityError(Exception):
@@ -168,11 +169,18 @@ def listening_pid(url: str) -> int | None:
         return None
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
-        for conn in psutil.net_connections("tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
-                return conn.pid
+        pids = {conn.pid for conn in psutil.net_connections("tcp")
+                if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid}
     except psutil.AccessDenied:
         return None
+    # BentoML's arbiter binds the socket and its workers share it: take the one whose parent
+    # does not listen too, so the workers are counted as its children.
+    for pid in pids:
+        try:
+            if psutil.Process(pid).ppid() not in pids:
+                return pid
+        except psutil.NoSuchProcess:
+            continue
     return None
 
 

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import click
 import httpx
+import psutil
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from services.core.capacity import (
-    CapacityError, Objective, ServerUsage, Step, Traffic, check_reachable, listening_pid, no_concurrency_held,
+    BUSY_PERCENT, CapacityError, Objective, ServerUsage, Step, Traffic, check_reachable, listening_pid, no_concurrency_held,
     parse_rate, recommend, sweep,
 )
 from services.core.capacity_report import report, step_table, write
@@ -74,6 +75,13 @@ def capacity(service: str, url: str | None, slo: str, max_error_rate: float, tar
         except CapacityError as exc:
             fail(exc)
         usage = ServerUsage(listening_pid(base))
+        # Before any load: CPU others already use here. A busy machine measures its contention.
+        settings["cpu_busy_before_percent"] = busy = psutil.cpu_percent(interval=1.0)
+        settings["load_average_before"] = round(psutil.getloadavg()[0], 2)
+        if busy > BUSY_PERCENT:
+            console.print(f"[yellow]warning: {busy:.0f}% of this machine's CPU is in use before any load "
+                          f"(load average {settings['load_average_before']}): the figures will show that "
+                          "contention, not what the service does alone[/yellow]")
         console.print(f"measuring {service} at {base}: objective {objective}, {step_seconds:g} s a step")
         partial = False
         progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console,

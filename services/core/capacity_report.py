@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 from rich.table import Table
 
-from services.core.capacity import Objective, Recommendation, Step
+from services.core.capacity import BUSY_PERCENT, Objective, Recommendation, Step
 
 
 def machine() -> dict[str, Any]:
@@ -69,6 +69,11 @@ def answer_text(service: str, rec: Recommendation, objective: Objective, host: d
 def report(service: str, url: str, objective: Objective, steps: Sequence[Step], rec: Recommendation | None,
            *, partial: bool, note: str, editors: int | None, settings: dict[str, Any]) -> dict[str, Any]:
     host = machine()
+    answer = answer_text(service, rec, objective, host, editors) if rec else [note]
+    busy = settings.get("cpu_busy_before_percent")
+    if busy is not None and busy > BUSY_PERCENT:
+        answer.append(f"Warning: {busy:.0f}% of the machine's CPU was in use before the sweep: these "
+                      "figures include that contention; measure again on a quiet machine.")
     return {"service": service, "url": url, "machine": host, "objective": str(objective),
             "objective_detail": {"percentile": objective.percentile, "limit_ms": objective.limit_ms,
                                  "max_error_rate": objective.max_error_rate},
@@ -76,7 +81,7 @@ def report(service: str, url: str, objective: Objective, steps: Sequence[Step], 
             "steps": [{**s.summary(), "held": objective.broken_by(s) is None, "why_not": objective.broken_by(s)}
                       for s in steps],
             "recommendation": rec.to_json() if rec else None,
-            "answer": answer_text(service, rec, objective, host, editors) if rec else [note]}
+            "answer": answer}
 
 
 def write(out: Path, body: dict[str, Any]) -> tuple[Path, Path]:

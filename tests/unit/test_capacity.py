@@ -157,3 +157,15 @@ def test_an_unreachable_url_is_said_plainly(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert f"cannot reach {url}" in result.output and "Leave out --url" in result.output
     assert not out.exists()
+
+
+def test_a_busy_machine_is_named_in_the_answer() -> None:
+    objective = Objective.parse("p95<400ms")
+    steps = [step(1, 5.0, 120)]
+    rec = recommend(steps, objective, None)
+    quiet = report("plate-reader", "u", objective, steps, rec, partial=False, note="", editors=None,
+                   settings={"cpu_busy_before_percent": 5.0})
+    busy = report("plate-reader", "u", objective, steps, rec, partial=False, note="", editors=None,
+                  settings={"cpu_busy_before_percent": 80.0})
+    assert not any("Warning" in line for line in quiet["answer"])
+    assert any("80% of the machine's CPU was in use" in line for line in busy["answer"])
