@@ -1,7 +1,8 @@
 """The autocompleter's HTTP shapes: OpenAI's completions API, plus `/v1/suggest`.
 
-Requests are strict (a string where a number belongs is a 400, not a guess) and refuse
-unknown fields, so a typo in a parameter name is reported instead of silently ignored.
+Requests are strict (a string where a number belongs is a 400, not a guess; an integer may
+be written 4.0, as JSON Schema allows) and refuse unknown fields, so a typo in a parameter
+name is reported instead of silently ignored.
 `None` means "the default", as in OpenAI's API.
 """
 
@@ -12,8 +13,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.autocomplete.generation import ClientFinishReason
+from services.core.json_numbers import JsonInt
 
-Prompt = str | list[str] | list[int] | list[list[int]]
+Prompt = str | list[str] | list[JsonInt] | list[list[JsonInt]]
 SEED_MAX = 2**64 - 1  # what a random generator's seed holds
 
 
@@ -28,18 +30,18 @@ class StreamOptions(_Strict):
 class CompletionRequest(_Strict):
     model: str | None = Field(None, examples=["smollm2-135m"])
     prompt: Prompt = Field(examples=["The capital of France is"])
-    max_tokens: int | None = Field(None, ge=0, examples=[16])
+    max_tokens: JsonInt | None = Field(None, ge=0, examples=[16])
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    n: int | None = Field(None, ge=1)
+    n: JsonInt | None = Field(None, ge=1)
     stream: bool | None = None
     stream_options: StreamOptions | None = None
-    logprobs: int | None = Field(None, ge=0, le=5)
+    logprobs: JsonInt | None = Field(None, ge=0, le=5)
     echo: bool | None = None
     stop: str | list[str] | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    seed: int | None = Field(None, ge=0, le=SEED_MAX,
+    seed: JsonInt | None = Field(None, ge=0, le=SEED_MAX,
                              description="Same seed, same request: same text (choice i uses seed + i)")
     user: str | None = None  # accepted for compatibility; not used
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = Field(
@@ -47,12 +49,20 @@ class CompletionRequest(_Strict):
         description="Token id (as a string) -> bias added to its logit: -100 bans it, 100 forces it")
     # Named so a client that sends them gets a 400 saying what to do instead (completions.py):
     suffix: str | None = Field(None, description="Not supported: no fill-in-the-middle")
-    best_of: int | None = Field(None, ge=1, description="Only 1 or n: no server-side best-of ranking")
+    best_of: JsonInt | None = Field(None, ge=1, description="Only 1 or n: no server-side best-of ranking")
     # Beyond OpenAI's API (vLLM uses the same names):
-    top_k: int | None = Field(None, ge=-1, description="Sample from the k likeliest tokens; 0 or -1: all")
+    top_k: JsonInt | None = Field(None, ge=-1, description="Sample from the k likeliest tokens; 0 or -1: all")
     repetition_penalty: float | None = Field(None, gt=0, le=10)
-    truncate_prompt_tokens: int | None = Field(
+    truncate_prompt_tokens: JsonInt | None = Field(
         None, ge=1, description="Keep only the prompt's last N tokens instead of refusing a long prompt")
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed_in_range(cls, value: object) -> object:
+        """Named whole: pydantic's own message prints 2**64 - 1 as a float (...552000)."""
+        if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= SEED_MAX:
+            raise ValueError(f"seed must be in 0..{SEED_MAX} (64 bits)")
+        return value
 
     @field_validator("prompt", "stop", "model", "user")
     @classmethod
@@ -119,7 +129,7 @@ class ModelList(BaseModel):
 
 class SuggestRequest(_Strict):
     text: str = Field(min_length=1, examples=["The weather today is"])
-    n: int = Field(3, ge=1, le=5, description="How many suggestions, at most")
+    n: JsonInt = Field(3, ge=1, le=5, description="How many suggestions, at most")
     session: str | None = Field(
         None, max_length=200, examples=["editor-7f3a"],
         description="The editor asking: a newer request of the same session cancels this one "
