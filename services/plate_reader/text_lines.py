@@ -48,6 +48,7 @@ MIN_ASPECT = 0.8
 # Context kept around a line when it is cut, as a share of its height (the recogniser was
 # trained on lines with a little margin).
 CUT_MARGIN = 0.08
+CUT_HEIGHT = 48
 
 
 @dataclass(frozen=True)
@@ -144,10 +145,12 @@ def _union(pieces: list[TextLine]) -> TextLine:
 def cut_line(crop: np.ndarray, line: TextLine) -> np.ndarray:
     """The line as an upright RGB image, its tilt undone (one affine resampling)."""
     margin = CUT_MARGIN * line.height
-    width = max(1, round(line.length + 2 * margin))
-    height = max(1, round(line.height + 2 * margin))
+    # Cut straight at the recogniser's height where the line is smaller: one resampling.
+    zoom = max(1.0, CUT_HEIGHT / (line.height + 2 * margin)) if CUT_HEIGHT else 1.0
+    width = max(1, round((line.length + 2 * margin) * zoom))
+    height = max(1, round((line.height + 2 * margin) * zoom))
     theta = math.radians(line.angle)
-    cos, sin = math.cos(theta), math.sin(theta)
+    cos, sin = math.cos(theta) / zoom, math.sin(theta) / zoom
     # Output pixel (u, v) comes from the crop at centre + rotation of (u - w/2, v - h/2):
     # the image y axis points down, so a counter-clockwise tilt is a -theta rotation there.
     a, b = cos, sin

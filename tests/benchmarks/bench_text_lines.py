@@ -1,0 +1,71 @@
+"""What reading only the plate number's text line costs, per plate and per stage.
+
+    python tests/data/synth_plates.py /tmp/synth --seed 0
+    python tests/benchmarks/bench_text_lines.py /tmp/synth/crops [--count 80]
+
+Times, on the same crops in the same run (models from the model store, the service's own
+code): the text-line detector (text_lines.TextLineFinder.find), choosing and cutting the
+lines (plate_rows + cut_line), and the recogniser on the cut lines against the recogniser on
+whole crops (the reader without the line cut). Batches of 1 and 8 crops, as the service
+batches the crops of one or several photos. Prints a table of ms per plate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+from services.core.model_store import resolve
+from services.plate_reader.ocr import PlateOCR
+from services.plate_reader.text_lines import TextLineFinder, cut_line, plate_rows
+
+
+def per_plate_ms(run, batches: list[list], rounds: int = 3) -> float:  # type: ignore[no-untyped-def]
+    """The best of ``rounds`` passes: on a shared machine the others' load only adds time."""
+    run(batches[0])  # ONNX Runtime's first call allocates
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for batch in batches:
+            run(batch)
+        best = min(best, time.perf_counter() - start)
+    return 1000 * best / sum(len(b) for b in batches)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("crops", type=Path, help="a folder of plate crops with labels.csv")
+    parser.add_argument("--count", type=int, default=40)
+    args = parser.parse_args()
+    with open(args.crops / "labels.csv", newline="") as labels:
+        names = [row["filename"] for row in csv.DictReader(labels)][: args.count]
+    crops = [np.asarray(Image.open(args.crops / name).convert("RGB")) for name in names]
+    finder = TextLineFinder(resolve("plate-text-detector:latest").path_of("model.onnx"))
+    ocr = PlateOCR(resolve("plate-ocr:latest").path_of("model.onnx"))
+    found = list(zip(crops, finder.find(crops)))  # (crop, its lines), for timing the cut alone
+    table = Table("batch", "find lines", "choose + cut", "read lines", "line cut total", "read whole crop",
+                  title=f"ms per plate, {len(crops)} crops from {args.crops}")
+    for size in (1, 8):
+        batches = [crops[i:i + size] for i in range(0, len(crops), size)]
+        found_batches = [found[i:i + size] for i in range(0, len(found), size)]
+        line_batches = [finder.rows(batch) for batch in batches]
+        find = per_plate_ms(finder.find, batches)
+        cut = per_plate_ms(lambda batch: [[cut_line(crop, row) for row in plate_rows(lines)]
+                                          for crop, lines in batch], found_batches)
+        read_lines = per_plate_ms(ocr.read_lines, line_batches)
+        whole = per_plate_ms(ocr.read, batches)
+        table.add_row(str(size), f"{find:.1f}", f"{cut:.2f}", f"{read_lines:.1f}",
+                      f"{find + cut + read_lines:.1f}", f"{whole:.1f}")
+    Console().print(table)
+    print("Best of 3 passes each; on a shared machine compare the columns of one run, not runs.")
+
+
+if __name__ == "__main__":
+    main()
