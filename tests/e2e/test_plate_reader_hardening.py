@@ -171,25 +171,27 @@ def test_three_requests_of_eight_36_megapixel_photos_stay_inside_1_gib(default_s
 def test_photos_queued_for_review_are_written_before_a_sigterm_exit(plate_models: dict[str, Path],
                                                                     tmp_path: Path) -> None:
     """Recording runs after the answer; SIGTERM loses nothing queued, and a photo sent again
-    from the same camera is recorded once."""
+    from the same camera is recorded once. Each request's 8 photos are queued at its answer
+    together, so a SIGTERM right after the last answer finds photos still to write."""
     env = {"MODELPORT_DATA_DIR": str(tmp_path / "data")}
-    scenes = [plate_on_street(plate_asset="plate_krw301", at=(150 + 40 * i, 600 + 10 * i)) for i in range(6)]
+    scenes = [plate_on_street(plate_asset="plate_krw301", at=(100 + 25 * i, 550 + 12 * i)) for i in range(16)]
     with serve_process("services.plate_reader.service:PlateReader", env=env,
                        log_path=tmp_path / "server.log") as server:
-        def read(jpeg: bytes) -> list[dict]:
-            response = httpx.post(f"{server.url}/v1/plate-reader", files={"upload": jpeg},
-                                  data={"camera_id": "sigterm"}, timeout=60)
+        def read(photos: list[bytes]) -> list[dict]:
+            response = httpx.post(f"{server.url}/v1/plate-reader", data={"camera_id": "sigterm"},
+                                  files=[("upload", (f"{i}.jpg", p)) for i, p in enumerate(photos)], timeout=120)
             assert response.status_code == 200, response.text
-            return response.json()["results"]
+            return response.json()
 
-        with ThreadPoolExecutor(4) as pool:
-            results = list(pool.map(read, [s.jpeg for s in scenes] + [scenes[0].jpeg] * 3))
-        assert all(r and r[0]["review"] for r in results)
-        server.process.send_signal(signal.SIGTERM)  # as Kubernetes does, right after the answers
+        first = read([s.jpeg for s in scenes[:8]])
+        again = read([scenes[0].jpeg])  # the same photo from the same camera: not recorded twice
+        last = read([s.jpeg for s in scenes[8:]])
+        server.process.send_signal(signal.SIGTERM)  # as Kubernetes does, right after the answer
         server.process.wait(60)
+    assert all(body["results"] and body["results"][0]["review"] for body in first + [again] + last)
     store = ReviewStore(database_engine(f"sqlite:///{tmp_path / 'data' / 'modelport.sqlite3'}"),
                         tmp_path / "data" / "review-images")
     items = store.list(camera_id="sigterm", limit=100)[0]
-    assert len({i.photo_path for i in items}) == 6  # 6 photos; the 3 repeats of the first skipped
+    assert len({i.photo_path for i in items}) == 16  # every photo once, the repeat skipped
     assert all(store.image(i, "photo").exists() for i in items)
     assert "could not record" not in (tmp_path / "server.log").read_text()
