@@ -7,6 +7,10 @@
 Writes two folders, each with a ``labels.csv`` (``filename,plate,format,split,conditions``):
 
 - ``crops/``: 400 PNG plate crops with loose margins, as a detector cuts them.
+- ``us-street/`` (only with ``--us-street N``): N US plate crops as street cameras see them:
+  eight states' colours, names and slogans, a registration sticker, and in 40% a dealer's
+  frame printed with its name (US_STATES, DEALERS). Labelled ``us-street``; the other
+  folders are the same files with or without it.
 - ``photos/``: 200 JPEG scenes cut from the two photos the ultralytics wheel ships (bus.jpg,
   zidane.jpg) with a plate warped in, plus ``boxes.csv`` (``filename,x1,y1,x2,y2``: the
   labelled plate's box in pixels; empty coordinates where a scene holds no plate). Some
@@ -201,6 +205,50 @@ def render_plate(fmt: PlateFormat, rows: list[str], rng: np.random.Generator, fo
     return np.asarray(image, dtype=np.float32)
 
 
+# US plates as street cameras see them (``us-street/``): the state's own colours, its name and
+# slogan, a registration sticker, and often a dealer's frame printed with its name. Real US
+# misreads joined this text to the number ("CALIFORNIA 5UVR090" read SEPCALIFORMIA5UVR090).
+# (state name, background, number ink, name ink, slogan)
+US_STATES = [("WASHINGTON", WHITE, NAVY, NAVY, "Evergreen State"), ("California", WHITE, NAVY, RED, "dmv.ca.gov"),
+             ("TEXAS", WHITE, BLACK, BLACK, "The Lone Star State"), ("FLORIDA", WHITE, (0, 100, 60), (230, 110, 0),
+             "Sunshine State"), ("NEW YORK", (245, 220, 130), NAVY, NAVY, "EXCELSIOR"),
+             ("ARIZONA", (236, 226, 200), (120, 20, 40), (120, 20, 40), "Grand Canyon State"),
+             ("ILLINOIS", WHITE, (140, 20, 30), NAVY, "Land of Lincoln"), ("Pennsylvania", WHITE, NAVY, NAVY, "visitPA.com")]
+DEALERS = [("THE HYUNDAI STORE", "SUNTRUP"), ("HONDA OF", "SPRINGFIELD"), ("TOYOTA", "BOB'S AUTO MALL"),
+           ("FORD LINCOLN", "www.parkford.com"), ("", "CAPITOL CHEVROLET")]
+FRAMES = [((20, 20, 22), WHITE), ((190, 190, 196), BLACK), ((25, 35, 100), WHITE), ((150, 20, 25), WHITE)]
+STICKERS = [(250, 205, 20), (200, 30, 40), (30, 140, 70), (40, 90, 200)]
+
+
+def render_us_street(rows: list[str], rng: np.random.Generator, fonts: list[str]) -> np.ndarray:
+    """A US plate (2:1) with its state's name, slogan and sticker, in a dealer frame 60% of the time."""
+    state, paper, ink, name_ink, slogan = pick(rng, US_STATES)
+    h, small_print = RENDER_HEIGHT, fonts[0]
+    w = 2 * h
+    image = Image.new("RGB", (w, h), paper)
+    draw = ImageDraw.Draw(image)
+    draw_text(image, state, small_print, (0.18 * w, 0.05 * h, 0.82 * w, 0.21 * h), name_ink)
+    draw_text(image, slogan, small_print, (0.22 * w, 0.8 * h, 0.78 * w, 0.92 * h), name_ink)
+    left = pick(rng, (True, False))  # the registration sticker, in a top corner
+    x = 0.04 * w if left else 0.82 * w
+    draw.rectangle((x, 0.04 * h, x + 0.14 * w, 0.2 * h), fill=pick(rng, STICKERS))
+    draw_text(image, pick(rng, ("24", "25", "MAR", "OCT")), small_print, (x + 0.02 * w, 0.07 * h, x + 0.12 * w,
+                                                                          0.17 * h), BLACK)
+    draw_text(image, rows[0], pick(rng, fonts), (0.1 * w, 0.27 * h, 0.9 * w, 0.73 * h), ink, rng.uniform(0.6, 0.8))
+    if rng.random() >= 0.6:
+        return np.asarray(image, dtype=np.float32)
+    (top_text, bottom_text), (frame, frame_ink) = pick(rng, DEALERS), pick(rng, FRAMES)
+    side, top, bottom = round(0.06 * h), round(0.12 * h), round(0.2 * h)
+    framed = Image.new("RGB", (w + 2 * side, h + top + bottom), frame)
+    # The frame covers the plate's edges: its bottom bar usually hides the slogan.
+    framed.paste(image.crop((0, round(0.03 * h), w, round(0.86 * h))), (side, top + round(0.03 * h)))
+    fw, fh = framed.size
+    draw_text(framed, top_text, small_print, (0.25 * fw, 0.015 * fh, 0.75 * fw, top - 0.02 * fh), frame_ink)
+    draw_text(framed, bottom_text, small_print, (0.15 * fw, fh - bottom + 0.08 * bottom, 0.85 * fw,
+                                                 fh - 0.2 * bottom), frame_ink)
+    return np.asarray(framed, dtype=np.float32)
+
+
 def soil(plate: np.ndarray, rng: np.random.Generator, chosen: set[str]) -> np.ndarray:
     """Shadow (a hard edge, as a bumper or a tree casts) and mud blotches, light enough to read through."""
     h, w = plate.shape[:2]
@@ -294,12 +342,13 @@ def draw_conditions(rng: np.random.Generator) -> set[str]:
     return {chosen[i] for i in rng.permutation(len(chosen))[:MAX_CONDITIONS]}
 
 
-def make_crop(index: int, seed: int, photos: list[np.ndarray], fonts: list[str]) -> Sample:
-    rng = np.random.default_rng([seed, 0, index])
-    name = list(FORMATS)[index % len(FORMATS)]
+def make_crop(index: int, seed: int, photos: list[np.ndarray], fonts: list[str], us_street: bool = False) -> Sample:
+    rng = np.random.default_rng([seed, 2 if us_street else 0, index])
+    name = "us-street" if us_street else list(FORMATS)[index % len(FORMATS)]
     chosen = draw_conditions(rng)
-    rows = plate_text(FORMATS[name], rng)
-    plate = soil(render_plate(FORMATS[name], rows, rng, fonts), rng, chosen)
+    rows = plate_text(FORMATS["us" if us_street else name], rng)
+    drawn = render_us_street(rows, rng, fonts) if us_street else render_plate(FORMATS[name], rows, rng, fonts)
+    plate = soil(drawn, rng, chosen)
     quad = plate_quad(plate.shape[1], plate.shape[0], rng, chosen)
     margin = np.array([rng.uniform(0.04, 0.12) * plate.shape[1], rng.uniform(0.1, 0.3) * plate.shape[0]])
     quad += margin - quad.min(0)  # a detector's loose box around the warped plate
@@ -382,9 +431,9 @@ def write_csv(path: Path, header: tuple[str, ...], rows: list) -> None:
         csv.writer(out).writerows([header, *rows])
 
 
-def generate(target: Path, seed: int = 0, crops: int = 400, photos: int = 200) -> None:
+def generate(target: Path, seed: int = 0, crops: int = 400, photos: int = 200, us_street: int = 0) -> None:
     fonts, backgrounds = find_fonts(), load_photos()
-    crops_dir, photos_dir = target / "crops", target / "photos"
+    crops_dir, photos_dir, us_dir = target / "crops", target / "photos", target / "us-street"
     crops_dir.mkdir(parents=True, exist_ok=True)
     photos_dir.mkdir(parents=True, exist_ok=True)
     header = ("filename", "plate", "format", "split", "conditions")
@@ -402,6 +451,15 @@ def generate(target: Path, seed: int = 0, crops: int = 400, photos: int = 200) -
     write_csv(photos_dir / "labels.csv", header, photo_rows)
     write_csv(photos_dir / "boxes.csv", ("filename", "x1", "y1", "x2", "y2"), box_rows)
     print(f"{crops} crops in {crops_dir}, {photos} photos in {photos_dir}")
+    if us_street:
+        us_dir.mkdir(parents=True, exist_ok=True)
+        us_rows = []
+        for i in range(us_street):
+            sample, filename = make_crop(i, seed, backgrounds, fonts, us_street=True), f"us_{i:04d}.png"
+            Image.fromarray(sample.image).save(us_dir / filename)
+            us_rows.append(label(filename, seed, sample))
+        write_csv(us_dir / "labels.csv", header, us_rows)
+        print(f"{us_street} US street crops in {us_dir}")
 
 
 def main() -> None:
@@ -410,8 +468,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--count", type=int, default=400, help="plate crops (default 400)")
     parser.add_argument("--photos", type=int, help="scenes (default: half of --count)")
+    parser.add_argument("--us-street", type=int, default=0,
+                        help="also this many US crops with state colours, stickers and dealer frames (us-street/)")
     args = parser.parse_args()
-    generate(args.target, args.seed, args.count, args.count // 2 if args.photos is None else args.photos)
+    generate(args.target, args.seed, args.count, args.count // 2 if args.photos is None else args.photos,
+             args.us_street)
 
 
 if __name__ == "__main__":
