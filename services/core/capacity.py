@@ -25,7 +25,6 @@ import asyncio
 import math
 import re
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -119,7 +118,7 @@ class Step:
         return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[p - 1]
 
     def summary(self) -> dict[str, Any]:
-        finite = lambda v: None if v is None or math.isinf(v) else round(v, 1)  # noqa: E731
+        finite = lambda v: None if v is None or math.isinf(v) else round(v, 1)
         return {"concurrency": self.concurrency, "seconds": round(self.seconds, 1), "requests_per_s": round(self.rps, 2),
                 "p50_ms": finite(self.percentile(50)), "p95_ms": finite(self.percentile(95)),
                 "p99_ms": finite(self.percentile(99)), "ok": self.ok, "rejected_429": self.rejected,
@@ -211,7 +210,7 @@ async def run_step(url: str, traffic: Traffic, concurrency: int, step_s: float, 
             while (sent := loop.time()) < end:
                 try:
                     status = await traffic.call(session, worker)
-                except (aiohttp.ClientError, asyncio.TimeoutError):  # refused, dropped, timed out
+                except (TimeoutError, aiohttp.ClientError):  # refused, dropped, timed out
                     status = 0
                 if sent < counting_from:
                     continue
@@ -340,7 +339,7 @@ async def sweep(url: str, traffic: Traffic, objective: Objective, steps: list[St
     """Run steps into `steps` (the caller keeps what finished if this is interrupted)."""
     while (level := next_level(steps, objective, max_concurrency)) is not None:
         task = progress.add_task(f"{level} in flight", total=WARMUP_S + step_s) if progress else None
-        tick = (lambda done: progress.update(task, completed=done)) if progress else (lambda _: None)
+        tick = (lambda done, task=task: progress.update(task, completed=done)) if progress else (lambda _: None)
         step = await run_step(url, traffic, level, step_s, usage, tick=tick)
         if progress:
             progress.update(task, completed=WARMUP_S + step_s)

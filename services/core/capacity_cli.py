@@ -24,8 +24,18 @@ import psutil
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from services.core.capacity import (
-    BUSY_PERCENT, CapacityError, Objective, ServerUsage, Step, Traffic, check_reachable, listening_pid, no_concurrency_held,
-    parse_rate, recommend, sweep,
+    BUSY_PERCENT,
+    CapacityError,
+    Objective,
+    ServerUsage,
+    Step,
+    Traffic,
+    check_reachable,
+    listening_pid,
+    no_concurrency_held,
+    parse_rate,
+    recommend,
+    sweep,
 )
 from services.core.capacity_report import report, step_table, write
 from services.core.capacity_traffic import PhotoTraffic, TypingTraffic
@@ -163,27 +173,28 @@ def _service(service: str, url: str | None) -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
     member = members(port, port, port)[service]
-    log = tempfile.NamedTemporaryFile(prefix=f"modelport-capacity-{service}-", suffix=".log", delete=False)
-    console.print(f"starting {service} on port {port} (log: {log.name}; --url measures one already running) ...")
-    process = subprocess.Popen(member.command, cwd=REPO, env={**os.environ, "BENTOML_DO_NOT_TRACK": "1"},
-                               start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not _ready(base):
-            if process.poll() is not None:
-                fail(f"{service} exited with {process.returncode} while starting; its log: {log.name}")
-            if time.monotonic() > deadline:
-                fail(f"{service} not ready after {STARTUP_TIMEOUT_S} s; its log: {log.name}")
-            time.sleep(0.5)
-        yield base
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+    # Kept after the run (delete=False): where to look when the service would not start.
+    with tempfile.NamedTemporaryFile(prefix=f"modelport-capacity-{service}-", suffix=".log", delete=False) as log:
+        console.print(f"starting {service} on port {port} (log: {log.name}; --url measures one already running) ...")
+        process = subprocess.Popen(member.command, cwd=REPO, env={**os.environ, "BENTOML_DO_NOT_TRACK": "1"},
+                                   start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + STARTUP_TIMEOUT_S
+            while not _ready(base):
+                if process.poll() is not None:
+                    fail(f"{service} exited with {process.returncode} while starting; its log: {log.name}")
+                if time.monotonic() > deadline:
+                    fail(f"{service} not ready after {STARTUP_TIMEOUT_S} s; its log: {log.name}")
+                time.sleep(0.5)
+            yield base
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
 
 
 def _ready(base: str) -> bool:

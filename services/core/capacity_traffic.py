@@ -21,19 +21,19 @@ PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 # Editors' texts when --texts is not given: plain business English, ~300 characters each.
 TEXTS = (
-    "Hi Sam, thanks for sending the quarterly report so quickly. I had a look at the numbers "
-    "for the northern region and they seem a little lower than we expected. Could we meet on "
-    "Thursday afternoon to go through them together? I would also like to invite Maria from "
-    "finance, since she prepared the budget for next year.",
-    "Dear customer, we are sorry to hear that your order arrived damaged. Please send us a photo "
-    "of the package and the items inside, and we will arrange a replacement or a full refund, "
-    "whichever you prefer. Our courier can collect the parcel from your address at no cost to you.",
-    "The meeting with the board went well. They agreed to fund the pilot for another six months, "
-    "on the condition that we report progress every month and keep the costs within the plan. "
-    "Next week I will draft the first report and share it with the team for comments.",
-    "Reminder: the office will be closed on Monday for maintenance work on the heating system. "
-    "Please take your laptop home on Friday if you plan to work remotely, and make sure that all "
-    "windows are closed before you leave. The building will open again on Tuesday morning.",
+    ("Hi Sam, thanks for sending the quarterly report so quickly. I had a look at the numbers "
+     "for the northern region and they seem a little lower than we expected. Could we meet on "
+     "Thursday afternoon to go through them together? I would also like to invite Maria from "
+     "finance, since she prepared the budget for next year."),
+    ("Dear customer, we are sorry to hear that your order arrived damaged. Please send us a photo "
+     "of the package and the items inside, and we will arrange a replacement or a full refund, "
+     "whichever you prefer. Our courier can collect the parcel from your address at no cost to you."),
+    ("The meeting with the board went well. They agreed to fund the pilot for another six months, "
+     "on the condition that we report progress every month and keep the costs within the plan. "
+     "Next week I will draft the first report and share it with the team for comments."),
+    ("Reminder: the office will be closed on Monday for maintenance work on the heating system. "
+     "Please take your laptop home on Friday if you plan to work remotely, and make sure that all "
+     "windows are closed before you leave. The building will open again on Tuesday morning."),
 )
 
 

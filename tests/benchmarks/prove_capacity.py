@@ -28,9 +28,9 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from services.core.capacity_traffic import PhotoTraffic  # noqa: E402
-from tests.benchmarks.machine import describe_machine  # noqa: E402
-from tests.servers import serve  # noqa: E402
+from services.core.capacity_traffic import PhotoTraffic
+from tests.benchmarks.machine import describe_machine
+from tests.servers import serve
 
 
 async def open_loop(url: str, traffic: PhotoTraffic, rate: float, seconds: float) -> tuple[Counter, list[float]]:
@@ -44,7 +44,7 @@ async def open_loop(url: str, traffic: PhotoTraffic, rate: float, seconds: float
             sent = time.perf_counter()
             try:
                 status = await traffic.call(session, i)
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 status = 0
             statuses[status] += 1
             if status == 200:

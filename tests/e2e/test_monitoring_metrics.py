@@ -11,7 +11,13 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.monitoring import MONITORING, dashboard_exprs, metric_names, recorded, rule_metrics
+from tests.monitoring import (
+    MONITORING,
+    dashboard_exprs,
+    metric_names,
+    recorded,
+    rule_metrics,
+)
 from tests.scenes import plate_on_street
 
 pytestmark = pytest.mark.slow

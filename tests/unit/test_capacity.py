@@ -11,7 +11,12 @@ import pytest
 from click.testing import CliRunner
 
 from services.core.capacity import (
-    CapacityError, Objective, Step, next_level, parse_rate, recommend,
+    CapacityError,
+    Objective,
+    Step,
+    next_level,
+    parse_rate,
+    recommend,
 )
 from services.core.capacity_report import report, write
 from services.core.capacity_traffic import TypingTraffic

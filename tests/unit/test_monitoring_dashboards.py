@@ -7,7 +7,15 @@ import importlib.util
 
 import pytest
 
-from tests.monitoring import BENTOML, MONITORING, dashboard_exprs, metric_names, recorded, rule_metrics, service_metrics
+from tests.monitoring import (
+    BENTOML,
+    MONITORING,
+    dashboard_exprs,
+    metric_names,
+    recorded,
+    rule_metrics,
+    service_metrics,
+)
 
 
 def generator():  # type: ignore[no-untyped-def]
