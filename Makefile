@@ -1,7 +1,8 @@
 # modelport: set up, serve, test. Everything runs from the virtual environment in .venv.
 #   make serve                the plate reader on :3000 (installs only what it and its model import need)
 #   make serve-autocomplete   the autocompleter on :3000 (compiles llama.cpp once, on first use)
-#   make test                 the whole test suite (sets up everything first if needed)
+#   make test                 lint, then the whole test suite (sets up everything first if needed)
+#   make lint                 ruff (lint + format check) and mypy, configured in pyproject.toml
 # Each step is done once: stamps in .venv/ record what is installed.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -20,7 +21,7 @@ LLAMA_CPP := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)
 CPU_ID := $(shell (grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || uname -m) | cksum | cut -c1-10)
 WHEELS := .whl/$(CPU_ID)
 
-.PHONY: setup setup-plate-reader setup-tf serve serve-autocomplete test models clean plate-ocr-tuned
+.PHONY: setup setup-plate-reader setup-tf serve serve-autocomplete lint test models clean plate-ocr-tuned
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -78,7 +79,12 @@ $(VENV)-tf/.installed:
 
 setup-tf: $(VENV)-tf/.installed
 
-test: $(VENV)/.installed
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: $(VENV)/.installed lint
 	$(if $(wildcard $(VENV)-tf/bin/python),MODELPORT_TF_PYTHON=$(abspath $(VENV)-tf/bin/python)) $(BIN)/python -m pytest
 
 clean:
