@@ -37,6 +37,8 @@ HEADROOM = 0.8  # replicas run at 80% of the load they held: room for the HPA to
 WARMUP_S = 2.0  # of each step, not counted: clients ramping up, batches filling
 LEVELS = (1, 2, 4, 8, 16, 32, 64, 128)
 REFINE_STEPS = 2  # halvings of the gap between the last step that held and the first that broke
+MIN_ANSWERS = 20  # a p95 of fewer says little: a slow step runs on until it has this many ...
+MAX_STEP_STRETCH = 4  # ... up to this many times its length
 BUSY_PERCENT = 25  # CPU already in use before the sweep above which the report warns of contention
 
 
@@ -197,17 +199,25 @@ def check_reachable(url: str) -> None:
 async def run_step(url: str, traffic: Traffic, concurrency: int, step_s: float, usage: ServerUsage, *,
                    timeout_s: float = 30.0, tick: Callable[[float], None] = lambda _: None) -> Step:
     """`concurrency` clients, each sending its next request when its last is answered, for
-    WARMUP_S + `step_s`; only answers to requests sent after the warm-up count."""
+    WARMUP_S + `step_s` (longer, up to MAX_STEP_STRETCH x, until MIN_ANSWERS came); only
+    answers to requests sent after the warm-up count."""
     step = Step(concurrency)
     loop = asyncio.get_running_loop()
     async with aiohttp.ClientSession(url, timeout=aiohttp.ClientTimeout(total=timeout_s),
                                      connector=aiohttp.TCPConnector(limit=concurrency)) as session:
         start = loop.time()
         counting_from, end = start + WARMUP_S, start + WARMUP_S + step_s
+        longest = start + WARMUP_S + MAX_STEP_STRETCH * step_s
+
+        def running() -> bool:  # the step's time, and then until MIN_ANSWERS came (or `longest`)
+            now = loop.time()
+            return now < end or (step.answered < MIN_ANSWERS and now < longest)
+
         measured: dict[str, float] = {}
 
         async def client_loop(worker: int) -> None:
-            while (sent := loop.time()) < end:
+            while running():
+                sent = loop.time()
                 try:
                     status = await traffic.call(session, worker)
                 except (TimeoutError, aiohttp.ClientError):  # refused, dropped, timed out
@@ -226,7 +236,7 @@ async def run_step(url: str, traffic: Traffic, concurrency: int, step_s: float, 
             rss, peak = 0.0, 0.0
             await asyncio.sleep(max(0.0, counting_from - loop.time()))
             measured.update(server=usage.cpu_seconds(), client=_own_cpu(), at=loop.time())
-            while loop.time() < end:
+            while running():
                 peak = max(peak, usage.rss_mib())
                 tick(loop.time() - start)
                 await asyncio.sleep(0.5)
