@@ -15,7 +15,15 @@ from typing import Any
 
 import services.autocomplete.model_kinds  # noqa: F401 - registers causal-lm (the text jobs)
 import services.plate_reader.model_kinds  # noqa: F401 - registers plate-detector (the detector job)
-from services.core.model_store import CATALOG, ModelNotFound, import_model, resolve, serving_tag, set_serving, versions
+from services.core.model_store import (
+    CATALOG,
+    ModelNotFound,
+    import_model,
+    resolve,
+    serving_tag,
+    set_serving,
+    versions,
+)
 from services.core.sources import LocalFile
 
 

@@ -25,6 +25,7 @@ from modelport_client._errors import (
 from modelport_client._plates import Box, Candidate, Plate, PlateReading
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
     "APIError",
     "AsyncClient",
     "AuthenticationError",
@@ -34,7 +35,6 @@ __all__ = [
     "Client",
     "Completion",
     "CompletionChoice",
-    "DEFAULT_TIMEOUT",
     "ModelportError",
     "NotFound",
     "PayloadTooLarge",

@@ -15,7 +15,6 @@ One client class serves both services: each call names its own route.
 from __future__ import annotations
 
 import os
-
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +22,13 @@ import httpx
 
 from modelport_client._autocomplete import AsyncAutocompleteCalls, AutocompleteCalls
 from modelport_client._errors import raise_for_status, translate
-from modelport_client._plates import PLATE_READER_PATH, ImageInput, PlateReading, build_request, parse_readings
+from modelport_client._plates import (
+    PLATE_READER_PATH,
+    ImageInput,
+    PlateReading,
+    build_request,
+    parse_readings,
+)
 
 DEFAULT_TIMEOUT = 30.0  # seconds; a CPU server reading 8 large photos still answers well inside it
 

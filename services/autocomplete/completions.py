@@ -17,14 +17,25 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from services.core.api_errors import ApiError
 from services.autocomplete.engine import Engine, kv_cells_needed
 from services.autocomplete.generation import (
-    ClientFinishReason, Delta, FinishReason, GenerationStream, TokenLogprob)
+    ClientFinishReason,
+    Delta,
+    FinishReason,
+    GenerationStream,
+    TokenLogprob,
+)
 from services.autocomplete.http_schema import (
-    Choice, Completion, CompletionRequest, Logprobs, PromptTokensDetails, Usage)
+    Choice,
+    Completion,
+    CompletionRequest,
+    Logprobs,
+    PromptTokensDetails,
+    Usage,
+)
 from services.autocomplete.sampling import SamplingParams
 from services.autocomplete.settings import Settings
+from services.core.api_errors import ApiError
 
 MAX_STOPS = 4  # as OpenAI
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions

@@ -11,7 +11,14 @@ import logging
 from services.autocomplete.causal_lm import prepare_causal_lm
 from services.autocomplete.settings import OFFLINE_DEFAULT_MODEL, Settings
 from services.core.model_store import (
-    CATALOG, ModelKind, ModelNotFound, ModelSpec, register, resolve, serving_tag)
+    CATALOG,
+    ModelKind,
+    ModelNotFound,
+    ModelSpec,
+    register,
+    resolve,
+    serving_tag,
+)
 from services.core.sources import HuggingFaceRepo, PackageFile
 
 logger = logging.getLogger("modelport.autocomplete")

@@ -22,9 +22,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from services.autocomplete import completions, metrics
-from services.autocomplete.http_schema import (
-    Completion, CompletionRequest, ModelCard, ModelList, SuggestRequest, SuggestResponse)
 from services.autocomplete.causal_lm import GGUF_NAME
+from services.autocomplete.http_schema import (
+    Completion,
+    CompletionRequest,
+    ModelCard,
+    ModelList,
+    SuggestRequest,
+    SuggestResponse,
+)
 from services.autocomplete.model_kinds import CAUSAL_LM, choose_model
 from services.autocomplete.settings import OFFLINE_DEFAULT_MODEL, Settings, tune_openmp
 from services.core import api_errors, traffic
@@ -59,7 +65,6 @@ class Autocomplete:
         tune_openmp()  # before the engine thread loads torch: libgomp reads it once
         from services.autocomplete.backends import load_backend
         from services.autocomplete.engine import Engine
-
         from services.autocomplete.suggest import Sessions
 
         self.sessions = Sessions()

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from services.autocomplete.backend import PromptChunk, WholePrompts
-from services.autocomplete.codec import TokenizerCodec
 from services.autocomplete.causal_lm import context_length
+from services.autocomplete.codec import TokenizerCodec
 
 
 class TorchBackend(WholePrompts, TokenizerCodec):

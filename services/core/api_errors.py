@@ -11,7 +11,6 @@ anything unexpected into that shape with the right status, so a client never get
 from __future__ import annotations
 
 import logging
-
 from typing import Any
 
 from fastapi import FastAPI, Request

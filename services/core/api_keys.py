@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +147,7 @@ def check(keys: KeyRing, authorization: str | None) -> ApiKey:
 
 
 def quota_reached(key: ApiKey, now: datetime | None = None) -> ApiError:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     resets = next_month_start(now)
     return ApiError(429, f"this key's monthly quota of {key.monthly_quota} calls is used up; it "
                     f"resets on {resets:%Y-%m-%d} (UTC)", code="quota_exceeded", type="insufficient_quota",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -280,7 +280,7 @@ def _since(value: str | None) -> datetime | None:
     """`7d`, `36h`, or an ISO date/time (UTC unless it says otherwise)."""
     if value is None:
         return None
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if value[:-1].isdigit() and value[-1:] in ("d", "h"):
         return now - timedelta(**{"days" if value[-1] == "d" else "hours": int(value[:-1])})
     try:
@@ -288,7 +288,7 @@ def _since(value: str | None) -> datetime | None:
     except ValueError:
         raise click.BadParameter(f"{value!r}: give 7d, 36h or a date such as 2026-12-01 (UTC)",
                                  param_hint="--since") from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 @reviews.command("export")

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +138,7 @@ def import_model(name: str, source: Source | None = None, *, kind: str | None = 
             "source_sha256": checksum,
             "prepared_by": KINDS[kind].version,
             "licence": spec.licence if spec else "see source",
-            "imported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "imported_at": datetime.now(UTC).isoformat(timespec="seconds"),
             **(extra_metadata or {}),
         }
         with bentoml.models.create(name, metadata=metadata, labels={"kind": kind}) as model:

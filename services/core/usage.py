@@ -15,7 +15,7 @@ serves, not when the service module is imported.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
@@ -23,14 +23,14 @@ from services.core.database import database_engine
 
 
 def this_month(now: datetime | None = None) -> str:
-    return (now or datetime.now(timezone.utc)).strftime("%Y-%m")
+    return (now or datetime.now(UTC)).strftime("%Y-%m")
 
 
 def next_month_start(now: datetime | None = None) -> datetime:
     """When this month's counts stop applying: the 1st of next month, 00:00 UTC."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
-    return datetime(year, month, 1, tzinfo=timezone.utc)
+    return datetime(year, month, 1, tzinfo=UTC)
 
 
 # One statement, the same on SQLite (3.35+) and PostgreSQL: count the call unless the quota

@@ -7,7 +7,7 @@ monthly quota. With no keys, the process-wide count of snapshot_api answers, as 
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from fastapi import Request
 
@@ -31,6 +31,6 @@ class KeyedUsage:
 
 
 def _as_snapshot(usage: KeyUsage) -> Usage:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return Usage(calls=usage.calls or 0, max_calls=usage.monthly_quota or NO_QUOTA_MAX_CALLS,
                  month=now.month, year=now.year, resets_on=next_month_start(now))

@@ -24,7 +24,14 @@ from services.plate_reader.detector import PlateDetector
 from services.plate_reader.ocr import PlateOCR
 from services.plate_reader.plate_text import normalise, rank_candidates
 from services.plate_reader.text_lines import TextLineFinder
-from services.plate_reader.types import BoundingBox, Candidate, Detection, OcrResult, PlateReading, ReadRequest
+from services.plate_reader.types import (
+    BoundingBox,
+    Candidate,
+    Detection,
+    OcrResult,
+    PlateReading,
+    ReadRequest,
+)
 
 
 class PlateRecognizer:

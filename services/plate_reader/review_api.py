@@ -24,7 +24,13 @@ from services.core.api_errors import ApiError, error_responses
 from services.core.api_keys import role_at_least
 from services.core.json_numbers import JsonInt
 from services.plate_reader.plate_text import normalise
-from services.plate_reader.review_store import Decision, ReviewItem, ReviewSettings, ReviewStore, decode_cursor
+from services.plate_reader.review_store import (
+    Decision,
+    ReviewItem,
+    ReviewSettings,
+    ReviewStore,
+    decode_cursor,
+)
 
 logger = logging.getLogger("bentoml.modelport.reviews")
 # With API keys on, the queue holds personal data: reviewer keys (or admin) only.

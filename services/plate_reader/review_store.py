@@ -22,7 +22,7 @@ import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -161,7 +161,7 @@ class ReviewStore:
         missing file."""
         if not readings:
             return []
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         folder = now.strftime("%Y-%m-%d")
         (self.images_dir / folder).mkdir(parents=True, exist_ok=True)
         photo_path = f"{folder}/{uuid.uuid4().hex}-photo.jpg"
@@ -221,7 +221,7 @@ class ReviewStore:
         # A skipped item stays pending: it is left for someone else, not decided.
         values = dict(status="pending" if kind == "skipped" else "done", decision=kind,
                       corrected_plate=decision.plate if kind in ("corrected", "confirmed") else None,
-                      corrected_box=decision.box, decided_at=datetime.now(timezone.utc), reviewer=reviewer)
+                      corrected_box=decision.box, decided_at=datetime.now(UTC), reviewer=reviewer)
         with self.engine.begin() as connection:
             connection.execute(reviews.update().where(reviews.c.id == item_id).values(**values))
         return self.get(item_id)
@@ -234,12 +234,12 @@ class ReviewStore:
             decided = dict(connection.execute(sa.select(reviews.c.decision, sa.func.count())
                                               .where(reviews.c.decision.is_not(None))
                                               .group_by(reviews.c.decision)).all())
-        age = (datetime.now(timezone.utc) - _utc(oldest)).total_seconds() if oldest else 0.0
+        age = (datetime.now(UTC) - _utc(oldest)).total_seconds() if oldest else 0.0
         return {"pending": pending, "oldest_pending_seconds": age, "decisions": decided}
 
     def purge(self, older_than_days: int) -> int:
         """Delete items (and their images) recorded more than ``older_than_days`` days ago."""
-        cutoff = datetime.now(timezone.utc) - timedelta(days=older_than_days)
+        cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
         with self.engine.begin() as connection:
             old = connection.execute(sa.select(reviews.c.id, reviews.c.photo_path, reviews.c.crop_path)
                                      .where(reviews.c.created_at < cutoff)).all()
@@ -293,7 +293,7 @@ def _item(row: Any) -> ReviewItem:
 
 def _utc(value: datetime | None) -> datetime | None:
     # SQLite hands back naive datetimes for what was stored as UTC.
-    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def _box(box: Any) -> dict[str, int]:

@@ -24,14 +24,14 @@ from services.core.admission import Limits
 from services.core.api_errors import ApiError
 from services.core.container_image import service_image
 from services.plate_reader import metrics, snapshot_api
-from services.plate_reader.http_schema import PlateReaderJSON, openapi_request, to_json
 from services.plate_reader.batching import MicroBatcher
+from services.plate_reader.http_schema import PlateReaderJSON, openapi_request, to_json
 from services.plate_reader.inputs import ReadOptions, parse_request
 from services.plate_reader.keyed_usage import KeyedUsage
 from services.plate_reader.review_api import review_store, review_store_or_none, router as review_routes
+from services.plate_reader.review_page import page_app
 from services.plate_reader.review_recorder import ReviewRecorder
 from services.plate_reader.review_store import ReviewSettings
-from services.plate_reader.review_page import page_app
 from services.plate_reader.settings import Settings
 from services.plate_reader.types import ReadRequest
 

@@ -32,7 +32,7 @@ import reprlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -184,7 +184,7 @@ class SnapshotOptions:
 
     regions: RegionChoice = RegionChoice()
     timestamp: datetime | None = None  # UTC; None: not sent (the response gives the time received)
-    received: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    received: datetime = field(default_factory=lambda: datetime.now(UTC))
     mmc: bool = False
     threshold_d: float | None = None  # detector threshold: our min_score
     threshold_o: float | None = None  # plates whose reading score is below it are dropped
@@ -294,7 +294,7 @@ def _timestamp(value: Any) -> datetime | None:
                        param="timestamp") from None
     # Plate Recognizer asks for UTC: a time without an offset is taken as UTC.
     try:
-        return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
     except OverflowError:  # 0001-01-01T00:00+05:00 is before year 1 in UTC; 9999-12-31T23:00-05:00 after 9999
         raise ApiError(400, f"`timestamp` {shown(value)} is outside the years 1-9999 once turned "
                        "into UTC: send a time in that range", code="invalid_timestamp",
@@ -362,7 +362,7 @@ def to_response(body: Mapping[str, Any], plates: Sequence[PlateReading], options
 def iso_utc(moment: datetime) -> str:
     """2024-05-01T12:30:00.123456Z, as Plate Recognizer writes times (years below 1000 with
     four digits, as ISO 8601 wants: strftime's %Y writes year 1 as "1")."""
-    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 # --- usage -----------------------------------------------------------------------------
@@ -392,7 +392,7 @@ class ProcessUsage:
     until API keys count calls per key (each worker process counts its own)."""
 
     def __init__(self, max_calls: int = NO_QUOTA_MAX_CALLS,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.max_calls, self.clock = max_calls, clock
         self._lock = threading.Lock()
         self._month: tuple[int, int] | None = None

@@ -142,7 +142,7 @@ def load_photos() -> list[np.ndarray]:
     return [np.asarray(Image.open(assets / name).convert("RGB")) for name in ("bus.jpg", "zidane.jpg")]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_font(path: str) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(path, 96)
 

@@ -8,8 +8,6 @@ import json
 import httpx
 import pytest
 
-
-
 pytestmark = pytest.mark.slow
 
 LONG_PROMPT = " ".join(["word"] * 1100)  # 1,100 tokens: over the 1,024-token prompt limit

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from services.autocomplete.causal_lm import load_causal_lm
 from services.autocomplete.engine import Engine
 from services.autocomplete.sampling import SamplingParams
-from services.autocomplete.causal_lm import load_causal_lm
 from services.autocomplete.torch_backend import TorchBackend
 from tests.autocomplete_fixtures import gpt2_tokenizer
 

@@ -7,8 +7,6 @@ import asyncio
 import openai
 import pytest
 
-
-
 pytestmark = pytest.mark.slow
 
 

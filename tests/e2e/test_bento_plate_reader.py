@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.scenes import plate_on_street
 from tests.bentos import bentoml, build
+from tests.scenes import plate_on_street
 from tests.servers import serve
 
 pytestmark = pytest.mark.slow

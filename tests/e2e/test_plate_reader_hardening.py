@@ -5,7 +5,6 @@ and memory stays inside the 1 GiB the manifests declare."""
 from __future__ import annotations
 
 import io
-import json
 import signal
 import struct
 import zlib

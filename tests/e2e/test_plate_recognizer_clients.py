@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -71,7 +71,7 @@ def test_official_cli_defaults_send_an_empty_config(plate_server: str, tmp_path:
     body = response.json()
     assert [p["plate"] for p in body["results"]] == ["ad799kb"]
     assert body["warnings"] == [] and body["camera_id"] is None
-    assert datetime.fromisoformat(body["timestamp"]).tzinfo == timezone.utc  # when it arrived
+    assert datetime.fromisoformat(body["timestamp"]).tzinfo == UTC  # when it arrived
 
 
 def test_home_assistant_integration_with_its_server_option(plate_server: str) -> None:
@@ -188,7 +188,7 @@ def test_statistics_with_and_without_the_slash(plate_server: str) -> None:
         response = httpx.get(plate_server + path)
         assert response.status_code == 200, response.text
         stats = response.json()
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         assert stats["usage"]["calls"] == before["usage"]["calls"] + 1
         assert (stats["usage"]["month"], stats["usage"]["year"]) == (now.month, now.year)
         assert stats["total_calls"] == stats["usage"]["max_calls"] > stats["usage"]["calls"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -16,9 +16,19 @@ from fastapi import Depends, FastAPI, Request
 
 from services.core import api_errors
 from services.core.api_errors import ApiError
-from services.core.api_keys import (ApiKey, ApiKeyMiddleware, KeyRing, check, digest, log_mode,
-                                    parse_keys_file, quota_reached, role_at_least, token_from,
-                                    usage_of)
+from services.core.api_keys import (
+    ApiKey,
+    ApiKeyMiddleware,
+    KeyRing,
+    check,
+    digest,
+    log_mode,
+    parse_keys_file,
+    quota_reached,
+    role_at_least,
+    token_from,
+    usage_of,
+)
 from services.core.local_db import data_dir
 from services.core.usage import CallCounts, next_month_start, this_month
 from tests.postgres import postgres_server
@@ -105,11 +115,11 @@ def test_check_says_401_without_a_valid_key() -> None:
 
 def test_quota_reached_says_when_the_month_ends() -> None:
     refusal = quota_reached(ApiKey(digest(READER), monthly_quota=2),
-                            datetime(2026, 12, 31, 23, 0, tzinfo=timezone.utc))
+                            datetime(2026, 12, 31, 23, 0, tzinfo=UTC))
     assert (refusal.status, refusal.code) == (429, "quota_exceeded")
     assert "quota of 2 calls" in refusal.message and "2027-01-01" in refusal.message
     assert refusal.headers == {"Retry-After": str(3600 + 1)}
-    assert next_month_start(datetime(2026, 3, 15, tzinfo=timezone.utc)) == datetime(2026, 4, 1, tzinfo=timezone.utc)
+    assert next_month_start(datetime(2026, 3, 15, tzinfo=UTC)) == datetime(2026, 4, 1, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from services.autocomplete.backend import PromptChunk
+from services.autocomplete.causal_lm import load_causal_lm
 from services.autocomplete.engine import Engine, Load
 from services.autocomplete.generation import Delta, GenerationStream
 from services.autocomplete.sampling import SamplingParams
-from services.autocomplete.causal_lm import load_causal_lm
 from services.autocomplete.torch_backend import TorchBackend
 from services.core.admission import Busy
 from tests.autocomplete_fixtures import record_passes, tiny_gpt2_dir
@@ -310,7 +310,7 @@ def test_a_long_prompt_is_prefilled_in_chunks_beside_a_running_stream(
     entries = [(e.token, e.logprob, e.offset) for d in echoed for e in d.logprobs][:len(prompt)]
     expected = _reference_prompt_logprobs(engine, prompt, 2)
     assert [(t, o) for t, _, o in entries] == [(t, o) for t, _, o in expected]
-    assert all(a is None and b is None or abs(a - b) < 1e-3  # type: ignore[operator]
+    assert all((a is None and b is None) or abs(a - b) < 1e-3  # type: ignore[operator]
                for (_, a, _), (_, b, _) in zip(entries, expected))
     assert "".join(d.text for d in echoed).startswith(text)
 

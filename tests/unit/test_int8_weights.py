@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from services.autocomplete.int8_weights import SMALL_BATCH, Int8WeightLinear, quantize_linear_weights
 from services.autocomplete.causal_lm import load_causal_lm
+from services.autocomplete.int8_weights import SMALL_BATCH, Int8WeightLinear, quantize_linear_weights
 from tests.autocomplete_fixtures import tiny_gpt2_dir
 
 

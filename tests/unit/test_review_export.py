@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,7 @@ def test_purge_deletes_old_items(tmp_path: Path, monkeypatch) -> None:  # type: 
 
 def test_export_of_one_camera_since_a_time(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The drift runbook's export: --camera-id and --since keep that camera's recent items only."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from services.plate_reader.review_store import reviews
 
@@ -73,7 +74,7 @@ def test_export_of_one_camera_since_a_time(tmp_path: Path, monkeypatch) -> None:
         store.decide(item_id, Decision(plate=f"AB12CD{i}"))
         with store.engine.begin() as connection:
             connection.execute(reviews.update().where(reviews.c.id == item_id).values(
-                created_at=datetime.now(timezone.utc) - timedelta(days=days_ago, minutes=1)))
+                created_at=datetime.now(UTC) - timedelta(days=days_ago, minutes=1)))
         recorded[item_id] = f"AB12CD{i}"
 
     def exported(*options: str) -> list[str]:
@@ -89,7 +90,7 @@ def test_export_of_one_camera_since_a_time(tmp_path: Path, monkeypatch) -> None:
     assert exported("--camera-id", "gate-1") == ["AB12CD0", "AB12CD1", "AB12CD3"]
     assert exported("--camera-id", "gate-1", "--since", "7d") == ["AB12CD1", "AB12CD3"]
     assert exported("--since", "36h") == ["AB12CD1", "AB12CD2", "AB12CD3"]
-    day = (datetime.now(timezone.utc) - timedelta(days=5)).date().isoformat()
+    day = (datetime.now(UTC) - timedelta(days=5)).date().isoformat()
     assert exported("--camera-id", "gate-1", "--since", day) == ["AB12CD1", "AB12CD3"]
     bad = CliRunner().invoke(main, ["reviews", "export", str(tmp_path / "x"), "--since", "last week"])
     assert bad.exit_code == 2 and "give 7d, 36h or a date" in bad.output
