@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import services.autocomplete.model_kinds  # noqa: F401 - registers causal-lm (the text jobs)
+import services.autocomplete.model_kinds  # registers causal-lm (the text jobs)
 import services.plate_reader.model_kinds  # noqa: F401 - registers plate-detector (the detector job)
 from services.core.model_store import (
     CATALOG,

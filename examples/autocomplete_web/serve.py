@@ -22,13 +22,13 @@ PAGE = (Path(__file__).parent / "index.html").read_bytes()
 
 def handler_for(service: str) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        def do_GET(self) -> None:  # the http.server API names it so
             if self.path in ("/", "/index.html"):
                 self._reply(200, "text/html; charset=utf-8", PAGE)
             else:
                 self._reply(404, "text/plain", b"not found")
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             if not self.path.startswith("/v1/"):
                 return self._reply(404, "text/plain", b"not found")
             body = self.rfile.read(int(self.headers.get("content-length", 0)))

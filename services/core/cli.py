@@ -23,7 +23,7 @@ from services.core.console import console, fail
 def register_model_kinds() -> None:
     """The CLI is where the services meet the model store: each registers its own model kinds
     and default models (their model_kinds.py), which the store itself knows nothing about."""
-    import services.autocomplete.model_kinds  # noqa: F401 - registers causal-lm
+    import services.autocomplete.model_kinds  # registers causal-lm
     import services.plate_reader.model_kinds  # noqa: F401 - registers plate-detector, plate-ocr, plate-text-detector
 
 
@@ -317,7 +317,7 @@ def reviews_purge(days: int | None) -> None:
 
 
 from finetune.cli import finetune  # noqa: E402 - registered after main's own groups
-from services.core.capacity_cli import capacity  # noqa: E402
+from services.core.capacity_cli import capacity  # noqa: E402 - likewise
 
 main.add_command(finetune)
 main.add_command(capacity)

@@ -24,14 +24,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import httpx
+import numpy as np
+from PIL import Image
 
-from tests.benchmarks.machine import describe_machine  # noqa: E402
-from tests.probes import livez_latencies, peak_rss, rss_now_mb  # noqa: E402
-from tests.scenes import street_with_plates  # noqa: E402
-from tests.servers import serve_process  # noqa: E402
+from tests.benchmarks.machine import describe_machine
+from tests.probes import livez_latencies, peak_rss, rss_now_mb
+from tests.scenes import street_with_plates
+from tests.servers import serve_process
 
 TARGET = "services.plate_reader.service:PlateReader"
 

@@ -34,9 +34,9 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.benchmarks.machine import describe_machine  # noqa: E402
-from tests.scenes import plate_on_street  # noqa: E402
-from tests.servers import serve  # noqa: E402
+from tests.benchmarks.machine import describe_machine
+from tests.scenes import plate_on_street
+from tests.servers import serve
 
 DROPPED = "dropped"  # a transport error: the connection failed or was cut, no status at all
 

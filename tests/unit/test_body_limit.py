@@ -37,7 +37,7 @@ def make_app() -> tuple[FastAPI, list[str]]:
     return app, parsed
 
 
-def post(app: FastAPI, **kwargs) -> httpx.Response:  # noqa: ANN003
+def post(app: FastAPI, **kwargs) -> httpx.Response:
     async def go() -> httpx.Response:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
             return await client.post("/completions", **kwargs)

@@ -17,7 +17,7 @@ pytest.importorskip("cv2", reason="opencv-python comes with the detector-trainin
 if importlib.util.find_spec("ultralytics") is None:  # find_spec: importing it would load torch
     pytest.skip("the scenes use the photos in the ultralytics wheel", allow_module_level=True)
 
-from tests.data import synth_plates  # noqa: E402
+from tests.data import synth_plates
 
 SCRIPT = Path(synth_plates.__file__)
 CROPS, PHOTOS = 40, 20

@@ -18,7 +18,7 @@ from services.plate_reader.pipeline import PlateRecognizer
 from services.plate_reader.text_lines import TextLine, TextLineFinder, cut_line, plate_rows
 
 
-def FakeLine(left: float, top: float, right: float, bottom: float, angle: float = 0.0) -> TextLine:  # noqa: N802
+def FakeLine(left: float, top: float, right: float, bottom: float, angle: float = 0.0) -> TextLine:
     """A made-up detector line with this box (no model involved)."""
     return TextLine((left + right) / 2, (top + bottom) / 2, right - left, bottom - top, angle, 0.9)
 

@@ -21,7 +21,7 @@ PHOTO = b"\xff\xd8 a jpeg " * 10
 LIMIT = 1000
 
 
-def fake_resolver(*addresses: str):  # noqa: ANN201 - a Resolver
+def fake_resolver(*addresses: str):  # returns a Resolver
     asked: list[tuple[str, int]] = []
 
     async def resolve(host: str, port: int) -> list[str]:
@@ -32,7 +32,7 @@ def fake_resolver(*addresses: str):  # noqa: ANN201 - a Resolver
     return resolve
 
 
-def fake_transport(handler) -> httpx.MockTransport:  # noqa: ANN001
+def fake_transport(handler) -> httpx.MockTransport:
     return httpx.MockTransport(handler)
 
 
@@ -46,7 +46,7 @@ def fetch(url: object = URL, *, hosts: tuple[str, ...] = (HOST,), resolve=None, 
                                    transport=fake_transport(handler), time_limit_s=time_limit_s))
 
 
-def refused(status: int, code: str, **kwargs) -> ApiError:  # noqa: ANN003
+def refused(status: int, code: str, **kwargs) -> ApiError:
     with pytest.raises(ApiError) as caught:
         fetch(**kwargs)
     error = caught.value
