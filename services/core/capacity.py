@@ -22,6 +22,7 @@ after each. The generator still shares the machine, so its CPU is reported in ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import re
 import statistics
@@ -120,7 +121,9 @@ class Step:
         return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[p - 1]
 
     def summary(self) -> dict[str, Any]:
-        finite = lambda v: None if v is None or math.isinf(v) else round(v, 1)
+        def finite(v: float | None) -> float | None:
+            return None if v is None or math.isinf(v) else round(v, 1)
+
         return {"concurrency": self.concurrency, "seconds": round(self.seconds, 1), "requests_per_s": round(self.rps, 2),
                 "p50_ms": finite(self.percentile(50)), "p95_ms": finite(self.percentile(95)),
                 "p99_ms": finite(self.percentile(99)), "ok": self.ok, "rejected_429": self.rejected,
@@ -156,10 +159,8 @@ class ServerUsage:
     def rss_mib(self) -> float:
         total = 0
         for p in self.tree():
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 total += p.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
         return total / 2**20
 
 

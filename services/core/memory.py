@@ -6,12 +6,11 @@ of its busiest moment (the KV cache of 16 streams, a batch of 8 photos' activati
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 
 
 def return_freed_memory() -> None:
     """malloc_trim(0): free pages go back to the OS. A few ms; call it when going idle."""
-    try:
+    with contextlib.suppress(AttributeError, OSError):  # not glibc: nothing to do
         ctypes.CDLL(None).malloc_trim(0)
-    except (AttributeError, OSError):  # not glibc: nothing to do
-        pass

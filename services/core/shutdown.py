@@ -23,6 +23,7 @@ starts its shutdown). Nothing is in flight before a first request, so nothing is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import threading
@@ -98,10 +99,8 @@ class ShutdownGuard:
             over.cancel()
             if not work.done():
                 work.cancel()
-                try:
+                with contextlib.suppress(asyncio.CancelledError):
                     await work
-                except asyncio.CancelledError:
-                    pass
             elif not work.cancelled():
                 work.result()  # the app's own exception, if it raised one
         if work.cancelled() and grace_over.is_set():

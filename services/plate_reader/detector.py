@@ -82,7 +82,7 @@ def _decode(pred: np.ndarray, scale: float, offset: tuple[int, int], shape: tupl
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, shape[0])
     detections = []
     for i in _nms(boxes, scores, NMS_IOU):
-        x1, y1, x2, y2 = (int(round(v)) for v in boxes[i])
+        x1, y1, x2, y2 = (round(v) for v in boxes[i].tolist())
         if x2 - x1 >= 2 and y2 - y1 >= 2:
             detections.append(Detection(BoundingBox(x1, y1, x2, y2), round(float(scores[i]), 4)))
     return detections

@@ -13,7 +13,7 @@ import binascii
 import functools
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
@@ -53,7 +53,7 @@ class ReadOptions:
     review_threshold: float  # readings less sure than this get review: true
     regions: tuple[str, ...]
     camera_id: str | None = None  # recorded with review items, so reviewers can filter by camera
-    snapshot: SnapshotOptions = SnapshotOptions()  # Plate Recognizer's fields (snapshot_api)
+    snapshot: SnapshotOptions = field(default_factory=SnapshotOptions)  # Plate Recognizer's fields (snapshot_api)
 
 
 async def parse_request(request: Request, settings: Settings

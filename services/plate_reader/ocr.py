@@ -109,8 +109,8 @@ def _join(lines: list[OcrResult]) -> OcrResult:
     if len(lines) == 1:
         return lines[0]
     # The space between rows is certain; it stays out of the overall confidence.
-    confidences = sum((line.char_confidences + (1.0,) for line in lines), ())[:-1]
-    alternatives = sum((line.alternatives + ((CharAlternative(" ", 1.0),),) for line in lines), ())
+    confidences = sum(((*line.char_confidences, 1.0) for line in lines), ())[:-1]
+    alternatives = sum(((*line.alternatives, (CharAlternative(" ", 1.0),)) for line in lines), ())
     overall = _mean([c for line in lines for c in line.char_confidences])
     return OcrResult(" ".join(line.text for line in lines), overall, confidences, alternatives[:-1],
                      max(line.foreign for line in lines))

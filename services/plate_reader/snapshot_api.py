@@ -25,6 +25,7 @@ today one count for this server process; API keys swap in per-key counts with
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -262,10 +263,8 @@ def _config_unit(config: Mapping[str, Any], name: str) -> float | None:
         return None
     number = -1.0
     if not isinstance(value, bool):
-        try:
+        with contextlib.suppress(TypeError, ValueError):
             number = float(value)
-        except (TypeError, ValueError):
-            pass
     if not 0.0 <= number <= 1.0:
         raise ApiError(400, f"config.{name} must be a number from 0 to 1, not {shown(value)}",
                        code="invalid_config", param="config")

@@ -186,7 +186,7 @@ def _lines(probability: np.ndarray, scale: tuple[float, float, float]) -> list[T
     """DB post-processing of one crop's probability map: a rotated box per text region,
     grown back to the text's size, in crop pixels."""
     mask = ndimage.binary_dilation(probability > PIXEL_THRESHOLD, structure=np.ones((2, 2), bool))
-    labels, count = ndimage.label(mask)
+    labels, _ = ndimage.label(mask)
     lines = []
     for index, region in enumerate(ndimage.find_objects(labels), start=1):
         ys, xs = np.nonzero(labels[region] == index)
