@@ -66,3 +66,19 @@ def test_ctrl_c_writes_a_partial_report(plate_server: str, tmp_path: Path) -> No
     body = json.loads((out / "report.json").read_text())
     assert body["partial"] is True and len(body["steps"]) >= 1
     assert "partial" in rest
+
+
+@pytest.mark.parametrize("tiny_server", ["llama.cpp"], indirect=True)
+def test_editors_typing_against_a_real_autocompleter(tiny_server: str, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    result = subprocess.run([sys.executable, "-m", "services.core.cli", "capacity", "autocomplete",
+                             "--url", tiny_server, "--out", str(out), "--step-seconds", "2",
+                             "--max-concurrency", "2", "--slo", "p95<20s", "--editors", "30"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    body = json.loads((out / "report.json").read_text())
+    assert [s["concurrency"] for s in body["steps"]] == [1, 2]
+    assert all(s["ok"] >= 20 and s["errors"] == 0 for s in body["steps"])  # /v1/suggest answered
+    rec = body["recommendation"]
+    assert rec["target_rps"] == pytest.approx(30 * 5 / 6) and rec["replicas"] >= 1
+    assert "30 editors (25.0 requests/s)" in result.stdout
