@@ -8,7 +8,7 @@ name is reported instead of silently ignored.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -145,3 +145,19 @@ class SuggestResponse(BaseModel):
     model: str
     suggestions: list[Suggestion]  # best first; may be fewer than asked (duplicates removed)
     processing_time: float  # milliseconds
+
+
+def document_served_model(app: Any, tag: str) -> None:
+    """In `app`'s OpenAPI, `model` lists the names this server answers to, its model's name and
+    full tag (another name is a 404 `model_not_found`, as OpenAI answers)."""
+    generate = app.openapi
+    names = [tag.split(":")[0], tag]
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()  # FastAPI's, cached: changed once, the same each time after
+        model = schema["components"]["schemas"]["CompletionRequest"]["properties"]["model"]
+        model["anyOf"] = [{"type": "string", "enum": names}, {"type": "null"}]
+        model["examples"] = names[:1]
+        return schema
+
+    app.openapi = openapi

@@ -30,6 +30,7 @@ from services.autocomplete.http_schema import (
     ModelList,
     SuggestRequest,
     SuggestResponse,
+    document_served_model,
 )
 from services.autocomplete.model_kinds import CAUSAL_LM, choose_model
 from services.autocomplete.settings import OFFLINE_DEFAULT_MODEL, Settings, tune_openmp
@@ -48,6 +49,7 @@ MODEL_TAG = choose_model(settings)
 app = FastAPI(title="modelport autocompleter", version="1",
               description="OpenAI-compatible text completions and as-you-type suggestions.")
 api_errors.install(app)
+document_served_model(app, MODEL_TAG)  # OpenAPI: `model` is one of the names served
 
 
 @bentoml.service(
