@@ -345,10 +345,14 @@ def parse_rate(text: str) -> float:
 
 
 async def sweep(url: str, traffic: Traffic, objective: Objective, steps: list[Step], *, step_s: float,
-                max_concurrency: int, usage: ServerUsage, progress: Any = None,
-                on_step: Callable[[Step], None] = lambda _: None) -> None:
-    """Run steps into `steps` (the caller keeps what finished if this is interrupted)."""
+                max_concurrency: int, usage: ServerUsage, budget_s: float = math.inf, progress: Any = None,
+                on_step: Callable[[Step], None] = lambda _: None) -> bool:
+    """Run steps into `steps` (the caller keeps what finished if this is interrupted); False
+    when the time budget stopped it before the sweep was done (no step starts after it)."""
+    deadline = asyncio.get_running_loop().time() + budget_s
     while (level := next_level(steps, objective, max_concurrency)) is not None:
+        if steps and asyncio.get_running_loop().time() > deadline:
+            return False
         task = progress.add_task(f"{level} in flight", total=WARMUP_S + step_s) if progress else None
         tick = (lambda done, task=task: progress.update(task, completed=done)) if progress else (lambda _: None)
         step = await run_step(url, traffic, level, step_s, usage, tick=tick)
@@ -356,3 +360,4 @@ async def sweep(url: str, traffic: Traffic, objective: Objective, steps: list[St
             progress.update(task, completed=WARMUP_S + step_s)
         steps.append(step)
         on_step(step)
+    return True

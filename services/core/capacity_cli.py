@@ -61,22 +61,25 @@ STARTUP_TIMEOUT_S = 300  # the autocompleter may convert its model to GGUF on a 
 @click.option("--images", type=click.Path(path_type=Path), help="Plate reader: a folder of your cameras' photos.")
 @click.option("--step-seconds", default=15.0, show_default=True, help="Measured seconds per step (+2 s warm-up).")
 @click.option("--max-concurrency", default=64, show_default=True, help="Stop the sweep here even if it holds.")
+@click.option("--max-minutes", default=4.0, show_default=True,
+              help="No step starts after this (slow steps run on until they have 20 answers).")
 @click.option("--out", default=Path("capacity-report"), show_default=True, type=click.Path(path_type=Path),
               help="Folder for report.json and report.html.")
 def capacity(service: str, url: str | None, slo: str, max_error_rate: float, target: str | None, editors: int | None,
              chars_per_second: float, every: int, completions_tokens: int | None, texts: Path | None,
-             images: Path | None, step_seconds: float, max_concurrency: int, out: Path) -> None:
+             images: Path | None, step_seconds: float, max_concurrency: int, max_minutes: float, out: Path) -> None:
     """Sweep requests in flight until the objective breaks; say what one replica holds and what a
     target (--target 50rps, --editors 300) needs: replicas, traffic.concurrency, HPA, requests."""
     try:
         objective = Objective.parse(slo, max_error_rate)
         target_rps, per_editor = _target(service, target, editors, chars_per_second, every)
         traffic = _traffic(service, images, texts, every, completions_tokens)
-        if step_seconds <= 0 or max_concurrency < 1:
-            raise CapacityError("--step-seconds must be > 0 and --max-concurrency >= 1")
+        if step_seconds <= 0 or max_concurrency < 1 or max_minutes <= 0:
+            raise CapacityError("--step-seconds and --max-minutes must be > 0, --max-concurrency >= 1")
     except CapacityError as exc:
         raise click.UsageError(str(exc)) from None
-    settings = {"step_seconds": step_seconds, "max_concurrency": max_concurrency, "target_rps": target_rps,
+    settings = {"step_seconds": step_seconds, "max_concurrency": max_concurrency, "max_minutes": max_minutes,
+                "target_rps": target_rps,
                 "editors": editors, "requests_per_editor_per_s": per_editor, "traffic": traffic.name}
     steps: list[Step] = []
     with _service(service, url) as base:
@@ -93,25 +96,31 @@ def capacity(service: str, url: str | None, slo: str, max_error_rate: float, tar
                           f"(load average {settings['load_average_before']}): the figures will show that "
                           "contention, not what the service does alone[/yellow]")
         console.print(f"measuring {service} at {base}: objective {objective}, {step_seconds:g} s a step")
-        partial = False
+        stopped_by = None
         progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console,
                             transient=True)
         try:
             with progress:
-                asyncio.run(sweep(base, traffic, objective, steps, step_s=step_seconds,
-                                  max_concurrency=max_concurrency, usage=usage, progress=progress,
-                                  on_step=lambda s: progress.console.print(_step_line(s, objective))))
+                finished = asyncio.run(sweep(
+                    base, traffic, objective, steps, step_s=step_seconds, max_concurrency=max_concurrency,
+                    usage=usage, budget_s=max_minutes * 60, progress=progress,
+                    on_step=lambda s: progress.console.print(_step_line(s, objective))))
+            if not finished:
+                stopped_by = f"the {max_minutes:g}-minute budget"
+                console.print(f"[yellow]the {max_minutes:g}-minute budget ran out before the objective broke: "
+                              "the answer is a lower bound (raise --max-minutes)[/yellow]")
         except KeyboardInterrupt:
-            partial = True
+            stopped_by = "Ctrl-C"
             console.print("[yellow]stopped: writing a partial report of the steps that finished[/yellow]")
     console.print(step_table(steps, objective))
+    partial = stopped_by is not None
     try:
         rec = recommend(steps, objective, target_rps)
     except CapacityError as exc:
         if not partial:  # no concurrency held: say so with the best found; no report to misread
             fail(exc)
         rec = None
-    note = "partial: stopped by Ctrl-C" if partial else "complete"
+    note = f"partial: stopped by {stopped_by}" if partial else "complete"
     if rec is None:
         note += "; " + no_concurrency_held(steps, objective)
     body = report(service, base, objective, steps, rec, partial=partial, note=note, editors=editors, settings=settings)

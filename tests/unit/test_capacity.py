@@ -3,6 +3,7 @@ the report files, and the input errors (before any load is sent, and no report w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from pathlib import Path
@@ -174,3 +175,29 @@ def test_a_busy_machine_is_named_in_the_answer() -> None:
                   settings={"cpu_busy_before_percent": 80.0})
     assert not any("Warning" in line for line in quiet["answer"])
     assert any("80% of the machine's CPU was in use" in line for line in busy["answer"])
+
+
+class FakeTraffic:
+    """A fake service for the sweep's own logic: answers 200 after `seconds`, no HTTP."""
+
+    name = "fake"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def call(self, session: object, worker: int) -> int:
+        await asyncio.sleep(self.seconds)
+        return 200
+
+
+def test_a_slow_step_runs_on_until_it_has_enough_answers_and_the_budget_stops_the_sweep() -> None:
+    from services.core.capacity import MIN_ANSWERS, ServerUsage, run_step, sweep
+
+    usage = ServerUsage(None)
+    # 0.1 s an answer, one client, a 0.5 s step: 5 answers in its time, so it runs on to MIN_ANSWERS.
+    step = asyncio.run(run_step("http://127.0.0.1:9", FakeTraffic(0.1), 1, 0.5, usage))
+    assert step.ok == MIN_ANSWERS and 1.5 < step.seconds < 2.5
+    steps: list[Step] = []
+    finished = asyncio.run(sweep("http://127.0.0.1:9", FakeTraffic(0.01), Objective.parse("p95<1s"), steps,
+                                 step_s=0.2, max_concurrency=64, usage=usage, budget_s=0.0))
+    assert finished is False and [s.concurrency for s in steps] == [1]  # one step, then out of time
