@@ -6,12 +6,12 @@ the plate reader's /metrics grew to 3.4 MB (issue 20), and each id in /v1/review
 add its own. A path no route takes also got Starlette's plain-text "Not Found".
 
 `install()` (from traffic.install) gives BentoML, in place of that middleware, a subclass of it
-that labels each request with its route's template (`/v1/reviews/{item_id}`: the route
-the router matches, or in a mounted app the OpenAPI path that fits) and answers a path no route takes with a 404 in the error shape
-right there, counted under the one label `/{unknown}`. BentoML builds each worker's app from
-that module attribute, by name, after the service module is imported; BentoML has no hook for
-this (the metrics middleware is the outermost), so tests/e2e/test_route_metrics.py checks the
-series on a real server.
+that labels each request with its route's template (`/v1/reviews/{item_id}`: the route the
+router matches, or in a mounted app the OpenAPI path that fits) and answers a path no route
+takes with a 404 in the error shape right there, counted under the one label `/{unknown}`.
+BentoML builds each worker's app from that module attribute, by name, after the service module
+is imported. BentoML has no hook for this (its metrics middleware is the outermost), so
+tests/e2e/test_unknown_paths.py checks the labels and the series on a real server.
 """
 
 from __future__ import annotations
