@@ -146,7 +146,8 @@ def install(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         headers = exc.headers
         if exc.status_code == 405:  # RFC 9110: `Allow` lists every method the path takes
-            headers = {**(headers or {}), "Allow": allowed_methods(app, request) or (headers or {}).get("Allow", "")}
+            starlettes = (headers or {}).get("Allow", "")
+            headers = {**(headers or {}), "Allow": allowed_methods(app, request) or starlettes}
         return ApiError(exc.status_code, str(exc.detail), code=code, headers=headers).response()
 
     # Added first, so innermost of the app's middleware: what it answers, the others see as

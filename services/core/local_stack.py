@@ -36,10 +36,11 @@ class Member:
 
 
 def members(plate_port: int, autocomplete_port: int, web_port: int) -> dict[str, Member]:
-    bentoml = (sys.executable, "-m", "services.core.prometheus_folder", "serve")  # bentoml serve
+    bentoml = (sys.executable, "-m", "services.core.prometheus_folder", "serve")  # `bentoml serve`
+    plate = "services.plate_reader.service:PlateReader"
     return {
         "plate-reader": Member("plate-reader", plate_port,
-                               (*bentoml, "services.plate_reader.service:PlateReader", "--port", str(plate_port)),
+                               (*bentoml, plate, "--port", str(plate_port)),
                                "/readyz"),
         "autocomplete": Member("autocomplete", autocomplete_port,
                                (*bentoml, "services.autocomplete.service:Autocomplete", "--port",

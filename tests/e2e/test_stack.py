@@ -53,8 +53,10 @@ def test_the_local_stack_serves_all_three_and_stops_together(plate_models: dict[
         plate_metrics = httpx.get(f"{plate}/metrics", timeout=30).text
         text_metrics = httpx.get(f"{text}/metrics", timeout=30).text
         assert 'runner_name="plate-reader"' in plate_metrics and "modelport_plates_read" in plate_metrics
-        assert 'runner_name="autocomplete"' not in plate_metrics and "modelport_autocomplete" not in plate_metrics
-        assert 'runner_name="autocomplete"' in text_metrics and "modelport_autocomplete_tokens" in text_metrics
+        assert 'runner_name="autocomplete"' not in plate_metrics
+        assert "modelport_autocomplete" not in plate_metrics
+        assert 'runner_name="autocomplete"' in text_metrics
+        assert "modelport_autocomplete_tokens" in text_metrics
         assert 'runner_name="plate-reader"' not in text_metrics and "modelport_plates" not in text_metrics
         for name in ("plate-reader", "autocomplete"):  # the user's PROMETHEUS_MULTIPROC_DIR, one folder each
             assert list((metrics_dir / name).glob("*.db")), name

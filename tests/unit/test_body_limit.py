@@ -155,7 +155,8 @@ def test_a_slow_body_is_408_at_the_deadline_and_holds_no_admission_slot() -> Non
 def test_bodies_held_together_are_capped_with_429() -> None:
     """Bodies are held from their first byte to their answer, also while waiting for a turn: all of
     them together stay within max_held_bytes, beyond it 429 + Retry-After."""
-    app = gated_app(body_limit.BodyRules(max_bytes=LIMIT, deadline_s=5, max_held_bytes=LIMIT), max_in_flight=4)
+    rules = body_limit.BodyRules(max_bytes=LIMIT, deadline_s=5, max_held_bytes=LIMIT)
+    app = gated_app(rules, max_in_flight=4)
 
     async def go() -> tuple[httpx.Response, httpx.Response]:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
