@@ -76,7 +76,7 @@ def finetune_detector(data_yaml: str | Path, settings: DetectorSettings = Detect
                 # dataset: a gentle step that keeps what the base learned. Plots fetch a font
                 # from the internet; results.csv has the same numbers.
                 plots=False)
-    best = Path(model.trainer.best)
+    best = Path(model.trainer.best)  # type: ignore[attr-defined]  # Ultralytics types Model.trainer as None (set by train())
     after = _validate(YOLO(str(best)), dataset.data_yaml, settings, run_dir, "after")
     seconds = time.monotonic() - started
     tag = add_version(base.tag.name, best, kind="plate-detector", metadata={

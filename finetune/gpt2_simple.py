@@ -106,7 +106,7 @@ def read_variables(prefix: Path) -> dict[str, np.ndarray]:
 
 def convert_checkpoint(folder: str | Path, out_dir: str | Path) -> Path:
     """Write a transformers GPT-2 directory (config, safetensors, tokenizer) for `folder`."""
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
 
     folder, out_dir = Path(folder), Path(out_dir)
     prefix = check_checkpoint(folder)
@@ -128,7 +128,7 @@ def convert_checkpoint(folder: str | Path, out_dir: str | Path) -> Path:
     model.tie_weights()
     model.save_pretrained(out_dir)
     # transformers 5 takes the files as `vocab`/`merges` (it ignores `vocab_file`, silently).
-    tokenizer = GPT2TokenizerFast(vocab=str(folder / "encoder.json"), merges=str(folder / "vocab.bpe"))
+    tokenizer = GPT2Tokenizer(vocab=str(folder / "encoder.json"), merges=str(folder / "vocab.bpe"))
     tokenizer.save_pretrained(out_dir)
     return out_dir
 

@@ -274,7 +274,7 @@ def _replace_softmaxes(graph: Any) -> None:
     """onnx2torch's opset-11 Softmax flattens and reshapes back to the traced shape, which the
     ONNX export then bakes in; over the last axis (every Softmax in PP-OCR) it is a plain softmax."""
     class LastAxisSoftmax(torch.nn.Module):
-        def __init__(self, original: torch.nn.Module) -> None:
+        def __init__(self, original: Any) -> None:  # onnx2torch's Softmax module (untyped)
             super().__init__()
             self.original, self.axis = original, original.axis
 
@@ -316,7 +316,7 @@ class _OnnxReshape(torch.autograd.Function):
     """torch.reshape with ONNX's 0 = "keep this size", exported as one Reshape to a constant."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.reshape(x, [x.shape[k] if size == 0 else size for k, size in enumerate(shape)])
 
     @staticmethod
@@ -494,6 +494,8 @@ class RecogniserNet(torch.nn.Module):
 
     def from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
         """Logits from the backbone's output (set_trainable(backbone=False) first)."""
+        if self.neck is None:
+            raise RuntimeError("from_pooled needs set_trainable(backbone=False) first")
         with _quiet():
             return self.head(self.neck(pooled))
 

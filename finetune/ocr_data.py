@@ -81,7 +81,9 @@ def load_ocr_dataset(folder: str | Path, *, val_fraction: float = 0.1) -> OcrDat
         rows = list(csv.DictReader(handle))
     if not rows or not {"filename", "plate"} <= set(rows[0]):
         raise DataError(f"{labels} needs a header with at least filename,plate and one row")
-    train, val, test_rows, empty_rows = [], [], 0, 0
+    train: list[OcrSample] = []
+    val: list[OcrSample] = []
+    test_rows, empty_rows = 0, 0
     for line, row in enumerate(rows, start=2):
         split = (row.get("split") or "").strip().lower()
         if split not in VAL_SPLITS | TEST_SPLITS | TRAIN_SPLITS:

@@ -105,6 +105,7 @@ def _fields(message: bytes) -> dict[int, list]:
     """A protobuf message's fields by number: ints for varint/fixed, bytes for nested/strings."""
     fields: dict[int, list] = {}
     pos = 0
+    value: int | bytes
     while pos < len(message):
         tag, pos = _varint(message, pos)
         number, wire = tag >> 3, tag & 7

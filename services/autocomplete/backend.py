@@ -86,7 +86,7 @@ class WholePrompts:
         """Run whole prompts in one step; each one's logits ([len(prompt) - reused, vocab] or
         [1, vocab]). `reused_tokens`: how many of each came from the prefix cache."""
         reused = [self.begin(i, p, every_position) for i, p in enumerate(prompts)]
-        self.reused_tokens = reused  # type: ignore[attr-defined]
+        self.reused_tokens = reused
         chunks = [PromptChunk(i, p, r, len(p), every_position)
                   for i, (p, r) in enumerate(zip(prompts, reused))]
         return self.step(chunks, [])[0]

@@ -144,7 +144,7 @@ def _converted_gguf(gguf: Path) -> Path:
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # The weights are already de-quantised to float32; dropping the GGUF quantiser lets
     # them be saved as ordinary safetensors.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # undeclared in transformers: nn.Module types it Tensor | Module
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     partial = cached.with_name(cached.name + ".partial")

@@ -277,5 +277,5 @@ def _chunk(job: Job, delta: Delta | None = None,
     return Completion(id=job.id, created=job.created, model=job.model, choices=choices)
 
 
-def _event(data: dict) -> str:  # type: ignore[type-arg]
+def _event(data: dict[str, Any]) -> str:
     return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"

@@ -247,7 +247,7 @@ class PromptLogprobs:
         decode = self._decode
         for row in range(rows):
             i = start + 1 + row
-            top = ({} if values is None else
+            top = ({} if values is None or ids is None else
                    {decode([t]): v for v, t in zip(values[row].tolist(), ids[row].tolist())})
             self.entries.append(TokenLogprob(decode([self._prompt[i]]), chosen[row], top,
                                              self._offset(i)))

@@ -27,6 +27,11 @@ SMALL_BATCH = 32  # rows up to which the int8 kernel beats dequantize + float32 
 class Int8WeightLinear(torch.nn.Module):
     """y = x @ W.T + b with W stored as int8 rows times a per-row scale."""
 
+    # Buffers (register_buffer below), declared so that they type as tensors.
+    weight_int8: torch.Tensor
+    scale: torch.Tensor
+    scale_bf16: torch.Tensor
+
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
         weight = weight.detach().float().contiguous()  # GPT-2 passes a transposed view

@@ -69,7 +69,7 @@ def _openapi_templates(app: Any) -> tuple[tuple[re.Pattern[str], str], ...]:
     return tuple((compile_path(template)[0], template) for template in openapi().get("paths", {}))
 
 
-class RouteLabelledMetrics(instruments.RunnerTrafficMetricsMiddleware):  # type: ignore[misc]
+class RouteLabelledMetrics(instruments.RunnerTrafficMetricsMiddleware):
     """BentoML's request metrics (same names and labels) with `endpoint` = the route template.
 
     The base class labels with `scope["path"]`, so it is given a copy of the scope whose path
@@ -108,4 +108,4 @@ class _RequestPath:
 def install() -> None:
     """Have BentoML build its apps with `RouteLabelledMetrics`; call before it builds them (at
     the service module's import)."""
-    instruments.RunnerTrafficMetricsMiddleware = RouteLabelledMetrics
+    instruments.RunnerTrafficMetricsMiddleware = RouteLabelledMetrics  # type: ignore[misc, assignment]  # BentoML has no hook for this middleware: replaced in its module

@@ -62,7 +62,8 @@ def verify(path: Path, expected: str | None, what: str) -> str:
 
 
 class Source(Protocol):
-    sha256: str | None
+    @property
+    def sha256(self) -> str | None: ...  # read-only: the sources are frozen dataclasses
 
     def fetch(self, workdir: Path) -> Path: ...
 

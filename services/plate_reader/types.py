@@ -86,8 +86,11 @@ class PlateReading:
 class WholeImage(Protocol):
     """A photo at full resolution, decoded on demand (image_decoding.Photo)."""
 
-    width: int
-    height: int
+    @property
+    def width(self) -> int: ...  # read-only: Photo's are fixed when it is decoded
+
+    @property
+    def height(self) -> int: ...
 
     def whole(self) -> np.ndarray: ...
 
