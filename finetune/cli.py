@@ -58,7 +58,7 @@ def finetune() -> None:
               help="gpt-2-simple: the model folder to train (models/124M or checkpoint/run1).")
 @click.option("--name", help="gpt-2-simple: the store name of the result.")
 def text(data: Path, column: str | None, field: str | None, pattern: str, separator: str,
-         backend: str, checkpoint: Path | None, name: str | None, **overrides: object) -> None:
+         backend: str, checkpoint: Path | None, name: str | None, **overrides: Any) -> None:
     """Fine-tune a causal LM on DATA: a .txt file or folder, a .csv column or a .jsonl field."""
     from finetune.text import DataError, TextSettings, finetune_text
     from services.core.model_store import ModelNotFound
@@ -79,7 +79,8 @@ def text(data: Path, column: str | None, field: str | None, pattern: str, separa
             settings = dataclasses.replace(Gpt2SimpleSettings(), **{renamed[k]: v for k, v in given.items()})
             result = finetune_with_gpt2_simple(data, checkpoint, name, settings, **options)
         else:
-            result = finetune_text(data, dataclasses.replace(TextSettings(), **given), **options)
+            result = finetune_text(data, dataclasses.replace(TextSettings(), **given), column=column,
+                                   field=field, pattern=pattern, separator=separator)
     except (DataError, ModelNotFound, RuntimeError) as exc:
         _fail(exc)
     if result.tag:  # only the main process of a multi-GPU run stores the model

@@ -40,7 +40,9 @@ class Backend(Protocol):
     context_length: int  # tokens a sequence may hold, prompt included
     vocab_size: int  # ids a prompt may hold
     stop_token_ids: frozenset[int]  # end-of-text and other special tokens
-    kv_capacity: int | None  # KV cells all rows share (None: grows as needed)
+
+    @property
+    def kv_capacity(self) -> int | None: ...  # KV cells all rows share (None: grows as needed)
 
     def encode(self, text: str) -> list[int]: ...
 

@@ -55,6 +55,10 @@ def quiet_llama_cpp() -> Any:
 class LlamaCppBackend(WholePrompts, TokenizerCodec):
     """Engine backend (see backend.py's `Backend`) over a GGUF file, run by llama.cpp."""
 
+    # Set by reset() (declared here: methods above it use them).
+    _sequences: list[int]  # llama.cpp sequence id of each running row
+    _positions: list[int]  # where each row's next token goes
+
     def __init__(self, gguf: Path, tokenizer: Any, *, threads: int, kv_tokens: int,
                  max_sequences: int, batch_tokens: int = 2048,
                  cached_sequences: int = CACHED_SEQUENCES, gpu: bool = False) -> None:
@@ -177,8 +181,8 @@ class LlamaCppBackend(WholePrompts, TokenizerCodec):
         self._llama.llama_memory_clear(self._memory, True)
         self._free = list(range(self.max_sequences))[::-1]
         self._pending: dict[int, int] = {}  # a begun prompt's key -> its sequence id
-        self._sequences: list[int] = []  # llama.cpp sequence id of each running row
-        self._positions: list[int] = []  # where each row's next token goes
+        self._sequences = []
+        self._positions = []
         self._tokens: dict[int, list[int]] = {}  # the tokens in each sequence's cells, in order
         self._cached: OrderedDict[int, None] = OrderedDict()  # finished, kept; oldest first
 

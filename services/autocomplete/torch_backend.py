@@ -27,6 +27,10 @@ class TorchBackend(WholePrompts, TokenizerCodec):
 
     kv_capacity = None  # the cache grows as needed
     cached_cells = 0  # no prefix cache: every prompt is prefilled whole
+    # The running batch, set by _clear_batch (declared here: methods above it use them).
+    _cache: Any  # transformers' DynamicCache, None while no row runs
+    _mask: torch.Tensor  # [rows, cache length]
+    _positions: torch.Tensor  # [rows]
 
     def __init__(self, model: Any, tokenizer: Any, dtype: str = "float32", device: str = "cpu") -> None:
         super().__init__(tokenizer)
@@ -164,8 +168,8 @@ class TorchBackend(WholePrompts, TokenizerCodec):
         self._clear_batch()
 
     def _clear_batch(self) -> None:
-        self._cache: Any = None
-        self._mask = torch.zeros(0, 0, dtype=torch.long, device=self.device)  # [rows, cache length]
+        self._cache = None
+        self._mask = torch.zeros(0, 0, dtype=torch.long, device=self.device)
         self._positions = torch.zeros(0, dtype=torch.long, device=self.device)
 
 

@@ -54,14 +54,14 @@ def import_(names: tuple[str, ...], defaults: bool, from_path: str | None, from_
             sha256: str | None, kind: str | None) -> None:
     """Import NAMES into the model store (idempotent: the same file is stored once)."""
     from services.core import model_store as store
-    from services.core.sources import HuggingFaceRepo, LocalFile, PackageFile, SourceError, UrlFile
+    from services.core.sources import HuggingFaceRepo, LocalFile, PackageFile, Source, SourceError, UrlFile
 
     given = [s for s in (from_path, from_url, from_hf, from_package) if s]
     if len(given) > 1:
         raise click.UsageError("give at most one of --from-path/--from-url/--from-hf/--from-package")
     if from_package and not member:
         raise click.UsageError("--from-package needs --member (the file's path inside the package)")
-    source = None
+    source: Source | None = None
     if from_path:
         source = LocalFile(from_path, sha256)
     elif from_url:
@@ -96,8 +96,9 @@ def list_(name: str | None) -> None:
     table = Table("tag", "serving", "kind", "source", "sha256", "metrics", "created")
     for model in stored:
         meta = model.info.metadata
-        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                            for k, v in dict(meta.get("metrics", {})).items())
+        recorded = meta.get("metrics", {})
+        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v!s}"
+                            for k, v in (recorded.items() if isinstance(recorded, dict) else ()))
         table.add_row(str(model.tag), "*" if str(model.tag) in served else "", str(meta.get("kind", "")),
                       str(meta.get("source", "")), str(meta.get("source_sha256", ""))[:12], metrics,
                       model.info.creation_time.strftime("%Y-%m-%d %H:%M"))
@@ -128,7 +129,7 @@ def rollback_(name: str) -> None:
         fail(exc)
 
 
-def _plate_recognizer(detector: str, ocr: str):  # type: ignore[no-untyped-def]
+def _plate_recognizer(detector: str, ocr: str):  # returns (PlateRecognizer, Settings)
     """The plate reader's pipeline on these model tags ("" = the one served), its settings."""
     from services.core.model_store import resolve
     from services.plate_reader.pipeline import PlateRecognizer
@@ -270,7 +271,7 @@ def reviews() -> None:
     """The plate reader's review queue: export corrections as training data, purge old items."""
 
 
-def _review_store():  # type: ignore[no-untyped-def]
+def _review_store():  # returns a ReviewStore
     from services.plate_reader.review_store import ReviewSettings, ReviewStore
 
     return ReviewStore.from_settings(ReviewSettings.from_env())

@@ -102,8 +102,9 @@ def find_by_checksum(name: str, source_sha256: str, kind: str) -> bentoml.Model 
     """The stored version of `name` made from this file by today's preparer for `kind`."""
     for model in versions(name):
         metadata = model.info.metadata
+        prepared_by = metadata.get("prepared_by", 1)
         if (metadata.get("source_sha256") == source_sha256
-                and metadata.get("prepared_by", 1) >= KINDS[kind].version):
+                and isinstance(prepared_by, int) and prepared_by >= KINDS[kind].version):
             return model
     return None
 
@@ -119,11 +120,11 @@ def import_model(name: str, source: Source | None = None, *, kind: str | None = 
                  extra_metadata: dict[str, Any] | None = None) -> ImportResult:
     """Fetch `source` (the catalogue's default when None), check it, and store it as `name`."""
     spec = CATALOG.get(name)
-    if spec is None and (source is None or kind is None):
+    if spec is not None:
+        source, kind = source or spec.source, kind or spec.kind
+    elif source is None or kind is None:
         raise ValueError(f"unknown model {name!r}: pick one of {sorted(CATALOG)}, "
                          "or give both a source and a kind")
-    source = source or spec.source  # type: ignore[union-attr]
-    kind = kind or spec.kind  # type: ignore[union-attr]
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}: pick one of {sorted(KINDS)}")
     with tempfile.TemporaryDirectory(prefix="modelport-import-") as tmp:
@@ -173,6 +174,8 @@ def serving_tag(name: str) -> str:
 def set_serving(tag: str) -> str:
     """Make `tag` the version services load for its name (takes effect at their next start)."""
     model = resolve(tag)
+    if model.tag.version is None:  # a stored model always has one; bentoml's Tag types it optional
+        raise ModelNotFound(f"{tag!r} resolved to {model.tag}, which has no version")
     pointers = _serving_pointers()
     pointers[model.tag.name] = model.tag.version
     _serving_file().write_text(json.dumps(pointers, indent=2, sort_keys=True))

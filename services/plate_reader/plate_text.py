@@ -139,7 +139,7 @@ def _windows(length: int) -> list[tuple[int, int]]:
     return sorted(spans, key=lambda span: (length - (span[1] - span[0]), span[0]))
 
 
-def _plate_characters(reading: OcrResult) -> tuple[list[str], list[float], list[list[str]]]:
+def _plate_characters(reading: OcrResult) -> tuple[list[str], list[float], list[list[tuple[str, float]]]]:
     """The reading's A-Z0-9 characters with their confidences and the OCR's alternatives."""
     chars, confidences, alternatives = [], [], []
     for index, char in enumerate(_fold(reading.text)):

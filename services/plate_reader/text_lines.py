@@ -175,10 +175,10 @@ def _to_batch(crops: Sequence[np.ndarray]) -> tuple[np.ndarray, list[tuple[float
     batch_width = max(line.shape[1] for line in resized)
     # Zeros after normalisation are mid-grey: no text for the detector.
     batch = np.zeros((len(resized), 3, LINE_INPUT_HEIGHT, batch_width), dtype=np.float32)
-    for index, image in enumerate(resized):
+    for index, pixels in enumerate(resized):
         # PaddleOCR's detector is trained on OpenCV's BGR images scaled to [-1, 1].
-        bgr = image[:, :, ::-1].transpose(2, 0, 1).astype(np.float32)
-        batch[index, :, :, : image.shape[1]] = bgr / 127.5 - 1.0
+        bgr = pixels[:, :, ::-1].transpose(2, 0, 1).astype(np.float32)
+        batch[index, :, :, : pixels.shape[1]] = bgr / 127.5 - 1.0
     return batch, scales
 
 
