@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from services.autocomplete.engine import Engine, kv_cells_needed
 from services.autocomplete.generation import (
@@ -170,9 +170,9 @@ def _logit_bias(body: CompletionRequest, vocab_size: int) -> dict[int, float]:
 
 def _tokenised_prompts(body: CompletionRequest, engine: Engine, settings: Settings,
                        max_tokens: int) -> list[list[int]]:
-    raw = body.prompt
-    if isinstance(raw, str) or (raw and all(isinstance(t, int) for t in raw)):
-        raw = [raw]  # type: ignore[list-item]
+    # One prompt (text or token ids) or a list of them; pydantic checked which.
+    raw = cast("list[str | list[int]]", [body.prompt] if isinstance(body.prompt, str) or (
+        body.prompt and all(isinstance(t, int) for t in body.prompt)) else body.prompt)
     if not raw:
         raise ApiError(400, "prompt is an empty list: send the text to complete",
                        code="empty_prompt", param="prompt")
@@ -185,7 +185,7 @@ def _tokenised_prompts(body: CompletionRequest, engine: Engine, settings: Settin
     limit = min(settings.max_prompt_tokens, engine.context_length - max_tokens)
     prompts = []
     for item in raw:
-        ids = engine.encode(item) if isinstance(item, str) else list(item)  # type: ignore[arg-type]
+        ids = engine.encode(item) if isinstance(item, str) else list(item)
         if not ids:
             raise ApiError(400, "prompt is empty: send the text to complete", code="empty_prompt",
                            param="prompt")

@@ -144,7 +144,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        headers = exc.headers
+        headers = dict(exc.headers) if exc.headers else None
         if exc.status_code == 405:  # RFC 9110: `Allow` lists every method the path takes
             starlettes = (headers or {}).get("Allow", "")
             headers = {**(headers or {}), "Allow": allowed_methods(app, request) or starlettes}

@@ -9,6 +9,7 @@ created and changed only by the Alembic migrations in `migrations/`, run on firs
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def upgrade(engine: sa.Engine) -> None:
         command.upgrade(config, "head")
 
 
-def _sqlite_pragmas(connection, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(connection: sqlite3.Connection, _record: object) -> None:
     # WAL: readers never wait for the writer; several workers share the file. busy_timeout:
     # a writer waits for another worker's write instead of failing at once.
     cursor = connection.cursor()

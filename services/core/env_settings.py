@@ -24,7 +24,12 @@ def read_env(settings_class: type, prefix: str, environ: Mapping[str, str] | Non
         raw = environ.get(name)
         if not raw:
             continue
-        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        if f.default is not MISSING:
+            default = f.default
+        elif f.default_factory is not MISSING:
+            default = f.default_factory()
+        else:
+            raise TypeError(f"{settings_class.__name__}.{f.name} needs a default to be read from {name}")
         kind = type(default)
         try:
             if kind is bool:

@@ -52,7 +52,7 @@ class Draining:
             return
         self._listening = True
         loop = asyncio.get_running_loop()
-        self.grace_over = asyncio.Event()
+        grace_over = self.grace_over = asyncio.Event()
         previous = signal.getsignal(signal.SIGTERM)
         if not callable(previous):  # not under a server that handles SIGTERM: leave it be
             return
@@ -60,7 +60,7 @@ class Draining:
         def on_sigterm(signum: int, frame: Any) -> None:
             if not self.started:
                 self.started = True
-                loop.call_soon_threadsafe(loop.call_later, self.grace_s, self.grace_over.set)
+                loop.call_soon_threadsafe(loop.call_later, self.grace_s, grace_over.set)
             previous(signum, frame)
 
         signal.signal(signal.SIGTERM, on_sigterm)

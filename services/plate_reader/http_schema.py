@@ -97,7 +97,7 @@ def to_json(filename: str, readings: Sequence[PlateReading], processing_ms: floa
     }
 
 
-_OPTIONS = {
+_OPTIONS: dict[str, dict[str, Any]] = {
     "regions": {"type": "array", "items": {"type": "string"},
                 "description": "plate formats to prefer, e.g. [\"uk\"] (see plate_formats.yaml)"},
     "min_score": {"type": "number", "minimum": 0, "maximum": 1,

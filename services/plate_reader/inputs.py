@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
+from starlette.datastructures import UploadFile
 
 from services.core.api_errors import ApiError
 from services.plate_reader import snapshot_api
@@ -78,7 +79,7 @@ async def parse_request(request: Request, settings: Settings
                            "as multipart field `upload`, e.g. curl -F upload=@car.jpg ...",
                            code="missing_upload", param="upload")
         raw = [fetched] if fetched is not None else [
-            (u.filename or f"image-{i}", await u.read()) if hasattr(u, "read") else
+            (u.filename or f"image-{i}", await u.read()) if isinstance(u, UploadFile) else
             (f"image-{i}", _b64decode(u, i, settings, field="upload")) for i, u in enumerate(uploads)]
         options: dict[str, Any] = {"regions": form.getlist("regions") or None,
                                    "camera_id": form.get("camera_id"),

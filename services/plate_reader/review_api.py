@@ -19,6 +19,7 @@ import bentoml
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import JsonDict
 
 from services.core.api_errors import ApiError, error_responses
 from services.core.api_keys import role_at_least
@@ -91,7 +92,7 @@ class Box(BaseModel):  # pixels; what the schema says and no more (`false` is no
 # The validator below, as OpenAPI says it (schemathesis checks that a body the schema allows is
 # accepted): exactly one decision; a plate with a letter or digit, ASCII or full-width.
 PLATE_TEXT = "[0-9A-Za-z\uff10-\uff19\uff21-\uff3a\uff41-\uff5a]"
-ONE_DECISION = {"oneOf": [
+ONE_DECISION: JsonDict = {"oneOf": [
     {"required": ["plate"], "properties": {"plate": {"type": "string"}, "not_a_plate": {"const": False},
                                            "skip": {"const": False}}},
     {"required": ["not_a_plate"], "properties": {"not_a_plate": {"const": True}, "plate": {"type": "null"},

@@ -15,6 +15,7 @@ accepts on its own. Each item's `reason` says which it was (review or audit).
 from __future__ import annotations
 
 import base64
+import builtins
 import io
 import json
 import os
@@ -181,7 +182,7 @@ class ReviewStore:
             ))
         with self.engine.begin() as connection:
             connection.execute(reviews.insert(), rows)
-        return [row["id"] for row in rows]
+        return [str(row["id"]) for row in rows]
 
     def list(self, *, status: Status | None = None, camera_id: str | None = None, limit: int = 20,
              cursor: str | None = None) -> tuple[list[ReviewItem], str | None]:
@@ -231,10 +232,11 @@ class ReviewStore:
         with self.engine.connect() as connection:
             pending, oldest = connection.execute(sa.select(
                 sa.func.count(), sa.func.min(reviews.c.created_at)).where(reviews.c.status == "pending")).one()
-            decided = dict(connection.execute(sa.select(reviews.c.decision, sa.func.count())
+            decided: dict[str, int] = dict(connection.execute(sa.select(reviews.c.decision, sa.func.count())
                                               .where(reviews.c.decision.is_not(None))
                                               .group_by(reviews.c.decision)).all())
-        age = (datetime.now(UTC) - _utc(oldest)).total_seconds() if oldest else 0.0
+        oldest = _utc(oldest)
+        age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
         return {"pending": pending, "oldest_pending_seconds": age, "decisions": decided}
 
     def purge(self, older_than_days: int) -> int:
@@ -252,7 +254,7 @@ class ReviewStore:
                 (self.images_dir / photo).unlink(missing_ok=True)
         return len(old)
 
-    def decided(self, *, camera_id: str | None = None, since: datetime | None = None) -> list[ReviewItem]:
+    def decided(self, *, camera_id: str | None = None, since: datetime | None = None) -> builtins.list[ReviewItem]:
         """Every item with a decision other than skipped, oldest first: the training data (of
         one camera, and recorded at or after `since`, when given)."""
         query = (sa.select(reviews).where(reviews.c.decision.in_(("corrected", "confirmed", "not_a_plate")))
