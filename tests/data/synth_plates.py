@@ -375,10 +375,11 @@ def stick(scene: np.ndarray, image: np.ndarray, quad: np.ndarray, width: float, 
         if all(box[2] < a or c < box[0] or box[3] < b or d < box[1] for a, b, c, d in taken):
             break
     taken.append(box)
+    at = np.array([x, y])
     if car:
-        cv2.fillConvexPoly(scene, np.round(reserve + [x, y]).astype(np.int32), pick(rng, CAR_COLOURS))
-    paste(scene, image, quad + [x, y])
-    (x1, y1), (x2, y2) = np.floor(quad.min(0) + [x, y]), np.ceil(quad.max(0) + [x, y])
+        cv2.fillConvexPoly(scene, np.round(reserve + at).astype(np.int32), pick(rng, CAR_COLOURS))
+    paste(scene, image, quad + at)
+    (x1, y1), (x2, y2) = np.floor(quad.min(0) + at), np.ceil(quad.max(0) + at)
     return int(max(x1, 0)), int(max(y1, 0)), int(min(x2, sw)), int(min(y2, sh))
 
 

@@ -68,7 +68,7 @@ def test_a_request_the_kv_cache_cannot_hold_is_a_400_and_the_server_goes_on(
 
 def test_require_model_makes_a_missing_model_a_start_up_error(tmp_path: Path) -> None:
     env = {"MODELPORT_AUTOCOMPLETE_MODEL": "gpt2", "MODELPORT_AUTOCOMPLETE_REQUIRE_MODEL": "1"}
-    with pytest.raises(RuntimeError) as failed:
-        with serve(SERVICE, env=env, log_path=tmp_path / "serve.log", startup_timeout=120):
-            pass
+    with (pytest.raises(RuntimeError) as failed,
+          serve(SERVICE, env=env, log_path=tmp_path / "serve.log", startup_timeout=120)):
+        pass
     assert "modelport models import gpt2" in str(failed.value)

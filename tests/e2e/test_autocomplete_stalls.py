@@ -5,6 +5,7 @@ measured in the same run."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import threading
@@ -103,8 +104,8 @@ def test_a_running_stream_keeps_getting_tokens_while_long_prompts_are_prefilled(
     assert response.status_code == 200, response.text
     choices = response.json()["choices"]
     assert len(choices) == 16 and all(len(c["logprobs"]["tokens"]) >= 845 for c in choices)
-    before = [b - a for a, b in zip(times, times[1:]) if b < started]
-    during = [b - a for a, b in zip(times, times[1:]) if a < ended and b > started]
+    before = [b - a for a, b in itertools.pairwise(times) if b < started]
+    during = [b - a for a, b in itertools.pairwise(times) if a < ended and b > started]
     assert times[-1] > ended or len(during) > 50, "the stream ended before the prompts did"
     worst = max(during)
     print(f"stream gap: worst {worst * 1000:.0f} ms while 16 x 845-token echo prompts were "

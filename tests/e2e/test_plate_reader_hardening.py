@@ -187,7 +187,7 @@ def test_photos_queued_for_review_are_written_before_a_sigterm_exit(plate_models
         last = read([s.jpeg for s in scenes[8:]])
         server.process.send_signal(signal.SIGTERM)  # as Kubernetes does, right after the answer
         server.process.wait(60)
-    assert all(body["results"] and body["results"][0]["review"] for body in first + [again] + last)
+    assert all(body["results"] and body["results"][0]["review"] for body in [*first, again, *last])
     store = ReviewStore(database_engine(f"sqlite:///{tmp_path / 'data' / 'modelport.sqlite3'}"),
                         tmp_path / "data" / "review-images")
     items = store.list(camera_id="sigterm", limit=100)[0]

@@ -42,7 +42,7 @@ def test_a_request_that_waits_past_max_queue_wait_is_busy_and_frees_its_place() 
         release = asyncio.Event()
         holder = asyncio.create_task(hold(gate, release, [], 0))
         await asyncio.sleep(0.01)
-        with pytest.raises(Busy, match="no turn came within 0.05s"):
+        with pytest.raises(Busy, match=r"no turn came within 0\.05s"):
             await gate.enter()
         assert gate.queued == 0
         release.set()

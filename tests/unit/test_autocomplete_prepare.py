@@ -30,9 +30,9 @@ class FakeEngine:
         return [1] * len(text.split())
 
 
-def _prepare(engine: FakeEngine, settings: Settings = Settings(), **fields: object) -> object:
+def _prepare(engine: FakeEngine, settings: Settings | None = None, **fields: object) -> object:
     body = CompletionRequest(**fields)  # type: ignore[arg-type]
-    return prepare(body, engine, settings, "tiny", frozenset({"tiny"}))  # type: ignore[arg-type]
+    return prepare(body, engine, settings or Settings(), "tiny", frozenset({"tiny"}))  # type: ignore[arg-type]
 
 
 def test_a_prompt_over_the_character_limit_is_refused_before_it_is_tokenised() -> None:

@@ -4,7 +4,7 @@ pending review as a time, so its age keeps growing between writes."""
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,7 @@ def test_the_oldest_pending_review_ages_without_writes(tmp_path: Path, monkeypat
     store = ReviewStore(database_engine(database_url()), tmp_path / "review-images")
     reading = PlateReading("AB12CDE", 0.5, 0.9, BoundingBox(1, 1, 50, 20), (Candidate("AB12CDE", 0.5, "uk", 0.5),), True)
     [item] = store.record(np.zeros((40, 80, 3), np.uint8), [reading], camera_id="gate-1", models=("d", "o"))
-    an_hour_ago = datetime.now(timezone.utc) - timedelta(hours=1)
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
     with store.engine.begin() as connection:
         connection.execute(reviews.update().where(reviews.c.id == item).values(created_at=an_hour_ago))
     refresh_gauges(store)  # the last write; nothing refreshes the gauge after it
