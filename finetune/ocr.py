@@ -107,7 +107,8 @@ class OcrResult:
     def summary(self) -> str:
         name = self.tag.split(":", 1)[0]
         return (f"exact plates (raw OCR) on {self.val_crops} validation crops {self.before:.1%} -> "
-                f"{self.after:.1%} in {self.seconds / 60:.1f} min ({self.images_per_second:.1f} training crops/s); new "
+                f"{self.after:.1%} in {self.seconds / 60:.1f} min "
+                f"({self.images_per_second:.1f} training crops/s); new "
                 f"version {self.tag}. Serve it: `modelport models serve {self.tag}`, back: "
                 f"`modelport models rollback {name}`")
 

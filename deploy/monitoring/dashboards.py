@@ -60,7 +60,8 @@ def serving_panels(runner: str) -> list[TimeSeries]:
 
 def plate_reader() -> Dashboard:
     reads = 'runner_name="plate-reader", endpoint=~"/v1/plate-reader.*", http_response_code="200"'
-    latency = [(f"histogram_quantile({q}, sum by (le) (rate(bentoml_service_request_duration_seconds_bucket{{{reads}}}[5m])))",
+    latency = [(f"histogram_quantile({q}, sum by (le) "
+                f"(rate(bentoml_service_request_duration_seconds_bucket{{{reads}}}[5m])))",
                 f"p{round(q * 100)}") for q in (0.5, 0.99)]
     return Dashboard(title="modelport: plate reader", uid="modelport-plate-reader", tags=["modelport"],
                      panels=laid_out([
@@ -71,13 +72,15 @@ def plate_reader() -> Dashboard:
               unit="s", objective=1.0, description="Alert: ModelportQueueWaitHigh (p95 > 1 s)."),
         panel("Review share per camera (last hour)", ("camera:modelport_plate_review_ratio:rate1h", "{{camera}}"),
               ("camera:modelport_plate_review_ratio:rate7d", "{{camera}} 7-day"), unit="percentunit",
-              description="Alert PlateReviewRateDrift: 1.5x the camera's 7-day share and 5 points above it."),
+              description="Alert PlateReviewRateDrift: 1.5x the camera's 7-day share "
+                          "and 5 points above it."),
         panel("No plate found per camera (last hour)", ("camera:modelport_plate_no_plate_ratio:rate1h", "{{camera}}"),
               ("camera:modelport_plate_no_plate_ratio:rate7d", "{{camera}} 7-day"), unit="percentunit",
               description="Alert PlateNoPlateShareHigh: 20 points above the camera's 7-day share."),
         panel("Plates read per camera", ("sum by (camera) (rate(modelport_plates_read_total[5m]))", "{{camera}}"),
               unit="reqps"),
-        panel("Reading confidence", *[(f"histogram_quantile({q}, sum by (le) (rate(modelport_plate_reading_score_bucket[15m])))",
+        panel("Reading confidence", *[(f"histogram_quantile({q}, sum by (le) "
+                                                         "(rate(modelport_plate_reading_score_bucket[15m])))",
                                        f"p{round(q * 100)}") for q in (0.1, 0.5)], unit="percentunit"),
         panel("Review queue", ("sum(modelport_reviews_pending)", "pending"),
               description="Items waiting for a person at /review."),
@@ -104,11 +107,13 @@ def autocomplete() -> Dashboard:
               unit="s", objective=1.0),
         panel("Tokens per second", ("sum(rate(modelport_autocomplete_tokens_generated_total[5m]))", "generated"),
               ("sum(rate(modelport_autocomplete_prompt_tokens_total[5m]))", "prompt")),
-        panel("Prefix cache hit share", ("sum(rate(modelport:prefix_cache_hits_total[5m])) / sum(rate(modelport:prefix_cache_queries_total[5m]))",
+        panel("Prefix cache hit share", ("sum(rate(modelport:prefix_cache_hits_total[5m]))"
+                                                 " / sum(rate(modelport:prefix_cache_queries_total[5m]))",
                                          "hits"), unit="percentunit",
               description="Prompt tokens whose KV came from the cache (llama.cpp backend)."),
         panel("Decode speed per request (median)",
-              ("histogram_quantile(0.5, sum by (le) (rate(modelport_autocomplete_tokens_per_second_bucket[5m])))", "p50")),
+              ("histogram_quantile(0.5, sum by (le) "
+               "(rate(modelport_autocomplete_tokens_per_second_bucket[5m])))", "p50")),
     ]))
 
 

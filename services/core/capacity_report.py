@@ -50,7 +50,8 @@ def _ms(value: float | None) -> str:
 def answer_text(service: str, rec: Recommendation, objective: Objective, host: dict[str, Any],
                 editors: int | None) -> list[str]:
     """The answer in words, one line each."""
-    lines = [f"One {service} replica on this machine ({host['cpu']}, {host['cores']} cores, {host['memory_gib']} GiB) "
+    lines = [f"One {service} replica on this machine "
+             f"({host['cpu']}, {host['cores']} cores, {host['memory_gib']} GiB) "
              f"holds {rec.max_concurrency} requests in flight within {objective}: "
              f"{rec.requests_per_s:g} requests/s, p{objective.percentile} {rec.latency_ms:g} ms."]
     if rec.target_rps is not None:
@@ -102,7 +103,8 @@ def to_html(body: dict[str, Any]) -> str:
         "<tr>" + "".join(f"<td>{esc(str('-' if s[k] is None else s[k]))}</td>" for k in
                          ("concurrency", "requests_per_s", "p50_ms", "p95_ms", "p99_ms", "errors", "rejected_429",
                           "server_cpu_cores", "server_rss_mib", "client_cpu_cores"))
-        + f"<td class={'ok' if s['held'] else 'bad'}>{'held' if s['held'] else esc(s['why_not'] or '')}</td></tr>"
+        + f"<td class={'ok' if s['held'] else 'bad'}>"
+        + f"{'held' if s['held'] else esc(s['why_not'] or '')}</td></tr>"
         for s in steps)
     answer = "".join(f"<p>{esc(line)}</p>" for line in body["answer"])
     partial = "<p class=bad>Partial: the sweep was stopped before it finished.</p>" if body["partial"] else ""
@@ -119,7 +121,8 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;te
 {latency_svg(steps, body['objective_detail'])}
 <h2>Steps</h2>
 <table><tr><th>in flight</th><th>req/s</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>errors</th>
-<th>429s</th><th>server CPU (cores)</th><th>server RSS (MiB)</th><th>load generator CPU</th><th>objective</th></tr>
+<th>429s</th><th>server CPU (cores)</th><th>server RSS (MiB)</th><th>load generator CPU</th>
+<th>objective</th></tr>
 {rows}</table>
 <p>Settings: {esc(json.dumps(body['settings']))}</p>
 </body></html>

@@ -190,7 +190,8 @@ def promote(tag: str, folder: Path, crops: bool, split: str | None, force: bool)
     not_worse = new.exact_accuracy >= old.exact_accuracy and \
         (new.accepted_precision or 0.0) >= (old.accepted_precision or 0.0)
     if not not_worse and not force:
-        fail(f"{candidate.tag} measures worse than {current.tag} on {folder}: not promoted (--force to serve it anyway)")
+        fail(f"{candidate.tag} measures worse than {current.tag} on {folder}: not promoted "
+             "(--force to serve it anyway)")
     console.print(f"serving [bold]{set_serving(str(candidate.tag))}[/bold] (restart the service to load it)")
 
 

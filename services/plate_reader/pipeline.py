@@ -1,6 +1,7 @@
 """The plate-reading pipeline: detector -> crops -> OCR -> plate-text rules. No HTTP here.
 
-    >>> recognizer = PlateRecognizer.from_files("detector.onnx", "ocr.onnx", review_threshold=0.93)  # doctest: +SKIP
+    >>> recognizer = PlateRecognizer.from_files(  # doctest: +SKIP
+    ...     "detector.onnx", "ocr.onnx", review_threshold=0.93)
     >>> recognizer.read([photo])[0][0].plate  # doctest: +SKIP
     'AD799KB'
     >>> recognizer.read_crops([plate_crop])[0].plate  # no detector  # doctest: +SKIP

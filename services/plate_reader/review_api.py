@@ -2,7 +2,8 @@
 
     GET  /v1/reviews?status=pending&camera_id=&limit=20&cursor=   oldest first
     GET  /v1/reviews/{id}            GET /v1/reviews/{id}/crop     GET /v1/reviews/{id}/photo
-    POST /v1/reviews/{id}            {"plate": "AB12CDE"} | {"not_a_plate": true} | {"skip": true}, optional "box"
+    POST /v1/reviews/{id}            {"plate": "AB12CDE"} | {"not_a_plate": true} | {"skip": true},
+                                     optional "box"
 
 With API keys on, every route needs a key with the reviewer role. Photos are recorded by
 `review_recorder.ReviewRecorder`, after their answer.

@@ -78,7 +78,8 @@ def converted(default_ocr: Path):  # type: ignore[no-untyped-def]
     return net, metadata
 
 
-@pytest.mark.slow  # 7-12 s on 2 idle cores, up to 35 s on busy ones: the real model converted, trained, exported
+# 7-12 s on 2 idle cores, up to 35 s on busy ones: the real model converted, trained, exported
+@pytest.mark.slow
 @needs_synth
 def test_finetune_stores_a_checked_version_that_plate_ocr_reads(base_ocr: str, crops: Path,
                                                                tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ OPENMP_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 def test_importing_the_cli_leaves_openmp_alone() -> None:
     env = {k: v for k, v in os.environ.items() if k not in OPENMP_VARIABLES}
-    code = "import os, services.core.cli; print([os.environ.get(k) for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')])"
+    code = ("import os, services.core.cli; "
+            "print([os.environ.get(k) for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')])")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "[None, None]"
