@@ -7,7 +7,9 @@ recording reviews costs a client reading a 1280x720 photo with 4 plates (2 flagg
 
 Servers run from `--code` (a checkout; its own services/ are served), with their own
 BENTOML_HOME (the models imported once) and data folder. The review rows run a store-on and a
-store-off server side by side, in alternating rounds, so both see the same machine load.
+store-off server side by side, in alternating rounds, so both see the same machine load;
+`record-cost` measures in one process the CPU a read and a recording take (their ratio holds
+on a busy machine, where img/s does not).
 """
 
 from __future__ import annotations
@@ -96,24 +98,95 @@ def reviews(code: Path, env: dict[str, str], rounds: int, per_round: int) -> Non
             for _ in range(3):
                 httpx.post(f"{url}/v1/plate-reader", files={"upload": photos[0]}, timeout=60)
         timings: dict[tuple[str, str], float] = {}
+        cpus: dict[tuple[str, str], float] = {}
         with httpx.Client(timeout=60) as client:
             for r in range(rounds):
                 for kind in ("same photo", "new photos"):
                     for name, url in (("on", on.url), ("off", off.url)) if r % 2 == 0 else (("off", off.url), ("on", on.url)):
-                        started = time.perf_counter()
+                        pid = (on if name == "on" else off).process.pid
+                        started, cpu = time.perf_counter(), cpu_s(pid)
                         for i in range(per_round):
                             photo = photos[0] if kind == "same photo" else photos[1 + r * per_round + i]
                             assert client.post(f"{url}/v1/plate-reader", files={"upload": photo}).status_code == 200
+                        if name == "on":  # what is queued is written before the round counts as done
+                            wait_written(on.url, pid)
                         timings[kind, name] = timings.get((kind, name), 0.0) + time.perf_counter() - started
-        recorded = httpx.get(f"{on.url}/v1/reviews", params={"limit": 200}).json()["data"]
+                        cpus[kind, name] = cpus.get((kind, name), 0.0) + cpu_s(pid) - cpu
+        recorded = sqlite_rows(data / "on" / "modelport.sqlite3")
+    images = rounds * per_round
     print(f"4-plate 1280x720 photo, {len(first['results'])} plates read, {flagged} flagged; "
-          f"{len({i['id'][:16] for i in recorded})}+ photos recorded by the store-on server")
-    print("| photos sent | store on (img/s) | store off (img/s) | cost |")
-    print("|---|---|---|---|")
+          f"{recorded} review rows written by the store-on server")
+    print("| photos sent | store on (img/s) | store off (img/s) | wall cost | on (server CPU ms/img) "
+          "| off (server CPU ms/img) | CPU cost |")
+    print("|---|---|---|---|---|---|---|")
     for kind in ("same photo", "new photos"):
-        on_rate = rounds * per_round / timings[kind, "on"]
-        off_rate = rounds * per_round / timings[kind, "off"]
-        print(f"| {kind} | {on_rate:.2f} | {off_rate:.2f} | {(1 - on_rate / off_rate) * 100:.1f}% |")
+        on_rate, off_rate = images / timings[kind, "on"], images / timings[kind, "off"]
+        on_cpu, off_cpu = cpus[kind, "on"] / images * 1000, cpus[kind, "off"] / images * 1000
+        print(f"| {kind} | {on_rate:.2f} | {off_rate:.2f} | {(1 - on_rate / off_rate) * 100:.1f}% | "
+              f"{on_cpu:.0f} | {off_cpu:.0f} | {(on_cpu / off_cpu - 1) * 100:.1f}% |")
+
+
+def cpu_s(root_pid: int) -> float:
+    """CPU seconds (user + system, every thread) of the serving processes so far."""
+    import psutil
+
+    from tests.probes import serving_pids
+
+    return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in serving_pids(root_pid))
+
+
+def sqlite_rows(path: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(path) as connection:
+        return connection.execute("SELECT count(*) FROM reviews").fetchone()[0]
+
+
+def wait_written(url: str, pid: int) -> None:
+    """Until the recorder has written what the last requests queued: the server's CPU is idle."""
+    for _ in range(100):
+        before = cpu_s(pid)
+        time.sleep(0.05)
+        if cpu_s(pid) - before < 0.005:
+            return
+
+
+def record_cost(count: int) -> None:
+    """CPU seconds (process_time: every thread, ONNX Runtime's too) to read a photo (decode +
+    read_batch) and to record it for review (what the recorder's thread does), interleaved in one
+    process: load on the machine slows both alike, so their ratio holds."""
+    import bentoml
+
+    from services.core.database import database_engine
+    from services.plate_reader.image_decoding import decode_photos
+    from services.plate_reader.pipeline import PlateRecognizer
+    from services.plate_reader.review_store import ReviewStore
+    from services.plate_reader.settings import Settings
+    from services.plate_reader.types import ReadRequest
+
+    settings = Settings.from_env()
+    path = lambda tag: bentoml.models.get(tag).path_of("model.onnx")  # noqa: E731
+    recognizer = PlateRecognizer.from_files(
+        path(settings.detector_model), path(settings.ocr_model), review_threshold=settings.review_threshold,
+        detector_imgsz=settings.detector_imgsz, retry_imgsz=settings.detector_retry_imgsz,
+        text_detector_path=path(settings.text_detector_model) if settings.text_lines else None)
+    work = Path(tempfile.mkdtemp(prefix="modelport-bench-record-"))
+    store = ReviewStore(database_engine(f"sqlite:///{work / 'reviews.sqlite3'}"), work / "images")
+    read_s, record_s, flagged = [], [], 0
+    for data in four_plate_photos(count + 2):
+        started = time.process_time()
+        [photo] = decode_photos([data], settings)
+        readings = recognizer.read_batch([ReadRequest(photo.pixels, settings.min_score, (), None, photo)])[0]
+        middle = time.process_time()
+        chosen = store.to_record(readings)
+        if chosen:
+            store.record(photo.whole(), chosen, camera_id="bench", models=("d", "o"))
+        read_s.append(middle - started)
+        record_s.append(time.process_time() - middle)
+        flagged += bool(chosen)
+    read_ms, record_ms = 1000 * sum(read_s[2:]) / count, 1000 * sum(record_s[2:]) / count  # 2 warm-up
+    print(f"| {count} new 4-plate 1280x720 photos ({flagged} recorded) | {read_ms:.0f} | {record_ms:.1f} | "
+          f"{record_ms / (read_ms + record_ms) * 100:.1f}% |")
 
 
 def main() -> None:
@@ -139,7 +212,7 @@ def main() -> None:
     print(f"# {describe_machine()}; shared machine: compare rows of one run, not runs")
     print(f"# serving {args.code}")
     only = set(args.only.split(","))
-    for part in ("memory", "livez", "reviews"):
+    for part in ("memory", "livez", "reviews", "record-cost"):
         if part not in only:
             continue
         env = {"BENTOML_HOME": home, "MODELPORT_DATA_DIR": str(work / part)}
@@ -148,6 +221,10 @@ def main() -> None:
             print("| load | statuses | RSS before (MB) | peak RSS (MB) | RSS 3 s after (MB) | s |")
             print("|---|---|---|---|---|---|")
             memory(args.code, env)
+        elif part == "record-cost":
+            print("| photos | read CPU (ms/photo) | record CPU (ms/photo) | share of CPU-bound throughput |")
+            print("|---|---|---|---|")
+            record_cost(args.rounds * args.per_round)
         elif part == "livez":
             print("| photo | status | /livez max idle (ms) | /livez max while read (ms) | calls |")
             print("|---|---|---|---|---|")
