@@ -16,13 +16,14 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from modelport_client import Client, ModelportError
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
 
-def log_photo(client: Client, photo: Path, writer: csv.writer | None) -> None:
+def log_photo(client: Client, photo: Path, writer: Any) -> None:  # writer: a csv.writer, or None
     stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     try:
         reading = client.read_plates(photo)

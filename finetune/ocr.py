@@ -610,7 +610,7 @@ def ctc_loss(net: RecogniserNet, lines: list[np.ndarray], spans: list[int], plat
                 per_line[i] = log_probs[row]  # T x C
     sequences, start = [], 0
     for count in spans:
-        sequences.append(torch.cat(per_line[start:start + count]))  # type: ignore[arg-type]
+        sequences.append(torch.cat(per_line[start:start + count]))  # type: ignore[arg-type]  # no None left: the loop above filled every line
         start += count
     lengths = torch.tensor([len(s) for s in sequences])
     padded = torch.nn.utils.rnn.pad_sequence(sequences)  # T_max x crops x C

@@ -89,7 +89,7 @@ def _csv_boxes(path: Path) -> dict[str, list[Box]]:
             if not any(coords):
                 continue  # a photo without plates: a negative example
             try:
-                image_boxes.append(tuple(float(c) for c in coords))  # type: ignore[arg-type]
+                image_boxes.append(tuple(float(c) for c in coords))  # type: ignore[arg-type]  # 4 values: wanted[1:] names 4 columns
             except ValueError:
                 raise DataError(f"{path} line {number}: coordinates {coords} are not numbers") from None
     return labelled
@@ -105,7 +105,7 @@ def _reading_boxes(path: Path) -> dict[str, list[Box]]:
         try:
             reading = json.loads(line)
             labelled[reading["filename"]] = [
-                tuple(float(r["box"][k]) for k in ("xmin", "ymin", "xmax", "ymax"))  # type: ignore[misc]
+                tuple(float(r["box"][k]) for k in ("xmin", "ymin", "xmax", "ymax"))  # type: ignore[misc]  # 4 keys, 4 values
                 for r in reading["results"]]
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise DataError(f"{path} line {number}: not a plate reading ({exc!r}); expected "

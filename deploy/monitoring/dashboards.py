@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from grafanalib._gen import DashboardEncoder
 from grafanalib.core import Dashboard, GridPos, Target, Threshold, TimeSeries
@@ -120,8 +122,8 @@ def autocomplete() -> Dashboard:
 DASHBOARDS = {"plate-reader.json": plate_reader, "autocomplete.json": autocomplete}
 
 
-def render(make: object) -> str:
-    return json.dumps(make().to_json_data(), cls=DashboardEncoder, indent=2, sort_keys=True) + "\n"  # type: ignore[operator]
+def render(make: Callable[[], Any]) -> str:  # make: builds a grafanalib Dashboard (untyped)
+    return json.dumps(make().to_json_data(), cls=DashboardEncoder, indent=2, sort_keys=True) + "\n"
 
 
 def main(argv: list[str]) -> int:

@@ -114,7 +114,7 @@ def document(app: FastAPI) -> None:
             schema.get("components", {}).get("schemas", {}).pop(name, None)
         return schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to change the schema
 
 
 def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:

@@ -128,4 +128,4 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 def install(app: ASGIApp, rules: BodyRules, retry_after_s: Callable[[], int] = lambda: 1) -> None:
     """Read request bodies within `rules` on `app` (Starlette/FastAPI), before the middleware
     added earlier (admission: see traffic.install)."""
-    app.add_middleware(BodyLimit, rules=rules, retry_after_s=retry_after_s)  # type: ignore[attr-defined]
+    app.add_middleware(BodyLimit, rules=rules, retry_after_s=retry_after_s)  # type: ignore[attr-defined]  # a Starlette app: the ASGIApp type has no add_middleware

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -94,9 +95,9 @@ class TypingTraffic:
             raise CapacityError("--every must be at least 1 character")
 
     @classmethod
-    def from_file(cls, path: Path, **options: object) -> TypingTraffic:
+    def from_file(cls, path: Path, **options: Any) -> TypingTraffic:  # options: the other fields
         texts = tuple(t.strip() for t in path.read_text().split("\n\n") if t.strip())
-        return cls(texts, **options)  # type: ignore[arg-type]
+        return cls(texts, **options)
 
     def text_so_far(self, worker: int) -> str:
         text = self.texts[worker % len(self.texts)]
