@@ -67,7 +67,7 @@ def serve(target: str, *, env: dict[str, str] | None = None, startup_timeout: fl
 @dataclass(frozen=True)
 class Server:
     url: str
-    process: subprocess.Popen  # type: ignore[type-arg] - `bentoml serve`, the arbiter of its workers
+    process: subprocess.Popen  # `bentoml serve`, the arbiter of its workers
 
 
 def own_bentoml_home(shared: str) -> str:

@@ -165,7 +165,10 @@ def record_cost(count: int) -> None:
     from services.plate_reader.types import ReadRequest
 
     settings = Settings.from_env()
-    path = lambda tag: bentoml.models.get(tag).path_of("model.onnx")  # noqa: E731
+
+    def path(tag: str) -> str:
+        return bentoml.models.get(tag).path_of("model.onnx")
+
     recognizer = PlateRecognizer.from_files(
         path(settings.detector_model), path(settings.ocr_model), review_threshold=settings.review_threshold,
         detector_imgsz=settings.detector_imgsz, retry_imgsz=settings.detector_retry_imgsz,

@@ -27,7 +27,7 @@ from services.plate_reader.ocr import PlateOCR
 from services.plate_reader.text_lines import TextLineFinder, cut_line, plate_rows
 
 
-def per_plate_ms(run, batches: list[list], rounds: int = 3) -> float:  # type: ignore[no-untyped-def]
+def per_plate_ms(run, batches: list[list], rounds: int = 3) -> float:
     """The best of ``rounds`` passes: on a shared machine the others' load only adds time."""
     run(batches[0])  # ONNX Runtime's first call allocates
     best = float("inf")

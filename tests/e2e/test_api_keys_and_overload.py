@@ -173,7 +173,7 @@ def test_autocompleter_takes_the_openai_sdks_key_and_refuses_none(autocomplete_k
 async def burst(url: str, n: int, **request: object) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        return await asyncio.gather(*(client.post(url, **request) for _ in range(n)))  # type: ignore[arg-type]
+        return await asyncio.gather(*(client.post(url, **request) for _ in range(n)))
 
 
 def assert_only_200s_and_429s(responses: list[httpx.Response]) -> Counter[int]:

@@ -61,7 +61,7 @@ def _good_request_still_works(url: str) -> None:
 
 @pytest.mark.parametrize(("body", "status", "param", "says"), BAD_COMPLETIONS,
                          ids=[f"{b!r:.40}" for b, *_ in BAD_COMPLETIONS])
-def test_bad_completion_request(tiny_server: str, body: dict, status: int, param: str,  # type: ignore[type-arg]
+def test_bad_completion_request(tiny_server: str, body: dict, status: int, param: str,
                                 says: str) -> None:
     # json.dumps escapes a lone surrogate as "\\ud800", as a browser's JSON.stringify does (httpx's
     # own encoder would fail on it).
@@ -92,7 +92,7 @@ def test_long_prompt_is_left_truncated_when_asked(tiny_server: str) -> None:
 
 @pytest.mark.parametrize(("body", "param"), [({"text": ""}, "text"), ({"text": "Hi", "n": 6}, "n"),
                                              ({"text": 5}, "text"), ({}, "text")])
-def test_bad_suggest_request(tiny_server: str, body: dict, param: str) -> None:  # type: ignore[type-arg]
+def test_bad_suggest_request(tiny_server: str, body: dict, param: str) -> None:
     response = httpx.post(f"{tiny_server}/v1/suggest", json=body, timeout=30)
     assert response.status_code == 400 and response.json()["error"]["param"] == param
     ok = httpx.post(f"{tiny_server}/v1/suggest", json={"text": "Hello"}, timeout=30)

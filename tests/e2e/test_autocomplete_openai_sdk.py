@@ -28,8 +28,8 @@ def test_models_and_a_completion(client: openai.OpenAI) -> None:
 
 def test_stream_yields_the_same_text(client: openai.OpenAI) -> None:
     kwargs = dict(model="tiny-gpt2", prompt="The quick brown fox", max_tokens=12, temperature=0)
-    whole = client.completions.create(**kwargs).choices[0].text  # type: ignore[call-overload]
-    chunks = list(client.completions.create(stream=True, **kwargs))  # type: ignore[call-overload]
+    whole = client.completions.create(**kwargs).choices[0].text
+    chunks = list(client.completions.create(stream=True, **kwargs))
     assert "".join(c.choices[0].text for c in chunks if c.choices) == whole
     assert chunks[-1].choices[0].finish_reason == "length" and len(chunks) > 2
 

@@ -40,7 +40,7 @@ def _livez_while(url: str, work: object) -> tuple[list[float], object]:
         polling = pool.submit(_poll_livez, url, done)
         time.sleep(0.3)
         try:
-            result = work()  # type: ignore[operator]
+            result = work()
         finally:
             done.set()
         return polling.result(), result
@@ -77,7 +77,7 @@ def test_a_prompt_over_the_character_limit_is_refused_before_tokenising(tiny_ser
     assert time.perf_counter() - started < 5  # (tokenising it takes ~1 s)
 
 
-def _stream_token_times(url: str, body: dict, times: list[float]) -> None:  # type: ignore[type-arg]
+def _stream_token_times(url: str, body: dict, times: list[float]) -> None:
     with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=300) as response:
         assert response.status_code == 200
         for line in response.iter_lines():

@@ -46,10 +46,10 @@ def test_the_store_records_lists_decides_and_purges(backend: str, tmp_path: Path
     assert [i.id for i in items] == ids[:1] and cursor is not None
     rest, end = store.list(status="pending", camera_id=f"{backend}-cam", cursor=cursor)
     assert [i.id for i in rest] == ids[1:] and end is None
-    assert store.decide(ids[0], Decision(plate="AB12CDE")).decision == "confirmed"  # type: ignore[union-attr]
-    assert store.decide(ids[1], Decision(skip=True)).status == "pending"  # type: ignore[union-attr]
+    assert store.decide(ids[0], Decision(plate="AB12CDE")).decision == "confirmed"
+    assert store.decide(ids[1], Decision(skip=True)).status == "pending"
     assert store.stats()["decisions"]["confirmed"] >= 1
-    assert all(store.image(store.get(i), "crop").exists() for i in ids)  # type: ignore[arg-type]
+    assert all(store.image(store.get(i), "crop").exists() for i in ids)
     assert store.purge(0) >= 2 and store.get(ids[0]) is None
     assert not list((tmp_path / "images").rglob("*.jpg"))
 

@@ -104,7 +104,7 @@ def test_autocompleter_finishes_streams_and_completions_in_flight(tiny_model: st
         calls = [lambda s=stream: complete(server.url, s, 200) for stream in (True, False) * 4]
         results, finished, sigterm_at = in_flight_then_sigterm(server, calls)
         assert_exits(server, within_s=60)
-    for (status, events), stream in zip(results, (True, False) * 4):  # type: ignore[misc]
+    for (status, events), stream in zip(results, (True, False) * 4):
         assert status == 200, events
         if stream:
             assert events[-1] == "[DONE]"
@@ -125,7 +125,7 @@ def test_a_grace_period_too_short_ends_streams_with_a_final_error_event(tiny_mod
         results, _, _ = in_flight_then_sigterm(server, calls)
         assert_exits(server, within_s=30)
     cut = 0
-    for status, events in results:  # type: ignore[misc]
+    for status, events in results:
         assert status == 200 and events[-1] == "[DONE]", events[-3:]  # every stream ends properly
         last = json.loads(events[-2])
         if "error" in last:

@@ -37,7 +37,7 @@ def test_the_local_stack_serves_all_three_and_stops_together(plate_models: dict[
         deadline = time.monotonic() + 240
         while "all ready" not in "".join(lines):
             assert stack.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
-            lines.append(stack.stdout.readline())  # type: ignore[union-attr]
+            lines.append(stack.stdout.readline())
         plate, text, web = (f"http://127.0.0.1:{p}" for p in ports)
         scene = plate_on_street()
         read = httpx.post(f"{plate}/v1/plate-reader", files={"upload": scene.jpeg}, timeout=60)

@@ -36,7 +36,7 @@ def test_serve_with_monitoring_scrapes_the_plate_reader(plate_models: dict[str, 
         deadline = time.monotonic() + 240
         while "all ready" not in "".join(lines):
             assert stack.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
-            lines.append(stack.stdout.readline())  # type: ignore[union-attr]
+            lines.append(stack.stdout.readline())
         assert f"prometheus    ready  http://127.0.0.1:{prometheus_port}" in "".join(lines)
         prometheus = f"http://127.0.0.1:{prometheus_port}"
         groups = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]

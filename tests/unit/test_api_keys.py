@@ -84,7 +84,7 @@ def test_environment_and_file_keys_together_and_no_duplicates(tmp_path: Path) ->
     keys_file.write_text(f"{ADMIN} admin 10\n")
     ring = KeyRing.from_settings((READER,), str(keys_file))
     assert not ring.open and [k.role for k in ring.keys] == ["reader", "admin"]
-    assert ring.find(ADMIN).monthly_quota == 10  # type: ignore[union-attr]
+    assert ring.find(ADMIN).monthly_quota == 10
     assert ring.find(READER + "x") is None and ring.find("") is None
     assert KeyRing.from_settings(()).open
     keys_file.write_text(f"{READER}\n")

@@ -41,7 +41,7 @@ async def _run(engine: Engine, prompt: str, params: SamplingParams, n: int = 1,
 
 
 def run(engine: Engine, prompt: str, params: SamplingParams, **kwargs: object) -> dict[int, str]:
-    choices = asyncio.run(_run(engine, prompt, params, **kwargs))  # type: ignore[arg-type]
+    choices = asyncio.run(_run(engine, prompt, params, **kwargs))
     return {i: "".join(d.text for d in deltas) for i, deltas in choices.items()}
 
 
@@ -236,7 +236,7 @@ def test_the_engine_reports_its_load_and_each_requests_queue_time(
     assert all(0 <= load.running <= 2 and load.kv_used <= 1000 for load in loads)
     first, second = (s.stats for s in streams)
     assert first.started_at is not None and second.started_at is not None
-    assert first.submitted_at <= first.started_at <= first.first_token_at  # type: ignore[operator]
+    assert first.submitted_at <= first.started_at <= first.first_token_at
     assert second.started_at - second.submitted_at > first.started_at - first.submitted_at
 
 
@@ -268,7 +268,7 @@ def test_requests_arriving_as_the_last_rows_finish_all_complete(engine: Engine,
 
 # --- chunked prefill, and a request that waits for KV room ---------------------------------
 
-def _reference_prompt_logprobs(engine: Engine, prompt: list[int], top_n: int) -> list[tuple]:  # type: ignore[type-arg]
+def _reference_prompt_logprobs(engine: Engine, prompt: list[int], top_n: int) -> list[tuple]:
     """Echo's logprobs the plain way: one forward pass over the whole prompt, every prefix decoded."""
     import torch
 
@@ -310,7 +310,7 @@ def test_a_long_prompt_is_prefilled_in_chunks_beside_a_running_stream(
     entries = [(e.token, e.logprob, e.offset) for d in echoed for e in d.logprobs][:len(prompt)]
     expected = _reference_prompt_logprobs(engine, prompt, 2)
     assert [(t, o) for t, _, o in entries] == [(t, o) for t, _, o in expected]
-    assert all((a is None and b is None) or abs(a - b) < 1e-3  # type: ignore[operator]
+    assert all((a is None and b is None) or abs(a - b) < 1e-3
                for (_, a, _), (_, b, _) in zip(entries, expected))
     assert "".join(d.text for d in echoed).startswith(text)
 
@@ -365,7 +365,7 @@ def test_a_request_waiting_for_kv_room_lets_smaller_ones_pass_then_is_not_starve
     started = {name: stream.stats.started_at for name, stream in streams.items()}
     finished = {name: stream.stats.finished_at for name, stream in streams.items()}
     assert finished["small"] < finished["first"] < started["big"]  # it passed the waiting one
-    assert started["late small"] >= started["big"]  # which was not starved  # type: ignore[operator]
+    assert started["late small"] >= started["big"]  # which was not starved
 
 
 def test_a_timeout_after_the_first_token_keeps_the_text_with_length(engine: Engine) -> None:
@@ -380,6 +380,6 @@ def test_a_timeout_after_the_first_token_keeps_the_text_with_length(engine: Engi
                              Settings())
 
     completion = asyncio.run(scenario())
-    assert [c.finish_reason for c in completion.choices] == ["length", "length"]  # type: ignore[attr-defined]
-    assert all(c.text for c in completion.choices)  # type: ignore[attr-defined]
-    assert completion.usage.completion_tokens < 2 * 500  # type: ignore[attr-defined]
+    assert [c.finish_reason for c in completion.choices] == ["length", "length"]
+    assert all(c.text for c in completion.choices)
+    assert completion.usage.completion_tokens < 2 * 500

@@ -31,8 +31,8 @@ class FakeEngine:
 
 
 def _prepare(engine: FakeEngine, settings: Settings | None = None, **fields: object) -> object:
-    body = CompletionRequest(**fields)  # type: ignore[arg-type]
-    return prepare(body, engine, settings or Settings(), "tiny", frozenset({"tiny"}))  # type: ignore[arg-type]
+    body = CompletionRequest(**fields)
+    return prepare(body, engine, settings or Settings(), "tiny", frozenset({"tiny"}))
 
 
 def test_a_prompt_over_the_character_limit_is_refused_before_it_is_tokenised() -> None:

@@ -70,7 +70,7 @@ def test_bias_is_per_row() -> None:
 # --- the request side ------------------------------------------------------------------
 
 def request(**fields: object) -> CompletionRequest:
-    return CompletionRequest(prompt="Hi", **fields)  # type: ignore[arg-type]
+    return CompletionRequest(prompt="Hi", **fields)
 
 
 def test_logit_bias_becomes_sorted_token_id_pairs() -> None:
@@ -162,7 +162,7 @@ def test_non_finite_logits_never_pick_a_nan_token(temperature: float) -> None:
 
 @pytest.mark.parametrize("fields", [{"prompt": "\ud800abc"}, {"prompt": ["Hi", "\udfffabc"]},
                                     {"prompt": "Hi", "stop": ["\ud800"]}])
-def test_a_lone_surrogate_is_refused_before_the_tokenizer(fields: dict) -> None:  # type: ignore[type-arg]
+def test_a_lone_surrogate_is_refused_before_the_tokenizer(fields: dict) -> None:
     with pytest.raises(ValidationError) as raised:
         CompletionRequest(**fields)
     error = raised.value.errors()[0]

@@ -42,7 +42,7 @@ def fake_server(status: int, headers: dict[str, str], body: dict) -> tuple[httpx
     return httpx.MockTransport(answer), seen
 
 
-def test_api_key_goes_as_a_bearer_token_and_429_says_when_to_retry(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_api_key_goes_as_a_bearer_token_and_429_says_when_to_retry(monkeypatch) -> None:
     busy = {"error": {"message": "busy: 64 requests waiting", "type": "rate_limit_error",
                       "param": None, "code": "overloaded"}}
     transport, seen = fake_server(429, {"retry-after": "3"}, busy)

@@ -70,7 +70,7 @@ def crops(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def converted(default_ocr: Path):  # type: ignore[no-untyped-def]
+def converted(default_ocr: Path):
     from finetune.ocr import PLATE_DICTIONARY, load_recogniser
 
     net, classes, metadata = load_recogniser(default_ocr)
@@ -117,7 +117,7 @@ def test_finetune_stores_a_checked_version_that_plate_ocr_reads(base_ocr: str, c
     assert all(set(r.text) <= set(PLATE_ALPHABET) for r in results)
 
 
-def test_export_check_refuses_a_model_that_differs(converted, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_export_check_refuses_a_model_that_differs(converted, tmp_path: Path) -> None:
     from finetune.ocr import ExportMismatch, _check_batches, check_against_onnx, export_onnx
 
     net, metadata = converted
@@ -140,7 +140,7 @@ def test_export_check_refuses_a_model_that_differs(converted, tmp_path: Path) ->
             net.head.bias.copy_(saved)
 
 
-def test_a_two_row_crop_is_one_ctc_sequence_of_both_rows(converted) -> None:  # type: ignore[no-untyped-def]
+def test_a_two_row_crop_is_one_ctc_sequence_of_both_rows(converted) -> None:
     from finetune.ocr import ctc_loss
 
     net, _ = converted

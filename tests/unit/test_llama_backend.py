@@ -30,7 +30,7 @@ def smollm2_dir() -> Path:
 
 
 def make_engine(model_dir: Path, **settings: object) -> Engine:
-    return Engine(lambda: load_backend(model_dir, Settings(**settings)),  # type: ignore[arg-type]
+    return Engine(lambda: load_backend(model_dir, Settings(**settings)),
                   max_batch_size=8)
 
 

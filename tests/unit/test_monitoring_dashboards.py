@@ -18,10 +18,10 @@ from tests.monitoring import (
 )
 
 
-def generator():  # type: ignore[no-untyped-def]
+def generator():
     spec = importlib.util.spec_from_file_location("dashboards", MONITORING / "dashboards.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     return module
 
 

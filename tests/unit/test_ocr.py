@@ -94,7 +94,7 @@ def test_the_pipeline_reads_its_crops_like_read_crops_with_the_rules_on_or_off(o
     plate = crop("test_plate_1.png")  # "AD 799 KB"
     photo = np.pad(plate, ((40, 40), (60, 60), (0, 0)), constant_values=90)
     box = BoundingBox(60, 40, 60 + plate.shape[1], 40 + plate.shape[0])
-    recognizer = PlateRecognizer(OneBoxDetector(box), ocr, review_threshold=0.8)  # type: ignore[arg-type]
+    recognizer = PlateRecognizer(OneBoxDetector(box), ocr, review_threshold=0.8)
     plate_crop = crop_plate(photo, (box.xmin, box.ymin, box.xmax, box.ymax))
     [text] = ocr.read([plate_crop])
 
@@ -116,7 +116,7 @@ def test_the_pipeline_reads_its_crops_like_read_crops_with_the_rules_on_or_off(o
 
 def test_a_plate_with_no_readable_text_is_still_reported(ocr: PlateOCR) -> None:
     blank = np.full((120, 300, 3), 200, dtype=np.uint8)
-    recognizer = PlateRecognizer(OneBoxDetector(BoundingBox(50, 40, 250, 80)), ocr,  # type: ignore[arg-type]
+    recognizer = PlateRecognizer(OneBoxDetector(BoundingBox(50, 40, 250, 80)), ocr,
                                  review_threshold=0.8)
     for rules in (True, False):
         [[reading]] = recognizer.read([blank], rules=rules)
@@ -130,7 +130,7 @@ def test_a_symbol_no_plate_carries_is_reported_and_flags_the_reading(ocr: PlateO
     ImageDraw.Draw(sign).text((20, 18), "SALE 50%", fill="black", font=font)
     [read] = ocr.read([np.asarray(sign)])
     assert normalise(read.text) == "SALE50" and read.foreign >= 0.95, read
-    recognizer = PlateRecognizer(None, ocr, review_threshold=0.5)  # type: ignore[arg-type]
+    recognizer = PlateRecognizer(None, ocr, review_threshold=0.5)
     [reading] = recognizer.read_crops([np.asarray(sign)])
     assert reading.plate == "SALE50" and reading.review and reading.score <= 1 - read.foreign
     # The same word without the "%" is read as surely and not flagged for a foreign symbol.

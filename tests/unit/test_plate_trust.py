@@ -67,7 +67,7 @@ class FakeOCR:
 def test_the_cars_own_plate_comes_first_not_a_small_background_one() -> None:
     far = Detection(BoundingBox(10, 10, 40, 20), 0.9)  # listed first by the detector
     near = Detection(BoundingBox(100, 100, 300, 160), 0.8)
-    recognizer = PlateRecognizer(FakeDetector([far, near]), FakeOCR(), review_threshold=0.95)  # type: ignore[arg-type]
+    recognizer = PlateRecognizer(FakeDetector([far, near]), FakeOCR(), review_threshold=0.95)
     [readings] = recognizer.read([np.zeros((400, 400, 3), dtype=np.uint8)])
     assert [r.box for r in readings] == [near.box, far.box]
 
@@ -75,7 +75,7 @@ def test_the_cars_own_plate_comes_first_not_a_small_background_one() -> None:
 def test_text_that_fits_a_plate_format_comes_before_a_larger_sign() -> None:
     sign = Detection(BoundingBox(0, 0, 300, 100), 0.8)
     plate = Detection(BoundingBox(100, 200, 200, 230), 0.7)
-    recognizer = PlateRecognizer(FakeDetector([sign, plate]), FakeOCR(("PARKING2H", "AB12CDE")),  # type: ignore[arg-type]
+    recognizer = PlateRecognizer(FakeDetector([sign, plate]), FakeOCR(("PARKING2H", "AB12CDE")),
                                  review_threshold=0.95)
     [readings] = recognizer.read([np.zeros((400, 400, 3), dtype=np.uint8)], regions=["uk"])
     assert [r.plate for r in readings] == ["AB12CDE", "PARKING2H"]
@@ -84,7 +84,7 @@ def test_text_that_fits_a_plate_format_comes_before_a_larger_sign() -> None:
 def test_a_photo_with_nothing_found_is_tried_again_at_the_larger_size() -> None:
     plate = Detection(BoundingBox(100, 100, 160, 115), 0.6)
     detector = FakeDetector([plate], finds_from=960)
-    recognizer = PlateRecognizer(detector, FakeOCR(), review_threshold=0.95, retry_imgsz=960)  # type: ignore[arg-type]
+    recognizer = PlateRecognizer(detector, FakeOCR(), review_threshold=0.95, retry_imgsz=960)
     large, small = np.zeros((720, 1280, 3), np.uint8), np.zeros((480, 640, 3), np.uint8)
     assert [len(r) for r in recognizer.read([large, small])] == [1, 0]
     # Only the large photo is retried: a photo no larger than the first input gains nothing.
@@ -137,7 +137,7 @@ def test_a_sure_plate_comes_before_a_flagged_larger_sign() -> None:
         def read(self, crops: list[np.ndarray]) -> list[OcrResult]:
             return [OcrResult("TAX1", 0.7, (0.99, 0.99, 0.99, 0.7)), OcrResult("AB12CDE", 0.99, (0.99,) * 7)]
 
-    recognizer = PlateRecognizer(FakeDetector([sign, plate]), SignAndPlate(), review_threshold=0.93)  # type: ignore[arg-type]
+    recognizer = PlateRecognizer(FakeDetector([sign, plate]), SignAndPlate(), review_threshold=0.93)
     [readings] = recognizer.read([np.zeros((400, 400, 3), dtype=np.uint8)])
     assert [(r.plate, r.review) for r in readings] == [("AB12CDE", False), ("TAX1", True)]
 
@@ -152,7 +152,7 @@ def test_among_flagged_readings_a_plate_read_as_is_comes_before_a_word_fitted_by
         def read(self, crops: list[np.ndarray]) -> list[OcrResult]:
             return [OcrResult("EXIT", 0.8, (0.8,) * 4), OcrResult("AB12CDE", 0.6, (0.6,) * 7)]
 
-    recognizer = PlateRecognizer(FakeDetector([sign, plate]), SignAndPlate(), review_threshold=0.93)  # type: ignore[arg-type]
+    recognizer = PlateRecognizer(FakeDetector([sign, plate]), SignAndPlate(), review_threshold=0.93)
     [readings] = recognizer.read([np.zeros((400, 400, 3), dtype=np.uint8)], regions=["de", "uk"])
     assert [(r.plate, r.review) for r in readings] == [("AB12CDE", True), ("EXI7", True)]
     assert readings[1].candidates[0].guessed == 1

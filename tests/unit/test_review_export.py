@@ -20,7 +20,7 @@ def reading(plate: str, x: int) -> PlateReading:
     return PlateReading(plate, 0.5, 0.9, BoundingBox(x, 40, x + 100, 70), (Candidate(plate, 0.9, "uk", 0.5),), True)
 
 
-def test_export_writes_ocr_detector_and_label_studio_data(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_export_writes_ocr_detector_and_label_studio_data(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MODELPORT_DATA_DIR", str(tmp_path / "data"))
     store = ReviewStore(database_engine(database_url()),
                         tmp_path / "data" / "review-images")
@@ -48,7 +48,7 @@ def test_export_writes_ocr_detector_and_label_studio_data(tmp_path: Path, monkey
     assert len(tasks) == 12 and tasks[0]["predictions"][0]["result"][1]["value"]["text"] == ["AB12CDE"]
 
 
-def test_purge_deletes_old_items(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_purge_deletes_old_items(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MODELPORT_DATA_DIR", str(tmp_path / "data"))
     store = ReviewStore(database_engine(database_url()),
                         tmp_path / "data" / "review-images")
@@ -59,7 +59,7 @@ def test_purge_deletes_old_items(tmp_path: Path, monkeypatch) -> None:  # type: 
     assert "deleted 1" in gone.output and store.list()[0] == []
 
 
-def test_export_of_one_camera_since_a_time(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_export_of_one_camera_since_a_time(tmp_path: Path, monkeypatch) -> None:
     """The drift runbook's export: --camera-id and --since keep that camera's recent items only."""
     from datetime import datetime, timedelta
 

@@ -40,7 +40,7 @@ class GatedStore(ReviewStore):
     gate: threading.Event
     entered: threading.Event
 
-    def record(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def record(self, *args, **kwargs):
         self.entered.set()
         self.gate.wait(10)
         return super().record(*args, **kwargs)

@@ -81,7 +81,7 @@ def test_requests_that_finish_in_time_are_untouched() -> None:
     async def scenario() -> list[httpx.Response]:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
             done = await asyncio.gather(*(client.post("/quick") for _ in range(5)))
-            draining.grace_over.set()  # type: ignore[union-attr]
+            draining.grace_over.set()
             return done
 
     assert [r.json() for r in asyncio.run(scenario())] == [{"ok": True}] * 5
@@ -100,7 +100,7 @@ def test_sigterm_runs_the_servers_handler_and_starts_the_grace_period() -> None:
             draining.listen()
             signal.raise_signal(signal.SIGTERM)
             signal.raise_signal(signal.SIGTERM)  # BentoML's arbiter passes it on again: no matter
-            await asyncio.wait_for(draining.grace_over.wait(), 2)  # type: ignore[union-attr]
+            await asyncio.wait_for(draining.grace_over.wait(), 2)
             return draining.started
 
         assert asyncio.run(scenario())

@@ -99,7 +99,7 @@ def test_the_real_detector_drops_the_state_name_above_the_number(finder: TextLin
 
 
 def test_the_pipeline_reads_only_the_number_and_batches_crops(finder: TextLineFinder, ocr: PlateOCR) -> None:
-    recognizer = PlateRecognizer(None, ocr, review_threshold=0.5, text_lines=finder)  # type: ignore[arg-type]
+    recognizer = PlateRecognizer(None, ocr, review_threshold=0.5, text_lines=finder)
     tilted = np.asarray(Image.fromarray(us_plate("8XYZ456", "NEVADA")).rotate(5, expand=True, fillcolor=(90, 90, 90)))
     readings = recognizer.read_crops([us_plate(), tilted], regions=["us-generic"])
     assert [r.plate for r in readings] == ["7ABC123", "8XYZ456"], [r.plate for r in readings]

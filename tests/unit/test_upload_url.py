@@ -28,7 +28,7 @@ def fake_resolver(*addresses: str):  # returns a Resolver
         asked.append((host, port))
         return list(addresses)
 
-    resolve.asked = asked  # type: ignore[attr-defined]
+    resolve.asked = asked
     return resolve
 
 
