@@ -17,7 +17,9 @@ class Settings:
     ocr_model: str = ""
     text_detector_model: str = ""
     # Read only the plate number's text line (text_lines.py: the state name, slogan, stickers
-    # and frame text around it are left out). Off: each crop is read whole, as before.
+    # and frame text around it are left out). Off: each crop is read whole, as before. On the
+    # held-out seed-0 synthetic crops exact went 68.1% -> 91.0%, coverage 37.1% -> 74.3%; all
+    # held-out sets together kept 99.6% of auto-accepted reads right (99.2% off). README.
     text_lines: bool = True
     min_score: float = 0.25  # detector confidence below which a box is not a plate
     # Detector input, long side. 640 read 18/18 test photos right at ~50 ms per 1280x720

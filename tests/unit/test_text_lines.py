@@ -65,6 +65,20 @@ def test_a_tilted_line_is_cut_upright() -> None:
     assert dark[:2].mean() < 0.2 and dark[-2:].mean() < 0.2
 
 
+def test_the_text_detector_is_imported_from_its_package_with_its_checksum(plate_models: dict[str, Path]) -> None:
+    import bentoml
+
+    from services.core.model_store import DEFAULTS
+    from services.core.sources import sha256_of
+
+    meta = bentoml.models.get("plate-text-detector:latest").info.metadata
+    assert meta["kind"] == "plate-text-detector" and "plate-text-detector" in DEFAULTS
+    assert meta["source"] == ("package:rapidocr-onnxruntime==1.4.4#"
+                              "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx")
+    assert meta["source_sha256"] == sha256_of(plate_models["plate-text-detector"]) == \
+        "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9"
+
+
 @pytest.fixture(scope="module")
 def finder(plate_models: dict[str, Path]) -> TextLineFinder:
     return TextLineFinder(plate_models["plate-text-detector"])
