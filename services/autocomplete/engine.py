@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import queue
 import threading
 import time
@@ -48,8 +47,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from services.autocomplete.backend import Backend, PromptChunk
-from services.autocomplete.generation import (
-    ChoiceOutput, FinishReason, GenerationStream, PromptLogprobs)
+from services.autocomplete.generation import ChoiceOutput, FinishReason, GenerationStream, PromptLogprobs
 from services.autocomplete.sampling import SamplingParams, choose_tokens, new_generator
 from services.autocomplete.settings import Settings
 from services.core.admission import Busy
