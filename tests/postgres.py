@@ -11,8 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
+from tests.ci_tools import missing_tool
 from tests.servers import free_port
 
 
@@ -26,12 +25,12 @@ def postgres_server() -> Iterator[str]:
     """A running PostgreSQL server; yields its URL (user modelport, trust auth, loopback only)."""
     bin_dir = _bin_dir()
     if bin_dir is None:
-        pytest.skip("needs PostgreSQL's server binaries: apt-get install postgresql")
+        missing_tool("needs PostgreSQL's server binaries: apt-get install postgresql")
     # PostgreSQL refuses to run as root: run it as the package's own `postgres` user then.
     as_user: list[str] = []
     if os.getuid() == 0:
         if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser: cannot start PostgreSQL as another user")
+            missing_tool("running as root without runuser: cannot start PostgreSQL as another user")
         as_user = ["runuser", "-u", "postgres", "--"]
     folder = Path(tempfile.mkdtemp(prefix="modelport-pg-"))
     folder.chmod(0o755)

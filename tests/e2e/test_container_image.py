@@ -1,8 +1,9 @@
 """Build the plate reader's container image with podman and serve a request from it.
 
-Runs where podman and debootstrap are installed (CI installs them); elsewhere it is skipped
-with the reason. No registry is needed: the base image is made from Debian packages
-(deploy/container/offline-base-image.sh) and BentoML's generated Dockerfile is used as is.
+Runs where podman and debootstrap are installed; elsewhere it is skipped with the reason, but
+in CI (CI=true: .ci/run installs them) their absence fails it. No registry is needed: the base
+image is made from Debian packages (deploy/container/offline-base-image.sh) and BentoML's
+generated Dockerfile is used as is.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import httpx
 import pytest
 
 from tests.bentos import bentoml, build
+from tests.ci_tools import missing_tool
 from tests.scenes import plate_on_street
 from tests.servers import REPO, free_port, wait_ready
 
@@ -36,7 +38,7 @@ def podman(*args: str, timeout: float = 600) -> str:
 def base_image() -> None:
     missing = [tool for tool in ("podman", "debootstrap") if shutil.which(tool) is None]
     if missing or os.geteuid() != 0:
-        pytest.skip(f"needs root with podman and debootstrap (missing: {missing or 'root'})")
+        missing_tool(f"needs root with podman and debootstrap (missing: {missing or 'root'})")
     uv = Path(sys.executable).with_name("uv")
     subprocess.run(["bash", str(REPO / "deploy" / "container" / "offline-base-image.sh")], check=True,
                    env={**os.environ, **CONF, "UV": str(uv)}, timeout=900)

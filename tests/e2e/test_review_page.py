@@ -3,21 +3,22 @@ pending items: correct one with the keyboard, mark one "not a plate", and check 
 
 from __future__ import annotations
 
-import shutil
-
 import httpx
 import pytest
 
+from tests.ci_tools import chromedriver, missing_tool
 from tests.reviews import recorded_reviews
 from tests.scenes import plate_on_street
 
 pytestmark = pytest.mark.slow
-webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium")
-CHROMEDRIVER = shutil.which("chromedriver")
+try:
+    from selenium import webdriver
+except ImportError:
+    missing_tool("pip install selenium (modelport[dev])")
 
 
-@pytest.mark.skipif(CHROMEDRIVER is None, reason="apt-get install chromium chromium-driver")
 def test_correct_a_reading_with_the_keyboard(plate_server: str) -> None:
+    driver = chromedriver()
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -36,7 +37,7 @@ def test_correct_a_reading_with_the_keyboard(plate_server: str) -> None:
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                  "--window-size=412,915"):  # a phone's screen
         options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    browser = webdriver.Chrome(service=Service(driver), options=options)
     try:
         browser.get(f"{plate_server}/review")
         wait = WebDriverWait(browser, 30)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import threading
 from collections.abc import Iterator
 
 import pytest
 
+from tests.ci_tools import chromedriver, missing_tool
 from tests.servers import REPO, free_port
 
 pytestmark = pytest.mark.slow
-webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium")
-CHROMEDRIVER = shutil.which("chromedriver")
+try:
+    from selenium import webdriver
+except ImportError:
+    missing_tool("pip install selenium (modelport[dev])")
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +32,8 @@ def page_url(tiny_server: str) -> Iterator[str]:
     server.shutdown()
 
 
-@pytest.mark.skipif(CHROMEDRIVER is None, reason="apt-get install chromium chromium-driver")
 def test_type_see_the_suggestion_and_accept_it_with_tab(page_url: str) -> None:
+    driver = chromedriver()
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -40,7 +42,7 @@ def test_type_see_the_suggestion_and_accept_it_with_tab(page_url: str) -> None:
     options = webdriver.ChromeOptions()
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
         options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    browser = webdriver.Chrome(service=Service(driver), options=options)
     try:
         browser.get(page_url)
         textarea = browser.find_element(By.ID, "text")

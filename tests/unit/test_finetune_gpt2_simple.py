@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from finetune.gpt2_simple import check_checkpoint, convert_checkpoint, hf_name, import_gpt2_simple
+from tests.ci_tools import missing_tool
 from finetune.text_data import DataError
 from services.core.sources import PackageFile
 
@@ -63,17 +64,22 @@ with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
 """
 
 
-def _has_gpt2_simple() -> bool:
-    probe = subprocess.run([TF_PYTHON, "-c", "import tensorflow, gpt_2_simple"], capture_output=True,
-                           check=False)
-    return probe.returncode == 0
+def _gpt2_simple_error() -> str | None:
+    """Why TF_PYTHON cannot import TensorFlow and gpt-2-simple (its last error line), or None."""
+    try:
+        probe = subprocess.run([TF_PYTHON, "-c", "import tensorflow, gpt_2_simple"], capture_output=True,
+                               text=True, check=False)
+    except OSError as exc:  # TF_PYTHON itself is missing
+        return str(exc)
+    return None if probe.returncode == 0 else (probe.stderr.strip().splitlines() or ["exit %d" % probe.returncode])[-1]
 
 
 @pytest.fixture(scope="module")
 def gpt2_simple_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not _has_gpt2_simple():
-        pytest.skip(f"needs TensorFlow + gpt-2-simple in {TF_PYTHON}: pip install "
-                    "'modelport[gpt2-simple]' or set MODELPORT_TF_PYTHON to a venv that has them")
+    error = _gpt2_simple_error()
+    if error is not None:
+        missing_tool(f"needs TensorFlow + gpt-2-simple in {TF_PYTHON} ({error}): `make setup-tf`, or "
+                     "set MODELPORT_TF_PYTHON to a venv that has them")
     root = tmp_path_factory.mktemp("gpt2-simple")
     base = root / "models" / "tiny"
     base.mkdir(parents=True)
