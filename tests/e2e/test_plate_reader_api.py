@@ -93,13 +93,35 @@ def test_annotated_returns_the_photo_as_jpeg(plate_server: str) -> None:
     assert g > 120 and b < 110, (r, g, b)
 
 
+def _counts(url: str) -> dict[str, float]:
+    """Each plate counter on /metrics, summed over its labels (cameras)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if sample.name.startswith(("modelport_plate", "modelport_plates")):
+                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
+
+
 def test_metrics_count_plates(plate_server: str) -> None:
-    httpx.post(f"{plate_server}/v1/plate-reader", files={"upload": plate_on_street().jpeg}, timeout=30)
-    text = httpx.get(f"{plate_server}/metrics").text
-    read = [line for line in text.splitlines() if line.startswith("modelport_plates_read_total")]
-    assert read and float(read[0].split()[-1]) >= 1
-    assert "modelport_plate_reading_score_bucket" in text
-    assert "modelport_plate_reviews_total" in text
+    # The server is the whole session's: what this request adds, not what the counters hold.
+    before = _counts(plate_server)
+    one_plate, no_plate = plate_on_street(), asset("bus").read_bytes()
+    flagged = 0
+    for photo in (one_plate.jpeg, no_plate):
+        response = httpx.post(f"{plate_server}/v1/plate-reader", files={"upload": photo},
+                              data={"camera_id": "metrics-test"}, timeout=30)
+        assert response.status_code == 200, response.text
+        flagged += sum(plate["review"] for plate in response.json()["results"])
+    after = _counts(plate_server)
+    added = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in after}
+    assert added["modelport_plates_read_total"] == 1, added
+    assert added["modelport_plate_images_total"] == 2, added
+    assert added["modelport_plate_images_without_plate_total"] == 1, added
+    assert added["modelport_plate_reading_score_count"] == 1, added
+    assert added["modelport_plate_reviews_total"] == flagged, added
 
 
 def test_concurrent_requests_are_all_answered(plate_server: str) -> None:

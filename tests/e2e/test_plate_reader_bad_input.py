@@ -88,4 +88,8 @@ def test_annotated_refuses_several_images(plate_server: str) -> None:
 def test_unknown_route_is_a_json_404(plate_server: str) -> None:
     response = httpx.post(f"{plate_server}/v1/plate-raeder", files={"upload": GOOD.jpeg})
     assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]  # the one error shape (services/core/api_errors.py)
+    assert error["code"] == "not_found" and error["type"] == "invalid_request_error", error
+    assert error["message"] and "param" in error, error
     _assert_still_serving(plate_server)

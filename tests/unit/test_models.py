@@ -49,10 +49,28 @@ def test_a_file_whose_checksum_differs_is_refused(tmp_path: Path) -> None:
         PackageFile("safelicensing==1.0.3", "safelicensing/best.pt", sha256="0" * 64).fetch(tmp_path)
 
 
-def test_a_local_file_imports_as_a_new_version(plate_models: dict[str, Path], tmp_path: Path) -> None:
-    copy = tmp_path / "ocr.onnx"
-    copy.write_bytes(plate_models["plate-ocr"].read_bytes() + b"")  # same bytes: same version
-    assert not import_model("plate-ocr", LocalFile(str(copy))).created
+def test_a_local_file_with_other_bytes_imports_as_a_new_version(plate_models: dict[str, Path],
+                                                                tmp_path: Path) -> None:
+    import onnx
+
+    # Under a name of its own: a new plate-ocr version would be the one later servers load.
+    name, original = "ocr-bytes-test", tmp_path / "ocr.onnx"
+    original.write_bytes(plate_models["plate-ocr"].read_bytes())
+    first = import_model(name, LocalFile(str(original)), kind="plate-ocr")
+    assert first.created
+    same = tmp_path / "same.onnx"
+    same.write_bytes(original.read_bytes())  # same bytes, another path: the same version
+    assert not import_model(name, LocalFile(str(same)), kind="plate-ocr").created
+    # The same model with one more metadata entry: other bytes (e.g. fine-tuned), a new version.
+    model = onnx.load(str(original))
+    onnx.helper.set_model_props(model, {"note": "re-exported"})
+    changed = tmp_path / "changed.onnx"
+    onnx.save(model, str(changed))
+    second = import_model(name, LocalFile(str(changed)), kind="plate-ocr")
+    assert second.created and second.tag != first.tag
+    assert [str(m.tag) for m in bentoml.models.list(name)].count(second.tag) == 1
+    assert len(bentoml.models.list(name)) == 2
+    assert bentoml.models.get(second.tag).info.metadata["source_sha256"] == sha256_of(changed)
 
 
 def test_a_file_stored_by_an_older_preparer_is_prepared_again(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from starlette.requests import Request
 
 from services.core.api_errors import ApiError
 from services.plate_reader import snapshot_api
@@ -248,13 +250,19 @@ def test_statistics_in_plate_recognizers_shape() -> None:
     assert body["total_calls"] - body["usage"]["calls"] == 2372
 
 
-def test_the_usage_source_can_be_swapped(monkeypatch: pytest.MonkeyPatch) -> None:
-    class PerKey:
+def test_the_statistics_route_reads_the_usage_source_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    class FakeSource:  # a fake count (the real per-key one: test_api_keys_and_overload.py)
         def record(self, request: object) -> Usage:
             return Usage(41, 1000, 1, 2024, datetime(2024, 2, 1, tzinfo=timezone.utc))
 
         current = record
 
-    monkeypatch.setattr(snapshot_api, "usage_source", snapshot_api.usage_source)
-    snapshot_api.set_usage_source(PerKey())
-    assert snapshot_api.usage_source.record(None).max_calls == 1000  # type: ignore[arg-type]
+    monkeypatch.setattr(snapshot_api, "usage_source", snapshot_api.usage_source)  # restored after
+    request = Request({"type": "http", "method": "GET", "path": "/v1/statistics/", "headers": []})
+    before = asyncio.run(snapshot_api.statistics(request))
+    snapshot_api.set_usage_source(FakeSource())
+    after = asyncio.run(snapshot_api.statistics(request))
+    # The route answers from whichever source is set now, not the one it started with.
+    assert before["total_calls"] == NO_QUOTA_MAX_CALLS != 1000  # the process-wide count
+    assert after["usage"] == {"calls": 41, "max_calls": 1000, "month": 1, "year": 2024,
+                              "resets_on": "2024-02-01T00:00:00Z"}, after
