@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.autocomplete_fixtures import gpt2_tokenizer
+from tests.autocomplete_fixtures import engine_kept_busy, gpt2_tokenizer
 
 
 
@@ -122,17 +122,23 @@ def test_suggest_returns_ranked_short_continuations(tiny_server: str) -> None:
 
 def test_a_newer_suggestion_of_the_same_session_supersedes_the_running_one(tiny_server: str) -> None:
     async def keystrokes() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=tiny_server, timeout=30) as http:
-            # An editor whose keystrokes outrun the answers: five requests in flight at once.
-            return await asyncio.gather(*(
-                http.post("/v1/suggest", json={"text": "The weather today" + " is" * i,
-                                               "session": "editor-1"}) for i in range(5)))
+        # An editor whose keystrokes outrun the answers: four requests in flight at once, sent
+        # in order (each reaches the server before the next is sent; all wait in the engine).
+        async with httpx.AsyncClient(base_url=tiny_server, timeout=60) as http:
+            sent = []
+            async with engine_kept_busy(tiny_server):
+                for i in range(4):
+                    sent.append(asyncio.create_task(http.post("/v1/suggest", json={
+                        "text": "The weather today" + " is" * i, "session": "editor-1"})))
+                    await asyncio.sleep(0.1)
+            return await asyncio.gather(*sent)
 
     responses = asyncio.run(keystrokes())
     statuses = [r.status_code for r in responses]
-    assert set(statuses) == {200, 409}, statuses  # the latest answers; older ones were cut off
-    superseded = next(r for r in responses if r.status_code == 409).json()
-    assert superseded["error"]["code"] == "superseded"
+    assert statuses == [409, 409, 409, 200], statuses  # the newest answers; older ones cut off
+    assert responses[-1].json()["suggestions"], responses[-1].text
+    for superseded in responses[:-1]:
+        assert superseded.json()["error"]["code"] == "superseded", superseded.text
     # Another session, or none, is never cancelled by these.
     other = httpx.post(f"{tiny_server}/v1/suggest", json={"text": "Dear Sir", "session": "editor-2"})
     assert other.status_code == 200
