@@ -123,9 +123,10 @@ async def engine_kept_busy(url: str) -> AsyncIterator[None]:
     """Keep the tiny GPT-2 server's engine full for the block's duration: one request of 16
     prompts x n=8 (128 rows; end of text banned, so every row runs its 120 tokens: short
     enough for the server's can-it-finish-in-time check) fills the batch's 32 rows 4 times
-    over. While the batch is full nothing passes the rows waiting in front, so requests sent inside the block all wait in the engine, in
-    flight at once and in the order sent: a test can know which is the newest. On leaving, the
-    long request is dropped (the client disconnects; the server stops its rows)."""
+    over. While the batch is full nothing passes the rows waiting in front, so requests sent
+    inside the block all wait in the engine, in flight at once and in the order sent: a test can
+    know which is the newest. On leaving, the long request is dropped (the client disconnects;
+    the server stops its rows)."""
     import httpx
 
     async with httpx.AsyncClient(base_url=url, timeout=120) as http:

