@@ -24,8 +24,7 @@ from modelport_client._errors import (
 )
 from modelport_client._plates import Box, Candidate, Plate, PlateReading
 
-__all__ = [
-    "DEFAULT_TIMEOUT",
+__all__ = [  # noqa: RUF022 - plain sorted(), which test_client_surface checks, not isort's order
     "APIError",
     "AsyncClient",
     "AuthenticationError",
@@ -35,6 +34,7 @@ __all__ = [
     "Client",
     "Completion",
     "CompletionChoice",
+    "DEFAULT_TIMEOUT",
     "ModelportError",
     "NotFound",
     "PayloadTooLarge",
