@@ -67,7 +67,8 @@ class PlateReader:
             self.detector_model.path_of("model.onnx"), self.ocr_model.path_of("model.onnx"),
             review_threshold=settings.review_threshold, detector_imgsz=settings.detector_imgsz,
             retry_imgsz=settings.detector_retry_imgsz,
-            text_detector_path=self.text_detector_model.path_of("model.onnx") if settings.text_lines else None,
+            text_detector_path=(self.text_detector_model.path_of("model.onnx")
+                                if settings.text_lines else None),
         )
         self.batcher = MicroBatcher(self.recognizer.read_batch, max_size=settings.batch_max_size,
                                     max_latency_ms=settings.batch_max_latency_ms)

@@ -209,11 +209,14 @@ def render_plate(fmt: PlateFormat, rows: list[str], rng: np.random.Generator, fo
 # slogan, a registration sticker, and often a dealer's frame printed with its name. Real US
 # misreads joined this text to the number ("CALIFORNIA 5UVR090" read SEPCALIFORMIA5UVR090).
 # (state name, background, number ink, name ink, slogan)
-US_STATES = [("WASHINGTON", WHITE, NAVY, NAVY, "Evergreen State"), ("California", WHITE, NAVY, RED, "dmv.ca.gov"),
-             ("TEXAS", WHITE, BLACK, BLACK, "The Lone Star State"), ("FLORIDA", WHITE, (0, 100, 60), (230, 110, 0),
-             "Sunshine State"), ("NEW YORK", (245, 220, 130), NAVY, NAVY, "EXCELSIOR"),
+US_STATES = [("WASHINGTON", WHITE, NAVY, NAVY, "Evergreen State"),
+             ("California", WHITE, NAVY, RED, "dmv.ca.gov"),
+             ("TEXAS", WHITE, BLACK, BLACK, "The Lone Star State"),
+             ("FLORIDA", WHITE, (0, 100, 60), (230, 110, 0), "Sunshine State"),
+             ("NEW YORK", (245, 220, 130), NAVY, NAVY, "EXCELSIOR"),
              ("ARIZONA", (236, 226, 200), (120, 20, 40), (120, 20, 40), "Grand Canyon State"),
-             ("ILLINOIS", WHITE, (140, 20, 30), NAVY, "Land of Lincoln"), ("Pennsylvania", WHITE, NAVY, NAVY, "visitPA.com")]
+             ("ILLINOIS", WHITE, (140, 20, 30), NAVY, "Land of Lincoln"),
+             ("Pennsylvania", WHITE, NAVY, NAVY, "visitPA.com")]
 DEALERS = [("THE HYUNDAI STORE", "SUNTRUP"), ("HONDA OF", "SPRINGFIELD"), ("TOYOTA", "BOB'S AUTO MALL"),
            ("FORD LINCOLN", "www.parkford.com"), ("", "CAPITOL CHEVROLET")]
 FRAMES = [((20, 20, 22), WHITE), ((190, 190, 196), BLACK), ((25, 35, 100), WHITE), ((150, 20, 25), WHITE)]
@@ -232,9 +235,10 @@ def render_us_street(rows: list[str], rng: np.random.Generator, fonts: list[str]
     left = pick(rng, (True, False))  # the registration sticker, in a top corner
     x = 0.04 * w if left else 0.82 * w
     draw.rectangle((x, 0.04 * h, x + 0.14 * w, 0.2 * h), fill=pick(rng, STICKERS))
-    draw_text(image, pick(rng, ("24", "25", "MAR", "OCT")), small_print, (x + 0.02 * w, 0.07 * h, x + 0.12 * w,
-                                                                          0.17 * h), BLACK)
-    draw_text(image, rows[0], pick(rng, fonts), (0.1 * w, 0.27 * h, 0.9 * w, 0.73 * h), ink, rng.uniform(0.6, 0.8))
+    sticker_text = pick(rng, ("24", "25", "MAR", "OCT"))
+    draw_text(image, sticker_text, small_print, (x + 0.02 * w, 0.07 * h, x + 0.12 * w, 0.17 * h), BLACK)
+    number_box = (0.1 * w, 0.27 * h, 0.9 * w, 0.73 * h)
+    draw_text(image, rows[0], pick(rng, fonts), number_box, ink, rng.uniform(0.6, 0.8))
     if rng.random() >= 0.6:
         return np.asarray(image, dtype=np.float32)
     (top_text, bottom_text), (frame, frame_ink) = pick(rng, DEALERS), pick(rng, FRAMES)
@@ -342,7 +346,8 @@ def draw_conditions(rng: np.random.Generator) -> set[str]:
     return {chosen[i] for i in rng.permutation(len(chosen))[:MAX_CONDITIONS]}
 
 
-def make_crop(index: int, seed: int, photos: list[np.ndarray], fonts: list[str], us_street: bool = False) -> Sample:
+def make_crop(index: int, seed: int, photos: list[np.ndarray], fonts: list[str],
+              us_street: bool = False) -> Sample:
     rng = np.random.default_rng([seed, 2 if us_street else 0, index])
     name = "us-street" if us_street else list(FORMATS)[index % len(FORMATS)]
     chosen = draw_conditions(rng)
@@ -470,7 +475,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=400, help="plate crops (default 400)")
     parser.add_argument("--photos", type=int, help="scenes (default: half of --count)")
     parser.add_argument("--us-street", type=int, default=0,
-                        help="also this many US crops with state colours, stickers and dealer frames (us-street/)")
+                        help="also this many US street crops (state colours, stickers, frames): us-street/")
     args = parser.parse_args()
     generate(args.target, args.seed, args.count, args.count // 2 if args.photos is None else args.photos,
              args.us_street)

@@ -65,7 +65,7 @@ def test_a_tilted_line_is_cut_upright() -> None:
     assert dark[:2].mean() < 0.2 and dark[-2:].mean() < 0.2
 
 
-def test_the_text_detector_is_imported_from_its_package_with_its_checksum(plate_models: dict[str, Path]) -> None:
+def test_the_text_detector_is_imported_with_its_checksum(plate_models: dict[str, Path]) -> None:
     import bentoml
 
     from services.core.model_store import DEFAULTS
@@ -100,7 +100,8 @@ def us_plate(number: str = "7ABC123", state: str = "CALIFORNIA") -> np.ndarray:
     return np.asarray(plate)
 
 
-def test_the_real_detector_drops_the_state_name_above_the_number(finder: TextLineFinder, ocr: PlateOCR) -> None:
+def test_the_real_detector_drops_the_state_name_above_the_number(finder: TextLineFinder,
+                                                                  ocr: PlateOCR) -> None:
     crop = us_plate()
     [lines] = finder.find([crop])
     assert len(lines) >= 3  # the state name, the number and the address are all found
@@ -114,7 +115,8 @@ def test_the_real_detector_drops_the_state_name_above_the_number(finder: TextLin
 
 def test_the_pipeline_reads_only_the_number_and_batches_crops(finder: TextLineFinder, ocr: PlateOCR) -> None:
     recognizer = PlateRecognizer(None, ocr, review_threshold=0.5, text_lines=finder)
-    tilted = np.asarray(Image.fromarray(us_plate("8XYZ456", "NEVADA")).rotate(5, expand=True, fillcolor=(90, 90, 90)))
+    nevada = Image.fromarray(us_plate("8XYZ456", "NEVADA"))
+    tilted = np.asarray(nevada.rotate(5, expand=True, fillcolor=(90, 90, 90)))
     readings = recognizer.read_crops([us_plate(), tilted], regions=["us-generic"])
     assert [r.plate for r in readings] == ["7ABC123", "8XYZ456"], [r.plate for r in readings]
     # A crop with no text line at all is read whole, as without the line cut: nothing, flagged.
