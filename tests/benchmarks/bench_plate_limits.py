@@ -47,7 +47,8 @@ def png(width: int, height: int) -> bytes:
 def memory(code: Path, env: dict[str, str]) -> None:
     photo = png(6000, 6000)
     files = [("upload", (f"{i}.png", photo)) for i in range(8)]
-    with serve_process(TARGET, env=env, cwd=code, log_path=Path(env["MODELPORT_DATA_DIR"]) / "memory.log") as server:
+    log = Path(env["MODELPORT_DATA_DIR"]) / "memory.log"
+    with serve_process(TARGET, env=env, cwd=code, log_path=log) as server:
         before = rss_now_mb(server.process.pid)
         started = time.perf_counter()
         with peak_rss(server.process.pid) as peak, ThreadPoolExecutor(3) as pool:
@@ -62,11 +63,13 @@ def memory(code: Path, env: dict[str, str]) -> None:
 
 def livez(code: Path, env: dict[str, str]) -> None:
     huge = png(6245, 6245)
-    with serve_process(TARGET, env=env, cwd=code, log_path=Path(env["MODELPORT_DATA_DIR"]) / "livez.log") as server:
+    log = Path(env["MODELPORT_DATA_DIR"]) / "livez.log"
+    with serve_process(TARGET, env=env, cwd=code, log_path=log) as server:
         with livez_latencies(server.url) as idle:
             time.sleep(1)
         with livez_latencies(server.url) as busy:
-            status = httpx.post(f"{server.url}/v1/plate-reader", files={"upload": huge}, timeout=600).status_code
+            response = httpx.post(f"{server.url}/v1/plate-reader", files={"upload": huge}, timeout=600)
+    status = response.status_code
     print(f"| 6245x6245 PNG ({len(huge) // 1000} KB) | {status} | {max(idle) * 1000:.0f} | "
           f"{max(busy) * 1000:.0f} | {len(busy)} |")
 
@@ -102,12 +105,14 @@ def reviews(code: Path, env: dict[str, str], rounds: int, per_round: int) -> Non
         with httpx.Client(timeout=60) as client:
             for r in range(rounds):
                 for kind in ("same photo", "new photos"):
-                    for name, url in (("on", on.url), ("off", off.url)) if r % 2 == 0 else (("off", off.url), ("on", on.url)):
+                    order = (("on", on.url), ("off", off.url))
+                    for name, url in order if r % 2 == 0 else order[::-1]:
                         pid = (on if name == "on" else off).process.pid
                         started, cpu = time.perf_counter(), cpu_s(pid)
                         for i in range(per_round):
                             photo = photos[0] if kind == "same photo" else photos[1 + r * per_round + i]
-                            assert client.post(f"{url}/v1/plate-reader", files={"upload": photo}).status_code == 200
+                            response = client.post(f"{url}/v1/plate-reader", files={"upload": photo})
+                            assert response.status_code == 200
                         if name == "on":  # what is queued is written before the round counts as done
                             wait_written(on.url, pid)
                         timings[kind, name] = timings.get((kind, name), 0.0) + time.perf_counter() - started

@@ -114,7 +114,8 @@ def test_a_photo_over_the_whole_image_size_is_read_at_full_resolution(plate_serv
     assert plate["plate"] == large.plate
     box = plate["box"]
     assert iou((box["xmin"], box["ymin"], box["xmax"], box["ymax"]), large.box) > 0.7
-    annotated = httpx.post(f"{plate_server}/v1/plate-reader/annotated", files={"upload": large.jpeg}, timeout=60)
+    annotated = httpx.post(f"{plate_server}/v1/plate-reader/annotated", files={"upload": large.jpeg},
+                           timeout=60)
     assert Image.open(io.BytesIO(annotated.content)).size == (2560, 1440)
 
 
@@ -122,7 +123,8 @@ def test_a_photo_over_the_whole_image_size_is_read_at_full_resolution(plate_serv
 
 
 @pytest.fixture(scope="module")
-def default_server(plate_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def default_server(plate_models: dict[str, Path],
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A plate reader with the limits it ships with (the shared one runs with small ones), and
     a longer time limit: a shared 2-core machine took 20-60 s to decode 24 photos of 36 Mpx."""
     log = tmp_path_factory.mktemp("logs") / "plate_reader_defaults.log"
@@ -177,8 +179,9 @@ def test_photos_queued_for_review_are_written_before_a_sigterm_exit(plate_models
     with serve_process("services.plate_reader.service:PlateReader", env=env,
                        log_path=tmp_path / "server.log") as server:
         def read(photos: list[bytes]) -> list[dict]:
+            files = [("upload", (f"{i}.jpg", p)) for i, p in enumerate(photos)]
             response = httpx.post(f"{server.url}/v1/plate-reader", data={"camera_id": "sigterm"},
-                                  files=[("upload", (f"{i}.jpg", p)) for i, p in enumerate(photos)], timeout=120)
+                                  files=files, timeout=120)
             assert response.status_code == 200, response.text
             return response.json()
 

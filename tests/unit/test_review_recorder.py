@@ -20,10 +20,9 @@ from services.plate_reader.settings import Settings
 from services.plate_reader.types import BoundingBox, Candidate, PlateReading
 
 MODELS = ("plate-detector:test", "plate-ocr:test")
-FLAGGED = [PlateReading("KRW301", 0.6, 0.9, BoundingBox(10, 10, 90, 40), (Candidate("KRW301", 0.6, None, 0.6),),
-                        review=True)]
-SURE = [PlateReading("AB12CDE", 0.99, 0.9, BoundingBox(10, 10, 90, 40), (Candidate("AB12CDE", 0.99, "uk", 0.99),),
-                     review=False)]
+BOX = BoundingBox(10, 10, 90, 40)
+FLAGGED = [PlateReading("KRW301", 0.6, 0.9, BOX, (Candidate("KRW301", 0.6, None, 0.6),), review=True)]
+SURE = [PlateReading("AB12CDE", 0.99, 0.9, BOX, (Candidate("AB12CDE", 0.99, "uk", 0.99),), review=False)]
 
 
 def photo(seed: int) -> Photo:
