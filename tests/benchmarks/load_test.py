@@ -92,7 +92,7 @@ def ms(values: list[float] | None, q: float) -> str:
 def plate_rows(requests: int, burst: int) -> list[Outcome]:
     from services.core.model_store import import_model
 
-    for name in ("plate-detector", "plate-ocr"):
+    for name in ("plate-detector", "plate-ocr", "plate-text-detector"):
         import_model(name)
     photo = plate_on_street(canvas=(1280, 720), at=(500, 450), scale=1.5).jpeg
     request = {"files": {"upload": ("car.jpg", photo, "image/jpeg")}}

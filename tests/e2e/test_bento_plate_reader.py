@@ -25,7 +25,7 @@ def test_built_bento_serves_from_a_fresh_store(plate_models: dict[str, Path], tm
     tag = build("deploy/plate_reader/bentofile.yaml")
     assert tag.startswith("plate-reader:")
     info = bentoml("get", tag, "-o", "yaml")
-    assert "plate-detector:" in info and "plate-ocr:" in info
+    assert "plate-detector:" in info and "plate-ocr:" in info and "plate-text-detector:" in info
     requirements = Path(bentoml("get", tag, "-o", "path").strip(), "env/python/requirements.txt").read_text()
     assert "onnxruntime" in requirements and "torch" not in requirements  # no torch in this image
 
@@ -39,7 +39,7 @@ def test_built_bento_serves_from_a_fresh_store(plate_models: dict[str, Path], tm
     bentoml("export", tag, str(archive))
     fresh_home = str(tmp_path / "fresh-bentoml-home")
     bentoml("import", str(archive), home=fresh_home)
-    assert sorted(os.listdir(Path(fresh_home, "models"))) == ["plate-detector", "plate-ocr"]
+    assert sorted(os.listdir(Path(fresh_home, "models"))) == ["plate-detector", "plate-ocr", "plate-text-detector"]
 
     scene = plate_on_street()
     env = {"BENTOML_HOME": fresh_home, "PYTHONPATH": ""}  # the bento's own code, not the repo's
