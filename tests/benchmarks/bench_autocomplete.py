@@ -1,25 +1,31 @@
-"""Autocompleter benchmark: our server vs llama.cpp's server vs a naive transformers loop.
+"""Autocompleter benchmark: our server vs llama.cpp's `llama-server` vs a naive transformers loop.
 
-    python tests/benchmarks/bench_autocomplete.py                        # ~10 minutes on 2 cores
-    python tests/benchmarks/bench_autocomplete.py --llama-python /tmp/venv-llama/bin/python
+    python tests/benchmarks/bench_autocomplete.py                     # builds llama-server once (~15 min)
+    python tests/benchmarks/bench_autocomplete.py --llama-server PATH  # a llama-server you built
     python tests/benchmarks/bench_autocomplete.py --models smollm2 --skip-naive   # some rows
-    MODELPORT_AUTOCOMPLETE_THREADS=1 python tests/benchmarks/bench_autocomplete.py  # any setting
+    MODELPORT_AUTOCOMPLETE_MAX_BATCH_SIZE=16 python tests/benchmarks/bench_autocomplete.py  # any setting
 
 Prints one table. For each model, (a) a GPT-2 124M-shaped model (random weights: they cost
 the same as real ones) and (b) SmolLM2-135M, all measured in this run on the same ~20-token
 prompt, 64 new tokens per request (temperature 0.8), streamed:
 - ours: `bentoml serve services.autocomplete.service:Autocomplete` over HTTP (continuous batching),
-  with each backend: llama.cpp (the default for both models: SmolLM2's GGUF, and the GGUF
-  that the import writes for GPT-2) and torch (int8 weights on CPUs without bf16)
-- llama.cpp: `python -m llama_cpp.server` (llama-cpp-python[server]) on the same GGUF
-  (SmolLM2 only: there is no GGUF of the GPT-2 shape here), over HTTP
+  with each backend: llama.cpp (the default for both models: the GGUF the store entry holds,
+  SmolLM2's re-encoded as Q8_0, GPT-2's written at import) and torch (int8 weights on CPUs
+  without bf16)
+- llama-server: llama.cpp's own server (built by bench_typing.py from the llama.cpp source
+  vendored in the pinned llama-cpp-python sdist) on the very GGUF file our llama.cpp backend
+  loads, with 16 slots (`-np 16`: it decodes up to 16 requests together, as our engine
+  batches them), over HTTP. If it cannot be built or started, the benchmark fails.
 - naive: in-process `model.generate`, one request at a time (a lock, as a naive server has)
-Columns: tokens/s for one stream; aggregate tokens/s at 1, 4 and 16 concurrent clients;
-time to first token p50/p95 at 1 client (and p50 at 16); server RSS after the load (ours:
-the whole `bentoml serve` process tree, BentoML's parent process included).
-Targets (issue 3): one stream >= 0.5x llama.cpp; 16 clients >= llama.cpp; TTFT p50 < 100 ms
-for a 20-token prompt; RSS < 1.2 GB for GPT-2 124M. Numbers from a shared, noisy machine:
-compare within a run.
+Every server computes with the same number of threads (`--threads`, default one per core):
+ours through MODELPORT_AUTOCOMPLETE_THREADS, llama-server through `-t`/`-tb`; the naive loop
+through torch's OpenMP threads.
+Columns: tokens/s for one stream; aggregate tokens/s at 1, 4 and 16 concurrent clients, and
+as a ratio to llama-server's; time to first token p50/p95 at 1 client (and p50 at 16); server
+RSS after the load (ours: the whole `bentoml serve` process tree, BentoML's parent process
+included). Targets (issue 3): one stream >= 0.5x llama.cpp; 16 clients >= llama.cpp; TTFT p50
+< 100 ms for a 20-token prompt; RSS < 1.2 GB for GPT-2 124M. Numbers from a shared, noisy
+machine: compare within a run.
 """
 
 from __future__ import annotations
@@ -28,14 +34,12 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -50,7 +54,9 @@ from services.autocomplete.settings import tune_openmp  # noqa: E402
 tune_openmp()  # as the service does: the naive baseline gets the same OpenMP threads
 
 from tests.autocomplete_fixtures import SERVICE, gpt2_tokenizer  # noqa: E402
-from tests.servers import free_port, serve, wait_ready  # noqa: E402
+from tests.benchmarks.bench_typing import build_llama_server, llama_server  # noqa: E402
+from tests.benchmarks.machine import describe_machine  # noqa: E402
+from tests.servers import serve  # noqa: E402
 
 PROMPT = "The history of the old harbour town begins in the twelfth century, when fishermen from the"
 NEW_TOKENS = 64
@@ -109,9 +115,9 @@ def tree_rss_mb(pid: int) -> float:
     return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
 
 
-def measure_ours(tag: str, count: Callable[[str], int], backend: str) -> Result:
+def measure_ours(tag: str, count: Callable[[str], int], backend: str, threads: int) -> Result:
     env = {"MODELPORT_AUTOCOMPLETE_MODEL": tag, "MODELPORT_AUTOCOMPLETE_REQUIRE_MODEL": "1",
-           "MODELPORT_AUTOCOMPLETE_BACKEND": backend}
+           "MODELPORT_AUTOCOMPLETE_BACKEND": backend, "MODELPORT_AUTOCOMPLETE_THREADS": str(threads)}
     with serve(SERVICE, env=env, startup_timeout=600) as url:
         result = http_load(url, None, count)
         servers = [p for p in psutil.Process().children() if "bentoml" in " ".join(p.cmdline())]
@@ -119,36 +125,22 @@ def measure_ours(tag: str, count: Callable[[str], int], backend: str) -> Result:
     return result
 
 
-@contextmanager
-def llama_server(python: str, gguf: Path) -> Iterator[tuple[str, int]]:
-    port = free_port()
-    process = subprocess.Popen([python, "-m", "llama_cpp.server", "--model", str(gguf),
-                                "--n_threads", str(os.cpu_count() or 2), "--n_ctx", "2048",
-                                "--host", "127.0.0.1", "--port", str(port),
-                                # By default a new request interrupts the one streaming.
-                                "--interrupt_requests", "False"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, path="/v1/models", timeout=120,
-                   failed=lambda: "llama_cpp.server exited" if process.poll() is not None else None)
-        yield url, process.pid
-    finally:
-        process.terminate()
-        process.wait(30)
-
-
-def measure_llama(python: str, gguf: Path, count: Callable[[str], int]) -> Result:
-    with llama_server(python, gguf) as (url, pid):
+def measure_llama(binary: Path, gguf: Path, count: Callable[[str], int], threads: int) -> Result:
+    # 16 slots of 256 KV cells: every client of the 16-client row decodes in the same batch.
+    with llama_server(binary, gguf, slots=max(CONCURRENCY), context=256 * max(CONCURRENCY),
+                      threads=threads) as url:
         result = http_load(url, None, count)
-        result["rss"] = tree_rss_mb(pid)
+        [process] = [p for p in psutil.Process().children() if Path(p.exe()) == binary.resolve()]
+        result["rss"] = tree_rss_mb(process.pid)
     return result
 
 
-def measure_naive(model_dir: Path, count: Callable[[str], int]) -> Result:
+def measure_naive(model_dir: Path, count: Callable[[str], int], threads: int) -> Result:
     """`generate` behind a lock, one request at a time, as a naive server serves them."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor
+
+    torch.set_num_threads(threads)
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
@@ -196,10 +188,11 @@ def gpt2_shaped(workdir: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--llama-python", default="/tmp/venv-llama/bin/python",
-                        help="a Python with llama-cpp-python[server] installed")
+    parser.add_argument("--llama-server", type=Path,
+                        help="a llama-server binary (default: bench_typing.py builds one, once)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2,
+                        help="threads every server computes with [default: one per core]")
     parser.add_argument("--skip-naive", action="store_true")
-    parser.add_argument("--skip-llama", action="store_true")
     parser.add_argument("--models", default="gpt2,smollm2",
                         help="comma-separated: gpt2 (the GPT-2 124M shape), smollm2")
     args = parser.parse_args()
@@ -215,47 +208,50 @@ def run(args: argparse.Namespace, work: Path) -> None:
 
     from services.autocomplete.causal_lm import GGUF_NAME
     from services.core.cli import register_model_kinds
-    from services.core.model_store import CATALOG, import_model, resolve
+    from services.core.model_store import import_model, resolve
     register_model_kinds()  # the store knows model kinds by registration, as the CLI does
     from services.core.sources import LocalFile
 
     work.mkdir()
+    binary = args.llama_server or build_llama_server()  # fails loudly: no baseline, no table
     wanted = set(args.models.split(","))
     models = {}
     if "gpt2" in wanted:
         gpt2_dir = gpt2_shaped(work)
         models["GPT-2 124M shape"] = (import_model("gpt2-124m-random", LocalFile(str(gpt2_dir)),
-                                                   kind="causal-lm").tag, gpt2_dir, None)
+                                                   kind="causal-lm").tag, gpt2_dir)
     if "smollm2" in wanted:
         smol = import_model("smollm2-135m")
-        models["SmolLM2-135M"] = (smol.tag, smol.path,
-                                  CATALOG["smollm2-135m"].source.fetch(work))
+        models["SmolLM2-135M"] = (smol.tag, smol.path)
     rows: list[tuple[str, str, Result]] = []
-    for label, (tag, model_dir, gguf_file) in models.items():
+    for label, (tag, model_dir) in models.items():
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         count = lambda text, t=tokenizer: len(t(text, add_special_tokens=False).input_ids)  # noqa: E731
-        has_gguf = (Path(resolve(tag).path) / GGUF_NAME).is_file()  # GPT-2's: written at import
-        for backend in ("llama.cpp", "torch") if has_gguf else ("torch",):
-            rows.append((label, f"ours: {backend} backend", measure_ours(tag, count, backend)))
-            print(label, *rows[-1][1:], flush=True)
-        if gguf_file is not None and not args.skip_llama and Path(args.llama_python).exists():
-            rows.append((label, "llama.cpp server", measure_llama(args.llama_python, gguf_file, count)))
+        gguf = Path(resolve(tag).path) / GGUF_NAME  # what our llama.cpp backend loads
+        assert gguf.is_file(), f"{tag} has no {GGUF_NAME}: llama-server would have nothing to serve"
+        rows.append((label, "llama-server (llama.cpp)", measure_llama(binary, gguf, count, args.threads)))
+        print(label, *rows[-1][1:], flush=True)
+        for backend in ("llama.cpp", "torch"):
+            rows.append((label, f"ours: {backend} backend", measure_ours(tag, count, backend, args.threads)))
             print(label, *rows[-1][1:], flush=True)
         if not args.skip_naive:
-            rows.append((label, "naive transformers", measure_naive(Path(model_dir), count)))
+            rows.append((label, "naive transformers", measure_naive(Path(model_dir), count, args.threads)))
             print(label, *rows[-1][1:], flush=True)
     import torch  # the servers run in this Python: its torch build sets their RSS (CPU or CUDA)
 
-    table = Table(title=f"Autocompleter, {NEW_TOKENS} new tokens per request, "
-                        f"{os.cpu_count()} CPU cores, torch {torch.__version__} (tokens/s; ms)")
+    table = Table(title=f"Autocompleter, {NEW_TOKENS} new tokens per request, {args.threads} threads "
+                        f"per server, torch {torch.__version__} (tokens/s; ms); a shared machine\n"
+                        f"{describe_machine()}")
     for column in ("model", "server", "1 stream tok/s", "4 clients tok/s", "16 clients tok/s",
-                   "TTFT p50", "TTFT p95", "TTFT p50 @16", "RSS MB"):
+                   "1 / 16 vs llama-server", "TTFT p50", "TTFT p95", "TTFT p50 @16", "RSS MB"):
         table.add_column(column, justify="left" if column in ("model", "server") else "right")
+    llama = {label: r for label, server, r in rows if server.startswith("llama-server")}
     for label, server, r in rows:
+        ratio = f"{r['tps1'] / llama[label]['tps1']:.2f}x / {r['tps16'] / llama[label]['tps16']:.2f}x"
         table.add_row(label, server, f"{r['tps1']:.1f}", f"{r['tps4']:.1f}", f"{r['tps16']:.1f}",
-                      f"{r['ttft50_1'] * 1000:.0f}", f"{r['ttft95_1'] * 1000:.0f}",
+                      ratio, f"{r['ttft50_1'] * 1000:.0f}", f"{r['ttft95_1'] * 1000:.0f}",
                       f"{r['ttft50_16'] * 1000:.0f}", f"{r['rss']:.0f}")
-    Console(width=150).print(table)
+    Console(width=170).print(table)
 
 
 if __name__ == "__main__":

@@ -176,11 +176,15 @@ def build_llama_server() -> Path:
 
 
 @contextmanager
-def llama_server(binary: Path, gguf: Path) -> Iterator[str]:
+def llama_server(binary: Path, gguf: Path, *, slots: int = 4, context: int = 8192,
+                 threads: int | None = None) -> Iterator[str]:
+    """llama-server on `gguf`: `slots` sequences decoded together (`-np`), sharing `context`
+    KV cells, `threads` for both decoding and prompts (default: one per core)."""
     port = free_port()
+    threads = threads or os.cpu_count() or 2
     process = subprocess.Popen(
-        [str(binary), "-m", str(gguf), "-np", "4", "-c", "8192", "-t", str(os.cpu_count() or 2),
-         "--host", "127.0.0.1", "--port", str(port)],
+        [str(binary), "-m", str(gguf), "-np", str(slots), "-c", str(context), "-t", str(threads),
+         "-tb", str(threads), "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
