@@ -13,12 +13,10 @@ import pytest
 
 from tests.autocomplete_fixtures import engine_kept_busy, gpt2_tokenizer
 
-
-
 pytestmark = pytest.mark.slow
 
 
-def complete(url: str, **body: object) -> dict:  # type: ignore[type-arg]
+def complete(url: str, **body: object) -> dict:
     response = httpx.post(f"{url}/v1/completions", json=body, timeout=60)
     assert response.status_code == 200, response.text
     return response.json()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from modelport_client import AsyncClient, BadRequest, Client, Completion, Suggestion, Superseded
 
+from modelport_client import AsyncClient, BadRequest, Client, Completion, Suggestion, Superseded
 from tests.autocomplete_fixtures import engine_kept_busy
 
 pytestmark = pytest.mark.slow

@@ -31,7 +31,7 @@ def _assert_still_serving(url: str) -> None:
 
 
 def _post(url: str, **kwargs: object) -> httpx.Response:
-    return httpx.post(f"{url}/v1/plate-reader", timeout=30, **kwargs)  # type: ignore[arg-type]
+    return httpx.post(f"{url}/v1/plate-reader", timeout=30, **kwargs)
 
 
 CASES = {

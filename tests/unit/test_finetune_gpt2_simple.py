@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from finetune.gpt2_simple import check_checkpoint, convert_checkpoint, hf_name, import_gpt2_simple
-from tests.ci_tools import missing_tool
 from finetune.text_data import DataError
 from services.core.sources import PackageFile
+from tests.ci_tools import missing_tool
 
 TF_PYTHON = os.environ.get("MODELPORT_TF_PYTHON", sys.executable)
 TOKENS = [464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13, 50256, 15496]
@@ -71,7 +71,7 @@ def _gpt2_simple_error() -> str | None:
                                text=True, check=False)
     except OSError as exc:  # TF_PYTHON itself is missing
         return str(exc)
-    return None if probe.returncode == 0 else (probe.stderr.strip().splitlines() or ["exit %d" % probe.returncode])[-1]
+    return None if probe.returncode == 0 else (probe.stderr.strip().splitlines() or [f"exit {probe.returncode}"])[-1]
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ def reading(text: str, confidence: float = 0.9, alternatives: dict[int, str] | N
 def test_normalise_keeps_uppercase_ascii_letters_and_digits() -> None:
     assert normalise("ab-12 cde") == "AB12CDE"
     assert normalise("京A·12345") == "A12345"
-    assert normalise("ＡＢ１２") == "AB12"  # full-width forms
+    assert normalise("ＡＢ１２") == "AB12"  # noqa: RUF001 - full-width forms, on purpose
 
 
 def test_format_fixes_look_alikes_only_where_it_says_letter_or_digit() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,8 +14,17 @@ from services.plate_reader import snapshot_api
 from services.plate_reader.http_schema import PlateReaderJSON, StatisticsJSON, to_json
 from services.plate_reader.plate_text import known_regions
 from services.plate_reader.snapshot_api import (
-    NO_QUOTA_MAX_CALLS, ProcessUsage, SnapshotOptions, Usage, choose_regions, code_table, keep,
-    parse_options, region_of, statistics_json, to_response,
+    NO_QUOTA_MAX_CALLS,
+    ProcessUsage,
+    SnapshotOptions,
+    Usage,
+    choose_regions,
+    code_table,
+    keep,
+    parse_options,
+    region_of,
+    statistics_json,
+    to_response,
 )
 from services.plate_reader.types import BoundingBox, Candidate, PlateReading
 
@@ -25,7 +34,7 @@ def plate(text: str, region: str | None, score: float = 0.97) -> PlateReading:
                         (Candidate(text, score, region, score),), review=score < 0.95)
 
 
-def bad_request(call, *args) -> ApiError:  # type: ignore[no-untyped-def]
+def bad_request(call, *args) -> ApiError:
     with pytest.raises(ApiError) as caught:
         call(*args)
     assert caught.value.status == 400 and len(caught.value.message) > 30
@@ -140,7 +149,7 @@ def test_mmc_that_is_not_a_boolean_is_a_400() -> None:
 ])
 def test_timestamp_is_iso_8601_kept_in_utc(sent: str, utc: str) -> None:
     moment = parse_options({"timestamp": sent}).timestamp
-    assert moment is not None and moment.tzinfo == timezone.utc
+    assert moment is not None and moment.tzinfo == UTC
     assert moment.replace(tzinfo=None) == datetime.fromisoformat(utc)
 
 
@@ -160,7 +169,7 @@ def test_year_1_is_echoed_as_iso_8601() -> None:
     options = parse_options({"timestamp": "0001-01-01T00:00:00"})
     assert options.timestamp is not None
     assert snapshot_api.iso_utc(options.timestamp) == "0001-01-01T00:00:00.000000Z"  # was "1-01-01T..."
-    assert snapshot_api.iso_utc(datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)) == "2024-05-01T12:30:00.000000Z"
+    assert snapshot_api.iso_utc(datetime(2024, 5, 1, 12, 30, tzinfo=UTC)) == "2024-05-01T12:30:00.000000Z"
 
 
 def test_config_nested_thousands_deep_is_a_400_not_a_recursion_error() -> None:
@@ -201,7 +210,7 @@ def test_region_is_the_code_of_the_format_the_plate_fits() -> None:
 def test_response_has_plate_recognizers_fields_and_keeps_ours() -> None:
     readings = [plate("AD799KB", "fr")]
     options = parse_options({"timestamp": "2024-05-01T12:30:00Z", "mmc": "true"})
-    usage = Usage(7, NO_QUOTA_MAX_CALLS, 5, 2024, datetime(2024, 6, 1, tzinfo=timezone.utc))
+    usage = Usage(7, NO_QUOTA_MAX_CALLS, 5, 2024, datetime(2024, 6, 1, tzinfo=UTC))
     body = to_response(to_json("car.jpg", readings, 41.7), readings, options, "gate-1", usage,
                        lowercase=True)
     PlateReaderJSON.model_validate(body)  # what the route's response_model checks
@@ -231,17 +240,17 @@ def test_no_timestamp_sent_gives_the_time_received() -> None:
 
 
 def test_process_usage_counts_this_month_and_starts_again_next_month() -> None:
-    now = [datetime(2024, 1, 31, 23, 59, tzinfo=timezone.utc)]
+    now = [datetime(2024, 1, 31, 23, 59, tzinfo=UTC)]
     usage = ProcessUsage(clock=lambda: now[0])
     assert [usage.record().calls for _ in range(3)] == [1, 2, 3]
     assert usage.current() == Usage(3, NO_QUOTA_MAX_CALLS, 1, 2024,
-                                    datetime(2024, 2, 1, tzinfo=timezone.utc))
-    now[0] = datetime(2024, 2, 1, 0, 0, 1, tzinfo=timezone.utc)
+                                    datetime(2024, 2, 1, tzinfo=UTC))
+    now[0] = datetime(2024, 2, 1, 0, 0, 1, tzinfo=UTC)
     assert usage.current().calls == 0 and usage.record().calls == 1
 
 
 def test_statistics_in_plate_recognizers_shape() -> None:
-    usage = Usage(128, 2500, 12, 2024, datetime(2025, 1, 1, tzinfo=timezone.utc))
+    usage = Usage(128, 2500, 12, 2024, datetime(2025, 1, 1, tzinfo=UTC))
     body = statistics_json(usage)
     StatisticsJSON.model_validate(body)
     assert body == {"usage": {"calls": 128, "max_calls": 2500, "month": 12, "year": 2024,
@@ -253,7 +262,7 @@ def test_statistics_in_plate_recognizers_shape() -> None:
 def test_the_statistics_route_reads_the_usage_source_set(monkeypatch: pytest.MonkeyPatch) -> None:
     class FakeSource:  # a fake count (the real per-key one: test_api_keys_and_overload.py)
         def record(self, request: object) -> Usage:
-            return Usage(41, 1000, 1, 2024, datetime(2024, 2, 1, tzinfo=timezone.utc))
+            return Usage(41, 1000, 1, 2024, datetime(2024, 2, 1, tzinfo=UTC))
 
         current = record
 
