@@ -46,6 +46,8 @@ def test_an_unsure_reading_is_queued_shown_and_corrected(plate_server: str) -> N
     # Idempotent: the same decision again changes nothing; a later one replaces it.
     again = httpx.post(f"{plate_server}/v1/reviews/{item['id']}", json={"plate": "KRW301"}).json()
     assert again["corrected_plate"] == "KRW301"
+    other = httpx.post(f"{plate_server}/v1/reviews/{item['id']}", json={"plate": "krw 307"}).json()
+    assert other["decision"] == "corrected" and other["corrected_plate"] == "KRW307"  # text other than the read
     assert httpx.post(f"{plate_server}/v1/reviews/{item['id']}",
                       json={"not_a_plate": True}).json()["decision"] == "not_a_plate"
     pending = httpx.get(f"{plate_server}/v1/reviews", params={"status": "pending"}).json()["data"]
