@@ -26,10 +26,12 @@ ASSETS: dict[str, PackageFile] = {
     # litealpr's "wild" street photos (AGPL-3.0 package, used as test data only): real traffic
     # in Ho Chi Minh City with several real plates each, taken from a car's dashboard.
     # 1.png: a car, three motorbikes and a truck ahead; 10.png: three cars ahead.
-    "street_motorbikes": PackageFile("litealpr==0.1.7", "dataset/wild/1.png",
-                                     "c74af0623d9aca3b7c7101abcc8ea96fd46e7753726ffc11c4fca9f9b9b2c6c6", sdist=True),
-    "street_cars": PackageFile("litealpr==0.1.7", "dataset/wild/10.png",
-                               "9728dfd1926d0c7e375e330f1d0ed35d2f3f727981acaf176b1c222e20886554", sdist=True),
+    "street_motorbikes": PackageFile(
+        "litealpr==0.1.7", "dataset/wild/1.png",
+        "c74af0623d9aca3b7c7101abcc8ea96fd46e7753726ffc11c4fca9f9b9b2c6c6", sdist=True),
+    "street_cars": PackageFile(
+        "litealpr==0.1.7", "dataset/wild/10.png",
+        "9728dfd1926d0c7e375e330f1d0ed35d2f3f727981acaf176b1c222e20886554", sdist=True),
 }
 
 

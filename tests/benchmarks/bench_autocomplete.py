@@ -49,14 +49,14 @@ from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-from services.autocomplete.settings import tune_openmp  # noqa: E402
+from services.autocomplete.settings import tune_openmp
 
 tune_openmp()  # as the service does: the naive baseline gets the same OpenMP threads
 
-from tests.autocomplete_fixtures import SERVICE, gpt2_tokenizer  # noqa: E402
-from tests.benchmarks.bench_typing import build_llama_server, llama_server  # noqa: E402
-from tests.benchmarks.machine import describe_machine  # noqa: E402
-from tests.servers import serve  # noqa: E402
+from tests.autocomplete_fixtures import SERVICE, gpt2_tokenizer
+from tests.benchmarks.bench_typing import build_llama_server, llama_server
+from tests.benchmarks.machine import describe_machine
+from tests.servers import serve
 
 PROMPT = "The history of the old harbour town begins in the twelfth century, when fishermen from the"
 NEW_TOKENS = 64

@@ -48,10 +48,10 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.assets import asset  # noqa: E402
-from tests.benchmarks.machine import describe_machine  # noqa: E402
-from tests.scenes import plate_on_street, street_with_plates  # noqa: E402
-from tests.servers import serve  # noqa: E402
+from tests.assets import asset
+from tests.benchmarks.machine import describe_machine
+from tests.scenes import plate_on_street, street_with_plates
+from tests.servers import serve
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -49,8 +49,8 @@ from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-from tests.benchmarks.machine import describe_machine  # noqa: E402
-from tests.servers import free_port, serve, wait_ready  # noqa: E402
+from tests.benchmarks.machine import describe_machine
+from tests.servers import free_port, serve, wait_ready
 
 SERVICE = "services.autocomplete.service:Autocomplete"
 MODEL = "smollm2-135m"

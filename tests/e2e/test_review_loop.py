@@ -113,8 +113,9 @@ def scrambled(model: Path, out: Path) -> Path:
     graph = onnx.load(str(model))
     rng = np.random.default_rng(0)
     # PP-OCR's ONNX keeps most weights in Constant nodes, the rest as initializers.
-    tensors = [*graph.graph.initializer, *(attribute.t for node in graph.graph.node if node.op_type == "Constant"
-                                           for attribute in node.attribute if attribute.name == "value")]
+    constants = [a.t for node in graph.graph.node if node.op_type == "Constant"
+                 for a in node.attribute if a.name == "value"]
+    tensors = [*graph.graph.initializer, *constants]
     changed = 0
     for tensor in tensors:
         weights = numpy_helper.to_array(tensor)

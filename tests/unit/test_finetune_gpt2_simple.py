@@ -71,7 +71,9 @@ def _gpt2_simple_error() -> str | None:
                                text=True, check=False)
     except OSError as exc:  # TF_PYTHON itself is missing
         return str(exc)
-    return None if probe.returncode == 0 else (probe.stderr.strip().splitlines() or [f"exit {probe.returncode}"])[-1]
+    if probe.returncode == 0:
+        return None
+    return (probe.stderr.strip().splitlines() or [f"exit {probe.returncode}"])[-1]
 
 
 @pytest.fixture(scope="module")
