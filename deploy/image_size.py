@@ -54,13 +54,21 @@ def report(tag: str) -> tuple[str, dict[str, float]]:
     lines = (root / "env" / "python" / "requirements.txt").read_text().splitlines()
     requirements = [line for line in lines if line and not re.match(r"^\s*(#|-)", line)]
     packages = package_bytes(requirements)
-    models = sum(f.stat().st_size for m in bento.info.all_models
-                 for f in Path(bentoml.models.get(m.tag).path).rglob("*") if f.is_file())
+    models = sum(
+        f.stat().st_size
+        for m in bento.info.all_models
+        for f in Path(bentoml.models.get(m.tag).path).rglob("*")
+        if f.is_file()
+    )
     code = sum(f.stat().st_size for f in (root / "src").rglob("*") if f.is_file())
     biggest = sorted(packages.items(), key=lambda kv: -kv[1])[:3]
     mb = 2**20
-    return str(bento.tag), {"models": models / mb, "code": code / mb, "packages": sum(packages.values()) / mb,
-                            **{f"  of which {name}": size / mb for name, size in biggest}}
+    return str(bento.tag), {
+        "models": models / mb,
+        "code": code / mb,
+        "packages": sum(packages.values()) / mb,
+        **{f"  of which {name}": size / mb for name, size in biggest},
+    }
 
 
 def main() -> None:
@@ -78,8 +86,10 @@ def main() -> None:
     console.print(table)
     try:
         if "+cu" in metadata.version("torch"):
-            console.print("torch here is a CUDA build: torch rows are the GPU image's; the CPU image "
-                          "takes torch from PyTorch's CPU index (no nvidia-* or triton packages).")
+            console.print(
+                "torch here is a CUDA build: torch rows are the GPU image's; the CPU image "
+                "takes torch from PyTorch's CPU index (no nvidia-* or triton packages)."
+            )
     except metadata.PackageNotFoundError:
         pass
 

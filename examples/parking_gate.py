@@ -56,8 +56,9 @@ def main() -> int:
     with Client(args.url) as client:
         try:
             while True:
-                new = sorted(p for p in args.folder.iterdir()
-                             if p.suffix.lower() in PHOTO_SUFFIXES and p not in seen)
+                new = sorted(
+                    p for p in args.folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES and p not in seen
+                )
                 for photo in new:
                     log_photo(client, photo, writer)
                     seen.add(photo)

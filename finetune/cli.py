@@ -50,15 +50,34 @@ def finetune() -> None:
 @click.option("--batch-size", type=int, help="Blocks per step and device.")
 @click.option("--block-size", type=int, help="Tokens per training block.")
 @click.option("--val-fraction", type=float, help="Share of records held out for validation.")
-@click.option("--lora/--full", default=None, help="LoRA adapters (merged when saving) or every weight [default: full].")
+@click.option(
+    "--lora/--full", default=None, help="LoRA adapters (merged when saving) or every weight [default: full]."
+)
 @click.option("--seed", type=int)
-@click.option("--backend", type=click.Choice(["transformers", "gpt-2-simple"]), default="transformers",
-              show_default=True, help="gpt-2-simple: train with TensorFlow, then import the checkpoint.")
-@click.option("--checkpoint", type=click.Path(path_type=Path),
-              help="gpt-2-simple: the model folder to train (models/124M or checkpoint/run1).")
+@click.option(
+    "--backend",
+    type=click.Choice(["transformers", "gpt-2-simple"]),
+    default="transformers",
+    show_default=True,
+    help="gpt-2-simple: train with TensorFlow, then import the checkpoint.",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    help="gpt-2-simple: the model folder to train (models/124M or checkpoint/run1).",
+)
 @click.option("--name", help="gpt-2-simple: the store name of the result.")
-def text(data: Path, column: str | None, field: str | None, pattern: str, separator: str,
-         backend: str, checkpoint: Path | None, name: str | None, **overrides: Any) -> None:
+def text(
+    data: Path,
+    column: str | None,
+    field: str | None,
+    pattern: str,
+    separator: str,
+    backend: str,
+    checkpoint: Path | None,
+    name: str | None,
+    **overrides: Any,
+) -> None:
     """Fine-tune a causal LM on DATA: a .txt file or folder, a .csv column or a .jsonl field."""
     from finetune.text import DataError, TextSettings, finetune_text
     from services.core.model_store import ModelNotFound
@@ -71,16 +90,27 @@ def text(data: Path, column: str | None, field: str | None, pattern: str, separa
 
             if checkpoint is None or name is None:
                 raise click.UsageError("--backend gpt-2-simple needs --checkpoint and --name")
-            renamed = {"max_steps": "steps", "batch_size": "batch_size", "learning_rate": "learning_rate",
-                       "val_fraction": "val_fraction", "seed": "seed"}
+            renamed = {
+                "max_steps": "steps",
+                "batch_size": "batch_size",
+                "learning_rate": "learning_rate",
+                "val_fraction": "val_fraction",
+                "seed": "seed",
+            }
             unsupported = sorted(set(given) - set(renamed))
             if unsupported:
                 raise click.UsageError(f"--backend gpt-2-simple does not take {unsupported}")
             settings = dataclasses.replace(Gpt2SimpleSettings(), **{renamed[k]: v for k, v in given.items()})
             result = finetune_with_gpt2_simple(data, checkpoint, name, settings, **options)
         else:
-            result = finetune_text(data, dataclasses.replace(TextSettings(), **given), column=column,
-                                   field=field, pattern=pattern, separator=separator)
+            result = finetune_text(
+                data,
+                dataclasses.replace(TextSettings(), **given),
+                column=column,
+                field=field,
+                pattern=pattern,
+                separator=separator,
+            )
     except (DataError, ModelNotFound, RuntimeError) as exc:
         _fail(exc)
     if result.tag:  # only the main process of a multi-GPU run stores the model
@@ -109,10 +139,16 @@ def detector(data_yaml: Path, **overrides: object) -> None:
 @click.option("--max-steps", type=int, help="Optimizer steps at most.")
 @click.option("--batch-size", type=int, help="Crops per step [default: 32].")
 @click.option("--learning-rate", type=float, help="AdamW's peak learning rate [default: 5e-4].")
-@click.option("--val-fraction", type=float,
-              help="Share held out for validation (by photo) when labels.csv marks no split=val rows.")
-@click.option("--train-backbone/--freeze-backbone", default=None,
-              help="Train every weight (~9x slower per step on CPU), or only the neck and head [default: freeze].")
+@click.option(
+    "--val-fraction",
+    type=float,
+    help="Share held out for validation (by photo) when labels.csv marks no split=val rows.",
+)
+@click.option(
+    "--train-backbone/--freeze-backbone",
+    default=None,
+    help="Train every weight (~9x slower per step on CPU), or only the neck and head [default: freeze].",
+)
 @click.option("--augment/--no-augment", default=None, help="Light augmentations [default: on].")
 @click.option("--seed", type=int)
 def ocr(data_dir: Path, **overrides: object) -> None:
@@ -125,7 +161,9 @@ def ocr(data_dir: Path, **overrides: object) -> None:
     _run_job(finetune_ocr, data_dir, OcrSettings(), overrides)
 
 
-def _run_job(job: Callable[[Path, Any], Any], data: Path, defaults: Any, overrides: dict[str, object]) -> None:
+def _run_job(
+    job: Callable[[Path, Any], Any], data: Path, defaults: Any, overrides: dict[str, object]
+) -> None:
     """Run a fine-tuning job on `data` with `defaults` updated by the options given; print its summary."""
     from finetune.text_data import DataError
     from services.core.model_store import ModelNotFound
@@ -151,13 +189,16 @@ def yolo_dataset(photos: Path, boxes: Path, out: Path, val_fraction: float, seed
     from finetune.yolo_data import build_yolo_dataset, check_yolo_dataset
 
     try:
-        summary = check_yolo_dataset(build_yolo_dataset(photos, boxes, out, val_fraction=val_fraction,
-                                                        seed=seed))
+        summary = check_yolo_dataset(
+            build_yolo_dataset(photos, boxes, out, val_fraction=val_fraction, seed=seed)
+        )
     except DataError as exc:
         _fail(exc)
-    console.print(f"wrote {summary.data_yaml}: {summary.train_images} train + {summary.val_images} "
-                  f"val images, {summary.boxes} boxes. Next: modelport finetune detector {summary.data_yaml}",
-                  soft_wrap=True)
+    console.print(
+        f"wrote {summary.data_yaml}: {summary.train_images} train + {summary.val_images} "
+        f"val images, {summary.boxes} boxes. Next: modelport finetune detector {summary.data_yaml}",
+        soft_wrap=True,
+    )
 
 
 @finetune.command("import-gpt2-simple")
@@ -174,8 +215,11 @@ def import_gpt2_simple_(checkpoint: Path, name: str) -> None:
     except (DataError, RuntimeError) as exc:
         _fail(exc)
     verb = "imported" if result.created else "already in the store:"
-    console.print(f"{verb} {result.tag}. Serve it: MODELPORT_AUTOCOMPLETE_MODEL={result.tag} "
-                  "bentoml serve services.autocomplete.service:Autocomplete", soft_wrap=True)
+    console.print(
+        f"{verb} {result.tag}. Serve it: MODELPORT_AUTOCOMPLETE_MODEL={result.tag} "
+        "bentoml serve services.autocomplete.service:Autocomplete",
+        soft_wrap=True,
+    )
 
 
 if __name__ == "__main__":

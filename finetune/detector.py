@@ -49,13 +49,17 @@ class DetectorResult:
 
     def summary(self) -> str:
         name = self.tag.split(":", 1)[0]
-        return (f"mAP50 {self.before['map50']:.3f} -> {self.after['map50']:.3f}, recall "
-                f"{self.before['recall']:.3f} -> {self.after['recall']:.3f} in "
-                f"{self.seconds / 60:.1f} min; new version {self.tag}. Serve it: "
-                f"`modelport models serve {self.tag}`, back: `modelport models rollback {name}`")
+        return (
+            f"mAP50 {self.before['map50']:.3f} -> {self.after['map50']:.3f}, recall "
+            f"{self.before['recall']:.3f} -> {self.after['recall']:.3f} in "
+            f"{self.seconds / 60:.1f} min; new version {self.tag}. Serve it: "
+            f"`modelport models serve {self.tag}`, back: `modelport models rollback {name}`"
+        )
 
 
-def finetune_detector(data_yaml: str | Path, settings: DetectorSettings = DetectorSettings()) -> DetectorResult:
+def finetune_detector(
+    data_yaml: str | Path, settings: DetectorSettings = DetectorSettings()
+) -> DetectorResult:
     """The whole job: check the dataset, measure the base, train, measure, export and store."""
     dataset = check_yolo_dataset(data_yaml)  # data errors surface before anything loads
     os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -68,34 +72,66 @@ def finetune_detector(data_yaml: str | Path, settings: DetectorSettings = Detect
     run_dir = (settings.runs_dir / f"{base.tag.name}-{datetime.now():%Y%m%d-%H%M%S}").resolve()
     before = _validate(YOLO(str(Path(base.path) / "best.pt")), dataset.data_yaml, settings, run_dir, "before")
     model = YOLO(str(Path(base.path) / "best.pt"))
-    model.train(data=str(dataset.data_yaml), epochs=settings.epochs, imgsz=settings.imgsz,
-                batch=settings.batch, patience=settings.patience,
-                device=settings.device or None, workers=settings.workers, seed=settings.seed,
-                project=str(run_dir), name="train", exist_ok=True,
-                # Ultralytics' optimizer=auto picks AdamW at lr 0.002 for one class and a small
-                # dataset: a gentle step that keeps what the base learned. Plots fetch a font
-                # from the internet; results.csv has the same numbers.
-                plots=False)
+    model.train(
+        data=str(dataset.data_yaml),
+        epochs=settings.epochs,
+        imgsz=settings.imgsz,
+        batch=settings.batch,
+        patience=settings.patience,
+        device=settings.device or None,
+        workers=settings.workers,
+        seed=settings.seed,
+        project=str(run_dir),
+        name="train",
+        exist_ok=True,
+        # Ultralytics' optimizer=auto picks AdamW at lr 0.002 for one class and a small
+        # dataset: a gentle step that keeps what the base learned. Plots fetch a font
+        # from the internet; results.csv has the same numbers.
+        plots=False,
+    )
     best = Path(model.trainer.best)  # type: ignore[attr-defined]  # Ultralytics types Model.trainer as None (set by train())
     after = _validate(YOLO(str(best)), dataset.data_yaml, settings, run_dir, "after")
     seconds = time.monotonic() - started
-    tag = add_version(base.tag.name, best, kind="plate-detector", metadata={
-        "base_model": str(base.tag),
-        "dataset": {"path": str(dataset.data_yaml.resolve()), "sha256": _dataset_sha256(dataset.data_yaml),
-                    "train_images": dataset.train_images, "val_images": dataset.val_images,
-                    "boxes": dataset.boxes},
-        "hyperparameters": hyperparameters(settings),
-        "metrics": {"map50_before": before["map50"], "map50_after": after["map50"],
-                    "recall_before": before["recall"], "recall_after": after["recall"]},
-    })
+    tag = add_version(
+        base.tag.name,
+        best,
+        kind="plate-detector",
+        metadata={
+            "base_model": str(base.tag),
+            "dataset": {
+                "path": str(dataset.data_yaml.resolve()),
+                "sha256": _dataset_sha256(dataset.data_yaml),
+                "train_images": dataset.train_images,
+                "val_images": dataset.val_images,
+                "boxes": dataset.boxes,
+            },
+            "hyperparameters": hyperparameters(settings),
+            "metrics": {
+                "map50_before": before["map50"],
+                "map50_after": after["map50"],
+                "recall_before": before["recall"],
+                "recall_after": after["recall"],
+            },
+        },
+    )
     return DetectorResult(tag, before, after, seconds, run_dir)
 
 
-def _validate(model: Any, data_yaml: Path, settings: DetectorSettings, run_dir: Path,
-              name: str) -> dict[str, float]:
-    metrics = model.val(data=str(data_yaml), split="val", imgsz=settings.imgsz, batch=settings.batch,
-                        device=settings.device or None, workers=settings.workers, plots=False,
-                        project=str(run_dir), name=name, exist_ok=True)
+def _validate(
+    model: Any, data_yaml: Path, settings: DetectorSettings, run_dir: Path, name: str
+) -> dict[str, float]:
+    metrics = model.val(
+        data=str(data_yaml),
+        split="val",
+        imgsz=settings.imgsz,
+        batch=settings.batch,
+        device=settings.device or None,
+        workers=settings.workers,
+        plots=False,
+        project=str(run_dir),
+        name=name,
+        exist_ok=True,
+    )
     return {"map50": round(float(metrics.box.map50), 4), "recall": round(float(metrics.box.mr), 4)}
 
 

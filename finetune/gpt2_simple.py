@@ -35,12 +35,18 @@ REQUIRED_FILES = ("hparams.json", "encoder.json", "vocab.bpe")
 # `conv1d` weights are [1, in, out]; transformers' GPT-2 Conv1D keeps [in, out], so only the
 # leading 1 goes. Norm gains/biases are `g`/`b` there and `weight`/`bias` here.
 _BLOCK = {
-    "ln_1/g": "ln_1.weight", "ln_1/b": "ln_1.bias",
-    "attn/c_attn/w": "attn.c_attn.weight", "attn/c_attn/b": "attn.c_attn.bias",
-    "attn/c_proj/w": "attn.c_proj.weight", "attn/c_proj/b": "attn.c_proj.bias",
-    "ln_2/g": "ln_2.weight", "ln_2/b": "ln_2.bias",
-    "mlp/c_fc/w": "mlp.c_fc.weight", "mlp/c_fc/b": "mlp.c_fc.bias",
-    "mlp/c_proj/w": "mlp.c_proj.weight", "mlp/c_proj/b": "mlp.c_proj.bias",
+    "ln_1/g": "ln_1.weight",
+    "ln_1/b": "ln_1.bias",
+    "attn/c_attn/w": "attn.c_attn.weight",
+    "attn/c_attn/b": "attn.c_attn.bias",
+    "attn/c_proj/w": "attn.c_proj.weight",
+    "attn/c_proj/b": "attn.c_proj.bias",
+    "ln_2/g": "ln_2.weight",
+    "ln_2/b": "ln_2.bias",
+    "mlp/c_fc/w": "mlp.c_fc.weight",
+    "mlp/c_fc/b": "mlp.c_fc.bias",
+    "mlp/c_proj/w": "mlp.c_proj.weight",
+    "mlp/c_proj/b": "mlp.c_proj.bias",
 }
 _TOP = {"wte": "wte.weight", "wpe": "wpe.weight", "ln_f/g": "ln_f.weight", "ln_f/b": "ln_f.bias"}
 
@@ -84,8 +90,10 @@ def check_checkpoint(folder: Path) -> Path:
         indexes = sorted(folder.glob("model*.index"), key=lambda p: p.stat().st_mtime)
         prefix = indexes[-1].with_suffix("") if indexes else None
     if missing or prefix is None:
-        raise DataError(f"{folder}: not a gpt-2-simple checkpoint, missing "
-                        f"{missing + ([] if prefix else ['model-<step>.index/.data-*'])}")
+        raise DataError(
+            f"{folder}: not a gpt-2-simple checkpoint, missing "
+            f"{missing + ([] if prefix else ['model-<step>.index/.data-*'])}"
+        )
     return prefix
 
 
@@ -112,18 +120,24 @@ def convert_checkpoint(folder: str | Path, out_dir: str | Path) -> Path:
     prefix = check_checkpoint(folder)
     hparams = json.loads((folder / "hparams.json").read_text())
     config = GPT2Config(
-        vocab_size=hparams["n_vocab"], n_positions=hparams["n_ctx"], n_embd=hparams["n_embd"],
-        n_layer=hparams["n_layer"], n_head=hparams["n_head"],
+        vocab_size=hparams["n_vocab"],
+        n_positions=hparams["n_ctx"],
+        n_embd=hparams["n_embd"],
+        n_layer=hparams["n_layer"],
+        n_head=hparams["n_head"],
         activation_function="gelu_new",  # OpenAI's tanh approximation of GELU
-        layer_norm_epsilon=1e-5, tie_word_embeddings=True,  # the logits reuse wte
+        layer_norm_epsilon=1e-5,
+        tie_word_embeddings=True,  # the logits reuse wte
     )
     model = GPT2LMHeadModel(config)
     state = to_state_dict(read_variables(prefix))
     expected = {k for k in model.state_dict() if k != "lm_head.weight"}  # tied to wte
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
-        raise DataError(f"{prefix}: variables do not match hparams.json "
-                        f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise DataError(
+            f"{prefix}: variables do not match hparams.json "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
     model.load_state_dict(state, strict=False)
     model.tie_weights()
     model.save_pretrained(out_dir)
@@ -142,11 +156,16 @@ def import_gpt2_simple(folder: str | Path, name: str) -> Any:
     prefix = check_checkpoint(folder)
     with tempfile.TemporaryDirectory(prefix="modelport-gpt2-simple-") as tmp:
         model_dir = convert_checkpoint(folder, Path(tmp) / "model")
-        return import_model(name, LocalFile(str(model_dir)), kind="causal-lm", extra_metadata={
-            "converted_from": "gpt-2-simple checkpoint",
-            "checkpoint": str(prefix.resolve()),
-            "checkpoint_sha256": sha256_of(folder),
-        })
+        return import_model(
+            name,
+            LocalFile(str(model_dir)),
+            kind="causal-lm",
+            extra_metadata={
+                "converted_from": "gpt-2-simple checkpoint",
+                "checkpoint": str(prefix.resolve()),
+                "checkpoint_sha256": sha256_of(folder),
+            },
+        )
 
 
 @dataclass(frozen=True)
@@ -176,8 +195,13 @@ gpt2.finetune(gpt2.start_tf_sess(), dataset, model_name=model_name, model_dir=mo
 """
 
 
-def finetune_with_gpt2_simple(data_path: str | Path, base: str | Path, name: str,
-                              settings: Gpt2SimpleSettings = Gpt2SimpleSettings(), **text_options: Any) -> Any:
+def finetune_with_gpt2_simple(
+    data_path: str | Path,
+    base: str | Path,
+    name: str,
+    settings: Gpt2SimpleSettings = Gpt2SimpleSettings(),
+    **text_options: Any,
+) -> Any:
     """Train `base` (an OpenAI model folder like models/124M, or a checkpoint/run1) with
     gpt-2-simple on your text, then store the result like any gpt-2-simple import."""
     from finetune.store import add_version, hyperparameters
@@ -194,23 +218,51 @@ def finetune_with_gpt2_simple(data_path: str | Path, base: str | Path, name: str
     # gpt-2-simple's own text format: documents joined by its end-of-text marker.
     (run_dir / "train.txt").write_text("<|endoftext|>\n".join(train))
     ppl_before = perplexity(convert_checkpoint(base, run_dir / "base"), val, settings)
-    trained = subprocess.run([settings.tf_python, "-c", _FINETUNE, str(base.parent.resolve()), base.name,
-                              str((run_dir / "train.txt").resolve()), str((run_dir / "checkpoint").resolve()),
-                              str(settings.steps), str(settings.learning_rate), str(settings.batch_size)],
-                             cwd=run_dir, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, check=False)
+    trained = subprocess.run(
+        [
+            settings.tf_python,
+            "-c",
+            _FINETUNE,
+            str(base.parent.resolve()),
+            base.name,
+            str((run_dir / "train.txt").resolve()),
+            str((run_dir / "checkpoint").resolve()),
+            str(settings.steps),
+            str(settings.learning_rate),
+            str(settings.batch_size),
+        ],
+        cwd=run_dir,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        check=False,
+    )
     if trained.returncode != 0:
-        raise RuntimeError(f"gpt-2-simple exited with {trained.returncode} (its output is above); "
-                           f"it needs TensorFlow in {settings.tf_python}: {INSTALL_HINT}")
+        raise RuntimeError(
+            f"gpt-2-simple exited with {trained.returncode} (its output is above); "
+            f"it needs TensorFlow in {settings.tf_python}: {INSTALL_HINT}"
+        )
     model_dir = convert_checkpoint(run_dir / "checkpoint" / "run1", run_dir / "model")
     ppl_after = perplexity(model_dir, val, settings)
     seconds = time.monotonic() - started
-    tag = add_version(name, model_dir, kind="causal-lm", metadata={
-        "base_model": str(base.resolve()), "backend": "gpt-2-simple",
-        "dataset": {"path": str(Path(data_path).resolve()), "sha256": data.sha256, "records": len(data.records)},
-        "hyperparameters": hyperparameters(settings),
-        "metrics": {"val_ppl_before": round(ppl_before, 3), "val_ppl_after": round(ppl_after, 3),
-                    "train_minutes": round(seconds / 60, 2)},
-    })
+    tag = add_version(
+        name,
+        model_dir,
+        kind="causal-lm",
+        metadata={
+            "base_model": str(base.resolve()),
+            "backend": "gpt-2-simple",
+            "dataset": {
+                "path": str(Path(data_path).resolve()),
+                "sha256": data.sha256,
+                "records": len(data.records),
+            },
+            "hyperparameters": hyperparameters(settings),
+            "metrics": {
+                "val_ppl_before": round(ppl_before, 3),
+                "val_ppl_after": round(ppl_after, 3),
+                "train_minutes": round(seconds / 60, 2),
+            },
+        },
+    )
     return TextResult(tag, round(ppl_before, 3), round(ppl_after, 3), seconds, run_dir)
 
 
@@ -222,12 +274,20 @@ def perplexity(model_dir: Path, records: list[str], settings: Gpt2SimpleSettings
     from services.autocomplete.causal_lm import load_causal_lm
 
     model, tokenizer = load_causal_lm(model_dir, dtype="float32")
-    blocks = pack(tokenizer, records, block_size=settings.eval_block_size)[:settings.max_val_blocks]
+    blocks = pack(tokenizer, records, block_size=settings.eval_block_size)[: settings.max_val_blocks]
     check_sizes(blocks, blocks, block_size=settings.eval_block_size)
     with torch.no_grad():
         losses = [model(input_ids=torch.tensor([b]), labels=torch.tensor([b])).loss.item() for b in blocks]
     return math.exp(sum(losses) / len(losses))
 
 
-__all__ = ["Gpt2SimpleSettings", "check_checkpoint", "convert_checkpoint", "finetune_with_gpt2_simple",
-           "hf_name", "import_gpt2_simple", "perplexity", "to_state_dict"]
+__all__ = [
+    "Gpt2SimpleSettings",
+    "check_checkpoint",
+    "convert_checkpoint",
+    "finetune_with_gpt2_simple",
+    "hf_name",
+    "import_gpt2_simple",
+    "perplexity",
+    "to_state_dict",
+]

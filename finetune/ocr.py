@@ -106,11 +106,13 @@ class OcrResult:
 
     def summary(self) -> str:
         name = self.tag.split(":", 1)[0]
-        return (f"exact plates (raw OCR) on {self.val_crops} validation crops {self.before:.1%} -> "
-                f"{self.after:.1%} in {self.seconds / 60:.1f} min "
-                f"({self.images_per_second:.1f} training crops/s); new "
-                f"version {self.tag}. Serve it: `modelport models serve {self.tag}`, back: "
-                f"`modelport models rollback {name}`")
+        return (
+            f"exact plates (raw OCR) on {self.val_crops} validation crops {self.before:.1%} -> "
+            f"{self.after:.1%} in {self.seconds / 60:.1f} min "
+            f"({self.images_per_second:.1f} training crops/s); new "
+            f"version {self.tag}. Serve it: `modelport models serve {self.tag}`, back: "
+            f"`modelport models rollback {name}`"
+        )
 
 
 class ExportMismatch(RuntimeError):
@@ -137,32 +139,51 @@ def finetune_ocr(data_dir: str | Path, settings: OcrSettings = OcrSettings()) ->
     net, classes, metadata = load_recogniser(base_path)
     val_lines = [split_rows(trim_bands(crop)) for crop in val_crops]
     check_batches = _check_batches(val_lines)
-    conversion_diff = check_against_onnx(net, base_path, check_batches, CONVERSION_TOLERANCE,
-                                         what="the converted torch model")
+    conversion_diff = check_against_onnx(
+        net, base_path, check_batches, CONVERSION_TOLERANCE, what="the converted torch model"
+    )
     net.restrict_to(classes, PLATE_DICTIONARY)
     trainable = net.set_trainable(backbone=settings.train_backbone)
     backbone = frozen_backbone(net, base_path, run_dir, check_batches)
     untrained = torch_accuracy(net, val_lines, data.val, backbone)
-    console.print(f"exact plates on the validation crops: {before:.1%} (base), {untrained:.1%} with the "
-                  f"output restricted to plate characters, before training; {trainable:,} weights train"
-                  + ("; the frozen backbone runs on ONNX Runtime" if backbone else ""))
+    console.print(
+        f"exact plates on the validation crops: {before:.1%} (base), {untrained:.1%} with the "
+        f"output restricted to plate characters, before training; {trainable:,} weights train"
+        + ("; the frozen backbone runs on ONNX Runtime" if backbone else "")
+    )
 
     history: list[dict[str, float]] = [{"step": 0, "epoch": 0.0, "val_exact": untrained}]
     steps_per_epoch = math.ceil(len(data.train) / settings.batch_size)
     steps = math.ceil(settings.epochs * steps_per_epoch)
     steps = max(1, min(steps, settings.max_steps) if settings.max_steps else steps)
-    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad],
-                                  lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [p for p in net.parameters() if p.requires_grad],
+        lr=settings.learning_rate,
+        weight_decay=settings.weight_decay,
+    )
     warmup = max(1, round(steps * settings.warmup_fraction))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) * (
-        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0, s - warmup) / max(1, steps - warmup))))))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: (
+            min(1.0, (s + 1) / warmup)
+            * (
+                0.1
+                + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0, s - warmup) / max(1, steps - warmup))))
+            )
+        ),
+    )
     ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
     best, best_state = untrained, net.trainable_state()
     rng = np.random.default_rng(settings.seed)
     batches = _training_batches(data.train, settings.batch_size, rng, settings.augment)
     train_seconds, seen = 0.0, 0
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-               TextColumn("{task.fields[status]}"))
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+    )
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("fine-tuning OCR", total=steps, status="")
         for step in range(1, steps + 1):
@@ -182,8 +203,10 @@ def finetune_ocr(data_dir: str | Path, settings: OcrSettings = OcrSettings()) ->
                 record["val_exact"] = accuracy
                 if accuracy > best:
                     best, best_state = accuracy, net.trainable_state()
-                progress.console.print(f"epoch {record['epoch']:.2f}: loss {record['loss']:.3f}, "
-                                       f"exact plates on validation {accuracy:.1%}")
+                progress.console.print(
+                    f"epoch {record['epoch']:.2f}: loss {record['loss']:.3f}, "
+                    f"exact plates on validation {accuracy:.1%}"
+                )
             history.append(record)
             progress.update(task, advance=1, status=f"loss {record['loss']:.3f}")
     net.load_trainable_state(best_state)
@@ -192,23 +215,39 @@ def finetune_ocr(data_dir: str | Path, settings: OcrSettings = OcrSettings()) ->
 
     exported = run_dir / "model.onnx"
     export_onnx(net, exported, {**metadata, "character": PLATE_DICTIONARY})
-    export_diff = check_against_onnx(net, exported, check_batches, EXPORT_TOLERANCE,
-                                     what="the exported ONNX model")
+    export_diff = check_against_onnx(
+        net, exported, check_batches, EXPORT_TOLERANCE, what="the exported ONNX model"
+    )
     after = plate_accuracy(PlateOCR(exported), val_crops, data.val)
     seconds = time.monotonic() - started
     speed = seen / train_seconds if train_seconds else 0.0
-    tag = add_version(base.tag.name, exported, kind="plate-ocr", metadata={
-        "base_model": str(base.tag),
-        "dataset": {"path": str(data.folder.resolve()), "train_crops": len(data.train),
-                    "val_crops": len(data.val), "val_held_out_by_hash": data.held_out_by_hash},
-        "hyperparameters": {k: v for k, v in hyperparameters(settings).items() if v is not None},
-        "alphabet": PLATE_ALPHABET,
-        "metrics": {"exact_before": round(before, 4), "exact_after": round(after, 4),
-                    "exact_restricted_untrained": round(untrained, 4),
-                    "conversion_max_abs_diff": conversion_diff, "export_max_abs_diff": export_diff,
-                    "steps": steps, "best_epoch": best_epoch, "train_images_per_second": round(speed, 2),
-                    "train_minutes": round(seconds / 60, 2)},
-    })
+    tag = add_version(
+        base.tag.name,
+        exported,
+        kind="plate-ocr",
+        metadata={
+            "base_model": str(base.tag),
+            "dataset": {
+                "path": str(data.folder.resolve()),
+                "train_crops": len(data.train),
+                "val_crops": len(data.val),
+                "val_held_out_by_hash": data.held_out_by_hash,
+            },
+            "hyperparameters": {k: v for k, v in hyperparameters(settings).items() if v is not None},
+            "alphabet": PLATE_ALPHABET,
+            "metrics": {
+                "exact_before": round(before, 4),
+                "exact_after": round(after, 4),
+                "exact_restricted_untrained": round(untrained, 4),
+                "conversion_max_abs_diff": conversion_diff,
+                "export_max_abs_diff": export_diff,
+                "steps": steps,
+                "best_epoch": best_epoch,
+                "train_images_per_second": round(speed, 2),
+                "train_minutes": round(seconds / 60, 2),
+            },
+        },
+    )
     return OcrResult(tag, before, after, len(data.val), seconds, speed, run_dir, history)
 
 
@@ -267,13 +306,17 @@ def _declare_conv_ranks(model: Any) -> None:
     known = {v.name for v in inferred.graph.value_info if v.type.tensor_type.HasField("shape")}
     for node in model.graph.node:
         if node.op_type == "Conv" and node.output[0] not in known:
-            model.graph.value_info.append(onnx.helper.make_tensor_value_info(
-                node.output[0], onnx.TensorProto.FLOAT, ["n", "c", "h", "w"]))
+            model.graph.value_info.append(
+                onnx.helper.make_tensor_value_info(
+                    node.output[0], onnx.TensorProto.FLOAT, ["n", "c", "h", "w"]
+                )
+            )
 
 
 def _replace_softmaxes(graph: Any) -> None:
     """onnx2torch's opset-11 Softmax flattens and reshapes back to the traced shape, which the
     ONNX export then bakes in; over the last axis (every Softmax in PP-OCR) it is a plain softmax."""
+
     class LastAxisSoftmax(torch.nn.Module):
         def __init__(self, original: Any) -> None:  # onnx2torch's Softmax module (untyped)
             super().__init__()
@@ -305,7 +348,9 @@ class _TemplateReshape(torch.nn.Module):
         unknown = [k for k, t in enumerate(onnx_shape) if isinstance(t, tuple) or t == -1]
         if not unknown and 0 in onnx_shape:  # torch's exporter asserts on a 0 without a -1
             unknown = [max(k for k, t in enumerate(onnx_shape) if t == 0)]
-        self.onnx_shape = None if len(unknown) > 1 else [-1 if k in unknown else t for k, t in enumerate(onnx_shape)]
+        self.onnx_shape = (
+            None if len(unknown) > 1 else [-1 if k in unknown else t for k, t in enumerate(onnx_shape)]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.onnx.is_in_onnx_export() and self.onnx_shape is not None:
@@ -337,12 +382,20 @@ def _static_reshapes(graph: Any) -> None:
     several batch sizes and widths tells which target sizes are fixed and which follow an
     input size; each such reshape becomes a plain torch.reshape of those, which the exporter
     keeps dynamic. A reshape that fits no template stays as it is (the export check fails it)."""
-    reshapes = {n.target: n for n in graph.graph.nodes
-                if n.op == "call_module" and type(graph.get_submodule(n.target)).__name__ == "OnnxReshape"}
+    reshapes = {
+        n.target: n
+        for n in graph.graph.nodes
+        if n.op == "call_module" and type(graph.get_submodule(n.target)).__name__ == "OnnxReshape"
+    }
     seen: dict[str, list[tuple[tuple[int, ...], list[int]]]] = {name: [] for name in reshapes}
-    hooks = [graph.get_submodule(name).register_forward_hook(
-        lambda module, args, output, name=name: seen[name].append((tuple(args[0].shape), args[1].tolist())))
-        for name in reshapes]
+    hooks = [
+        graph.get_submodule(name).register_forward_hook(
+            lambda module, args, output, name=name: seen[name].append(
+                (tuple(args[0].shape), args[1].tolist())
+            )
+        )
+        for name in reshapes
+    ]
     try:
         with torch.no_grad(), _quiet():
             for batch, width in _PROBES:
@@ -373,14 +426,18 @@ def _reshape_template(calls: list[tuple[tuple[int, ...], list[int]]]) -> list[in
         elif len(set(values)) == 1 and values[0] != -1:
             template.append(values[0])
         else:
-            same = [j for j in range(len(calls[0][0]))
-                    if all(len(shape) > j and shape[j] == v for (shape, _), v in zip(calls, values))]
+            same = [
+                j
+                for j in range(len(calls[0][0]))
+                if all(len(shape) > j and shape[j] == v for (shape, _), v in zip(calls, values))
+            ]
             template.append(("dim", same[0]) if same else -1)
     return template if template.count(-1) <= 1 else None
 
 
 def _cut_head(graph: Any, classes: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
     """Remove the final `softmax(features @ W + b)` from the graph: (graph -> features, W, b)."""
+
     def module_name(node: Any) -> str:
         return type(graph.get_submodule(node.target)).__name__ if node.op == "call_module" else ""
 
@@ -391,15 +448,18 @@ def _cut_head(graph: Any, classes: int) -> tuple[Any, torch.Tensor, torch.Tensor
         if len(consts) != 1 or len(others) != 1:
             raise ValueError
         return others[0], graph.get_parameter(consts[0].target) if consts[0].target in dict(
-            graph.named_parameters()) else graph.get_buffer(consts[0].target)
+            graph.named_parameters()
+        ) else graph.get_buffer(consts[0].target)
 
     output = next(n for n in graph.graph.nodes if n.op == "output")
     try:
         node = output.args[0]
         if "Softmax" in module_name(node):
             node = node.args[0]
-        if module_name(node) != "OnnxBinaryMathOperation" or \
-                graph.get_submodule(node.target).math_op_function is not torch.add:
+        if (
+            module_name(node) != "OnnxBinaryMathOperation"
+            or graph.get_submodule(node.target).math_op_function is not torch.add
+        ):
             raise ValueError
         product, bias = split(node)
         if module_name(product) != "OnnxMatMul":
@@ -408,14 +468,18 @@ def _cut_head(graph: Any, classes: int) -> tuple[Any, torch.Tensor, torch.Tensor
         if weight.dim() != 2 or weight.shape[1] != classes or bias.shape != (classes,):
             raise ValueError
     except (ValueError, IndexError, AttributeError) as exc:
-        raise RuntimeError("the base model does not end in a CTC head (softmax(features @ W + b) over "
-                           f"{classes} classes) that this job knows how to retrain") from exc
+        raise RuntimeError(
+            "the base model does not end in a CTC head (softmax(features @ W + b) over "
+            f"{classes} classes) that this job knows how to retrain"
+        ) from exc
     weight, bias = weight.detach().clone(), bias.detach().clone()
     output.args = (features,)
     graph.graph.eliminate_dead_code()
     for name, _ in list(graph.named_buffers()):
         owner, _, attr = name.rpartition(".")
-        if owner == "initializers" and not any(n.op == "get_attr" and n.target == name for n in graph.graph.nodes):
+        if owner == "initializers" and not any(
+            n.op == "get_attr" and n.target == name for n in graph.graph.nodes
+        ):
             delattr(graph.get_submodule(owner), attr)
     graph.recompile()
     return graph, weight, bias
@@ -512,8 +576,11 @@ class RecogniserNet(torch.nn.Module):
 
 def _last_pool(graph: Any) -> Any:
     """The backbone's final average pool (PPLCNetV3 ends in one), or None."""
-    pools = [n for n in graph.graph.nodes
-             if n.op == "call_module" and isinstance(graph.get_submodule(n.target), torch.nn.AvgPool2d)]
+    pools = [
+        n
+        for n in graph.graph.nodes
+        if n.op == "call_module" and isinstance(graph.get_submodule(n.target), torch.nn.AvgPool2d)
+    ]
     return pools[-1] if pools else None
 
 
@@ -548,16 +615,19 @@ class FrozenBackbone:
         if not pools:
             raise ValueError("no AveragePool")
         path = folder / "backbone.onnx"
-        onnx.save(onnx.utils.Extractor(model).extract_model([model.graph.input[0].name], [pools[-1].output[0]]),
-                  str(path))
+        onnx.save(
+            onnx.utils.Extractor(model).extract_model([model.graph.input[0].name], [pools[-1].output[0]]),
+            str(path),
+        )
         self.session = onnx_session(path)
 
     def __call__(self, batch: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(self.session.run(None, {self.session.get_inputs()[0].name: batch})[0])
 
 
-def frozen_backbone(net: RecogniserNet, onnx_path: Path, folder: Path,
-                    batches: list[np.ndarray]) -> FrozenBackbone | None:
+def frozen_backbone(
+    net: RecogniserNet, onnx_path: Path, folder: Path, batches: list[np.ndarray]
+) -> FrozenBackbone | None:
     """The base's backbone on ONNX Runtime when its output, fed to `net.from_pooled`, gives
     what `net` gives (within CONVERSION_TOLERANCE on `batches`); else None (train in torch)."""
     if getattr(net, "neck", None) is None:
@@ -565,8 +635,17 @@ def frozen_backbone(net: RecogniserNet, onnx_path: Path, folder: Path,
     try:
         backbone = FrozenBackbone(onnx_path, folder)
         with torch.no_grad():
-            worst = max(float((torch.softmax(net.from_pooled(backbone(b)), -1)
-                               - torch.softmax(net(torch.from_numpy(b)), -1)).abs().max()) for b in batches)
+            worst = max(
+                float(
+                    (
+                        torch.softmax(net.from_pooled(backbone(b)), -1)
+                        - torch.softmax(net(torch.from_numpy(b)), -1)
+                    )
+                    .abs()
+                    .max()
+                )
+                for b in batches
+            )
     except Exception:  # an extraction ONNX cannot do, a graph split the pool does not match: torch it is
         return None
     return backbone if worst <= CONVERSION_TOLERANCE else None
@@ -575,15 +654,16 @@ def frozen_backbone(net: RecogniserNet, onnx_path: Path, folder: Path,
 # --- training ------------------------------------------------------------------------------------
 
 
-def _training_batches(samples: list[OcrSample], batch_size: int, rng: np.random.Generator,
-                      augmented: bool) -> Iterator[tuple[list[np.ndarray], list[int], list[str]]]:
+def _training_batches(
+    samples: list[OcrSample], batch_size: int, rng: np.random.Generator, augmented: bool
+) -> Iterator[tuple[list[np.ndarray], list[int], list[str]]]:
     """Endless (lines, lines per crop, plates) batches, a fresh shuffle each epoch; each crop
     augmented, then cut into lines as the reader does."""
     while True:
         order = rng.permutation(len(samples))
         for start in range(0, len(order), batch_size):
             lines, spans, plates = [], [], []
-            for index in order[start:start + batch_size]:
+            for index in order[start : start + batch_size]:
                 crop = samples[index].image()
                 if augmented:
                     crop = augment(crop, rng)
@@ -594,23 +674,31 @@ def _training_batches(samples: list[OcrSample], batch_size: int, rng: np.random.
             yield lines, spans, plates
 
 
-def ctc_loss(net: RecogniserNet, lines: list[np.ndarray], spans: list[int], plates: list[str],
-             ctc: Any, backbone: FrozenBackbone | None = None) -> torch.Tensor:
+def ctc_loss(
+    net: RecogniserNet,
+    lines: list[np.ndarray],
+    spans: list[int],
+    plates: list[str],
+    ctc: Any,
+    backbone: FrozenBackbone | None = None,
+) -> torch.Tensor:
     """CTC loss of a batch: each crop's lines (top row first) joined into one frame sequence,
     aligned to its whole plate. Lines go through the model padded as the reader pads them:
     the usual ones (up to 320 px wide at 48 px high) together at 320 px, the few wider ones
     in a batch of their own (one wide line padding all to its width made steps 2x slower)."""
     widths = [_padded_width([line]) for line in lines]
     per_line: list[torch.Tensor | None] = [None] * len(lines)
-    for group in ([i for i, w in enumerate(widths) if w == MIN_LINE_WIDTH],
-                  [i for i, w in enumerate(widths) if w > MIN_LINE_WIDTH]):
+    for group in (
+        [i for i, w in enumerate(widths) if w == MIN_LINE_WIDTH],
+        [i for i, w in enumerate(widths) if w > MIN_LINE_WIDTH],
+    ):
         if group:
             log_probs = torch.log_softmax(_logits(net, to_batch([lines[i] for i in group]), backbone), dim=-1)
             for row, i in enumerate(group):
                 per_line[i] = log_probs[row]  # T x C
     sequences, start = [], 0
     for count in spans:
-        sequences.append(torch.cat(per_line[start:start + count]))  # type: ignore[arg-type]  # no None left: the loop above filled every line
+        sequences.append(torch.cat(per_line[start : start + count]))  # type: ignore[arg-type]  # no None left: the loop above filled every line
         start += count
     lengths = torch.tensor([len(s) for s in sequences])
     padded = torch.nn.utils.rnn.pad_sequence(sequences)  # T_max x crops x C
@@ -641,20 +729,25 @@ def _same_width_groups(line_sets: list[list[np.ndarray]]) -> dict[int, list[int]
     return groups
 
 
-def torch_accuracy(net: RecogniserNet, line_sets: list[list[np.ndarray]], samples: list[OcrSample],
-                   backbone: FrozenBackbone | None = None, batch_size: int = 32) -> float:
+def torch_accuracy(
+    net: RecogniserNet,
+    line_sets: list[list[np.ndarray]],
+    samples: list[OcrSample],
+    backbone: FrozenBackbone | None = None,
+    batch_size: int = 32,
+) -> float:
     """Exact plates (greedy CTC, normalised text) of the torch model with the restricted head."""
     right = 0
     with torch.no_grad():
         for indices in _same_width_groups(line_sets).values():
             for start in range(0, len(indices), batch_size):
-                chunk = indices[start:start + batch_size]
+                chunk = indices[start : start + batch_size]
                 lines = [line for i in chunk for line in line_sets[i]]
                 probabilities = torch.softmax(_logits(net, to_batch(lines), backbone), dim=-1).numpy()
                 position = 0
                 for i in chunk:
                     count = len(line_sets[i])
-                    text = "".join(_greedy(p) for p in probabilities[position:position + count])
+                    text = "".join(_greedy(p) for p in probabilities[position : position + count])
                     position += count
                     right += normalise(text) == samples[i].plate
     return right / len(samples)
@@ -684,9 +777,16 @@ def export_onnx(net: RecogniserNet, path: Path, metadata: dict[str, str]) -> Non
     """Write `net` (softmax included) as ONNX with dynamic batch and width and `metadata`."""
     sample = torch.zeros(2, 3, LINE_HEIGHT, MIN_LINE_WIDTH)
     with _quiet(), torch.no_grad():
-        torch.onnx.export(_Probabilities(net), (sample,), str(path), input_names=["x"], output_names=["probabilities"],
-                          dynamic_axes={"x": {0: "batch", 3: "width"}, "probabilities": {0: "batch", 1: "time"}},
-                          opset_version=17, dynamo=False)
+        torch.onnx.export(
+            _Probabilities(net),
+            (sample,),
+            str(path),
+            input_names=["x"],
+            output_names=["probabilities"],
+            dynamic_axes={"x": {0: "batch", 3: "width"}, "probabilities": {0: "batch", 1: "time"}},
+            opset_version=17,
+            dynamo=False,
+        )
     model = onnx.load(str(path))
     del model.metadata_props[:]
     for key, value in metadata.items():
@@ -704,12 +804,16 @@ def _check_batches(line_sets: list[list[np.ndarray]], count: int = 8) -> list[np
         scaled = LINE_HEIGHT * line.shape[1] / line.shape[0]
         return np.concatenate([line] * max(1, math.ceil(width / scaled)), axis=1)
 
-    return [to_batch(lines), to_batch([tiled(lines[0], 2 * MIN_LINE_WIDTH + 20)]),
-            to_batch([tiled(lines[-1], MIN_LINE_WIDTH + 130), lines[0], lines[-1]])]
+    return [
+        to_batch(lines),
+        to_batch([tiled(lines[0], 2 * MIN_LINE_WIDTH + 20)]),
+        to_batch([tiled(lines[-1], MIN_LINE_WIDTH + 130), lines[0], lines[-1]]),
+    ]
 
 
-def check_against_onnx(net: RecogniserNet, onnx_path: Path, batches: list[np.ndarray], tolerance: float, *,
-                       what: str) -> float:
+def check_against_onnx(
+    net: RecogniserNet, onnx_path: Path, batches: list[np.ndarray], tolerance: float, *, what: str
+) -> float:
     """Max |torch - ONNX Runtime| over the class probabilities of `batches` (rounded to 3
     digits); raises ExportMismatch beyond `tolerance`."""
     session = onnx_session(onnx_path, ["CPUExecutionProvider"])
@@ -718,18 +822,31 @@ def check_against_onnx(net: RecogniserNet, onnx_path: Path, batches: list[np.nda
         try:
             expected = session.run(None, {session.get_inputs()[0].name: batch})[0]
         except Exception as exc:  # onnxruntime's Fail, InvalidArgument, ...: a shape frozen at export
-            raise ExportMismatch(f"ONNX Runtime cannot run {what} on a batch of shape {batch.shape}: "
-                                 f"{str(exc).splitlines()[0][:300]}; nothing stored") from exc
+            raise ExportMismatch(
+                f"ONNX Runtime cannot run {what} on a batch of shape {batch.shape}: "
+                f"{str(exc).splitlines()[0][:300]}; nothing stored"
+            ) from exc
         with torch.no_grad():
             got = torch.softmax(net(torch.from_numpy(batch)), dim=-1).numpy()
         if got.shape != expected.shape:
             raise ExportMismatch(f"{what} gives shape {got.shape}, ONNX Runtime {expected.shape}")
         worst = max(worst, float(np.abs(got - expected).max()))
     if not worst <= tolerance:
-        raise ExportMismatch(f"{what} differs from ONNX Runtime by up to {worst:.2e} in a probability "
-                             f"(tolerance {tolerance:.0e}); nothing stored")
+        raise ExportMismatch(
+            f"{what} differs from ONNX Runtime by up to {worst:.2e} in a probability "
+            f"(tolerance {tolerance:.0e}); nothing stored"
+        )
     return float(f"{worst:.3g}")
 
 
-__all__ = ["ExportMismatch", "OcrDataset", "OcrResult", "OcrSettings", "RecogniserNet", "check_against_onnx",
-           "export_onnx", "finetune_ocr", "load_recogniser"]
+__all__ = [
+    "ExportMismatch",
+    "OcrDataset",
+    "OcrResult",
+    "OcrSettings",
+    "RecogniserNet",
+    "check_against_onnx",
+    "export_onnx",
+    "finetune_ocr",
+    "load_recogniser",
+]

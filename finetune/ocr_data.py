@@ -65,10 +65,14 @@ class OcrDataset:
 
     def describe(self) -> str:
         how = "held out by photo hash" if self.held_out_by_hash else "split=val"
-        left = [f"{n} {what}" for n, what in ((self.test_rows, "test rows"), (self.empty_rows, "without text"))
-                if n]
-        return (f"{len(self.train)} training crops, {len(self.val)} validation crops ({how})"
-                + (f"; left out: {', '.join(left)}" if left else ""))
+        left = [
+            f"{n} {what}"
+            for n, what in ((self.test_rows, "test rows"), (self.empty_rows, "without text"))
+            if n
+        ]
+        return f"{len(self.train)} training crops, {len(self.val)} validation crops ({how})" + (
+            f"; left out: {', '.join(left)}" if left else ""
+        )
 
 
 def load_ocr_dataset(folder: str | Path, *, val_fraction: float = 0.1) -> OcrDataset:
@@ -104,13 +108,16 @@ def load_ocr_dataset(folder: str | Path, *, val_fraction: float = 0.1) -> OcrDat
     if held_out:
         train, val = _hold_out(train, val_fraction)
     if not train or not val:
-        raise DataError(f"{labels}: {len(train)} training and {len(val)} validation crops with text; "
-                        "both need at least one (mark some rows split=val, or give more rows)")
+        raise DataError(
+            f"{labels}: {len(train)} training and {len(val)} validation crops with text; "
+            "both need at least one (mark some rows split=val, or give more rows)"
+        )
     return OcrDataset(folder, train, val, test_rows, empty_rows, held_out)
 
 
 def _hold_out(samples: list[OcrSample], fraction: float) -> tuple[list[OcrSample], list[OcrSample]]:
     """(train, val): whole groups to val by a stable hash; at least one group when there are two."""
+
     def bucket(group: str) -> float:
         return int(hashlib.sha256(group.encode()).hexdigest()[:8], 16) / 16**8
 
@@ -141,15 +148,22 @@ def augment(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         shift = rng.uniform(-MAX_SHIFT, MAX_SHIFT, 2) * (width, height)
         # PIL maps output pixels back to input ones: the inverse of rotate . shear . scale
         # about the centre, then the shift.
-        forward = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) @ \
-            np.array([[1.0, shear], [0.0, 1.0]]) * scale
+        forward = (
+            np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+            @ np.array([[1.0, shear], [0.0, 1.0]])
+            * scale
+        )
         inverse = np.linalg.inv(forward)
         centre = np.array([width / 2, height / 2])
         offset = centre - inverse @ (centre + shift)
         border = np.concatenate([crop[0], crop[-1], crop[:, 0], crop[:, -1]]).mean(axis=0)
-        image = image.transform(image.size, Image.Transform.AFFINE,
-                                (*inverse[0], offset[0], *inverse[1], offset[1]),
-                                resample=Image.Resampling.BILINEAR, fillcolor=tuple(int(c) for c in border))
+        image = image.transform(
+            image.size,
+            Image.Transform.AFFINE,
+            (*inverse[0], offset[0], *inverse[1], offset[1]),
+            resample=Image.Resampling.BILINEAR,
+            fillcolor=tuple(int(c) for c in border),
+        )
     if rng.random() < P_COLOUR:
         image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.65, 1.35))
         image = ImageEnhance.Contrast(image).enhance(rng.uniform(0.6, 1.3))

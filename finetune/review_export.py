@@ -36,18 +36,24 @@ class ExportSummary:
     label_studio_tasks: int
 
 
-def export_reviews(store: ReviewStore, out: Path, *, camera_id: str | None = None,
-                   since: datetime | None = None) -> ExportSummary:
+def export_reviews(
+    store: ReviewStore, out: Path, *, camera_id: str | None = None, since: datetime | None = None
+) -> ExportSummary:
     """Everything, or the items of one camera recorded at or after `since` (the runbook of a
     drifting camera: services/plate_reader/README.md)."""
     out.mkdir(parents=True, exist_ok=True)
     decided = store.decided(camera_id=camera_id, since=since)
-    return ExportSummary(_ocr(store, decided, out / "ocr"), _detector(store, decided, out / "detector"),
-                         _label_studio(store, out / "label-studio.json", camera_id=camera_id, since=since))
+    return ExportSummary(
+        _ocr(store, decided, out / "ocr"),
+        _detector(store, decided, out / "detector"),
+        _label_studio(store, out / "label-studio.json", camera_id=camera_id, since=since),
+    )
 
 
 def _split(photo_path: str) -> str:
-    return "val" if int(hashlib.sha256(photo_path.encode()).hexdigest(), 16) % 100 < VAL_SHARE * 100 else "train"
+    return (
+        "val" if int(hashlib.sha256(photo_path.encode()).hexdigest(), 16) % 100 < VAL_SHARE * 100 else "train"
+    )
 
 
 def _ocr(store: ReviewStore, decided: list[ReviewItem], out: Path) -> int:
@@ -58,8 +64,14 @@ def _ocr(store: ReviewStore, decided: list[ReviewItem], out: Path) -> int:
             continue
         name = f"{item.id}.jpg"
         shutil.copyfile(store.image(item, "crop"), out / name)
-        rows.append({"filename": name, "plate": item.corrected_plate, "split": _split(item.photo_path),
-                     "photo": Path(item.photo_path).name})
+        rows.append(
+            {
+                "filename": name,
+                "plate": item.corrected_plate,
+                "split": _split(item.photo_path),
+                "photo": Path(item.photo_path).name,
+            }
+        )
     with open(out / "labels.csv", "w", newline="") as labels:
         writer = csv.DictWriter(labels, ["filename", "plate", "split", "photo"])
         writer.writeheader()
@@ -99,20 +111,44 @@ def _label_studio(store: ReviewStore, path: Path, *, camera_id: str | None, sinc
                 continue
             width, height = Image.open(store.image(item, "photo")).size
             box = item.box
-            region = {"x": 100 * box["xmin"] / width, "y": 100 * box["ymin"] / height,
-                      "width": 100 * (box["xmax"] - box["xmin"]) / width,
-                      "height": 100 * (box["ymax"] - box["ymin"]) / height}
+            region = {
+                "x": 100 * box["xmin"] / width,
+                "y": 100 * box["ymin"] / height,
+                "width": 100 * (box["xmax"] - box["xmin"]) / width,
+                "height": 100 * (box["ymax"] - box["ymin"]) / height,
+            }
             common = {"to_name": "image", "original_width": width, "original_height": height}
-            tasks.append({
-                "data": {"image": str(store.image(item, "photo")), "review_id": item.id,
-                         "camera_id": item.camera_id},
-                "predictions": [{"model_version": item.ocr_model, "score": item.score, "result": [
-                    {"id": item.id, "type": "rectanglelabels", "from_name": "label",
-                     "value": {**region, "rectanglelabels": ["plate"]}, **common},
-                    {"id": item.id, "type": "textarea", "from_name": "plate_text",
-                     "value": {**region, "text": [item.plate]}, **common},
-                ]}],
-            })
+            tasks.append(
+                {
+                    "data": {
+                        "image": str(store.image(item, "photo")),
+                        "review_id": item.id,
+                        "camera_id": item.camera_id,
+                    },
+                    "predictions": [
+                        {
+                            "model_version": item.ocr_model,
+                            "score": item.score,
+                            "result": [
+                                {
+                                    "id": item.id,
+                                    "type": "rectanglelabels",
+                                    "from_name": "label",
+                                    "value": {**region, "rectanglelabels": ["plate"]},
+                                    **common,
+                                },
+                                {
+                                    "id": item.id,
+                                    "type": "textarea",
+                                    "from_name": "plate_text",
+                                    "value": {**region, "text": [item.plate]},
+                                    **common,
+                                },
+                            ],
+                        }
+                    ],
+                }
+            )
         if cursor is None:
             break
     path.write_text(json.dumps(tasks, indent=1))

@@ -60,18 +60,27 @@ class TextResult:
     def summary(self) -> str:
         change = (self.ppl_after / self.ppl_before - 1) * 100
         name = self.tag.split(":", 1)[0]
-        return (f"validation perplexity {self.ppl_before:.2f} -> {self.ppl_after:.2f} ({change:+.1f}%) "
-                f"in {self.seconds / 60:.1f} min; new version {self.tag}. Serve it: "
-                f"`modelport models serve {self.tag}`, back: `modelport models rollback {name}`")
+        return (
+            f"validation perplexity {self.ppl_before:.2f} -> {self.ppl_after:.2f} ({change:+.1f}%) "
+            f"in {self.seconds / 60:.1f} min; new version {self.tag}. Serve it: "
+            f"`modelport models serve {self.tag}`, back: `modelport models rollback {name}`"
+        )
 
 
-def finetune_text(data_path: str | Path, settings: TextSettings = TextSettings(), *,
-                  column: str | None = None, field: str | None = None, pattern: str = "*.txt",
-                  separator: str = "") -> TextResult:
+def finetune_text(
+    data_path: str | Path,
+    settings: TextSettings = TextSettings(),
+    *,
+    column: str | None = None,
+    field: str | None = None,
+    pattern: str = "*.txt",
+    separator: str = "",
+) -> TextResult:
     """The whole job: check data, load base, measure, train, measure, store."""
     data = load_text(data_path, column=column, field=field, pattern=pattern, separator=separator)
-    train_records, val_records = split_records(data.records, val_fraction=settings.val_fraction,
-                                               seed=settings.seed)
+    train_records, val_records = split_records(
+        data.records, val_fraction=settings.val_fraction, seed=settings.seed
+    )
     started = time.monotonic()
     base = base_model(settings.base)
     from services.autocomplete.causal_lm import load_causal_lm
@@ -80,7 +89,7 @@ def finetune_text(data_path: str | Path, settings: TextSettings = TextSettings()
     # float32, and a bf16-autocast training step ~10x slower. On a GPU the Trainer uses bf16.
     model, tokenizer = load_causal_lm(Path(base.path), dtype="float32")
     train = pack(tokenizer, train_records, block_size=settings.block_size)
-    val = pack(tokenizer, val_records, block_size=settings.block_size)[:settings.max_val_blocks]
+    val = pack(tokenizer, val_records, block_size=settings.block_size)[: settings.max_val_blocks]
     check_sizes(train, val, block_size=settings.block_size)
 
     run_dir = settings.runs_dir / f"{base.tag.name}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -88,9 +97,12 @@ def finetune_text(data_path: str | Path, settings: TextSettings = TextSettings()
         model = _with_lora(model, settings.lora_rank)
     trainer = _trainer(model, train, val, settings, run_dir)
     loss_before = trainer.evaluate(metric_key_prefix="before")["before_loss"]
-    print(f"validation perplexity before: {math.exp(loss_before):.2f} ({len(val)} blocks of "
-          f"{settings.block_size} tokens); training {trainer.args.max_steps} steps "
-          f"({len(train)} blocks available)", flush=True)
+    print(
+        f"validation perplexity before: {math.exp(loss_before):.2f} ({len(val)} blocks of "
+        f"{settings.block_size} tokens); training {trainer.args.max_steps} steps "
+        f"({len(train)} blocks available)",
+        flush=True,
+    )
     trainer.train()
     loss_after = trainer.evaluate(metric_key_prefix="after")["after_loss"]
     if settings.lora:
@@ -103,17 +115,28 @@ def finetune_text(data_path: str | Path, settings: TextSettings = TextSettings()
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     plot_losses(trainer.state.log_history, loss_before, loss_after, model_dir / "loss.png")
-    metrics = {"val_ppl_before": round(math.exp(loss_before), 3),
-               "val_ppl_after": round(math.exp(loss_after), 3),
-               "train_minutes": round(seconds / 60, 2)}
-    tag = add_version(base.tag.name, model_dir, kind="causal-lm", metadata={
-        "base_model": str(base.tag),
-        "dataset": {"path": str(Path(data_path).resolve()), "sha256": data.sha256,
-                    "records": len(data.records), "train_tokens": len(train) * settings.block_size,
-                    "val_tokens": len(val) * settings.block_size},
-        "hyperparameters": hyperparameters(settings),
-        "metrics": metrics,
-    })
+    metrics = {
+        "val_ppl_before": round(math.exp(loss_before), 3),
+        "val_ppl_after": round(math.exp(loss_after), 3),
+        "train_minutes": round(seconds / 60, 2),
+    }
+    tag = add_version(
+        base.tag.name,
+        model_dir,
+        kind="causal-lm",
+        metadata={
+            "base_model": str(base.tag),
+            "dataset": {
+                "path": str(Path(data_path).resolve()),
+                "sha256": data.sha256,
+                "records": len(data.records),
+                "train_tokens": len(train) * settings.block_size,
+                "val_tokens": len(val) * settings.block_size,
+            },
+            "hyperparameters": hyperparameters(settings),
+            "metrics": metrics,
+        },
+    )
     return TextResult(tag, metrics["val_ppl_before"], metrics["val_ppl_after"], seconds, run_dir)
 
 
@@ -124,8 +147,14 @@ def _with_lora(model: Any, rank: int) -> Any:
         raise RuntimeError("--lora needs peft: pip install 'modelport[finetune]'") from exc
     # GPT-2's layers are Conv1D (weights stored transposed): peft must be told.
     transposed = any(type(m).__name__ == "Conv1D" for m in model.modules())
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.05, target_modules="all-linear",
-                        fan_in_fan_out=transposed, task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=2 * rank,
+        lora_dropout=0.05,
+        target_modules="all-linear",
+        fan_in_fan_out=transposed,
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(model, config)
 
 
@@ -144,8 +173,9 @@ class _Blocks:
         return {"input_ids": self.ids[i], "labels": self.ids[i]}
 
 
-def _trainer(model: Any, train: list[list[int]], val: list[list[int]], settings: TextSettings,
-             run_dir: Path) -> Any:
+def _trainer(
+    model: Any, train: list[list[int]], val: list[list[int]], settings: TextSettings, run_dir: Path
+) -> Any:
     import torch
     from transformers import Trainer, TrainingArguments, default_data_collator
 
@@ -169,8 +199,13 @@ def _trainer(model: Any, train: list[list[int]], val: list[list[int]], settings:
         dataloader_num_workers=0,  # blocks are already tensors in memory
         dataloader_pin_memory=torch.cuda.is_available(),  # pinning means nothing without a GPU
     )
-    return Trainer(model=model, args=args, train_dataset=_Blocks(train), eval_dataset=_Blocks(val),
-                   data_collator=default_data_collator)
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=_Blocks(train),
+        eval_dataset=_Blocks(val),
+        data_collator=default_data_collator,
+    )
 
 
 def plot_losses(history: list[dict[str, Any]], before: float, after: float, path: Path) -> None:

@@ -38,8 +38,14 @@ class TextData:
     description: str  # for messages: "notes.txt (412 records)"
 
 
-def load_text(path: str | Path, *, column: str | None = None, field: str | None = None,
-              pattern: str = "*.txt", separator: str = "") -> TextData:
+def load_text(
+    path: str | Path,
+    *,
+    column: str | None = None,
+    field: str | None = None,
+    pattern: str = "*.txt",
+    separator: str = "",
+) -> TextData:
     """Records from a .txt file or folder (split on `separator` lines), a CSV column or a
     JSONL field. Empty records are dropped; an input with none left is an error."""
     path = Path(path).expanduser()
@@ -66,8 +72,10 @@ def _read(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); convert it, or leave it "
-                        "out of the folder with --pattern") from None
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {exc.start}); convert it, or leave it "
+            "out of the folder with --pattern"
+        ) from None
 
 
 def _text_records(path: Path, separator: str) -> list[str]:
@@ -104,22 +112,23 @@ def _jsonl_records(path: Path, field: str) -> list[str]:
             raise DataError(f"{path} line {number}: not JSON ({exc.msg})") from None
         if not isinstance(row, dict) or field not in row:
             keys = sorted(row) if isinstance(row, dict) else type(row).__name__
-            raise DataError(f"{path} line {number}: no field {field!r} (it has {keys}); "
-                            "choose the field with --field")
+            raise DataError(
+                f"{path} line {number}: no field {field!r} (it has {keys}); choose the field with --field"
+            )
         if not isinstance(row[field], str):
-            raise DataError(f"{path} line {number}: field {field!r} is "
-                            f"{type(row[field]).__name__}, not text")
+            raise DataError(f"{path} line {number}: field {field!r} is {type(row[field]).__name__}, not text")
         if row[field].strip():
             records.append(row[field].strip())
     return records
 
 
-def split_records(records: Sequence[str], *, val_fraction: float,
-                  seed: int) -> tuple[list[str], list[str]]:
+def split_records(records: Sequence[str], *, val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """Shuffle whole records into train and validation, so no record is in both."""
     if len(records) < 2:
-        raise DataError(f"only {len(records)} record: a validation set needs at least two. "
-                        "Split the text with blank lines (or --separator), or add text")
+        raise DataError(
+            f"only {len(records)} record: a validation set needs at least two. "
+            "Split the text with blank lines (or --separator), or add text"
+        )
     order = list(range(len(records)))
     random.Random(seed).shuffle(order)
     n_val = min(len(records) - 1, max(1, round(len(records) * val_fraction)))
@@ -135,14 +144,17 @@ def pack(tokenizer: Any, records: Sequence[str], *, block_size: int) -> list[lis
         ids.extend(encoded)
         if eos is not None:
             ids.append(eos)
-    return [ids[i:i + block_size] for i in range(0, len(ids) - block_size + 1, block_size)]
+    return [ids[i : i + block_size] for i in range(0, len(ids) - block_size + 1, block_size)]
 
 
 def check_sizes(train: list[list[int]], val: list[list[int]], *, block_size: int) -> None:
     """Refuse data too small to train and measure on, saying how much is missing."""
     if not train:
-        raise DataError(f"the training split has fewer than {block_size} tokens: add text or "
-                        "lower --block-size")
+        raise DataError(
+            f"the training split has fewer than {block_size} tokens: add text or lower --block-size"
+        )
     if len(val) < MIN_VAL_BLOCKS:
-        raise DataError(f"the validation split has {len(val)} block(s) of {block_size} tokens, "
-                        f"need {MIN_VAL_BLOCKS}: add text, raise --val-fraction or lower --block-size")
+        raise DataError(
+            f"the validation split has {len(val)} block(s) of {block_size} tokens, "
+            f"need {MIN_VAL_BLOCKS}: add text, raise --val-fraction or lower --block-size"
+        )

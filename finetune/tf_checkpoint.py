@@ -18,8 +18,17 @@ import numpy as np
 
 _MAGIC = 0xDB4775248B80FB57  # LevelDB table footer magic
 # tensorflow/core/framework/types.proto -> numpy; strings and resources are not weights.
-_DTYPES = {1: np.float32, 2: np.float64, 3: np.int32, 4: np.uint8, 5: np.int16, 6: np.int8,
-           9: np.int64, 10: np.bool_, 19: np.float16}
+_DTYPES = {
+    1: np.float32,
+    2: np.float64,
+    3: np.int32,
+    4: np.uint8,
+    5: np.int16,
+    6: np.int8,
+    9: np.int64,
+    10: np.bool_,
+    19: np.float16,
+}
 
 
 class UnsupportedCheckpoint(ValueError):
@@ -48,7 +57,7 @@ def read_checkpoint(prefix: str | Path) -> dict[str, np.ndarray]:
             shards[shard] = Path(f"{prefix}.data-{shard:05d}-of-{num_shards:05d}").read_bytes()
         offset, size = entry.get(4, [0])[0], entry.get(5, [0])[0]
         shape = [_fields(d).get(1, [0])[0] for d in _fields(entry[2][0]).get(2, [])] if 2 in entry else []
-        raw = shards[shard][offset:offset + size]
+        raw = shards[shard][offset : offset + size]
         variables[key.decode()] = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
     return variables
 
@@ -72,7 +81,7 @@ def _table_entries(table: bytes) -> list[tuple[bytes, bytes]]:
 def _block(table: bytes, offset: int, size: int) -> bytes:
     if table[offset + size] != 0:  # the trailer's type byte: 0 = stored, 1 = snappy
         raise UnsupportedCheckpoint("compressed checkpoint index")
-    return table[offset:offset + size]
+    return table[offset : offset + size]
 
 
 def _block_entries(block: bytes) -> list[tuple[bytes, bytes]]:
@@ -83,9 +92,9 @@ def _block_entries(block: bytes) -> list[tuple[bytes, bytes]]:
         shared, pos = _varint(block, pos)
         unshared, pos = _varint(block, pos)
         length, pos = _varint(block, pos)
-        key = key[:shared] + block[pos:pos + unshared]  # keys are prefix-compressed
+        key = key[:shared] + block[pos : pos + unshared]  # keys are prefix-compressed
         pos += unshared
-        entries.append((key, block[pos:pos + length]))
+        entries.append((key, block[pos : pos + length]))
         pos += length
     return entries
 
@@ -112,12 +121,12 @@ def _fields(message: bytes) -> dict[int, list]:
         if wire == 0:
             value, pos = _varint(message, pos)
         elif wire == 1:
-            value, pos = struct.unpack("<Q", message[pos:pos + 8])[0], pos + 8
+            value, pos = struct.unpack("<Q", message[pos : pos + 8])[0], pos + 8
         elif wire == 2:
             length, pos = _varint(message, pos)
-            value, pos = message[pos:pos + length], pos + length
+            value, pos = message[pos : pos + length], pos + length
         elif wire == 5:
-            value, pos = struct.unpack("<I", message[pos:pos + 4])[0], pos + 4
+            value, pos = struct.unpack("<I", message[pos : pos + 4])[0], pos + 4
         else:
             raise ValueError(f"unexpected protobuf wire type {wire}")
         fields.setdefault(number, []).append(value)

@@ -41,8 +41,9 @@ class DatasetSummary:
     boxes: int
 
 
-def build_yolo_dataset(photos: str | Path, boxes: str | Path, out: str | Path, *,
-                       val_fraction: float = 0.2, seed: int = 0) -> Path:
+def build_yolo_dataset(
+    photos: str | Path, boxes: str | Path, out: str | Path, *, val_fraction: float = 0.2, seed: int = 0
+) -> Path:
     """Write the YOLO dataset for `photos` labelled by `boxes` (.csv or reviewed .jsonl)."""
     photos, boxes, out = Path(photos), Path(boxes), Path(out)
     if not photos.is_dir():
@@ -66,10 +67,19 @@ def build_yolo_dataset(photos: str | Path, boxes: str | Path, out: str | Path, *
         for name in members:
             shutil.copyfile(photos / name, out / "images" / split / name)
             (out / "labels" / split / f"{Path(name).stem}.txt").write_text(
-                "".join(_yolo_line(box, sizes[name]) for box in labelled[name]))
+                "".join(_yolo_line(box, sizes[name]) for box in labelled[name])
+            )
     data_yaml = out / "data.yaml"
-    data_yaml.write_text(yaml.safe_dump({"path": str(out.resolve()), "train": "images/train",
-                                         "val": "images/val", "names": {0: PLATE_CLASS}}))
+    data_yaml.write_text(
+        yaml.safe_dump(
+            {
+                "path": str(out.resolve()),
+                "train": "images/train",
+                "val": "images/val",
+                "names": {0: PLATE_CLASS},
+            }
+        )
+    )
     return data_yaml
 
 
@@ -106,10 +116,13 @@ def _reading_boxes(path: Path) -> dict[str, list[Box]]:
             reading = json.loads(line)
             labelled[reading["filename"]] = [
                 tuple(float(r["box"][k]) for k in ("xmin", "ymin", "xmax", "ymax"))  # type: ignore[misc]  # 4 keys, 4 values
-                for r in reading["results"]]
+                for r in reading["results"]
+            ]
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"{path} line {number}: not a plate reading ({exc!r}); expected "
-                            '{"filename": ..., "results": [{"box": {"xmin": ...}}]}') from None
+            raise DataError(
+                f"{path} line {number}: not a plate reading ({exc!r}); expected "
+                '{"filename": ..., "results": [{"box": {"xmin": ...}}]}'
+            ) from None
     return labelled
 
 
@@ -129,15 +142,19 @@ def _image_size(path: Path) -> tuple[int, int]:
 def _check_box(box: Box, size: tuple[int, int], where: str) -> None:
     xmin, ymin, xmax, ymax = box
     if not (0 <= xmin < xmax <= size[0] and 0 <= ymin < ymax <= size[1]):
-        raise DataError(f"{where}: box {box} is not inside the {size[0]}x{size[1]} image "
-                        "(need 0 <= xmin < xmax <= width, 0 <= ymin < ymax <= height)")
+        raise DataError(
+            f"{where}: box {box} is not inside the {size[0]}x{size[1]} image "
+            "(need 0 <= xmin < xmax <= width, 0 <= ymin < ymax <= height)"
+        )
 
 
 def _yolo_line(box: Box, size: tuple[int, int]) -> str:
     xmin, ymin, xmax, ymax = box
     width, height = size
-    return (f"0 {(xmin + xmax) / 2 / width:.6f} {(ymin + ymax) / 2 / height:.6f} "
-            f"{(xmax - xmin) / width:.6f} {(ymax - ymin) / height:.6f}\n")
+    return (
+        f"0 {(xmin + xmax) / 2 / width:.6f} {(ymin + ymax) / 2 / height:.6f} "
+        f"{(xmax - xmin) / width:.6f} {(ymax - ymin) / height:.6f}\n"
+    )
 
 
 def check_yolo_dataset(data_yaml: str | Path) -> DatasetSummary:
@@ -156,8 +173,10 @@ def check_yolo_dataset(data_yaml: str | Path) -> DatasetSummary:
     names = spec["names"]
     names = tuple(names[i] for i in sorted(names)) if isinstance(names, dict) else tuple(names)
     if len(names) != 1:
-        raise DataError(f"{data_yaml}: {len(names)} classes {list(names)}; the plate reader serves "
-                        "one class (plates): put every plate box in class 0")
+        raise DataError(
+            f"{data_yaml}: {len(names)} classes {list(names)}; the plate reader serves "
+            "one class (plates): put every plate box in class 0"
+        )
     root = Path(spec.get("path") or data_yaml.parent)
     root = root if root.is_absolute() else data_yaml.parent / root
     counts, boxes = {}, 0
@@ -206,10 +225,14 @@ def _check_label_file(path: Path, n_classes: int) -> int:
         if len(values) != 5:
             raise DataError(f"{path} line {number}: {len(values)} values; a box is 'class cx cy w h'")
         if not values[0].is_integer() or not 0 <= values[0] < n_classes:
-            raise DataError(f"{path} line {number}: class {fields[0]} out of range: data.yaml has "
-                            f"{n_classes} class(es), ids 0..{n_classes - 1}")
+            raise DataError(
+                f"{path} line {number}: class {fields[0]} out of range: data.yaml has "
+                f"{n_classes} class(es), ids 0..{n_classes - 1}"
+            )
         if not all(0 <= v <= 1 for v in values[1:]) or values[3] == 0 or values[4] == 0:
-            raise DataError(f"{path} line {number}: box {fields[1:]} out of range: cx cy w h are "
-                            "fractions of the image size, in 0..1 (pixels given?)")
+            raise DataError(
+                f"{path} line {number}: box {fields[1:]} out of range: cx cy w h are "
+                "fractions of the image size, in 0..1 (pixels given?)"
+            )
         count += 1
     return count

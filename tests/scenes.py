@@ -27,13 +27,19 @@ class Scene:
 PLATES = {"plate_ad799kb": "AD799KB", "plate_krw301": "KRW301"}
 
 
-def plate_on_street(*, at: tuple[int, int] = (300, 700), scale: float = 2.0,
-                    canvas: tuple[int, int] | None = None, plate_asset: str = "plate_ad799kb") -> Scene:
+def plate_on_street(
+    *,
+    at: tuple[int, int] = (300, 700),
+    scale: float = 2.0,
+    canvas: tuple[int, int] | None = None,
+    plate_asset: str = "plate_ad799kb",
+) -> Scene:
     return street_with_plates([(plate_asset, at, scale)], canvas=canvas)
 
 
-def street_with_plates(placements: list[tuple[str, tuple[int, int], float]], *,
-                       canvas: tuple[int, int] | None = (1280, 720)) -> Scene:
+def street_with_plates(
+    placements: list[tuple[str, tuple[int, int], float]], *, canvas: tuple[int, int] | None = (1280, 720)
+) -> Scene:
     """Real plate crops on the street photo (resized to `canvas`; None: as it is): (crop asset,
     top-left, scale) each. The Scene's `plate` is the first one's text and `box` its box."""
     street = Image.open(asset("bus")).convert("RGB")

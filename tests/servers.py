@@ -1,9 +1,9 @@
 """Start a real `bentoml serve` process for a test and stop it afterwards.
 
-    with serve("services.plate_reader.service:PlateReader", env={"BENTOML_HOME": home}) as url:
-        httpx.get(f"{url}/readyz")
-    with serve_process(...) as server:    # the same, with the `bentoml serve` process too
-        server.process.send_signal(signal.SIGTERM)
+with serve("services.plate_reader.service:PlateReader", env={"BENTOML_HOME": home}) as url:
+    httpx.get(f"{url}/readyz")
+with serve_process(...) as server:    # the same, with the `bentoml serve` process too
+    server.process.send_signal(signal.SIGTERM)
 """
 
 from __future__ import annotations
@@ -23,8 +23,13 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
-QUIET_ENV = {"BENTOML_DO_NOT_TRACK": "1", "YOLO_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
-             "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+QUIET_ENV = {
+    "BENTOML_DO_NOT_TRACK": "1",
+    "YOLO_OFFLINE": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "PYTHONUNBUFFERED": "1",
+}
 
 
 def free_port() -> int:
@@ -33,8 +38,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_ready(url: str, *, timeout: float, failed: Callable[[], str | None] = lambda: None,
-               path: str = "/readyz") -> None:
+def wait_ready(
+    url: str, *, timeout: float, failed: Callable[[], str | None] = lambda: None, path: str = "/readyz"
+) -> None:
     """Poll `url` + `path` until it answers 200; `failed()` returns why to give up early."""
     deadline = time.monotonic() + timeout
     while True:
@@ -52,15 +58,22 @@ def wait_ready(url: str, *, timeout: float, failed: Callable[[], str | None] = l
 
 
 @contextlib.contextmanager
-def serve(target: str, *, env: dict[str, str] | None = None, startup_timeout: float = 180.0,
-          log_path: Path | None = None, cwd: Path = REPO) -> Iterator[str]:
+def serve(
+    target: str,
+    *,
+    env: dict[str, str] | None = None,
+    startup_timeout: float = 180.0,
+    log_path: Path | None = None,
+    cwd: Path = REPO,
+) -> Iterator[str]:
     """Run `bentoml serve TARGET` on a free loopback port; yield its base URL once /readyz is 200.
 
     `cwd` is the repo root (where `services.*` targets import from); a bento tag runs from its
     own copy of the code, so serve it from elsewhere to prove that.
     """
-    with serve_process(target, env=env, startup_timeout=startup_timeout, log_path=log_path,
-                       cwd=cwd) as server:
+    with serve_process(
+        target, env=env, startup_timeout=startup_timeout, log_path=log_path, cwd=cwd
+    ) as server:
         yield server.url
 
 
@@ -84,8 +97,14 @@ def own_bentoml_home(shared: str) -> str:
 
 
 @contextlib.contextmanager
-def serve_process(target: str, *, env: dict[str, str] | None = None, startup_timeout: float = 180.0,
-                  log_path: Path | None = None, cwd: Path = REPO) -> Iterator[Server]:
+def serve_process(
+    target: str,
+    *,
+    env: dict[str, str] | None = None,
+    startup_timeout: float = 180.0,
+    log_path: Path | None = None,
+    cwd: Path = REPO,
+) -> Iterator[Server]:
     """`serve`, yielding the process too (e.g. to send it SIGTERM as Kubernetes does)."""
     port = free_port()
     log = open(log_path or os.devnull, "wb")  # noqa: SIM115 - closed below
@@ -94,10 +113,15 @@ def serve_process(target: str, *, env: dict[str, str] | None = None, startup_tim
     env["BENTOML_HOME"] = own_bentoml_home(shared_home)
     process = subprocess.Popen(
         [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=cwd,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
+
         def exited() -> str | None:
             if process.poll() is None:
                 return None

@@ -1,8 +1,8 @@
 """modelport_client: typed Python client for modelport services (httpx only, no torch).
 
-    from modelport_client import Client
-    with Client("http://localhost:3000") as client:
-        print(client.read_plates("car.jpg").results)
+from modelport_client import Client
+with Client("http://localhost:3000") as client:
+    print(client.read_plates("car.jpg").results)
 """
 
 from modelport_client._autocomplete import Completion, CompletionChoice, Suggestion, TokenLogprobs, Usage

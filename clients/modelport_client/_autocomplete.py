@@ -53,8 +53,12 @@ class Usage:
     def from_json(cls, data: dict[str, Any]) -> Usage:
         """Known fields only: a newer server may send more."""
         details = data.get("prompt_tokens_details") or {}
-        return cls(prompt_tokens=data["prompt_tokens"], completion_tokens=data["completion_tokens"],
-                   total_tokens=data["total_tokens"], cached_tokens=details.get("cached_tokens", 0))
+        return cls(
+            prompt_tokens=data["prompt_tokens"],
+            completion_tokens=data["completion_tokens"],
+            total_tokens=data["total_tokens"],
+            cached_tokens=details.get("cached_tokens", 0),
+        )
 
 
 @dataclass(frozen=True)
@@ -71,11 +75,17 @@ class Completion:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Completion:
-        choices = tuple(CompletionChoice(
-            text=c["text"], index=c["index"], finish_reason=c.get("finish_reason"),
-            logprobs=None if c.get("logprobs") is None else TokenLogprobs(
-                **{k: tuple(v) for k, v in c["logprobs"].items()}))
-            for c in data["choices"])
+        choices = tuple(
+            CompletionChoice(
+                text=c["text"],
+                index=c["index"],
+                finish_reason=c.get("finish_reason"),
+                logprobs=None
+                if c.get("logprobs") is None
+                else TokenLogprobs(**{k: tuple(v) for k, v in c["logprobs"].items()}),
+            )
+            for c in data["choices"]
+        )
         return cls(id=data["id"], model=data["model"], choices=choices, usage=Usage.from_json(data["usage"]))
 
 
@@ -102,7 +112,7 @@ def _suggestions(data: dict[str, Any]) -> list[Suggestion]:
 
 def _stream_piece(line: str, url: str) -> str | None:
     """The text in one server-sent event line; None for [DONE]; raises on an error event."""
-    payload = line[len("data:"):].strip()
+    payload = line[len("data:") :].strip()
     if payload == "[DONE]":
         return None
     data = json.loads(payload)
@@ -118,6 +128,7 @@ class AutocompleteCalls:
     _http: httpx.Client
 
     if TYPE_CHECKING:
+
         def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response: ...
 
     def complete(self, prompt: str | Sequence[str], **options: Any) -> Completion:
@@ -129,8 +140,9 @@ class AutocompleteCalls:
         """The completion of `prompt` as it is generated, piece by piece."""
         url = str(self._http.base_url.join(COMPLETIONS_PATH))
         try:
-            with self._http.stream("POST", COMPLETIONS_PATH,
-                                   json=_completion_body(prompt, options, True)) as response:
+            with self._http.stream(
+                "POST", COMPLETIONS_PATH, json=_completion_body(prompt, options, True)
+            ) as response:
                 if not response.is_success:
                     response.read()
                     raise_for_status(response)
@@ -148,8 +160,7 @@ class AutocompleteCalls:
     def suggest(self, text: str, *, n: int = 3, session: str | None = None) -> list[Suggestion]:
         """Up to `n` (at most 5) short continuations of `text`, best first. With a `session`
         (your editor's id), a newer call of the same session makes this one raise Superseded."""
-        return _suggestions(self._request("POST", SUGGEST_PATH,
-                                          json=_suggest_body(text, n, session)).json())
+        return _suggestions(self._request("POST", SUGGEST_PATH, json=_suggest_body(text, n, session)).json())
 
 
 class AsyncAutocompleteCalls:
@@ -158,18 +169,21 @@ class AsyncAutocompleteCalls:
     _http: httpx.AsyncClient
 
     if TYPE_CHECKING:
+
         async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response: ...
 
     async def complete(self, prompt: str | Sequence[str], **options: Any) -> Completion:
-        response = await self._request("POST", COMPLETIONS_PATH,
-                                       json=_completion_body(prompt, options, False))
+        response = await self._request(
+            "POST", COMPLETIONS_PATH, json=_completion_body(prompt, options, False)
+        )
         return Completion.from_json(response.json())
 
     async def stream_complete(self, prompt: str, **options: Any) -> AsyncIterator[str]:
         url = str(self._http.base_url.join(COMPLETIONS_PATH))
         try:
-            async with self._http.stream("POST", COMPLETIONS_PATH,
-                                         json=_completion_body(prompt, options, True)) as response:
+            async with self._http.stream(
+                "POST", COMPLETIONS_PATH, json=_completion_body(prompt, options, True)
+            ) as response:
                 if not response.is_success:
                     await response.aread()
                     raise_for_status(response)

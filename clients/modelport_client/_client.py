@@ -40,11 +40,18 @@ def _headers(api_key: str | None, headers: dict[str, str] | None) -> dict[str, s
 
 
 class Client(AutocompleteCalls):
-    def __init__(self, base_url: str = "http://localhost:3000", *, api_key: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, headers: dict[str, str] | None = None,
-                 transport: httpx.BaseTransport | None = None) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=timeout, headers=_headers(api_key, headers),
-                                  transport=transport)
+    def __init__(
+        self,
+        base_url: str = "http://localhost:3000",
+        *,
+        api_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        headers: dict[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.Client(
+            base_url=base_url, timeout=timeout, headers=_headers(api_key, headers), transport=transport
+        )
 
     def __enter__(self) -> Client:
         return self
@@ -70,31 +77,46 @@ class Client(AutocompleteCalls):
         except httpx.TransportError:
             return False
 
-    def read_plates(self, image: ImageInput, *, regions: Sequence[str] | None = None,
-                    min_score: float | None = None) -> PlateReading:
+    def read_plates(
+        self, image: ImageInput, *, regions: Sequence[str] | None = None, min_score: float | None = None
+    ) -> PlateReading:
         """Read every plate in one photo (a path, bytes or a binary file object)."""
         return self.read_plates_many([image], regions=regions, min_score=min_score)[0]
 
-    def read_plates_many(self, images: Sequence[ImageInput], *, regions: Sequence[str] | None = None,
-                         min_score: float | None = None) -> list[PlateReading]:
+    def read_plates_many(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        regions: Sequence[str] | None = None,
+        min_score: float | None = None,
+    ) -> list[PlateReading]:
         """Read several photos in one request; results come back in the same order."""
         response = self._request("POST", PLATE_READER_PATH, **build_request(images, regions, min_score))
         return parse_readings(response.json())
 
-    def annotate_plates(self, image: ImageInput, *, regions: Sequence[str] | None = None,
-                        min_score: float | None = None) -> bytes:
+    def annotate_plates(
+        self, image: ImageInput, *, regions: Sequence[str] | None = None, min_score: float | None = None
+    ) -> bytes:
         """The photo as JPEG bytes with each plate's box and reading drawn on it."""
-        response = self._request("POST", f"{PLATE_READER_PATH}/annotated",
-                                 **build_request([image], regions, min_score))
+        response = self._request(
+            "POST", f"{PLATE_READER_PATH}/annotated", **build_request([image], regions, min_score)
+        )
         return response.content
 
 
 class AsyncClient(AsyncAutocompleteCalls):
-    def __init__(self, base_url: str = "http://localhost:3000", *, api_key: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, headers: dict[str, str] | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout,
-                                       headers=_headers(api_key, headers), transport=transport)
+    def __init__(
+        self,
+        base_url: str = "http://localhost:3000",
+        *,
+        api_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        headers: dict[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout, headers=_headers(api_key, headers), transport=transport
+        )
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -119,19 +141,25 @@ class AsyncClient(AsyncAutocompleteCalls):
         except httpx.TransportError:
             return False
 
-    async def read_plates(self, image: ImageInput, *, regions: Sequence[str] | None = None,
-                          min_score: float | None = None) -> PlateReading:
+    async def read_plates(
+        self, image: ImageInput, *, regions: Sequence[str] | None = None, min_score: float | None = None
+    ) -> PlateReading:
         return (await self.read_plates_many([image], regions=regions, min_score=min_score))[0]
 
-    async def read_plates_many(self, images: Sequence[ImageInput], *,
-                               regions: Sequence[str] | None = None,
-                               min_score: float | None = None) -> list[PlateReading]:
-        response = await self._request("POST", PLATE_READER_PATH,
-                                       **build_request(images, regions, min_score))
+    async def read_plates_many(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        regions: Sequence[str] | None = None,
+        min_score: float | None = None,
+    ) -> list[PlateReading]:
+        response = await self._request("POST", PLATE_READER_PATH, **build_request(images, regions, min_score))
         return parse_readings(response.json())
 
-    async def annotate_plates(self, image: ImageInput, *, regions: Sequence[str] | None = None,
-                              min_score: float | None = None) -> bytes:
-        response = await self._request("POST", f"{PLATE_READER_PATH}/annotated",
-                                       **build_request([image], regions, min_score))
+    async def annotate_plates(
+        self, image: ImageInput, *, regions: Sequence[str] | None = None, min_score: float | None = None
+    ) -> bytes:
+        response = await self._request(
+            "POST", f"{PLATE_READER_PATH}/annotated", **build_request([image], regions, min_score)
+        )
         return response.content

@@ -37,8 +37,16 @@ class Timeout(TransportError):
 
 
 class APIError(ModelportError):
-    def __init__(self, status: int, message: str, *, url: str, code: str | None = None,
-                 param: str | None = None, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        url: str,
+        code: str | None = None,
+        param: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         detail = f" [{code}]" if code else ""
         super().__init__(f"HTTP {status}{detail} from {url}: {message}")
         self.status, self.message, self.url, self.code, self.param = status, message, url, code, param
@@ -81,10 +89,17 @@ class ServerError(APIError):
     pass
 
 
-_BY_STATUS: dict[int, type[APIError]] = {400: BadRequest, 422: BadRequest, 401: AuthenticationError,
-                                         403: PermissionDenied, 413: PayloadTooLarge,
-                                         415: UnsupportedMedia, 404: NotFound, 409: Superseded,
-                                         429: RateLimited}
+_BY_STATUS: dict[int, type[APIError]] = {
+    400: BadRequest,
+    422: BadRequest,
+    401: AuthenticationError,
+    403: PermissionDenied,
+    413: PayloadTooLarge,
+    415: UnsupportedMedia,
+    404: NotFound,
+    409: Superseded,
+    429: RateLimited,
+}
 
 
 def raise_for_status(response: httpx.Response) -> None:
@@ -103,8 +118,14 @@ def raise_for_status(response: httpx.Response) -> None:
     except ValueError:
         message = response.text[:500] or message
     cls = _BY_STATUS.get(response.status_code, ServerError if response.status_code >= 500 else APIError)
-    raise cls(response.status_code, message, url=str(response.request.url), code=code, param=param,
-              retry_after=_seconds(response.headers.get("retry-after")))
+    raise cls(
+        response.status_code,
+        message,
+        url=str(response.request.url),
+        code=code,
+        param=param,
+        retry_after=_seconds(response.headers.get("retry-after")),
+    )
 
 
 def _seconds(value: str | None) -> float | None:

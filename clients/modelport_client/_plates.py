@@ -37,9 +37,14 @@ class Plate:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plate:
-        return cls(plate=data["plate"], score=data["score"], dscore=data["dscore"],
-                   box=Box(**data["box"]), candidates=tuple(Candidate(**c) for c in data["candidates"]),
-                   review=data["review"])
+        return cls(
+            plate=data["plate"],
+            score=data["score"],
+            dscore=data["dscore"],
+            box=Box(**data["box"]),
+            candidates=tuple(Candidate(**c) for c in data["candidates"]),
+            review=data["review"],
+        )
 
 
 @dataclass(frozen=True)
@@ -50,8 +55,11 @@ class PlateReading:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PlateReading:
-        return cls(filename=data["filename"], processing_time=data["processing_time"],
-                   results=tuple(Plate.from_json(p) for p in data["results"]))
+        return cls(
+            filename=data["filename"],
+            processing_time=data["processing_time"],
+            results=tuple(Plate.from_json(p) for p in data["results"]),
+        )
 
 
 def _file_tuple(image: ImageInput, index: int) -> tuple[str, bytes]:
@@ -63,8 +71,9 @@ def _file_tuple(image: ImageInput, index: int) -> tuple[str, bytes]:
     return Path(getattr(image, "name", f"image-{index}")).name, image.read()
 
 
-def build_request(images: Sequence[ImageInput], regions: Sequence[str] | None,
-                  min_score: float | None) -> dict[str, Any]:
+def build_request(
+    images: Sequence[ImageInput], regions: Sequence[str] | None, min_score: float | None
+) -> dict[str, Any]:
     """httpx keyword arguments for a multipart plate-reader request."""
     files = [("upload", _file_tuple(image, i)) for i, image in enumerate(images)]
     data: dict[str, Any] = {}

@@ -32,8 +32,9 @@ def handler_for(service: str) -> type[BaseHTTPRequestHandler]:
             if not self.path.startswith("/v1/"):
                 return self._reply(404, "text/plain", b"not found")
             body = self.rfile.read(int(self.headers.get("content-length", 0)))
-            request = urllib.request.Request(service + self.path, data=body, method="POST",
-                                             headers={"content-type": "application/json"})
+            request = urllib.request.Request(
+                service + self.path, data=body, method="POST", headers={"content-type": "application/json"}
+            )
             try:
                 with urllib.request.urlopen(request, timeout=30) as response:
                     self._reply(response.status, "application/json", response.read())

@@ -52,8 +52,7 @@ class Backend(Protocol):
         """A prompt to prefill under `key`; how many of its first tokens need not run (their KV
         came from a cached prefix; never all of them). The first chunk starts there."""
 
-    def step(self, chunks: list[PromptChunk],
-             tokens: list[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def step(self, chunks: list[PromptChunk], tokens: list[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Run the prompts' chunks and feed every running row its next token, in one forward
         pass where the backend can. Each chunk's logits: [end - start, vocab] for
         `every_position`, else [1, vocab] for a prompt's last chunk and [0, vocab] before it;
@@ -89,8 +88,9 @@ class WholePrompts:
         [1, vocab]). `reused_tokens`: how many of each came from the prefix cache."""
         reused = [self.begin(i, p, every_position) for i, p in enumerate(prompts)]
         self.reused_tokens = reused
-        chunks = [PromptChunk(i, p, r, len(p), every_position)
-                  for i, (p, r) in enumerate(zip(prompts, reused))]
+        chunks = [
+            PromptChunk(i, p, r, len(p), every_position) for i, (p, r) in enumerate(zip(prompts, reused))
+        ]
         return self.step(chunks, [])[0]
 
     def decode_step(self: Backend, tokens: list[int]) -> torch.Tensor:

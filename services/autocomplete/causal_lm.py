@@ -45,16 +45,26 @@ def prepare_causal_lm(fetched: Path, model_dir: Path) -> dict[str, Any]:
         (model_dir / GGUF_NAME).unlink(missing_ok=True)  # a stale one would serve other weights
         origin = "transformers"
     else:
-        raise ValueError(f"{fetched.name}: a causal-lm is a transformers directory (with "
-                         "config.json) or a .gguf file")
+        raise ValueError(
+            f"{fetched.name}: a causal-lm is a transformers directory (with config.json) or a .gguf file"
+        )
     if not any((model_dir / name).exists() for name in _TOKENIZER_FILES):
-        raise ValueError(f"{fetched.name} has no tokenizer ({' or '.join(_TOKENIZER_FILES)}); "
-                         "save the tokenizer next to the model (tokenizer.save_pretrained(dir))")
+        raise ValueError(
+            f"{fetched.name} has no tokenizer ({' or '.join(_TOKENIZER_FILES)}); "
+            "save the tokenizer next to the model (tokenizer.save_pretrained(dir))"
+        )
     config = json.loads((model_dir / "config.json").read_text())
-    gguf_info = ({"gguf_type": _store_gguf(fetched, model_dir / GGUF_NAME)} if origin == "gguf"
-                 else _written_gguf(model_dir, config))
-    return {"format": origin, "architecture": (config.get("architectures") or ["?"])[0],
-            "context_length": context_length(config), **gguf_info}
+    gguf_info = (
+        {"gguf_type": _store_gguf(fetched, model_dir / GGUF_NAME)}
+        if origin == "gguf"
+        else _written_gguf(model_dir, config)
+    )
+    return {
+        "format": origin,
+        "architecture": (config.get("architectures") or ["?"])[0],
+        "context_length": context_length(config),
+        **gguf_info,
+    }
 
 
 def _written_gguf(model_dir: Path, config: dict[str, Any]) -> dict[str, str]:
@@ -72,13 +82,17 @@ def _written_gguf(model_dir: Path, config: dict[str, Any]) -> dict[str, str]:
         check = check_gguf(model_dir, target, write_gguf(model_dir, target))
     except (ValueError, KeyError, OSError, RuntimeError) as failed:  # torch still serves it
         target.unlink(missing_ok=True)
-        logger.warning("could not write %s as a GGUF for llama.cpp (%s); torch will serve it",
-                       model_dir.name, failed)
+        logger.warning(
+            "could not write %s as a GGUF for llama.cpp (%s); torch will serve it", model_dir.name, failed
+        )
         return {}
     if not check.passed:
         target.unlink()
-        logger.warning("the GGUF written for %s does not compute what torch computes (%s): "
-                       "dropped; torch will serve it", model_dir.name, check)
+        logger.warning(
+            "the GGUF written for %s does not compute what torch computes (%s): dropped; torch will serve it",
+            model_dir.name,
+            check,
+        )
         return {}
     logger.info("wrote %s as a GGUF for llama.cpp: %s", model_dir.name, check)
     return {"gguf_type": "Q8_0 (written from the transformers weights)", "gguf_check": str(check)}
@@ -168,7 +182,8 @@ def load_causal_lm(model_dir: Path, dtype: str = "auto") -> tuple[Any, Any]:
     dtype = resolve_dtype(dtype)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(
-        model_dir, dtype=torch.float32 if dtype == "int8" else getattr(torch, dtype))
+        model_dir, dtype=torch.float32 if dtype == "int8" else getattr(torch, dtype)
+    )
     if dtype == "int8":
         from services.autocomplete.int8_weights import quantize_linear_weights
 

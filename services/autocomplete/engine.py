@@ -129,10 +129,15 @@ class _Row:
 
 
 class Engine:
-    def __init__(self, load: Callable[[], Backend], *, max_batch_size: int = 32,
-                 max_waiting_rows: int | None = None,
-                 prefill_chunk_tokens: int = Settings.prefill_chunk_tokens,
-                 observe_load: Callable[[Load], None] | None = None) -> None:
+    def __init__(
+        self,
+        load: Callable[[], Backend],
+        *,
+        max_batch_size: int = 32,
+        max_waiting_rows: int | None = None,
+        prefill_chunk_tokens: int = Settings.prefill_chunk_tokens,
+        observe_load: Callable[[Load], None] | None = None,
+    ) -> None:
         """Start the engine thread, which calls `load()` for its `Backend`; wait for it.
 
         The model is loaded in the engine's own thread because torch's OpenMP pool is per
@@ -157,8 +162,9 @@ class Engine:
         self._last_load: Load | None = None
         loaded = threading.Event()
         failed: list[BaseException] = []
-        self._thread = threading.Thread(target=self._run, args=(load, loaded, failed),
-                                        name="autocomplete-engine", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(load, loaded, failed), name="autocomplete-engine", daemon=True
+        )
         self._thread.start()
         loaded.wait()
         if failed:
@@ -177,8 +183,14 @@ class Engine:
     def decode(self, ids: Sequence[int]) -> str:
         return self.backend.decode(ids)
 
-    def submit(self, prompts: Sequence[Sequence[int]], params: SamplingParams, *, n: int = 1,
-               timeout_s: float | None = None) -> GenerationStream:
+    def submit(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams,
+        *,
+        n: int = 1,
+        timeout_s: float | None = None,
+    ) -> GenerationStream:
         """Queue prompts (token ids) for `n` choices each; call from the event loop."""
         if not prompts or not all(prompts):
             raise ValueError("every prompt needs at least one token")
@@ -186,10 +198,15 @@ class Engine:
         stream = GenerationStream(rows, timeout_s)
         with self._waiting_lock:
             # An empty queue takes any request, so one larger than the bound is not refused forever.
-            if (self.max_waiting_rows is not None and self._waiting_rows
-                    and self._waiting_rows + rows > self.max_waiting_rows):
-                raise Busy(f"the model is busy: {self._waiting_rows} sequences are waiting for a "
-                           "place in the batch; retry after the time in Retry-After")
+            if (
+                self.max_waiting_rows is not None
+                and self._waiting_rows
+                and self._waiting_rows + rows > self.max_waiting_rows
+            ):
+                raise Busy(
+                    f"the model is busy: {self._waiting_rows} sequences are waiting for a "
+                    "place in the batch; retry after the time in Retry-After"
+                )
             self._waiting_rows += rows
         stream.stats.prompt_tokens = sum(len(p) for p in prompts)
         for i, prompt in enumerate(prompts):
@@ -198,8 +215,7 @@ class Engine:
 
     # --- the worker thread -------------------------------------------------------------
 
-    def _run(self, load: Callable[[], Backend], loaded: threading.Event,
-             failed: list[BaseException]) -> None:
+    def _run(self, load: Callable[[], Backend], loaded: threading.Event, failed: list[BaseException]) -> None:
         import torch
 
         try:
@@ -299,10 +315,12 @@ class Engine:
         key = next(self._keys)
         reused = self.backend.begin(key, request.prompt, request.every_position)
         stats.cached_tokens += reused
-        echo = (PromptLogprobs(self.backend.decode, request.prompt, request.params.logprobs or 0)
-                if request.every_position else None)
-        self._prefills.append(_Prefill(key, request.prompt, request.every_position, reused,
-                                       [request], echo))
+        echo = (
+            PromptLogprobs(self.backend.decode, request.prompt, request.params.logprobs or 0)
+            if request.every_position
+            else None
+        )
+        self._prefills.append(_Prefill(key, request.prompt, request.every_position, reused, [request], echo))
 
     def _drop_prefills(self) -> None:
         """Cancelled and timed-out requests leave their prefill; one left with none ends."""
@@ -324,9 +342,9 @@ class Engine:
     def _kv_reserved(self) -> int:
         """KV cells the running rows and the prompts being prefilled may fill (their prompts
         and all their tokens)."""
-        return (sum(kv_cells_needed(1, len(row.request.prompt), row.params.max_tokens)
-                    for row in self._rows)
-                + sum(r.kv_cells for p in self._prefills for r in p.requests))
+        return sum(
+            kv_cells_needed(1, len(row.request.prompt), row.params.max_tokens) for row in self._rows
+        ) + sum(r.kv_cells for p in self._prefills for r in p.requests)
 
     def _kv_room(self) -> int | None:
         """KV cells free for new requests: not reserved by running rows, nor held by the
@@ -357,8 +375,7 @@ class Engine:
             if budget < cost:
                 break
             end = min(len(prefill.prompt), prefill.done + budget // cost)
-            chunks.append(PromptChunk(prefill.key, prefill.prompt, prefill.done, end,
-                                      prefill.every_position))
+            chunks.append(PromptChunk(prefill.key, prefill.prompt, prefill.done, end, prefill.every_position))
             budget -= (end - prefill.done) * cost
         return chunks
 
@@ -388,13 +405,15 @@ class Engine:
             return
         if decoding:
             elapsed = time.perf_counter() - started
-            self.step_seconds = (elapsed if self.step_seconds is None
-                                 else 0.9 * self.step_seconds + 0.1 * elapsed)
+            self.step_seconds = (
+                elapsed if self.step_seconds is None else 0.9 * self.step_seconds + 0.1 * elapsed
+            )
         if prefilled:
             self._join(prefilled)
 
-    def _prefilled(self, chunks: list[PromptChunk],
-                   logits: list[torch.Tensor]) -> list[tuple[_Prefill, torch.Tensor]]:
+    def _prefilled(
+        self, chunks: list[PromptChunk], logits: list[torch.Tensor]
+    ) -> list[tuple[_Prefill, torch.Tensor]]:
         """Record the chunks that ran (echo's logprobs from their logits, at once); the prompts
         whose last chunk it was, with the logits for their first token."""
         by_key = {prefill.key: prefill for prefill in self._prefills}
@@ -434,15 +453,18 @@ class Engine:
         self._rows += rows
         self._next += tokens
 
-    def _start(self, request: _Request, logits: torch.Tensor,
-               echoed: Sequence[Any]) -> list[tuple[_Row, int]]:
+    def _start(
+        self, request: _Request, logits: torch.Tensor, echoed: Sequence[Any]
+    ) -> list[tuple[_Row, int]]:
         """Open the request's choices, pick their first tokens; the rows that go on, with theirs."""
         params, n = request.params, request.n
-        outputs = ChoiceOutput.open(request.stream, request.indices, request.prompt, params,
-                                    self.backend, echoed)
-        rows = [_Row(request, output,
-                     new_generator(None if params.seed is None else params.seed + output.index))
-                for output in outputs]
+        outputs = ChoiceOutput.open(
+            request.stream, request.indices, request.prompt, params, self.backend, echoed
+        )
+        rows = [
+            _Row(request, output, new_generator(None if params.seed is None else params.seed + output.index))
+            for output in outputs
+        ]
         if params.max_tokens == 0:
             for row in rows:
                 row.output.finish(FinishReason.LENGTH)
@@ -457,23 +479,30 @@ class Engine:
             skip = params.first_token_rank - 1
             tokens = torch.topk(scores, skip + n).indices.tolist()[skip:]
         else:
-            tokens, logprobs = choose_tokens(logits[-1:].expand(n, -1), [params] * n,
-                                             [r.generator for r in rows], [request.prompt] * n,
-                                             [[]] * n)
+            tokens, logprobs = choose_tokens(
+                logits[-1:].expand(n, -1),
+                [params] * n,
+                [r.generator for r in rows],
+                [request.prompt] * n,
+                [[]] * n,
+            )
         stats = request.stream.stats
         stats.first_token_at = stats.first_token_at or time.perf_counter()
-        return [(row, token) for row, token, lp in zip(rows, tokens, logprobs)
-                if row.output.accept(token, lp)]
+        return [
+            (row, token) for row, token, lp in zip(rows, tokens, logprobs) if row.output.accept(token, lp)
+        ]
 
     def _advance(self, logits: torch.Tensor) -> None:
         """Each running row's next token from its logits; the rows that finished leave."""
         rows = self._rows
-        tokens, logprobs = choose_tokens(logits, [r.params for r in rows],
-                                         [r.generator for r in rows],
-                                         [r.request.prompt for r in rows],
-                                         [r.output.tokens for r in rows])
-        done = {id(row) for row, token, lp in zip(rows, tokens, logprobs)
-                if not row.output.accept(token, lp)}
+        tokens, logprobs = choose_tokens(
+            logits,
+            [r.params for r in rows],
+            [r.generator for r in rows],
+            [r.request.prompt for r in rows],
+            [r.output.tokens for r in rows],
+        )
+        done = {id(row) for row, token, lp in zip(rows, tokens, logprobs) if not row.output.accept(token, lp)}
         self._next = tokens
         self._drop(lambda row: id(row) in done)
 

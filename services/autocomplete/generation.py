@@ -134,8 +134,15 @@ class ChoiceOutput:
     """One choice's output as the engine thread generates it: its tokens, its text (cut at
     stop strings, after the echoed prompt if any), its logprobs, and when it is finished."""
 
-    def __init__(self, stream: GenerationStream, index: int, prompt: list[int],
-                 params: SamplingParams, backend: Backend, text_offset: int) -> None:
+    def __init__(
+        self,
+        stream: GenerationStream,
+        index: int,
+        prompt: list[int],
+        params: SamplingParams,
+        backend: Backend,
+        text_offset: int,
+    ) -> None:
         self.stream, self.index, self.prompt, self.params = stream, index, prompt, params
         self._backend = backend  # for decode, stop_token_ids and context_length
         self.text = StoppableText(backend.decode, params.stop)
@@ -144,9 +151,15 @@ class ChoiceOutput:
         self._pending: list[TokenLogprob] = []  # logprobs not yet sent
 
     @classmethod
-    def open(cls, stream: GenerationStream, indices: range, prompt: list[int],
-             params: SamplingParams, backend: Backend,
-             echoed: Sequence[TokenLogprob] = ()) -> list[ChoiceOutput]:
+    def open(
+        cls,
+        stream: GenerationStream,
+        indices: range,
+        prompt: list[int],
+        params: SamplingParams,
+        backend: Backend,
+        echoed: Sequence[TokenLogprob] = (),
+    ) -> list[ChoiceOutput]:
         """A request's choices, each starting with the prompt when `params.echo` asks for it
         (with `echoed`, its logprobs from the prefill, when `params.logprobs` does too)."""
         prompt_text = backend.decode(prompt) if params.echo else ""
@@ -168,13 +181,15 @@ class ChoiceOutput:
         stream.stats.completion_tokens += 1
         if params.logprobs is not None:
             self._pending.append(
-                token_logprob(self._backend.decode, token, logprobs, params.logprobs, offset))
+                token_logprob(self._backend.decode, token, logprobs, params.logprobs, offset)
+            )
         piece = self.text.push(self.tokens)
         if self.text.stopped:
             self.finish(FinishReason.STOP, piece)
             return False
         if len(self.tokens) >= params.max_tokens or (
-                len(self.prompt) + len(self.tokens) >= self._backend.context_length):
+            len(self.prompt) + len(self.tokens) >= self._backend.context_length
+        ):
             self.finish(FinishReason.LENGTH, piece)
             return False
         if piece:
@@ -192,15 +207,16 @@ class ChoiceOutput:
     def _take_logprobs(self, released: int) -> tuple[TokenLogprob, ...]:
         """The pending logprobs of tokens whose text starts inside the released text."""
         ready = [lp for lp in self._pending if lp.offset < released]
-        self._pending = self._pending[len(ready):]
+        self._pending = self._pending[len(ready) :]
         return tuple(ready)
 
 
 Decode = Callable[[Sequence[int]], str]
 
 
-def token_logprob(decode: Decode, token: int, logprobs: torch.Tensor, top_n: int,
-                  offset: int) -> TokenLogprob:
+def token_logprob(
+    decode: Decode, token: int, logprobs: torch.Tensor, top_n: int, offset: int
+) -> TokenLogprob:
     import torch
 
     top: dict[str, float] = {}
@@ -238,7 +254,7 @@ class PromptLogprobs:
         # logprob = logit - logsumexp: no second [rows, vocab] tensor (log_softmax's) to fill.
         logits = logits[:rows].float()
         normaliser = torch.logsumexp(logits, dim=-1, keepdim=True)
-        targets = torch.tensor(self._prompt[start + 1:start + 1 + rows])
+        targets = torch.tensor(self._prompt[start + 1 : start + 1 + rows])
         chosen = (logits.gather(1, targets[:, None]) - normaliser)[:, 0].tolist()
         k = min(self._top_n, MAX_TOP_LOGPROBS)
         values, ids = torch.topk(logits, k, dim=-1) if k > 0 else (None, None)
@@ -247,10 +263,12 @@ class PromptLogprobs:
         decode = self._decode
         for row in range(rows):
             i = start + 1 + row
-            top = ({} if values is None or ids is None else
-                   {decode([t]): v for v, t in zip(values[row].tolist(), ids[row].tolist())})
-            self.entries.append(TokenLogprob(decode([self._prompt[i]]), chosen[row], top,
-                                             self._offset(i)))
+            top = (
+                {}
+                if values is None or ids is None
+                else {decode([t]): v for v, t in zip(values[row].tolist(), ids[row].tolist())}
+            )
+            self.entries.append(TokenLogprob(decode([self._prompt[i]]), chosen[row], top, self._offset(i)))
 
     def _offset(self, i: int) -> int:
         """len(decode(prompt[:i])), decoding only from the last whole point on (with the token
@@ -260,8 +278,8 @@ class PromptLogprobs:
             text = decode(prompt[:i])
             offset = len(text)
         else:
-            text = decode(prompt[base - 1:i])
-            offset = self._base_length + len(text) - len(decode(prompt[base - 1:base]))
+            text = decode(prompt[base - 1 : i])
+            offset = self._base_length + len(text) - len(decode(prompt[base - 1 : base]))
         if i - base >= self.SETTLE_EVERY and not text.endswith(PARTIAL_CHARACTER):
             self._base, self._base_length = i, offset
         return offset

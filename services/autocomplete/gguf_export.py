@@ -26,8 +26,12 @@ _CONV1D = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".m
 # Causal masks and rotary caches (buffers, not weights); the output matrix when it is tied.
 _SKIP = (".attn.bias", ".attn.masked_bias", ".rotary_emb.inv_freq")
 # Prompts for the logit check: prose, code, a letter, digits.
-CHECK_PROMPTS = ("The capital of France is", "def fibonacci(n):\n    if n <", "Dear Sir or Madam, I am",
-                 "In 1969, 3 astronauts flew to the")
+CHECK_PROMPTS = (
+    "The capital of France is",
+    "def fibonacci(n):\n    if n <",
+    "Dear Sir or Madam, I am",
+    "In 1969, 3 astronauts flew to the",
+)
 
 
 def write_gguf(model_dir: Path, target: Path) -> Any:
@@ -93,8 +97,10 @@ class LogitCheck:
         return self.kl_divergence < 0.1 and self.same_top_token >= self.prompts - 1
 
     def __str__(self) -> str:
-        return (f"KL divergence {self.kl_divergence:.4f} nats, max logit error "
-                f"{self.max_error:.2f}, same next token on {self.same_top_token}/{self.prompts} prompts")
+        return (
+            f"KL divergence {self.kl_divergence:.4f} nats, max logit error "
+            f"{self.max_error:.2f}, same next token on {self.same_top_token}/{self.prompts} prompts"
+        )
 
 
 def check_gguf(model_dir: Path, gguf_file: Path, model: Any = None) -> LogitCheck:
@@ -108,8 +114,14 @@ def check_gguf(model_dir: Path, gguf_file: Path, model: Any = None) -> LogitChec
     if model is None:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.eval()
-    backend = LlamaCppBackend(gguf_file, tokenizer, threads=torch.get_num_threads(),
-                              kv_tokens=256, max_sequences=1, cached_sequences=0)
+    backend = LlamaCppBackend(
+        gguf_file,
+        tokenizer,
+        threads=torch.get_num_threads(),
+        kv_tokens=256,
+        max_sequences=1,
+        cached_sequences=0,
+    )
     divergences, errors, same = [], [], 0
     try:
         for prompt in CHECK_PROMPTS:
@@ -118,7 +130,7 @@ def check_gguf(model_dir: Path, gguf_file: Path, model: Any = None) -> LogitChec
                 expected = model(torch.tensor([ids])).logits[0, -1]
             [got] = backend.prefill([ids], every_position=False)
             backend.abandon(0)
-            got = got[-1, :expected.shape[0]]
+            got = got[-1, : expected.shape[0]]
             torch_logp, llama_logp = expected.log_softmax(-1), got.log_softmax(-1)
             divergences.append(float((torch_logp.exp() * (torch_logp - llama_logp)).sum()))
             errors.append(float((got - expected).abs().max()))
@@ -140,8 +152,9 @@ def _add_gpt2_params(writer: Any, config: dict[str, Any]) -> None:
 def _add_llama_params(writer: Any, config: dict[str, Any]) -> None:
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
     if rope.get("rope_type", rope.get("type", "default")) != "default":
-        raise ValueError(f"rotary scaling {rope.get('rope_type') or rope.get('type')!r} is not "
-                         "written to GGUF here")
+        raise ValueError(
+            f"rotary scaling {rope.get('rope_type') or rope.get('type')!r} is not written to GGUF here"
+        )
     if config.get("attention_bias") or config.get("mlp_bias"):
         raise ValueError("Llama with attention or MLP biases is not written to GGUF here")
     heads = config["num_attention_heads"]
@@ -164,8 +177,11 @@ def _add_llama_params(writer: Any, config: dict[str, Any]) -> None:
 def _rotary_rows(weights: Any, heads: int) -> Any:
     """transformers rotates a head's two halves; llama.cpp (GGML_ROPE_TYPE_NORM) rotates
     interleaved pairs: reorder each head's rows to match, as convert_hf_to_gguf does."""
-    return (weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:])
-            .swapaxes(1, 2).reshape(weights.shape))
+    return (
+        weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
 
 
 def _add_tensor(writer: Any, name: str, data: Any) -> None:
@@ -188,8 +204,10 @@ def _pre_tokenizer(model_dir: Path, kind: str) -> str:
     with the Hugging Face tokenizer itself."""
     path = model_dir / "tokenizer.json"
     if not path.exists():
-        raise ValueError("GGUF is written for byte-level BPE tokenizers (tokenizer.json); "
-                         "a SentencePiece tokenizer.model is not converted here")
+        raise ValueError(
+            "GGUF is written for byte-level BPE tokenizers (tokenizer.json); "
+            "a SentencePiece tokenizer.model is not converted here"
+        )
     tokenizer = json.loads(path.read_text())
     if tokenizer.get("model", {}).get("type") != "BPE":
         raise ValueError("GGUF is written for byte-level BPE tokenizers only")
@@ -219,8 +237,13 @@ def _add_vocab(writer: Any, tokenizer: Any, vocab_size: int, model_dir: Path, pr
             types.append(gguf.TokenType.UNUSED)
         else:
             tokens.append(by_id[i])
-            types.append(gguf.TokenType.NORMAL if i not in added else
-                         gguf.TokenType.CONTROL if added[i].special else gguf.TokenType.USER_DEFINED)
+            types.append(
+                gguf.TokenType.NORMAL
+                if i not in added
+                else gguf.TokenType.CONTROL
+                if added[i].special
+                else gguf.TokenType.USER_DEFINED
+            )
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)

@@ -41,12 +41,15 @@ class CompletionRequest(_Strict):
     stop: str | list[str] | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    seed: JsonInt | None = Field(None, ge=0, le=SEED_MAX,
-                             description="Same seed, same request: same text (choice i uses seed + i)")
+    seed: JsonInt | None = Field(
+        None, ge=0, le=SEED_MAX, description="Same seed, same request: same text (choice i uses seed + i)"
+    )
     user: str | None = None  # accepted for compatibility; not used
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = Field(
-        None, examples=[{"50256": -100}],
-        description="Token id (as a string) -> bias added to its logit: -100 bans it, 100 forces it")
+        None,
+        examples=[{"50256": -100}],
+        description="Token id (as a string) -> bias added to its logit: -100 bans it, 100 forces it",
+    )
     # Named so a client that sends them gets a 400 saying what to do instead (completions.py):
     suffix: str | None = Field(None, description="Not supported: no fill-in-the-middle")
     best_of: JsonInt | None = Field(None, ge=1, description="Only 1 or n: no server-side best-of ranking")
@@ -54,7 +57,8 @@ class CompletionRequest(_Strict):
     top_k: JsonInt | None = Field(None, ge=-1, description="Sample from the k likeliest tokens; 0 or -1: all")
     repetition_penalty: float | None = Field(None, gt=0, le=10)
     truncate_prompt_tokens: JsonInt | None = Field(
-        None, ge=1, description="Keep only the prompt's last N tokens instead of refusing a long prompt")
+        None, ge=1, description="Keep only the prompt's last N tokens instead of refusing a long prompt"
+    )
 
     @field_validator("seed", mode="before")
     @classmethod
@@ -74,9 +78,11 @@ class CompletionRequest(_Strict):
                 try:
                     text.encode("utf-8")
                 except UnicodeEncodeError as exc:
-                    raise ValueError(f"lone UTF-16 surrogate {text[exc.start]!r} at character "
-                                     f"{exc.start}: send valid Unicode (a surrogate only as half "
-                                     "of a pair)") from None
+                    raise ValueError(
+                        f"lone UTF-16 surrogate {text[exc.start]!r} at character "
+                        f"{exc.start}: send valid Unicode (a surrogate only as half "
+                        "of a pair)"
+                    ) from None
         return value
 
 
@@ -131,9 +137,12 @@ class SuggestRequest(_Strict):
     text: str = Field(min_length=1, examples=["The weather today is"])
     n: JsonInt = Field(3, ge=1, le=5, description="How many suggestions, at most")
     session: str | None = Field(
-        None, max_length=200, examples=["editor-7f3a"],
+        None,
+        max_length=200,
+        examples=["editor-7f3a"],
         description="The editor asking: a newer request of the same session cancels this one "
-                    "(answered 409 superseded) while it still runs")
+        "(answered 409 superseded) while it still runs",
+    )
 
 
 class Suggestion(BaseModel):

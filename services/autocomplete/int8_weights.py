@@ -44,8 +44,9 @@ class Int8WeightLinear(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
         if flat.shape[0] <= SMALL_BATCH:
-            out = torch._weight_int8pack_mm(flat.to(torch.bfloat16), self.weight_int8,
-                                            self.scale_bf16).to(x.dtype)
+            out = torch._weight_int8pack_mm(flat.to(torch.bfloat16), self.weight_int8, self.scale_bf16).to(
+                x.dtype
+            )
         else:
             out = flat @ torch.mul(self.weight_int8, self.scale[:, None]).to(x.dtype).t()
         if self.bias is not None:

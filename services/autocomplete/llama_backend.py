@@ -59,9 +59,18 @@ class LlamaCppBackend(WholePrompts, TokenizerCodec):
     _sequences: list[int]  # llama.cpp sequence id of each running row
     _positions: list[int]  # where each row's next token goes
 
-    def __init__(self, gguf: Path, tokenizer: Any, *, threads: int, kv_tokens: int,
-                 max_sequences: int, batch_tokens: int = 2048,
-                 cached_sequences: int = CACHED_SEQUENCES, gpu: bool = False) -> None:
+    def __init__(
+        self,
+        gguf: Path,
+        tokenizer: Any,
+        *,
+        threads: int,
+        kv_tokens: int,
+        max_sequences: int,
+        batch_tokens: int = 2048,
+        cached_sequences: int = CACHED_SEQUENCES,
+        gpu: bool = False,
+    ) -> None:
         llama = self._llama = quiet_llama_cpp()
         super().__init__(tokenizer)
         llama.llama_backend_init()
@@ -74,16 +83,20 @@ class LlamaCppBackend(WholePrompts, TokenizerCodec):
         params.n_ctx = kv_tokens
         params.n_batch = batch_tokens  # tokens per llama_decode call; it splits them itself
         if max_sequences > LLAMA_MAX_SEQUENCES:
-            raise ValueError(f"{max_sequences} sequences (max_batch_size + max_n): llama.cpp runs at "
-                             f"most {LLAMA_MAX_SEQUENCES}; lower MODELPORT_AUTOCOMPLETE_MAX_BATCH_SIZE")
+            raise ValueError(
+                f"{max_sequences} sequences (max_batch_size + max_n): llama.cpp runs at "
+                f"most {LLAMA_MAX_SEQUENCES}; lower MODELPORT_AUTOCOMPLETE_MAX_BATCH_SIZE"
+            )
         cached_sequences = min(cached_sequences, LLAMA_MAX_SEQUENCES - max_sequences)
         params.n_seq_max = max_sequences + cached_sequences  # the cache has ids of its own
         params.kv_unified = True  # one pool: a prompt's cells are shared by its choices
         params.n_threads = params.n_threads_batch = threads
         self._ctx = llama.llama_init_from_model(self._model, params)
         if not self._ctx:
-            raise ValueError(f"llama.cpp could not make a context for {gguf} "
-                             f"({kv_tokens} KV cells, {max_sequences} sequences)")
+            raise ValueError(
+                f"llama.cpp could not make a context for {gguf} "
+                f"({kv_tokens} KV cells, {max_sequences} sequences)"
+            )
         self._memory = llama.llama_get_memory(self._ctx)
         self.kv_capacity = int(llama.llama_n_ctx(self._ctx))
         self.max_sequences = int(llama.llama_n_seq_max(self._ctx))
@@ -99,8 +112,10 @@ class LlamaCppBackend(WholePrompts, TokenizerCodec):
         words = desc.value.decode().split()
         millions = llama.llama_model_n_params(self._model) / 1e6
         where = "on the GPU" if gpu else f"{threads} threads"
-        self.description = (f"llama.cpp: {millions:.0f}M-parameter {words[0]}, {words[-1]} "
-                            f"weights, {where}, {self.kv_capacity} KV cells")
+        self.description = (
+            f"llama.cpp: {millions:.0f}M-parameter {words[0]}, {words[-1]} "
+            f"weights, {where}, {self.kv_capacity} KV cells"
+        )
         self._cache_slots = cached_sequences
         self.reset()
 
@@ -114,18 +129,21 @@ class LlamaCppBackend(WholePrompts, TokenizerCodec):
         self._pending[key] = seq
         return start
 
-    def step(self, chunks: list[PromptChunk],
-             tokens: list[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def step(self, chunks: list[PromptChunk], tokens: list[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """One llama_decode over the prompts' chunks, each into its own sequence, and the
         running rows' next tokens."""
         entries: list[tuple[int, int, int, bool]] = []
         for chunk in chunks:
             seq, prompt = self._pending[chunk.key], chunk.prompt
-            entries += [(prompt[p], p, seq, chunk.every_position or p == len(prompt) - 1)
-                        for p in range(chunk.start, chunk.end)]
-            self._tokens[seq] += prompt[chunk.start:chunk.end]
-        entries += [(token, position, seq, True)
-                    for token, position, seq in zip(tokens, self._positions, self._sequences)]
+            entries += [
+                (prompt[p], p, seq, chunk.every_position or p == len(prompt) - 1)
+                for p in range(chunk.start, chunk.end)
+            ]
+            self._tokens[seq] += prompt[chunk.start : chunk.end]
+        entries += [
+            (token, position, seq, True)
+            for token, position, seq in zip(tokens, self._positions, self._sequences)
+        ]
         logits = self._run(entries)
         for token, seq in zip(tokens, self._sequences):
             self._tokens[seq].append(token)
@@ -134,7 +152,7 @@ class LlamaCppBackend(WholePrompts, TokenizerCodec):
         at = 0
         for chunk in chunks:
             rows = chunk.end - chunk.start if chunk.every_position else int(chunk.last)
-            out.append(logits[at:at + rows])
+            out.append(logits[at : at + rows])
             at += rows
         return out, logits[at:]
 
@@ -253,7 +271,7 @@ class LlamaCppBackend(WholePrompts, TokenizerCodec):
         the batch size; the logits of the entries that want them, in order, [n, vocab]."""
         batch, outputs = self._batch, []
         for start in range(0, len(entries), self._batch_tokens):
-            chunk = entries[start:start + self._batch_tokens]
+            chunk = entries[start : start + self._batch_tokens]
             batch.n_tokens = len(chunk)
             for i, (token, position, seq, wants) in enumerate(chunk):
                 batch.token[i], batch.pos[i], batch.logits[i] = token, position, wants

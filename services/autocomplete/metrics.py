@@ -19,36 +19,49 @@ if TYPE_CHECKING:
     from services.autocomplete.engine import Load
 
 TOKENS_GENERATED = bentoml.metrics.Counter(
-    name="modelport_autocomplete_tokens_generated", documentation="Completion tokens generated")
+    name="modelport_autocomplete_tokens_generated", documentation="Completion tokens generated"
+)
 PROMPT_TOKENS = bentoml.metrics.Counter(
-    name="modelport_autocomplete_prompt_tokens", documentation="Prompt tokens processed")
+    name="modelport_autocomplete_prompt_tokens", documentation="Prompt tokens processed"
+)
 TIME_TO_FIRST_TOKEN = bentoml.metrics.Histogram(
     name="modelport_autocomplete_time_to_first_token_seconds",
     documentation="From a request reaching the engine to its first generated token",
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.5, 5.0))
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.5, 5.0),
+)
 TOKENS_PER_SECOND = bentoml.metrics.Histogram(
     name="modelport_autocomplete_tokens_per_second",
     documentation="Decode speed of each request (tokens after the first / time after the first)",
-    buckets=(1, 2.5, 5, 10, 20, 40, 80, 160, 320))
+    buckets=(1, 2.5, 5, 10, 20, 40, 80, 160, 320),
+)
 REQUESTS_RUNNING = bentoml.metrics.Gauge(
-    name="modelport:num_requests_running", multiprocess_mode="livesum",
-    documentation="Sequences in the engine's batch (one per choice)")
+    name="modelport:num_requests_running",
+    multiprocess_mode="livesum",
+    documentation="Sequences in the engine's batch (one per choice)",
+)
 REQUESTS_WAITING = bentoml.metrics.Gauge(
-    name="modelport:num_requests_waiting", multiprocess_mode="livesum",
-    documentation="Sequences submitted and waiting for a place in the batch")
+    name="modelport:num_requests_waiting",
+    multiprocess_mode="livesum",
+    documentation="Sequences submitted and waiting for a place in the batch",
+)
 KV_CACHE_USAGE = bentoml.metrics.Gauge(
-    name="modelport:kv_cache_usage_perc", multiprocess_mode="livemax",
+    name="modelport:kv_cache_usage_perc",
+    multiprocess_mode="livemax",
     documentation="Fraction of the KV cache pool reserved by running sequences (0-1; 1 = full); "
-                  "llama.cpp backend only, 0 on torch, whose cache grows as needed")
+    "llama.cpp backend only, 0 on torch, whose cache grows as needed",
+)
 PREFIX_CACHE_QUERIES = bentoml.metrics.Counter(
-    name="modelport:prefix_cache_queries", documentation="Prompt tokens looked up in the prefix cache")
+    name="modelport:prefix_cache_queries", documentation="Prompt tokens looked up in the prefix cache"
+)
 PREFIX_CACHE_HITS = bentoml.metrics.Counter(
     name="modelport:prefix_cache_hits",
-    documentation="Prompt tokens whose KV came from the prefix cache (not run again)")
+    documentation="Prompt tokens whose KV came from the prefix cache (not run again)",
+)
 REQUEST_QUEUE_TIME = bentoml.metrics.Histogram(
     name="modelport:request_queue_time_seconds",
     documentation="From a request reaching the engine to the start of its prefill",
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
 
 
 def observe_load(load: Load) -> None:

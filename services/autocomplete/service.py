@@ -46,8 +46,11 @@ LIMITS = Limits.of(settings)  # in flight, queued, queue wait: beyond them 429 +
 # BentoML packages the models a service declares into its bento, so the class body names the
 # entry to serve: the one store lookup done at import.
 MODEL_TAG = choose_model(settings)
-app = FastAPI(title="modelport autocompleter", version="1",
-              description="OpenAI-compatible text completions and as-you-type suggestions.")
+app = FastAPI(
+    title="modelport autocompleter",
+    version="1",
+    description="OpenAI-compatible text completions and as-you-type suggestions.",
+)
 api_errors.install(app)
 document_served_model(app, MODEL_TAG)  # OpenAPI: `model` is one of the names served
 
@@ -70,25 +73,41 @@ class Autocomplete:
         from services.autocomplete.suggest import Sessions
 
         self.sessions = Sessions()
-        self.engine = Engine(lambda: load_backend(Path(self.language_model.path), settings),
-                             max_batch_size=settings.max_batch_size,
-                             max_waiting_rows=settings.max_waiting_rows,
-                             prefill_chunk_tokens=settings.prefill_chunk_tokens,
-                             observe_load=metrics.observe_load)
+        self.engine = Engine(
+            lambda: load_backend(Path(self.language_model.path), settings),
+            max_batch_size=settings.max_batch_size,
+            max_waiting_rows=settings.max_waiting_rows,
+            prefill_chunk_tokens=settings.prefill_chunk_tokens,
+            observe_load=metrics.observe_load,
+        )
         self.tag = str(self.language_model.tag)
         self.name = self.language_model.tag.name
         self.aliases = frozenset({self.name, self.tag})
-        how_to_gpt2 = ("" if self.name != OFFLINE_DEFAULT_MODEL else
-                       " For GPT-2: `modelport models import gpt2` (needs the internet), then "
-                       "start with MODELPORT_AUTOCOMPLETE_MODEL=gpt2.")
-        logger.info("autocompleter serving model %s (%s, context %d tokens).%s", self.tag,
-                    self.engine.backend.description, self.engine.context_length, how_to_gpt2)
-        if (self.language_model.info.metadata.get("prepared_by", 1) < CAUSAL_LM.version
-                and not (Path(self.language_model.path) / GGUF_NAME).exists()):
-            logger.warning("%s was imported by an older modelport, which wrote no GGUF for "
-                           "llama.cpp: import it again (`modelport models import %s`, with its "
-                           "--from-... source if it is not a catalogue model) to serve it about "
-                           "4x faster", self.tag, self.name)
+        how_to_gpt2 = (
+            ""
+            if self.name != OFFLINE_DEFAULT_MODEL
+            else " For GPT-2: `modelport models import gpt2` (needs the internet), then "
+            "start with MODELPORT_AUTOCOMPLETE_MODEL=gpt2."
+        )
+        logger.info(
+            "autocompleter serving model %s (%s, context %d tokens).%s",
+            self.tag,
+            self.engine.backend.description,
+            self.engine.context_length,
+            how_to_gpt2,
+        )
+        if (
+            self.language_model.info.metadata.get("prepared_by", 1) < CAUSAL_LM.version
+            and not (Path(self.language_model.path) / GGUF_NAME).exists()
+        ):
+            logger.warning(
+                "%s was imported by an older modelport, which wrote no GGUF for "
+                "llama.cpp: import it again (`modelport models import %s`, with its "
+                "--from-... source if it is not a catalogue model) to serve it about "
+                "4x faster",
+                self.tag,
+                self.name,
+            )
 
     def __is_ready__(self) -> bool:
         return hasattr(self, "engine")
@@ -98,15 +117,21 @@ class Autocomplete:
         created = int(self.language_model.info.creation_time.timestamp())
         return ModelList(data=[ModelCard(id=self.name, created=created, root=self.tag)])
 
-    @app.post("/completions", response_model=Completion,
-              responses={200: {"content": {"text/event-stream": {}}},
-                         **api_errors.error_responses(400, 404, 413, 429)})  # 404: unknown model
+    @app.post(
+        "/completions",
+        response_model=Completion,
+        responses={
+            200: {"content": {"text/event-stream": {}}},
+            **api_errors.error_responses(400, 404, 413, 429),
+        },
+    )  # 404: unknown model
     async def completions(self, body: CompletionRequest, request: Request) -> Any:
-        job = await completions.in_worker_thread(completions.prepare, body, self.engine, settings,
-                                                 self.name, self.aliases)
-        stream = self.engine.submit(job.prompts, job.params, n=job.n,
-                                    timeout_s=settings.request_timeout_s)
+        job = await completions.in_worker_thread(
+            completions.prepare, body, self.engine, settings, self.name, self.aliases
+        )
+        stream = self.engine.submit(job.prompts, job.params, n=job.n, timeout_s=settings.request_timeout_s)
         if job.stream:
+
             async def events() -> Any:
                 try:
                     async for event in completions.sse(job, stream, settings):
@@ -114,6 +139,7 @@ class Autocomplete:
                 finally:  # also when the client disconnects mid-stream
                     stream.cancel()
                     metrics.observe(stream.stats)
+
             return StreamingResponse(events(), media_type="text/event-stream")
         try:
             return await _unless_disconnected(request, completions.collect(job, stream, settings))
@@ -121,29 +147,43 @@ class Autocomplete:
             stream.cancel()
             metrics.observe(stream.stats)
 
-    @app.post("/suggest", response_model=SuggestResponse,
-              responses=api_errors.error_responses(400, 409, 413, 429))  # 409: superseded
+    @app.post(
+        "/suggest", response_model=SuggestResponse, responses=api_errors.error_responses(400, 409, 413, 429)
+    )  # 409: superseded
     async def suggest(self, body: SuggestRequest, request: Request) -> SuggestResponse:
         from services.autocomplete.suggest import suggest
 
         started = time.perf_counter()
         # Sessions are per caller: the same name under two API keys is two editors.
-        session = None if body.session is None else (
-            f"{request.headers.get('authorization', '')}\0{body.session}")
-        found = await _unless_disconnected(request, suggest(
-            self.engine, body.text, n=body.n, tokens=settings.suggest_tokens,
-            timeout_s=settings.request_timeout_s),
-            session=session, sessions=self.sessions)
-        return SuggestResponse(model=self.name, suggestions=found,
-                               processing_time=round((time.perf_counter() - started) * 1000, 2))
+        session = (
+            None if body.session is None else (f"{request.headers.get('authorization', '')}\0{body.session}")
+        )
+        found = await _unless_disconnected(
+            request,
+            suggest(
+                self.engine,
+                body.text,
+                n=body.n,
+                tokens=settings.suggest_tokens,
+                timeout_s=settings.request_timeout_s,
+            ),
+            session=session,
+            sessions=self.sessions,
+        )
+        return SuggestResponse(
+            model=self.name,
+            suggestions=found,
+            processing_time=round((time.perf_counter() - started) * 1000, 2),
+        )
 
 
 # Shutdown grace, API keys, bodies read whole (413 before a large one is parsed), admission.
 traffic.install(Autocomplete, app, LIMITS, max_request_bytes=settings.max_request_bytes)
 
 
-async def _unless_disconnected(request: Request, work: Any, *, session: str | None = None,
-                               sessions: Any = None) -> Any:
+async def _unless_disconnected(
+    request: Request, work: Any, *, session: str | None = None, sessions: Any = None
+) -> Any:
     """Await `work`, cancelling it if the client goes away first (its rows leave the batch), or
     when a newer request of the same `session` starts (suggest.Sessions)."""
 
@@ -157,8 +197,9 @@ async def _unless_disconnected(request: Request, work: Any, *, session: str | No
         done, _ = await asyncio.wait({task}, timeout=0.1)
         if done:
             if task.cancelled() and sessions is not None and sessions.superseded(task):
-                raise ApiError(409, "a newer suggestion request of the same session replaced "
-                               "this one", code="superseded")
+                raise ApiError(
+                    409, "a newer suggestion request of the same session replaced this one", code="superseded"
+                )
             return task.result()
         if await request.is_disconnected():
             task.cancel()

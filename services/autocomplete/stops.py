@@ -35,7 +35,7 @@ class StoppableText:
         settled = self.text.rstrip(PARTIAL_CHARACTER)
         hits = [i for i in (settled.find(s, search_from) for s in self._stops) if i >= 0]
         if hits:
-            self.text = self.text[:min(hits)]
+            self.text = self.text[: min(hits)]
             self.stopped = True
             return self._release(len(self.text))
         return self._release(len(self.text) - self._held_back())
@@ -46,7 +46,7 @@ class StoppableText:
 
     def _held_back(self) -> int:
         held = len(self.text) - len(self.text.rstrip(PARTIAL_CHARACTER))
-        unsettled = self.text[:len(self.text) - held]
+        unsettled = self.text[: len(self.text) - held]
         for stop in self._stops:
             for size in range(min(len(stop) - 1, len(unsettled)), 0, -1):
                 if unsettled.endswith(stop[:size]):
@@ -56,5 +56,5 @@ class StoppableText:
 
     def _release(self, end: int) -> str:
         end = max(end, self.released)
-        piece, self.released = self.text[self.released:end], end
+        piece, self.released = self.text[self.released : end], end
         return piece

@@ -36,17 +36,22 @@ BEST = SamplingParams(temperature=0.0, logprobs=0, stop=("\n",))
 ALTERNATIVES = dataclasses.replace(BEST, first_token_rank=2)
 
 
-async def suggest(engine: Engine, text: str, *, n: int, tokens: int,
-                  timeout_s: float) -> list[Suggestion]:
+async def suggest(engine: Engine, text: str, *, n: int, tokens: int, timeout_s: float) -> list[Suggestion]:
     prompt = context(await in_worker_thread(engine.encode, text))
     streams = []
     try:  # (a second submit refused as busy must not leave the first one running)
-        streams.append(engine.submit([prompt], dataclasses.replace(BEST, max_tokens=tokens),
-                                     timeout_s=timeout_s))
+        streams.append(
+            engine.submit([prompt], dataclasses.replace(BEST, max_tokens=tokens), timeout_s=timeout_s)
+        )
         if n > 1:
-            streams.append(engine.submit(
-                [prompt], dataclasses.replace(ALTERNATIVES, max_tokens=max(1, tokens // 2)),
-                n=n - 1, timeout_s=timeout_s))
+            streams.append(
+                engine.submit(
+                    [prompt],
+                    dataclasses.replace(ALTERNATIVES, max_tokens=max(1, tokens // 2)),
+                    n=n - 1,
+                    timeout_s=timeout_s,
+                )
+            )
         runs = await asyncio.gather(*(stream.collect() for stream in streams))
     finally:
         for stream in streams:
@@ -69,7 +74,7 @@ def context(ids: list[int]) -> list[int]:
     over = len(ids) - CONTEXT_TOKENS
     if over <= 0:
         return ids
-    return ids[math.ceil(over / CONTEXT_STEP) * CONTEXT_STEP:]
+    return ids[math.ceil(over / CONTEXT_STEP) * CONTEXT_STEP :]
 
 
 class Sessions:
@@ -110,7 +115,7 @@ def cut_at_boundary(text: str, *, complete: bool) -> str:
     """
     sentence = _SENTENCE_END.search(text)
     if sentence:
-        return text[:sentence.end()]
+        return text[: sentence.end()]
     if not complete and not text[-1:].isspace():
         # Drop the word the token limit may have cut: " brown fox ju" -> " brown fox". The first
         # word stays even when unfinished: it may complete the word the user is typing.

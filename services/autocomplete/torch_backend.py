@@ -70,12 +70,18 @@ class TorchBackend(WholePrompts, TokenizerCodec):
         ids = torch.zeros(len(prompts), width, dtype=torch.long)  # 0: any id, masked anyway
         mask = torch.zeros(len(prompts), width, dtype=torch.long)
         for i, prompt in enumerate(prompts):
-            ids[i, width - len(prompt):] = torch.tensor(prompt)
-            mask[i, width - len(prompt):] = 1
+            ids[i, width - len(prompt) :] = torch.tensor(prompt)
+            mask[i, width - len(prompt) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         cache = DynamicCache(config=self.model.config)
-        out = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True,
-                         position_ids=(mask.cumsum(1) - 1).clamp(min=0), logits_to_keep=1)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            past_key_values=cache,
+            use_cache=True,
+            position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+            logits_to_keep=1,
+        )
         self._group = (cache, mask)
         return out.logits.cpu()
 
@@ -85,11 +91,17 @@ class TorchBackend(WholePrompts, TokenizerCodec):
 
         started = self._pending[chunk.key]
         cache = DynamicCache(config=self.model.config) if started is None else started[0][0]
-        ids = torch.tensor(chunk.prompt[chunk.start:chunk.end], device=self.device)[None]
+        ids = torch.tensor(chunk.prompt[chunk.start : chunk.end], device=self.device)[None]
         mask = torch.ones(1, chunk.end, dtype=torch.long, device=self.device)
         positions = torch.arange(chunk.start, chunk.end, device=self.device)[None]
-        out = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True,
-                         position_ids=positions, logits_to_keep=0 if chunk.every_position else 1)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            past_key_values=cache,
+            use_cache=True,
+            position_ids=positions,
+            logits_to_keep=0 if chunk.every_position else 1,
+        )
         self._pending[chunk.key] = ((cache, mask), 0)
         if chunk.every_position:
             return out.logits[0].cpu()
@@ -104,15 +116,14 @@ class TorchBackend(WholePrompts, TokenizerCodec):
         for key in set(keys):
             del self._pending[key]
         width = max(mask.shape[1] for (_, mask), _ in picked)
-        new_mask = torch.cat([_pad_left(mask[row:row + 1], width, dim=1)
-                              for (_, mask), row in picked])
+        new_mask = torch.cat([_pad_left(mask[row : row + 1], width, dim=1) for (_, mask), row in picked])
         layers = []
         for layer in range(len(picked[0][0][0].layers)):
             keys_, values = [], []
             for (cache, _), row in picked:
                 source = cache.layers[layer]
-                keys_.append(_pad_left(source.keys[row:row + 1], width))
-                values.append(_pad_left(source.values[row:row + 1], width))
+                keys_.append(_pad_left(source.keys[row : row + 1], width))
+                values.append(_pad_left(source.values[row : row + 1], width))
             layers.append((torch.cat(keys_), torch.cat(values)))
         if self._cache is None:
             cache = picked[0][0][0]  # done with (all its prompts join now): it takes the rows
@@ -124,8 +135,7 @@ class TorchBackend(WholePrompts, TokenizerCodec):
             for old, (k, v) in zip(self._cache.layers, layers):
                 old.keys = torch.cat([_pad_left(old.keys, width), _pad_left(k, width)])
                 old.values = torch.cat([_pad_left(old.values, width), _pad_left(v, width)])
-            self._mask = torch.cat([_pad_left(self._mask, width, dim=1),
-                                    _pad_left(new_mask, width, dim=1)])
+            self._mask = torch.cat([_pad_left(self._mask, width, dim=1), _pad_left(new_mask, width, dim=1)])
         self._positions = torch.cat([self._positions, new_mask.sum(1)])
 
     def abandon(self, key: int) -> None:
@@ -134,14 +144,17 @@ class TorchBackend(WholePrompts, TokenizerCodec):
     def _decode(self, tokens: list[int]) -> torch.Tensor:
         """Feed each running row its next token; the logits of the token after, [rows, vocab]."""
         self._mask = torch.cat([self._mask, self._mask.new_ones(len(tokens), 1)], 1)
-        out = self.model(input_ids=torch.tensor(tokens, dtype=torch.long, device=self.device)[:, None],
-                         attention_mask=self._mask, position_ids=self._positions[:, None],
-                         past_key_values=self._cache, use_cache=True)
+        out = self.model(
+            input_ids=torch.tensor(tokens, dtype=torch.long, device=self.device)[:, None],
+            attention_mask=self._mask,
+            position_ids=self._positions[:, None],
+            past_key_values=self._cache,
+            use_cache=True,
+        )
         self._positions += 1
         return out.logits[:, -1].cpu()
 
-    def step(self, chunks: list[PromptChunk],
-             tokens: list[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def step(self, chunks: list[PromptChunk], tokens: list[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Two passes or more here: a prompt's cache is apart from the batch's until `join`."""
         logits = self._decode(tokens) if tokens else torch.zeros(0, self.vocab_size)
         return (self._prefill(chunks) if chunks else []), logits

@@ -37,8 +37,10 @@ from services.core.api_errors import ApiError
 # Time from arrival to a slot (0 when one was free), per worker; the alert rules in
 # deploy/monitoring/ watch its p95. Requests turned away (429) are in BentoML's request counts.
 QUEUE_WAIT = bentoml.metrics.Histogram(
-    name="modelport_admission_queue_wait_seconds", documentation="Time a request waited for a slot",
-    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+    name="modelport_admission_queue_wait_seconds",
+    documentation="Time a request waited for a slot",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
 WORK_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})  # GETs (models, docs) are cheap
 MAX_RETRY_AFTER_S = 60
 
@@ -100,8 +102,10 @@ class Admission:
             QUEUE_WAIT.observe(0.0)
             return
         if self.queued >= limits.max_queue:
-            raise Busy(f"the server is busy ({self.in_flight} requests running, {self.queued} "
-                       "waiting); retry after the time in Retry-After")
+            raise Busy(
+                f"the server is busy ({self.in_flight} requests running, {self.queued} "
+                "waiting); retry after the time in Retry-After"
+            )
         turn = asyncio.get_running_loop().create_future()
         self._waiting.append(turn)
         arrived = time.monotonic()
@@ -114,8 +118,10 @@ class Admission:
             elif turn in self._waiting:
                 self._waiting.remove(turn)
             if isinstance(exc, TimeoutError):
-                raise Busy(f"the server is busy: no turn came within {limits.max_queue_wait_s:g}s; "
-                           "retry after the time in Retry-After") from None
+                raise Busy(
+                    f"the server is busy: no turn came within {limits.max_queue_wait_s:g}s; "
+                    "retry after the time in Retry-After"
+                ) from None
             raise
 
     def leave(self, seconds_in_flight: float) -> None:
@@ -135,8 +141,13 @@ class Admission:
 
 def busy_error(admission: Admission, exc: Busy) -> ApiError:
     retry = exc.retry_after_s if exc.retry_after_s is not None else admission.retry_after_s()
-    return ApiError(429, str(exc), code="server_busy", type="rate_limit_error",
-                    headers={"Retry-After": str(max(1, math.ceil(retry)))})
+    return ApiError(
+        429,
+        str(exc),
+        code="server_busy",
+        type="rate_limit_error",
+        headers={"Retry-After": str(max(1, math.ceil(retry)))},
+    )
 
 
 class AdmissionMiddleware:

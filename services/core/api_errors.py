@@ -25,15 +25,22 @@ logger = logging.getLogger("bentoml.modelport")  # BentoML only shows INFO under
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, *, code: str, param: str | None = None,
-                 type: str = "invalid_request_error", headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str,
+        param: str | None = None,
+        type: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.param, self.type = status, message, code, param, type
         self.headers = headers  # e.g. Retry-After on a 429, WWW-Authenticate on a 401
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param,
-                          "code": self.code}}
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
@@ -41,8 +48,10 @@ class ApiError(Exception):
 
 class ErrorDetail(BaseModel):
     message: str = Field(description="what went wrong and what to fix")
-    type: str = Field(description="invalid_request_error, authentication_error, permission_error, "
-                                  "rate_limit_error or server_error")
+    type: str = Field(
+        description="invalid_request_error, authentication_error, permission_error, "
+        "rate_limit_error or server_error"
+    )
     param: str | None = Field(description="the request field at fault, when there is one")
     code: str | None = Field(description="a stable, machine-readable reason, e.g. empty_image")
 
@@ -63,20 +72,24 @@ class GatewayTimeoutBody(BaseModel):
 _STATUS_DOCS: dict[int, str] = {
     400: "The request is malformed or breaks a limit; the message says what to fix.",
     401: "Missing or wrong API key (only when the server has keys configured): send "
-         "`Authorization: Bearer KEY` or `Authorization: Token KEY`.",
+    "`Authorization: Bearer KEY` or `Authorization: Token KEY`.",
     403: "The API key lacks the role this route needs.",
     404: "Not found.",
     409: "Superseded: a newer request of the same session replaced this one.",
     413: "The request body (or an image in it) is over the server's size limit.",
     415: "Unsupported Content-Type.",
     429: "Busy (in-flight and queued requests at the limit) or the key's monthly quota is used "
-         "up: retry after `Retry-After` seconds.",
+    "up: retry after `Retry-After` seconds.",
     500: "Unexpected server error; the server logged it.",
     503: "The server is shutting down: retry (another replica) after `Retry-After` seconds.",
     504: "The request ran past the server's time limit.",
 }
-_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
-                                "schema": {"type": "integer", "minimum": 1}}}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before retrying",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -162,7 +175,7 @@ def allowed_methods(app: FastAPI, request: Request) -> str:
     the first route that has the path: GET /reviews/{id} hid POST /reviews/{id}."""
     path = request.scope["path"]
     root = request.scope.get("root_path", "")
-    path = path[len(root):] if root and path.startswith(root) else path
+    path = path[len(root) :] if root and path.startswith(root) else path
     for template, item in app.openapi().get("paths", {}).items():
         if compile_path(template)[0].match(path):
             return ", ".join(sorted(method.upper() for method in item if method.upper() in _METHODS))
@@ -196,5 +209,9 @@ class UnexpectedErrors:
             if started:  # half an answer cannot become a 500: the server closes the connection
                 raise
             logger.exception("unexpected error on %s %s", scope["method"], scope["path"])
-            await ApiError(500, f"internal error ({type(exc).__name__}); the server logged it",
-                           code="internal_error", type="server_error").response()(scope, receive, send)
+            await ApiError(
+                500,
+                f"internal error ({type(exc).__name__}); the server logged it",
+                code="internal_error",
+                type="server_error",
+            ).response()(scope, receive, send)

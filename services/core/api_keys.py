@@ -82,20 +82,20 @@ def parse_keys_file(text: str, source: str = "keys file") -> list[ApiKey]:
         quota = None
         if rest:
             if not rest[0].isdigit() or int(rest[0]) < 1:
-                raise ValueError(f"{where}: the monthly quota must be a whole number >= 1, "
-                                 f"got {rest[0]!r}")
+                raise ValueError(f"{where}: the monthly quota must be a whole number >= 1, got {rest[0]!r}")
             quota = int(rest.pop(0))
         if rest:
-            raise ValueError(f"{where}: expected KEY [ROLE] [MONTHLY QUOTA], found "
-                             f"{len(words)} words")
+            raise ValueError(f"{where}: expected KEY [ROLE] [MONTHLY QUOTA], found {len(words)} words")
         keys.append(_checked(key, where, role, quota))
     return keys
 
 
 def _checked(key: str, where: str, role: str = DEFAULT_ROLE, quota: int | None = None) -> ApiKey:
     if len(key) < MIN_KEY_LENGTH:
-        raise ValueError(f"{where}: a key is shorter than {MIN_KEY_LENGTH} characters; make "
-                         "one with: python -c 'import secrets; print(secrets.token_urlsafe(24))'")
+        raise ValueError(
+            f"{where}: a key is shorter than {MIN_KEY_LENGTH} characters; make "
+            "one with: python -c 'import secrets; print(secrets.token_urlsafe(24))'"
+        )
     return ApiKey(digest(key), role, quota)
 
 
@@ -139,19 +139,31 @@ def check(keys: KeyRing, authorization: str | None) -> ApiKey:
     token = token_from(authorization)
     key = keys.find(token) if token else None
     if key is None:
-        message = (f"this API needs a key: {HOW_TO_SEND}" if not authorization else
-                   f"the API key is not valid, or not sent the right way: {HOW_TO_SEND}")
-        raise ApiError(401, message, code="missing_api_key" if not authorization else "invalid_api_key",
-                       headers={"WWW-Authenticate": 'Bearer realm="modelport"'})
+        message = (
+            f"this API needs a key: {HOW_TO_SEND}"
+            if not authorization
+            else f"the API key is not valid, or not sent the right way: {HOW_TO_SEND}"
+        )
+        raise ApiError(
+            401,
+            message,
+            code="missing_api_key" if not authorization else "invalid_api_key",
+            headers={"WWW-Authenticate": 'Bearer realm="modelport"'},
+        )
     return key
 
 
 def quota_reached(key: ApiKey, now: datetime | None = None) -> ApiError:
     now = now or datetime.now(UTC)
     resets = next_month_start(now)
-    return ApiError(429, f"this key's monthly quota of {key.monthly_quota} calls is used up; it "
-                    f"resets on {resets:%Y-%m-%d} (UTC)", code="quota_exceeded", type="insufficient_quota",
-                    headers={"Retry-After": str(int((resets - now).total_seconds()) + 1)})
+    return ApiError(
+        429,
+        f"this key's monthly quota of {key.monthly_quota} calls is used up; it "
+        f"resets on {resets:%Y-%m-%d} (UTC)",
+        code="quota_exceeded",
+        type="insufficient_quota",
+        headers={"Retry-After": str(int((resets - now).total_seconds()) + 1)},
+    )
 
 
 @dataclass(frozen=True)
@@ -185,8 +197,12 @@ def role_at_least(role: str) -> Callable[[Request], None]:
     def dependency(request: Request) -> None:
         key: ApiKey | None = getattr(request.state, "api_key", None)
         if key is not None and ROLES.index(key.role) < needed:
-            raise ApiError(403, f"this needs a key with the {role} role (or higher); this key is "
-                           f"a {key.role} key", code="insufficient_role")
+            raise ApiError(
+                403,
+                f"this needs a key with the {role} role (or higher); this key is a {key.role} key",
+                code="insufficient_role",
+            )
+
     return dependency
 
 
@@ -243,8 +259,10 @@ def _log_counting_failure() -> None:
     global _last_failure_log
     if time.monotonic() - _last_failure_log > 60:
         _last_failure_log = time.monotonic()
-        logger.exception("API keys: could not count calls in the database; serving without "
-                         "counting (quotas not enforced) until it answers again")
+        logger.exception(
+            "API keys: could not count calls in the database; serving without "
+            "counting (quotas not enforced) until it answers again"
+        )
 
 
 class MetricsKeyGuard:
@@ -273,15 +291,20 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
 def _route_path(scope: dict[str, Any]) -> str:
     """The path inside a mounted app (Starlette keeps the mount's prefix in `root_path`)."""
     path, root = scope["path"], scope.get("root_path", "")
-    return path[len(root):] if root and path.startswith(root) else path
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def log_mode(keys: KeyRing, metrics_keyed: bool) -> None:
     if keys.open:
-        logger.info("API keys: none configured, so the API is open to anyone who can reach it "
-                    "(set MODELPORT_API_KEYS or MODELPORT_API_KEYS_FILE to require keys)")
+        logger.info(
+            "API keys: none configured, so the API is open to anyone who can reach it "
+            "(set MODELPORT_API_KEYS or MODELPORT_API_KEYS_FILE to require keys)"
+        )
         return
     roles = {role: sum(k.role == role for k in keys.keys) for role in ROLES}
-    logger.info("API keys: %d accepted (%s); /metrics %s", len(keys.keys),
-                ", ".join(f"{n} {role}" for role, n in roles.items() if n),
-                "needs a key" if metrics_keyed else "open")
+    logger.info(
+        "API keys: %d accepted (%s); /metrics %s",
+        len(keys.keys),
+        ", ".join(f"{n} {role}" for role, n in roles.items() if n),
+        "needs a key" if metrics_keyed else "open",
+    )

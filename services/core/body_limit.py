@@ -41,8 +41,7 @@ class _ClientLeft(Exception):
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, rules: BodyRules,
-                 retry_after_s: Callable[[], int] = lambda: 1) -> None:
+    def __init__(self, app: ASGIApp, rules: BodyRules, retry_after_s: Callable[[], int] = lambda: 1) -> None:
         self.app, self.rules, self.retry_after_s = app, rules, retry_after_s
         self.held = 0  # bytes of bodies held, across requests
 
@@ -82,9 +81,14 @@ class BodyLimit:
             if len(body) + len(chunk) > self.rules.max_bytes:
                 raise _too_large("is larger", self.rules.max_bytes)
             if self.held + len(chunk) > self.rules.max_held_bytes:
-                raise ApiError(429, "the server is busy: it holds as many request bodies as it "
-                               "may; retry after the time in Retry-After", code="server_busy",
-                               type="rate_limit_error", headers={"Retry-After": str(self.retry_after_s())})
+                raise ApiError(
+                    429,
+                    "the server is busy: it holds as many request bodies as it "
+                    "may; retry after the time in Retry-After",
+                    code="server_busy",
+                    type="rate_limit_error",
+                    headers={"Retry-After": str(self.retry_after_s())},
+                )
             body += chunk
             self.held += len(chunk)
             if not message.get("more_body", False):
@@ -92,15 +96,22 @@ class BodyLimit:
 
 
 def _too_large(what: str, max_bytes: int) -> ApiError:
-    return ApiError(413, f"request body {what}; the limit is {max_bytes:,} bytes: send a "
-                    "smaller request", code="request_too_large")
+    return ApiError(
+        413,
+        f"request body {what}; the limit is {max_bytes:,} bytes: send a smaller request",
+        code="request_too_large",
+    )
 
 
 def _too_slow(received: int, declared: int | None, deadline_s: float) -> ApiError:
     of = f" of {declared:,}" if declared is not None else ""
-    return ApiError(408, f"the request body did not arrive within {deadline_s:g} s ({received:,}"
-                    f"{of} bytes came): send it faster, or send less", code="request_timeout",
-                    headers={"Connection": "close"})  # the rest of the body is not read: close
+    return ApiError(
+        408,
+        f"the request body did not arrive within {deadline_s:g} s ({received:,}"
+        f"{of} bytes came): send it faster, or send less",
+        code="request_timeout",
+        headers={"Connection": "close"},
+    )  # the rest of the body is not read: close
 
 
 def _content_length(scope: Scope) -> int | None:

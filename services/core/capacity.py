@@ -124,12 +124,21 @@ class Step:
         def finite(v: float | None) -> float | None:
             return None if v is None or math.isinf(v) else round(v, 1)
 
-        return {"concurrency": self.concurrency, "seconds": round(self.seconds, 1), "requests_per_s": round(self.rps, 2),
-                "p50_ms": finite(self.percentile(50)), "p95_ms": finite(self.percentile(95)),
-                "p99_ms": finite(self.percentile(99)), "ok": self.ok, "rejected_429": self.rejected,
-                "errors": self.errors, "error_rate": round(self.error_rate, 4),
-                "server_cpu_cores": finite(self.server_cpu_cores), "server_rss_mib": finite(self.server_rss_mib),
-                "client_cpu_cores": round(self.client_cpu_cores, 2)}
+        return {
+            "concurrency": self.concurrency,
+            "seconds": round(self.seconds, 1),
+            "requests_per_s": round(self.rps, 2),
+            "p50_ms": finite(self.percentile(50)),
+            "p95_ms": finite(self.percentile(95)),
+            "p99_ms": finite(self.percentile(99)),
+            "ok": self.ok,
+            "rejected_429": self.rejected,
+            "errors": self.errors,
+            "error_rate": round(self.error_rate, 4),
+            "server_cpu_cores": finite(self.server_cpu_cores),
+            "server_rss_mib": finite(self.server_rss_mib),
+            "client_cpu_cores": round(self.client_cpu_cores, 2),
+        }
 
 
 class ServerUsage:
@@ -171,8 +180,11 @@ def listening_pid(url: str) -> int | None:
         return None
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
-        pids = {conn.pid for conn in psutil.net_connections("tcp")
-                if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid}
+        pids = {
+            conn.pid
+            for conn in psutil.net_connections("tcp")
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid
+        }
     except psutil.AccessDenied:
         return None
     # BentoML's arbiter binds the socket and its workers share it: take the one whose parent
@@ -190,22 +202,35 @@ def check_reachable(url: str) -> None:
     try:
         response = httpx.get(f"{url.rstrip('/')}/readyz", timeout=5)
     except httpx.TransportError as exc:
-        raise CapacityError(f"cannot reach {url} ({exc.__class__.__name__}: {exc}); is the service "
-                            "running there? Leave out --url to have capacity start it.") from None
+        raise CapacityError(
+            f"cannot reach {url} ({exc.__class__.__name__}: {exc}); is the service "
+            "running there? Leave out --url to have capacity start it."
+        ) from None
     if response.status_code != 200:
-        raise CapacityError(f"{url}/readyz answered {response.status_code}: the service is not ready "
-                            "(models still loading?); try again when it answers 200")
+        raise CapacityError(
+            f"{url}/readyz answered {response.status_code}: the service is not ready "
+            "(models still loading?); try again when it answers 200"
+        )
 
 
-async def run_step(url: str, traffic: Traffic, concurrency: int, step_s: float, usage: ServerUsage, *,
-                   timeout_s: float = 30.0, tick: Callable[[float], None] = lambda _: None) -> Step:
+async def run_step(
+    url: str,
+    traffic: Traffic,
+    concurrency: int,
+    step_s: float,
+    usage: ServerUsage,
+    *,
+    timeout_s: float = 30.0,
+    tick: Callable[[float], None] = lambda _: None,
+) -> Step:
     """`concurrency` clients, each sending its next request when its last is answered, for
     WARMUP_S + `step_s` (longer, up to MAX_STEP_STRETCH x, until MIN_ANSWERS came); only
     answers to requests sent after the warm-up count."""
     step = Step(concurrency)
     loop = asyncio.get_running_loop()
-    async with aiohttp.ClientSession(url, timeout=aiohttp.ClientTimeout(total=timeout_s),
-                                     connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+    async with aiohttp.ClientSession(
+        url, timeout=aiohttp.ClientTimeout(total=timeout_s), connector=aiohttp.TCPConnector(limit=concurrency)
+    ) as session:
         start = loop.time()
         counting_from, end = start + WARMUP_S, start + WARMUP_S + step_s
         longest = start + WARMUP_S + MAX_STEP_STRETCH * step_s
@@ -242,7 +267,9 @@ async def run_step(url: str, traffic: Traffic, concurrency: int, step_s: float, 
                 tick(loop.time() - start)
                 await asyncio.sleep(0.5)
             rss = max(peak, usage.rss_mib())
-            measured.update(server_end=usage.cpu_seconds(), client_end=_own_cpu(), at_end=loop.time(), rss=rss)
+            measured.update(
+                server_end=usage.cpu_seconds(), client_end=_own_cpu(), at_end=loop.time(), rss=rss
+            )
 
         await asyncio.gather(sampler(), *(client_loop(w) for w in range(concurrency)))
         step.seconds = max(1e-9, loop.time() - counting_from)
@@ -318,19 +345,31 @@ def recommend(steps: Sequence[Step], objective: Objective, target_rps: float | N
     replicas = None
     if target_rps is not None:
         replicas = max(1, math.ceil(target_rps / (best.rps * HEADROOM)))
-    return Recommendation(best.concurrency, round(best.rps, 2), round(best.percentile(objective.percentile), 1),
-                          cpu_request, memory, max(1, math.floor(best.concurrency * HEADROOM)), hpa,
-                          target_rps, replicas)
+    return Recommendation(
+        best.concurrency,
+        round(best.rps, 2),
+        round(best.percentile(objective.percentile), 1),
+        cpu_request,
+        memory,
+        max(1, math.floor(best.concurrency * HEADROOM)),
+        hpa,
+        target_rps,
+        replicas,
+    )
 
 
 def no_concurrency_held(steps: Sequence[Step], objective: Objective) -> str:
     if not steps:
         return "no step ran"
-    best = min(steps, key=lambda s: (s.error_rate > objective.max_error_rate, s.percentile(objective.percentile)))
+    best = min(
+        steps, key=lambda s: (s.error_rate > objective.max_error_rate, s.percentile(objective.percentile))
+    )
     latency = best.percentile(objective.percentile)
-    return (f"no concurrency met the objective ({objective}): the best was {best.concurrency} in flight, "
-            f"p{objective.percentile} {latency:.0f} ms, {best.error_rate:.1%} errors; "
-            f"relax --slo or make the service faster (fewer, smaller photos or tokens)")
+    return (
+        f"no concurrency met the objective ({objective}): the best was {best.concurrency} in flight, "
+        f"p{objective.percentile} {latency:.0f} ms, {best.error_rate:.1%} errors; "
+        f"relax --slo or make the service faster (fewer, smaller photos or tokens)"
+    )
 
 
 def parse_rate(text: str) -> float:
@@ -344,9 +383,19 @@ def parse_rate(text: str) -> float:
     return value
 
 
-async def sweep(url: str, traffic: Traffic, objective: Objective, steps: list[Step], *, step_s: float,
-                max_concurrency: int, usage: ServerUsage, budget_s: float = math.inf, progress: Any = None,
-                on_step: Callable[[Step], None] = lambda _: None) -> bool:
+async def sweep(
+    url: str,
+    traffic: Traffic,
+    objective: Objective,
+    steps: list[Step],
+    *,
+    step_s: float,
+    max_concurrency: int,
+    usage: ServerUsage,
+    budget_s: float = math.inf,
+    progress: Any = None,
+    on_step: Callable[[Step], None] = lambda _: None,
+) -> bool:
     """Run steps into `steps` (the caller keeps what finished if this is interrupted); False
     when the time budget stopped it before the sweep was done (no step starts after it)."""
     deadline = asyncio.get_running_loop().time() + budget_s
@@ -354,7 +403,9 @@ async def sweep(url: str, traffic: Traffic, objective: Objective, steps: list[St
         if steps and asyncio.get_running_loop().time() > deadline:
             return False
         task = progress.add_task(f"{level} in flight", total=WARMUP_S + step_s) if progress else None
-        tick = (lambda done, task=task: progress.update(task, completed=done)) if progress else (lambda _: None)
+        tick = (
+            (lambda done, task=task: progress.update(task, completed=done)) if progress else (lambda _: None)
+        )
         step = await run_step(url, traffic, level, step_s, usage, tick=tick)
         if progress:
             progress.update(task, completed=WARMUP_S + step_s)

@@ -22,19 +22,27 @@ PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 # Editors' texts when --texts is not given: plain business English, ~300 characters each.
 TEXTS = (
-    ("Hi Sam, thanks for sending the quarterly report so quickly. I had a look at the numbers "
-     "for the northern region and they seem a little lower than we expected. Could we meet on "
-     "Thursday afternoon to go through them together? I would also like to invite Maria from "
-     "finance, since she prepared the budget for next year."),
-    ("Dear customer, we are sorry to hear that your order arrived damaged. Please send us a photo "
-     "of the package and the items inside, and we will arrange a replacement or a full refund, "
-     "whichever you prefer. Our courier can collect the parcel from your address at no cost to you."),
-    ("The meeting with the board went well. They agreed to fund the pilot for another six months, "
-     "on the condition that we report progress every month and keep the costs within the plan. "
-     "Next week I will draft the first report and share it with the team for comments."),
-    ("Reminder: the office will be closed on Monday for maintenance work on the heating system. "
-     "Please take your laptop home on Friday if you plan to work remotely, and make sure that all "
-     "windows are closed before you leave. The building will open again on Tuesday morning."),
+    (
+        "Hi Sam, thanks for sending the quarterly report so quickly. I had a look at the numbers "
+        "for the northern region and they seem a little lower than we expected. Could we meet on "
+        "Thursday afternoon to go through them together? I would also like to invite Maria from "
+        "finance, since she prepared the budget for next year."
+    ),
+    (
+        "Dear customer, we are sorry to hear that your order arrived damaged. Please send us a photo "
+        "of the package and the items inside, and we will arrange a replacement or a full refund, "
+        "whichever you prefer. Our courier can collect the parcel from your address at no cost to you."
+    ),
+    (
+        "The meeting with the board went well. They agreed to fund the pilot for another six months, "
+        "on the condition that we report progress every month and keep the costs within the plan. "
+        "Next week I will draft the first report and share it with the team for comments."
+    ),
+    (
+        "Reminder: the office will be closed on Monday for maintenance work on the heating system. "
+        "Please take your laptop home on Friday if you plan to work remotely, and make sure that all "
+        "windows are closed before you leave. The building will open again on Tuesday morning."
+    ),
 )
 
 
@@ -61,19 +69,33 @@ class PhotoTraffic:
         try:
             from tests.scenes import plate_on_street, street_with_plates
         except ImportError:
-            raise CapacityError("give --images DIR (photos from your cameras): the bundled scenes "
-                                "come with the modelport checkout's tests/") from None
-        four = [("plate_ad799kb", (500, 450), 1.5), ("plate_krw301", (120, 520), 1.2),  # bench_plate_reader's
-                ("plate_ad799kb", (900, 380), 0.9), ("plate_krw301", (1000, 550), 1.2)]
-        return cls([("one-plate.jpg", plate_on_street(canvas=(1280, 720), at=(500, 450), scale=1.5).jpeg),
-                    ("four-plates.jpg", street_with_plates(four).jpeg)])
+            raise CapacityError(
+                "give --images DIR (photos from your cameras): the bundled scenes "
+                "come with the modelport checkout's tests/"
+            ) from None
+        four = [
+            ("plate_ad799kb", (500, 450), 1.5),
+            ("plate_krw301", (120, 520), 1.2),  # bench_plate_reader's
+            ("plate_ad799kb", (900, 380), 0.9),
+            ("plate_krw301", (1000, 550), 1.2),
+        ]
+        return cls(
+            [
+                ("one-plate.jpg", plate_on_street(canvas=(1280, 720), at=(500, 450), scale=1.5).jpeg),
+                ("four-plates.jpg", street_with_plates(four).jpeg),
+            ]
+        )
 
     async def call(self, session: aiohttp.ClientSession, worker: int) -> int:
         name, data = self.photos[self._next % len(self.photos)]
         self._next += 1
         form = aiohttp.FormData()
-        form.add_field("upload", data, filename=name,
-                       content_type="image/png" if name.lower().endswith(".png") else "image/jpeg")
+        form.add_field(
+            "upload",
+            data,
+            filename=name,
+            content_type="image/png" if name.lower().endswith(".png") else "image/jpeg",
+        )
         form.add_field("camera_id", f"capacity-{worker % 8}")
         async with session.post(self.path, data=form) as response:
             await response.read()

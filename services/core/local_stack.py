@@ -39,15 +39,28 @@ def members(plate_port: int, autocomplete_port: int, web_port: int) -> dict[str,
     bentoml = (sys.executable, "-m", "services.core.prometheus_folder", "serve")  # `bentoml serve`
     plate = "services.plate_reader.service:PlateReader"
     return {
-        "plate-reader": Member("plate-reader", plate_port,
-                               (*bentoml, plate, "--port", str(plate_port)),
-                               "/readyz"),
-        "autocomplete": Member("autocomplete", autocomplete_port,
-                               (*bentoml, "services.autocomplete.service:Autocomplete", "--port",
-                                str(autocomplete_port)), "/readyz"),
-        "web": Member("web", web_port,
-                      (sys.executable, "examples/autocomplete_web/serve.py", "--port", str(web_port),
-                       "--service", f"http://127.0.0.1:{autocomplete_port}"), "/"),
+        "plate-reader": Member(
+            "plate-reader", plate_port, (*bentoml, plate, "--port", str(plate_port)), "/readyz"
+        ),
+        "autocomplete": Member(
+            "autocomplete",
+            autocomplete_port,
+            (*bentoml, "services.autocomplete.service:Autocomplete", "--port", str(autocomplete_port)),
+            "/readyz",
+        ),
+        "web": Member(
+            "web",
+            web_port,
+            (
+                sys.executable,
+                "examples/autocomplete_web/serve.py",
+                "--port",
+                str(web_port),
+                "--service",
+                f"http://127.0.0.1:{autocomplete_port}",
+            ),
+            "/",
+        ),
     }
 
 
@@ -63,9 +76,15 @@ def run(selected: Sequence[Member], *, startup_timeout: float = 300.0) -> int:
     """Start `selected`, print their URLs once ready, and wait; returns the exit status."""
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "1"}
     metrics_root = prometheus_root(env)
-    processes = {m.name: subprocess.Popen(m.command, cwd=REPO, start_new_session=True, env={
-                     **env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_root / m.name)})
-                 for m in selected}
+    processes = {
+        m.name: subprocess.Popen(
+            m.command,
+            cwd=REPO,
+            start_new_session=True,
+            env={**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_root / m.name)},
+        )
+        for m in selected
+    }
     try:
         deadline = time.monotonic() + startup_timeout
         pending = {m.name: m for m in selected}

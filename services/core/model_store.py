@@ -79,6 +79,7 @@ class ModelNotFound(LookupError):
 
 def prepare_copy(filename: str) -> Preparer:
     """A preparer that stores the fetched file as `filename` (a directory as it is)."""
+
     def prepare(fetched: Path, model_dir: Path) -> dict[str, Any]:
         if fetched.is_dir():
             shutil.copytree(fetched, model_dir, dirs_exist_ok=True)
@@ -103,8 +104,11 @@ def find_by_checksum(name: str, source_sha256: str, kind: str) -> bentoml.Model 
     for model in versions(name):
         metadata = model.info.metadata
         prepared_by = metadata.get("prepared_by", 1)
-        if (metadata.get("source_sha256") == source_sha256
-                and isinstance(prepared_by, int) and prepared_by >= KINDS[kind].version):
+        if (
+            metadata.get("source_sha256") == source_sha256
+            and isinstance(prepared_by, int)
+            and prepared_by >= KINDS[kind].version
+        ):
             return model
     return None
 
@@ -116,15 +120,21 @@ class ImportResult:
     path: Path
 
 
-def import_model(name: str, source: Source | None = None, *, kind: str | None = None,
-                 extra_metadata: dict[str, Any] | None = None) -> ImportResult:
+def import_model(
+    name: str,
+    source: Source | None = None,
+    *,
+    kind: str | None = None,
+    extra_metadata: dict[str, Any] | None = None,
+) -> ImportResult:
     """Fetch `source` (the catalogue's default when None), check it, and store it as `name`."""
     spec = CATALOG.get(name)
     if spec is not None:
         source, kind = source or spec.source, kind or spec.kind
     elif source is None or kind is None:
-        raise ValueError(f"unknown model {name!r}: pick one of {sorted(CATALOG)}, "
-                         "or give both a source and a kind")
+        raise ValueError(
+            f"unknown model {name!r}: pick one of {sorted(CATALOG)}, or give both a source and a kind"
+        )
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}: pick one of {sorted(KINDS)}")
     with tempfile.TemporaryDirectory(prefix="modelport-import-") as tmp:
@@ -198,12 +208,31 @@ def resolve(tag: str) -> bentoml.Model:
         return bentoml.models.get(tag)
     except bentoml.exceptions.NotFound:
         name = tag.split(":", 1)[0]
-        hint = (f"modelport models import {name}" if name in CATALOG
-                else f"modelport models import {name} --from-path PATH --kind KIND")
-        raise ModelNotFound(f"model {tag!r} is not in the BentoML model store "
-                            f"(`modelport models list` shows what is). Import it: {hint}") from None
+        hint = (
+            f"modelport models import {name}"
+            if name in CATALOG
+            else f"modelport models import {name} --from-path PATH --kind KIND"
+        )
+        raise ModelNotFound(
+            f"model {tag!r} is not in the BentoML model store "
+            f"(`modelport models list` shows what is). Import it: {hint}"
+        ) from None
 
 
-__all__ = ["CATALOG", "DEFAULTS", "KINDS", "ImportResult", "ModelKind", "ModelNotFound", "ModelSpec",
-           "SourceError", "import_model", "register", "resolve", "rollback", "serving_tag",
-           "set_serving", "versions"]
+__all__ = [
+    "CATALOG",
+    "DEFAULTS",
+    "KINDS",
+    "ImportResult",
+    "ModelKind",
+    "ModelNotFound",
+    "ModelSpec",
+    "SourceError",
+    "import_model",
+    "register",
+    "resolve",
+    "rollback",
+    "serving_tag",
+    "set_serving",
+    "versions",
+]

@@ -29,10 +29,15 @@ class PrometheusMissing(RuntimeError):
 def config(targets: dict[str, int], *, scrape_interval_s: int = 15) -> dict:
     """Prometheus's configuration: one job per service (the alert rules group by `job`)."""
     return {
-        "global": {"scrape_interval": f"{scrape_interval_s}s", "evaluation_interval": f"{scrape_interval_s}s"},
+        "global": {
+            "scrape_interval": f"{scrape_interval_s}s",
+            "evaluation_interval": f"{scrape_interval_s}s",
+        },
         "rule_files": [str(path) for path in sorted(RULES.glob("*.yml"))],
-        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
-                           for job, port in targets.items()],
+        "scrape_configs": [
+            {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+            for job, port in targets.items()
+        ],
     }
 
 
@@ -45,5 +50,14 @@ def prometheus_member(targets: dict[str, int], *, port: int = 9090, home: Path |
     home.mkdir(parents=True, exist_ok=True)
     config_file = home / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(config(targets), sort_keys=False))
-    return Member("prometheus", port, (binary, f"--config.file={config_file}", f"--storage.tsdb.path={home / 'data'}",
-                                       f"--web.listen-address=127.0.0.1:{port}"), "/-/ready")
+    return Member(
+        "prometheus",
+        port,
+        (
+            binary,
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={home / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ),
+        "/-/ready",
+    )

@@ -54,7 +54,7 @@ def _template(route: BaseRoute, path: str) -> str:
     prefix = getattr(route, "path", "")
     if not isinstance(route, Mount):
         return prefix
-    rest = path[len(prefix):] or "/"
+    rest = path[len(prefix) :] or "/"
     for pattern, template in _openapi_templates(route.app):
         if pattern.match(rest):
             return prefix + template
@@ -99,8 +99,9 @@ class _RequestPath:
         scope = {**scope, "path": scope[_RAW_PATH]}
         del scope[_RAW_PATH]
         if label == UNKNOWN:
-            await ApiError(404, "no such path on this server: its API is listed at /v1/docs",
-                           code="not_found").response()(scope, receive, send)
+            await ApiError(
+                404, "no such path on this server: its API is listed at /v1/docs", code="not_found"
+            ).response()(scope, receive, send)
             return
         await self.app(scope, receive, send)
 

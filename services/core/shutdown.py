@@ -33,8 +33,10 @@ from fastapi import FastAPI
 
 from services.core.api_errors import ApiError
 
-SHUTTING_DOWN = ("the server is shutting down and could not finish this request in time; "
-                 "send it again (another replica, or this one once it is back)")
+SHUTTING_DOWN = (
+    "the server is shutting down and could not finish this request in time; "
+    "send it again (another replica, or this one once it is back)"
+)
 
 
 class Draining:
@@ -107,10 +109,12 @@ class ShutdownGuard:
             await self._answer_cut_short(response, scope, receive, send)
 
     @staticmethod
-    async def _answer_cut_short(response: dict[str, Any], scope: dict[str, Any], receive: Any,
-                                send: Any) -> None:
-        refusal = ApiError(503, SHUTTING_DOWN, code="shutting_down", type="server_error",
-                           headers={"Retry-After": "1"})
+    async def _answer_cut_short(
+        response: dict[str, Any], scope: dict[str, Any], receive: Any, send: Any
+    ) -> None:
+        refusal = ApiError(
+            503, SHUTTING_DOWN, code="shutting_down", type="server_error", headers={"Retry-After": "1"}
+        )
         if not response["started"]:
             await refusal.response()(scope, receive, send)
         elif response["stream"] and not response["finished"]:

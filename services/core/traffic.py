@@ -36,25 +36,37 @@ def bentoml_traffic(limits: Limits, *, longest_request_s: float) -> dict[str, An
     - no max_concurrency: BentoML's own cap answers a bare 429 without Retry-After, in
       another error shape; admission's answer says when to come back.
     """
-    return {"timeout": limits.max_queue_wait_s + longest_request_s,
-            "concurrency": limits.max_in_flight}
+    return {"timeout": limits.max_queue_wait_s + longest_request_s, "concurrency": limits.max_in_flight}
 
 
-def install(service: Any, app: FastAPI, limits: Limits, settings: ServerSettings | None = None, *,
-            max_request_bytes: int, uncounted: tuple[str, ...] = ()) -> None:
+def install(
+    service: Any,
+    app: FastAPI,
+    limits: Limits,
+    settings: ServerSettings | None = None,
+    *,
+    max_request_bytes: int,
+    uncounted: tuple[str, ...] = (),
+) -> None:
     """Shutdown guard, API keys, body limits and admission on `app`, the API the BentoML
     `service` mounts. POSTs under the `uncounted` path prefixes (e.g. review decisions) are not
     calls. Bodies held while their requests wait or run: max_in_flight of the largest."""
     settings = settings or ServerSettings.from_env()
     keys = api_keys.KeyRing.from_settings(settings.api_keys, settings.api_keys_file)
     if settings.metrics_require_key and keys.open:
-        raise ValueError("MODELPORT_METRICS_REQUIRE_KEY is set but no API keys are: set "
-                         "MODELPORT_API_KEYS or MODELPORT_API_KEYS_FILE")
+        raise ValueError(
+            "MODELPORT_METRICS_REQUIRE_KEY is set but no API keys are: set "
+            "MODELPORT_API_KEYS or MODELPORT_API_KEYS_FILE"
+        )
     # Starlette wraps the last added outermost.
     admitted = admission.install(app, limits)
-    body_limit.install(app, body_limit.BodyRules(max_request_bytes, settings.body_timeout_s,
-                                                 limits.max_in_flight * max_request_bytes),
-                       retry_after_s=admitted.retry_after_s)
+    body_limit.install(
+        app,
+        body_limit.BodyRules(
+            max_request_bytes, settings.body_timeout_s, limits.max_in_flight * max_request_bytes
+        ),
+        retry_after_s=admitted.retry_after_s,
+    )
     if not keys.open:
         app.add_middleware(api_keys.ApiKeyMiddleware, keys=keys, counts=CallCounts(), uncounted=uncounted)
     shutdown.install(app, settings.shutdown_grace_s)

@@ -38,9 +38,11 @@ def next_month_start(now: datetime | None = None) -> datetime:
 _RESERVE = sa.text(
     "INSERT INTO api_calls (key_id, month, calls) VALUES (:key_id, :month, 1) "
     "ON CONFLICT (key_id, month) DO UPDATE SET calls = api_calls.calls + 1 "
-    "WHERE api_calls.calls < :quota RETURNING calls")
-_REFUND = sa.text("UPDATE api_calls SET calls = calls - 1 "
-                  "WHERE key_id = :key_id AND month = :month AND calls > 0")
+    "WHERE api_calls.calls < :quota RETURNING calls"
+)
+_REFUND = sa.text(
+    "UPDATE api_calls SET calls = calls - 1 WHERE key_id = :key_id AND month = :month AND calls > 0"
+)
 _CALLS = sa.text("SELECT calls FROM api_calls WHERE key_id = :key_id AND month = :month")
 _TOTAL = sa.text("SELECT COALESCE(SUM(calls), 0) FROM api_calls WHERE key_id = :key_id")
 NO_QUOTA = 2**62  # the quota a key without one is checked against
@@ -58,8 +60,14 @@ class CallCounts:
         """Count one call unless `quota` calls were already made this month; the month's
         count including it, or None when the quota is reached."""
         with self.engine.begin() as db:
-            row = db.execute(_RESERVE, {"key_id": key_id, "month": month or this_month(),
-                                        "quota": NO_QUOTA if quota is None else quota}).first()
+            row = db.execute(
+                _RESERVE,
+                {
+                    "key_id": key_id,
+                    "month": month or this_month(),
+                    "quota": NO_QUOTA if quota is None else quota,
+                },
+            ).first()
         return None if row is None else int(row[0])
 
     def refund(self, key_id: str, month: str) -> None:

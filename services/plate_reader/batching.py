@@ -25,8 +25,9 @@ Result = TypeVar("Result")
 
 
 class MicroBatcher(Generic[Item, Result]):
-    def __init__(self, run_batch: Callable[[Sequence[Item]], Sequence[Result]], *,
-                 max_size: int, max_latency_ms: float) -> None:
+    def __init__(
+        self, run_batch: Callable[[Sequence[Item]], Sequence[Result]], *, max_size: int, max_latency_ms: float
+    ) -> None:
         self.run_batch = run_batch
         self.max_size = max_size
         self.max_latency = max_latency_ms / 1000
@@ -67,8 +68,7 @@ class MicroBatcher(Generic[Item, Result]):
             if not live:
                 continue
             try:
-                results = await loop.run_in_executor(self._thread, self.run_batch,
-                                                     [item for item, _ in live])
+                results = await loop.run_in_executor(self._thread, self.run_batch, [item for item, _ in live])
             except Exception as exc:  # one bad batch fails its requests, not the worker
                 for _, fut in live:
                     if not fut.done():

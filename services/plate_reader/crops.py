@@ -34,8 +34,9 @@ TWO_ROW_MAX_ASPECT = 3.0
 GAP_RATIO = 1.0
 
 
-def crop_plate(image: np.ndarray, box: tuple[float, float, float, float], *,
-               margin: float = BOX_MARGIN) -> np.ndarray:
+def crop_plate(
+    image: np.ndarray, box: tuple[float, float, float, float], *, margin: float = BOX_MARGIN
+) -> np.ndarray:
     """Cut ``box`` (x1, y1, x2, y2 in pixels) out of ``image`` with ``margin`` added on each side."""
     x1, y1, x2, y2 = box
     pad_x, pad_y = margin * (x2 - x1), margin * (y2 - y1)

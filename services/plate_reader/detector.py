@@ -1,8 +1,8 @@
 """YOLO plate detector on ONNX Runtime: images in, plate boxes out. No torch.
 
-    >>> detector = PlateDetector("model.onnx")  # doctest: +SKIP
-    >>> detector.detect([rgb_array], min_score=0.25)  # doctest: +SKIP
-    [[Detection(box=BoundingBox(xmin=..., ...), confidence=0.91)]]
+>>> detector = PlateDetector("model.onnx")  # doctest: +SKIP
+>>> detector.detect([rgb_array], min_score=0.25)  # doctest: +SKIP
+[[Detection(box=BoundingBox(xmin=..., ...), confidence=0.91)]]
 """
 
 from __future__ import annotations
@@ -23,14 +23,16 @@ NMS_IOU = 0.5  # plates rarely overlap; a higher IoU keeps duplicate boxes
 class PlateDetector:
     """Runs a YOLOv8-style detect head exported by Ultralytics (`output0`: B x (4+classes) x N)."""
 
-    def __init__(self, model_path: str | Path, *, imgsz: int = 640,
-                 providers: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, model_path: str | Path, *, imgsz: int = 640, providers: Sequence[str] | None = None
+    ) -> None:
         self.session = onnx_session(model_path, providers)
         self.input_name = self.session.get_inputs()[0].name
         self.imgsz = imgsz
 
-    def detect(self, images: Sequence[np.ndarray], *, min_score: float = 0.25,
-               imgsz: int | None = None) -> list[list[Detection]]:
+    def detect(
+        self, images: Sequence[np.ndarray], *, min_score: float = 0.25, imgsz: int | None = None
+    ) -> list[list[Detection]]:
         """Detect plates in a batch of RGB uint8 images, in one ONNX Runtime call, at input
         size ``imgsz`` (long side; default: the detector's own)."""
         if not images:
@@ -45,7 +47,7 @@ class PlateDetector:
         offsets = []
         for i, r in enumerate(resized):
             top, left = (height - r.shape[0]) // 2, (width - r.shape[1]) // 2
-            batch[i, top:top + r.shape[0], left:left + r.shape[1]] = r
+            batch[i, top : top + r.shape[0], left : left + r.shape[1]] = r
             offsets.append((left, top))
         tensor = batch.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
         (output,) = self.session.run(None, {self.input_name: tensor})
@@ -67,8 +69,9 @@ def _resize(image: np.ndarray, scale: float) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
 
 
-def _decode(pred: np.ndarray, scale: float, offset: tuple[int, int], shape: tuple[int, ...],
-            min_score: float) -> list[Detection]:
+def _decode(
+    pred: np.ndarray, scale: float, offset: tuple[int, int], shape: tuple[int, ...], min_score: float
+) -> list[Detection]:
     scores = pred[4:].max(axis=0)  # one class here, but max() keeps multi-class heads working
     keep = scores >= min_score
     if not keep.any():

@@ -22,10 +22,14 @@ MAX_FONT_SIZE = 200
 def check_drawable(width: int, height: int) -> None:
     """ApiError (413) for an image the annotated JPEG cannot hold."""
     if max(width, height) > JPEG_MAX_SIDE:
-        raise ApiError(413, f"the annotated answer is a JPEG, whose sides stop at {JPEG_MAX_SIDE:,} "
-                       f"px, and this image is {width}x{height}: read its plates with "
-                       "/v1/plate-reader, or send it downscaled", code="too_large_to_annotate",
-                       param="upload")
+        raise ApiError(
+            413,
+            f"the annotated answer is a JPEG, whose sides stop at {JPEG_MAX_SIDE:,} "
+            f"px, and this image is {width}x{height}: read its plates with "
+            "/v1/plate-reader, or send it downscaled",
+            code="too_large_to_annotate",
+            param="upload",
+        )
 
 
 def annotate(image: np.ndarray, readings: Sequence[PlateReading], *, quality: int = 90) -> bytes:
@@ -41,8 +45,9 @@ def annotate(image: np.ndarray, readings: Sequence[PlateReading], *, quality: in
         label = f"{reading.plate} {reading.score:.2f}" + (" ?" if reading.review else "")
         left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
         y = box.ymin - (bottom - top) - 2 * line if box.ymin > (bottom - top) + 2 * line else box.ymax
-        draw.rectangle((box.xmin, y, box.xmin + right - left + 2 * line, y + bottom - top + 2 * line),
-                       fill=colour)
+        draw.rectangle(
+            (box.xmin, y, box.xmin + right - left + 2 * line, y + bottom - top + 2 * line), fill=colour
+        )
         draw.text((box.xmin + line, y + line - top), label, fill=(0, 0, 0), font=font)
     out = io.BytesIO()
     canvas.save(out, format="JPEG", quality=quality)

@@ -79,8 +79,18 @@ class Evaluation:
     @property
     def char_accuracy(self) -> float:
         """Mean of 1 - edit distance / longer length, main plate against the label."""
-        return float(np.mean([1 - _edit_distance(o.answer, o.truth) / max(len(o.answer), len(o.truth), 1)
-                              for o in self.outcomes])) if self.outcomes else 0.0
+        return (
+            float(
+                np.mean(
+                    [
+                        1 - _edit_distance(o.answer, o.truth) / max(len(o.answer), len(o.truth), 1)
+                        for o in self.outcomes
+                    ]
+                )
+            )
+            if self.outcomes
+            else 0.0
+        )
 
     @property
     def detection_rate(self) -> float:
@@ -126,10 +136,17 @@ class Evaluation:
         return {name: Evaluation(tuple(group)) for name, group in sorted(groups.items())}
 
     def summary(self) -> dict[str, Any]:
-        return {"images": len(self.outcomes), "exact": self.exact_accuracy, "char_accuracy": self.char_accuracy,
-                "detection_rate": self.detection_rate, "plate_recall": self.plate_recall,
-                "accepted_precision": self.accepted_precision, "coverage": self.coverage,
-                "wrong_flagged": self.wrong_flagged, "ms_per_image": self.mean_ms}
+        return {
+            "images": len(self.outcomes),
+            "exact": self.exact_accuracy,
+            "char_accuracy": self.char_accuracy,
+            "detection_rate": self.detection_rate,
+            "plate_recall": self.plate_recall,
+            "accepted_precision": self.accepted_precision,
+            "coverage": self.coverage,
+            "wrong_flagged": self.wrong_flagged,
+            "ms_per_image": self.mean_ms,
+        }
 
 
 def load_labels(folder: Path, split: str | None = None) -> list[dict[str, str]]:
@@ -142,8 +159,9 @@ def load_labels(folder: Path, split: str | None = None) -> list[dict[str, str]]:
     return rows
 
 
-def evaluate(read: Callable[[np.ndarray], Sequence[PlateReading]], folder: Path, *,
-             split: str | None = None) -> Evaluation:
+def evaluate(
+    read: Callable[[np.ndarray], Sequence[PlateReading]], folder: Path, *, split: str | None = None
+) -> Evaluation:
     """Run ``read`` on every labelled image of ``folder`` (one untimed warm-up call first)."""
     rows = load_labels(folder, split)
     if not rows:
@@ -156,17 +174,31 @@ def evaluate(read: Callable[[np.ndarray], Sequence[PlateReading]], folder: Path,
         readings = [r for r in read(image) if r.plate]
         seconds = time.perf_counter() - start
         main = readings[0] if readings else None
-        outcomes.append(ImageOutcome(
-            row["filename"], normalise(row["plate"]), tuple(normalise(r.plate) for r in readings),
-            main.score if main else 0.0, main.review if main else True, seconds, row.get("format", ""),
-        ))
+        outcomes.append(
+            ImageOutcome(
+                row["filename"],
+                normalise(row["plate"]),
+                tuple(normalise(r.plate) for r in readings),
+                main.score if main else 0.0,
+                main.review if main else True,
+                seconds,
+                row.get("format", ""),
+            )
+        )
     return Evaluation(tuple(outcomes))
 
 
-def plate_reads(recognizer: PlateRecognizer, *, crops: bool = False, regions: Sequence[str] = (),
-                rules: bool = True, min_score: float = 0.25) -> Callable[[np.ndarray], list[PlateReading]]:
+def plate_reads(
+    recognizer: PlateRecognizer,
+    *,
+    crops: bool = False,
+    regions: Sequence[str] = (),
+    rules: bool = True,
+    min_score: float = 0.25,
+) -> Callable[[np.ndarray], list[PlateReading]]:
     """``read`` for :func:`evaluate`, run by the service's own pipeline: photos through
     detector + OCR, or (``crops=True``) each image read as one plate crop, OCR only."""
+
     def read_crop(image: np.ndarray) -> list[PlateReading]:
         return recognizer.read_crops([image], regions=regions, rules=rules)
 
@@ -183,39 +215,77 @@ def print_report(evaluation: Evaluation, title: str, *, errors: bool = False, th
         table = Table("image", "label", "read", "score", "review", title=f"{title}: misreads")
         for o in evaluation.outcomes:
             if not o.right:
-                table.add_row(o.filename, o.truth or "(no plate)", " | ".join(o.found) or "(none)",
-                              f"{o.score:.3f}", "yes" if o.review else "NO")
+                table.add_row(
+                    o.filename,
+                    o.truth or "(no plate)",
+                    " | ".join(o.found) or "(none)",
+                    f"{o.score:.3f}",
+                    "yes" if o.review else "NO",
+                )
         console.print(table)
-    summary = Table("", "images", "exact", "chars", "found", "accepted right", "coverage",
-                    "wrong flagged", "ms/img", title=title)
+    summary = Table(
+        "",
+        "images",
+        "exact",
+        "chars",
+        "found",
+        "accepted right",
+        "coverage",
+        "wrong flagged",
+        "ms/img",
+        title=title,
+    )
     groups = evaluation.by_format()
     if len(groups) > 1:
         for name, group in groups.items():
             summary.add_row(name, *_figures(group))
     summary.add_row("all", *_figures(evaluation), style="bold")
     console.print(summary)
-    calibration = Table("review_threshold", "accepted right", "coverage", "wrong flagged",
-                        title=f"{title}: what each review_threshold gives (serving: {threshold})")
+    calibration = Table(
+        "review_threshold",
+        "accepted right",
+        "coverage",
+        "wrong flagged",
+        title=f"{title}: what each review_threshold gives (serving: {threshold})",
+    )
     for t in sorted({*THRESHOLDS, threshold}):
         at = evaluation.at_threshold(t)
-        calibration.add_row(f"{t:g}", _percent(at.accepted_precision), _percent(at.coverage),
-                            _percent(at.wrong_flagged))
+        calibration.add_row(
+            f"{t:g}", _percent(at.accepted_precision), _percent(at.coverage), _percent(at.wrong_flagged)
+        )
     console.print(calibration)
-    console.print("accepted right: of the plates returned without review, the share exactly right; "
-                  "coverage: share of images answered without review; wrong flagged: share of wrong "
-                  "plates returned with review.")
+    console.print(
+        "accepted right: of the plates returned without review, the share exactly right; "
+        "coverage: share of images answered without review; wrong flagged: share of wrong "
+        "plates returned with review."
+    )
 
 
 def calibration(evaluation: Evaluation) -> list[dict[str, Any]]:
-    return [{"review_threshold": t, **{k: v for k, v in evaluation.at_threshold(t).summary().items()
-                                       if k in ("accepted_precision", "coverage", "wrong_flagged")}}
-            for t in THRESHOLDS]
+    return [
+        {
+            "review_threshold": t,
+            **{
+                k: v
+                for k, v in evaluation.at_threshold(t).summary().items()
+                if k in ("accepted_precision", "coverage", "wrong_flagged")
+            },
+        }
+        for t in THRESHOLDS
+    ]
 
 
 def _figures(e: Evaluation) -> list[str]:
-    return [str(len(e.outcomes)), _percent(e.exact_accuracy), _percent(e.char_accuracy),
-            _percent(e.detection_rate), _percent(e.accepted_precision), _percent(e.coverage),
-            _percent(e.wrong_flagged), f"{e.mean_ms:.1f}"]
+    return [
+        str(len(e.outcomes)),
+        _percent(e.exact_accuracy),
+        _percent(e.char_accuracy),
+        _percent(e.detection_rate),
+        _percent(e.accepted_precision),
+        _percent(e.coverage),
+        _percent(e.wrong_flagged),
+        f"{e.mean_ms:.1f}",
+    ]
 
 
 def _percent(value: float | None) -> str:

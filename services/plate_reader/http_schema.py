@@ -23,21 +23,25 @@ class BoxJSON(BaseModel):
 
 class CandidateJSON(BaseModel):
     plate: str
-    score: float = Field(description="how sure the reader is that this reading is exactly right, "
-                                     "0-1: the same measure as the plate's score (the first "
-                                     "candidate's is the plate's)")
+    score: float = Field(
+        description="how sure the reader is that this reading is exactly right, "
+        "0-1: the same measure as the plate's score (the first "
+        "candidate's is the plate's)"
+    )
 
 
 class RegionJSON(BaseModel):
-    code: str | None = Field(description="Plate Recognizer region code of the plate format the "
-                                         "reading fits (e.g. gb, fr, us-ca); null when it fits none")
+    code: str | None = Field(
+        description="Plate Recognizer region code of the plate format the "
+        "reading fits (e.g. gb, fr, us-ca); null when it fits none"
+    )
     score: float = Field(description="1/n when the reading fits the formats of n regions, 0 for none")
 
 
 class VehicleJSON(BaseModel):
-    type: str = Field(description="always \"Unknown\": modelport has no vehicle model")
+    type: str = Field(description='always "Unknown": modelport has no vehicle model')
     score: float = Field(description="always 0")
-    box: BoxJSON = Field(description="always all zeros (Plate Recognizer's \"no vehicle found\")")
+    box: BoxJSON = Field(description='always all zeros (Plate Recognizer\'s "no vehicle found")')
 
 
 class UsageJSON(BaseModel):
@@ -84,12 +88,13 @@ def to_json(filename: str, readings: Sequence[PlateReading], processing_ms: floa
         "processing_time": round(processing_ms, 2),
         "results": [
             {
-                "plate": r.plate, "score": r.score, "dscore": r.dscore,
+                "plate": r.plate,
+                "score": r.score,
+                "dscore": r.dscore,
                 "box": {"xmin": r.box.xmin, "ymin": r.box.ymin, "xmax": r.box.xmax, "ymax": r.box.ymax},
                 # Each candidate's confidence, the plate's `score` measure (candidates are
                 # ranked by the format-adjusted mean, which orders them, but means less).
-                "candidates": [{"plate": c.plate, "score": round(c.confidence, 4)}
-                               for c in r.candidates],
+                "candidates": [{"plate": c.plate, "score": round(c.confidence, 4)} for c in r.candidates],
                 "review": r.review,
             }
             for r in readings
@@ -98,27 +103,47 @@ def to_json(filename: str, readings: Sequence[PlateReading], processing_ms: floa
 
 
 _OPTIONS: dict[str, dict[str, Any]] = {
-    "regions": {"type": "array", "items": {"type": "string"},
-                "description": "plate formats to prefer, e.g. [\"uk\"] (see plate_formats.yaml)"},
-    "min_score": {"type": "number", "minimum": 0, "maximum": 1,
-                  "description": "detector confidence threshold (default 0.25)"},
-    "review_threshold": {"type": "number", "minimum": 0, "maximum": 1,
-                         "description": "readings less sure than this get review: true (default "
-                                        f"{Settings.review_threshold}: see the README for what each "
-                                        "value gives)"},
+    "regions": {
+        "type": "array",
+        "items": {"type": "string"},
+        "description": 'plate formats to prefer, e.g. ["uk"] (see plate_formats.yaml)',
+    },
+    "min_score": {
+        "type": "number",
+        "minimum": 0,
+        "maximum": 1,
+        "description": "detector confidence threshold (default 0.25)",
+    },
+    "review_threshold": {
+        "type": "number",
+        "minimum": 0,
+        "maximum": 1,
+        "description": "readings less sure than this get review: true (default "
+        f"{Settings.review_threshold}: see the README for what each "
+        "value gives)",
+    },
     # Plate Recognizer's fields (README, "Plate Recognizer clients")
     "camera_id": {"type": "string", "maxLength": 200, "description": "echoed in the response"},
-    "timestamp": {"type": "string", "anyOf": [{"format": "date-time"}, {"maxLength": 0}],
-                  "description": "when the photo was taken, ISO 8601 (UTC if no offset); empty: "
-                                 "when the request arrived"},
+    "timestamp": {
+        "type": "string",
+        "anyOf": [{"format": "date-time"}, {"maxLength": 0}],
+        "description": "when the photo was taken, ISO 8601 (UTC if no offset); empty: "
+        "when the request arrived",
+    },
     "mmc": {"type": "boolean", "description": "accepted; no make/model/colour model here"},
-    "config": {"type": "string", "description": "a JSON object: threshold_d (detector), "
-                                                "threshold_o (drop readings below), region "
-                                                "\"strict\", mode \"fast\""},
+    "config": {
+        "type": "string",
+        "description": "a JSON object: threshold_d (detector), "
+        "threshold_o (drop readings below), region "
+        '"strict", mode "fast"',
+    },
 }
-_UPLOAD_URL = {"type": "string", "format": "uri",
-               "description": "instead of `upload`: an https URL of the image, on a host the "
-                              "operator listed (MODELPORT_PLATE_UPLOAD_URL_HOSTS)"}
+_UPLOAD_URL = {
+    "type": "string",
+    "format": "uri",
+    "description": "instead of `upload`: an https URL of the image, on a host the "
+    "operator listed (MODELPORT_PLATE_UPLOAD_URL_HOSTS)",
+}
 
 
 def openapi_request(settings: Any) -> dict[str, Any]:
@@ -128,22 +153,32 @@ def openapi_request(settings: Any) -> dict[str, Any]:
     only where this server enables it, `upload_url` instead (never both)."""
     images = {"minItems": 1, "maxItems": settings.max_images}
     multipart: dict[str, Any] = {
-        "type": "object", "required": ["upload"],
-        "properties": {"upload": {"type": "array", **images,
-                                  "items": {"type": "string", "format": "binary"},
-                                  "description": "one or more images (JPEG, PNG, WebP, BMP): "
-                                                 "files, or text fields holding base64"},
-                       **_OPTIONS,
-                       "mmc": {"type": "string", "pattern": FORM_BOOLEAN,
-                               "description": _OPTIONS["mmc"]["description"]}},
+        "type": "object",
+        "required": ["upload"],
+        "properties": {
+            "upload": {
+                "type": "array",
+                **images,
+                "items": {"type": "string", "format": "binary"},
+                "description": "one or more images (JPEG, PNG, WebP, BMP): "
+                "files, or text fields holding base64",
+            },
+            **_OPTIONS,
+            "mmc": {"type": "string", "pattern": FORM_BOOLEAN, "description": _OPTIONS["mmc"]["description"]},
+        },
     }
     json_body: dict[str, Any] = {
         "type": "object",
-        "properties": {"image": {"type": "string", "format": "byte",
-                                 "description": "the image file, base64"},
-                       "images": {"type": "array", **images, "items": {"type": "string", "format": "byte"},
-                                  "description": "several image files, base64 (instead of `image`)"},
-                       **_OPTIONS},
+        "properties": {
+            "image": {"type": "string", "format": "byte", "description": "the image file, base64"},
+            "images": {
+                "type": "array",
+                **images,
+                "items": {"type": "string", "format": "byte"},
+                "description": "several image files, base64 (instead of `image`)",
+            },
+            **_OPTIONS,
+        },
         "anyOf": [{"required": ["image"]}, {"required": ["images"]}],
     }
     if settings.upload_url_hosts:  # else `upload_url` is a 400 here: not offered
@@ -152,5 +187,12 @@ def openapi_request(settings: Any) -> dict[str, Any]:
             schema.pop("required", None)
             schema.pop("anyOf", None)
             schema["oneOf"] = [*({"required": [f]} for f in image_fields), {"required": ["upload_url"]}]
-    return {"requestBody": {"required": True, "content": {
-        "multipart/form-data": {"schema": multipart}, "application/json": {"schema": json_body}}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {"schema": multipart},
+                "application/json": {"schema": json_body},
+            },
+        }
+    }

@@ -73,13 +73,23 @@ class HeldPixels:
                 return
             held = self.held
         if pixels > limit:
-            raise ApiError(413, f"these images need {pixels:,} pixels decoded at once; this server "
-                           f"holds at most {limit:,} (MODELPORT_PLATE_MAX_PIXELS_IN_FLIGHT). Send "
-                           "fewer or smaller images per request", code="too_many_pixels", param=param)
-        raise ApiError(413, f"these images need {pixels:,} pixels decoded, and requests in flight "
-                       f"hold {held:,} of this server's {limit:,}: retry after a second, or send "
-                       "smaller images", code="too_many_pixels_in_flight", param=param,
-                       headers={"Retry-After": "1"})  # RFC 9110: a 413 that is temporary says when
+            raise ApiError(
+                413,
+                f"these images need {pixels:,} pixels decoded at once; this server "
+                f"holds at most {limit:,} (MODELPORT_PLATE_MAX_PIXELS_IN_FLIGHT). Send "
+                "fewer or smaller images per request",
+                code="too_many_pixels",
+                param=param,
+            )
+        raise ApiError(
+            413,
+            f"these images need {pixels:,} pixels decoded, and requests in flight "
+            f"hold {held:,} of this server's {limit:,}: retry after a second, or send "
+            "smaller images",
+            code="too_many_pixels_in_flight",
+            param=param,
+            headers={"Retry-After": "1"},
+        )  # RFC 9110: a 413 that is temporary says when
 
     def give_back(self, pixels: int) -> None:
         with self._lock:
@@ -95,9 +105,13 @@ def decode_photos(files: Sequence[bytes], settings: Settings, *, param: str = "u
     images = [_open(data, settings, param) for data in files]
     total = sum(image.width * image.height for image in images)
     if total > settings.max_request_pixels:
-        raise ApiError(413, f"the images sent add up to {total:,} pixels; the limit per request is "
-                       f"{settings.max_request_pixels:,}. Send fewer or smaller images",
-                       code="too_many_pixels", param=param)
+        raise ApiError(
+            413,
+            f"the images sent add up to {total:,} pixels; the limit per request is "
+            f"{settings.max_request_pixels:,}. Send fewer or smaller images",
+            code="too_many_pixels",
+            param=param,
+        )
     side = _detector_side(settings)
     kept = [_kept_size(image.size, settings, side) for image in images]
     shares = [w * h for w, h in kept]
@@ -109,7 +123,7 @@ def decode_photos(files: Sequence[bytes], settings: Settings, *, param: str = "u
             weakref.finalize(photo, HELD.give_back, share)
             photos.append(photo)
     except BaseException:
-        HELD.give_back(sum(shares[len(photos):]))
+        HELD.give_back(sum(shares[len(photos) :]))
         raise
     return photos
 
@@ -117,26 +131,46 @@ def decode_photos(files: Sequence[bytes], settings: Settings, *, param: str = "u
 def _open(data: bytes, settings: Settings, param: str) -> Image.Image:
     """The image with only its header read, or an ApiError."""
     if not data:
-        raise ApiError(400, f"`{param}` is empty (0 bytes): send the image file's contents",
-                       code="empty_image", param=param)
+        raise ApiError(
+            400,
+            f"`{param}` is empty (0 bytes): send the image file's contents",
+            code="empty_image",
+            param=param,
+        )
     if len(data) > settings.max_image_bytes:
-        raise ApiError(413, f"`{param}` is {len(data):,} bytes; the limit is "
-                       f"{settings.max_image_bytes:,}. Send a smaller or more compressed image",
-                       code="image_too_large", param=param)
+        raise ApiError(
+            413,
+            f"`{param}` is {len(data):,} bytes; the limit is "
+            f"{settings.max_image_bytes:,}. Send a smaller or more compressed image",
+            code="image_too_large",
+            param=param,
+        )
     try:
         image = Image.open(io.BytesIO(data))
     except (UnidentifiedImageError, OSError):
-        raise ApiError(415, f"`{param}` is not an image this service can read (first bytes: "
-                       f"{data[:8]!r}). Send one of: {', '.join(settings.allowed_formats)}",
-                       code="unsupported_image", param=param) from None
+        raise ApiError(
+            415,
+            f"`{param}` is not an image this service can read (first bytes: "
+            f"{data[:8]!r}). Send one of: {', '.join(settings.allowed_formats)}",
+            code="unsupported_image",
+            param=param,
+        ) from None
     if image.format not in settings.allowed_formats:
-        raise ApiError(415, f"`{param}` is a {image.format} image; send one of: "
-                       f"{', '.join(settings.allowed_formats)}", code="unsupported_image", param=param)
+        raise ApiError(
+            415,
+            f"`{param}` is a {image.format} image; send one of: {', '.join(settings.allowed_formats)}",
+            code="unsupported_image",
+            param=param,
+        )
     width, height = image.size
     if width * height > settings.max_pixels:
-        raise ApiError(413, f"`{param}` is {width}x{height} = {width * height:,} pixels; the limit "
-                       f"is {settings.max_pixels:,}. Downscale it first",
-                       code="too_many_pixels", param=param)
+        raise ApiError(
+            413,
+            f"`{param}` is {width}x{height} = {width * height:,} pixels; the limit "
+            f"is {settings.max_pixels:,}. Downscale it first",
+            code="too_many_pixels",
+            param=param,
+        )
     return image
 
 
@@ -166,8 +200,12 @@ def _decode(image: Image.Image, data: bytes, side: int, param: str) -> Photo:
         image.thumbnail((side, side), Image.Resampling.BILINEAR)
         return Photo(_rgb(image), width, height, hashlib.sha256(data).hexdigest(), data)
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ApiError(400, f"`{param}` is a truncated or corrupt {image.format} file ({exc}); "
-                       "send the complete file", code="corrupt_image", param=param) from None
+        raise ApiError(
+            400,
+            f"`{param}` is a truncated or corrupt {image.format} file ({exc}); send the complete file",
+            code="corrupt_image",
+            param=param,
+        ) from None
 
 
 def _rotated(image: Image.Image) -> bool:

@@ -32,5 +32,10 @@ class KeyedUsage:
 
 def _as_snapshot(usage: KeyUsage) -> Usage:
     now = datetime.now(UTC)
-    return Usage(calls=usage.calls or 0, max_calls=usage.monthly_quota or NO_QUOTA_MAX_CALLS,
-                 month=now.month, year=now.year, resets_on=next_month_start(now))
+    return Usage(
+        calls=usage.calls or 0,
+        max_calls=usage.monthly_quota or NO_QUOTA_MAX_CALLS,
+        month=now.month,
+        year=now.year,
+        resets_on=next_month_start(now),
+    )

@@ -19,19 +19,24 @@ MAX_CAMERA_LABELS = 200
 OTHER_CAMERAS = "other"
 
 PLATES_READ = bentoml.metrics.Counter(
-    name="modelport_plates_read", documentation="Plates read (one per detected box)",
-    labelnames=["camera"])
+    name="modelport_plates_read", documentation="Plates read (one per detected box)", labelnames=["camera"]
+)
 READING_SCORE = bentoml.metrics.Histogram(
-    name="modelport_plate_reading_score", documentation="Confidence of each plate reading",
-    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99, 1.0))
+    name="modelport_plate_reading_score",
+    documentation="Confidence of each plate reading",
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99, 1.0),
+)
 REVIEWS = bentoml.metrics.Counter(
-    name="modelport_plate_reviews", documentation="Readings flagged for human review",
-    labelnames=["camera"])
+    name="modelport_plate_reviews", documentation="Readings flagged for human review", labelnames=["camera"]
+)
 IMAGES = bentoml.metrics.Counter(
-    name="modelport_plate_images", documentation="Images processed", labelnames=["camera"])
+    name="modelport_plate_images", documentation="Images processed", labelnames=["camera"]
+)
 IMAGES_WITHOUT_PLATE = bentoml.metrics.Counter(
-    name="modelport_plate_images_without_plate", documentation="Images in which no plate was found",
-    labelnames=["camera"])
+    name="modelport_plate_images_without_plate",
+    documentation="Images in which no plate was found",
+    labelnames=["camera"],
+)
 
 _cameras: set[str] = set()
 

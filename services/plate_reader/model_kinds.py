@@ -26,27 +26,46 @@ def _prepare_detector(fetched: Path, model_dir: Path) -> dict[str, Any]:
 
 register(
     ModelKind("plate-detector", _prepare_detector),
-    ModelSpec("plate-detector", "plate-detector",
-              PackageFile("safelicensing==1.0.3", "safelicensing/best.pt",
-                          "13fe46504f4609387768cfa4270624a6d386c42efa496f1805df6305c14e597f"),
-              "Apache-2.0", "YOLOv8n licence-plate detector (one class), served as ONNX"),
+    ModelSpec(
+        "plate-detector",
+        "plate-detector",
+        PackageFile(
+            "safelicensing==1.0.3",
+            "safelicensing/best.pt",
+            "13fe46504f4609387768cfa4270624a6d386c42efa496f1805df6305c14e597f",
+        ),
+        "Apache-2.0",
+        "YOLOv8n licence-plate detector (one class), served as ONNX",
+    ),
     defaults=("plate-detector",),
 )
 register(
     ModelKind("plate-ocr", prepare_copy("model.onnx")),
-    ModelSpec("plate-ocr", "plate-ocr",
-              PackageFile("rapidocr-onnxruntime==1.4.4",
-                          "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
-                          "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b"),
-              "Apache-2.0", "PP-OCRv4 text recogniser (ONNX), reads plate crops"),
+    ModelSpec(
+        "plate-ocr",
+        "plate-ocr",
+        PackageFile(
+            "rapidocr-onnxruntime==1.4.4",
+            "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+            "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
+        ),
+        "Apache-2.0",
+        "PP-OCRv4 text recogniser (ONNX), reads plate crops",
+    ),
     defaults=("plate-ocr",),
 )
 register(
     ModelKind("plate-text-detector", prepare_copy("model.onnx")),
-    ModelSpec("plate-text-detector", "plate-text-detector",
-              PackageFile("rapidocr-onnxruntime==1.4.4",
-                          "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
-                          "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9"),
-              "Apache-2.0", "PP-OCRv4 text detector (ONNX), finds the text lines in plate crops"),
+    ModelSpec(
+        "plate-text-detector",
+        "plate-text-detector",
+        PackageFile(
+            "rapidocr-onnxruntime==1.4.4",
+            "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+            "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
+        ),
+        "Apache-2.0",
+        "PP-OCRv4 text detector (ONNX), finds the text lines in plate crops",
+    ),
     defaults=("plate-text-detector",),
 )

@@ -97,9 +97,7 @@ def _decode(folded: np.ndarray) -> OcrResult:
             # at the same 95% precision.
             confidences.append(float(peak[best[step]]))
             top = np.argsort(peak[1:])[::-1][:TOP_K]
-            alternatives.append(
-                tuple(CharAlternative(PLATE_ALPHABET[i], float(peak[1 + i])) for i in top)
-            )
+            alternatives.append(tuple(CharAlternative(PLATE_ALPHABET[i], float(peak[1 + i])) for i in top))
         step = end + 1
     return OcrResult("".join(text), _mean(confidences), tuple(confidences), tuple(alternatives), foreign)
 
@@ -112,8 +110,13 @@ def _join(lines: list[OcrResult]) -> OcrResult:
     confidences = sum(((*line.char_confidences, 1.0) for line in lines), ())[:-1]
     alternatives = sum(((*line.alternatives, (CharAlternative(" ", 1.0),)) for line in lines), ())
     overall = _mean([c for line in lines for c in line.char_confidences])
-    return OcrResult(" ".join(line.text for line in lines), overall, confidences, alternatives[:-1],
-                     max(line.foreign for line in lines))
+    return OcrResult(
+        " ".join(line.text for line in lines),
+        overall,
+        confidences,
+        alternatives[:-1],
+        max(line.foreign for line in lines),
+    )
 
 
 def _mean(values: Sequence[float]) -> float:

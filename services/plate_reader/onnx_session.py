@@ -18,5 +18,6 @@ def onnx_session(model_path: str | Path, providers: Sequence[str] | None = None)
     # The arena keeps the peak of every batch size seen; without it the serving process held
     # 314 MB instead of 433 MB after batches of 8, at the same latency (measured).
     options.enable_cpu_mem_arena = False
-    return ort.InferenceSession(str(model_path), options,
-                                providers=list(providers or ["CPUExecutionProvider"]))
+    return ort.InferenceSession(
+        str(model_path), options, providers=list(providers or ["CPUExecutionProvider"])
+    )

@@ -36,8 +36,15 @@ from services.plate_reader.types import (
 
 
 class PlateRecognizer:
-    def __init__(self, detector: PlateDetector, ocr: PlateOCR, *, review_threshold: float,
-                 retry_imgsz: int = 0, text_lines: TextLineFinder | None = None) -> None:
+    def __init__(
+        self,
+        detector: PlateDetector,
+        ocr: PlateOCR,
+        *,
+        review_threshold: float,
+        retry_imgsz: int = 0,
+        text_lines: TextLineFinder | None = None,
+    ) -> None:
         self.detector = detector
         self.ocr = ocr
         # Finds the plate number's text line(s) in each crop, so only they are read (None:
@@ -49,25 +56,46 @@ class PlateRecognizer:
         self.retry_imgsz = retry_imgsz
 
     @classmethod
-    def from_files(cls, detector_path: str | Path, ocr_path: str | Path, *,
-                   review_threshold: float, detector_imgsz: int = 640,
-                   retry_imgsz: int = 0, text_detector_path: str | Path | None = None) -> PlateRecognizer:
-        return cls(PlateDetector(detector_path, imgsz=detector_imgsz), PlateOCR(ocr_path),
-                   review_threshold=review_threshold, retry_imgsz=retry_imgsz,
-                   text_lines=TextLineFinder(text_detector_path) if text_detector_path else None)
+    def from_files(
+        cls,
+        detector_path: str | Path,
+        ocr_path: str | Path,
+        *,
+        review_threshold: float,
+        detector_imgsz: int = 640,
+        retry_imgsz: int = 0,
+        text_detector_path: str | Path | None = None,
+    ) -> PlateRecognizer:
+        return cls(
+            PlateDetector(detector_path, imgsz=detector_imgsz),
+            PlateOCR(ocr_path),
+            review_threshold=review_threshold,
+            retry_imgsz=retry_imgsz,
+            text_lines=TextLineFinder(text_detector_path) if text_detector_path else None,
+        )
 
-    def read(self, images: Sequence[np.ndarray], *, min_score: float = 0.25,
-             regions: Sequence[str] = (), rules: bool = True) -> list[list[PlateReading]]:
-        return self.read_batch([ReadRequest(image, min_score, tuple(regions)) for image in images],
-                               rules=rules)
+    def read(
+        self,
+        images: Sequence[np.ndarray],
+        *,
+        min_score: float = 0.25,
+        regions: Sequence[str] = (),
+        rules: bool = True,
+    ) -> list[list[PlateReading]]:
+        return self.read_batch(
+            [ReadRequest(image, min_score, tuple(regions)) for image in images], rules=rules
+        )
 
     def read_batch(self, requests: Sequence[ReadRequest], *, rules: bool = True) -> list[list[PlateReading]]:
         """Read every plate in every image: one detector call, one OCR call for all crops."""
         if not requests:
             return []
         found = self._detect(requests, None)
-        retry = [i for i, dets in enumerate(found)
-                 if not dets and max(requests[i].image.shape[:2]) > self.detector.imgsz]
+        retry = [
+            i
+            for i, dets in enumerate(found)
+            if not dets and max(requests[i].image.shape[:2]) > self.detector.imgsz
+        ]
         if retry and self.retry_imgsz > self.detector.imgsz:
             for i, dets in zip(retry, self._detect([requests[i] for i in retry], self.retry_imgsz)):
                 found[i] = dets
@@ -78,8 +106,14 @@ class PlateRecognizer:
         readings: list[list[PlateReading]] = [[] for _ in requests]
         for (i, detection), candidates in zip(plates, ranked):
             threshold = requests[i].review_threshold
-            readings[i].append(self._reading(candidates, detection.box, detection.confidence,
-                                             self.review_threshold if threshold is None else threshold))
+            readings[i].append(
+                self._reading(
+                    candidates,
+                    detection.box,
+                    detection.confidence,
+                    self.review_threshold if threshold is None else threshold,
+                )
+            )
         return [sorted(found, key=_main_plate_first) for found in readings]
 
     def _detect(self, requests: Sequence[ReadRequest], imgsz: int | None) -> list[list[Detection]]:
@@ -87,29 +121,44 @@ class PlateRecognizer:
         found = self.detector.detect([r.image for r in requests], min_score=lowest, imgsz=imgsz)
         return [[d for d in dets if d.confidence >= r.min_score] for dets, r in zip(found, requests)]
 
-    def read_crops(self, crops: Sequence[np.ndarray], *, regions: Sequence[str] = (),
-                   rules: bool = True) -> list[PlateReading]:
+    def read_crops(
+        self, crops: Sequence[np.ndarray], *, regions: Sequence[str] = (), rules: bool = True
+    ) -> list[PlateReading]:
         """OCR + plate-text rules on plate crops (RGB uint8), no detector, in one OCR call:
         one reading per crop (its box the whole crop, dscore 1; plate "" when nothing was read)."""
         ranked = self._read_crops(crops, [tuple(regions)] * len(crops), rules)
-        return [self._reading(candidates, BoundingBox(0, 0, crop.shape[1], crop.shape[0]), 1.0,
-                              self.review_threshold)
-                for crop, candidates in zip(crops, ranked)]
+        return [
+            self._reading(
+                candidates, BoundingBox(0, 0, crop.shape[1], crop.shape[0]), 1.0, self.review_threshold
+            )
+            for crop, candidates in zip(crops, ranked)
+        ]
 
-    def _read_crops(self, crops: Sequence[np.ndarray], regions: Sequence[tuple[str, ...]],
-                    rules: bool) -> list[tuple[Candidate, ...]]:
-        texts = (self.ocr.read_lines(self.text_lines.rows(crops)) if self.text_lines is not None
-                 else self.ocr.read(crops))
+    def _read_crops(
+        self, crops: Sequence[np.ndarray], regions: Sequence[tuple[str, ...]], rules: bool
+    ) -> list[tuple[Candidate, ...]]:
+        texts = (
+            self.ocr.read_lines(self.text_lines.rows(crops))
+            if self.text_lines is not None
+            else self.ocr.read(crops)
+        )
         return [_candidates(text, crop_regions, rules) for text, crop_regions in zip(texts, regions)]
 
     @staticmethod
-    def _reading(candidates: tuple[Candidate, ...], box: BoundingBox, dscore: float,
-                 review_threshold: float) -> PlateReading:
+    def _reading(
+        candidates: tuple[Candidate, ...], box: BoundingBox, dscore: float, review_threshold: float
+    ) -> PlateReading:
         # A plate the OCR cannot read at all is still reported (empty text, score 0,
         # review): the caller learns a plate is there and a human should look.
         best = candidates[0] if candidates else Candidate("", 0.0)
-        return PlateReading(plate=best.plate, score=round(best.confidence, 4), dscore=dscore, box=box,
-                            candidates=candidates, review=best.confidence < review_threshold)
+        return PlateReading(
+            plate=best.plate,
+            score=round(best.confidence, 4),
+            dscore=dscore,
+            box=box,
+            candidates=candidates,
+            review=best.confidence < review_threshold,
+        )
 
 
 def _in_whole(detections: list[Detection], request: ReadRequest) -> list[Detection]:
@@ -119,10 +168,18 @@ def _in_whole(detections: list[Detection], request: ReadRequest) -> list[Detecti
     if whole is None or (whole.width, whole.height) == (width, height):
         return detections
     sx, sy = whole.width / width, whole.height / height
-    return [Detection(BoundingBox(round(d.box.xmin * sx), round(d.box.ymin * sy),
-                                  min(whole.width, round(d.box.xmax * sx)),
-                                  min(whole.height, round(d.box.ymax * sy))), d.confidence)
-            for d in detections]
+    return [
+        Detection(
+            BoundingBox(
+                round(d.box.xmin * sx),
+                round(d.box.ymin * sy),
+                min(whole.width, round(d.box.xmax * sx)),
+                min(whole.height, round(d.box.ymax * sy)),
+            ),
+            d.confidence,
+        )
+        for d in detections
+    ]
 
 
 def _cut_crops(requests: Sequence[ReadRequest], plates: Sequence[tuple[int, Detection]]) -> list[np.ndarray]:
@@ -153,7 +210,8 @@ def _main_plate_first(reading: PlateReading) -> tuple[bool, bool, bool, float]:
 def _candidates(text: OcrResult, regions: tuple[str, ...], rules: bool) -> tuple[Candidate, ...]:
     if not rules:
         plate = normalise(text.text)
-        weakest = min((c for char, c in zip(text.text, text.char_confidences) if normalise(char)),
-                      default=0.0)
+        weakest = min(
+            (c for char, c in zip(text.text, text.char_confidences) if normalise(char)), default=0.0
+        )
         return (Candidate(plate, text.confidence, None, weakest),) if plate else ()
     return tuple(c for c in rank_candidates(text, regions=regions) if c.plate)

@@ -85,8 +85,9 @@ def known_regions(path: Path = FORMATS_PATH) -> frozenset[str]:
     return frozenset(load_formats(path).patterns)
 
 
-def rank_candidates(reading: OcrResult, *, regions: Sequence[str] = (), limit: int = 5,
-                    formats: PlateFormats | None = None) -> list[Candidate]:
+def rank_candidates(
+    reading: OcrResult, *, regions: Sequence[str] = (), limit: int = 5, formats: PlateFormats | None = None
+) -> list[Candidate]:
     """Ranked plates for one OCR reading, best first; empty when it holds no A-Z0-9 at all.
 
     ``regions`` restricts the formats tried (none: all); an unknown name raises ValueError.
@@ -109,16 +110,29 @@ def rank_candidates(reading: OcrResult, *, regions: Sequence[str] = (), limit: i
             for pattern in formats.patterns[region]:
                 if len(pattern) != end - start:
                     continue
-                fixed = _fit(pattern, chars[start:end], confidences[start:end], alternatives[start:end],
-                             formats)
+                fixed = _fit(
+                    pattern, chars[start:end], confidences[start:end], alternatives[start:end], formats
+                )
                 if fixed is not None:
                     plate, scores, guessed = fixed
                     sure = _contested(plate, scores, alternatives[start:end], fits)
-                    _keep(best, Candidate(plate, _geometric_mean(scores) * DROP_RANK_FACTOR ** dropped,
-                                          region, min(sure) * DROP_FACTOR ** dropped, guessed))
+                    _keep(
+                        best,
+                        Candidate(
+                            plate,
+                            _geometric_mean(scores) * DROP_RANK_FACTOR**dropped,
+                            region,
+                            min(sure) * DROP_FACTOR**dropped,
+                            guessed,
+                        ),
+                    )
     raw = "".join(chars)
-    _keep(best, Candidate(raw, _geometric_mean(confidences) * NO_FORMAT_FACTOR, None,
-                          min(confidences) * NO_FORMAT_FACTOR))
+    _keep(
+        best,
+        Candidate(
+            raw, _geometric_mean(confidences) * NO_FORMAT_FACTOR, None, min(confidences) * NO_FORMAT_FACTOR
+        ),
+    )
     # Equal scores keep the YAML's region order (specific formats before generic ones);
     # rounding stops float noise in the products from deciding.
     ranked = sorted(best.values(), key=lambda c: -round(c.score, 6))
@@ -134,8 +148,12 @@ def _windows(length: int) -> list[tuple[int, int]]:
     """(start, end) spans to fit, fewest dropped first: the whole reading, then up to
     MAX_DROPPED_START characters dropped at the start (a band letter, a state name above) and
     at most one at the end (a right-hand band), never below MIN_PLATE_LENGTH characters."""
-    spans = [(start, length - cut) for start in range(MAX_DROPPED_START + 1) for cut in (0, 1)
-             if length - cut - start >= MIN_PLATE_LENGTH]
+    spans = [
+        (start, length - cut)
+        for start in range(MAX_DROPPED_START + 1)
+        for cut in (0, 1)
+        if length - cut - start >= MIN_PLATE_LENGTH
+    ]
     return sorted(spans, key=lambda span: (length - (span[1] - span[0]), span[0]))
 
 
@@ -152,9 +170,13 @@ def _plate_characters(reading: OcrResult) -> tuple[list[str], list[float], list[
     return chars, confidences, alternatives
 
 
-def _fit(pattern: str, chars: list[str], confidences: list[float],
-         alternatives: list[list[tuple[str, float]]],
-         formats: PlateFormats) -> tuple[str, list[float], int] | None:
+def _fit(
+    pattern: str,
+    chars: list[str],
+    confidences: list[float],
+    alternatives: list[list[tuple[str, float]]],
+    formats: PlateFormats,
+) -> tuple[str, list[float], int] | None:
     """The reading fixed to ``pattern``, per-character confidences and how many characters
     the confusion table supplied (the OCR never offered them), or None if it can't fit."""
     if len(pattern) != len(chars):
@@ -190,16 +212,25 @@ def _plate_pattern(patterns: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(sorted({"".join(kinds[k] for k in pattern) for pattern in patterns})))
 
 
-def _contested(plate: str, confidences: list[float], alternatives: list[list[tuple[str, float]]],
-               fits: re.Pattern[str]) -> list[float]:
+def _contested(
+    plate: str, confidences: list[float], alternatives: list[list[tuple[str, float]]], fits: re.Pattern[str]
+) -> list[float]:
     """Each character's confidence less CONTEST_WEIGHT x the probability the OCR gave a rival
     character that would make another plate of an applicable format (0 and O where the formats
     allow both). The OCR is overconfident between look-alikes: the dev photos' confident
     misreads (0 for O at 0.96, O for 0 at 0.97) had their rival at 3-4%."""
     sure = []
     for index, (char, confidence, offered) in enumerate(zip(plate, confidences, alternatives)):
-        rival = max((p for alt, p in offered if alt != char and (alt in LETTERS or alt in DIGITS)
-                     and fits.fullmatch(plate[:index] + alt + plate[index + 1:])), default=0.0)
+        rival = max(
+            (
+                p
+                for alt, p in offered
+                if alt != char
+                and (alt in LETTERS or alt in DIGITS)
+                and fits.fullmatch(plate[:index] + alt + plate[index + 1 :])
+            ),
+            default=0.0,
+        )
         sure.append(max(confidence - CONTEST_WEIGHT * rival, 0.0))
     return sure
 
@@ -224,8 +255,7 @@ def _keep(best: dict[str, Candidate], candidate: Candidate) -> None:
 def _fold(text: str) -> str:
     """Full-width and lowercase forms to ASCII uppercase, one output character per input one."""
     return "".join(
-        folded if len(folded := unicodedata.normalize("NFKC", char).upper()) == 1 else char
-        for char in text
+        folded if len(folded := unicodedata.normalize("NFKC", char).upper()) == 1 else char for char in text
     )
 
 

@@ -36,20 +36,26 @@ from services.plate_reader.review_store import (
 
 logger = logging.getLogger("bentoml.modelport.reviews")
 # With API keys on, the queue holds personal data: reviewer keys (or admin) only.
-router = APIRouter(dependencies=[Depends(role_at_least("reviewer"))],
-                   responses=error_responses(400, 403, 404))  # + 401, 500, 503, 504
+router = APIRouter(
+    dependencies=[Depends(role_at_least("reviewer"))], responses=error_responses(400, 403, 404)
+)  # + 401, 500, 503, 504
 
 RECORD_FAILURES = bentoml.metrics.Counter(
-    name="modelport_review_record_failures", documentation="Readings that could not be recorded for review")
+    name="modelport_review_record_failures", documentation="Readings that could not be recorded for review"
+)
 PENDING = bentoml.metrics.Gauge(
-    name="modelport_reviews_pending", documentation="Review items waiting for a person")
+    name="modelport_reviews_pending", documentation="Review items waiting for a person"
+)
 # A time, not an age: the gauge is set only when the queue changes, and an age set then would
 # stand still while the item waits; the alert rule takes time() - this (0: nothing pending).
 OLDEST_PENDING_SINCE = bentoml.metrics.Gauge(
-    name="modelport_reviews_oldest_pending_timestamp_seconds", multiprocess_mode="livemax",
-    documentation="When the oldest pending review item was recorded (Unix time; 0 when none is pending)")
+    name="modelport_reviews_oldest_pending_timestamp_seconds",
+    multiprocess_mode="livemax",
+    documentation="When the oldest pending review item was recorded (Unix time; 0 when none is pending)",
+)
 DECISIONS = bentoml.metrics.Counter(
-    name="modelport_review_decisions", documentation="Review decisions made", labelnames=["decision"])
+    name="modelport_review_decisions", documentation="Review decisions made", labelnames=["decision"]
+)
 
 
 @functools.cache
@@ -93,22 +99,43 @@ class Box(BaseModel):  # pixels; what the schema says and no more (`false` is no
 # The validator below, as OpenAPI says it (schemathesis checks that a body the schema allows is
 # accepted): exactly one decision; a plate with a letter or digit, ASCII or full-width.
 PLATE_TEXT = "[0-9A-Za-z\uff10-\uff19\uff21-\uff3a\uff41-\uff5a]"
-ONE_DECISION: JsonDict = {"oneOf": [
-    {"required": ["plate"], "properties": {"plate": {"type": "string"}, "not_a_plate": {"const": False},
-                                           "skip": {"const": False}}},
-    {"required": ["not_a_plate"], "properties": {"not_a_plate": {"const": True}, "plate": {"type": "null"},
-                                                 "skip": {"const": False}}},
-    {"required": ["skip"], "properties": {"skip": {"const": True}, "plate": {"type": "null"},
-                                          "not_a_plate": {"const": False}}},
-]}
+ONE_DECISION: JsonDict = {
+    "oneOf": [
+        {
+            "required": ["plate"],
+            "properties": {
+                "plate": {"type": "string"},
+                "not_a_plate": {"const": False},
+                "skip": {"const": False},
+            },
+        },
+        {
+            "required": ["not_a_plate"],
+            "properties": {
+                "not_a_plate": {"const": True},
+                "plate": {"type": "null"},
+                "skip": {"const": False},
+            },
+        },
+        {
+            "required": ["skip"],
+            "properties": {
+                "skip": {"const": True},
+                "plate": {"type": "null"},
+                "not_a_plate": {"const": False},
+            },
+        },
+    ]
+}
 
 
 class DecisionBody(BaseModel):
     """One of `plate`, `not_a_plate: true` or `skip: true`; `box` corrects the plate's box."""
 
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=ONE_DECISION)
-    plate: str | None = Field(default=None, min_length=1, max_length=32,
-                              json_schema_extra={"pattern": PLATE_TEXT})
+    plate: str | None = Field(
+        default=None, min_length=1, max_length=32, json_schema_extra={"pattern": PLATE_TEXT}
+    )
     not_a_plate: bool = False
     skip: bool = False
     box: Box | None = None
@@ -116,7 +143,9 @@ class DecisionBody(BaseModel):
     @model_validator(mode="after")
     def _one_decision(self) -> DecisionBody:
         if sum((self.plate is not None, self.not_a_plate, self.skip)) != 1:
-            raise ValueError('send exactly one of {"plate": "AB12CDE"}, {"not_a_plate": true}, {"skip": true}')
+            raise ValueError(
+                'send exactly one of {"plate": "AB12CDE"}, {"not_a_plate": true}, {"skip": true}'
+            )
         if self.plate is not None and not normalise(self.plate):
             raise ValueError("`plate` needs letters or digits (A-Z, 0-9)")
         return self
@@ -125,30 +154,45 @@ class DecisionBody(BaseModel):
 def _store() -> ReviewStore:
     store = review_store_or_none()
     if store is None:
-        raise ApiError(404, "the review queue is off on this server (MODELPORT_REVIEW_STORE=off) "
-                       "or its database is unreachable (see the server log)", code="reviews_off")
+        raise ApiError(
+            404,
+            "the review queue is off on this server (MODELPORT_REVIEW_STORE=off) "
+            "or its database is unreachable (see the server log)",
+            code="reviews_off",
+        )
     return store
 
 
 def _item(store: ReviewStore, item_id: str) -> ReviewItem:
     item = store.get(item_id)
     if item is None:
-        raise ApiError(404, f"no review item {item_id!r}: ids come from GET /v1/reviews",
-                       code="review_not_found", param="id")
+        raise ApiError(
+            404,
+            f"no review item {item_id!r}: ids come from GET /v1/reviews",
+            code="review_not_found",
+            param="id",
+        )
     return item
 
 
 @router.get("/reviews", tags=["reviews"])
-def list_reviews(status: Literal["pending", "done"] | None = Query(None),
-                 camera_id: str | None = Query(None, max_length=200),
-                 limit: int = Query(20, ge=1, le=200), cursor: str | None = Query(None)) -> dict[str, Any]:
+def list_reviews(
+    status: Literal["pending", "done"] | None = Query(None),
+    camera_id: str | None = Query(None, max_length=200),
+    limit: int = Query(20, ge=1, le=200),
+    cursor: str | None = Query(None),
+) -> dict[str, Any]:
     store = _store()
     if cursor:
         try:
             decode_cursor(cursor)
         except ValueError:
-            raise ApiError(400, "`cursor` is not one this server gave: use `next_cursor` from the "
-                           "previous page", code="invalid_cursor", param="cursor") from None
+            raise ApiError(
+                400,
+                "`cursor` is not one this server gave: use `next_cursor` from the previous page",
+                code="invalid_cursor",
+                param="cursor",
+            ) from None
     items, next_cursor = store.list(status=status, camera_id=camera_id, limit=limit, cursor=cursor)
     return {"data": [item.to_json() for item in items], "next_cursor": next_cursor}
 
@@ -163,16 +207,23 @@ def review_image(item_id: str, which: Literal["crop", "photo"]) -> FileResponse:
     store = _store()
     path = store.image(_item(store, item_id), which)
     if not path.exists():
-        raise ApiError(404, f"the {which} of {item_id!r} is gone (purged or the images folder moved)",
-                       code="image_missing")
+        raise ApiError(
+            404,
+            f"the {which} of {item_id!r} is gone (purged or the images folder moved)",
+            code="image_missing",
+        )
     return FileResponse(path, media_type="image/jpeg")
 
 
 @router.post("/reviews/{item_id}", tags=["reviews"], responses=error_responses(429))  # admitted
 def decide_review(item_id: str, body: DecisionBody) -> dict[str, Any]:
     store = _store()
-    decision = Decision(plate=normalise(body.plate) if body.plate else None, not_a_plate=body.not_a_plate,
-                        skip=body.skip, box=body.box.model_dump() if body.box else None)
+    decision = Decision(
+        plate=normalise(body.plate) if body.plate else None,
+        not_a_plate=body.not_a_plate,
+        skip=body.skip,
+        box=body.box.model_dump() if body.box else None,
+    )
     item = store.decide(_item(store, item_id).id, decision)
     assert item is not None and item.decision is not None
     DECISIONS.labels(decision=item.decision).inc()

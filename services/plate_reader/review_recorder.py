@@ -39,8 +39,14 @@ class _Job:
 
 
 class ReviewRecorder:
-    def __init__(self, store: Callable[[], ReviewStore | None], *, max_queued: int,
-                 repeat_window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        store: Callable[[], ReviewStore | None],
+        *,
+        max_queued: int,
+        repeat_window_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store  # called in the writer thread: None when recording is off or down
         self.repeat_window_s = repeat_window_s
         self.clock = clock
@@ -51,8 +57,14 @@ class ReviewRecorder:
         self._thread = threading.Thread(target=self._write, name="review-recorder", daemon=True)
         self._thread.start()
 
-    def submit(self, photo: Photo, readings: Sequence[PlateReading], *, camera_id: str | None,
-               models: tuple[str, str]) -> bool:
+    def submit(
+        self,
+        photo: Photo,
+        readings: Sequence[PlateReading],
+        *,
+        camera_id: str | None,
+        models: tuple[str, str],
+    ) -> bool:
         """Queue `photo` if any of its readings needs a look (or it is drawn for audit);
         whether it was queued. Never blocks, never raises."""
         try:
@@ -66,8 +78,9 @@ class ReviewRecorder:
             with self._lock:
                 self._seen.pop((photo.digest, camera_id), None)
             RECORD_FAILURES.inc()
-            logger.warning("review queue full (%d photos): a photo to review was not recorded",
-                           self._queue.maxsize)
+            logger.warning(
+                "review queue full (%d photos): a photo to review was not recorded", self._queue.maxsize
+            )
         except Exception:
             RECORD_FAILURES.inc()
             logger.exception("could not queue a photo for review")
@@ -105,8 +118,7 @@ class ReviewRecorder:
                     return
                 store = self.store()
                 if store is not None:
-                    store.record(job.photo.whole(), job.readings, camera_id=job.camera_id,
-                                 models=job.models)
+                    store.record(job.photo.whole(), job.readings, camera_id=job.camera_id, models=job.models)
                     if self._queue.empty():  # once per burst: the count is a query
                         refresh_gauges(store)
             except Exception:  # the store is down or full: logged and counted, reading goes on

@@ -41,7 +41,8 @@ Status = Literal["pending", "done"]
 DecisionKind = Literal["corrected", "confirmed", "not_a_plate", "skipped"]
 
 reviews = sa.Table(  # the schema itself is made by migrations/versions/0001_reviews.py
-    "reviews", sa.MetaData(),
+    "reviews",
+    sa.MetaData(),
     sa.Column("id", sa.String(32), primary_key=True),
     sa.Column("created_at", sa.DateTime(timezone=True)),
     sa.Column("reason", sa.String(16)),
@@ -143,8 +144,11 @@ class ReviewStore:
 
     @classmethod
     def from_settings(cls, settings: ReviewSettings) -> ReviewStore:
-        images = Path(settings.images_dir) if settings.images_dir else data_dir(
-            os.environ.get("MODELPORT_DATA_DIR", "")) / "review-images"
+        images = (
+            Path(settings.images_dir)
+            if settings.images_dir
+            else data_dir(os.environ.get("MODELPORT_DATA_DIR", "")) / "review-images"
+        )
         return cls(database_engine(settings.database_url), images, settings.audit_share)
 
     def to_record(self, readings: Sequence[PlateReading]) -> list[PlateReading]:
@@ -155,8 +159,14 @@ class ReviewStore:
             return list(readings)
         return []
 
-    def record(self, photo: np.ndarray, readings: Sequence[PlateReading], *, camera_id: str | None,
-               models: tuple[str, str]) -> list[str]:
+    def record(
+        self,
+        photo: np.ndarray,
+        readings: Sequence[PlateReading],
+        *,
+        camera_id: str | None,
+        models: tuple[str, str],
+    ) -> list[str]:
         """Store ``readings`` (all from ``photo``) with the photo and each crop; their ids.
         Images are written first, then the rows in one transaction: a row never points at a
         missing file."""
@@ -172,20 +182,41 @@ class ReviewStore:
             item_id = _new_id(now, index)
             box = reading.box
             crop_path = f"{folder}/{item_id}-crop.jpg"
-            _save_jpeg(crop_plate(photo, (box.xmin, box.ymin, box.xmax, box.ymax)), self.images_dir / crop_path)
-            rows.append(dict(
-                id=item_id, created_at=now, reason="review" if reading.review else "audit",
-                status="pending", camera_id=camera_id, plate=reading.plate, score=reading.score,
-                dscore=reading.dscore, box=_box(box), candidates=[
-                    {"plate": c.plate, "score": round(c.confidence, 4)} for c in reading.candidates],
-                detector_model=models[0], ocr_model=models[1], photo_path=photo_path, crop_path=crop_path,
-            ))
+            _save_jpeg(
+                crop_plate(photo, (box.xmin, box.ymin, box.xmax, box.ymax)), self.images_dir / crop_path
+            )
+            rows.append(
+                dict(
+                    id=item_id,
+                    created_at=now,
+                    reason="review" if reading.review else "audit",
+                    status="pending",
+                    camera_id=camera_id,
+                    plate=reading.plate,
+                    score=reading.score,
+                    dscore=reading.dscore,
+                    box=_box(box),
+                    candidates=[
+                        {"plate": c.plate, "score": round(c.confidence, 4)} for c in reading.candidates
+                    ],
+                    detector_model=models[0],
+                    ocr_model=models[1],
+                    photo_path=photo_path,
+                    crop_path=crop_path,
+                )
+            )
         with self.engine.begin() as connection:
             connection.execute(reviews.insert(), rows)
         return [str(row["id"]) for row in rows]
 
-    def list(self, *, status: Status | None = None, camera_id: str | None = None, limit: int = 20,
-             cursor: str | None = None) -> tuple[list[ReviewItem], str | None]:
+    def list(
+        self,
+        *,
+        status: Status | None = None,
+        camera_id: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> tuple[list[ReviewItem], str | None]:
         """Items oldest first, and the cursor for the next page (None: this was the last)."""
         query = sa.select(reviews).order_by(reviews.c.created_at, reviews.c.id).limit(limit + 1)
         if status:
@@ -194,8 +225,12 @@ class ReviewStore:
             query = query.where(reviews.c.camera_id == camera_id)
         if cursor:
             after_time, after_id = decode_cursor(cursor)
-            query = query.where(sa.or_(reviews.c.created_at > after_time,
-                                       sa.and_(reviews.c.created_at == after_time, reviews.c.id > after_id)))
+            query = query.where(
+                sa.or_(
+                    reviews.c.created_at > after_time,
+                    sa.and_(reviews.c.created_at == after_time, reviews.c.id > after_id),
+                )
+            )
         with self.engine.connect() as connection:
             items = [_item(row) for row in connection.execute(query)]
         if len(items) <= limit:
@@ -220,9 +255,14 @@ class ReviewStore:
         if kind == "corrected" and decision.plate == item.plate:
             kind = "confirmed"
         # A skipped item stays pending: it is left for someone else, not decided.
-        values = dict(status="pending" if kind == "skipped" else "done", decision=kind,
-                      corrected_plate=decision.plate if kind in ("corrected", "confirmed") else None,
-                      corrected_box=decision.box, decided_at=datetime.now(UTC), reviewer=reviewer)
+        values = dict(
+            status="pending" if kind == "skipped" else "done",
+            decision=kind,
+            corrected_plate=decision.plate if kind in ("corrected", "confirmed") else None,
+            corrected_box=decision.box,
+            decided_at=datetime.now(UTC),
+            reviewer=reviewer,
+        )
         with self.engine.begin() as connection:
             connection.execute(reviews.update().where(reviews.c.id == item_id).values(**values))
         return self.get(item_id)
@@ -230,11 +270,18 @@ class ReviewStore:
     def stats(self) -> dict[str, Any]:
         """Pending count, the oldest pending item's age in seconds, decisions by kind."""
         with self.engine.connect() as connection:
-            pending, oldest = connection.execute(sa.select(
-                sa.func.count(), sa.func.min(reviews.c.created_at)).where(reviews.c.status == "pending")).one()
-            decided: dict[str, int] = dict(connection.execute(sa.select(reviews.c.decision, sa.func.count())
-                                              .where(reviews.c.decision.is_not(None))
-                                              .group_by(reviews.c.decision)).all())
+            pending, oldest = connection.execute(
+                sa.select(sa.func.count(), sa.func.min(reviews.c.created_at)).where(
+                    reviews.c.status == "pending"
+                )
+            ).one()
+            decided: dict[str, int] = dict(
+                connection.execute(
+                    sa.select(reviews.c.decision, sa.func.count())
+                    .where(reviews.c.decision.is_not(None))
+                    .group_by(reviews.c.decision)
+                ).all()
+            )
         oldest = _utc(oldest)
         age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
         return {"pending": pending, "oldest_pending_seconds": age, "decisions": decided}
@@ -243,8 +290,11 @@ class ReviewStore:
         """Delete items (and their images) recorded more than ``older_than_days`` days ago."""
         cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
         with self.engine.begin() as connection:
-            old = connection.execute(sa.select(reviews.c.id, reviews.c.photo_path, reviews.c.crop_path)
-                                     .where(reviews.c.created_at < cutoff)).all()
+            old = connection.execute(
+                sa.select(reviews.c.id, reviews.c.photo_path, reviews.c.crop_path).where(
+                    reviews.c.created_at < cutoff
+                )
+            ).all()
             connection.execute(reviews.delete().where(reviews.c.created_at < cutoff))
             # A photo is shared by the plates read in it: keep it while any newer row uses it.
             kept = {p for (p,) in connection.execute(sa.select(reviews.c.photo_path))}
@@ -254,11 +304,16 @@ class ReviewStore:
                 (self.images_dir / photo).unlink(missing_ok=True)
         return len(old)
 
-    def decided(self, *, camera_id: str | None = None, since: datetime | None = None) -> builtins.list[ReviewItem]:
+    def decided(
+        self, *, camera_id: str | None = None, since: datetime | None = None
+    ) -> builtins.list[ReviewItem]:
         """Every item with a decision other than skipped, oldest first: the training data (of
         one camera, and recorded at or after `since`, when given)."""
-        query = (sa.select(reviews).where(reviews.c.decision.in_(("corrected", "confirmed", "not_a_plate")))
-                 .order_by(reviews.c.created_at, reviews.c.id))
+        query = (
+            sa.select(reviews)
+            .where(reviews.c.decision.in_(("corrected", "confirmed", "not_a_plate")))
+            .order_by(reviews.c.created_at, reviews.c.id)
+        )
         if camera_id:
             query = query.where(reviews.c.camera_id == camera_id)
         if since is not None:
@@ -306,4 +361,3 @@ def _save_jpeg(image: np.ndarray, path: Path) -> None:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=90)
     path.write_bytes(buffer.getvalue())
-

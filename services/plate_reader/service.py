@@ -38,8 +38,11 @@ from services.plate_reader.types import ReadRequest
 logger = logging.getLogger("bentoml.modelport.plate_reader")  # BentoML only shows INFO under "bentoml"
 settings = Settings.from_env()
 LIMITS = Limits.of(settings)  # in flight, queued, queue wait: beyond them 429 + Retry-After
-app = FastAPI(title="modelport plate reader", version="1",
-              description="Licence-plate text, confidence and box from a photo.")
+app = FastAPI(
+    title="modelport plate reader",
+    version="1",
+    description="Licence-plate text, confidence and box from a photo.",
+)
 api_errors.install(app)
 OPENAPI_REQUEST = openapi_request(settings)  # the request body, with this server's limits
 READ_RESPONSES = api_errors.error_responses(400, 413, 415, 429)  # + 401, 500, 503, 504
@@ -64,21 +67,27 @@ class PlateReader:
         from services.plate_reader.pipeline import PlateRecognizer
 
         self.recognizer = PlateRecognizer.from_files(
-            self.detector_model.path_of("model.onnx"), self.ocr_model.path_of("model.onnx"),
-            review_threshold=settings.review_threshold, detector_imgsz=settings.detector_imgsz,
+            self.detector_model.path_of("model.onnx"),
+            self.ocr_model.path_of("model.onnx"),
+            review_threshold=settings.review_threshold,
+            detector_imgsz=settings.detector_imgsz,
             retry_imgsz=settings.detector_retry_imgsz,
-            text_detector_path=(self.text_detector_model.path_of("model.onnx")
-                                if settings.text_lines else None),
+            text_detector_path=(
+                self.text_detector_model.path_of("model.onnx") if settings.text_lines else None
+            ),
         )
-        self.batcher = MicroBatcher(self.recognizer.read_batch, max_size=settings.batch_max_size,
-                                    max_latency_ms=settings.batch_max_latency_ms)
+        self.batcher = MicroBatcher(
+            self.recognizer.read_batch,
+            max_size=settings.batch_max_size,
+            max_latency_ms=settings.batch_max_latency_ms,
+        )
         reviews = ReviewSettings.from_env()
-        self.recorder = ReviewRecorder(review_store_or_none, max_queued=reviews.queue_size,
-                                       repeat_window_s=reviews.repeat_window_s)
+        self.recorder = ReviewRecorder(
+            review_store_or_none, max_queued=reviews.queue_size, repeat_window_s=reviews.repeat_window_s
+        )
         with contextlib.suppress(Exception):  # unreachable: logged and counted when a photo needs it
             review_store()  # opened now: at the first read, its migrations held the event loop ~1 s
-        logger.info("plate reader ready: detector %s, ocr %s", self.detector_model.tag,
-                    self.ocr_model.tag)
+        logger.info("plate reader ready: detector %s, ocr %s", self.detector_model.tag, self.ocr_model.tag)
 
     def __is_ready__(self) -> bool:
         return hasattr(self, "batcher")
@@ -88,53 +97,89 @@ class PlateReader:
         """After the last answer (SIGTERM included): photos queued for review are written."""
         await asyncio.to_thread(self.recorder.close)
 
-    async def _read(self, request: Request
-                    ) -> tuple[list[tuple[str, Any]], list[Any], float, ReadOptions]:
+    async def _read(self, request: Request) -> tuple[list[tuple[str, Any]], list[Any], float, ReadOptions]:
         images, options = await parse_request(request, settings)
         started = time.perf_counter()
-        readings = await asyncio.gather(*(
-            self.batcher.submit(ReadRequest(photo.pixels, options.min_score, options.regions,
-                                            options.review_threshold, whole=photo)) for _, photo in images
-        ))
+        readings = await asyncio.gather(
+            *(
+                self.batcher.submit(
+                    ReadRequest(
+                        photo.pixels,
+                        options.min_score,
+                        options.regions,
+                        options.review_threshold,
+                        whole=photo,
+                    )
+                )
+                for _, photo in images
+            )
+        )
         readings = [snapshot_api.keep(plates, options.snapshot) for plates in readings]  # threshold_o, strict
         for plates in readings:
             metrics.observe(plates, options.camera_id)
         for (_, photo), plates in zip(images, readings):  # written after the answer (review_recorder)
-            self.recorder.submit(photo, plates, camera_id=options.camera_id,
-                                 models=(str(self.detector_model.tag), str(self.ocr_model.tag)))
+            self.recorder.submit(
+                photo,
+                plates,
+                camera_id=options.camera_id,
+                models=(str(self.detector_model.tag), str(self.ocr_model.tag)),
+            )
         return images, readings, (time.perf_counter() - started) * 1000, options
 
-    @app.post("/plate-reader", openapi_extra=OPENAPI_REQUEST, responses=READ_RESPONSES,
-              response_model=PlateReaderJSON | list[PlateReaderJSON])
+    @app.post(
+        "/plate-reader",
+        openapi_extra=OPENAPI_REQUEST,
+        responses=READ_RESPONSES,
+        response_model=PlateReaderJSON | list[PlateReaderJSON],
+    )
     async def read_plates(self, request: Request) -> Any:
         return await self._answer(request, lowercase=False)
 
     # Plate Recognizer's URL, slash included (README, "Plate Recognizer clients"): the same read
     # and fields, plates in lowercase as Plate Recognizer writes them (its clients compare as given).
-    @app.post("/plate-reader/", openapi_extra=OPENAPI_REQUEST, responses=READ_RESPONSES,
-              response_model=PlateReaderJSON | list[PlateReaderJSON],
-              summary="Read plates (Plate Recognizer Snapshot API: plates in lowercase)")
+    @app.post(
+        "/plate-reader/",
+        openapi_extra=OPENAPI_REQUEST,
+        responses=READ_RESPONSES,
+        response_model=PlateReaderJSON | list[PlateReaderJSON],
+        summary="Read plates (Plate Recognizer Snapshot API: plates in lowercase)",
+    )
     async def read_plates_snapshot(self, request: Request) -> Any:
         return await self._answer(request, lowercase=True)
 
     async def _answer(self, request: Request, *, lowercase: bool) -> Any:
         images, readings, elapsed_ms, options = await self._read(request)
         usage = snapshot_api.usage_source.record(request)
-        bodies = [snapshot_api.to_response(to_json(name, plates, elapsed_ms), plates, options.snapshot,
-                                           options.camera_id, usage, lowercase=lowercase)
-                  for (name, _), plates in zip(images, readings)]
+        bodies = [
+            snapshot_api.to_response(
+                to_json(name, plates, elapsed_ms),
+                plates,
+                options.snapshot,
+                options.camera_id,
+                usage,
+                lowercase=lowercase,
+            )
+            for (name, _), plates in zip(images, readings)
+        ]
         return bodies[0] if len(bodies) == 1 else bodies
 
-    @app.post("/plate-reader/annotated", openapi_extra=OPENAPI_REQUEST,
-              response_class=Response,
-              responses={200: {"content": {"image/jpeg": {}}}, **READ_RESPONSES})
+    @app.post(
+        "/plate-reader/annotated",
+        openapi_extra=OPENAPI_REQUEST,
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}, **READ_RESPONSES},
+    )
     async def annotated(self, request: Request) -> Response:
         from services.plate_reader.draw import annotate, check_drawable
 
         images, readings, _, _ = await self._read(request)
         if len(images) != 1:
-            raise ApiError(400, f"send exactly one image to /annotated (got {len(images)})",
-                           code="one_image_only", param="upload")
+            raise ApiError(
+                400,
+                f"send exactly one image to /annotated (got {len(images)})",
+                code="one_image_only",
+                param="upload",
+            )
         photo = images[0][1]
         check_drawable(photo.width, photo.height)
         snapshot_api.usage_source.record(request)
@@ -143,6 +188,7 @@ class PlateReader:
 
 
 # Shutdown grace, API keys, bodies read whole, admission; deciding a review is not a call.
-traffic.install(PlateReader, app, LIMITS, max_request_bytes=settings.max_request_bytes,
-                uncounted=("/reviews",))
+traffic.install(
+    PlateReader, app, LIMITS, max_request_bytes=settings.max_request_bytes, uncounted=("/reviews",)
+)
 snapshot_api.set_usage_source(KeyedUsage(snapshot_api.usage_source))  # usage per key, when keys are on

@@ -71,8 +71,10 @@ class Settings:
         if not settings.detector_model or not settings.ocr_model or not settings.text_detector_model:
             from services.core.model_store import serving_tag
 
-            settings = replace(settings, detector_model=settings.detector_model or serving_tag("plate-detector"),
-                               ocr_model=settings.ocr_model or serving_tag("plate-ocr"),
-                               text_detector_model=settings.text_detector_model
-                               or serving_tag("plate-text-detector"))
+            settings = replace(
+                settings,
+                detector_model=settings.detector_model or serving_tag("plate-detector"),
+                ocr_model=settings.ocr_model or serving_tag("plate-ocr"),
+                text_detector_model=settings.text_detector_model or serving_tag("plate-text-detector"),
+            )
         return settings

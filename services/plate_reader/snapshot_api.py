@@ -96,8 +96,10 @@ def code_table(path: Path = FORMATS_PATH) -> CodeTable:
     canonical: dict[str, str] = {}
     for region, codes in table.items():
         if region not in regions:
-            raise ValueError(f"{path.name}: plate_recognizer_codes names region {region!r}, "
-                             f"which has no formats; regions: {sorted(regions)}")
+            raise ValueError(
+                f"{path.name}: plate_recognizer_codes names region {region!r}, "
+                f"which has no formats; regions: {sorted(regions)}"
+            )
         for code in codes if isinstance(codes, list) else [codes]:
             if not isinstance(code, str):  # YAML reads a bare `no` (Norway) as false
                 raise ValueError(f"{path.name}: code {code!r} for {region!r} is not text; quote it")
@@ -130,8 +132,12 @@ def choose_regions(value: Any) -> RegionChoice:
         return RegionChoice()
     items = value if isinstance(value, list) else [value]
     if not all(isinstance(v, str) for v in items):
-        raise ApiError(400, "`regions` must be region codes as text (e.g. gb, de, us-ca), or a "
-                       "list of them", code="invalid_regions", param="regions")
+        raise ApiError(
+            400,
+            "`regions` must be region codes as text (e.g. gb, de, us-ca), or a list of them",
+            code="invalid_regions",
+            param="regions",
+        )
     table = code_table()
     regions: list[str] = []
     asked_as: list[tuple[str, str]] = []
@@ -150,9 +156,14 @@ def choose_regions(value: Any) -> RegionChoice:
         else:
             unknown.append(name)
     if unknown:
-        raise ApiError(400, f"unknown region(s) {_excerpt(unknown)}: send Plate Recognizer region codes "
-                       "(ISO 3166-1, e.g. gb, de, fr, us-ca) or modelport's region names "
-                       f"{sorted(known_regions())}", code="invalid_regions", param="regions")
+        raise ApiError(
+            400,
+            f"unknown region(s) {_excerpt(unknown)}: send Plate Recognizer region codes "
+            "(ISO 3166-1, e.g. gb, de, fr, us-ca) or modelport's region names "
+            f"{sorted(known_regions())}",
+            code="invalid_regions",
+            param="regions",
+        )
     return RegionChoice(tuple(regions), tuple(asked_as), tuple(dict.fromkeys(no_format)))
 
 
@@ -173,7 +184,8 @@ def fits(plate: str, region: str) -> bool:
 def _fits_pattern(plate: str, pattern: str) -> bool:
     return len(plate) == len(pattern) and all(
         kind == "*" or (char.isdigit() if kind == "9" else char.isalpha())
-        for kind, char in zip(pattern, plate))
+        for kind, char in zip(pattern, plate)
+    )
 
 
 # --- request ---------------------------------------------------------------------------
@@ -201,42 +213,58 @@ def parse_options(fields: Mapping[str, Any]) -> SnapshotOptions:
     mmc = _boolean(fields.get("mmc"), "mmc")
     warnings = []
     if choice.no_format:
-        warnings.append(f"regions {_excerpt(list(choice.no_format))}: no plate format here for "
-                        f"{'this code' if len(choice.no_format) == 1 else 'these codes'}, so no "
-                        "preference from it; plates were read with "
-                        + (f"the formats of {', '.join(choice.regions)}" if choice.regions
-                           else "every format"))
+        warnings.append(
+            f"regions {_excerpt(list(choice.no_format))}: no plate format here for "
+            f"{'this code' if len(choice.no_format) == 1 else 'these codes'}, so no "
+            "preference from it; plates were read with "
+            + (f"the formats of {', '.join(choice.regions)}" if choice.regions else "every format")
+        )
     strict = False
     region_mode = config.get("region")
     if region_mode not in (None, "", False):
         if region_mode != "strict":
-            warnings.append(f"config.region {shown(region_mode)} is not known here (only \"strict\" "
-                            "is): ignored")
+            warnings.append(
+                f'config.region {shown(region_mode)} is not known here (only "strict" is): ignored'
+            )
         elif not choice.regions or choice.no_format:
-            warnings.append("config.region \"strict\" not applied: it needs `regions`, each with a "
-                            "plate format here" + (f" ({', '.join(choice.no_format)} has none)"
-                                                   if choice.no_format else ""))
+            warnings.append(
+                'config.region "strict" not applied: it needs `regions`, each with a '
+                "plate format here"
+                + (f" ({', '.join(choice.no_format)} has none)" if choice.no_format else "")
+            )
         else:
             strict = True
     fast = config.get("mode") == "fast"
     if fast:
-        warnings.append("config.mode \"fast\": accepted, but this server reads every photo the "
-                        "same way (its detector size is MODELPORT_PLATE_DETECTOR_IMGSZ)")
+        warnings.append(
+            'config.mode "fast": accepted, but this server reads every photo the '
+            "same way (its detector size is MODELPORT_PLATE_DETECTOR_IMGSZ)"
+        )
     elif config.get("mode") is not None:
         warnings.append(f"config.mode {shown(config['mode'])} is not supported here: ignored")
     if config.get("detection_rule") == "strict":
-        warnings.append("config.detection_rule \"strict\" not applied: there is no vehicle "
-                        "detector here to check plates against")
+        warnings.append(
+            'config.detection_rule "strict" not applied: there is no vehicle '
+            "detector here to check plates against"
+        )
     if config.get("detection_mode") == "vehicle":
-        warnings.append("config.detection_mode \"vehicle\" not applied: there is no vehicle "
-                        "detector here; only plates are returned")
+        warnings.append(
+            'config.detection_mode "vehicle" not applied: there is no vehicle '
+            "detector here; only plates are returned"
+        )
     if mmc:
-        warnings.append("mmc: no vehicle make, model or colour model here; model_make, color "
-                        "and orientation are left out")
+        warnings.append(
+            "mmc: no vehicle make, model or colour model here; model_make, color and orientation are left out"
+        )
     return SnapshotOptions(
-        regions=choice, timestamp=_timestamp(fields.get("timestamp")), mmc=mmc,
-        threshold_d=_config_unit(config, "threshold_d"), threshold_o=_config_unit(config, "threshold_o"),
-        strict=strict, fast=fast, warnings=tuple(warnings),
+        regions=choice,
+        timestamp=_timestamp(fields.get("timestamp")),
+        mmc=mmc,
+        threshold_d=_config_unit(config, "threshold_d"),
+        threshold_o=_config_unit(config, "threshold_o"),
+        strict=strict,
+        fast=fast,
+        warnings=tuple(warnings),
     )
 
 
@@ -248,12 +276,20 @@ def _config(value: Any) -> dict[str, Any]:
             value = json.loads(value)
         except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
             reason = exc if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-            raise ApiError(400, f"`config` is not valid JSON ({reason}): send a JSON object, e.g. "
-                           "{\"region\": \"strict\", \"threshold_d\": 0.2}", code="invalid_config",
-                           param="config") from None
+            raise ApiError(
+                400,
+                f"`config` is not valid JSON ({reason}): send a JSON object, e.g. "
+                '{"region": "strict", "threshold_d": 0.2}',
+                code="invalid_config",
+                param="config",
+            ) from None
     if not isinstance(value, dict):
-        raise ApiError(400, f"`config` must be a JSON object, e.g. {{\"region\": \"strict\"}}, not "
-                       f"{type(value).__name__}", code="invalid_config", param="config")
+        raise ApiError(
+            400,
+            f'`config` must be a JSON object, e.g. {{"region": "strict"}}, not {type(value).__name__}',
+            code="invalid_config",
+            param="config",
+        )
     return value
 
 
@@ -266,8 +302,12 @@ def _config_unit(config: Mapping[str, Any], name: str) -> float | None:
         with contextlib.suppress(TypeError, ValueError):
             number = float(value)
     if not 0.0 <= number <= 1.0:
-        raise ApiError(400, f"config.{name} must be a number from 0 to 1, not {shown(value)}",
-                       code="invalid_config", param="config")
+        raise ApiError(
+            400,
+            f"config.{name} must be a number from 0 to 1, not {shown(value)}",
+            code="invalid_config",
+            param="config",
+        )
     return number
 
 
@@ -276,8 +316,9 @@ def _boolean(value: Any, name: str) -> bool:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in BOOLEANS:
         return BOOLEANS[value.strip().lower()]
-    raise ApiError(400, f"`{name}` must be true or false, not {shown(value)}", code=f"invalid_{name}",
-                   param=name)
+    raise ApiError(
+        400, f"`{name}` must be true or false, not {shown(value)}", code=f"invalid_{name}", param=name
+    )
 
 
 def _timestamp(value: Any) -> datetime | None:
@@ -288,16 +329,23 @@ def _timestamp(value: Any) -> datetime | None:
             raise ValueError
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise ApiError(400, f"`timestamp` must be an ISO 8601 date and time, e.g. "
-                       f"2024-05-01T12:30:00Z, not {shown(value)}", code="invalid_timestamp",
-                       param="timestamp") from None
+        raise ApiError(
+            400,
+            f"`timestamp` must be an ISO 8601 date and time, e.g. 2024-05-01T12:30:00Z, not {shown(value)}",
+            code="invalid_timestamp",
+            param="timestamp",
+        ) from None
     # Plate Recognizer asks for UTC: a time without an offset is taken as UTC.
     try:
         return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
     except OverflowError:  # 0001-01-01T00:00+05:00 is before year 1 in UTC; 9999-12-31T23:00-05:00 after 9999
-        raise ApiError(400, f"`timestamp` {shown(value)} is outside the years 1-9999 once turned "
-                       "into UTC: send a time in that range", code="invalid_timestamp",
-                       param="timestamp") from None
+        raise ApiError(
+            400,
+            f"`timestamp` {shown(value)} is outside the years 1-9999 once turned "
+            "into UTC: send a time in that range",
+            code="invalid_timestamp",
+            param="timestamp",
+        ) from None
 
 
 # --- readings and response -------------------------------------------------------------
@@ -305,9 +353,12 @@ def _timestamp(value: Any) -> datetime | None:
 
 def keep(plates: Sequence[PlateReading], options: SnapshotOptions) -> list[PlateReading]:
     """The plates the request asked to see: `config.threshold_o` and `config.region: "strict"`."""
-    return [p for p in plates
-            if (options.threshold_o is None or p.score >= options.threshold_o)
-            and (not options.strict or (bool(p.candidates) and p.candidates[0].region is not None))]
+    return [
+        p
+        for p in plates
+        if (options.threshold_o is None or p.score >= options.threshold_o)
+        and (not options.strict or (bool(p.candidates) and p.candidates[0].region is not None))
+    ]
 
 
 def region_of(reading: PlateReading, options: SnapshotOptions) -> dict[str, Any]:
@@ -337,8 +388,15 @@ def _codes(options: SnapshotOptions) -> Callable[[str], str | None]:
     return code_for
 
 
-def to_response(body: Mapping[str, Any], plates: Sequence[PlateReading], options: SnapshotOptions,
-                camera_id: str | None, usage: Usage, *, lowercase: bool) -> dict[str, Any]:
+def to_response(
+    body: Mapping[str, Any],
+    plates: Sequence[PlateReading],
+    options: SnapshotOptions,
+    camera_id: str | None,
+    usage: Usage,
+    *,
+    lowercase: bool,
+) -> dict[str, Any]:
     """`body` (http_schema.to_json's answer for `plates`) with Plate Recognizer's fields added;
     `lowercase`: plate text as Plate Recognizer writes it (its clients compare it as given)."""
     results = []
@@ -351,8 +409,11 @@ def to_response(body: Mapping[str, Any], plates: Sequence[PlateReading], options
         item["vehicle"] = {"type": "Unknown", "score": 0.0, "box": dict(NO_VEHICLE_BOX)}
         results.append(item)
     return {
-        **body, "version": VERSION, "camera_id": camera_id,
-        "timestamp": iso_utc(options.timestamp or options.received), "results": results,
+        **body,
+        "version": VERSION,
+        "camera_id": camera_id,
+        "timestamp": iso_utc(options.timestamp or options.received),
+        "results": results,
         "usage": {"calls": usage.calls, "max_calls": usage.max_calls},
         "warnings": list(options.warnings),
     }
@@ -390,8 +451,9 @@ class ProcessUsage:
     """Calls to this server process this calendar month (UTC), no quota: what `usage` reports
     until API keys count calls per key (each worker process counts its own)."""
 
-    def __init__(self, max_calls: int = NO_QUOTA_MAX_CALLS,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self, max_calls: int = NO_QUOTA_MAX_CALLS, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
         self.max_calls, self.clock = max_calls, clock
         self._lock = threading.Lock()
         self._month: tuple[int, int] | None = None
@@ -429,17 +491,26 @@ def set_usage_source(source: UsageSource) -> None:
 def statistics_json(usage: Usage) -> dict[str, Any]:
     """Plate Recognizer's /v1/statistics/ answer. Its `total_calls` is the month's quota (its
     clients compute calls remaining as `total_calls - usage.calls`), not the calls made."""
-    return {"usage": {"calls": usage.calls, "max_calls": usage.max_calls, "month": usage.month,
-                      "year": usage.year, "resets_on": usage.resets_on.strftime("%Y-%m-%dT%H:%M:%SZ")},
-            "total_calls": usage.max_calls}
+    return {
+        "usage": {
+            "calls": usage.calls,
+            "max_calls": usage.max_calls,
+            "month": usage.month,
+            "year": usage.year,
+            "resets_on": usage.resets_on.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+        "total_calls": usage.max_calls,
+    }
 
 
 router = APIRouter(responses=error_responses())  # 401 (keys on), 500, 503, 504
 
 
-@router.get("/statistics", response_model=StatisticsJSON,
-            summary="Calls this month (Plate Recognizer's statistics)")
-@router.get("/statistics/", response_model=StatisticsJSON,
-            summary="Calls this month (Plate Recognizer's statistics)")
+@router.get(
+    "/statistics", response_model=StatisticsJSON, summary="Calls this month (Plate Recognizer's statistics)"
+)
+@router.get(
+    "/statistics/", response_model=StatisticsJSON, summary="Calls this month (Plate Recognizer's statistics)"
+)
 async def statistics(request: Request) -> dict[str, Any]:
     return statistics_json(usage_source.current(request))

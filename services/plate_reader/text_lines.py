@@ -98,8 +98,10 @@ class TextLineFinder:
         """Each crop's plate rows as upright line images (top row first), for the recogniser.
         A crop where no plate-like line was found is given whole, as the OCR reads it alone
         (blue bands trimmed, split in two rows where it has a gap)."""
-        return [[cut_line(crop, row) for row in rows] if rows else split_rows(trim_bands(crop))
-                for crop, rows in zip(crops, map(plate_rows, self.find(crops)))]
+        return [
+            [cut_line(crop, row) for row in rows] if rows else split_rows(trim_bands(crop))
+            for crop, rows in zip(crops, map(plate_rows, self.find(crops)))
+        ]
 
 
 def plate_rows(lines: Sequence[TextLine]) -> list[TextLine]:
@@ -137,9 +139,14 @@ def _union(pieces: list[TextLine]) -> TextLine:
     left, right = min(p.left for p in pieces), max(p.right for p in pieces)
     top, bottom = min(p.top for p in pieces), max(p.bottom for p in pieces)
     weights = [p.length for p in pieces]
-    return TextLine((left + right) / 2, (top + bottom) / 2, right - left, bottom - top,
-                    float(np.average([p.angle for p in pieces], weights=weights)),
-                    float(np.average([p.score for p in pieces], weights=weights)))
+    return TextLine(
+        (left + right) / 2,
+        (top + bottom) / 2,
+        right - left,
+        bottom - top,
+        float(np.average([p.angle for p in pieces], weights=weights)),
+        float(np.average([p.score for p in pieces], weights=weights)),
+    )
 
 
 def cut_line(crop: np.ndarray, line: TextLine) -> np.ndarray:
@@ -158,8 +165,15 @@ def cut_line(crop: np.ndarray, line: TextLine) -> np.ndarray:
     c = line.cx - a * width / 2 - b * height / 2
     f = line.cy - d * width / 2 - e * height / 2
     image = Image.fromarray(np.ascontiguousarray(crop))
-    return np.asarray(image.transform((width, height), Image.Transform.AFFINE, (a, b, c, d, e, f),
-                                      resample=Image.Resampling.BILINEAR, fillcolor=(127, 127, 127)))
+    return np.asarray(
+        image.transform(
+            (width, height),
+            Image.Transform.AFFINE,
+            (a, b, c, d, e, f),
+            resample=Image.Resampling.BILINEAR,
+            fillcolor=(127, 127, 127),
+        )
+    )
 
 
 def _to_batch(crops: Sequence[np.ndarray]) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
@@ -168,8 +182,9 @@ def _to_batch(crops: Sequence[np.ndarray]) -> tuple[np.ndarray, list[tuple[float
     for crop in crops:
         height, width = crop.shape[:2]
         new_width = min(MAX_INPUT_WIDTH, max(32, round(LINE_INPUT_HEIGHT * width / max(height, 1) / 32) * 32))
-        image = Image.fromarray(np.ascontiguousarray(crop)).resize((new_width, LINE_INPUT_HEIGHT),
-                                                                   Image.Resampling.BILINEAR)
+        image = Image.fromarray(np.ascontiguousarray(crop)).resize(
+            (new_width, LINE_INPUT_HEIGHT), Image.Resampling.BILINEAR
+        )
         resized.append(np.asarray(image))
         scales.append((width / new_width, height / LINE_INPUT_HEIGHT, new_width))
     batch_width = max(line.shape[1] for line in resized)

@@ -58,9 +58,14 @@ def address_refusal(address: str) -> str | None:
         return "not an IP address"
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    for reason, hit in (("loopback", ip.is_loopback), ("link-local", ip.is_link_local),
-                        ("unspecified", ip.is_unspecified), ("multicast", ip.is_multicast),
-                        ("reserved", ip.is_reserved), ("private", ip.is_private)):
+    for reason, hit in (
+        ("loopback", ip.is_loopback),
+        ("link-local", ip.is_link_local),
+        ("unspecified", ip.is_unspecified),
+        ("multicast", ip.is_multicast),
+        ("reserved", ip.is_reserved),
+        ("private", ip.is_private),
+    ):
         if hit:
             return reason
     return None if ip.is_global else "not globally routable"
@@ -78,15 +83,19 @@ def check_url(url: str | httpx.URL, allowed_hosts: Iterable[str]) -> httpx.URL:
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
         raise _refused(f"`upload_url` is not a valid URL ({exc})") from None
     if parsed.scheme != "https":
-        raise _refused(f"`upload_url` must be an https:// URL, not {parsed.scheme or 'schemeless'}:"
-                       f" {str(parsed)[:200]!r}")
+        raise _refused(
+            f"`upload_url` must be an https:// URL, not {parsed.scheme or 'schemeless'}:"
+            f" {str(parsed)[:200]!r}"
+        )
     if parsed.userinfo:
         raise _refused("`upload_url` must not hold a user name or password (user:pass@host)")
     host = parsed.host.lower().rstrip(".")
     if not host or host not in allowed:
-        raise _refused(f"`upload_url` host {host!r} is not one this server fetches from; the "
-                       f"operator lists them in MODELPORT_PLATE_UPLOAD_URL_HOSTS (now: "
-                       f"{', '.join(sorted(allowed)) or 'none'}). Or send the image itself in `upload`")
+        raise _refused(
+            f"`upload_url` host {host!r} is not one this server fetches from; the "
+            f"operator lists them in MODELPORT_PLATE_UPLOAD_URL_HOSTS (now: "
+            f"{', '.join(sorted(allowed)) or 'none'}). Or send the image itself in `upload`"
+        )
     return parsed
 
 
@@ -101,8 +110,10 @@ async def checked_addresses(host: str, port: int, resolve: Resolver) -> list[str
     for address in addresses:
         reason = address_refusal(address)
         if reason:
-            raise _refused(f"`upload_url` host {host!r} resolves to {address}, a {reason} address: "
-                           "this server fetches only from public addresses")
+            raise _refused(
+                f"`upload_url` host {host!r} resolves to {address}, a {reason} address: "
+                "this server fetches only from public addresses"
+            )
     return addresses
 
 
@@ -114,25 +125,31 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         self.pinned = pinned
         self._inner = httpcore.AnyIOBackend()
 
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None,
-                          socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
         addresses = self.pinned.get(host.lower().rstrip("."))
         if not addresses:
             raise httpcore.ConnectError(f"{host} was not checked; refusing to connect")
         failure: Exception | None = None
         for address in addresses:  # the checked addresses, in the resolver's order
             try:
-                return await self._inner.connect_tcp(address, port, timeout=timeout,
-                                                     local_address=local_address,
-                                                     socket_options=socket_options)
+                return await self._inner.connect_tcp(
+                    address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                )
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 failure = exc
         assert failure is not None
         raise failure
 
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.AsyncNetworkStream:
         raise httpcore.ConnectError("unix sockets are not fetched")
 
     async def sleep(self, seconds: float) -> None:
@@ -147,13 +164,22 @@ class PinnedTransport(httpx.AsyncHTTPTransport):
         super().__init__(trust_env=False, retries=0)
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
-            max_connections=4, http1=True, http2=False, network_backend=PinnedBackend(pinned))
+            max_connections=4,
+            http1=True,
+            http2=False,
+            network_backend=PinnedBackend(pinned),
+        )
 
 
-async def fetch_image(url: Any, allowed_hosts: Iterable[str], max_bytes: int, *,
-                      resolve: Resolver = system_resolver,
-                      transport: httpx.AsyncBaseTransport | None = None,
-                      time_limit_s: float = TIME_LIMIT_S) -> bytes:
+async def fetch_image(
+    url: Any,
+    allowed_hosts: Iterable[str],
+    max_bytes: int,
+    *,
+    resolve: Resolver = system_resolver,
+    transport: httpx.AsyncBaseTransport | None = None,
+    time_limit_s: float = TIME_LIMIT_S,
+) -> bytes:
     """The bytes at `url`, fetched by the rules in this module's docstring.
 
     `resolve` and `transport` are for tests: by default the system's DNS and a
@@ -166,37 +192,61 @@ async def fetch_image(url: Any, allowed_hosts: Iterable[str], max_bytes: int, *,
     transport = transport or PinnedTransport(pinned)
     try:
         async with asyncio.timeout(time_limit_s):
-            async with httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False,
-                                         timeout=time_limit_s) as client:
+            async with httpx.AsyncClient(
+                transport=transport, follow_redirects=False, trust_env=False, timeout=time_limit_s
+            ) as client:
                 first_host = target.host.lower().rstrip(".")
                 for hop in range(MAX_REDIRECTS + 1):
                     host = target.host.lower().rstrip(".")
                     port = target.port or 443
                     pinned[host] = await checked_addresses(host, port, resolve)
                     # identity: the bytes counted are the bytes kept (no decompression here)
-                    async with client.stream("GET", target, headers={"Accept-Encoding": "identity"}
-                                             ) as response:
+                    async with client.stream(
+                        "GET", target, headers={"Accept-Encoding": "identity"}
+                    ) as response:
                         if response.is_redirect and "location" in response.headers:
                             if hop == MAX_REDIRECTS:
-                                raise _refused(f"`upload_url` redirected more than {MAX_REDIRECTS} "
-                                               "times: send the image's final URL")
+                                raise _refused(
+                                    f"`upload_url` redirected more than {MAX_REDIRECTS} "
+                                    "times: send the image's final URL"
+                                )
                             target = _redirect_target(response, first_host, allowed)
                             continue
                         if not response.is_success:
-                            raise ApiError(502, f"fetching `upload_url` failed: {host} answered "
-                                           f"{response.status_code} {response.reason_phrase}",
-                                           code="upload_url_failed", param=PARAM, type="server_error")
+                            raise ApiError(
+                                502,
+                                f"fetching `upload_url` failed: {host} answered "
+                                f"{response.status_code} {response.reason_phrase}",
+                                code="upload_url_failed",
+                                param=PARAM,
+                                type="server_error",
+                            )
                         return await _read_capped(response, max_bytes)
     except TimeoutError:
-        raise ApiError(504, f"fetching `upload_url` took over {time_limit_s:g} s: use a faster "
-                       "server or send the image itself in `upload`", code="upload_url_timeout",
-                       param=PARAM, type="server_error") from None
+        raise ApiError(
+            504,
+            f"fetching `upload_url` took over {time_limit_s:g} s: use a faster "
+            "server or send the image itself in `upload`",
+            code="upload_url_timeout",
+            param=PARAM,
+            type="server_error",
+        ) from None
     except httpx.TimeoutException:
-        raise ApiError(504, f"fetching `upload_url` took over {time_limit_s:g} s",
-                       code="upload_url_timeout", param=PARAM, type="server_error") from None
+        raise ApiError(
+            504,
+            f"fetching `upload_url` took over {time_limit_s:g} s",
+            code="upload_url_timeout",
+            param=PARAM,
+            type="server_error",
+        ) from None
     except httpx.HTTPError as exc:
-        raise ApiError(502, f"fetching `upload_url` failed: {type(exc).__name__}: {exc}",
-                       code="upload_url_failed", param=PARAM, type="server_error") from None
+        raise ApiError(
+            502,
+            f"fetching `upload_url` failed: {type(exc).__name__}: {exc}",
+            code="upload_url_failed",
+            param=PARAM,
+            type="server_error",
+        ) from None
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
@@ -207,8 +257,10 @@ def _redirect_target(response: httpx.Response, first_host: str, allowed: tuple[s
         raise _refused(f"`upload_url` redirected to an invalid URL ({exc})") from None
     host = target.host.lower().rstrip(".")
     if host != first_host:
-        raise _refused(f"`upload_url` redirected to another host ({host!r}, from {first_host!r}); "
-                       "redirects are followed only on the same host: send the image's final URL")
+        raise _refused(
+            f"`upload_url` redirected to another host ({host!r}, from {first_host!r}); "
+            "redirects are followed only on the same host: send the image's final URL"
+        )
     return check_url(target, allowed)  # https, no credentials
 
 
@@ -218,9 +270,14 @@ async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
         raise _too_large(f"is {int(declared):,} bytes", max_bytes)
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):  # asked for identity: no decompression bomb in memory
-        raise ApiError(502, f"the server of `upload_url` sent the image {encoding}-compressed though "
-                       "asked not to: serve it uncompressed", code="upload_url_failed", param=PARAM,
-                       type="server_error")
+        raise ApiError(
+            502,
+            f"the server of `upload_url` sent the image {encoding}-compressed though "
+            "asked not to: serve it uncompressed",
+            code="upload_url_failed",
+            param=PARAM,
+            type="server_error",
+        )
     body = bytearray()
     async for chunk in response.aiter_bytes():  # as sent (identity): counted as they arrive
         body += chunk
@@ -230,5 +287,10 @@ async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
 
 
 def _too_large(what: str, max_bytes: int) -> ApiError:
-    return ApiError(413, f"the image at `upload_url` {what}; the limit is {max_bytes:,} bytes "
-                    "(MODELPORT_PLATE_MAX_IMAGE_BYTES)", code="image_too_large", param=PARAM)
+    return ApiError(
+        413,
+        f"the image at `upload_url` {what}; the limit is {max_bytes:,} bytes "
+        "(MODELPORT_PLATE_MAX_IMAGE_BYTES)",
+        code="image_too_large",
+        param=PARAM,
+    )

@@ -70,8 +70,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def _stream_once(http: httpx.AsyncClient, url: str, model: str | None,
-                       count: Callable[[str], int]) -> tuple[float, int]:
+async def _stream_once(
+    http: httpx.AsyncClient, url: str, model: str | None, count: Callable[[str], int]
+) -> tuple[float, int]:
     body = {"prompt": PROMPT, "max_tokens": NEW_TOKENS, "temperature": 0.8, "stream": True}
     if model:
         body["model"] = model
@@ -92,19 +93,24 @@ def http_load(url: str, model: str | None, count: Callable[[str], int]) -> Resul
         result: Result = {}
         async with httpx.AsyncClient(timeout=600) as http:
             await _stream_once(http, url, model, count)  # warm-up
+
             async def client(rounds: int) -> list[tuple[float, int]]:
                 return [await _stream_once(http, url, model, count) for _ in range(rounds)]
 
             for clients in CONCURRENCY:
                 started = time.perf_counter()
-                runs = [run for runs in await asyncio.gather(*(client(ROUNDS[clients])
-                                                               for _ in range(clients)))
-                        for run in runs]
+                runs = [
+                    run
+                    for runs in await asyncio.gather(*(client(ROUNDS[clients]) for _ in range(clients)))
+                    for run in runs
+                ]
                 elapsed = time.perf_counter() - started
                 result[f"tps{clients}"] = sum(tokens for _, tokens in runs) / elapsed
                 ttfts = [ttft for ttft, _ in runs]
                 result[f"ttft50_{clients}"], result[f"ttft95_{clients}"] = (
-                    percentile(ttfts, 0.5), percentile(ttfts, 0.95))
+                    percentile(ttfts, 0.5),
+                    percentile(ttfts, 0.95),
+                )
         return result
 
     return asyncio.run(run())
@@ -116,8 +122,12 @@ def tree_rss_mb(pid: int) -> float:
 
 
 def measure_ours(tag: str, count: Callable[[str], int], backend: str, threads: int) -> Result:
-    env = {"MODELPORT_AUTOCOMPLETE_MODEL": tag, "MODELPORT_AUTOCOMPLETE_REQUIRE_MODEL": "1",
-           "MODELPORT_AUTOCOMPLETE_BACKEND": backend, "MODELPORT_AUTOCOMPLETE_THREADS": str(threads)}
+    env = {
+        "MODELPORT_AUTOCOMPLETE_MODEL": tag,
+        "MODELPORT_AUTOCOMPLETE_REQUIRE_MODEL": "1",
+        "MODELPORT_AUTOCOMPLETE_BACKEND": backend,
+        "MODELPORT_AUTOCOMPLETE_THREADS": str(threads),
+    }
     with serve(SERVICE, env=env, startup_timeout=600) as url:
         result = http_load(url, None, count)
         servers = [p for p in psutil.Process().children() if "bentoml" in " ".join(p.cmdline())]
@@ -127,8 +137,9 @@ def measure_ours(tag: str, count: Callable[[str], int], backend: str, threads: i
 
 def measure_llama(binary: Path, gguf: Path, count: Callable[[str], int], threads: int) -> Result:
     # 16 slots of 256 KV cells: every client of the 16-client row decodes in the same batch.
-    with llama_server(binary, gguf, slots=max(CONCURRENCY), context=256 * max(CONCURRENCY),
-                      threads=threads) as url:
+    with llama_server(
+        binary, gguf, slots=max(CONCURRENCY), context=256 * max(CONCURRENCY), threads=threads
+    ) as url:
         result = http_load(url, None, count)
         [process] = [p for p in psutil.Process().children() if Path(p.exe()) == binary.resolve()]
         result["rss"] = tree_rss_mb(process.pid)
@@ -158,9 +169,15 @@ def measure_naive(model_dir: Path, count: Callable[[str], int], threads: int) ->
     def one() -> tuple[float, int]:
         started, first = time.perf_counter(), FirstToken()
         with lock, torch.inference_mode():
-            out = model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=True, temperature=0.8,
-                                 logits_processor=[first], pad_token_id=tokenizer.eos_token_id)
-        return (first.at or started) - started, count(tokenizer.decode(out[0][ids.shape[1]:]))
+            out = model.generate(
+                ids,
+                max_new_tokens=NEW_TOKENS,
+                do_sample=True,
+                temperature=0.8,
+                logits_processor=[first],
+                pad_token_id=tokenizer.eos_token_id,
+            )
+        return (first.at or started) - started, count(tokenizer.decode(out[0][ids.shape[1] :]))
 
     one()  # warm-up
     result: Result = {"rss": psutil.Process().memory_info().rss / 2**20}
@@ -171,7 +188,9 @@ def measure_naive(model_dir: Path, count: Callable[[str], int], threads: int) ->
         result[f"tps{clients}"] = sum(t for _, t in runs) / (time.perf_counter() - started)
         ttfts = [t for t, _ in runs]
         result[f"ttft50_{clients}"], result[f"ttft95_{clients}"] = (
-            percentile(ttfts, 0.5), percentile(ttfts, 0.95))
+            percentile(ttfts, 0.5),
+            percentile(ttfts, 0.95),
+        )
     return result
 
 
@@ -188,13 +207,19 @@ def gpt2_shaped(workdir: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--llama-server", type=Path,
-                        help="a llama-server binary (default: bench_typing.py builds one, once)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2,
-                        help="threads every server computes with [default: one per core]")
+    parser.add_argument(
+        "--llama-server", type=Path, help="a llama-server binary (default: bench_typing.py builds one, once)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="threads every server computes with [default: one per core]",
+    )
     parser.add_argument("--skip-naive", action="store_true")
-    parser.add_argument("--models", default="gpt2,smollm2",
-                        help="comma-separated: gpt2 (the GPT-2 124M shape), smollm2")
+    parser.add_argument(
+        "--models", default="gpt2,smollm2", help="comma-separated: gpt2 (the GPT-2 124M shape), smollm2"
+    )
     args = parser.parse_args()
     # Models, bentoml's store and servers' files live in one scratch folder, removed at the end.
     with tempfile.TemporaryDirectory(prefix="bench-autocomplete-") as scratch:
@@ -209,6 +234,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
     from services.autocomplete.causal_lm import GGUF_NAME
     from services.core.cli import register_model_kinds
     from services.core.model_store import import_model, resolve
+
     register_model_kinds()  # the store knows model kinds by registration, as the CLI does
     from services.core.sources import LocalFile
 
@@ -218,8 +244,10 @@ def run(args: argparse.Namespace, work: Path) -> None:
     models = {}
     if "gpt2" in wanted:
         gpt2_dir = gpt2_shaped(work)
-        models["GPT-2 124M shape"] = (import_model("gpt2-124m-random", LocalFile(str(gpt2_dir)),
-                                                   kind="causal-lm").tag, gpt2_dir)
+        models["GPT-2 124M shape"] = (
+            import_model("gpt2-124m-random", LocalFile(str(gpt2_dir)), kind="causal-lm").tag,
+            gpt2_dir,
+        )
     if "smollm2" in wanted:
         smol = import_model("smollm2-135m")
         models["SmolLM2-135M"] = (smol.tag, smol.path)
@@ -239,18 +267,39 @@ def run(args: argparse.Namespace, work: Path) -> None:
             print(label, *rows[-1][1:], flush=True)
     import torch  # the servers run in this Python: its torch build sets their RSS (CPU or CUDA)
 
-    table = Table(title=f"Autocompleter, {NEW_TOKENS} new tokens per request, {args.threads} threads "
-                        f"per server, torch {torch.__version__} (tokens/s; ms); a shared machine\n"
-                        f"{describe_machine()}")
-    for column in ("model", "server", "1 stream tok/s", "4 clients tok/s", "16 clients tok/s",
-                   "1 / 16 vs llama-server", "TTFT p50", "TTFT p95", "TTFT p50 @16", "RSS MB"):
+    table = Table(
+        title=f"Autocompleter, {NEW_TOKENS} new tokens per request, {args.threads} threads "
+        f"per server, torch {torch.__version__} (tokens/s; ms); a shared machine\n"
+        f"{describe_machine()}"
+    )
+    for column in (
+        "model",
+        "server",
+        "1 stream tok/s",
+        "4 clients tok/s",
+        "16 clients tok/s",
+        "1 / 16 vs llama-server",
+        "TTFT p50",
+        "TTFT p95",
+        "TTFT p50 @16",
+        "RSS MB",
+    ):
         table.add_column(column, justify="left" if column in ("model", "server") else "right")
     llama = {label: r for label, server, r in rows if server.startswith("llama-server")}
     for label, server, r in rows:
         ratio = f"{r['tps1'] / llama[label]['tps1']:.2f}x / {r['tps16'] / llama[label]['tps16']:.2f}x"
-        table.add_row(label, server, f"{r['tps1']:.1f}", f"{r['tps4']:.1f}", f"{r['tps16']:.1f}",
-                      ratio, f"{r['ttft50_1'] * 1000:.0f}", f"{r['ttft95_1'] * 1000:.0f}",
-                      f"{r['ttft50_16'] * 1000:.0f}", f"{r['rss']:.0f}")
+        table.add_row(
+            label,
+            server,
+            f"{r['tps1']:.1f}",
+            f"{r['tps4']:.1f}",
+            f"{r['tps16']:.1f}",
+            ratio,
+            f"{r['ttft50_1'] * 1000:.0f}",
+            f"{r['ttft95_1'] * 1000:.0f}",
+            f"{r['ttft50_16'] * 1000:.0f}",
+            f"{r['rss']:.0f}",
+        )
     Console(width=170).print(table)
 
 

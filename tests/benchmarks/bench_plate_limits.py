@@ -52,13 +52,21 @@ def memory(code: Path, env: dict[str, str]) -> None:
         before = rss_now_mb(server.process.pid)
         started = time.perf_counter()
         with peak_rss(server.process.pid) as peak, ThreadPoolExecutor(3) as pool:
-            statuses = list(pool.map(lambda _: httpx.post(f"{server.url}/v1/plate-reader", files=files,
-                                                          timeout=600).status_code, range(3)))
+            statuses = list(
+                pool.map(
+                    lambda _: (
+                        httpx.post(f"{server.url}/v1/plate-reader", files=files, timeout=600).status_code
+                    ),
+                    range(3),
+                )
+            )
         elapsed = time.perf_counter() - started
         time.sleep(3)  # past the batcher's idle trim
         after = rss_now_mb(server.process.pid)
-    print(f"| 3 x 8 x 6000x6000 PNG ({len(photo) // 1000} KB each) | {statuses} | {before:.0f} | "
-          f"{peak.total_mb:.0f} | {after:.0f} | {elapsed:.1f} |")
+    print(
+        f"| 3 x 8 x 6000x6000 PNG ({len(photo) // 1000} KB each) | {statuses} | {before:.0f} | "
+        f"{peak.total_mb:.0f} | {after:.0f} | {elapsed:.1f} |"
+    )
 
 
 def livez(code: Path, env: dict[str, str]) -> None:
@@ -70,14 +78,22 @@ def livez(code: Path, env: dict[str, str]) -> None:
         with livez_latencies(server.url) as busy:
             response = httpx.post(f"{server.url}/v1/plate-reader", files={"upload": huge}, timeout=600)
     status = response.status_code
-    print(f"| 6245x6245 PNG ({len(huge) // 1000} KB) | {status} | {max(idle) * 1000:.0f} | "
-          f"{max(busy) * 1000:.0f} | {len(busy)} |")
+    print(
+        f"| 6245x6245 PNG ({len(huge) // 1000} KB) | {status} | {max(idle) * 1000:.0f} | "
+        f"{max(busy) * 1000:.0f} | {len(busy)} |"
+    )
 
 
 def four_plate_photos(count: int) -> list[bytes]:
     """The 4-plate street photo, `count` times, each with one pixel changed: other bytes."""
-    scene = street_with_plates([("plate_ad799kb", (500, 450), 1.5), ("plate_krw301", (120, 520), 1.2),
-                                ("plate_ad799kb", (900, 380), 0.9), ("plate_krw301", (1000, 550), 1.2)])
+    scene = street_with_plates(
+        [
+            ("plate_ad799kb", (500, 450), 1.5),
+            ("plate_krw301", (120, 520), 1.2),
+            ("plate_ad799kb", (900, 380), 0.9),
+            ("plate_krw301", (1000, 550), 1.2),
+        ]
+    )
     pixels = np.asarray(Image.open(io.BytesIO(scene.jpeg)).convert("RGB")).copy()
     photos = []
     for i in range(count):
@@ -93,8 +109,10 @@ def reviews(code: Path, env: dict[str, str], rounds: int, per_round: int) -> Non
     data = Path(env["MODELPORT_DATA_DIR"])
     on_env = {**env, "MODELPORT_DATA_DIR": str(data / "on")}
     off_env = {**env, "MODELPORT_DATA_DIR": str(data / "off"), "MODELPORT_REVIEW_STORE": "off"}
-    with serve_process(TARGET, env=on_env, cwd=code, log_path=data / "on.log") as on, \
-            serve_process(TARGET, env=off_env, cwd=code, log_path=data / "off.log") as off:
+    with (
+        serve_process(TARGET, env=on_env, cwd=code, log_path=data / "on.log") as on,
+        serve_process(TARGET, env=off_env, cwd=code, log_path=data / "off.log") as off,
+    ):
         first = httpx.post(f"{on.url}/v1/plate-reader", files={"upload": photos[0]}, timeout=60).json()
         flagged = sum(p["review"] for p in first["results"])
         for url in (on.url, off.url):  # warm-up
@@ -119,16 +137,22 @@ def reviews(code: Path, env: dict[str, str], rounds: int, per_round: int) -> Non
                         cpus[kind, name] = cpus.get((kind, name), 0.0) + cpu_s(pid) - cpu
         recorded = sqlite_rows(data / "on" / "modelport.sqlite3")
     images = rounds * per_round
-    print(f"4-plate 1280x720 photo, {len(first['results'])} plates read, {flagged} flagged; "
-          f"{recorded} review rows written by the store-on server")
-    print("| photos sent | store on (img/s) | store off (img/s) | wall cost | on (server CPU ms/img) "
-          "| off (server CPU ms/img) | CPU cost |")
+    print(
+        f"4-plate 1280x720 photo, {len(first['results'])} plates read, {flagged} flagged; "
+        f"{recorded} review rows written by the store-on server"
+    )
+    print(
+        "| photos sent | store on (img/s) | store off (img/s) | wall cost | on (server CPU ms/img) "
+        "| off (server CPU ms/img) | CPU cost |"
+    )
     print("|---|---|---|---|---|---|---|")
     for kind in ("same photo", "new photos"):
         on_rate, off_rate = images / timings[kind, "on"], images / timings[kind, "off"]
         on_cpu, off_cpu = cpus[kind, "on"] / images * 1000, cpus[kind, "off"] / images * 1000
-        print(f"| {kind} | {on_rate:.2f} | {off_rate:.2f} | {(1 - on_rate / off_rate) * 100:.1f}% | "
-              f"{on_cpu:.0f} | {off_cpu:.0f} | {(on_cpu / off_cpu - 1) * 100:.1f}% |")
+        print(
+            f"| {kind} | {on_rate:.2f} | {off_rate:.2f} | {(1 - on_rate / off_rate) * 100:.1f}% | "
+            f"{on_cpu:.0f} | {off_cpu:.0f} | {(on_cpu / off_cpu - 1) * 100:.1f}% |"
+        )
 
 
 def cpu_s(root_pid: int) -> float:
@@ -175,9 +199,13 @@ def record_cost(count: int) -> None:
         return bentoml.models.get(tag).path_of("model.onnx")
 
     recognizer = PlateRecognizer.from_files(
-        path(settings.detector_model), path(settings.ocr_model), review_threshold=settings.review_threshold,
-        detector_imgsz=settings.detector_imgsz, retry_imgsz=settings.detector_retry_imgsz,
-        text_detector_path=path(settings.text_detector_model) if settings.text_lines else None)
+        path(settings.detector_model),
+        path(settings.ocr_model),
+        review_threshold=settings.review_threshold,
+        detector_imgsz=settings.detector_imgsz,
+        retry_imgsz=settings.detector_retry_imgsz,
+        text_detector_path=path(settings.text_detector_model) if settings.text_lines else None,
+    )
     work = Path(tempfile.mkdtemp(prefix="modelport-bench-record-"))
     store = ReviewStore(database_engine(f"sqlite:///{work / 'reviews.sqlite3'}"), work / "images")
     read_s, record_s, flagged = [], [], 0
@@ -193,8 +221,10 @@ def record_cost(count: int) -> None:
         record_s.append(time.process_time() - middle)
         flagged += bool(chosen)
     read_ms, record_ms = 1000 * sum(read_s[2:]) / count, 1000 * sum(record_s[2:]) / count  # 2 warm-up
-    print(f"| {count} new 4-plate 1280x720 photos ({flagged} recorded) | {read_ms:.0f} | {record_ms:.1f} | "
-          f"{record_ms / (read_ms + record_ms) * 100:.1f}% |")
+    print(
+        f"| {count} new 4-plate 1280x720 photos ({flagged} recorded) | {read_ms:.0f} | {record_ms:.1f} | "
+        f"{record_ms / (read_ms + record_ms) * 100:.1f}% |"
+    )
 
 
 def main() -> None:

@@ -64,6 +64,7 @@ async def http_load(url: str, jpeg: bytes, clients: int, requests: int) -> tuple
     latencies: list[float] = []
     plates: list[int] = []
     async with httpx.AsyncClient(timeout=60) as client:
+
         async def worker(n: int) -> None:
             for _ in range(n):
                 start = time.perf_counter()
@@ -184,25 +185,31 @@ def main() -> None:
         "real: motorbikes, truck": real_photo("street_motorbikes"),
         "real: three cars": real_photo("street_cars"),
         "made: 1 plate": plate_on_street(canvas=(1280, 720), at=(500, 450), scale=1.5).jpeg,
-        "made: 4 plates": street_with_plates([("plate_ad799kb", (500, 450), 1.5),
-                                              ("plate_krw301", (120, 520), 1.2),
-                                              ("plate_ad799kb", (900, 380), 0.9),
-                                              ("plate_krw301", (1000, 550), 1.2)]).jpeg,
+        "made: 4 plates": street_with_plates(
+            [
+                ("plate_ad799kb", (500, 450), 1.5),
+                ("plate_krw301", (120, 520), 1.2),
+                ("plate_ad799kb", (900, 380), 0.9),
+                ("plate_krw301", (1000, 550), 1.2),
+            ]
+        ).jpeg,
     }
     images = {name: np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")) for name, jpeg in photos.items()}
     budget = thread_budget()
     machine = describe_machine()
     print(machine, flush=True)
-    print(f"thread budget, both sides: {budget} (served: ONNX Runtime's intra-op pool; baseline: "
-          "workers x torch threads)", flush=True)
+    print(
+        f"thread budget, both sides: {budget} (served: ONNX Runtime's intra-op pool; baseline: "
+        "workers x torch threads)",
+        flush=True,
+    )
 
     rows = []
     log = Path("/tmp/modelport-bench-plate.log")
     with serve("services.plate_reader.service:PlateReader", log_path=log) as url:
         import psutil
 
-        server_pid = next(p.pid for p in psutil.Process().children()
-                          if "bentoml" in " ".join(p.cmdline()))
+        server_pid = next(p.pid for p in psutil.Process().children() if "bentoml" in " ".join(p.cmdline()))
         peak, sampling = [0.0], threading.Event()
 
         def sample() -> None:  # the serving processes' RSS while under load
@@ -219,13 +226,25 @@ def main() -> None:
             baseline = Baseline(ocr_path, detector / "best.pt", clients, budget)
             try:
                 for name, jpeg in photos.items():
-                    rows.append((name, "served (HTTP)", clients,
-                                 *asyncio.run(http_load(url, jpeg, clients, args.requests))))
+                    rows.append(
+                        (
+                            name,
+                            "served (HTTP)",
+                            clients,
+                            *asyncio.run(http_load(url, jpeg, clients, args.requests)),
+                        )
+                    )
                     print(*rows[-1][:3], f"{len(rows[-1][3]) / rows[-1][4]:.2f} images/s", flush=True)
                     baseline.warm(images[name])
-                    rows.append((name, f"baseline (Ultralytics torch, {baseline.workers} worker(s) x "
-                                       f"{baseline.torch_threads} thread(s))", clients,
-                                 *baseline.load(images[name], clients, args.requests)))
+                    rows.append(
+                        (
+                            name,
+                            f"baseline (Ultralytics torch, {baseline.workers} worker(s) x "
+                            f"{baseline.torch_threads} thread(s))",
+                            clients,
+                            *baseline.load(images[name], clients, args.requests),
+                        )
+                    )
                     print(*rows[-1][:3], f"{len(rows[-1][3]) / rows[-1][4]:.2f} images/s", flush=True)
             finally:
                 baseline.close()
@@ -234,27 +253,37 @@ def main() -> None:
         time.sleep(3)  # idle: the reader hands freed memory back
         rss = rss_mb(server_pid)
 
-    table = Table(title=f"plate reader, {args.requests} requests per row, thread budget {budget} "
-                        f"for both sides; a shared machine\n{machine}")
-    for column in ("photo", "pipeline", "clients", "plates", "p50 ms", "p95 ms", "images/s",
-                   "vs baseline"):
+    table = Table(
+        title=f"plate reader, {args.requests} requests per row, thread budget {budget} "
+        f"for both sides; a shared machine\n{machine}"
+    )
+    for column in ("photo", "pipeline", "clients", "plates", "p50 ms", "p95 ms", "images/s", "vs baseline"):
         table.add_column(column)
-    base = {(photo, c): len(lat) / wall for photo, name, c, lat, wall, _ in rows
-            if name.startswith("baseline")}
+    base = {
+        (photo, c): len(lat) / wall for photo, name, c, lat, wall, _ in rows if name.startswith("baseline")
+    }
     for photo in photos:
         for clients in (1, 8):
             for row_photo, name, row_clients, latencies, wall, plates in rows:
                 if (row_photo, row_clients) != (photo, clients):
                     continue
                 throughput = len(latencies) / wall
-                table.add_row(photo, name, str(clients), f"{plates:.1f}",
-                              f"{1000 * statistics.median(latencies):.1f}",
-                              f"{1000 * percentile(latencies, 0.95):.1f}", f"{throughput:.2f}",
-                              f"{throughput / base[photo, clients]:.2f}x")
+                table.add_row(
+                    photo,
+                    name,
+                    str(clients),
+                    f"{plates:.1f}",
+                    f"{1000 * statistics.median(latencies):.1f}",
+                    f"{1000 * percentile(latencies, 0.95):.1f}",
+                    f"{throughput:.2f}",
+                    f"{throughput / base[photo, clients]:.2f}x",
+                )
     console = Console(width=140)
     console.print(table)
-    console.print(f"serving processes RSS (bentoml serve + worker): peak under load {peak[0]:.0f} MB, "
-                  f"idle after it {rss:.0f} MB")
+    console.print(
+        f"serving processes RSS (bentoml serve + worker): peak under load {peak[0]:.0f} MB, "
+        f"idle after it {rss:.0f} MB"
+    )
 
 
 def real_photo(name: str) -> bytes:

@@ -50,19 +50,34 @@ def main() -> None:
     finder = TextLineFinder(resolve("plate-text-detector:latest").path_of("model.onnx"))
     ocr = PlateOCR(resolve("plate-ocr:latest").path_of("model.onnx"))
     found = list(zip(crops, finder.find(crops)))  # (crop, its lines), for timing the cut alone
-    table = Table("batch", "find lines", "choose + cut", "read lines", "line cut total", "read whole crop",
-                  title=f"ms per plate, {len(crops)} crops from {args.crops}")
+    table = Table(
+        "batch",
+        "find lines",
+        "choose + cut",
+        "read lines",
+        "line cut total",
+        "read whole crop",
+        title=f"ms per plate, {len(crops)} crops from {args.crops}",
+    )
     for size in (1, 8):
-        batches = [crops[i:i + size] for i in range(0, len(crops), size)]
-        found_batches = [found[i:i + size] for i in range(0, len(found), size)]
+        batches = [crops[i : i + size] for i in range(0, len(crops), size)]
+        found_batches = [found[i : i + size] for i in range(0, len(found), size)]
         line_batches = [finder.rows(batch) for batch in batches]
         find = per_plate_ms(finder.find, batches)
-        cut = per_plate_ms(lambda batch: [[cut_line(crop, row) for row in plate_rows(lines)]
-                                          for crop, lines in batch], found_batches)
+        cut = per_plate_ms(
+            lambda batch: [[cut_line(crop, row) for row in plate_rows(lines)] for crop, lines in batch],
+            found_batches,
+        )
         read_lines = per_plate_ms(ocr.read_lines, line_batches)
         whole = per_plate_ms(ocr.read, batches)
-        table.add_row(str(size), f"{find:.1f}", f"{cut:.2f}", f"{read_lines:.1f}",
-                      f"{find + cut + read_lines:.1f}", f"{whole:.1f}")
+        table.add_row(
+            str(size),
+            f"{find:.1f}",
+            f"{cut:.2f}",
+            f"{read_lines:.1f}",
+            f"{find + cut + read_lines:.1f}",
+            f"{whole:.1f}",
+        )
     Console().print(table)
     print("Best of 3 passes each; on a shared machine compare the columns of one run, not runs.")
 

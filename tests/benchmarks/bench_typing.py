@@ -107,8 +107,7 @@ def next_word(offered: str, truth: str) -> bool:
     return first.group().strip(".,!?") == words.group().strip(".,!?")
 
 
-async def type_email(http: httpx.AsyncClient, kind: str, text: str, editor: int, run: Run,
-                     n: int) -> None:
+async def type_email(http: httpx.AsyncClient, kind: str, text: str, editor: int, run: Run, n: int) -> None:
     for typed, truth in trace(text):
         if kind == "suggest":
             body: dict[str, object] = {"text": typed, "n": n, "session": f"editor-{editor}"}
@@ -139,9 +138,9 @@ def measure(url: str, kind: str, editors: int, n: int = 1) -> Run:
         run = Run()
         async with httpx.AsyncClient(base_url=url, timeout=120) as http:
             await type_email(http, kind, "Warm up: " + EMAILS[-1][:60], 99, Run(), n)
-            await asyncio.gather(*(type_email(http, kind, EMAILS[e], e, run, n)
-                                   for e in range(editors)))
+            await asyncio.gather(*(type_email(http, kind, EMAILS[e], e, run, n) for e in range(editors)))
         return run
+
     return asyncio.run(go())
 
 
@@ -154,42 +153,97 @@ def build_llama_server() -> Path:
     if binary.exists():
         return binary
     with tempfile.TemporaryDirectory() as work:
-        print(f"building llama-server from llama-cpp-python {version}'s vendored llama.cpp "
-              "(once; ~15 min on 2 cores) ...", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                        f"llama-cpp-python=={version}", "-d", work], check=True,
-                       stdout=subprocess.DEVNULL)
+        print(
+            f"building llama-server from llama-cpp-python {version}'s vendored llama.cpp "
+            "(once; ~15 min on 2 cores) ...",
+            flush=True,
+        )
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"llama-cpp-python=={version}",
+                "-d",
+                work,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         [sdist] = Path(work).glob("*.tar.gz")
         with tarfile.open(sdist) as archive:
             archive.extractall(work, filter="data")
         source = next(Path(work).glob("*/vendor/llama.cpp"))
         build = source / "build"
-        subprocess.run(["cmake", "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                        "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-                        "-DLLAMA_BUILD_EXAMPLES=OFF", "-DGGML_NATIVE=ON", "-DBUILD_SHARED_LIBS=OFF"],
-                       check=True, stdout=subprocess.DEVNULL)
-        subprocess.run(["cmake", "--build", str(build), "--target", "llama-server",
-                        "-j", str(os.cpu_count() or 2)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                "cmake",
+                "-S",
+                str(source),
+                "-B",
+                str(build),
+                "-DCMAKE_BUILD_TYPE=Release",
+                "-DLLAMA_BUILD_SERVER=ON",
+                "-DLLAMA_CURL=OFF",
+                "-DLLAMA_BUILD_TESTS=OFF",
+                "-DLLAMA_BUILD_EXAMPLES=OFF",
+                "-DGGML_NATIVE=ON",
+                "-DBUILD_SHARED_LIBS=OFF",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        subprocess.run(
+            ["cmake", "--build", str(build), "--target", "llama-server", "-j", str(os.cpu_count() or 2)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         binary.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(build / "bin" / "llama-server", binary)
     return binary
 
 
 @contextmanager
-def llama_server(binary: Path, gguf: Path, *, slots: int = 4, context: int = 8192,
-                 threads: int | None = None) -> Iterator[str]:
+def llama_server(
+    binary: Path, gguf: Path, *, slots: int = 4, context: int = 8192, threads: int | None = None
+) -> Iterator[str]:
     """llama-server on `gguf`: `slots` sequences decoded together (`-np`), sharing `context`
     KV cells, `threads` for both decoding and prompts (default: one per core)."""
     port = free_port()
     threads = threads or os.cpu_count() or 2
     process = subprocess.Popen(
-        [str(binary), "-m", str(gguf), "-np", str(slots), "-c", str(context), "-t", str(threads),
-         "-tb", str(threads), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            str(binary),
+            "-m",
+            str(gguf),
+            "-np",
+            str(slots),
+            "-c",
+            str(context),
+            "-t",
+            str(threads),
+            "-tb",
+            str(threads),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, path="/health", timeout=120,
-                   failed=lambda: "llama-server exited" if process.poll() is not None else None)
+        wait_ready(
+            url,
+            path="/health",
+            timeout=120,
+            failed=lambda: "llama-server exited" if process.poll() is not None else None,
+        )
         yield url
     finally:
         process.terminate()
@@ -199,8 +253,11 @@ def llama_server(binary: Path, gguf: Path, *, slots: int = 4, context: int = 819
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--llama-server", type=Path, help="a llama-server binary (default: build one)")
-    parser.add_argument("--suggest", default="3x6,1x6,3x8",
-                        help="/v1/suggest settings to measure, n x tokens, comma-separated")
+    parser.add_argument(
+        "--suggest",
+        default="3x6,1x6,3x8",
+        help="/v1/suggest settings to measure, n x tokens, comma-separated",
+    )
     parser.add_argument("--editors", default="1,4")
     parser.add_argument("--rounds", type=int, default=3, help="times each row is measured, in turn")
     args = parser.parse_args()
@@ -213,8 +270,10 @@ def main() -> None:
     # Every server is up for the whole run, and each round measures every row once, in turn:
     # a slow minute on a shared machine then hits all rows alike. A row's p50 is the median
     # of its rounds' p50s; its p95 pools the rounds.
-    jobs: list[tuple[str, str, str, int]] = [("llama-server, continuation", "llama", "llama-server", 1),
-                                             ("ours, continuation", "ours-6", "continuation", 1)]
+    jobs: list[tuple[str, str, str, int]] = [
+        ("llama-server, continuation", "llama", "llama-server", 1),
+        ("ours, continuation", "ours-6", "continuation", 1),
+    ]
     token_settings = set()
     for setting in args.suggest.split(","):
         n, tokens = setting.split("x")
@@ -233,10 +292,20 @@ def main() -> None:
     rows = [(name, e, runs[name, e]) for name, *_ in jobs for e in editors]
 
     baseline = {e: median_p50(r) for name, e, r in rows if name.startswith("llama-server")}
-    table = Table(title=f"As-you-type, SmolLM2-135M (Q8_0 GGUF), a request every {EVERY_CHARS} "
-                        f"characters\n{describe_machine()}")
-    for column in ("server", "editors", "requests", "p50 ms", "p95 ms", "p50 / llama-server",
-                   "prompt from cache", "next word"):
+    table = Table(
+        title=f"As-you-type, SmolLM2-135M (Q8_0 GGUF), a request every {EVERY_CHARS} "
+        f"characters\n{describe_machine()}"
+    )
+    for column in (
+        "server",
+        "editors",
+        "requests",
+        "p50 ms",
+        "p95 ms",
+        "p50 / llama-server",
+        "prompt from cache",
+        "next word",
+    ):
         table.add_column(column, justify="left" if column == "server" else "right")
     for name, e, rounds in rows:
         pooled = Run()
@@ -246,12 +315,22 @@ def main() -> None:
             pooled.next_word_hits += run.next_word_hits
             pooled.prompt_tokens += run.prompt_tokens
             pooled.cached_tokens += run.cached_tokens
-        cache = (f"{pooled.cached_tokens / pooled.prompt_tokens:.0%}"
-                 if pooled.prompt_tokens and name.startswith("ours") else "-")
+        cache = (
+            f"{pooled.cached_tokens / pooled.prompt_tokens:.0%}"
+            if pooled.prompt_tokens and name.startswith("ours")
+            else "-"
+        )
         p50 = median_p50(rounds)
-        table.add_row(name, str(e), str(pooled.asked), f"{p50:.0f}", f"{pooled.p(0.95):.0f}",
-                      f"{p50 / baseline[e]:.2f}x", cache,
-                      f"{pooled.next_word_hits / pooled.asked:.0%}")
+        table.add_row(
+            name,
+            str(e),
+            str(pooled.asked),
+            f"{p50:.0f}",
+            f"{pooled.p(0.95):.0f}",
+            f"{p50 / baseline[e]:.2f}x",
+            cache,
+            f"{pooled.next_word_hits / pooled.asked:.0%}",
+        )
     Console(width=160).print(table)
 
 

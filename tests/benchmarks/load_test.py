@@ -62,6 +62,7 @@ async def load(name: str, url: str, request: dict[str, Any], *, total: int, clie
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     remaining = iter(range(total))
     async with httpx.AsyncClient(timeout=180, limits=limits) as client:
+
         async def one_client() -> None:
             for _ in remaining:
                 start = time.perf_counter()
@@ -86,7 +87,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def ms(values: list[float] | None, q: float) -> str:
-    return "-" if not values else f"{1000 * (statistics.median(values) if q == 0.5 else percentile(values, q)):.0f}"
+    return (
+        "-"
+        if not values
+        else f"{1000 * (statistics.median(values) if q == 0.5 else percentile(values, q)):.0f}"
+    )
 
 
 def plate_rows(requests: int, burst: int) -> list[Outcome]:
@@ -96,29 +101,40 @@ def plate_rows(requests: int, burst: int) -> list[Outcome]:
         import_model(name)
     photo = plate_on_street(canvas=(1280, 720), at=(500, 450), scale=1.5).jpeg
     request = {"files": {"upload": ("car.jpg", photo, "image/jpeg")}}
-    with serve("services.plate_reader.service:PlateReader",
-               log_path=Path(tempfile.gettempdir()) / "modelport-load-plate.log") as url:
+    with serve(
+        "services.plate_reader.service:PlateReader",
+        log_path=Path(tempfile.gettempdir()) / "modelport-load-plate.log",
+    ) as url:
         endpoint = f"{url}/v1/plate-reader"
         asyncio.run(load("warm-up", endpoint, request, total=8, clients=2))
-        return [asyncio.run(load("plate reader, steady", endpoint, request, total=requests, clients=32)),
-                asyncio.run(load("plate reader, burst", endpoint, request, total=burst, clients=burst))]
+        return [
+            asyncio.run(load("plate reader, steady", endpoint, request, total=requests, clients=32)),
+            asyncio.run(load("plate reader, burst", endpoint, request, total=burst, clients=burst)),
+        ]
 
 
 def completion_rows(requests: int, burst: int) -> list[Outcome]:
     from services.core.model_store import import_model
 
     import_model("smollm2-135m")
-    request = {"json": {"prompt": "The best way to learn a new language is", "max_tokens": 32,
-                        "temperature": 0.8}}
-    with serve("services.autocomplete.service:Autocomplete",
-               env={"MODELPORT_AUTOCOMPLETE_MODEL": "smollm2-135m"},
-               log_path=Path(tempfile.gettempdir()) / "modelport-load-autocomplete.log") as url:
+    request = {
+        "json": {"prompt": "The best way to learn a new language is", "max_tokens": 32, "temperature": 0.8}
+    }
+    with serve(
+        "services.autocomplete.service:Autocomplete",
+        env={"MODELPORT_AUTOCOMPLETE_MODEL": "smollm2-135m"},
+        log_path=Path(tempfile.gettempdir()) / "modelport-load-autocomplete.log",
+    ) as url:
         endpoint = f"{url}/v1/completions"
         asyncio.run(load("warm-up", endpoint, request, total=4, clients=2))
-        return [asyncio.run(load("completions (32 tokens), steady", endpoint, request,
-                                 total=requests, clients=32)),
-                asyncio.run(load("completions (32 tokens), burst", endpoint, request,
-                                 total=burst, clients=burst))]
+        return [
+            asyncio.run(
+                load("completions (32 tokens), steady", endpoint, request, total=requests, clients=32)
+            ),
+            asyncio.run(
+                load("completions (32 tokens), burst", endpoint, request, total=burst, clients=burst)
+            ),
+        ]
 
 
 def main() -> None:
@@ -131,8 +147,14 @@ def main() -> None:
     # The model store and servers' files live in one scratch folder, removed at the end.
     with tempfile.TemporaryDirectory(prefix="load-test-") as scratch:
         os.environ.setdefault("BENTOML_HOME", f"{scratch}/bentoml")
-        os.environ.update({"BENTOML_DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "YOLO_OFFLINE": "1",
-                           "YOLO_CONFIG_DIR": f"{scratch}/ultralytics"})
+        os.environ.update(
+            {
+                "BENTOML_DO_NOT_TRACK": "1",
+                "HF_HUB_OFFLINE": "1",
+                "YOLO_OFFLINE": "1",
+                "YOLO_CONFIG_DIR": f"{scratch}/ultralytics",
+            }
+        )
         from services.core.cli import register_model_kinds
 
         register_model_kinds()  # the default models' catalogue entries
@@ -146,19 +168,45 @@ def main() -> None:
 
 def print_table(rows: list[Outcome]) -> None:
     table = Table(title=f"Load test, loopback, default limits ({describe_machine()})")
-    for column in ("scenario", "requests", "clients", "200", "429", "other 4xx", "5xx", DROPPED,
-                   "200 p50 ms", "200 p95 ms", "429 p50 ms", "429 p95 ms", "429s w/o Retry-After",
-                   "wall s"):
+    for column in (
+        "scenario",
+        "requests",
+        "clients",
+        "200",
+        "429",
+        "other 4xx",
+        "5xx",
+        DROPPED,
+        "200 p50 ms",
+        "200 p95 ms",
+        "429 p50 ms",
+        "429 p95 ms",
+        "429s w/o Retry-After",
+        "wall s",
+    ):
         table.add_column(column, justify="left" if column == "scenario" else "right")
     for row in rows:
         s = row.statuses
-        other_4xx = sum(n for code, n in s.items() if isinstance(code, int) and 400 <= code < 500 and code != 429)
+        other_4xx = sum(
+            n for code, n in s.items() if isinstance(code, int) and 400 <= code < 500 and code != 429
+        )
         server_errors = sum(n for code, n in s.items() if isinstance(code, int) and code >= 500)
-        table.add_row(row.name, str(sum(s.values())), str(row.clients), str(s[200]), str(s[429]),
-                      str(other_4xx), str(server_errors), str(s[DROPPED]),
-                      ms(row.latencies.get(200), 0.5), ms(row.latencies.get(200), 0.95),
-                      ms(row.latencies.get(429), 0.5), ms(row.latencies.get(429), 0.95),
-                      str(row.retry_after_missing), f"{row.wall_s:.1f}")
+        table.add_row(
+            row.name,
+            str(sum(s.values())),
+            str(row.clients),
+            str(s[200]),
+            str(s[429]),
+            str(other_4xx),
+            str(server_errors),
+            str(s[DROPPED]),
+            ms(row.latencies.get(200), 0.5),
+            ms(row.latencies.get(200), 0.95),
+            ms(row.latencies.get(429), 0.5),
+            ms(row.latencies.get(429), 0.95),
+            str(row.retry_after_missing),
+            f"{row.wall_s:.1f}",
+        )
     Console(width=200).print(table)
 
 

@@ -11,8 +11,21 @@ import platform
 from pathlib import Path
 
 # The flags that decide which kernels run fast (matrix maths, int8, bf16).
-FLAGS_THAT_MATTER = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-                     "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+FLAGS_THAT_MATTER = (
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+)
 
 
 def describe_machine() -> str:
@@ -28,5 +41,4 @@ def describe_machine() -> str:
     except OSError:
         pass
     present = " ".join(f for f in FLAGS_THAT_MATTER if f in flags) or "unknown"
-    return (f"{model}, {os.cpu_count()} cores, flags {present}, "
-            f"Python {platform.python_version()}")
+    return f"{model}, {os.cpu_count()} cores, flags {present}, Python {platform.python_version()}"

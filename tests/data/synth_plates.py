@@ -51,41 +51,65 @@ EU_BLUE, UK_YELLOW, NL_YELLOW, STAR_YELLOW = (0, 51, 153), (250, 205, 20), (240,
 FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
 # Upright bold sans faces, the nearest free kin of plate fonts (DIN, FE-Schrift, Charles
 # Wright); the first ships in fonts-dejavu-core and also draws the small print and signs.
-PLATE_FONTS = ("DejaVuSans-Bold.ttf", "DejaVuSansCondensed-Bold.ttf", "DejaVuSansMono-Bold.ttf",
-               "LiberationSans-Bold.ttf", "LiberationSansNarrow-Bold.ttf", "FreeSansBold.ttf")
+PLATE_FONTS = (
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSansCondensed-Bold.ttf",
+    "DejaVuSansMono-Bold.ttf",
+    "LiberationSans-Bold.ttf",
+    "LiberationSansNarrow-Bold.ttf",
+    "FreeSansBold.ttf",
+)
 RENDER_HEIGHT = 100  # plates are drawn this many pixels high, then warped to their size
 # Probability of each degradation; their sum (1.8) is the mean number drawn per image.
-CONDITIONS = {"perspective": 0.3, "rotation": 0.25, "blur": 0.25, "noise": 0.25, "jpeg": 0.2,
-              "dark": 0.12, "bright": 0.1, "small": 0.15, "dirt": 0.1, "shadow": 0.12}
+CONDITIONS = {
+    "perspective": 0.3,
+    "rotation": 0.25,
+    "blur": 0.25,
+    "noise": 0.25,
+    "jpeg": 0.2,
+    "dark": 0.12,
+    "bright": 0.1,
+    "small": 0.15,
+    "dirt": 0.1,
+    "shadow": 0.12,
+}
 MAX_CONDITIONS = 3  # four or more together (small+blur+jpeg+dark) leave nothing to read
-SIGNS = [("STOP", WHITE, RED), ("EXIT", WHITE, (0, 120, 60)), ("PARKING 2H", WHITE, EU_BLUE),
-         ("0800 555 0199", BLACK, WHITE), ("TAXI", BLACK, UK_YELLOW), ("NO ENTRY", WHITE, RED),
-         ("CALL 555-0142", BLACK, (235, 235, 225)), ("SALE 50%", RED, WHITE), ("ONE WAY", BLACK, WHITE)]
+SIGNS = [
+    ("STOP", WHITE, RED),
+    ("EXIT", WHITE, (0, 120, 60)),
+    ("PARKING 2H", WHITE, EU_BLUE),
+    ("0800 555 0199", BLACK, WHITE),
+    ("TAXI", BLACK, UK_YELLOW),
+    ("NO ENTRY", WHITE, RED),
+    ("CALL 555-0142", BLACK, (235, 235, 225)),
+    ("SALE 50%", RED, WHITE),
+    ("ONE WAY", BLACK, WHITE),
+]
 CAR_COLOURS = [(30, 30, 32), (200, 200, 205), (120, 20, 25), (25, 45, 90), (235, 235, 235), (90, 95, 100)]
 
 
 @dataclass(frozen=True)
 class PlateFormat:
     templates: tuple[str, ...]  # A a letter, 9 a digit, P a prefix, / a row break, else printed
-    letters: str                # the letters issued: most formats skip I, O, Q (read as 1, 0)
-    size_mm: tuple[int, int]    # width, height: the aspect ratio
+    letters: str  # the letters issued: most formats skip I, O, Q (read as 1, 0)
+    size_mm: tuple[int, int]  # width, height: the aspect ratio
     backgrounds: tuple[RGB, ...]
-    text_height: float          # character height / plate height, per row
+    text_height: float  # character height / plate height, per row
     ink: RGB = BLACK
-    prefixes: tuple[str, ...] = ()     # districts, states, provinces
-    left_band: str = ""                # EU band with this country code
-    right_band: tuple[str, ...] = ()   # FR department, IT province: small print, not plate text
-    top_band: str = ""                 # Mercosur band
-    headers: tuple[str, ...] = ()      # US state name above the number, not plate text
+    prefixes: tuple[str, ...] = ()  # districts, states, provinces
+    left_band: str = ""  # EU band with this country code
+    right_band: tuple[str, ...] = ()  # FR department, IT province: small print, not plate text
+    top_band: str = ""  # Mercosur band
+    headers: tuple[str, ...] = ()  # US state name above the number, not plate text
     footers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Sample:
     image: np.ndarray
-    format: str                   # "" for a scene without a plate
-    rows: list[str]               # as printed: ["29-X5", "048.99"]
-    conditions: list[str]         # in CONDITIONS' order, then what the scene adds
+    format: str  # "" for a scene without a plate
+    rows: list[str]  # as printed: ["29-X5", "048.99"]
+    conditions: list[str]  # in CONDITIONS' order, then what the scene adds
     box: tuple[int, int, int, int] | None = None  # photos: the plate's pixel box
 
     @property
@@ -98,25 +122,65 @@ VN_LETTERS = "ABCDEFGHKLMNPSTUVXYZ"
 VN_PROVINCES = ("29", "30", "31", "43", "15", "36", "51", "52", "59", "61", "99")
 FORMATS: dict[str, PlateFormat] = {
     "uk": PlateFormat(("AA99 AAA",), "ABCDEFGHJKLMNOPRSTUVWXYZ", (520, 111), (UK_YELLOW, WHITE), 0.7),
-    "de": PlateFormat(("P A 999", "P AA 99", "P AA 999", "P AA 9999", "P A 9999"), AZ, (520, 110), (WHITE,),
-                      0.66, prefixes=("B", "M", "HH", "K", "F", "S", "D", "DO", "KA", "HB", "N", "DD"),
-                      left_band="D"),
-    "fr": PlateFormat(("AA-999-AA",), "ABCDEFGHJKLMNPQRSTVWXYZ", (520, 110), (WHITE,), 0.62, left_band="F",
-                      right_band=("75", "13", "69", "33", "59", "06")),
-    "it": PlateFormat(("AA 999 AA",), "ABCDEFGHJKLMNPRSTVWXYZ", (520, 110), (WHITE,), 0.62, left_band="I",
-                      right_band=("", "RM", "MI", "TO")),
+    "de": PlateFormat(
+        ("P A 999", "P AA 99", "P AA 999", "P AA 9999", "P A 9999"),
+        AZ,
+        (520, 110),
+        (WHITE,),
+        0.66,
+        prefixes=("B", "M", "HH", "K", "F", "S", "D", "DO", "KA", "HB", "N", "DD"),
+        left_band="D",
+    ),
+    "fr": PlateFormat(
+        ("AA-999-AA",),
+        "ABCDEFGHJKLMNPQRSTVWXYZ",
+        (520, 110),
+        (WHITE,),
+        0.62,
+        left_band="F",
+        right_band=("75", "13", "69", "33", "59", "06"),
+    ),
+    "it": PlateFormat(
+        ("AA 999 AA",),
+        "ABCDEFGHJKLMNPRSTVWXYZ",
+        (520, 110),
+        (WHITE,),
+        0.62,
+        left_band="I",
+        right_band=("", "RM", "MI", "TO"),
+    ),
     # sidecodes 7-14, consonants only so that no plate spells a word
-    "nl": PlateFormat(("99-AAA-9", "9-AAA-99", "AA-999-A", "A-999-AA", "AAA-99-A", "A-99-AAA", "9-AA-999",
-                       "999-AA-9"), "BDFGHJKLNPRSTVXZ", (520, 110), (NL_YELLOW,), 0.64, left_band="NL"),
-    "us": PlateFormat(("9AAA999", "AAA 9999", "AAA-9999"), "ABCDEFGHJKLMNPRSTUVWXYZ", (305, 152), (WHITE,), 0.44,
-                      ink=NAVY, headers=("California", "Texas", "Ohio", "Nevada", "Arizona", "Florida"),
-                      footers=("dmv.ca.gov", "The Lone Star State", "Sunshine State", "")),
-    "in": PlateFormat(("P 99 A 9999", "P 99 AA 9999"), "ABCDEFGHJKLMNPQRSTUVWXYZ", (500, 120), (WHITE,), 0.58,
-                      prefixes=("MH", "DL", "KA", "TN", "UP", "GJ", "RJ", "KL", "WB", "HR", "TS")),
+    "nl": PlateFormat(
+        ("99-AAA-9", "9-AAA-99", "AA-999-A", "A-999-AA", "AAA-99-A", "A-99-AAA", "9-AA-999", "999-AA-9"),
+        "BDFGHJKLNPRSTVXZ",
+        (520, 110),
+        (NL_YELLOW,),
+        0.64,
+        left_band="NL",
+    ),
+    "us": PlateFormat(
+        ("9AAA999", "AAA 9999", "AAA-9999"),
+        "ABCDEFGHJKLMNPRSTUVWXYZ",
+        (305, 152),
+        (WHITE,),
+        0.44,
+        ink=NAVY,
+        headers=("California", "Texas", "Ohio", "Nevada", "Arizona", "Florida"),
+        footers=("dmv.ca.gov", "The Lone Star State", "Sunshine State", ""),
+    ),
+    "in": PlateFormat(
+        ("P 99 A 9999", "P 99 AA 9999"),
+        "ABCDEFGHJKLMNPQRSTUVWXYZ",
+        (500, 120),
+        (WHITE,),
+        0.58,
+        prefixes=("MH", "DL", "KA", "TN", "UP", "GJ", "RJ", "KL", "WB", "HR", "TS"),
+    ),
     "br": PlateFormat(("AAA9A99",), AZ, (400, 130), (WHITE,), 0.5, top_band="BRASIL"),
     "vn": PlateFormat(("PA-999.99",), VN_LETTERS, (520, 110), (WHITE,), 0.64, prefixes=VN_PROVINCES),
-    "vn-2row": PlateFormat(("P-A9/999.99", "P-AA/999.99"), VN_LETTERS, (190, 140), (WHITE,), 0.36,
-                           prefixes=VN_PROVINCES),
+    "vn-2row": PlateFormat(
+        ("P-A9/999.99", "P-AA/999.99"), VN_LETTERS, (190, 140), (WHITE,), 0.36, prefixes=VN_PROVINCES
+    ),
 }
 
 
@@ -129,8 +193,10 @@ def find_fonts() -> list[str]:
     found = {p.name: str(p) for d in FONT_DIRS if d.is_dir() for p in d.rglob("*.ttf")}
     fonts = [found[name] for name in PLATE_FONTS if name in found]
     if not fonts:
-        raise SystemExit(f"no plate font ({', '.join(PLATE_FONTS)}) under {' or '.join(map(str, FONT_DIRS))}: "
-                         "install the Debian package fonts-dejavu-core (apt-get install fonts-dejavu-core)")
+        raise SystemExit(
+            f"no plate font ({', '.join(PLATE_FONTS)}) under {' or '.join(map(str, FONT_DIRS))}: "
+            "install the Debian package fonts-dejavu-core (apt-get install fonts-dejavu-core)"
+        )
     return fonts
 
 
@@ -147,8 +213,9 @@ def load_font(path: str) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(path, 96)
 
 
-def draw_text(image: Image.Image, text: str, font: str, box: tuple[float, ...], colour: RGB,
-              squeeze: float = 1.0) -> None:
+def draw_text(
+    image: Image.Image, text: str, font: str, box: tuple[float, ...], colour: RGB, squeeze: float = 1.0
+) -> None:
     """Draw ``text`` with its ink filling the height of ``box``, condensed by ``squeeze`` and
     further to fit the box's width: DejaVu is wider than plate fonts."""
     if not text:
@@ -185,7 +252,9 @@ def render_plate(fmt: PlateFormat, rows: list[str], rng: np.random.Generator, fo
         left = band + 6
     if fmt.right_band:
         draw.rectangle((w - band, 0, w, h), fill=EU_BLUE)
-        draw_text(image, pick(rng, fmt.right_band), small_print, (w - band + 5, 0.55 * h, w - 5, 0.8 * h), WHITE)
+        draw_text(
+            image, pick(rng, fmt.right_band), small_print, (w - band + 5, 0.55 * h, w - 5, 0.8 * h), WHITE
+        )
         right = w - band - 6
     if fmt.top_band:
         draw.rectangle((0, 0, w, 0.24 * h), fill=EU_BLUE)
@@ -209,16 +278,23 @@ def render_plate(fmt: PlateFormat, rows: list[str], rng: np.random.Generator, fo
 # slogan, a registration sticker, and often a dealer's frame printed with its name. Real US
 # misreads joined this text to the number ("CALIFORNIA 5UVR090" read SEPCALIFORMIA5UVR090).
 # (state name, background, number ink, name ink, slogan)
-US_STATES = [("WASHINGTON", WHITE, NAVY, NAVY, "Evergreen State"),
-             ("California", WHITE, NAVY, RED, "dmv.ca.gov"),
-             ("TEXAS", WHITE, BLACK, BLACK, "The Lone Star State"),
-             ("FLORIDA", WHITE, (0, 100, 60), (230, 110, 0), "Sunshine State"),
-             ("NEW YORK", (245, 220, 130), NAVY, NAVY, "EXCELSIOR"),
-             ("ARIZONA", (236, 226, 200), (120, 20, 40), (120, 20, 40), "Grand Canyon State"),
-             ("ILLINOIS", WHITE, (140, 20, 30), NAVY, "Land of Lincoln"),
-             ("Pennsylvania", WHITE, NAVY, NAVY, "visitPA.com")]
-DEALERS = [("THE HYUNDAI STORE", "SUNTRUP"), ("HONDA OF", "SPRINGFIELD"), ("TOYOTA", "BOB'S AUTO MALL"),
-           ("FORD LINCOLN", "www.parkford.com"), ("", "CAPITOL CHEVROLET")]
+US_STATES = [
+    ("WASHINGTON", WHITE, NAVY, NAVY, "Evergreen State"),
+    ("California", WHITE, NAVY, RED, "dmv.ca.gov"),
+    ("TEXAS", WHITE, BLACK, BLACK, "The Lone Star State"),
+    ("FLORIDA", WHITE, (0, 100, 60), (230, 110, 0), "Sunshine State"),
+    ("NEW YORK", (245, 220, 130), NAVY, NAVY, "EXCELSIOR"),
+    ("ARIZONA", (236, 226, 200), (120, 20, 40), (120, 20, 40), "Grand Canyon State"),
+    ("ILLINOIS", WHITE, (140, 20, 30), NAVY, "Land of Lincoln"),
+    ("Pennsylvania", WHITE, NAVY, NAVY, "visitPA.com"),
+]
+DEALERS = [
+    ("THE HYUNDAI STORE", "SUNTRUP"),
+    ("HONDA OF", "SPRINGFIELD"),
+    ("TOYOTA", "BOB'S AUTO MALL"),
+    ("FORD LINCOLN", "www.parkford.com"),
+    ("", "CAPITOL CHEVROLET"),
+]
 FRAMES = [((20, 20, 22), WHITE), ((190, 190, 196), BLACK), ((25, 35, 100), WHITE), ((150, 20, 25), WHITE)]
 STICKERS = [(250, 205, 20), (200, 30, 40), (30, 140, 70), (40, 90, 200)]
 
@@ -248,8 +324,13 @@ def render_us_street(rows: list[str], rng: np.random.Generator, fonts: list[str]
     framed.paste(image.crop((0, round(0.03 * h), w, round(0.86 * h))), (side, top + round(0.03 * h)))
     fw, fh = framed.size
     draw_text(framed, top_text, small_print, (0.25 * fw, 0.015 * fh, 0.75 * fw, top - 0.02 * fh), frame_ink)
-    draw_text(framed, bottom_text, small_print, (0.15 * fw, fh - bottom + 0.08 * bottom, 0.85 * fw,
-                                                 fh - 0.2 * bottom), frame_ink)
+    draw_text(
+        framed,
+        bottom_text,
+        small_print,
+        (0.15 * fw, fh - bottom + 0.08 * bottom, 0.85 * fw, fh - 0.2 * bottom),
+        frame_ink,
+    )
     return np.asarray(framed, dtype=np.float32)
 
 
@@ -265,7 +346,9 @@ def soil(plate: np.ndarray, rng: np.random.Generator, chosen: set[str]) -> np.nd
         for _ in range(int(rng.integers(3, 9))):
             centre = (int(rng.uniform(0, w)), int(rng.uniform(0, h)))
             axes = (int(rng.uniform(0.05, 0.25) * h), int(rng.uniform(0.05, 0.2) * h))
-            cv2.ellipse(mud, centre, axes, float(rng.uniform(0, 180)), 0, 360, float(rng.uniform(0.3, 0.6)), -1)
+            cv2.ellipse(
+                mud, centre, axes, float(rng.uniform(0, 180)), 0, 360, float(rng.uniform(0.3, 0.6)), -1
+            )
         mud = cv2.GaussianBlur(mud, (0, 0), 0.03 * h)[..., None]
         plate = plate * (1 - mud) + np.array([95, 75, 50], np.float32) * mud
     return plate
@@ -275,7 +358,7 @@ def plate_quad(w: float, h: float, rng: np.random.Generator, chosen: set[str]) -
     """Corners (tl, tr, br, bl) of a w x h plate seen from a random angle, centred on 0."""
     quad = np.array([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]])
     if "perspective" in chosen:
-        quad[:, 0] *= rng.uniform(0.75, 1.0)            # seen from the side: narrower
+        quad[:, 0] *= rng.uniform(0.75, 1.0)  # seen from the side: narrower
         quad[[1, 2], 1] *= 1 + rng.uniform(-0.25, 0.25)  # ... and the far edge shorter
         quad[[0, 1], 0] *= 1 + rng.uniform(-0.12, 0.12)  # seen from above or below
     quad += rng.normal(0, 0.02 * h, (4, 2))
@@ -290,7 +373,9 @@ def paste(scene: np.ndarray, image: np.ndarray, quad: np.ndarray) -> None:
     h, w = image.shape[:2]
     scale = (np.linalg.norm(quad[3] - quad[0]) + np.linalg.norm(quad[2] - quad[1])) / (2 * h)
     if scale < 0.8:  # shrink first with area averaging: the warp's bilinear step would alias
-        image = cv2.resize(image, (max(2, round(w * scale)), max(2, round(h * scale))), interpolation=cv2.INTER_AREA)
+        image = cv2.resize(
+            image, (max(2, round(w * scale)), max(2, round(h * scale))), interpolation=cv2.INTER_AREA
+        )
         h, w = image.shape[:2]
     x0, y0 = np.maximum(np.floor(quad.min(0)).astype(int), 0)
     x1, y1 = np.minimum(np.ceil(quad.max(0)).astype(int), scene.shape[1::-1])
@@ -301,14 +386,15 @@ def paste(scene: np.ndarray, image: np.ndarray, quad: np.ndarray) -> None:
     scene[y0:y1, x0:x1] = scene[y0:y1, x0:x1] * (1 - alpha) + warped * alpha
 
 
-def background(photos: list[np.ndarray], size: tuple[int, int], rng: np.random.Generator,
-               zoom: float) -> np.ndarray:
+def background(
+    photos: list[np.ndarray], size: tuple[int, int], rng: np.random.Generator, zoom: float
+) -> np.ndarray:
     """A random window of one of the photos, resized to ``size``; ``zoom`` (0-1] the smallest window."""
     photo = pick(rng, photos)
     scale = rng.uniform(zoom, 1.0) * min(photo.shape[1] / size[0], photo.shape[0] / size[1])
     ww, wh = round(size[0] * scale), round(size[1] * scale)
     x, y = int(rng.uniform(0, photo.shape[1] - ww + 1)), int(rng.uniform(0, photo.shape[0] - wh + 1))
-    window = photo[y:y + wh, x:x + ww][:, ::pick(rng, (1, -1))]
+    window = photo[y : y + wh, x : x + ww][:, :: pick(rng, (1, -1))]
     return cv2.resize(np.ascontiguousarray(window), size, interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
@@ -346,8 +432,9 @@ def draw_conditions(rng: np.random.Generator) -> set[str]:
     return {chosen[i] for i in rng.permutation(len(chosen))[:MAX_CONDITIONS]}
 
 
-def make_crop(index: int, seed: int, photos: list[np.ndarray], fonts: list[str],
-              us_street: bool = False) -> Sample:
+def make_crop(
+    index: int, seed: int, photos: list[np.ndarray], fonts: list[str], us_street: bool = False
+) -> Sample:
     rng = np.random.default_rng([seed, 2 if us_street else 0, index])
     name = "us-street" if us_street else list(FORMATS)[index % len(FORMATS)]
     chosen = draw_conditions(rng)
@@ -366,8 +453,15 @@ def make_crop(index: int, seed: int, photos: list[np.ndarray], fonts: list[str],
     return Sample(degrade(scene, rng, chosen, plate_h), name, rows, [c for c in CONDITIONS if c in chosen])
 
 
-def stick(scene: np.ndarray, image: np.ndarray, quad: np.ndarray, width: float, taken: list,
-          rng: np.random.Generator, car: bool) -> tuple[int, ...]:
+def stick(
+    scene: np.ndarray,
+    image: np.ndarray,
+    quad: np.ndarray,
+    width: float,
+    taken: list,
+    rng: np.random.Generator,
+    car: bool,
+) -> tuple[int, ...]:
     """Scale ``quad`` to ``width`` pixels, place it clear of the ``taken`` boxes (on a patch of
     car body if ``car``), paste ``image`` there; return its box, clipped to the scene."""
     quad = quad * width / np.ptp(quad[:, 0])
@@ -410,18 +504,34 @@ def make_photo(index: int, seed: int, photos: list[np.ndarray], fonts: list[str]
         rows = plate_text(FORMATS[name], rng)
         plate = soil(render_plate(FORMATS[name], rows, rng, fonts), rng, chosen)
         width = (rng.uniform(36, 60) if "small" in chosen else rng.uniform(90, 260)) * unit
-        box = stick(scene, plate, plate_quad(plate.shape[1], plate.shape[0], rng, chosen), width, taken, rng, True)
+        box = stick(
+            scene, plate, plate_quad(plate.shape[1], plate.shape[0], rng, chosen), width, taken, rng, True
+        )
         plate_h = box[3] - box[1]
     if not rows or rng.random() < 0.3:  # a plate-like word or number that is not a plate
         sign = render_sign(rng, fonts[0])
-        stick(scene, sign, plate_quad(sign.shape[1], sign.shape[0], rng, set()), rng.uniform(80, 300) * unit,
-              taken, rng, False)
+        stick(
+            scene,
+            sign,
+            plate_quad(sign.shape[1], sign.shape[0], rng, set()),
+            rng.uniform(80, 300) * unit,
+            taken,
+            rng,
+            False,
+        )
         conditions.append("sign")
     if rows and "small" not in chosen and rng.random() < 0.12:  # a car far behind: not the answer
         other = pick(rng, list(FORMATS.values()))
         far = render_plate(other, plate_text(other, rng), rng, fonts)
-        stick(scene, far, plate_quad(far.shape[1], far.shape[0], rng, set()),
-              (box[2] - box[0]) * rng.uniform(0.25, 0.4), taken, rng, True)
+        stick(
+            scene,
+            far,
+            plate_quad(far.shape[1], far.shape[0], rng, set()),
+            (box[2] - box[0]) * rng.uniform(0.25, 0.4),
+            taken,
+            rng,
+            True,
+        )
         conditions.append("background_plate")
     conditions += [] if rows else ["no_plate"]
     return Sample(degrade(scene, rng, chosen, plate_h), name, rows, conditions, box)
@@ -474,11 +584,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--count", type=int, default=400, help="plate crops (default 400)")
     parser.add_argument("--photos", type=int, help="scenes (default: half of --count)")
-    parser.add_argument("--us-street", type=int, default=0,
-                        help="also this many US street crops (state colours, stickers, frames): us-street/")
+    parser.add_argument(
+        "--us-street",
+        type=int,
+        default=0,
+        help="also this many US street crops (state colours, stickers, frames): us-street/",
+    )
     args = parser.parse_args()
-    generate(args.target, args.seed, args.count, args.count // 2 if args.photos is None else args.photos,
-             args.us_street)
+    generate(
+        args.target,
+        args.seed,
+        args.count,
+        args.count // 2 if args.photos is None else args.photos,
+        args.us_street,
+    )
 
 
 if __name__ == "__main__":

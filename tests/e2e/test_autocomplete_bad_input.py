@@ -54,19 +54,24 @@ BAD_COMPLETIONS = [
 
 
 def _good_request_still_works(url: str) -> None:
-    response = httpx.post(f"{url}/v1/completions", timeout=60,
-                          json={"prompt": "Hello", "max_tokens": 3, "temperature": 0})
+    response = httpx.post(
+        f"{url}/v1/completions", timeout=60, json={"prompt": "Hello", "max_tokens": 3, "temperature": 0}
+    )
     assert response.status_code == 200 and response.json()["usage"]["completion_tokens"] == 3
 
 
-@pytest.mark.parametrize(("body", "status", "param", "says"), BAD_COMPLETIONS,
-                         ids=[f"{b!r:.40}" for b, *_ in BAD_COMPLETIONS])
-def test_bad_completion_request(tiny_server: str, body: dict, status: int, param: str,
-                                says: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "status", "param", "says"), BAD_COMPLETIONS, ids=[f"{b!r:.40}" for b, *_ in BAD_COMPLETIONS]
+)
+def test_bad_completion_request(tiny_server: str, body: dict, status: int, param: str, says: str) -> None:
     # json.dumps escapes a lone surrogate as "\\ud800", as a browser's JSON.stringify does (httpx's
     # own encoder would fail on it).
-    response = httpx.post(f"{tiny_server}/v1/completions", content=json.dumps(body), timeout=30,
-                          headers={"content-type": "application/json"})
+    response = httpx.post(
+        f"{tiny_server}/v1/completions",
+        content=json.dumps(body),
+        timeout=30,
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["param"] == param and says in error["message"], error
@@ -76,22 +81,28 @@ def test_bad_completion_request(tiny_server: str, body: dict, status: int, param
 
 @pytest.mark.parametrize("raw", [b"{not json", b"", b"[1, 2]", "\u00e9".encode("latin-1")])
 def test_invalid_json_body(tiny_server: str, raw: bytes) -> None:
-    response = httpx.post(f"{tiny_server}/v1/completions", content=raw, timeout=30,
-                          headers={"content-type": "application/json"})
+    response = httpx.post(
+        f"{tiny_server}/v1/completions", content=raw, timeout=30, headers={"content-type": "application/json"}
+    )
     assert 400 <= response.status_code < 500 and "error" in response.json()
     _good_request_still_works(tiny_server)
 
 
 def test_long_prompt_is_left_truncated_when_asked(tiny_server: str) -> None:
-    response = httpx.post(f"{tiny_server}/v1/completions", timeout=60, json={
-        "prompt": LONG_PROMPT, "max_tokens": 2, "truncate_prompt_tokens": 100, "echo": True})
+    response = httpx.post(
+        f"{tiny_server}/v1/completions",
+        timeout=60,
+        json={"prompt": LONG_PROMPT, "max_tokens": 2, "truncate_prompt_tokens": 100, "echo": True},
+    )
     body = response.json()
     assert response.status_code == 200 and body["usage"]["prompt_tokens"] == 100
     assert body["choices"][0]["text"].startswith(" word" * 100)  # the prompt's end was kept
 
 
-@pytest.mark.parametrize(("body", "param"), [({"text": ""}, "text"), ({"text": "Hi", "n": 6}, "n"),
-                                             ({"text": 5}, "text"), ({}, "text")])
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [({"text": ""}, "text"), ({"text": "Hi", "n": 6}, "n"), ({"text": 5}, "text"), ({}, "text")],
+)
 def test_bad_suggest_request(tiny_server: str, body: dict, param: str) -> None:
     response = httpx.post(f"{tiny_server}/v1/suggest", json=body, timeout=30)
     assert response.status_code == 400 and response.json()["error"]["param"] == param

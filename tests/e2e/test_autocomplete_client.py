@@ -38,8 +38,7 @@ def test_async_calls(tiny_server: str) -> None:
     async def calls() -> tuple[Completion, list[str], list[Suggestion]]:
         async with AsyncClient(tiny_server) as client:
             completion = await client.complete("Hello world", max_tokens=6, temperature=0)
-            pieces = [p async for p in client.stream_complete("Hello world", max_tokens=6,
-                                                              temperature=0)]
+            pieces = [p async for p in client.stream_complete("Hello world", max_tokens=6, temperature=0)]
             return completion, pieces, await client.suggest("Hello", n=2)
 
     completion, pieces, suggestions = asyncio.run(calls())
@@ -54,8 +53,9 @@ def test_a_superseded_suggestion_raises_superseded(tiny_server: str) -> None:
             sent = []
             async with engine_kept_busy(tiny_server):
                 for i in range(4):
-                    sent.append(asyncio.create_task(client.suggest("The weather" + " is" * i,
-                                                                   session="ed-1")))
+                    sent.append(
+                        asyncio.create_task(client.suggest("The weather" + " is" * i, session="ed-1"))
+                    )
                     await asyncio.sleep(0.1)
             return await asyncio.gather(*sent, return_exceptions=True)  # the engine is free now
 
@@ -64,8 +64,7 @@ def test_a_superseded_suggestion_raises_superseded(tiny_server: str) -> None:
     assert isinstance(newest, list) and newest and isinstance(newest[0], Suggestion), newest
 
 
-def test_the_prefix_caches_count_reaches_the_client(tiny_server: str,
-                                                   request: pytest.FixtureRequest) -> None:
+def test_the_prefix_caches_count_reaches_the_client(tiny_server: str, request: pytest.FixtureRequest) -> None:
     with Client(tiny_server) as client:
         first = client.complete("Hello world, this is a longer prompt", max_tokens=2, temperature=0)
         again = client.complete("Hello world, this is a longer prompt", max_tokens=2, temperature=0)

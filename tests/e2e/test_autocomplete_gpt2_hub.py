@@ -26,8 +26,10 @@ def test_import_gpt2_from_the_hub_and_complete(tmp_path: Path) -> None:
     assert engine.encode(text) == gpt2_tokenizer(tmp_path)(text)["input_ids"]  # the test tokenizer is GPT-2's
 
     async def greedy() -> str:
-        stream = engine.submit([engine.encode("The Eiffel Tower is in the city of")],
-                               SamplingParams(max_tokens=4, temperature=0.0))
+        stream = engine.submit(
+            [engine.encode("The Eiffel Tower is in the city of")],
+            SamplingParams(max_tokens=4, temperature=0.0),
+        )
         return "".join([delta.text async for delta in stream])
 
     assert asyncio.run(greedy()).strip().startswith("Paris")

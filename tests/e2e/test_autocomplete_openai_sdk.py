@@ -17,8 +17,9 @@ def client(tiny_server: str) -> openai.OpenAI:
 
 def test_models_and_a_completion(client: openai.OpenAI) -> None:
     [model] = client.models.list().data
-    completion = client.completions.create(model=model.id, prompt="Hello world", max_tokens=6,
-                                           temperature=0, logprobs=2)
+    completion = client.completions.create(
+        model=model.id, prompt="Hello world", max_tokens=6, temperature=0, logprobs=2
+    )
     assert completion.model == model.id == "tiny-gpt2"
     choice = completion.choices[0]
     assert choice.finish_reason == "length" and choice.text
@@ -36,11 +37,19 @@ def test_stream_yields_the_same_text(client: openai.OpenAI) -> None:
 
 def test_async_client_and_seed(tiny_server: str) -> None:
     async def twice() -> list[str]:
-        async with openai.AsyncOpenAI(base_url=f"{tiny_server}/v1", api_key="unused",
-                                      max_retries=0) as client:
-            return [(await client.completions.create(model="tiny-gpt2", prompt="Once upon a time",
-                                                     max_tokens=10, seed=5)).choices[0].text
-                    for _ in range(2)]
+        async with openai.AsyncOpenAI(
+            base_url=f"{tiny_server}/v1", api_key="unused", max_retries=0
+        ) as client:
+            return [
+                (
+                    await client.completions.create(
+                        model="tiny-gpt2", prompt="Once upon a time", max_tokens=10, seed=5
+                    )
+                )
+                .choices[0]
+                .text
+                for _ in range(2)
+            ]
 
     texts = asyncio.run(twice())
     assert texts[0] == texts[1] and texts[0]

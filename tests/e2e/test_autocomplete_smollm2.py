@@ -38,26 +38,32 @@ def test_the_fallback_is_visible_in_the_log_and_the_api(smollm2_server: tuple[st
 
 def test_greedy_completion_knows_a_capital(smollm2_server: tuple[str, Path]) -> None:
     url, _ = smollm2_server
-    body = httpx.post(f"{url}/v1/completions", timeout=120, json={
-        "prompt": "The capital of France is", "max_tokens": 6, "temperature": 0}).json()
+    body = httpx.post(
+        f"{url}/v1/completions",
+        timeout=120,
+        json={"prompt": "The capital of France is", "max_tokens": 6, "temperature": 0},
+    ).json()
     assert body["model"] == "smollm2-135m"
     assert body["choices"][0]["text"].strip().startswith("Paris")
 
 
 def test_suggestions_continue_the_sentence(smollm2_server: tuple[str, Path]) -> None:
     url, _ = smollm2_server
-    body = httpx.post(f"{url}/v1/suggest", timeout=60,
-                      json={"text": "Thank you for your email. I will get back to", "n": 3}).json()
+    body = httpx.post(
+        f"{url}/v1/suggest", timeout=60, json={"text": "Thank you for your email. I will get back to", "n": 3}
+    ).json()
     texts = [s["text"] for s in body["suggestions"]]
     assert texts and any(t.startswith(" you") for t in texts), texts
 
 
 def test_a_request_the_kv_cache_cannot_hold_is_a_400_and_the_server_goes_on(
-        smollm2_server: tuple[str, Path]) -> None:
+    smollm2_server: tuple[str, Path],
+) -> None:
     url, _ = smollm2_server
     # 8 choices x (prompt + 512 tokens) is more than the 8192 cells of llama.cpp's KV cache.
-    response = httpx.post(f"{url}/v1/completions", timeout=60, json={
-        "prompt": "word " * 600, "max_tokens": 512, "n": 8})
+    response = httpx.post(
+        f"{url}/v1/completions", timeout=60, json={"prompt": "word " * 600, "max_tokens": 512, "n": 8}
+    )
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "context_length_exceeded" and "KV cache" in error["message"]
@@ -68,7 +74,9 @@ def test_a_request_the_kv_cache_cannot_hold_is_a_400_and_the_server_goes_on(
 
 def test_require_model_makes_a_missing_model_a_start_up_error(tmp_path: Path) -> None:
     env = {"MODELPORT_AUTOCOMPLETE_MODEL": "gpt2", "MODELPORT_AUTOCOMPLETE_REQUIRE_MODEL": "1"}
-    with (pytest.raises(RuntimeError) as failed,
-          serve(SERVICE, env=env, log_path=tmp_path / "serve.log", startup_timeout=120)):
+    with (
+        pytest.raises(RuntimeError) as failed,
+        serve(SERVICE, env=env, log_path=tmp_path / "serve.log", startup_timeout=120),
+    ):
         pass
     assert "modelport models import gpt2" in str(failed.value)

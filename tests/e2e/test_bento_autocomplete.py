@@ -20,8 +20,9 @@ from tests.servers import serve
 pytestmark = pytest.mark.slow
 
 
-def test_built_bento_serves_completions_from_a_fresh_store(tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_built_bento_serves_completions_from_a_fresh_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import_tiny_gpt2()
     monkeypatch.setenv("MODELPORT_AUTOCOMPLETE_MODEL", TINY_GPT2)
     tag = build("deploy/autocomplete/bentofile.yaml")
@@ -38,8 +39,9 @@ def test_built_bento_serves_completions_from_a_fresh_store(tmp_path: Path,
 
     env = {"BENTOML_HOME": fresh_home, "PYTHONPATH": "", "MODELPORT_AUTOCOMPLETE_MODEL": TINY_GPT2}
     with serve(tag, env=env, log_path=tmp_path / "serve.log", cwd=tmp_path) as url:
-        response = httpx.post(f"{url}/v1/completions", timeout=60,
-                              json={"prompt": "Hello", "max_tokens": 4, "temperature": 0})
+        response = httpx.post(
+            f"{url}/v1/completions", timeout=60, json={"prompt": "Hello", "max_tokens": 4, "temperature": 0}
+        )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["model"] == TINY_GPT2 and body["usage"]["completion_tokens"] == 4

@@ -39,7 +39,11 @@ def test_built_bento_serves_from_a_fresh_store(plate_models: dict[str, Path], tm
     bentoml("export", tag, str(archive))
     fresh_home = str(tmp_path / "fresh-bentoml-home")
     bentoml("import", str(archive), home=fresh_home)
-    assert sorted(os.listdir(Path(fresh_home, "models"))) == ["plate-detector", "plate-ocr", "plate-text-detector"]
+    assert sorted(os.listdir(Path(fresh_home, "models"))) == [
+        "plate-detector",
+        "plate-ocr",
+        "plate-text-detector",
+    ]
 
     scene = plate_on_street()
     env = {"BENTOML_HOME": fresh_home, "PYTHONPATH": ""}  # the bento's own code, not the repo's
@@ -49,8 +53,9 @@ def test_built_bento_serves_from_a_fresh_store(plate_models: dict[str, Path], tm
     assert [p["plate"] for p in response.json()["results"]] == [scene.plate]
 
 
-def test_locked_build_pins_every_package(plate_models: dict[str, Path],
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_locked_build_pins_every_package(
+    plate_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Locking resolves against the package index (reachable here and wherever pip works).
     monkeypatch.setenv("MODELPORT_LOCK_PACKAGES", "1")
     tag = build("deploy/plate_reader/bentofile.yaml")

@@ -17,15 +17,40 @@ pytestmark = pytest.mark.slow
 
 
 def capacity(url: str, out: Path, *options: str) -> list[str]:
-    return [sys.executable, "-m", "services.core.cli", "capacity", "plate-reader", "--url", url,
-            "--out", str(out), *options]
+    return [
+        sys.executable,
+        "-m",
+        "services.core.cli",
+        "capacity",
+        "plate-reader",
+        "--url",
+        url,
+        "--out",
+        str(out),
+        *options,
+    ]
 
 
 def test_a_tiny_sweep_answers_and_writes_the_report(plate_server: str, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    result = subprocess.run(capacity(plate_server, out, "--step-seconds", "3", "--max-concurrency", "2",
-                                     "--slo", "p95<20s", "--target", "5rps"),
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        capacity(
+            plate_server,
+            out,
+            "--step-seconds",
+            "3",
+            "--max-concurrency",
+            "2",
+            "--slo",
+            "p95<20s",
+            "--target",
+            "5rps",
+        ),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     body = json.loads((out / "report.json").read_text())
     assert [s["concurrency"] for s in body["steps"]] == [1, 2]
@@ -40,11 +65,17 @@ def test_a_tiny_sweep_answers_and_writes_the_report(plate_server: str, tmp_path:
     assert "holds 2 requests in flight" in result.stdout and "replica(s)" in result.stdout
 
 
-def test_an_objective_no_concurrency_meets_says_the_best_and_writes_nothing(plate_server: str,
-                                                                              tmp_path: Path) -> None:
+def test_an_objective_no_concurrency_meets_says_the_best_and_writes_nothing(
+    plate_server: str, tmp_path: Path
+) -> None:
     out = tmp_path / "report"
-    result = subprocess.run(capacity(plate_server, out, "--step-seconds", "2", "--slo", "p95<1ms"),
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        capacity(plate_server, out, "--step-seconds", "2", "--slo", "p95<1ms"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1
     assert "no concurrency met the objective" in result.stderr and "best was 1 in flight" in result.stderr
     assert not out.exists()
@@ -52,8 +83,13 @@ def test_an_objective_no_concurrency_meets_says_the_best_and_writes_nothing(plat
 
 def test_ctrl_c_writes_a_partial_report(plate_server: str, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    process = subprocess.Popen(capacity(plate_server, out, "--step-seconds", "3", "--slo", "p95<20s"),
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        capacity(plate_server, out, "--step-seconds", "3", "--slo", "p95<20s"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert process.stdout is not None
     seen = []
     for line in process.stdout:  # the first step's line: one step done, the next running
@@ -71,10 +107,31 @@ def test_ctrl_c_writes_a_partial_report(plate_server: str, tmp_path: Path) -> No
 @pytest.mark.parametrize("tiny_server", ["llama.cpp"], indirect=True)
 def test_editors_typing_against_a_real_autocompleter(tiny_server: str, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    result = subprocess.run([sys.executable, "-m", "services.core.cli", "capacity", "autocomplete",
-                             "--url", tiny_server, "--out", str(out), "--step-seconds", "2",
-                             "--max-concurrency", "2", "--slo", "p95<20s", "--editors", "30"],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.core.cli",
+            "capacity",
+            "autocomplete",
+            "--url",
+            tiny_server,
+            "--out",
+            str(out),
+            "--step-seconds",
+            "2",
+            "--max-concurrency",
+            "2",
+            "--slo",
+            "p95<20s",
+            "--editors",
+            "30",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     body = json.loads((out / "report.json").read_text())
     assert [s["concurrency"] for s in body["steps"]] == [1, 2]

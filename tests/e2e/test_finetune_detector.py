@@ -24,10 +24,16 @@ from tests.servers import serve
 
 pytestmark = pytest.mark.slow
 # (background, plate, top-left corner, scale): positions and scales vary so train != val.
-SCENES = [("bus", "plate_ad799kb", (300, 700), 2.0), ("bus", "plate_krw301", (80, 820), 1.5),
-          ("bus", "plate_ad799kb", (450, 500), 1.2), ("zidane", "plate_krw301", (900, 480), 2.0),
-          ("zidane", "plate_ad799kb", (120, 560), 1.6), ("zidane", "plate_krw301", (560, 90), 1.0),
-          ("bus", "plate_krw301", (520, 880), 1.8), ("zidane", "plate_ad799kb", (300, 300), 2.2)]
+SCENES = [
+    ("bus", "plate_ad799kb", (300, 700), 2.0),
+    ("bus", "plate_krw301", (80, 820), 1.5),
+    ("bus", "plate_ad799kb", (450, 500), 1.2),
+    ("zidane", "plate_krw301", (900, 480), 2.0),
+    ("zidane", "plate_ad799kb", (120, 560), 1.6),
+    ("zidane", "plate_krw301", (560, 90), 1.0),
+    ("bus", "plate_krw301", (520, 880), 1.8),
+    ("zidane", "plate_ad799kb", (300, 300), 2.2),
+]
 
 
 def _photos(folder: Path) -> Path:
@@ -49,8 +55,9 @@ def _photos(folder: Path) -> Path:
     return boxes
 
 
-def test_finetune_detector_then_serve_and_roll_back(plate_models: dict[str, Path], tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_finetune_detector_then_serve_and_roll_back(
+    plate_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from services.core.model_store import resolve, rollback, serving_tag, set_serving
 
     monkeypatch.chdir(tmp_path)  # Ultralytics' run folders land here, not in the checkout
@@ -60,8 +67,21 @@ def test_finetune_detector_then_serve_and_roll_back(plate_models: dict[str, Path
     assert made.exit_code == 0, made.output
     assert "7 train + 2 val images, 8 boxes" in made.output
 
-    trained = CliRunner().invoke(finetune, ["detector", "dataset/data.yaml", "--epochs", "1",
-                                            "--imgsz", "320", "--batch", "4", "--workers", "0"])
+    trained = CliRunner().invoke(
+        finetune,
+        [
+            "detector",
+            "dataset/data.yaml",
+            "--epochs",
+            "1",
+            "--imgsz",
+            "320",
+            "--batch",
+            "4",
+            "--workers",
+            "0",
+        ],
+    )
     assert trained.exit_code == 0, trained.output
     summary = trained.stdout.strip().splitlines()[-1]
     assert summary.startswith("mAP50 ") and " -> " in summary and "modelport models serve" in summary
@@ -78,8 +98,9 @@ def test_finetune_detector_then_serve_and_roll_back(plate_models: dict[str, Path
     log = tmp_path / "plate_reader.log"
     with serve("services.plate_reader.service:PlateReader", log_path=log) as url:
         photo = (tmp_path / "photos" / "scene0.jpg").read_bytes()
-        response = httpx.post(f"{url}/v1/plate-reader", timeout=60,
-                              files={"upload": ("scene0.jpg", photo, "image/jpeg")})
+        response = httpx.post(
+            f"{url}/v1/plate-reader", timeout=60, files={"upload": ("scene0.jpg", photo, "image/jpeg")}
+        )
         assert response.status_code == 200, response.text
         body = response.json()
     # The fine-tuned detector finds the plate where it was pasted, and the OCR reads it.
@@ -88,18 +109,24 @@ def test_finetune_detector_then_serve_and_roll_back(plate_models: dict[str, Path
     width, height = Image.open(asset("plate_ad799kb")).size
     truth = (x, y, x + round(width * scale), y + round(height * scale))
     # One epoch on 7 photos may add false boxes elsewhere; the pasted plate must be among them.
-    at_plate = [p for p in body["results"]
-                if iou((p["box"]["xmin"], p["box"]["ymin"], p["box"]["xmax"], p["box"]["ymax"]), truth) > 0.5]
+    at_plate = [
+        p
+        for p in body["results"]
+        if iou((p["box"]["xmin"], p["box"]["ymin"], p["box"]["xmax"], p["box"]["ymax"]), truth) > 0.5
+    ]
     assert [p["plate"] for p in at_plate] == ["AD799KB"], (truth, body["results"])
     assert f"detector {new_tag}" in log.read_text()  # the service loaded the fine-tuned version
     assert rollback("plate-detector") == base_tag
 
 
-@pytest.mark.parametrize(("label", "message"), [
-    ("3 0.5 0.5 0.1 0.1\n", r"class 3 out of range: data.yaml has 1 class\(es\), ids 0..0"),
-    ("0 0.5 0.5 120 40\n", "out of range: cx cy w h are fractions of the image size"),
-    ("0 0.5 0.5\n", r"3 values; a box is 'class cx cy w h'"),
-])
+@pytest.mark.parametrize(
+    ("label", "message"),
+    [
+        ("3 0.5 0.5 0.1 0.1\n", r"class 3 out of range: data.yaml has 1 class\(es\), ids 0..0"),
+        ("0 0.5 0.5 120 40\n", "out of range: cx cy w h are fractions of the image size"),
+        ("0 0.5 0.5\n", r"3 values; a box is 'class cx cy w h'"),
+    ],
+)
 def test_bad_labels_fail_before_training(tmp_path: Path, label: str, message: str) -> None:
     for split in ("train", "val"):
         (tmp_path / "images" / split).mkdir(parents=True)

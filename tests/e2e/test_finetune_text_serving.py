@@ -33,20 +33,37 @@ def base_dir(architecture: str, target: Path) -> Path:
 
 
 @pytest.mark.parametrize("architecture", ["gpt2", "llama"])
-def test_finetuned_version_is_served_by_name_and_rolls_back(architecture: str, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_finetuned_version_is_served_by_name_and_rolls_back(
+    architecture: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from services.core.model_store import import_model, resolve, serving_tag
 
     NAME = f"finetune-served-{architecture}"
     monkeypatch.chdir(tmp_path)  # run folders land here
-    base = import_model(NAME, LocalFile(str(base_dir(architecture, tmp_path / "base"))),
-                        kind="causal-lm").tag
+    base = import_model(NAME, LocalFile(str(base_dir(architecture, tmp_path / "base"))), kind="causal-lm").tag
     notes = tmp_path / "notes.jsonl"
-    notes.write_text("".join(f'{{"text": "Ticket {i}: the printer on floor {i % 5} is jammed again."}}\n'
-                             for i in range(80)))
+    notes.write_text(
+        "".join(
+            f'{{"text": "Ticket {i}: the printer on floor {i % 5} is jammed again."}}\n' for i in range(80)
+        )
+    )
     cli = CliRunner()
-    trained = cli.invoke(main, ["finetune", "text", str(notes), "--base", NAME, "--block-size", "32",
-                                "--max-steps", "10", "--learning-rate", "3e-3"])
+    trained = cli.invoke(
+        main,
+        [
+            "finetune",
+            "text",
+            str(notes),
+            "--base",
+            NAME,
+            "--block-size",
+            "32",
+            "--max-steps",
+            "10",
+            "--learning-rate",
+            "3e-3",
+        ],
+    )
     assert trained.exit_code == 0, trained.output
     summary = trained.stdout.strip().splitlines()[-1]
     assert summary.startswith("validation perplexity ") and " -> " in summary
@@ -67,8 +84,11 @@ def test_finetuned_version_is_served_by_name_and_rolls_back(architecture: str, t
         assert f"serving model {new_tag} (llama.cpp:" in log.read_text()
         models = httpx.get(f"{url}/v1/models", timeout=10).json()
         assert models["data"][0]["root"] == new_tag
-        response = httpx.post(f"{url}/v1/completions", timeout=60,
-                              json={"prompt": "Ticket 3: the printer", "max_tokens": 5, "temperature": 0})
+        response = httpx.post(
+            f"{url}/v1/completions",
+            timeout=60,
+            json={"prompt": "Ticket 3: the printer", "max_tokens": 5, "temperature": 0},
+        )
         assert response.status_code == 200, response.text
         assert response.json()["choices"][0]["text"]
 

@@ -31,26 +31,42 @@ def blank_photo() -> bytes:
 
 def test_metrics_hold_what_the_rules_and_dashboard_read(plate_server: str) -> None:
     for photo in (plate_on_street().jpeg, blank_photo()):
-        response = httpx.post(f"{plate_server}/v1/plate-reader", files={"upload": photo},
-                              data={"camera_id": "gate-e2e"}, timeout=60)
+        response = httpx.post(
+            f"{plate_server}/v1/plate-reader",
+            files={"upload": photo},
+            data={"camera_id": "gate-e2e"},
+            timeout=60,
+        )
         assert response.status_code == 200, response.text
     assert httpx.get(f"{plate_server}/v1/reviews", timeout=30).status_code == 200  # opens the review store
-    samples = [s for family in text_string_to_metric_families(httpx.get(f"{plate_server}/metrics").text)
-               for s in family.samples]
+    samples = [
+        s
+        for family in text_string_to_metric_families(httpx.get(f"{plate_server}/metrics").text)
+        for s in family.samples
+    ]
     exported = {s.name for s in samples}
 
     def value(name: str, **labels: str) -> float:
-        return sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+        return sum(
+            s.value
+            for s in samples
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        )
 
     assert value("modelport_plate_images_total", camera="gate-e2e") == 2
     assert value("modelport_plate_images_without_plate_total", camera="gate-e2e") == 1
     assert value("modelport_plates_read_total", camera="gate-e2e") >= 1
     assert "modelport_plate_reviews_total" in exported  # at 0 from the camera's first photo
-    assert any(s.name == "bentoml_service_request_total" and s.labels.get("runner_name") == "plate-reader"
-               and s.labels.get("endpoint", "").startswith("/v1/plate-reader") for s in samples)
+    assert any(
+        s.name == "bentoml_service_request_total"
+        and s.labels.get("runner_name") == "plate-reader"
+        and s.labels.get("endpoint", "").startswith("/v1/plate-reader")
+        for s in samples
+    )
 
-    wanted = rule_metrics(MONITORING / "rules" / "plate-reader.rules.yml") | \
-        rule_metrics(MONITORING / "rules" / "serving.rules.yml")
+    wanted = rule_metrics(MONITORING / "rules" / "plate-reader.rules.yml") | rule_metrics(
+        MONITORING / "rules" / "serving.rules.yml"
+    )
     for exprs in dashboard_exprs(MONITORING / "dashboards" / "plate-reader.json").values():
         for expr in exprs:
             wanted |= metric_names(expr) - recorded()

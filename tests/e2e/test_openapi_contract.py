@@ -32,12 +32,30 @@ BOUNDS = ["--max-examples", "25", "--seed", "1", "--generation-database", "none"
 
 
 def schemathesis(url: str, *extra: str, env: dict[str, str] | None = None) -> str:
-    command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "--no-color",
-               "run", f"{url}/v1/openapi.json", "--checks", "all", "--request-timeout", "60",
-               *BOUNDS, *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "--config-file",
+        str(CONFIG),
+        "--no-color",
+        "run",
+        f"{url}/v1/openapi.json",
+        "--checks",
+        "all",
+        "--request-timeout",
+        "60",
+        *BOUNDS,
+        *extra,
+    ]
     # schemathesis.toml names REVIEW_ITEM_ID (the plate reader's review routes): always set it.
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "REVIEW_ITEM_ID": "", **(env or {})})
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "REVIEW_ITEM_ID": "", **(env or {})},
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-12000:]
     assert "Tested:" in output, output[-4000:]
@@ -53,12 +71,19 @@ def test_autocompleter_openapi_contract(tiny_server: str) -> None:
 def seeded_review_item(url: str) -> str:
     """The id of a review item recorded by reading a photo whose plate is flagged."""
     hard = plate_on_street(plate_asset="plate_krw301")  # read with one weak character: flagged
-    read = httpx.post(f"{url}/v1/plate-reader", files={"upload": ("car.jpg", hard.jpeg)},
-                      data={"camera_id": "schemathesis"}, timeout=60)
+    read = httpx.post(
+        f"{url}/v1/plate-reader",
+        files={"upload": ("car.jpg", hard.jpeg)},
+        data={"camera_id": "schemathesis"},
+        timeout=60,
+    )
     assert read.status_code == 200 and read.json()["results"][0]["review"] is True, read.text
     deadline = time.monotonic() + 20  # recorded after the answer
-    while not (items := httpx.get(f"{url}/v1/reviews", params={"camera_id": "schemathesis"},
-                                  timeout=30).json()["data"]):
+    while not (
+        items := httpx.get(f"{url}/v1/reviews", params={"camera_id": "schemathesis"}, timeout=30).json()[
+            "data"
+        ]
+    ):
         assert time.monotonic() < deadline, "the flagged reading was not recorded for review"
         time.sleep(0.2)
     return str(items[0]["id"])

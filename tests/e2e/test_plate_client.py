@@ -53,8 +53,10 @@ def test_client_errors_carry_status_url_and_the_servers_message(plate_server: st
 
 
 def test_client_transport_error_names_the_url() -> None:
-    with (Client("http://127.0.0.1:9", timeout=2) as client,
-          pytest.raises(TransportError, match=r"127\.0\.0\.1:9")):
+    with (
+        Client("http://127.0.0.1:9", timeout=2) as client,
+        pytest.raises(TransportError, match=r"127\.0\.0\.1:9"),
+    ):
         client.read_plates(b"x")
 
 
@@ -63,9 +65,20 @@ def test_parking_gate_example_logs_the_plate(plate_server: str, tmp_path: Path) 
     (tmp_path / "0002.jpg").write_bytes(asset("bus").read_bytes())
     (tmp_path / "notes.txt").write_text("not a photo")
     result = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "parking_gate.py"), str(tmp_path), "--once",
-         "--url", plate_server, "--csv", str(tmp_path / "log.csv")],
-        capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            str(REPO / "examples" / "parking_gate.py"),
+            str(tmp_path),
+            "--once",
+            "--url",
+            plate_server,
+            "--csv",
+            str(tmp_path / "log.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 2

@@ -23,8 +23,11 @@ def test_ready_and_live(plate_server: str) -> None:
 
 def test_reads_the_plate_in_a_street_photo(plate_server: str) -> None:
     scene = plate_on_street()
-    response = httpx.post(f"{plate_server}/v1/plate-reader",
-                          files={"upload": ("street.jpg", scene.jpeg, "image/jpeg")}, timeout=30)
+    response = httpx.post(
+        f"{plate_server}/v1/plate-reader",
+        files={"upload": ("street.jpg", scene.jpeg, "image/jpeg")},
+        timeout=30,
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["filename"] == "street.jpg"
@@ -45,8 +48,12 @@ def test_an_unsure_read_is_flagged_for_review_and_the_threshold_is_per_request(p
     assert plate["review"] is True and plate["score"] < Settings.review_threshold, plate
     # review_threshold is the caller's knob: 0 accepts everything, 1 reviews everything.
     for threshold, review in ((0, False), (1, True)):
-        response = httpx.post(f"{plate_server}/v1/plate-reader", files=files,
-                              data={"review_threshold": str(threshold)}, timeout=30)
+        response = httpx.post(
+            f"{plate_server}/v1/plate-reader",
+            files=files,
+            data={"review_threshold": str(threshold)},
+            timeout=30,
+        )
         assert [p["review"] for p in response.json()["results"]] == [review]
 
 
@@ -59,16 +66,20 @@ def test_json_base64_gives_the_same_reading(plate_server: str) -> None:
 
 
 def test_a_photo_without_plates_gives_no_results(plate_server: str) -> None:
-    response = httpx.post(f"{plate_server}/v1/plate-reader",
-                          files={"upload": asset("bus").read_bytes()}, timeout=30)
+    response = httpx.post(
+        f"{plate_server}/v1/plate-reader", files={"upload": asset("bus").read_bytes()}, timeout=30
+    )
     assert response.status_code == 200
     assert response.json()["results"] == []
 
 
 def test_several_images_in_one_request_come_back_in_order(plate_server: str) -> None:
     scene = plate_on_street()
-    files = [("upload", ("a.jpg", scene.jpeg)), ("upload", ("b.jpg", asset("bus").read_bytes())),
-             ("upload", ("c.jpg", plate_on_street(at=(100, 200)).jpeg))]
+    files = [
+        ("upload", ("a.jpg", scene.jpeg)),
+        ("upload", ("b.jpg", asset("bus").read_bytes())),
+        ("upload", ("c.jpg", plate_on_street(at=(100, 200)).jpeg)),
+    ]
     response = httpx.post(f"{plate_server}/v1/plate-reader", files=files, timeout=60)
     assert response.status_code == 200, response.text
     bodies = response.json()
@@ -78,10 +89,12 @@ def test_several_images_in_one_request_come_back_in_order(plate_server: str) -> 
 
 def test_annotated_returns_the_photo_as_jpeg(plate_server: str) -> None:
     scene = plate_on_street()
-    [plate] = httpx.post(f"{plate_server}/v1/plate-reader", files={"upload": scene.jpeg},
-                         timeout=30).json()["results"]
-    response = httpx.post(f"{plate_server}/v1/plate-reader/annotated",
-                          files={"upload": scene.jpeg}, timeout=30)
+    [plate] = httpx.post(f"{plate_server}/v1/plate-reader", files={"upload": scene.jpeg}, timeout=30).json()[
+        "results"
+    ]
+    response = httpx.post(
+        f"{plate_server}/v1/plate-reader/annotated", files={"upload": scene.jpeg}, timeout=30
+    )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/jpeg"
     image = Image.open(io.BytesIO(response.content)).convert("RGB")
@@ -111,8 +124,12 @@ def test_metrics_count_plates(plate_server: str) -> None:
     one_plate, no_plate = plate_on_street(), asset("bus").read_bytes()
     flagged = 0
     for photo in (one_plate.jpeg, no_plate):
-        response = httpx.post(f"{plate_server}/v1/plate-reader", files={"upload": photo},
-                              data={"camera_id": "metrics-test"}, timeout=30)
+        response = httpx.post(
+            f"{plate_server}/v1/plate-reader",
+            files={"upload": photo},
+            data={"camera_id": "metrics-test"},
+            timeout=30,
+        )
         assert response.status_code == 200, response.text
         flagged += sum(plate["review"] for plate in response.json()["results"])
     after = _counts(plate_server)
@@ -131,9 +148,12 @@ def test_concurrent_requests_are_all_answered(plate_server: str) -> None:
 
     async def burst() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=60) as client:
-            return await asyncio.gather(*(
-                client.post(f"{plate_server}/v1/plate-reader", files={"upload": scene.jpeg})
-                for _ in range(8)))
+            return await asyncio.gather(
+                *(
+                    client.post(f"{plate_server}/v1/plate-reader", files={"upload": scene.jpeg})
+                    for _ in range(8)
+                )
+            )
 
     responses = asyncio.run(burst())
     assert all(r.status_code == 200 for r in responses)

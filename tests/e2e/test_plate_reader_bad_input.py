@@ -36,33 +36,57 @@ def _post(url: str, **kwargs: object) -> httpx.Response:
 
 CASES = {
     "empty file": (dict(files={"upload": ("car.jpg", b"")}), 400, "empty_image"),
-    "not an image": (dict(files={"upload": ("car.jpg", b"hello, I am text not a JPEG")}), 415,
-                     "unsupported_image"),
+    "not an image": (
+        dict(files={"upload": ("car.jpg", b"hello, I am text not a JPEG")}),
+        415,
+        "unsupported_image",
+    ),
     "truncated jpeg": (dict(files={"upload": GOOD.jpeg[: len(GOOD.jpeg) // 2]}), 400, "corrupt_image"),
-    "gif not allowed": (dict(files={"upload": ("a.gif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;")}),
-                        415, "unsupported_image"),
-    "upload over the size limit": (dict(files={"upload": b"\xff\xd8" + b"\0" * 2_100_000}), 413,
-                                   "image_too_large"),
+    "gif not allowed": (
+        dict(files={"upload": ("a.gif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;")}),
+        415,
+        "unsupported_image",
+    ),
+    "upload over the size limit": (
+        dict(files={"upload": b"\xff\xd8" + b"\0" * 2_100_000}),
+        413,
+        "image_too_large",
+    ),
     "decompression bomb": (dict(files={"upload": _png(5000, 5000)}), 413, "too_many_pixels"),
     "wrong field name": (dict(files={"file": GOOD.jpeg}), 400, "missing_upload"),
     "too many images": (dict(files=[("upload", GOOD.jpeg)] * 5), 400, "too_many_images"),
-    "body over the request limit": (dict(files=[("upload", b"x" * 1_900_000)] * 4), 413,
-                                    "request_too_large"),
-    "min_score out of range": (dict(files={"upload": GOOD.jpeg}, data={"min_score": "7"}), 400,
-                               "invalid_min_score"),
-    "review_threshold not a number": (dict(files={"upload": GOOD.jpeg}, data={"review_threshold": "high"}),
-                                      400, "invalid_review_threshold"),
-    "unknown region": (dict(files={"upload": GOOD.jpeg}, data={"regions": "atlantis"}), 400,
-                       "invalid_regions"),
+    "body over the request limit": (dict(files=[("upload", b"x" * 1_900_000)] * 4), 413, "request_too_large"),
+    "min_score out of range": (
+        dict(files={"upload": GOOD.jpeg}, data={"min_score": "7"}),
+        400,
+        "invalid_min_score",
+    ),
+    "review_threshold not a number": (
+        dict(files={"upload": GOOD.jpeg}, data={"review_threshold": "high"}),
+        400,
+        "invalid_review_threshold",
+    ),
+    "unknown region": (
+        dict(files={"upload": GOOD.jpeg}, data={"regions": "atlantis"}),
+        400,
+        "invalid_regions",
+    ),
     "bad base64": (dict(json={"image": "not base64 !!"}), 400, "invalid_base64"),
     "base64 of a number": (dict(json={"image": 12}), 400, "invalid_base64"),
     "json without image": (dict(json={"picture": "abc"}), 400, "missing_image"),
-    "invalid json": (dict(content=b"{not json", headers={"content-type": "application/json"}), 400,
-                     "invalid_json"),
+    "invalid json": (
+        dict(content=b"{not json", headers={"content-type": "application/json"}),
+        400,
+        "invalid_json",
+    ),
     "no content type": (dict(content=GOOD.jpeg), 415, "unsupported_media_type"),
-    "pickled body": (dict(content=pickle.dumps({"image": b"x"}),
-                          headers={"content-type": "application/vnd.bentoml+pickle"}), 415,
-                     "unsupported_media_type"),
+    "pickled body": (
+        dict(
+            content=pickle.dumps({"image": b"x"}), headers={"content-type": "application/vnd.bentoml+pickle"}
+        ),
+        415,
+        "unsupported_media_type",
+    ),
 }
 
 
@@ -78,8 +102,11 @@ def test_bad_input_is_a_clear_4xx_and_the_server_keeps_serving(plate_server: str
 
 
 def test_annotated_refuses_several_images(plate_server: str) -> None:
-    response = httpx.post(f"{plate_server}/v1/plate-reader/annotated",
-                          files=[("upload", GOOD.jpeg), ("upload", GOOD.jpeg)], timeout=30)
+    response = httpx.post(
+        f"{plate_server}/v1/plate-reader/annotated",
+        files=[("upload", GOOD.jpeg), ("upload", GOOD.jpeg)],
+        timeout=30,
+    )
     assert response.status_code == 400
     assert "exactly one image" in response.json()["error"]["message"]
     _assert_still_serving(plate_server)

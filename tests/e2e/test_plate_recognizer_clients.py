@@ -65,8 +65,11 @@ def test_official_cli_defaults_send_an_empty_config(plate_server: str, tmp_path:
     path = tmp_path / "vehicle-1.jpg"
     path.write_bytes(SCENE.jpeg)
     with open(path, "rb") as fp:
-        response = requests.post(plate_server + "/v1/plate-reader/", files=dict(upload=fp),
-                                 data=dict(regions=[], config=json.dumps({})))
+        response = requests.post(
+            plate_server + "/v1/plate-reader/",
+            files=dict(upload=fp),
+            data=dict(regions=[], config=json.dumps({})),
+        )
     assert response.status_code == 200, response.text
     body = response.json()
     assert [p["plate"] for p in body["results"]] == ["ad799kb"]
@@ -83,8 +86,9 @@ def test_home_assistant_integration_with_its_server_option(plate_server: str) ->
     image = SCENE.jpeg  # camera.async_camera_image(): bytes
     api_response = requests.post(
         server,
-        data=dict(regions=["fr", "gb"], camera_id="platerecognizer_gate", mmc=True,
-                  config=json.dumps(config)),
+        data=dict(
+            regions=["fr", "gb"], camera_id="platerecognizer_gate", mmc=True, config=json.dumps(config)
+        ),
         files={"upload": image},
         headers=headers,
         timeout=30,
@@ -97,7 +101,9 @@ def test_home_assistant_integration_with_its_server_option(plate_server: str) ->
     plates = list({cand["plate"] for r in results for cand in r["candidates"]})  # get_plates
     vehicles = [
         {
-            "plate": r["plate"], "confidence": r["score"], "region_code": r["region"]["code"],
+            "plate": r["plate"],
+            "confidence": r["score"],
+            "region_code": r["region"]["code"],
             "vehicle_type": r["vehicle"]["type"],
             "box_y_centre": r["box"]["ymin"] + (r["box"]["ymax"] - r["box"]["ymin"]) / 2,
             "box_x_centre": r["box"]["xmin"] + (r["box"]["xmax"] - r["box"]["xmin"]) / 2,
@@ -128,12 +134,24 @@ def test_frigate_plate_recognizer(plate_server: str, path: str) -> None:
     from urllib3.util.retry import Retry
 
     session = requests.Session()  # http_client.build_session(timeout=10, retries=3)
-    retry = Retry(total=3, read=3, connect=3, backoff_factor=0.5,
-                  status_forcelist=(429, 500, 502, 503, 504), allowed_methods=("GET", "POST"),
-                  respect_retry_after_header=True, raise_on_status=False)
+    retry = Retry(
+        total=3,
+        read=3,
+        connect=3,
+        backoff_factor=0.5,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=("GET", "POST"),
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
     session.mount("http://", HTTPAdapter(max_retries=retry))
-    response = session.post(plate_server + path, data=dict(regions=["fr"]), files={"upload": SCENE.jpeg},
-                            headers={"Authorization": "Token t"}, timeout=10)
+    response = session.post(
+        plate_server + path,
+        data=dict(regions=["fr"]),
+        files={"upload": SCENE.jpeg},
+        headers={"Authorization": "Token t"},
+        timeout=10,
+    )
     assert response.status_code in (200, 201), response.text
     assert not response.history
     payload = response.json()
@@ -150,30 +168,39 @@ def test_frigate_plate_recognizer(plate_server: str, path: str) -> None:
 def _form_data(fields: list[tuple[str, str]]) -> tuple[bytes, str]:
     """What npm's form-data writes for string fields (no filename, no part Content-Type)."""
     boundary = "-" * 26 + "".join(str(random.randrange(10)) for _ in range(24))
-    body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
-                    .encode() for name, value in fields)
+    body = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields
+    )
     return body + f"--{boundary}--\r\n".encode(), boundary
 
 
 @pytest.mark.parametrize("make_and_model", [False, True])
 def test_node_red_node_sends_upload_as_base64_text(plate_server: str, make_and_model: bool) -> None:
     image = base64.b64encode(SCENE.jpeg).decode()  # Buffer -> image.toString("base64")
-    fields = [("upload", image), ("mmc", str(make_and_model).lower()),  # makeAndModel.toString()
-              ("camera_id", "driveway"), ("timestamp", "2024-05-01T12:30:00.123Z")]  # toISOString()
+    fields = [
+        ("upload", image),
+        ("mmc", str(make_and_model).lower()),  # makeAndModel.toString()
+        ("camera_id", "driveway"),
+        ("timestamp", "2024-05-01T12:30:00.123Z"),
+    ]  # toISOString()
     fields += [("regions", code) for code in ["fr", "gb"]]  # regionListValue, one field each
     body, boundary = _form_data(fields)
     headers = {  # node-fetch 2 with a form-data body
-        "Content-Type": f"multipart/form-data;boundary={boundary}", "Content-Length": str(len(body)),
+        "Content-Type": f"multipart/form-data;boundary={boundary}",
+        "Content-Length": str(len(body)),
         "Authorization": "Token undefined",  # no API token entered
-        "Accept": "*/*", "User-Agent": "node-fetch/1.0 (+https://github.com/bitinn/node-fetch)",
-        "Accept-Encoding": "gzip,deflate", "Connection": "close",
+        "Accept": "*/*",
+        "User-Agent": "node-fetch/1.0 (+https://github.com/bitinn/node-fetch)",
+        "Accept-Encoding": "gzip,deflate",
+        "Connection": "close",
     }
     res = httpx.post(plate_server + "/v1/plate-reader/", content=body, headers=headers, timeout=30)
     assert 200 <= res.status_code < 300, res.text  # res.ok
     result = res.json()
     assert len(result["results"]) == 1  # status "count": "1 plates"
     plates = ",".join(r["plate"].upper() for r in result["results"])  # status "plates"
-    scores = ",".join(f'{r["plate"].upper()}({r["score"] * 100}%)' for r in result["results"])
+    scores = ",".join(f"{r['plate'].upper()}({r['score'] * 100}%)" for r in result["results"])
     assert plates == "AD799KB" and scores.startswith("AD799KB(")
     assert (result["camera_id"], result["timestamp"]) == ("driveway", "2024-05-01T12:30:00.123000Z")
     assert result["filename"] == "image-0"
@@ -182,8 +209,10 @@ def test_node_red_node_sends_upload_as_base64_text(plate_server: str, make_and_m
 
 def test_statistics_with_and_without_the_slash(plate_server: str) -> None:
     before = httpx.get(plate_server + "/v1/statistics/").json()
-    assert httpx.post(plate_server + "/v1/plate-reader/", files={"upload": SCENE.jpeg},
-                      timeout=30).status_code == 200
+    assert (
+        httpx.post(plate_server + "/v1/plate-reader/", files={"upload": SCENE.jpeg}, timeout=30).status_code
+        == 200
+    )
     for path in ("/v1/statistics/", "/v1/statistics"):
         response = httpx.get(plate_server + path)
         assert response.status_code == 200, response.text
@@ -197,8 +226,12 @@ def test_statistics_with_and_without_the_slash(plate_server: str) -> None:
 
 
 def test_a_region_code_without_a_format_is_noted_not_refused(plate_server: str) -> None:
-    response = httpx.post(plate_server + "/v1/plate-reader/", files={"upload": SCENE.jpeg},
-                          data={"regions": ["th-37", "fr"]}, timeout=30)
+    response = httpx.post(
+        plate_server + "/v1/plate-reader/",
+        files={"upload": SCENE.jpeg},
+        data={"regions": ["th-37", "fr"]},
+        timeout=30,
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert [p["plate"] for p in body["results"]] == ["ad799kb"]
@@ -212,10 +245,20 @@ def test_threshold_o_drops_plates_read_less_surely(plate_server: str) -> None:
     [plate] = httpx.post(plate_server + "/v1/plate-reader/", files=files, timeout=30).json()["results"]
     above = json.dumps({"threshold_o": min(1.0, plate["score"] + 0.01)})
     below = json.dumps({"threshold_o": plate["score"]})
-    assert httpx.post(plate_server + "/v1/plate-reader/", files=files, data={"config": above},
-                      timeout=30).json()["results"] == []
-    assert len(httpx.post(plate_server + "/v1/plate-reader/", files=files, data={"config": below},
-                          timeout=30).json()["results"]) == 1
+    assert (
+        httpx.post(
+            plate_server + "/v1/plate-reader/", files=files, data={"config": above}, timeout=30
+        ).json()["results"]
+        == []
+    )
+    assert (
+        len(
+            httpx.post(
+                plate_server + "/v1/plate-reader/", files=files, data={"config": below}, timeout=30
+            ).json()["results"]
+        )
+        == 1
+    )
 
 
 BAD = {
@@ -224,16 +267,16 @@ BAD = {
     "threshold_d out of range": ({"config": '{"threshold_d": 5}'}, "invalid_config", "config"),
     "timestamp not ISO 8601": ({"timestamp": "yesterday at noon"}, "invalid_timestamp", "timestamp"),
     "mmc not a boolean": ({"mmc": "perhaps"}, "invalid_mmc", "mmc"),
-    "upload_url is off": ({"upload_url": "https://example.com/car.jpg"}, "upload_url_disabled",
-                          "upload_url"),
+    "upload_url is off": ({"upload_url": "https://example.com/car.jpg"}, "upload_url_disabled", "upload_url"),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_plate_recognizer_fields_are_a_400_in_our_error_shape(plate_server: str, case: str) -> None:
     data, code, param = BAD[case]
-    response = httpx.post(plate_server + "/v1/plate-reader/", files={"upload": SCENE.jpeg}, data=data,
-                          timeout=30)
+    response = httpx.post(
+        plate_server + "/v1/plate-reader/", files={"upload": SCENE.jpeg}, data=data, timeout=30
+    )
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert (error["code"], error["param"], error["type"]) == (code, param, "invalid_request_error")
@@ -242,15 +285,23 @@ def test_bad_plate_recognizer_fields_are_a_400_in_our_error_shape(plate_server: 
 
 def test_upload_url_alone_is_refused_with_its_own_message(plate_server: str) -> None:
     body, boundary = _form_data([("upload_url", "https://example.com/car.jpg")])
-    response = httpx.post(plate_server + "/v1/plate-reader/", content=body, timeout=30,
-                          headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    response = httpx.post(
+        plate_server + "/v1/plate-reader/",
+        content=body,
+        timeout=30,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     assert response.status_code == 400
     assert "upload_url" in response.json()["error"]["message"]
 
 
 def test_base64_text_upload_that_is_not_base64_is_a_400(plate_server: str) -> None:
     body, boundary = _form_data([("upload", "not an image !!")])
-    response = httpx.post(plate_server + "/v1/plate-reader/", content=body, timeout=30,
-                          headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    response = httpx.post(
+        plate_server + "/v1/plate-reader/",
+        content=body,
+        timeout=30,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_base64"

@@ -19,12 +19,16 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def plate_server_fetching_localhost(plate_models: dict[str, Path],
-                                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def plate_server_fetching_localhost(
+    plate_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """A plate reader whose operator listed `localhost` in MODELPORT_PLATE_UPLOAD_URL_HOSTS."""
     log = tmp_path_factory.mktemp("logs") / "plate_reader_upload_url.log"
-    with serve("services.plate_reader.service:PlateReader", log_path=log,
-               env={**PLATE_LIMITS, "MODELPORT_PLATE_UPLOAD_URL_HOSTS": "localhost"}) as url:
+    with serve(
+        "services.plate_reader.service:PlateReader",
+        log_path=log,
+        env={**PLATE_LIMITS, "MODELPORT_PLATE_UPLOAD_URL_HOSTS": "localhost"},
+    ) as url:
         yield url
 
 
@@ -61,34 +65,47 @@ def _error(response: httpx.Response, status: int, code: str) -> str:
 @pytest.mark.parametrize("as_json", [False, True])
 def test_upload_url_is_refused_when_no_host_is_listed(plate_server: str, as_json: bool) -> None:
     fields = {"upload_url": "https://example.com/car.jpg"}
-    response = (httpx.post(plate_server + "/v1/plate-reader/", json=fields, timeout=30) if as_json else
-                httpx.post(plate_server + "/v1/plate-reader/", files=_form(fields), timeout=30))
+    response = (
+        httpx.post(plate_server + "/v1/plate-reader/", json=fields, timeout=30)
+        if as_json
+        else httpx.post(plate_server + "/v1/plate-reader/", files=_form(fields), timeout=30)
+    )
     assert "MODELPORT_PLATE_UPLOAD_URL_HOSTS" in _error(response, 400, "upload_url_disabled")
 
 
 @pytest.mark.parametrize("as_json", [False, True])
 def test_a_listed_host_resolving_to_loopback_is_refused_without_connecting(
-        plate_server_fetching_localhost: str, listener: socket.socket, as_json: bool) -> None:
+    plate_server_fetching_localhost: str, listener: socket.socket, as_json: bool
+) -> None:
     port = listener.getsockname()[1]
     fields = {"upload_url": f"https://localhost:{port}/car.jpg"}
     url = plate_server_fetching_localhost + "/v1/plate-reader/"
-    response = (httpx.post(url, json=fields, timeout=30) if as_json else
-                httpx.post(url, files=_form(fields), timeout=30))
+    response = (
+        httpx.post(url, json=fields, timeout=30)
+        if as_json
+        else httpx.post(url, files=_form(fields), timeout=30)
+    )
     message = _error(response, 400, "upload_url_refused")
     assert "loopback" in message
     assert not _connected(listener)
 
 
-def test_the_listed_host_over_http_or_an_unlisted_one_is_refused(plate_server_fetching_localhost: str) -> None:
+def test_the_listed_host_over_http_or_an_unlisted_one_is_refused(
+    plate_server_fetching_localhost: str,
+) -> None:
     url = plate_server_fetching_localhost + "/v1/plate-reader/"
-    for target, says in (("http://localhost/car.jpg", "https"),
-                         ("https://127.0.0.1/car.jpg", "MODELPORT_PLATE_UPLOAD_URL_HOSTS")):
-        assert says in _error(httpx.post(url, files=_form({"upload_url": target}), timeout=30), 400,
-                              "upload_url_refused")
+    for target, says in (
+        ("http://localhost/car.jpg", "https"),
+        ("https://127.0.0.1/car.jpg", "MODELPORT_PLATE_UPLOAD_URL_HOSTS"),
+    ):
+        assert says in _error(
+            httpx.post(url, files=_form({"upload_url": target}), timeout=30), 400, "upload_url_refused"
+        )
 
 
 def test_upload_and_upload_url_together_are_refused_and_upload_still_works(
-        plate_server_fetching_localhost: str) -> None:
+    plate_server_fetching_localhost: str,
+) -> None:
     url = plate_server_fetching_localhost + "/v1/plate-reader/"
     photo = {"upload": ("car.jpg", plate_on_street().jpeg, "image/jpeg")}
     both = httpx.post(url, files=photo, data={"upload_url": "https://localhost/car.jpg"}, timeout=30)

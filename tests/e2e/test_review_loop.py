@@ -36,8 +36,12 @@ def test_read_review_export_finetune_promote(plate_server: str, tmp_path: Path) 
     # 1. Photos read by the service: the hard plate is flagged and lands in the queue.
     for at in ((300, 700), (200, 600), (400, 650), (250, 720), (350, 620), (150, 680)):
         scene = plate_on_street(at=at, plate_asset="plate_krw301")
-        response = httpx.post(f"{plate_server}/v1/plate-reader", files={"upload": scene.jpeg},
-                              data={"camera_id": "loop"}, timeout=30)
+        response = httpx.post(
+            f"{plate_server}/v1/plate-reader",
+            files={"upload": scene.jpeg},
+            data={"camera_id": "loop"},
+            timeout=30,
+        )
         assert response.json()["results"][0]["review"] is True
     # 2. A person corrects them through the API.
     items = recorded_reviews(plate_server, count=6, camera_id="loop")
@@ -62,8 +66,10 @@ def test_read_review_export_finetune_promote(plate_server: str, tmp_path: Path) 
         [new_tag] = {str(m.tag) for m in versions("plate-ocr")} - stored_before
         # 5. The promote gate. A worse version (the base with its weights scrambled) is refused
         # while the base is served ...
-        worse = import_model("plate-ocr", LocalFile(str(scrambled(resolve(base).path_of("model.onnx"),
-                                                                  tmp_path / "worse.onnx")))).tag
+        worse = import_model(
+            "plate-ocr",
+            LocalFile(str(scrambled(resolve(base).path_of("model.onnx"), tmp_path / "worse.onnx"))),
+        ).tag
         set_serving(base)
         verdict = run("models", "promote", worse, "--eval", str(held_out), "--crops")
         serving, candidate = exact_rates(verdict)
@@ -113,8 +119,13 @@ def scrambled(model: Path, out: Path) -> Path:
     graph = onnx.load(str(model))
     rng = np.random.default_rng(0)
     # PP-OCR's ONNX keeps most weights in Constant nodes, the rest as initializers.
-    constants = [a.t for node in graph.graph.node if node.op_type == "Constant"
-                 for a in node.attribute if a.name == "value"]
+    constants = [
+        a.t
+        for node in graph.graph.node
+        if node.op_type == "Constant"
+        for a in node.attribute
+        if a.name == "value"
+    ]
     tensors = [*graph.graph.initializer, *constants]
     changed = 0
     for tensor in tensors:

@@ -27,25 +27,38 @@ def test_correct_a_reading_with_the_keyboard(plate_server: str) -> None:
     # Two unsure readings from one camera: the queue this page works through.
     for at in ((300, 700), (200, 600)):  # two photos: the same one again would be skipped
         hard = plate_on_street(plate_asset="plate_krw301", at=at)
-        httpx.post(f"{plate_server}/v1/plate-reader", files={"upload": hard.jpeg},
-                   data={"camera_id": "page-test"}, timeout=30).raise_for_status()
+        httpx.post(
+            f"{plate_server}/v1/plate-reader",
+            files={"upload": hard.jpeg},
+            data={"camera_id": "page-test"},
+            timeout=30,
+        ).raise_for_status()
     pending = recorded_reviews(plate_server, count=2, status="pending", camera_id="page-test")
     ours = [i["id"] for i in pending if i["camera_id"] == "page-test"]
     assert len(ours) == 2
 
     options = webdriver.ChromeOptions()
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=412,915"):  # a phone's screen
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=412,915",
+    ):  # a phone's screen
         options.add_argument(flag)
     browser = webdriver.Chrome(service=Service(driver), options=options)
     try:
         browser.get(f"{plate_server}/review")
         wait = WebDriverWait(browser, 30)
-        field = wait.until(lambda b: b.find_element(By.ID, "plate").get_attribute("value") and
-                           b.find_element(By.ID, "plate"))
+        field = wait.until(
+            lambda b: b.find_element(By.ID, "plate").get_attribute("value") and b.find_element(By.ID, "plate")
+        )
         assert "left" in browser.find_element(By.ID, "left").text
-        wait.until(lambda b: b.execute_script(
-            "const i = document.getElementById('crop'); return i.complete && i.naturalWidth > 0"))
+        wait.until(
+            lambda b: b.execute_script(
+                "const i = document.getElementById('crop'); return i.complete && i.naturalWidth > 0"
+            )
+        )
         # Work through the queue until our items come up: oldest first, earlier tests' items too.
         decided: dict[str, str] = {}
         while len(decided) < 2:

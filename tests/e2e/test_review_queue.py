@@ -16,8 +16,9 @@ pytestmark = pytest.mark.slow
 
 
 def read(url: str, scene_bytes: bytes, **data: str) -> dict:
-    response = httpx.post(f"{url}/v1/plate-reader", files={"upload": ("car.jpg", scene_bytes)},
-                          data=data, timeout=30)
+    response = httpx.post(
+        f"{url}/v1/plate-reader", files={"upload": ("car.jpg", scene_bytes)}, data=data, timeout=30
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -47,9 +48,13 @@ def test_an_unsure_reading_is_queued_shown_and_corrected(plate_server: str) -> N
     again = httpx.post(f"{plate_server}/v1/reviews/{item['id']}", json={"plate": "KRW301"}).json()
     assert again["corrected_plate"] == "KRW301"
     other = httpx.post(f"{plate_server}/v1/reviews/{item['id']}", json={"plate": "krw 307"}).json()
-    assert other["decision"] == "corrected" and other["corrected_plate"] == "KRW307"  # text other than the read
-    assert httpx.post(f"{plate_server}/v1/reviews/{item['id']}",
-                      json={"not_a_plate": True}).json()["decision"] == "not_a_plate"
+    assert (
+        other["decision"] == "corrected" and other["corrected_plate"] == "KRW307"
+    )  # text other than the read
+    assert (
+        httpx.post(f"{plate_server}/v1/reviews/{item['id']}", json={"not_a_plate": True}).json()["decision"]
+        == "not_a_plate"
+    )
     pending = httpx.get(f"{plate_server}/v1/reviews", params={"status": "pending"}).json()["data"]
     assert item["id"] not in [i["id"] for i in pending]
     metrics = httpx.get(f"{plate_server}/metrics").text
@@ -72,15 +77,19 @@ def test_pages_follow_the_cursor_oldest_first(plate_server: str) -> None:
     assert [i["created_at"] for i in seen] == sorted(i["created_at"] for i in seen)
 
 
-@pytest.mark.parametrize(("method", "path", "body", "status", "code"), [
-    ("GET", "/v1/reviews/nope", None, 404, "review_not_found"),
-    ("POST", "/v1/reviews/nope", {"skip": True}, 404, "review_not_found"),
-    ("GET", "/v1/reviews?status=maybe", None, 400, None),
-    ("GET", "/v1/reviews?cursor=garbage", None, 400, "invalid_cursor"),
-    ("GET", "/v1/reviews?limit=0", None, 400, None),
-])
-def test_bad_review_requests_are_clear_4xx(plate_server: str, method: str, path: str, body: dict | None,
-                                           status: int, code: str | None) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code"),
+    [
+        ("GET", "/v1/reviews/nope", None, 404, "review_not_found"),
+        ("POST", "/v1/reviews/nope", {"skip": True}, 404, "review_not_found"),
+        ("GET", "/v1/reviews?status=maybe", None, 400, None),
+        ("GET", "/v1/reviews?cursor=garbage", None, 400, "invalid_cursor"),
+        ("GET", "/v1/reviews?limit=0", None, 400, None),
+    ],
+)
+def test_bad_review_requests_are_clear_4xx(
+    plate_server: str, method: str, path: str, body: dict | None, status: int, code: str | None
+) -> None:
     response = httpx.request(method, f"{plate_server}{path}", json=body)
     assert response.status_code == status, response.text
     error = response.json()["error"]

@@ -29,19 +29,30 @@ def postgres_url() -> Iterator[str]:
 
 
 def unsure(plate: str) -> PlateReading:
-    return PlateReading(plate, 0.41, 0.9, BoundingBox(20, 20, 120, 50),
-                        (Candidate(plate, 0.8, None, 0.41),), review=True)
+    return PlateReading(
+        plate, 0.41, 0.9, BoundingBox(20, 20, 120, 50), (Candidate(plate, 0.8, None, 0.41),), review=True
+    )
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_the_store_records_lists_decides_and_purges(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    url = f"sqlite:///{tmp_path / 'reviews.sqlite3'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+def test_the_store_records_lists_decides_and_purges(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'reviews.sqlite3'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
     engine = database_engine(url)
     assert engine.dialect.name == backend
     store = ReviewStore(engine, tmp_path / "images", audit_share=0.0)
     photo = np.full((200, 300, 3), 128, dtype=np.uint8)
-    ids = store.record(photo, [unsure("AB12CDE"), unsure("XY34ZZZ")], camera_id=f"{backend}-cam",
-                       models=("plate-detector:a", "plate-ocr:b"))
+    ids = store.record(
+        photo,
+        [unsure("AB12CDE"), unsure("XY34ZZZ")],
+        camera_id=f"{backend}-cam",
+        models=("plate-detector:a", "plate-ocr:b"),
+    )
     items, cursor = store.list(status="pending", camera_id=f"{backend}-cam", limit=1)
     assert [i.id for i in items] == ids[:1] and cursor is not None
     rest, end = store.list(status="pending", camera_id=f"{backend}-cam", cursor=cursor)
@@ -66,13 +77,15 @@ def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
         assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == head
 
 
-def test_a_plate_reader_on_postgresql_records_its_reviews(postgres_url: str, tmp_path: Path,
-                                                         plate_models: dict[str, Path]) -> None:
+def test_a_plate_reader_on_postgresql_records_its_reviews(
+    postgres_url: str, tmp_path: Path, plate_models: dict[str, Path]
+) -> None:
     env = {"MODELPORT_DATABASE_URL": postgres_url, "MODELPORT_REVIEW_IMAGES_DIR": str(tmp_path / "shared")}
     with serve("services.plate_reader.service:PlateReader", env=env, log_path=tmp_path / "server.log") as url:
         hard = plate_on_street(plate_asset="plate_krw301")
-        response = httpx.post(f"{url}/v1/plate-reader", files={"upload": hard.jpeg},
-                              data={"camera_id": "pg-gate"}, timeout=30)
+        response = httpx.post(
+            f"{url}/v1/plate-reader", files={"upload": hard.jpeg}, data={"camera_id": "pg-gate"}, timeout=30
+        )
         [plate] = response.json()["results"]
     store = ReviewStore(database_engine(postgres_url), tmp_path / "shared")
     [item] = store.list(camera_id="pg-gate")[0]

@@ -26,8 +26,9 @@ from tests.servers import Server, serve_process
 pytestmark = pytest.mark.slow
 
 
-def in_flight_then_sigterm(server: Server, calls: list[Callable[[], object]],
-                           settle_s: float = 0.5) -> tuple[list[object], list[float], float]:
+def in_flight_then_sigterm(
+    server: Server, calls: list[Callable[[], object]], settle_s: float = 0.5
+) -> tuple[list[object], list[float], float]:
     """Start `calls` in threads, SIGTERM the server `settle_s` later; their results, the times
     they finished, and when SIGTERM was sent."""
     results: list[object] = [None] * len(calls)
@@ -57,8 +58,9 @@ def assert_exits(server: Server, within_s: float) -> None:
         httpx.get(f"{server.url}/livez", timeout=2)
 
 
-def test_plate_reader_finishes_requests_in_flight_then_exits(plate_models: dict[str, Path],
-                                                             tmp_path: Path) -> None:
+def test_plate_reader_finishes_requests_in_flight_then_exits(
+    plate_models: dict[str, Path], tmp_path: Path
+) -> None:
     scene = plate_on_street()
     env = {"MODELPORT_PLATE_BATCH_MAX_SIZE": "1", "MODELPORT_SHUTDOWN_GRACE_S": "60"}
     files = [("upload", (f"{i}.jpg", scene.jpeg, "image/jpeg")) for i in range(4)]
@@ -66,8 +68,9 @@ def test_plate_reader_finishes_requests_in_flight_then_exits(plate_models: dict[
     def read() -> httpx.Response:
         return httpx.post(f"{server.url}/v1/plate-reader", files=files, timeout=120)
 
-    with serve_process("services.plate_reader.service:PlateReader", env=env,
-                       log_path=tmp_path / "server.log") as server:
+    with serve_process(
+        "services.plate_reader.service:PlateReader", env=env, log_path=tmp_path / "server.log"
+    ) as server:
         results, finished, sigterm_at = in_flight_then_sigterm(server, [read] * 6)
         assert_exits(server, within_s=30)
     for response in results:
@@ -78,8 +81,7 @@ def test_plate_reader_finishes_requests_in_flight_then_exits(plate_models: dict[
 
 
 def complete(url: str, stream: bool, max_tokens: int) -> tuple[int, list[str]]:
-    body = {"prompt": "Once upon a time", "max_tokens": max_tokens, "temperature": 0,
-            "stream": stream}
+    body = {"prompt": "Once upon a time", "max_tokens": max_tokens, "temperature": 0, "stream": stream}
     with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=120) as response:
         text = response.read().decode()
     if not stream:
@@ -93,14 +95,19 @@ def tiny_model() -> str:
 
 
 def autocomplete_env(tiny_model: str, grace_s: str) -> dict[str, str]:
-    return {"MODELPORT_AUTOCOMPLETE_MODEL": tiny_model, "MODELPORT_AUTOCOMPLETE_REQUIRE_MODEL": "1",
-            "MODELPORT_AUTOCOMPLETE_BACKEND": "torch", "MODELPORT_AUTOCOMPLETE_MAX_BATCH_SIZE": "1",
-            "MODELPORT_SHUTDOWN_GRACE_S": grace_s}
+    return {
+        "MODELPORT_AUTOCOMPLETE_MODEL": tiny_model,
+        "MODELPORT_AUTOCOMPLETE_REQUIRE_MODEL": "1",
+        "MODELPORT_AUTOCOMPLETE_BACKEND": "torch",
+        "MODELPORT_AUTOCOMPLETE_MAX_BATCH_SIZE": "1",
+        "MODELPORT_SHUTDOWN_GRACE_S": grace_s,
+    }
 
 
 def test_autocompleter_finishes_streams_and_completions_in_flight(tiny_model: str, tmp_path: Path) -> None:
-    with serve_process(AUTOCOMPLETE, env=autocomplete_env(tiny_model, "60"),
-                       log_path=tmp_path / "server.log") as server:
+    with serve_process(
+        AUTOCOMPLETE, env=autocomplete_env(tiny_model, "60"), log_path=tmp_path / "server.log"
+    ) as server:
         calls = [lambda s=stream: complete(server.url, s, 200) for stream in (True, False) * 4]
         results, finished, sigterm_at = in_flight_then_sigterm(server, calls)
         assert_exits(server, within_s=60)
@@ -116,10 +123,12 @@ def test_autocompleter_finishes_streams_and_completions_in_flight(tiny_model: st
     assert sum(t > sigterm_at for t in finished) >= 4
 
 
-def test_a_grace_period_too_short_ends_streams_with_a_final_error_event(tiny_model: str,
-                                                                        tmp_path: Path) -> None:
-    with serve_process(AUTOCOMPLETE, env=autocomplete_env(tiny_model, "1"),
-                       log_path=tmp_path / "server.log") as server:
+def test_a_grace_period_too_short_ends_streams_with_a_final_error_event(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    with serve_process(
+        AUTOCOMPLETE, env=autocomplete_env(tiny_model, "1"), log_path=tmp_path / "server.log"
+    ) as server:
         # One sequence at a time: the last of 8 long streams cannot finish within 1 s.
         calls = [lambda: complete(server.url, True, 500)] * 8
         results, _, _ = in_flight_then_sigterm(server, calls)

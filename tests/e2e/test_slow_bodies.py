@@ -30,8 +30,12 @@ SLOW = 16  # the plate reader's max_in_flight
 
 @pytest.fixture(scope="module")
 def plate_url(plate_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    env = {**PLATE_LIMITS, "MODELPORT_BODY_TIMEOUT_S": str(DEADLINE_S),
-           "MODELPORT_PLATE_MAX_IN_FLIGHT": str(SLOW), "MODELPORT_REVIEW_STORE": "off"}
+    env = {
+        **PLATE_LIMITS,
+        "MODELPORT_BODY_TIMEOUT_S": str(DEADLINE_S),
+        "MODELPORT_PLATE_MAX_IN_FLIGHT": str(SLOW),
+        "MODELPORT_REVIEW_STORE": "off",
+    }
     log = tmp_path_factory.mktemp("logs") / "plate_reader_slow_bodies.log"
     with serve("services.plate_reader.service:PlateReader", env=env, log_path=log) as url:
         yield url
@@ -39,8 +43,10 @@ def plate_url(plate_models: dict[str, Path], tmp_path_factory: pytest.TempPathFa
 
 def slow_sender(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE_S + 20)
-    sock.sendall(b"POST /v1/plate-reader HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                 b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+    sock.sendall(
+        b"POST /v1/plate-reader HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+    )
     return sock
 
 

@@ -21,17 +21,37 @@ from tests.servers import QUIET_ENV, REPO, free_port
 pytestmark = pytest.mark.slow
 
 
-def test_the_local_stack_serves_all_three_and_stops_together(plate_models: dict[str, Path],
-                                                             tmp_path: Path) -> None:
+def test_the_local_stack_serves_all_three_and_stops_together(
+    plate_models: dict[str, Path], tmp_path: Path
+) -> None:
     import_tiny_gpt2()
     ports = [free_port() for _ in range(3)]
     metrics_dir = tmp_path / "prometheus"
-    env = {**os.environ, **QUIET_ENV, "MODELPORT_AUTOCOMPLETE_MODEL": TINY_GPT2,
-           "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    env = {
+        **os.environ,
+        **QUIET_ENV,
+        "MODELPORT_AUTOCOMPLETE_MODEL": TINY_GPT2,
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    }
     stack = subprocess.Popen(
-        [sys.executable, "-m", "services.core.cli", "serve", "--plate-port", str(ports[0]),
-         "--autocomplete-port", str(ports[1]), "--web-port", str(ports[2])],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "services.core.cli",
+            "serve",
+            "--plate-port",
+            str(ports[0]),
+            "--autocomplete-port",
+            str(ports[1]),
+            "--web-port",
+            str(ports[2]),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         lines = []
         deadline = time.monotonic() + 240
@@ -42,8 +62,9 @@ def test_the_local_stack_serves_all_three_and_stops_together(plate_models: dict[
         scene = plate_on_street()
         read = httpx.post(f"{plate}/v1/plate-reader", files={"upload": scene.jpeg}, timeout=60)
         assert [p["plate"] for p in read.json()["results"]] == [scene.plate]
-        completion = httpx.post(f"{text}/v1/completions", timeout=60,
-                                json={"prompt": "Hi", "max_tokens": 2, "temperature": 0})
+        completion = httpx.post(
+            f"{text}/v1/completions", timeout=60, json={"prompt": "Hi", "max_tokens": 2, "temperature": 0}
+        )
         assert completion.json()["usage"]["completion_tokens"] == 2
         page = httpx.get(web, timeout=10)
         assert page.status_code == 200 and "textarea" in page.text

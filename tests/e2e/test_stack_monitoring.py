@@ -20,7 +20,9 @@ from tests.servers import QUIET_ENV, REPO, free_port
 pytestmark = pytest.mark.slow
 
 
-def test_serve_with_monitoring_scrapes_the_plate_reader(plate_models: dict[str, Path], tmp_path: Path) -> None:
+def test_serve_with_monitoring_scrapes_the_plate_reader(
+    plate_models: dict[str, Path], tmp_path: Path
+) -> None:
     if shutil.which("prometheus") is None:  # .ci/run installs it: absent in CI is a broken set-up
         if os.environ.get("CI") == "true":
             pytest.fail("prometheus not found: .ci/run installs Debian's `prometheus` package")
@@ -28,9 +30,26 @@ def test_serve_with_monitoring_scrapes_the_plate_reader(plate_models: dict[str, 
     plate_port, prometheus_port = free_port(), free_port()
     env = {**os.environ, **QUIET_ENV, "MODELPORT_DATA_DIR": str(tmp_path / "data")}
     stack = subprocess.Popen(
-        [sys.executable, "-m", "services.core.cli", "serve", "--only", "plate-reader", "--monitoring",
-         "--plate-port", str(plate_port), "--prometheus-port", str(prometheus_port)],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "services.core.cli",
+            "serve",
+            "--only",
+            "plate-reader",
+            "--monitoring",
+            "--plate-port",
+            str(plate_port),
+            "--prometheus-port",
+            str(prometheus_port),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         lines: list[str] = []
         deadline = time.monotonic() + 240
@@ -40,13 +59,23 @@ def test_serve_with_monitoring_scrapes_the_plate_reader(plate_models: dict[str, 
         assert f"prometheus    ready  http://127.0.0.1:{prometheus_port}" in "".join(lines)
         prometheus = f"http://127.0.0.1:{prometheus_port}"
         groups = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
-        assert {g["name"] for g in groups} == {"modelport-serving", "modelport-plate-reader", "modelport-autocomplete"}
-        httpx.post(f"http://127.0.0.1:{plate_port}/v1/plate-reader", files={"upload": plate_on_street().jpeg},
-                   data={"camera_id": "gate-1"}, timeout=60).raise_for_status()
+        assert {g["name"] for g in groups} == {
+            "modelport-serving",
+            "modelport-plate-reader",
+            "modelport-autocomplete",
+        }
+        httpx.post(
+            f"http://127.0.0.1:{plate_port}/v1/plate-reader",
+            files={"upload": plate_on_street().jpeg},
+            data={"camera_id": "gate-1"},
+            timeout=60,
+        ).raise_for_status()
         query = 'modelport_plate_images_total{job="plate-reader", camera="gate-1"}'
         deadline = time.monotonic() + 60  # the next scrape (every 15 s)
         while True:
-            result = httpx.get(f"{prometheus}/api/v1/query", params={"query": query}, timeout=10).json()["data"]["result"]
+            result = httpx.get(f"{prometheus}/api/v1/query", params={"query": query}, timeout=10).json()[
+                "data"
+            ]["result"]
             if result:
                 break
             assert time.monotonic() < deadline, "Prometheus never scraped the plate reader's count"

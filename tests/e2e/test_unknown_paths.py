@@ -24,8 +24,11 @@ def endpoints(url: str) -> set[str]:
 
 
 def series(url: str) -> int:
-    return sum(1 for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines()
-               if line and not line.startswith("#"))
+    return sum(
+        1
+        for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines()
+        if line and not line.startswith("#")
+    )
 
 
 def assert_not_found(response: httpx.Response, code: str = "not_found") -> None:
@@ -34,11 +37,17 @@ def assert_not_found(response: httpx.Response, code: str = "not_found") -> None:
     assert set(error) == {"message", "type", "param", "code"} and error["code"] == code, error
 
 
-@pytest.mark.parametrize("method, path", [
-    ("GET", "/no-such-page"), ("GET", "/v1/no-such-route"), ("POST", "/v1/plate-reader/extra"),
-    ("GET", "/v1/reviews/some-id/crop/more"), ("GET", "/v1/reviewz"),
-    ("GET", "/review/no-such-page"),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/no-such-page"),
+        ("GET", "/v1/no-such-route"),
+        ("POST", "/v1/plate-reader/extra"),
+        ("GET", "/v1/reviews/some-id/crop/more"),
+        ("GET", "/v1/reviewz"),
+        ("GET", "/review/no-such-page"),
+    ],
+)
 def test_a_path_no_route_takes_is_a_404_in_the_error_shape(plate_server: str, method: str, path: str) -> None:
     assert_not_found(httpx.request(method, f"{plate_server}{path}", timeout=10))
 
@@ -58,8 +67,9 @@ def test_200_unknown_paths_add_one_endpoint_label_and_few_series(plate_server: s
     before_labels, before_series = endpoints(plate_server), series(plate_server)
     with httpx.Client(base_url=plate_server, timeout=10) as client:
         for i in range(200):
-            path = [f"/{uuid.uuid4().hex}", f"/v1/{uuid.uuid4().hex}/x",
-                    f"/v1/reviews/{uuid.uuid4().hex}"][i % 3]
+            path = [f"/{uuid.uuid4().hex}", f"/v1/{uuid.uuid4().hex}/x", f"/v1/reviews/{uuid.uuid4().hex}"][
+                i % 3
+            ]
             assert client.get(path).status_code == 404
     after_labels, after_series = endpoints(plate_server), series(plate_server)
     assert after_labels == before_labels, after_labels - before_labels
@@ -72,8 +82,9 @@ def test_200_unknown_paths_add_one_endpoint_label_and_few_series(plate_server: s
 def test_an_invalid_regions_list_is_echoed_as_a_short_excerpt(plate_server: str) -> None:
     names = [f"atlantis{i:06d}" for i in range(20_000)]  # none a region, none shaped like a code
     image = base64.b64encode(plate_on_street().jpeg).decode()
-    response = httpx.post(f"{plate_server}/v1/plate-reader", json={"image": image, "regions": names},
-                          timeout=30)
+    response = httpx.post(
+        f"{plate_server}/v1/plate-reader", json={"image": image, "regions": names}, timeout=30
+    )
     assert response.status_code == 400, response.text[:500]
     error = response.json()["error"]
     assert error["code"] == "invalid_regions"

@@ -21,7 +21,8 @@ except ImportError:
 @pytest.fixture(scope="module")
 def page_url(tiny_server: str) -> Iterator[str]:
     spec = importlib.util.spec_from_file_location(
-        "autocomplete_web", REPO / "examples" / "autocomplete_web" / "serve.py")
+        "autocomplete_web", REPO / "examples" / "autocomplete_web" / "serve.py"
+    )
     assert spec and spec.loader
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
@@ -48,10 +49,14 @@ def test_type_see_the_suggestion_and_accept_it_with_tab(page_url: str) -> None:
         textarea = browser.find_element(By.ID, "text")
         textarea.send_keys("The weather today")
         ghost = WebDriverWait(browser, 30).until(
-            lambda b: b.find_element(By.ID, "suggestion").text.strip() and
-            b.find_element(By.ID, "suggestion").get_attribute("textContent"))
-        assert browser.find_element(By.ID, "suggestion").value_of_css_property("color") != \
-            textarea.value_of_css_property("color")  # grey ghost text, not typed text
+            lambda b: (
+                b.find_element(By.ID, "suggestion").text.strip()
+                and b.find_element(By.ID, "suggestion").get_attribute("textContent")
+            )
+        )
+        assert browser.find_element(By.ID, "suggestion").value_of_css_property(
+            "color"
+        ) != textarea.value_of_css_property("color")  # grey ghost text, not typed text
         textarea.send_keys(Keys.TAB)
         assert textarea.get_attribute("value") == "The weather today" + ghost
         assert browser.find_element(By.ID, "status").text.startswith("tiny-gpt2")

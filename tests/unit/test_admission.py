@@ -134,5 +134,9 @@ def test_middleware_answers_429_with_retry_after_beyond_the_limits() -> None:
 def test_busy_raised_inside_a_route_is_429_too() -> None:
     [response] = asyncio.run(burst(app_with(Limits(4, 4, 5)), "POST", "/engine-full", 1))
     assert response.status_code == 429 and response.headers["retry-after"] == "3"
-    assert response.json()["error"] == {"message": "the model is busy", "type": "rate_limit_error",
-                                        "param": None, "code": "server_busy"}
+    assert response.json()["error"] == {
+        "message": "the model is busy",
+        "type": "rate_limit_error",
+        "param": None,
+        "code": "server_busy",
+    }

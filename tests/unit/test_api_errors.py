@@ -43,8 +43,9 @@ def failing_app() -> FastAPI:
 @pytest.fixture()
 def server_url() -> Iterator[str]:
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(failing_app(), host="127.0.0.1", port=port, log_config=None,
-                                           timeout_keep_alive=30))
+    server = uvicorn.Server(
+        uvicorn.Config(failing_app(), host="127.0.0.1", port=port, log_config=None, timeout_keep_alive=30)
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -61,14 +62,20 @@ def local_address(response: httpx.Response) -> tuple[str, int]:
 
 
 def test_an_unexpected_error_is_one_logged_500_and_the_connection_serves_on(
-        server_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    server_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
     with httpx.Client(base_url=server_url, limits=httpx.Limits(max_connections=1), timeout=10) as client:
         failed = client.post("/fails")
         assert failed.status_code == 500, failed.text
-        assert failed.json() == {"error": {
-            "message": "internal error (FakeRouteFailure); the server logged it",
-            "type": "server_error", "param": None, "code": "internal_error"}}
+        assert failed.json() == {
+            "error": {
+                "message": "internal error (FakeRouteFailure); the server logged it",
+                "type": "server_error",
+                "param": None,
+                "code": "internal_error",
+            }
+        }
         assert failed.headers.get("connection") != "close"
         time.sleep(0.3)  # time for the server to close the connection, if it were going to
         first_address = local_address(failed)

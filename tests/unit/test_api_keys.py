@@ -62,17 +62,24 @@ def test_keys_file_reads_roles_quotas_and_comments() -> None:
     """
     keys = parse_keys_file(text)
     assert [(k.role, k.monthly_quota) for k in keys] == [
-        ("reader", None), ("admin", None), ("reviewer", 1000), ("reader", 50)]
+        ("reader", None),
+        ("admin", None),
+        ("reviewer", 1000),
+        ("reader", 50),
+    ]
     assert keys[0].digest == digest(READER) and len(keys[0].id) == 12
 
 
-@pytest.mark.parametrize(("line", "complaint"), [
-    (f"{READER} writer", "role 'writer' is not one of reader, reviewer, admin"),
-    (f"{READER} reader 0", "quota must be a whole number >= 1"),
-    (f"{READER} reader ten", "quota must be a whole number >= 1"),
-    (f"{READER} reader 5 extra", "expected KEY [ROLE] [MONTHLY QUOTA]"),
-    ("short admin", "shorter than 16 characters"),
-])
+@pytest.mark.parametrize(
+    ("line", "complaint"),
+    [
+        (f"{READER} writer", "role 'writer' is not one of reader, reviewer, admin"),
+        (f"{READER} reader 0", "quota must be a whole number >= 1"),
+        (f"{READER} reader ten", "quota must be a whole number >= 1"),
+        (f"{READER} reader 5 extra", "expected KEY [ROLE] [MONTHLY QUOTA]"),
+        ("short admin", "shorter than 16 characters"),
+    ],
+)
 def test_a_bad_line_names_its_number_and_never_the_key(line: str, complaint: str) -> None:
     with pytest.raises(ValueError, match="line 2") as error:
         parse_keys_file(f"# first line\n{line}", "keys")
@@ -92,11 +99,20 @@ def test_environment_and_file_keys_together_and_no_duplicates(tmp_path: Path) ->
         KeyRing.from_settings((READER,), str(keys_file))
 
 
-@pytest.mark.parametrize(("header", "token"), [
-    (f"Bearer {READER}", READER), (f"Token {READER}", READER), (f"bearer   {READER} ", READER),
-    (f"TOKEN {READER}", READER), (READER, None), (f"Basic {READER}", None), ("Bearer ", None),
-    (None, None), ("", None),
-])
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        (f"Bearer {READER}", READER),
+        (f"Token {READER}", READER),
+        (f"bearer   {READER} ", READER),
+        (f"TOKEN {READER}", READER),
+        (READER, None),
+        (f"Basic {READER}", None),
+        ("Bearer ", None),
+        (None, None),
+        ("", None),
+    ],
+)
 def test_token_from_the_authorization_header(header: str | None, token: str | None) -> None:
     assert token_from(header) == token
 
@@ -104,8 +120,11 @@ def test_token_from_the_authorization_header(header: str | None, token: str | No
 def test_check_says_401_without_a_valid_key() -> None:
     ring = KeyRing([ApiKey(digest(READER))])
     assert check(ring, f"Bearer {READER}").role == "reader"
-    for header, code in ((None, "missing_api_key"), (f"Bearer {ADMIN}", "invalid_api_key"),
-                         (READER, "invalid_api_key")):
+    for header, code in (
+        (None, "missing_api_key"),
+        (f"Bearer {ADMIN}", "invalid_api_key"),
+        (READER, "invalid_api_key"),
+    ):
         with pytest.raises(ApiError) as refused:
             check(ring, header)
         assert (refused.value.status, refused.value.code) == (401, code)
@@ -114,8 +133,9 @@ def test_check_says_401_without_a_valid_key() -> None:
 
 
 def test_quota_reached_says_when_the_month_ends() -> None:
-    refusal = quota_reached(ApiKey(digest(READER), monthly_quota=2),
-                            datetime(2026, 12, 31, 23, 0, tzinfo=UTC))
+    refusal = quota_reached(
+        ApiKey(digest(READER), monthly_quota=2), datetime(2026, 12, 31, 23, 0, tzinfo=UTC)
+    )
     assert (refusal.status, refusal.code) == (429, "quota_exceeded")
     assert "quota of 2 calls" in refusal.message and "2027-01-01" in refusal.message
     assert refusal.headers == {"Retry-After": str(3600 + 1)}
@@ -123,10 +143,14 @@ def test_quota_reached_says_when_the_month_ends() -> None:
 
 
 @pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
-def test_calls_are_reserved_up_to_the_quota_refunded_and_kept(database: str, tmp_path: Path,
-                                                               request: pytest.FixtureRequest) -> None:
-    url = (f"sqlite:///{tmp_path / 'modelport.sqlite3'}" if database == "sqlite"
-           else request.getfixturevalue("postgres_url"))
+def test_calls_are_reserved_up_to_the_quota_refunded_and_kept(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'modelport.sqlite3'}"
+        if database == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
     key = f"key-{tmp_path.name}"[:16]  # a fresh key on a shared server
     first = CallCounts(url)
     assert [first.reserve(key, quota=3) for _ in range(4)] == [1, 2, 3, None]
@@ -139,8 +163,9 @@ def test_calls_are_reserved_up_to_the_quota_refunded_and_kept(database: str, tmp
     assert again.calls("nobody") == 0
 
 
-def test_data_dir_is_the_setting_else_the_users_data_folder(monkeypatch: pytest.MonkeyPatch,
-                                                           tmp_path: Path) -> None:
+def test_data_dir_is_the_setting_else_the_users_data_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     assert data_dir(str(tmp_path)) == tmp_path
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     assert data_dir().name == "modelport"
@@ -174,6 +199,7 @@ def call(app: FastAPI, method: str, path: str, key: str | None = None) -> httpx.
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
             return await client.request(method, path, headers=headers)
+
     return asyncio.run(go())
 
 

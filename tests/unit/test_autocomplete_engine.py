@@ -31,8 +31,14 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     return Engine(lambda: TorchBackend(*load_causal_lm(model_dir, "float32")), max_batch_size=8)
 
 
-async def _run(engine: Engine, prompt: str, params: SamplingParams, n: int = 1,
-               delay: float = 0.0, timeout_s: float | None = None) -> dict[int, list[Delta]]:
+async def _run(
+    engine: Engine,
+    prompt: str,
+    params: SamplingParams,
+    n: int = 1,
+    delay: float = 0.0,
+    timeout_s: float | None = None,
+) -> dict[int, list[Delta]]:
     await asyncio.sleep(delay)
     choices: dict[int, list[Delta]] = {}
     async for delta in engine.submit([engine.encode(prompt)], params, n=n, timeout_s=timeout_s):
@@ -53,8 +59,9 @@ def test_batched_sequences_get_the_same_tokens_as_alone(engine: Engine, stagger_
     alone = [run(engine, p, GREEDY)[0] for p in PROMPTS]
 
     async def concurrently() -> list[dict[int, list[Delta]]]:
-        return await asyncio.gather(*(_run(engine, p, GREEDY, delay=stagger_s * i)
-                                      for i, p in enumerate(PROMPTS)))
+        return await asyncio.gather(
+            *(_run(engine, p, GREEDY, delay=stagger_s * i) for i, p in enumerate(PROMPTS))
+        )
 
     together = ["".join(d.text for d in c[0]) for c in asyncio.run(concurrently())]
     assert together == alone
@@ -98,8 +105,9 @@ def test_stop_string_spanning_tokens_ends_the_text_before_it(engine: Engine) -> 
     tokens = [engine.decode([t]) for t in engine.encode(full)]
     stop = (tokens[2] + tokens[3])[1:]  # starts inside token 2, ends in token 3
     cut = full.index(stop)
-    choices = asyncio.run(_run(engine, PROMPTS[1], SamplingParams(max_tokens=12, temperature=0.0,
-                                                                 stop=(stop,))))
+    choices = asyncio.run(
+        _run(engine, PROMPTS[1], SamplingParams(max_tokens=12, temperature=0.0, stop=(stop,)))
+    )
     assert "".join(d.text for d in choices[0]) == full[:cut]
     assert choices[0][-1].finish_reason == "stop"
 
@@ -133,13 +141,13 @@ def test_cancel_and_timeout_end_generation(engine: Engine) -> None:
     assert timed_out[-1].finish_reason == "timeout"
 
 
-
 @pytest.fixture(scope="module")
 def narrow_engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     """One sequence at a time and room for 2 more waiting: easy to fill."""
     model_dir = tiny_gpt2_dir(tmp_path_factory.mktemp("tiny") / "m")
-    return Engine(lambda: TorchBackend(*load_causal_lm(model_dir, "float32")), max_batch_size=1,
-                  max_waiting_rows=2)
+    return Engine(
+        lambda: TorchBackend(*load_causal_lm(model_dir, "float32")), max_batch_size=1, max_waiting_rows=2
+    )
 
 
 LONG = SamplingParams(max_tokens=900, temperature=1.0)
@@ -166,7 +174,8 @@ def test_the_queue_in_front_of_the_batch_is_bounded(narrow_engine: Engine) -> No
 
 
 def test_a_request_that_waited_past_its_timeout_ends_without_running(
-        narrow_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    narrow_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     chunks: list[PromptChunk] = []
     record_passes(narrow_engine, monkeypatch, chunks)
 
@@ -187,12 +196,15 @@ def test_a_request_that_waited_past_its_timeout_ends_without_running(
     assert [len(c.prompt) for c in chunks] == [1]
     assert narrow_engine._waiting_rows == 0 and narrow_engine._rows == []
 
+
 def test_the_api_modules_import_without_torch() -> None:
     # BentoML's parent process imports them with the service definition and never runs a
     # model: torch there cost it ~500 MB of RSS.
-    code = ("import sys, services.autocomplete.completions, services.autocomplete.engine, "
-            "services.autocomplete.generation, services.autocomplete.sampling, "
-            "services.autocomplete.suggest; assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys, services.autocomplete.completions, services.autocomplete.engine, "
+        "services.autocomplete.generation, services.autocomplete.sampling, "
+        "services.autocomplete.suggest; assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
@@ -205,7 +217,8 @@ def test_a_failing_load_raises_from_the_constructor() -> None:
 
 
 def test_the_engine_reports_its_load_and_each_requests_queue_time(
-        tmp_path_factory: pytest.TempPathFactory) -> None:
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
     model_dir = tiny_gpt2_dir(tmp_path_factory.mktemp("tiny-load") / "m")
 
     def load() -> TorchBackend:
@@ -240,8 +253,9 @@ def test_the_engine_reports_its_load_and_each_requests_queue_time(
     assert second.started_at - second.submitted_at > first.started_at - first.submitted_at
 
 
-def test_requests_arriving_as_the_last_rows_finish_all_complete(engine: Engine,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_requests_arriving_as_the_last_rows_finish_all_complete(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The pass that prefills a new request can be the one in which every running row ends
     # (the torch backend then resets its batch): the new request must still start.
     passes = record_passes(engine, monkeypatch)  # (new prompts, running rows) per forward pass
@@ -251,12 +265,12 @@ def test_requests_arriving_as_the_last_rows_finish_all_complete(engine: Engine,
         for max_tokens in (1, 2, 3) * 6:
             # Each wave's single row ends on the pass that takes the next wave's request.
             before = len(passes)
-            first = engine.submit([engine.encode("Hello")], SamplingParams(max_tokens=max_tokens,
-                                                                          temperature=0.0))
+            first = engine.submit(
+                [engine.encode("Hello")], SamplingParams(max_tokens=max_tokens, temperature=0.0)
+            )
             while not any(new for new, _ in passes[before:]):  # its prefill has run
                 await asyncio.sleep(0.0005)
-            second = engine.submit([engine.encode("Hi there")], SamplingParams(max_tokens=2,
-                                                                              temperature=0.0))
+            second = engine.submit([engine.encode("Hi there")], SamplingParams(max_tokens=2, temperature=0.0))
             for done in await asyncio.gather(first.collect(), second.collect()):
                 reasons += [c.finish_reason for c in done.values()]
         return reasons
@@ -268,6 +282,7 @@ def test_requests_arriving_as_the_last_rows_finish_all_complete(engine: Engine,
 
 # --- chunked prefill, and a request that waits for KV room ---------------------------------
 
+
 def _reference_prompt_logprobs(engine: Engine, prompt: list[int], top_n: int) -> list[tuple]:
     """Echo's logprobs the plain way: one forward pass over the whole prompt, every prefix decoded."""
     import torch
@@ -277,18 +292,21 @@ def _reference_prompt_logprobs(engine: Engine, prompt: list[int], top_n: int) ->
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     entries = [(engine.decode(prompt[:1]), None, 0)]
     for i in range(1, len(prompt)):
-        entries.append((engine.decode([prompt[i]]), float(logprobs[i - 1, prompt[i]]),
-                        len(engine.decode(prompt[:i]))))
+        entries.append(
+            (engine.decode([prompt[i]]), float(logprobs[i - 1, prompt[i]]), len(engine.decode(prompt[:i])))
+        )
     return entries
 
 
 def test_a_long_prompt_is_prefilled_in_chunks_beside_a_running_stream(
-        tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model_dir = tiny_gpt2_dir(tmp_path_factory.mktemp("tiny-chunks") / "m")
-    engine = Engine(lambda: TorchBackend(*load_causal_lm(model_dir, "float32")),
-                    max_batch_size=8, prefill_chunk_tokens=64)
+    engine = Engine(
+        lambda: TorchBackend(*load_causal_lm(model_dir, "float32")), max_batch_size=8, prefill_chunk_tokens=64
+    )
     # Multi-byte characters (an emoji is split across tokens) test the offsets' decoding.
-    text = " ".join(f"Line {i}: caf\u00e9 \U0001F600 ok." for i in range(40))
+    text = " ".join(f"Line {i}: caf\u00e9 \U0001f600 ok." for i in range(40))
     prompt = engine.encode(text)
     assert len(prompt) > 300
     chunks: list[PromptChunk] = []
@@ -296,8 +314,10 @@ def test_a_long_prompt_is_prefilled_in_chunks_beside_a_running_stream(
     echo = SamplingParams(max_tokens=1, temperature=0.0, echo=True, logprobs=2)
 
     async def scenario() -> tuple[list[Delta], str]:
-        running = engine.submit([engine.encode("Hello")], SamplingParams(
-            max_tokens=60, temperature=0.0, logit_bias=((50256, -100.0),)))
+        running = engine.submit(
+            [engine.encode("Hello")],
+            SamplingParams(max_tokens=60, temperature=0.0, logit_bias=((50256, -100.0),)),
+        )
         await asyncio.sleep(0.05)
         echoed = [d async for d in engine.submit([prompt], echo)]
         return echoed, "".join([d.text async for d in running])
@@ -307,16 +327,18 @@ def test_a_long_prompt_is_prefilled_in_chunks_beside_a_running_stream(
     assert len(ran) >= len(prompt) // 64 and all(c.end - c.start <= 64 for c in ran)
     during = [running for new, running in passes if new]
     assert sum(1 for running in during if running) >= len(ran) - 1  # the stream went on meanwhile
-    entries = [(e.token, e.logprob, e.offset) for d in echoed for e in d.logprobs][:len(prompt)]
+    entries = [(e.token, e.logprob, e.offset) for d in echoed for e in d.logprobs][: len(prompt)]
     expected = _reference_prompt_logprobs(engine, prompt, 2)
     assert [(t, o) for t, _, o in entries] == [(t, o) for t, _, o in expected]
-    assert all((a is None and b is None) or abs(a - b) < 1e-3
-               for (_, a, _), (_, b, _) in zip(entries, expected))
+    assert all(
+        (a is None and b is None) or abs(a - b) < 1e-3 for (_, a, _), (_, b, _) in zip(entries, expected)
+    )
     assert "".join(d.text for d in echoed).startswith(text)
 
 
-def test_requests_with_the_same_prompt_share_its_prefill(engine: Engine,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_requests_with_the_same_prompt_share_its_prefill(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     chunks: list[PromptChunk] = []
     record_passes(engine, monkeypatch, chunks)
     prompt = engine.encode("The weather today is")
@@ -331,7 +353,8 @@ def test_requests_with_the_same_prompt_share_its_prefill(engine: Engine,
 
 
 def test_a_request_waiting_for_kv_room_lets_smaller_ones_pass_then_is_not_starved(
-        tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import services.autocomplete.engine as engine_module
 
     model_dir = tiny_gpt2_dir(tmp_path_factory.mktemp("tiny-kv") / "m")
@@ -357,8 +380,12 @@ def test_a_request_waiting_for_kv_room_lets_smaller_ones_pass_then_is_not_starve
 
         # The first takes 901 of the 1,500 cells for ~900 steps; the big one (1,001) waits for
         # it. A small one (6) passes it; once it has waited 0.3 s, the next waits behind it.
-        await asyncio.gather(run("first", long, 0), run("big", dataclasses.replace(
-            long, max_tokens=1000), 0.05), run("small", small, 0.1), run("late small", small, 0.6))
+        await asyncio.gather(
+            run("first", long, 0),
+            run("big", dataclasses.replace(long, max_tokens=1000), 0.05),
+            run("small", small, 0.1),
+            run("late small", small, 0.6),
+        )
         return streams
 
     streams = asyncio.run(scenario())
@@ -376,8 +403,7 @@ def test_a_timeout_after_the_first_token_keeps_the_text_with_length(engine: Engi
     job = Job("cmpl-test", 0, "tiny", [engine.encode("Hello")], params, 2, False, False)
 
     async def scenario() -> object:
-        return await collect(job, engine.submit(job.prompts, params, n=2, timeout_s=0.3),
-                             Settings())
+        return await collect(job, engine.submit(job.prompts, params, n=2, timeout_s=0.3), Settings())
 
     completion = asyncio.run(scenario())
     assert [c.finish_reason for c in completion.choices] == ["length", "length"]

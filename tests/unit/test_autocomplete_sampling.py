@@ -38,9 +38,14 @@ def test_minus_100_bans_a_token(temperature: float) -> None:
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0, 2.0])
 def test_plus_100_forces_a_token_even_the_least_likely(temperature: float) -> None:
-    params = SamplingParams(temperature=temperature, top_k=5, top_p=0.5,
-                            repetition_penalty=2.0, frequency_penalty=2.0,
-                            logit_bias=((11, 100.0), (7, -100.0)))
+    params = SamplingParams(
+        temperature=temperature,
+        top_k=5,
+        top_p=0.5,
+        repetition_penalty=2.0,
+        frequency_penalty=2.0,
+        logit_bias=((11, 100.0), (7, -100.0)),
+    )
     assert {pick(params, seed, output=[11, 11]) for seed in range(100)} == {11}
 
 
@@ -62,12 +67,12 @@ def test_reported_logprobs_are_the_models_own() -> None:
 
 def test_bias_is_per_row() -> None:
     rows = [SamplingParams(temperature=0.0, logit_bias=((11, 100.0),)), SamplingParams(temperature=0.0)]
-    tokens, _ = choose_tokens(LOGITS[None].expand(2, -1), rows, [new_generator(0)] * 2,
-                              [[1], [1]], [[], []])
+    tokens, _ = choose_tokens(LOGITS[None].expand(2, -1), rows, [new_generator(0)] * 2, [[1], [1]], [[], []])
     assert tokens == [11, 7]
 
 
 # --- the request side ------------------------------------------------------------------
+
 
 def request(**fields: object) -> CompletionRequest:
     return CompletionRequest(prompt="Hi", **fields)
@@ -107,9 +112,10 @@ def test_suffix_is_refused_with_what_to_do_instead() -> None:
     _refuse_unsupported(request(suffix=""), 1)  # nothing to insert: nothing to refuse
 
 
-@pytest.mark.parametrize(("best_of", "n", "refused"),
-                         [(None, 1, False), (1, 1, False), (3, 3, False), (1, 3, False),
-                          (2, 1, True), (5, 3, True), (2, 3, True)])
+@pytest.mark.parametrize(
+    ("best_of", "n", "refused"),
+    [(None, 1, False), (1, 1, False), (3, 3, False), (1, 3, False), (2, 1, True), (5, 3, True), (2, 3, True)],
+)
 def test_best_of_only_1_or_n(best_of: int | None, n: int, refused: bool) -> None:
     body = request(best_of=best_of, n=n)
     if not refused:
@@ -121,6 +127,7 @@ def test_best_of_only_1_or_n(best_of: int | None, n: int, refused: bool) -> None
 
 
 # --- values at the edges: a clear 400, or the nearest value that works; never garbage ------
+
 
 @pytest.mark.parametrize("seed", [2**64, 10**30, -1, -(2**63) - 1])
 def test_a_seed_outside_64_bits_is_refused(seed: int) -> None:
@@ -155,16 +162,18 @@ def test_a_tiny_repetition_penalty_favours_seen_tokens_without_overflow() -> Non
 def test_non_finite_logits_never_pick_a_nan_token(temperature: float) -> None:
     logits = LOGITS.clone()
     logits[20], logits[30] = float("nan"), float("inf")  # an overflowing model
-    tokens, _ = choose_tokens(logits[None], [SamplingParams(temperature=temperature)],
-                              [new_generator(0)], [[1]], [[]])
+    tokens, _ = choose_tokens(
+        logits[None], [SamplingParams(temperature=temperature)], [new_generator(0)], [[1]], [[]]
+    )
     assert tokens == [30]
 
 
-@pytest.mark.parametrize("fields", [{"prompt": "\ud800abc"}, {"prompt": ["Hi", "\udfffabc"]},
-                                    {"prompt": "Hi", "stop": ["\ud800"]}])
+@pytest.mark.parametrize(
+    "fields", [{"prompt": "\ud800abc"}, {"prompt": ["Hi", "\udfffabc"]}, {"prompt": "Hi", "stop": ["\ud800"]}]
+)
 def test_a_lone_surrogate_is_refused_before_the_tokenizer(fields: dict) -> None:
     with pytest.raises(ValidationError) as raised:
         CompletionRequest(**fields)
     error = raised.value.errors()[0]
     assert error["loc"][0] in ("prompt", "stop") and "lone UTF-16 surrogate" in error["msg"]
-    CompletionRequest(prompt="Hi \U0001F600")  # a pair (an emoji) is fine
+    CompletionRequest(prompt="Hi \U0001f600")  # a pair (an emoji) is fine

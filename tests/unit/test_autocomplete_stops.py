@@ -54,10 +54,9 @@ def test_half_a_utf8_character_is_held_back() -> None:
 
 def test_a_stop_is_not_matched_in_half_a_character() -> None:
     # The emoji's bytes span two tokens: after the first, the text ends in U+FFFD.
-    text = StoppableText(lambda ids: ["Hi ", "Hi \ufffd", "Hi \U0001F600!"][len(ids) - 1],
-                         ("\ufffd",))
+    text = StoppableText(lambda ids: ["Hi ", "Hi \ufffd", "Hi \U0001f600!"][len(ids) - 1], ("\ufffd",))
     pieces = [text.push(list(range(n))) for n in (1, 2, 3)] + [text.flush()]
-    assert not text.stopped and "".join(pieces) == "Hi \U0001F600!"
+    assert not text.stopped and "".join(pieces) == "Hi \U0001f600!"
 
 
 def test_a_real_replacement_character_still_stops() -> None:

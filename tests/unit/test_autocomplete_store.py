@@ -17,9 +17,12 @@ def test_a_transformers_directory_is_stored_with_its_shape(tmp_path: Path) -> No
     metadata = prepare_causal_lm(source, target)
     check = metadata.pop("gguf_check")  # GPT-2 is written as a GGUF for llama.cpp, and checked:
     assert check.startswith("KL divergence 0.00") and check.endswith("on 4/4 prompts"), check
-    assert metadata == {"format": "transformers", "architecture": "GPT2LMHeadModel",
-                        "context_length": 1024,
-                        "gguf_type": "Q8_0 (written from the transformers weights)"}
+    assert metadata == {
+        "format": "transformers",
+        "architecture": "GPT2LMHeadModel",
+        "context_length": 1024,
+        "gguf_type": "Q8_0 (written from the transformers weights)",
+    }
     assert (target / "model.safetensors").exists() and (target / "tokenizer.json").exists()
     assert (target / "model.gguf").exists()
 

@@ -23,6 +23,7 @@ class FakeModel:
 
 def submit_together(fake: FakeModel, count: int, *, max_size: int, max_latency_ms: float) -> list[int]:
     """Submit items 0..count-1 concurrently to one batcher; their results, in order."""
+
     async def go() -> list[int]:
         batcher = MicroBatcher(fake, max_size=max_size, max_latency_ms=max_latency_ms)
         return await asyncio.gather(*(batcher.submit(i) for i in range(count)))

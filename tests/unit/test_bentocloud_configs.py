@@ -17,8 +17,7 @@ def test_config_matches_bentomls_schema_and_service_names(path: Path) -> None:
     from bentoml._internal.utils.cattr import bentoml_cattr
 
     config = yaml.safe_load(path.read_text())
-    parsed = bentoml_cattr.structure({k: v for k, v in config.items() if k != "name"},
-                                     DeploymentConfigSchema)
+    parsed = bentoml_cattr.structure({k: v for k, v in config.items() if k != "name"}, DeploymentConfigSchema)
     services = {"plate-reader.yaml": "plate-reader", "autocomplete.yaml": "autocomplete"}
     assert list(parsed.services) == [services[path.name]]
     [service] = parsed.services.values()

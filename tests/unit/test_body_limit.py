@@ -41,6 +41,7 @@ def post(app: FastAPI, **kwargs) -> httpx.Response:
     async def go() -> httpx.Response:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
             return await client.post("/completions", **kwargs)
+
     return asyncio.run(go())
 
 
@@ -81,8 +82,9 @@ def test_a_chunked_body_without_content_length_is_cut_off_while_streaming() -> N
 
 def test_the_client_leaving_mid_body_ends_quietly() -> None:
     app, parsed = make_app()
-    messages = iter([{"type": "http.request", "body": b'{"pro', "more_body": True},
-                     {"type": "http.disconnect"}])
+    messages = iter(
+        [{"type": "http.request", "body": b'{"pro', "more_body": True}, {"type": "http.disconnect"}]
+    )
     sent: list[dict] = []
 
     async def receive() -> dict:
@@ -91,8 +93,14 @@ def test_the_client_leaving_mid_body_ends_quietly() -> None:
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/completions", "headers": [],
-             "query_string": b"", "root_path": ""}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/completions",
+        "headers": [],
+        "query_string": b"",
+        "root_path": "",
+    }
     asyncio.run(body_limit.BodyLimit(app.router, RULES)(scope, receive, send))
     assert sent == [] and parsed == []
 
@@ -136,8 +144,11 @@ def test_a_slow_body_is_408_at_the_deadline_and_holds_no_admission_slot() -> Non
     async def go() -> tuple[httpx.Response, httpx.Response, float, float]:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
             started = asyncio.get_running_loop().time()
-            slow = asyncio.create_task(client.post("/completions", content=trickle(0.3, 100),
-                                                   headers={"content-type": "application/json"}))
+            slow = asyncio.create_task(
+                client.post(
+                    "/completions", content=trickle(0.3, 100), headers={"content-type": "application/json"}
+                )
+            )
             await asyncio.sleep(0.2)  # the slow one has started sending
             fast = await client.post("/completions", json={"prompt": "hello"})
             fast_at = asyncio.get_running_loop().time() - started
@@ -160,9 +171,13 @@ def test_bodies_held_together_are_capped_with_429() -> None:
 
     async def go() -> tuple[httpx.Response, httpx.Response]:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
-            holding = asyncio.create_task(client.post(  # 800 bytes, then a pause: held meanwhile
-                "/completions", headers={"content-type": "application/json"},
-                content=_two_parts(b'{"prompt": "' + b"x" * 788, b'"}', pause_s=0.5)))
+            holding = asyncio.create_task(
+                client.post(  # 800 bytes, then a pause: held meanwhile
+                    "/completions",
+                    headers={"content-type": "application/json"},
+                    content=_two_parts(b'{"prompt": "' + b"x" * 788, b'"}', pause_s=0.5),
+                )
+            )
             await asyncio.sleep(0.2)
             refused = await client.post("/completions", json={"prompt": "y" * 300})
             return await holding, refused

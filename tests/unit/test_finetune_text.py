@@ -48,8 +48,16 @@ def test_finetune_stores_a_new_version_with_metrics(tiny_gpt2: str, zen: Path, t
 
     base = resolve(tiny_gpt2)
     base_sha = sha256_of(Path(base.path))
-    settings = TextSettings(base=BASE, block_size=32, batch_size=8, max_steps=15, epochs=10,
-                            learning_rate=3e-3, max_val_blocks=8, runs_dir=tmp_path / "runs")
+    settings = TextSettings(
+        base=BASE,
+        block_size=32,
+        batch_size=8,
+        max_steps=15,
+        epochs=10,
+        learning_rate=3e-3,
+        max_val_blocks=8,
+        runs_dir=tmp_path / "runs",
+    )
     result = finetune_text(zen, settings)
 
     assert result.tag.startswith(f"{BASE}:") and result.tag != tiny_gpt2
@@ -64,11 +72,15 @@ def test_finetune_stores_a_new_version_with_metrics(tiny_gpt2: str, zen: Path, t
     assert result.ppl_before == metrics["val_ppl_before"] and result.ppl_after == metrics["val_ppl_after"]
     entry = Path(resolve(result.tag).path)
     assert (entry / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "validation perplexity" in result.summary() and f"modelport models serve {result.tag}" in result.summary()
+    assert (
+        "validation perplexity" in result.summary()
+        and f"modelport models serve {result.tag}" in result.summary()
+    )
 
     model, tokenizer = load_causal_lm(entry, dtype="float32")  # the autocompleter's loader
-    out = model.generate(**tokenizer("Beautiful is", return_tensors="pt"), min_new_tokens=4,
-                         max_new_tokens=4, do_sample=False)
+    out = model.generate(
+        **tokenizer("Beautiful is", return_tensors="pt"), min_new_tokens=4, max_new_tokens=4, do_sample=False
+    )
     assert out.shape[1] == len(tokenizer("Beautiful is")["input_ids"]) + 4
 
 
@@ -78,8 +90,15 @@ def test_lora_run_merges_into_a_plain_model(tiny_gpt2: str, zen: Path, tmp_path:
     pytest.importorskip("peft")
     from services.core.model_store import resolve
 
-    settings = TextSettings(base=tiny_gpt2, block_size=32, max_steps=3, lora=True, lora_rank=4,
-                            max_val_blocks=4, runs_dir=tmp_path / "runs")
+    settings = TextSettings(
+        base=tiny_gpt2,
+        block_size=32,
+        max_steps=3,
+        lora=True,
+        lora_rank=4,
+        max_val_blocks=4,
+        runs_dir=tmp_path / "runs",
+    )
     result = finetune_text(zen, settings)
     files = {p.name for p in Path(resolve(result.tag).path).iterdir()}
     assert "model.safetensors" in files and "adapter_config.json" not in files

@@ -56,17 +56,25 @@ def test_csv_column_and_jsonl_field(tmp_path: Path) -> None:
     assert load_text(chats).records == ("hello there", "bye")
 
 
-@pytest.mark.parametrize(("name", "content", "options", "message"), [
-    ("empty.txt", "", {}, r"empty.txt: no text in it \(empty file"),
-    ("blank.txt", "\n  \n\n", {}, "no text in it"),
-    ("empty.csv", "", {"column": "body"}, "empty file"),
-    ("bad.jsonl", '{"text": "ok"}\n{"text": oops}\n', {}, r"bad.jsonl line 2: not JSON"),
-    ("nofield.jsonl", '{"body": "x"}\n', {},
-     r"line 1: no field 'text' \(it has \['body'\]\); choose the field with --field"),
-    ("number.jsonl", '{"text": 3}\n', {}, r"line 1: field 'text' is int, not text"),
-])
-def test_data_errors_say_what_to_fix(tmp_path: Path, name: str, content: str, options: dict,
-                                     message: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "content", "options", "message"),
+    [
+        ("empty.txt", "", {}, r"empty.txt: no text in it \(empty file"),
+        ("blank.txt", "\n  \n\n", {}, "no text in it"),
+        ("empty.csv", "", {"column": "body"}, "empty file"),
+        ("bad.jsonl", '{"text": "ok"}\n{"text": oops}\n', {}, r"bad.jsonl line 2: not JSON"),
+        (
+            "nofield.jsonl",
+            '{"body": "x"}\n',
+            {},
+            r"line 1: no field 'text' \(it has \['body'\]\); choose the field with --field",
+        ),
+        ("number.jsonl", '{"text": 3}\n', {}, r"line 1: field 'text' is int, not text"),
+    ],
+)
+def test_data_errors_say_what_to_fix(
+    tmp_path: Path, name: str, content: str, options: dict, message: str
+) -> None:
     path = tmp_path / name
     path.write_text(content)
     with pytest.raises(DataError, match=message):

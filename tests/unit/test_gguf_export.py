@@ -83,8 +83,9 @@ def test_a_llama_written_as_gguf_gives_torch_logits(tmp_path: Path, smollm2_dir:
     assert check.passed and check.kl_divergence < 0.01, check
 
 
-def test_the_real_smollm2_written_from_its_weights_passes_the_check(tmp_path: Path,
-                                                                     smollm2_dir: Path) -> None:
+def test_the_real_smollm2_written_from_its_weights_passes_the_check(
+    tmp_path: Path, smollm2_dir: Path
+) -> None:
     # The store entry's transformers weights (as fine-tuning would leave them), written anew:
     # as close to torch as llama.cpp's own conversion of the same model (the package's GGUF).
     write_gguf(smollm2_dir, tmp_path / "model.gguf")
@@ -94,8 +95,9 @@ def test_the_real_smollm2_written_from_its_weights_passes_the_check(tmp_path: Pa
     assert ours.kl_divergence <= 1.1 * theirs.kl_divergence + 1e-4, (ours, theirs)
 
 
-def test_a_wrong_rotary_layout_fails_the_check(tmp_path: Path, smollm2_dir: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_wrong_rotary_layout_fails_the_check(
+    tmp_path: Path, smollm2_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from services.autocomplete import gguf_export
 
     monkeypatch.setattr(gguf_export, "_rotary_rows", lambda weights, heads: weights)

@@ -51,6 +51,7 @@ def greedy_texts(engine: Engine, prompts: list[str]) -> list[str]:
     async def run() -> list[str]:
         streams = [engine.submit([engine.encode(p)], GREEDY) for p in prompts]
         return [(await s.collect())[0].text for s in streams]
+
     return asyncio.run(run())
 
 
@@ -69,8 +70,9 @@ def test_torch_backend_on_the_gpu_decodes_what_the_cpu_does(tmp_path: Path) -> N
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not gpu_present("llama.cpp"),
-                    reason="needs llama-cpp-python built with CUDA (the GPU image) and a GPU")
+@pytest.mark.skipif(
+    not gpu_present("llama.cpp"), reason="needs llama-cpp-python built with CUDA (the GPU image) and a GPU"
+)
 def test_llama_cpp_offloads_every_layer_and_decodes() -> None:
     import services.autocomplete.model_kinds  # noqa: F401 - registers causal-lm
     from services.core.model_store import import_model

@@ -14,8 +14,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = {"services": REPO / "services", "finetune": REPO / "finetune",
-            "modelport_client": REPO / "clients" / "modelport_client"}
+PACKAGES = {
+    "services": REPO / "services",
+    "finetune": REPO / "finetune",
+    "modelport_client": REPO / "clients" / "modelport_client",
+}
 
 
 def module_files() -> dict[str, Path]:
@@ -128,5 +131,6 @@ def test_rooms_keep_to_themselves(room: str) -> None:
         for module, targets in graph.items()
         if (module == room or module.startswith(room + ".")) and module != COMPOSITION_ROOT
         for target in targets
-        if any(target == f or target.startswith(f + ".") for f in FORBIDDEN[room]))
+        if any(target == f or target.startswith(f + ".") for f in FORBIDDEN[room])
+    )
     assert trespass == []

@@ -16,8 +16,12 @@ KUBERNETES_VERSION = "1.33.0"
 
 def documents() -> list[dict]:
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    return [doc for name in kustomization["resources"]
-            for doc in yaml.safe_load_all((K8S / name).read_text()) if doc]
+    return [
+        doc
+        for name in kustomization["resources"]
+        for doc in yaml.safe_load_all((K8S / name).read_text())
+        if doc
+    ]
 
 
 @pytest.mark.parametrize("doc", documents(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
@@ -58,9 +62,11 @@ def test_configmap_keys_are_real_settings() -> None:
     from services.plate_reader.settings import Settings as PlateSettings
 
     shared = {f"MODELPORT_{f.name.upper()}" for f in fields(ServerSettings)}
-    known = {"plate-reader-config": shared | {f"MODELPORT_PLATE_{f.name.upper()}" for f in fields(PlateSettings)},
-             "autocomplete-config": shared | {f"MODELPORT_AUTOCOMPLETE_{f.name.upper()}"
-                                              for f in fields(AutocompleteSettings)}}
+    known = {
+        "plate-reader-config": shared | {f"MODELPORT_PLATE_{f.name.upper()}" for f in fields(PlateSettings)},
+        "autocomplete-config": shared
+        | {f"MODELPORT_AUTOCOMPLETE_{f.name.upper()}" for f in fields(AutocompleteSettings)},
+    }
     configs = {c["metadata"]["name"]: set(c["data"]) for c in by_kind("ConfigMap")}
     assert set(configs) == set(known)
     for name, keys in configs.items():

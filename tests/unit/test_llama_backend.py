@@ -30,8 +30,7 @@ def smollm2_dir() -> Path:
 
 
 def make_engine(model_dir: Path, **settings: object) -> Engine:
-    return Engine(lambda: load_backend(model_dir, Settings(**settings)),
-                  max_batch_size=8)
+    return Engine(lambda: load_backend(model_dir, Settings(**settings)), max_batch_size=8)
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +38,11 @@ def engine(smollm2_dir: Path) -> Engine:
     return make_engine(smollm2_dir)
 
 
-def complete(engine: Engine, prompts: list[str], params: SamplingParams,
-             n: int = 1) -> list[tuple[GenerationStream, dict[int, str]]]:
+def complete(
+    engine: Engine, prompts: list[str], params: SamplingParams, n: int = 1
+) -> list[tuple[GenerationStream, dict[int, str]]]:
     """Run the prompts concurrently; each one's stream and its choices' texts."""
+
     async def one(prompt: str) -> tuple[GenerationStream, dict[int, str]]:
         stream = engine.submit([engine.encode(prompt)], params, n=n)
         done = await stream.collect()
@@ -73,8 +74,9 @@ def test_greedy_completion_knows_a_capital(engine: Engine) -> None:
     assert texts[0].strip().startswith("Paris"), texts
 
 
-def test_concurrent_requests_are_decoded_in_shared_steps(engine: Engine,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_concurrent_requests_are_decoded_in_shared_steps(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     passes = record_passes(engine, monkeypatch)
     prompts = ["Once upon a time", "The weather today", "My favourite food is", "Dear Sir,"]
     results = complete(engine, prompts, SamplingParams(max_tokens=12, temperature=0.7, seed=1))
@@ -84,8 +86,9 @@ def test_concurrent_requests_are_decoded_in_shared_steps(engine: Engine,
     assert len(widths) < 4 * 4, widths  # fewer steps than the rows' tokens
 
 
-def test_a_new_prompt_is_prefilled_in_the_running_rows_pass(engine: Engine,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_new_prompt_is_prefilled_in_the_running_rows_pass(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     passes = record_passes(engine, monkeypatch)  # (new prompts, running rows) per forward pass
 
     async def staggered() -> list[str]:
@@ -128,9 +131,14 @@ def llama_backend(model_dir: Path, cached_sequences: int) -> object:
 
     from services.autocomplete.llama_backend import LlamaCppBackend
 
-    return LlamaCppBackend(model_dir / GGUF_NAME, AutoTokenizer.from_pretrained(model_dir),
-                           threads=2, kv_tokens=1024, max_sequences=4,
-                           cached_sequences=cached_sequences)
+    return LlamaCppBackend(
+        model_dir / GGUF_NAME,
+        AutoTokenizer.from_pretrained(model_dir),
+        threads=2,
+        kv_tokens=1024,
+        max_sequences=4,
+        cached_sequences=cached_sequences,
+    )
 
 
 def test_rows_that_leave_give_back_their_sequences_and_cells(smollm2_dir: Path) -> None:
@@ -150,8 +158,10 @@ def test_rows_that_leave_give_back_their_sequences_and_cells(smollm2_dir: Path) 
     assert llama_cpp.llama_memory_seq_pos_max(memory, kept) == len(prompts[1])
 
 
-TEXT = ("Dear Ms Patel, thank you for your letter of the third of May about the delivery of the "
-        "garden chairs. I am sorry to hear that two of them arrived")
+TEXT = (
+    "Dear Ms Patel, thank you for your letter of the third of May about the delivery of the "
+    "garden chairs. I am sorry to hear that two of them arrived"
+)
 
 
 def last_logits(backend: object, prompt: list[int]) -> object:
@@ -213,8 +223,9 @@ def test_cached_cells_make_way_for_new_requests(smollm2_dir: Path) -> None:
     assert backend.cached_cells == 0 and len(backend._free) == backend.max_sequences
 
 
-def test_a_full_kv_cache_makes_requests_wait_their_turn(smollm2_dir: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_kv_cache_makes_requests_wait_their_turn(
+    smollm2_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # 256 cells; each request needs about 4 + 120: two fit at once, the third waits.
     small = make_engine(smollm2_dir, kv_cache_tokens=256)
     passes = record_passes(small, monkeypatch)

@@ -20,13 +20,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_the_config_scrapes_each_service_with_every_rule_file(tmp_path: Path) -> None:
     written = config({"plate-reader": 3000, "autocomplete": 3001})
-    assert [(job["job_name"], job["static_configs"][0]["targets"]) for job in written["scrape_configs"]] == \
-        [("plate-reader", ["127.0.0.1:3000"]), ("autocomplete", ["127.0.0.1:3001"])]
-    assert sorted(Path(p).name for p in written["rule_files"]) == \
-        ["autocomplete.rules.yml", "plate-reader.rules.yml", "serving.rules.yml"]
+    assert [(job["job_name"], job["static_configs"][0]["targets"]) for job in written["scrape_configs"]] == [
+        ("plate-reader", ["127.0.0.1:3000"]),
+        ("autocomplete", ["127.0.0.1:3001"]),
+    ]
+    assert sorted(Path(p).name for p in written["rule_files"]) == [
+        "autocomplete.rules.yml",
+        "plate-reader.rules.yml",
+        "serving.rules.yml",
+    ]
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(written))
-    checked = subprocess.run([promtool(), "check", "config", str(path)], capture_output=True, text=True, timeout=120)
+    checked = subprocess.run(
+        [promtool(), "check", "config", str(path)], capture_output=True, text=True, timeout=120
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "SUCCESS: 3 rule files found" in checked.stdout and checked.stdout.count("rules found") == 3
 
@@ -52,4 +59,7 @@ def test_monitoring_without_prometheus_says_how_to_install_it(monkeypatch: pytes
     monkeypatch.setenv("PATH", "/nonexistent")
     result = CliRunner().invoke(main, ["serve", "--only", "plate-reader", "--monitoring"])
     assert result.exit_code == 1
-    assert "needs Prometheus, which is not installed" in result.output and "apt-get install prometheus" in result.output
+    assert (
+        "needs Prometheus, which is not installed" in result.output
+        and "apt-get install prometheus" in result.output
+    )

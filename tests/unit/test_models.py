@@ -11,14 +11,22 @@ import bentoml
 import pytest
 
 from services.core.model_store import ModelNotFound, import_model, resolve
-from services.core.sources import ChecksumMismatch, HuggingFaceRepo, LocalFile, PackageFile, UrlFile, sha256_of
+from services.core.sources import (
+    ChecksumMismatch,
+    HuggingFaceRepo,
+    LocalFile,
+    PackageFile,
+    UrlFile,
+    sha256_of,
+)
 
 
 def test_default_import_records_source_and_checksum(plate_models: dict[str, Path]) -> None:
     model = bentoml.models.get("plate-ocr:latest")
     meta = model.info.metadata
-    assert meta["source"] == ("package:rapidocr-onnxruntime==1.4.4#"
-                              "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx")
+    assert meta["source"] == (
+        "package:rapidocr-onnxruntime==1.4.4#rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"
+    )
     assert meta["source_sha256"] == sha256_of(plate_models["plate-ocr"])
     assert meta["kind"] == "plate-ocr"
 
@@ -49,8 +57,9 @@ def test_a_file_whose_checksum_differs_is_refused(tmp_path: Path) -> None:
         PackageFile("safelicensing==1.0.3", "safelicensing/best.pt", sha256="0" * 64).fetch(tmp_path)
 
 
-def test_a_local_file_with_other_bytes_imports_as_a_new_version(plate_models: dict[str, Path],
-                                                                tmp_path: Path) -> None:
+def test_a_local_file_with_other_bytes_imports_as_a_new_version(
+    plate_models: dict[str, Path], tmp_path: Path
+) -> None:
     import onnx
 
     # Under a name of its own: a new plate-ocr version would be the one later servers load.
@@ -74,7 +83,8 @@ def test_a_local_file_with_other_bytes_imports_as_a_new_version(plate_models: di
 
 
 def test_a_file_stored_by_an_older_preparer_is_prepared_again(
-        plate_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plate_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # E.g. causal-lm entries made before they kept a GGUF: importing again must add one.
     from services.core import model_store as models
 
@@ -100,14 +110,31 @@ def test_missing_model_error_says_how_to_import_it() -> None:
 
 
 def test_cli_lists_and_refuses_bad_checksums(plate_models: dict[str, Path], tmp_path: Path) -> None:
-    listed = subprocess.run([sys.executable, "-m", "services.core.cli", "models", "list"],
-                            capture_output=True, text=True, check=True)
+    listed = subprocess.run(
+        [sys.executable, "-m", "services.core.cli", "models", "list"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "plate-detector" in listed.stdout and "plate-ocr" in listed.stdout
     bad = tmp_path / "x.onnx"
     bad.write_bytes(b"x")
-    refused = subprocess.run([sys.executable, "-m", "services.core.cli", "models", "import", "plate-ocr",
-                              "--from-path", str(bad), "--sha256", "1" * 64],
-                             capture_output=True, text=True)
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.core.cli",
+            "models",
+            "import",
+            "plate-ocr",
+            "--from-path",
+            str(bad),
+            "--sha256",
+            "1" * 64,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert refused.returncode == 1
     assert f"expected {'1' * 64}" in refused.stderr and "refusing" in refused.stderr
 

@@ -29,8 +29,9 @@ def test_checked_in_dashboards_are_the_generated_ones() -> None:
     dashboards = generator()
     assert sorted(p.name for p in (MONITORING / "dashboards").glob("*.json")) == sorted(dashboards.DASHBOARDS)
     for name, make in dashboards.DASHBOARDS.items():
-        assert (MONITORING / "dashboards" / name).read_text() == dashboards.render(make), \
+        assert (MONITORING / "dashboards" / name).read_text() == dashboards.render(make), (
             f"{name} differs: run python deploy/monitoring/dashboards.py"
+        )
 
 
 @pytest.mark.parametrize("name", ["plate-reader.json", "autocomplete.json"])
@@ -54,8 +55,10 @@ def test_every_rule_reads_a_metric_that_exists() -> None:
 
 def test_the_name_check_can_fail() -> None:
     """The parser finds names inside functions, ranges and `by` clauses, and nothing else."""
-    expr = ('histogram_quantile(0.95, sum by (job, le) (rate(foo_bucket{a="b", c=~"/v1/.*"}[5m])))'
-            " / on (job) bar:rate5m > 0.4 and time() - baz offset 1h")
+    expr = (
+        'histogram_quantile(0.95, sum by (job, le) (rate(foo_bucket{a="b", c=~"/v1/.*"}[5m])))'
+        " / on (job) bar:rate5m > 0.4 and time() - baz offset 1h"
+    )
     assert metric_names(expr) == {"foo_bucket", "bar:rate5m", "baz"}
     assert "modelport_plates_read_total" in service_metrics()
     assert "modelport_plate_reading_score_bucket" in service_metrics()

@@ -27,15 +27,21 @@ def promtool() -> str:
 def test_rules_are_valid() -> None:
     rules = sorted(MONITORING.glob("rules/*.yml"))
     assert len(rules) == 3
-    result = subprocess.run([promtool(), "check", "rules", *map(str, rules)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [promtool(), "check", "rules", *map(str, rules)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("test_file", ["plate-reader.test.yml", "autocomplete.test.yml"])
 def test_rules_fire_where_they_should(test_file: str) -> None:
-    result = subprocess.run([promtool(), "test", "rules", test_file], cwd=MONITORING / "tests",
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [promtool(), "test", "rules", test_file],
+        cwd=MONITORING / "tests",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
@@ -44,9 +50,13 @@ def test_every_alert_is_tested() -> None:
     """Each alert appears in a test file, firing (exp_alerts with labels) and silent."""
     import yaml
 
-    alerts = {rule["alert"] for path in MONITORING.glob("rules/*.yml")
-              for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"]
-              if "alert" in rule}
+    alerts = {
+        rule["alert"]
+        for path in MONITORING.glob("rules/*.yml")
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
     fired, silent = set(), set()
     for path in MONITORING.glob("tests/*.test.yml"):
         for case in yaml.safe_load(path.read_text())["tests"]:

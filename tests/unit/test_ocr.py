@@ -85,8 +85,9 @@ class OneBoxDetector:
     def __init__(self, box: BoundingBox) -> None:
         self.box = box
 
-    def detect(self, images: list[np.ndarray], *, min_score: float = 0.25,
-               imgsz: int | None = None) -> list[list[Detection]]:
+    def detect(
+        self, images: list[np.ndarray], *, min_score: float = 0.25, imgsz: int | None = None
+    ) -> list[list[Detection]]:
         return [[Detection(self.box, 0.9)] for _ in images]
 
 
@@ -116,8 +117,7 @@ def test_the_pipeline_reads_its_crops_like_read_crops_with_the_rules_on_or_off(o
 
 def test_a_plate_with_no_readable_text_is_still_reported(ocr: PlateOCR) -> None:
     blank = np.full((120, 300, 3), 200, dtype=np.uint8)
-    recognizer = PlateRecognizer(OneBoxDetector(BoundingBox(50, 40, 250, 80)), ocr,
-                                 review_threshold=0.8)
+    recognizer = PlateRecognizer(OneBoxDetector(BoundingBox(50, 40, 250, 80)), ocr, review_threshold=0.8)
     for rules in (True, False):
         [[reading]] = recognizer.read([blank], rules=rules)
         assert (reading.plate, reading.score, reading.candidates, reading.review) == ("", 0.0, (), True)

@@ -17,10 +17,13 @@ OPENMP_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 def test_importing_the_cli_leaves_openmp_alone() -> None:
     env = {k: v for k, v in os.environ.items() if k not in OPENMP_VARIABLES}
-    code = ("import os, services.core.cli; "
-            "print([os.environ.get(k) for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')])")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
-                         text=True, check=True).stdout
+    code = (
+        "import os, services.core.cli; "
+        "print([os.environ.get(k) for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[None, None]"
 
 
@@ -38,4 +41,5 @@ def test_tune_openmp_keeps_what_the_user_set(monkeypatch: pytest.MonkeyPatch, ke
     monkeypatch.setenv(key, "PASSIVE" if key == "OMP_WAIT_POLICY" else "100")
     tune_openmp()
     assert [os.environ.get(k) for k in OPENMP_VARIABLES] == (
-        ["PASSIVE", None] if key == "OMP_WAIT_POLICY" else [None, "100"])
+        ["PASSIVE", None] if key == "OMP_WAIT_POLICY" else [None, "100"]
+    )

@@ -25,7 +25,9 @@ def test_camera_labels_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_no_plate_and_reviews_are_counted_per_camera() -> None:
     before = {c: metrics.IMAGES_WITHOUT_PLATE.labels(camera=c)._value.get() for c in ("gate-a", "gate-b")}
-    flagged = PlateReading("AB12CDE", 0.5, 0.9, BoundingBox(1, 1, 50, 20), (Candidate("AB12CDE", 0.5, "uk", 0.5),), True)
+    flagged = PlateReading(
+        "AB12CDE", 0.5, 0.9, BoundingBox(1, 1, 50, 20), (Candidate("AB12CDE", 0.5, "uk", 0.5),), True
+    )
     metrics.observe([], "gate-a")
     metrics.observe([flagged], "gate-b")
     assert metrics.IMAGES_WITHOUT_PLATE.labels(camera="gate-a")._value.get() == before["gate-a"] + 1
@@ -34,12 +36,16 @@ def test_no_plate_and_reviews_are_counted_per_camera() -> None:
     assert metrics.REVIEWS.labels(camera="gate-a")._value.get() == 0  # exported at 0 from the first photo
 
 
-def test_the_oldest_pending_review_ages_without_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_oldest_pending_review_ages_without_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from services.plate_reader.review_api import OLDEST_PENDING_SINCE, refresh_gauges
 
     monkeypatch.setenv("MODELPORT_DATA_DIR", str(tmp_path))
     store = ReviewStore(database_engine(database_url()), tmp_path / "review-images")
-    reading = PlateReading("AB12CDE", 0.5, 0.9, BoundingBox(1, 1, 50, 20), (Candidate("AB12CDE", 0.5, "uk", 0.5),), True)
+    reading = PlateReading(
+        "AB12CDE", 0.5, 0.9, BoundingBox(1, 1, 50, 20), (Candidate("AB12CDE", 0.5, "uk", 0.5),), True
+    )
     [item] = store.record(np.zeros((40, 80, 3), np.uint8), [reading], camera_id="gate-1", models=("d", "o"))
     an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
     with store.engine.begin() as connection:

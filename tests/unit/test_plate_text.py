@@ -13,8 +13,10 @@ from services.plate_reader.types import Candidate, CharAlternative, OcrResult
 def reading(text: str, confidence: float = 0.9, alternatives: dict[int, str] | None = None) -> OcrResult:
     """An OCR result; ``alternatives`` maps a position to the model's next-best characters."""
     offered = tuple(
-        tuple(CharAlternative(c, confidence if i == 0 else 0.7)
-              for i, c in enumerate(char + (alternatives or {}).get(n, "")))
+        tuple(
+            CharAlternative(c, confidence if i == 0 else 0.7)
+            for i, c in enumerate(char + (alternatives or {}).get(n, ""))
+        )
         for n, char in enumerate(text)
     )
     return OcrResult(text, confidence, (confidence,) * len(text), offered)
@@ -45,7 +47,8 @@ def test_reading_that_fits_is_unchanged_and_first() -> None:
 def test_no_fix_without_a_matching_format() -> None:
     # 6 characters fit no uk pattern: the raw reading is all there is, scored down.
     assert rank_candidates(reading("O8CDE1"), regions=["uk"]) == [
-        Candidate("O8CDE1", pytest.approx(0.72), None, pytest.approx(0.72))]
+        Candidate("O8CDE1", pytest.approx(0.72), None, pytest.approx(0.72))
+    ]
 
 
 def test_raw_reading_is_never_dropped() -> None:
@@ -89,8 +92,7 @@ def test_patterns_expand_repeats() -> None:
 def test_a_new_format_is_a_data_change_only(tmp_path: Path) -> None:
     path = tmp_path / "formats.yaml"
     path.write_text(
-        'regions:\n  xx: ["9{3}A{2}"]\n'
-        'confusions:\n  to_digit: {O: "0"}\n  to_letter: {"8": "B"}\n'
+        'regions:\n  xx: ["9{3}A{2}"]\nconfusions:\n  to_digit: {O: "0"}\n  to_letter: {"8": "B"}\n'
     )
     formats = load_formats(path)
     best = rank_candidates(reading("1O28X"), regions=["xx"], formats=formats)[0]
@@ -134,8 +136,9 @@ def test_nothing_is_dropped_when_the_whole_reading_fits() -> None:
 def look_alike_reading(rival: float) -> OcrResult:
     """A German plate read "DDE070", the OCR giving its fourth character's rival, O, `rival`."""
     confidences = (0.99, 0.99, 0.99, 1 - rival, 0.99, 0.99)
-    offered = tuple(() if i != 3 else (CharAlternative("0", 1 - rival), CharAlternative("O", rival))
-                    for i in range(6))
+    offered = tuple(
+        () if i != 3 else (CharAlternative("0", 1 - rival), CharAlternative("O", rival)) for i in range(6)
+    )
     return OcrResult("DDE070", 0.99, confidences, offered)
 
 
@@ -149,8 +152,9 @@ def test_a_rival_that_makes_another_valid_plate_lowers_the_confidence() -> None:
 
 def test_a_rival_no_format_allows_costs_nothing() -> None:
     # In the UK format (AA99AAA) the fourth character must be a digit: O is no rival there.
-    offered = tuple(() if i != 3 else (CharAlternative("2", 0.96), CharAlternative("Z", 0.04))
-                    for i in range(7))
+    offered = tuple(
+        () if i != 3 else (CharAlternative("2", 0.96), CharAlternative("Z", 0.04)) for i in range(7)
+    )
     reading = OcrResult("AB12CDE", 0.96, (0.99, 0.99, 0.99, 0.96, 0.99, 0.99, 0.99), offered)
     [best, *_] = rank_candidates(reading, regions=["uk"])
     assert best.plate == "AB12CDE" and best.confidence == pytest.approx(0.96)

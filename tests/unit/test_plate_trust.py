@@ -23,12 +23,15 @@ def plate_with_band(*, left: int = 0, top: int = 0, right: int = 0) -> np.ndarra
     return plate
 
 
-@pytest.mark.parametrize(("bands", "expected_shape"), [
-    (dict(left=30), (60, 270)),             # EU band with its country letter
-    (dict(left=30, right=25), (60, 245)),  # FR / IT: a band on each side
-    (dict(top=15), (45, 300)),              # Mercosur's "BRASIL" band
-    (dict(), (60, 300)),                    # no band: unchanged
-])
+@pytest.mark.parametrize(
+    ("bands", "expected_shape"),
+    [
+        (dict(left=30), (60, 270)),  # EU band with its country letter
+        (dict(left=30, right=25), (60, 245)),  # FR / IT: a band on each side
+        (dict(top=15), (45, 300)),  # Mercosur's "BRASIL" band
+        (dict(), (60, 300)),  # no band: unchanged
+    ],
+)
 def test_blue_bands_are_trimmed_off_the_crop(bands: dict[str, int], expected_shape: tuple[int, int]) -> None:
     assert trim_bands(plate_with_band(**bands)).shape[:2] == expected_shape
 
@@ -46,8 +49,9 @@ class FakeDetector:
         self.detections, self.finds_from, self.imgsz = detections, finds_from, 640
         self.runs: list[tuple[int, int]] = []  # (images, input size)
 
-    def detect(self, images: list[np.ndarray], *, min_score: float = 0.25,
-               imgsz: int | None = None) -> list[list[Detection]]:
+    def detect(
+        self, images: list[np.ndarray], *, min_score: float = 0.25, imgsz: int | None = None
+    ) -> list[list[Detection]]:
         size = imgsz or self.imgsz
         self.runs.append((len(images), size))
         return [list(self.detections) if size >= self.finds_from else [] for _ in images]
@@ -60,8 +64,7 @@ class FakeOCR:
         self.texts = texts
 
     def read(self, crops: list[np.ndarray]) -> list[OcrResult]:
-        return [OcrResult(text, 0.99, (0.99,) * len(text))
-                for text, _ in zip(self.texts * len(crops), crops)]
+        return [OcrResult(text, 0.99, (0.99,) * len(text)) for text, _ in zip(self.texts * len(crops), crops)]
 
 
 def test_the_cars_own_plate_comes_first_not_a_small_background_one() -> None:
@@ -75,8 +78,9 @@ def test_the_cars_own_plate_comes_first_not_a_small_background_one() -> None:
 def test_text_that_fits_a_plate_format_comes_before_a_larger_sign() -> None:
     sign = Detection(BoundingBox(0, 0, 300, 100), 0.8)
     plate = Detection(BoundingBox(100, 200, 200, 230), 0.7)
-    recognizer = PlateRecognizer(FakeDetector([sign, plate]), FakeOCR(("PARKING2H", "AB12CDE")),
-                                 review_threshold=0.95)
+    recognizer = PlateRecognizer(
+        FakeDetector([sign, plate]), FakeOCR(("PARKING2H", "AB12CDE")), review_threshold=0.95
+    )
     [readings] = recognizer.read([np.zeros((400, 400, 3), dtype=np.uint8)], regions=["uk"])
     assert [r.plate for r in readings] == ["AB12CDE", "PARKING2H"]
 
@@ -94,18 +98,26 @@ def test_a_photo_with_nothing_found_is_tried_again_at_the_larger_size() -> None:
 
 
 def outcome(truth: str, found: str, score: float) -> ImageOutcome:
-    return ImageOutcome("x.jpg", truth, (found,) if found else (), score if found else 0.0,
-                        score < 0.9 if found else True, 0.01)
+    return ImageOutcome(
+        "x.jpg",
+        truth,
+        (found,) if found else (),
+        score if found else 0.0,
+        score < 0.9 if found else True,
+        0.01,
+    )
 
 
 def test_review_figures() -> None:
-    evaluation = Evaluation((
-        outcome("AB12CDE", "AB12CDE", 0.99),  # right, accepted
-        outcome("AB12CDE", "AB12CDF", 0.95),  # wrong, accepted: the costly case
-        outcome("AB12CDE", "AB12CD", 0.50),   # wrong, flagged
-        outcome("AB12CDE", "", 0.0),          # missed: nothing to accept or flag
-        outcome("", "", 0.0),                 # no plate, none read: right
-    ))
+    evaluation = Evaluation(
+        (
+            outcome("AB12CDE", "AB12CDE", 0.99),  # right, accepted
+            outcome("AB12CDE", "AB12CDF", 0.95),  # wrong, accepted: the costly case
+            outcome("AB12CDE", "AB12CD", 0.50),  # wrong, flagged
+            outcome("AB12CDE", "", 0.0),  # missed: nothing to accept or flag
+            outcome("", "", 0.0),  # no plate, none read: right
+        )
+    )
     assert evaluation.exact_accuracy == pytest.approx(2 / 5)
     assert evaluation.accepted_precision == pytest.approx(1 / 2)
     assert evaluation.coverage == pytest.approx(2 / 5)

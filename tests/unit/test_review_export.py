@@ -17,16 +17,24 @@ from services.plate_reader.types import BoundingBox, Candidate, PlateReading
 
 
 def reading(plate: str, x: int) -> PlateReading:
-    return PlateReading(plate, 0.5, 0.9, BoundingBox(x, 40, x + 100, 70), (Candidate(plate, 0.9, "uk", 0.5),), True)
+    return PlateReading(
+        plate, 0.5, 0.9, BoundingBox(x, 40, x + 100, 70), (Candidate(plate, 0.9, "uk", 0.5),), True
+    )
 
 
 def test_export_writes_ocr_detector_and_label_studio_data(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MODELPORT_DATA_DIR", str(tmp_path / "data"))
-    store = ReviewStore(database_engine(database_url()),
-                        tmp_path / "data" / "review-images")
+    store = ReviewStore(database_engine(database_url()), tmp_path / "data" / "review-images")
     photos = [np.full((200, 400, 3), 60 + 20 * i, dtype=np.uint8) for i in range(6)]
-    ids = [store.record(photo, [reading("AB12CDE", 20), reading("STOP", 200)], camera_id="c",
-                        models=("plate-detector:a", "plate-ocr:b")) for photo in photos]
+    ids = [
+        store.record(
+            photo,
+            [reading("AB12CDE", 20), reading("STOP", 200)],
+            camera_id="c",
+            models=("plate-detector:a", "plate-ocr:b"),
+        )
+        for photo in photos
+    ]
     for plate_id, sign_id in ids[:5]:
         store.decide(plate_id, Decision(plate="AB12CDF"))
         store.decide(sign_id, Decision(not_a_plate=True))
@@ -43,16 +51,19 @@ def test_export_writes_ocr_detector_and_label_studio_data(tmp_path: Path, monkey
         splits_by_photo.setdefault(r["photo"], set()).add(r["split"])
     assert all(len(s) == 1 for s in splits_by_photo.values())  # no photo in both splits
     labels_txt = list((tmp_path / "out" / "detector" / "dataset" / "labels").rglob("*.txt"))
-    assert len(labels_txt) == 5 and all(len(p.read_text().splitlines()) == 1 for p in labels_txt)  # sign left out
+    assert len(labels_txt) == 5 and all(
+        len(p.read_text().splitlines()) == 1 for p in labels_txt
+    )  # sign left out
     tasks = json.loads((tmp_path / "out" / "label-studio.json").read_text())
     assert len(tasks) == 12 and tasks[0]["predictions"][0]["result"][1]["value"]["text"] == ["AB12CDE"]
 
 
 def test_purge_deletes_old_items(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MODELPORT_DATA_DIR", str(tmp_path / "data"))
-    store = ReviewStore(database_engine(database_url()),
-                        tmp_path / "data" / "review-images")
-    store.record(np.zeros((100, 200, 3), np.uint8), [reading("AB12CDE", 10)], camera_id=None, models=("d", "o"))
+    store = ReviewStore(database_engine(database_url()), tmp_path / "data" / "review-images")
+    store.record(
+        np.zeros((100, 200, 3), np.uint8), [reading("AB12CDE", 10)], camera_id=None, models=("d", "o")
+    )
     kept = CliRunner().invoke(main, ["reviews", "purge", "--days", "1"])
     assert "deleted 0" in kept.output
     gone = CliRunner().invoke(main, ["reviews", "purge", "--days", "0"])
@@ -69,12 +80,19 @@ def test_export_of_one_camera_since_a_time(tmp_path: Path, monkeypatch) -> None:
     store = ReviewStore(database_engine(database_url()), tmp_path / "data" / "review-images")
     recorded = {}
     for i, (camera, days_ago) in enumerate([("gate-1", 10), ("gate-1", 1), ("gate-2", 1), ("gate-1", 0)]):
-        [item_id] = store.record(np.full((200, 400, 3), 40 * i, np.uint8), [reading("AB12CDE", 20)],
-                                 camera_id=camera, models=("d", "o"))
+        [item_id] = store.record(
+            np.full((200, 400, 3), 40 * i, np.uint8),
+            [reading("AB12CDE", 20)],
+            camera_id=camera,
+            models=("d", "o"),
+        )
         store.decide(item_id, Decision(plate=f"AB12CD{i}"))
         with store.engine.begin() as connection:
-            connection.execute(reviews.update().where(reviews.c.id == item_id).values(
-                created_at=datetime.now(UTC) - timedelta(days=days_ago, minutes=1)))
+            connection.execute(
+                reviews.update()
+                .where(reviews.c.id == item_id)
+                .values(created_at=datetime.now(UTC) - timedelta(days=days_ago, minutes=1))
+            )
         recorded[item_id] = f"AB12CD{i}"
 
     def exported(*options: str) -> list[str]:

@@ -47,8 +47,9 @@ class GatedStore(ReviewStore):
 
 @pytest.fixture
 def store(tmp_path: Path) -> GatedStore:
-    store = GatedStore(database_engine(f"sqlite:///{tmp_path / 'reviews.sqlite3'}"), tmp_path / "images",
-                       audit_share=0.0)
+    store = GatedStore(
+        database_engine(f"sqlite:///{tmp_path / 'reviews.sqlite3'}"), tmp_path / "images", audit_share=0.0
+    )
     store.gate, store.entered = threading.Event(), threading.Event()
     return store
 

@@ -42,14 +42,16 @@ def guarded_app() -> tuple[FastAPI, shutdown.Draining, dict[str, bool]]:
             for i in range(1000):
                 yield f"data: {json.dumps({'i': i})}\n\n"
                 await asyncio.sleep(0.01)
+
         return StreamingResponse(events(), media_type="text/event-stream")
 
     draining = shutdown.install(app, grace_s=30)
     return app, draining, seen
 
 
-async def end_grace_during(app: FastAPI, draining: shutdown.Draining, path: str,
-                           after_s: float = 0.1) -> httpx.Response:
+async def end_grace_during(
+    app: FastAPI, draining: shutdown.Draining, path: str, after_s: float = 0.1
+) -> httpx.Response:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         request = asyncio.create_task(client.post(path))
         await asyncio.sleep(after_s)
@@ -95,6 +97,7 @@ def test_sigterm_runs_the_servers_handler_and_starts_the_grace_period() -> None:
 
     original = signal.signal(signal.SIGTERM, fake_server_handler)
     try:
+
         async def scenario() -> bool:
             draining = shutdown.Draining(grace_s=0.05)
             draining.listen()

@@ -30,8 +30,14 @@ from services.plate_reader.types import BoundingBox, Candidate, PlateReading
 
 
 def plate(text: str, region: str | None, score: float = 0.97) -> PlateReading:
-    return PlateReading(text, score, 0.85, BoundingBox(297, 706, 590, 798),
-                        (Candidate(text, score, region, score),), review=score < 0.95)
+    return PlateReading(
+        text,
+        score,
+        0.85,
+        BoundingBox(297, 706, 590, 798),
+        (Candidate(text, score, region, score),),
+        review=score < 0.95,
+    )
 
 
 def bad_request(call, *args) -> ApiError:
@@ -79,15 +85,20 @@ def test_a_name_that_is_neither_ours_nor_a_code_is_still_a_400() -> None:
 def test_the_code_table_is_checked_when_it_is_read(tmp_path: Path) -> None:
     def table(codes: str) -> Path:  # a new file each time: tables are read once per path
         path = tmp_path / f"formats-{len(list(tmp_path.iterdir()))}.yaml"
-        path.write_text("regions:\n  uk: [\"AA99AAA\"]\n  de: [\"A{1,3}A{1,2}9{1,4}\"]\n"
-                        "confusions: {to_digit: {}, to_letter: {}}\n"
-                        f"plate_recognizer_codes:\n{codes}")
+        path.write_text(
+            'regions:\n  uk: ["AA99AAA"]\n  de: ["A{1,3}A{1,2}9{1,4}"]\n'
+            "confusions: {to_digit: {}, to_letter: {}}\n"
+            f"plate_recognizer_codes:\n{codes}"
+        )
         return path
 
     assert code_table(table("  uk: [gb]\n")).exact == {"gb": "uk"}
-    for bad, says in (("  atlantis: [at]\n", "no formats"), ("  uk: [no]\n", "quote it"),
-                      ("  uk: [great-britain]\n", "not a Plate Recognizer region code"),
-                      ("  uk: [gb]\n  de: [gb]\n", "two regions")):
+    for bad, says in (
+        ("  atlantis: [at]\n", "no formats"),
+        ("  uk: [no]\n", "quote it"),
+        ("  uk: [great-britain]\n", "not a Plate Recognizer region code"),
+        ("  uk: [gb]\n  de: [gb]\n", "two regions"),
+    ):
         with pytest.raises(ValueError, match=says):
             code_table(table(bad))
 
@@ -96,8 +107,9 @@ def test_the_code_table_is_checked_when_it_is_read(tmp_path: Path) -> None:
 
 
 def test_config_thresholds_and_modes() -> None:
-    options = parse_options({"config": '{"threshold_d": 0.2, "threshold_o": "0.6", "mode": "fast", '
-                                       '"some_future_key": [1, 2]}'})
+    options = parse_options(
+        {"config": '{"threshold_d": 0.2, "threshold_o": "0.6", "mode": "fast", "some_future_key": [1, 2]}'}
+    )
     assert (options.threshold_d, options.threshold_o, options.fast) == (0.2, 0.6, True)
     assert len(options.warnings) == 1 and "fast" in options.warnings[0]  # unknown keys: silent
     assert parse_options({"config": {"threshold_o": 1}}).threshold_o == 1.0  # JSON bodies: an object
@@ -105,9 +117,18 @@ def test_config_thresholds_and_modes() -> None:
     assert empty == SnapshotOptions(received=empty.received)
 
 
-@pytest.mark.parametrize("config", ['{"threshold_d": 0.2', "strict", "[1, 2]", '"x"',
-                                    '{"threshold_o": 7}', '{"threshold_d": true}',
-                                    '{"threshold_d": "high"}'])
+@pytest.mark.parametrize(
+    "config",
+    [
+        '{"threshold_d": 0.2',
+        "strict",
+        "[1, 2]",
+        '"x"',
+        '{"threshold_o": 7}',
+        '{"threshold_d": true}',
+        '{"threshold_d": "high"}',
+    ],
+)
 def test_bad_config_is_a_400_that_shows_the_shape(config: str) -> None:
     error = bad_request(parse_options, {"config": config})
     assert error.code == "invalid_config" and error.param == "config"
@@ -115,8 +136,10 @@ def test_bad_config_is_a_400_that_shows_the_shape(config: str) -> None:
 
 def test_region_strict_needs_regions_we_have_formats_for() -> None:
     assert parse_options({"regions": ["gb"], "config": '{"region": "strict"}'}).strict
-    for fields in ({"config": '{"region": "strict"}'},
-                   {"regions": ["gb", "th"], "config": '{"region": "strict"}'}):
+    for fields in (
+        {"config": '{"region": "strict"}'},
+        {"regions": ["gb", "th"], "config": '{"region": "strict"}'},
+    ):
         options = parse_options(fields)
         assert not options.strict
         assert any("strict" in w and "not applied" in w for w in options.warnings)
@@ -124,15 +147,29 @@ def test_region_strict_needs_regions_we_have_formats_for() -> None:
 
 
 def test_vehicle_options_we_cannot_honour_are_noted() -> None:
-    options = parse_options({"mmc": "True", "config": '{"detection_rule": "strict", '
-                                                       '"detection_mode": "vehicle"}'})
+    options = parse_options(
+        {"mmc": "True", "config": '{"detection_rule": "strict", "detection_mode": "vehicle"}'}
+    )
     assert options.mmc
-    assert [w.split()[0] for w in options.warnings] == ["config.detection_rule", "config.detection_mode",
-                                                        "mmc:"]
+    assert [w.split()[0] for w in options.warnings] == [
+        "config.detection_rule",
+        "config.detection_mode",
+        "mmc:",
+    ]
 
 
-@pytest.mark.parametrize(("sent", "value"), [("true", True), ("True", True), ("false", False),
-                                             ("False", False), (True, True), ("1", True), (None, False)])
+@pytest.mark.parametrize(
+    ("sent", "value"),
+    [
+        ("true", True),
+        ("True", True),
+        ("false", False),
+        ("False", False),
+        (True, True),
+        ("1", True),
+        (None, False),
+    ],
+)
 def test_mmc_as_clients_send_it(sent: object, value: bool) -> None:
     assert parse_options({"mmc": sent}).mmc is value
 
@@ -141,12 +178,15 @@ def test_mmc_that_is_not_a_boolean_is_a_400() -> None:
     assert bad_request(parse_options, {"mmc": "maybe"}).code == "invalid_mmc"
 
 
-@pytest.mark.parametrize(("sent", "utc"), [
-    ("2024-05-01T12:30:00Z", "2024-05-01T12:30:00"),
-    ("2024-05-01T12:30:00.789Z", "2024-05-01T12:30:00.789000"),  # JavaScript's toISOString()
-    ("2024-05-01T14:30:00+02:00", "2024-05-01T12:30:00"),
-    ("2024-05-01T12:30:00", "2024-05-01T12:30:00"),  # no offset: UTC, as Plate Recognizer asks
-])
+@pytest.mark.parametrize(
+    ("sent", "utc"),
+    [
+        ("2024-05-01T12:30:00Z", "2024-05-01T12:30:00"),
+        ("2024-05-01T12:30:00.789Z", "2024-05-01T12:30:00.789000"),  # JavaScript's toISOString()
+        ("2024-05-01T14:30:00+02:00", "2024-05-01T12:30:00"),
+        ("2024-05-01T12:30:00", "2024-05-01T12:30:00"),  # no offset: UTC, as Plate Recognizer asks
+    ],
+)
 def test_timestamp_is_iso_8601_kept_in_utc(sent: str, utc: str) -> None:
     moment = parse_options({"timestamp": sent}).timestamp
     assert moment is not None and moment.tzinfo == UTC
@@ -202,7 +242,9 @@ def test_region_is_the_code_of_the_format_the_plate_fits() -> None:
     assert region_of(plate("AD799KB", "it"), parse_options({"regions": "it"})) == {"code": "it", "score": 1.0}
     assert region_of(plate("AB12CDE", "uk"), parse_options({"regions": "uk"}))["code"] == "gb"
     assert region_of(plate("7ABC123", "us-generic"), parse_options({"regions": "us-ca"})) == {
-        "code": "us-ca", "score": 1.0}  # the caller's own code back
+        "code": "us-ca",
+        "score": 1.0,
+    }  # the caller's own code back
     assert region_of(plate("STOP", None), parse_options({})) == {"code": None, "score": 0.0}
     assert region_of(plate("AB1234", "eu-generic"), parse_options({}))["code"] is None  # no country
 
@@ -211,8 +253,7 @@ def test_response_has_plate_recognizers_fields_and_keeps_ours() -> None:
     readings = [plate("AD799KB", "fr")]
     options = parse_options({"timestamp": "2024-05-01T12:30:00Z", "mmc": "true"})
     usage = Usage(7, NO_QUOTA_MAX_CALLS, 5, 2024, datetime(2024, 6, 1, tzinfo=UTC))
-    body = to_response(to_json("car.jpg", readings, 41.7), readings, options, "gate-1", usage,
-                       lowercase=True)
+    body = to_response(to_json("car.jpg", readings, 41.7), readings, options, "gate-1", usage, lowercase=True)
     PlateReaderJSON.model_validate(body)  # what the route's response_model checks
     assert (body["version"], body["camera_id"]) == (1, "gate-1")
     assert body["timestamp"] == "2024-05-01T12:30:00.000000Z"
@@ -221,8 +262,11 @@ def test_response_has_plate_recognizers_fields_and_keeps_ours() -> None:
     assert body["warnings"] == list(options.warnings) and "mmc" in body["warnings"][0]
     [result] = body["results"]
     assert result["plate"] == "ad799kb" and result["candidates"] == [{"plate": "ad799kb", "score": 0.97}]
-    assert result["vehicle"] == {"type": "Unknown", "score": 0.0,
-                                 "box": {"xmin": 0, "ymin": 0, "xmax": 0, "ymax": 0}}
+    assert result["vehicle"] == {
+        "type": "Unknown",
+        "score": 0.0,
+        "box": {"xmin": 0, "ymin": 0, "xmax": 0, "ymax": 0},
+    }
     assert result["region"]["code"] == "fr" and result["review"] is False
     assert not {"model_make", "color", "orientation"} & set(result)
     upper = to_response(to_json("car.jpg", readings, 41.7), readings, options, None, usage, lowercase=False)
@@ -243,8 +287,7 @@ def test_process_usage_counts_this_month_and_starts_again_next_month() -> None:
     now = [datetime(2024, 1, 31, 23, 59, tzinfo=UTC)]
     usage = ProcessUsage(clock=lambda: now[0])
     assert [usage.record().calls for _ in range(3)] == [1, 2, 3]
-    assert usage.current() == Usage(3, NO_QUOTA_MAX_CALLS, 1, 2024,
-                                    datetime(2024, 2, 1, tzinfo=UTC))
+    assert usage.current() == Usage(3, NO_QUOTA_MAX_CALLS, 1, 2024, datetime(2024, 2, 1, tzinfo=UTC))
     now[0] = datetime(2024, 2, 1, 0, 0, 1, tzinfo=UTC)
     assert usage.current().calls == 0 and usage.record().calls == 1
 
@@ -253,8 +296,16 @@ def test_statistics_in_plate_recognizers_shape() -> None:
     usage = Usage(128, 2500, 12, 2024, datetime(2025, 1, 1, tzinfo=UTC))
     body = statistics_json(usage)
     StatisticsJSON.model_validate(body)
-    assert body == {"usage": {"calls": 128, "max_calls": 2500, "month": 12, "year": 2024,
-                              "resets_on": "2025-01-01T00:00:00Z"}, "total_calls": 2500}
+    assert body == {
+        "usage": {
+            "calls": 128,
+            "max_calls": 2500,
+            "month": 12,
+            "year": 2024,
+            "resets_on": "2025-01-01T00:00:00Z",
+        },
+        "total_calls": 2500,
+    }
     # What Home Assistant computes from it: calls remaining.
     assert body["total_calls"] - body["usage"]["calls"] == 2372
 
@@ -273,5 +324,10 @@ def test_the_statistics_route_reads_the_usage_source_set(monkeypatch: pytest.Mon
     after = asyncio.run(snapshot_api.statistics(request))
     # The route answers from whichever source is set now, not the one it started with.
     assert before["total_calls"] == NO_QUOTA_MAX_CALLS != 1000  # the process-wide count
-    assert after["usage"] == {"calls": 41, "max_calls": 1000, "month": 1, "year": 2024,
-                              "resets_on": "2024-02-01T00:00:00Z"}, after
+    assert after["usage"] == {
+        "calls": 41,
+        "max_calls": 1000,
+        "month": 1,
+        "year": 2024,
+        "resets_on": "2024-02-01T00:00:00Z",
+    }, after

@@ -30,9 +30,10 @@ PATTERNS = {
     "de": r"(?=.{4,8}$)[A-Z]{2,4}[0-9]{2,4}",
     "fr": r"[A-HJ-NP-TV-Z]{2}[0-9]{3}[A-HJ-NP-TV-Z]{2}",
     "it": r"[A-HJ-NPR-TV-Z]{2}[0-9]{3}[A-HJ-NPR-TV-Z]{2}",
-    "nl": "|".join(p.replace("C", NL) for p in
-                   ("99CCC9", "9CCC99", "CC999C", "C999CC", "CCC99C", "C99CCC", "9CC999", "999CC9")
-                   ).replace("9", "[0-9]"),
+    "nl": "|".join(
+        p.replace("C", NL)
+        for p in ("99CCC9", "9CCC99", "CC999C", "C999CC", "CCC99C", "C99CCC", "9CC999", "999CC9")
+    ).replace("9", "[0-9]"),
     "us": r"[0-9][A-HJ-NPR-Z]{3}[0-9]{3}|[A-HJ-NPR-Z]{3}[0-9]{4}",
     "in": r"[A-Z]{2}[0-9]{2}[A-HJ-NP-Z]{1,2}[0-9]{4}",
     "br": r"[A-Z]{3}[0-9][A-Z][0-9]{2}",
@@ -52,8 +53,21 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The set, made through the command line as a user would."""
     target = tmp_path_factory.mktemp("synth")
-    subprocess.run([sys.executable, str(SCRIPT), str(target), "--seed", "3", "--count", str(CROPS),
-                    "--photos", str(PHOTOS)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            str(target),
+            "--seed",
+            "3",
+            "--count",
+            str(CROPS),
+            "--photos",
+            str(PHOTOS),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return target
 
 

@@ -73,10 +73,14 @@ def test_the_text_detector_is_imported_with_its_checksum(plate_models: dict[str,
 
     meta = bentoml.models.get("plate-text-detector:latest").info.metadata
     assert meta["kind"] == "plate-text-detector" and "plate-text-detector" in DEFAULTS
-    assert meta["source"] == ("package:rapidocr-onnxruntime==1.4.4#"
-                              "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx")
-    assert meta["source_sha256"] == sha256_of(plate_models["plate-text-detector"]) == \
-        "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9"
+    assert meta["source"] == (
+        "package:rapidocr-onnxruntime==1.4.4#rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"
+    )
+    assert (
+        meta["source_sha256"]
+        == sha256_of(plate_models["plate-text-detector"])
+        == "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +104,9 @@ def us_plate(number: str = "7ABC123", state: str = "CALIFORNIA") -> np.ndarray:
     return np.asarray(plate)
 
 
-def test_the_real_detector_drops_the_state_name_above_the_number(finder: TextLineFinder,
-                                                                  ocr: PlateOCR) -> None:
+def test_the_real_detector_drops_the_state_name_above_the_number(
+    finder: TextLineFinder, ocr: PlateOCR
+) -> None:
     crop = us_plate()
     [lines] = finder.find([crop])
     assert len(lines) >= 3  # the state name, the number and the address are all found

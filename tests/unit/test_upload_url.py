@@ -40,10 +40,24 @@ def serves_photo(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, content=PHOTO, headers={"content-type": "image/jpeg"})
 
 
-def fetch(url: object = URL, *, hosts: tuple[str, ...] = (HOST,), resolve=None, handler=serves_photo,
-          time_limit_s: float = 5.0) -> bytes:
-    return asyncio.run(fetch_image(url, hosts, LIMIT, resolve=resolve or fake_resolver(PUBLIC),
-                                   transport=fake_transport(handler), time_limit_s=time_limit_s))
+def fetch(
+    url: object = URL,
+    *,
+    hosts: tuple[str, ...] = (HOST,),
+    resolve=None,
+    handler=serves_photo,
+    time_limit_s: float = 5.0,
+) -> bytes:
+    return asyncio.run(
+        fetch_image(
+            url,
+            hosts,
+            LIMIT,
+            resolve=resolve or fake_resolver(PUBLIC),
+            transport=fake_transport(handler),
+            time_limit_s=time_limit_s,
+        )
+    )
 
 
 def refused(status: int, code: str, **kwargs) -> ApiError:
@@ -61,7 +75,9 @@ def test_a_listed_https_host_on_a_public_address_is_fetched() -> None:
 
 
 def test_the_setting_is_read_comma_separated() -> None:
-    values = read_env(Settings, "MODELPORT_PLATE_", {"MODELPORT_PLATE_UPLOAD_URL_HOSTS": "a.example, b.example,"})
+    values = read_env(
+        Settings, "MODELPORT_PLATE_", {"MODELPORT_PLATE_UPLOAD_URL_HOSTS": "a.example, b.example,"}
+    )
     assert values["upload_url_hosts"] == ("a.example", "b.example")
     assert Settings.upload_url_hosts == ()  # off by default
 
@@ -87,9 +103,24 @@ def test_not_text_or_not_a_url_is_refused() -> None:
     refused(400, "upload_url_refused", url="https://[::1/")
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1", "10.1.2.3", "172.16.0.9", "192.168.1.1",
-                                     "169.254.169.254", "::1", "fe80::1", "fd00::1", "0.0.0.0",
-                                     "224.0.0.1", "240.0.0.1", "100.64.0.1", "::ffff:127.0.0.1"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.9",
+        "192.168.1.1",
+        "169.254.169.254",
+        "::1",
+        "fe80::1",
+        "fd00::1",
+        "0.0.0.0",
+        "224.0.0.1",
+        "240.0.0.1",
+        "100.64.0.1",
+        "::ffff:127.0.0.1",
+    ],
+)
 def test_a_host_resolving_to_a_non_public_address_is_refused(address: str) -> None:
     error = refused(400, "upload_url_refused", resolve=fake_resolver(address))
     assert address in error.message
@@ -151,13 +182,17 @@ def test_a_redirect_on_the_same_host_is_followed_and_rechecked() -> None:
 
 
 def test_a_redirect_to_http_is_refused() -> None:
-    refused(400, "upload_url_refused",
-            handler=lambda r: httpx.Response(302, headers={"location": f"http://{HOST}/gate.jpg"}))
+    refused(
+        400,
+        "upload_url_refused",
+        handler=lambda r: httpx.Response(302, headers={"location": f"http://{HOST}/gate.jpg"}),
+    )
 
 
 def test_endless_redirects_are_refused() -> None:
-    error = refused(400, "upload_url_refused",
-                    handler=lambda r: httpx.Response(302, headers={"location": f"{r.url}x"}))
+    error = refused(
+        400, "upload_url_refused", handler=lambda r: httpx.Response(302, headers={"location": f"{r.url}x"})
+    )
     assert "redirected more than" in error.message
 
 
@@ -175,6 +210,7 @@ def test_an_upstream_error_is_a_502_and_a_slow_upstream_a_504() -> None:
 def test_the_pinned_transport_connects_to_the_checked_address_and_keeps_the_host_name() -> None:
     """DNS rebinding: the connection goes to the address the check pinned, whatever the name
     would resolve to now (here: not at all), and the Host header is still the name."""
+
     async def scenario() -> tuple[bytes, str]:
         seen: list[bytes] = []
 
@@ -186,7 +222,10 @@ def test_the_pinned_transport_connects_to_the_checked_address_and_keeps_the_host
 
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        async with server, httpx.AsyncClient(transport=PinnedTransport({"pinned.invalid": ["127.0.0.1"]})) as client:
+        async with (
+            server,
+            httpx.AsyncClient(transport=PinnedTransport({"pinned.invalid": ["127.0.0.1"]})) as client,
+        ):
             response = await client.get(f"http://pinned.invalid:{port}/gate.jpg")
             with pytest.raises(httpx.ConnectError, match="not checked"):
                 await client.get(f"http://unpinned.invalid:{port}/")
@@ -198,5 +237,8 @@ def test_the_pinned_transport_connects_to_the_checked_address_and_keeps_the_host
 
 
 def test_a_compressed_body_is_refused_not_inflated() -> None:
-    refused(502, "upload_url_failed",
-            handler=lambda r: httpx.Response(200, content=b"\x1f\x8b...", headers={"content-encoding": "gzip"}))
+    refused(
+        502,
+        "upload_url_failed",
+        handler=lambda r: httpx.Response(200, content=b"\x1f\x8b...", headers={"content-encoding": "gzip"}),
+    )
