@@ -19,6 +19,7 @@ from typing import Any, Literal
 import bentoml
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import JsonDict
 
@@ -215,9 +216,36 @@ def review_image(item_id: str, which: Literal["crop", "photo"]) -> FileResponse:
     return FileResponse(path, media_type="image/jpeg")
 
 
-@router.post("/reviews/{item_id}", tags=["reviews"], responses=error_responses(429))  # admitted
+def _check_box(store: ReviewStore, item: ReviewItem, box: Box) -> None:
+    """A corrected box must be a box inside the item's photo: it becomes detector training data
+    (`reviews export`), where one box outside its image fails the whole dataset. The schema can
+    only bound each number; this is the check it cannot state."""
+    if not (box.xmin < box.xmax and box.ymin < box.ymax):
+        raise ApiError(
+            400,
+            f"`box` needs xmin < xmax and ymin < ymax (got {box.model_dump()})",
+            code="invalid_box",
+            param="box",
+        )
+    photo = store.image(item, "photo")
+    if photo.exists():
+        with Image.open(photo) as image:  # reads the header only
+            width, height = image.size
+        if box.xmax > width or box.ymax > height:
+            raise ApiError(
+                400,
+                f"`box` {box.model_dump()} is not inside the {width}x{height} photo: "
+                "give pixels of the photo (GET /v1/reviews/{id}/photo)",
+                code="invalid_box",
+                param="box",
+            )
+
+
+@router.post("/reviews/{item_id}", tags=["reviews"], responses=error_responses(400, 429))  # admitted
 def decide_review(item_id: str, body: DecisionBody) -> dict[str, Any]:
     store = _store()
+    if body.box is not None:
+        _check_box(store, _item(store, item_id), body.box)
     decision = Decision(
         plate=normalise(body.plate) if body.plate else None,
         not_a_plate=body.not_a_plate,

@@ -101,8 +101,28 @@ def test_bad_review_requests_are_clear_4xx(
 def test_a_decision_body_must_say_one_thing(plate_server: str) -> None:
     hard = plate_on_street(plate_asset="plate_krw301")
     read(plate_server, hard.jpeg, camera_id="bodies")
-    [item, *_] = httpx.get(f"{plate_server}/v1/reviews", params={"camera_id": "bodies"}).json()["data"]
+    [item, *_] = recorded_reviews(plate_server, count=1, camera_id="bodies")  # written after the answer
     for body in ({}, {"plate": "AB1", "skip": True}, {"plate": "--"}, {"verdict": "ok"}):
         response = httpx.post(f"{plate_server}/v1/reviews/{item['id']}", json=body)
         assert response.status_code == 400, (body, response.text)
         assert response.json()["error"]["message"]
+
+
+def test_a_corrected_box_must_lie_inside_the_photo(plate_server: str) -> None:
+    # A box outside its photo became detector training data and failed `reviews export` whole
+    # (schemathesis had decided an item with such a box on the shared server).
+    read(plate_server, plate_on_street(plate_asset="plate_krw301", at=(250, 640)).jpeg, camera_id="boxes")
+    [item, *_] = recorded_reviews(plate_server, count=1, camera_id="boxes")
+    photo = Image.open(io.BytesIO(httpx.get(f"{plate_server}/v1/reviews/{item['id']}/photo").content))
+    width, height = photo.size
+    for box in (
+        {"xmin": 236472, "ymin": 1579, "xmax": 167907, "ymax": 2220},  # the one export choked on
+        {"xmin": 10, "ymin": 10, "xmax": width + 1, "ymax": 20},
+        {"xmin": 30, "ymin": 10, "xmax": 20, "ymax": 20},
+    ):
+        response = httpx.post(f"{plate_server}/v1/reviews/{item['id']}", json={"plate": "KRW301", "box": box})
+        assert response.status_code == 400, (box, response.text)
+        assert response.json()["error"]["code"] == "invalid_box"
+    inside = {"xmin": 0, "ymin": 0, "xmax": width, "ymax": height}
+    decided = httpx.post(f"{plate_server}/v1/reviews/{item['id']}", json={"plate": "KRW301", "box": inside})
+    assert decided.status_code == 200 and decided.json()["corrected_box"] == inside, decided.text
