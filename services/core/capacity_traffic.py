@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,11 @@ class PhotoTraffic:
     def test_scenes(cls) -> PhotoTraffic:
         """The test suite's scenes: needs the modelport checkout (tests/) and fetches its two
         assets from pinned packages on first use, as the tests do."""
+        # The `modelport` script runs with its own folder on sys.path, not the checkout's root,
+        # so the checkout this (editable) install points at is added when it has the scenes.
+        checkout = str(Path(__file__).resolve().parents[2])
+        if Path(checkout, "tests", "scenes.py").is_file() and checkout not in sys.path:
+            sys.path.append(checkout)
         try:
             from tests.scenes import plate_on_street, street_with_plates
         except ImportError:
