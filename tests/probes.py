@@ -1,5 +1,5 @@
-"""Probes a test or benchmark runs beside a real server: its peak memory, and how long /livez
-waits while something else is being served.
+"""Probes a test or benchmark runs beside a real server: its peak memory, how long /livez
+waits while something else is being served, and a bomb's header (`png_header`).
 
     with peak_rss(server.process.pid) as peak:   # MB, every serving process, exact peaks
         send_the_load()
@@ -12,8 +12,10 @@ waits while something else is being served.
 from __future__ import annotations
 
 import contextlib
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,3 +87,17 @@ def livez_latencies(url: str, *, pause_s: float = 0.01) -> Iterator[list[float]]
         time.sleep(0.2)
         stop.set()
         thread.join(30)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that only claims its size (a decompression bomb's header)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import signal
-import struct
-import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +16,7 @@ from PIL import Image
 
 from services.core.database import database_engine
 from services.plate_reader.review_store import ReviewStore
-from tests.probes import livez_latencies, peak_rss, rss_now_mb
+from tests.probes import livez_latencies, peak_rss, png_header, rss_now_mb
 from tests.scenes import iou, plate_on_street, street_with_plates
 from tests.servers import Server, serve_process
 
@@ -32,20 +30,6 @@ def png(width: int, height: int, colour: tuple[int, int, int] = (90, 120, 160)) 
     out = io.BytesIO()
     Image.new("RGB", (width, height), colour).save(out, format="PNG")
     return out.getvalue()
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A PNG that only claims its size (a decompression bomb's header)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-        + chunk(b"IEND", b"")
-    )
 
 
 def assert_still_serving(url: str) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import gc
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ from PIL import Image
 from services.core.api_errors import ApiError
 from services.plate_reader.image_decoding import HELD, decode_photos
 from services.plate_reader.settings import Settings
+from tests.probes import png_header
 
 SETTINGS = Settings(detector_model="unused", ocr_model="unused")
 
@@ -23,20 +22,6 @@ def encoded(image: Image.Image, fmt: str, **params: object) -> bytes:
     out = io.BytesIO()
     image.save(out, format=fmt, **params)
     return out.getvalue()
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A PNG that only claims its size (a decompression bomb's header)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-        + chunk(b"IEND", b"")
-    )
 
 
 def refused(files: list[bytes], settings: Settings = SETTINGS) -> ApiError:
