@@ -26,27 +26,6 @@ from services.plate_reader.settings import Settings
 from services.plate_reader.snapshot_api import SnapshotOptions
 from services.plate_reader.upload_url import fetch_image
 
-
-async def _read_body(request: Request, settings: Settings) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > settings.max_request_bytes:
-        raise ApiError(
-            413,
-            f"request body is {int(declared):,} bytes; the limit is {settings.max_request_bytes:,}",
-            code="request_too_large",
-        )
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > settings.max_request_bytes:
-            raise ApiError(
-                413,
-                f"request body is over the {settings.max_request_bytes:,}-byte limit",
-                code="request_too_large",
-            )
-    return bytes(body)
-
-
 # Images are decoded here, off the event loop (a 39 Mpx PNG froze /livez for 0.9 s on it), one
 # request's at a time: one thread grows one malloc arena and holds one large decode.
 DECODER = ThreadPoolExecutor(1, thread_name_prefix="decode")
@@ -69,8 +48,9 @@ async def parse_request(request: Request, settings: Settings) -> tuple[list[tupl
     """(filename, photo) pairs and the read options from a multipart or JSON request."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
-        body = await _read_body(request, settings)
-        request._body = body  # let Starlette's form parser read what we already capped
+        # The body is already whole and within max_request_bytes (services/core/body_limit.py,
+        # installed by traffic.install); body() keeps it for the form parser.
+        await request.body()
         try:
             # Count files ourselves (below) for a precise message; the body size is already capped.
             # A text field may hold a whole base64 image: parts as large as the body's cap.
@@ -106,7 +86,7 @@ async def parse_request(request: Request, settings: Settings) -> tuple[list[tupl
             **{name: form.get(name) for name in UNIT_OPTIONS + snapshot_api.FIELDS},
         }
     elif content_type == "application/json":
-        body = await _read_body(request, settings)
+        body = await request.body()  # whole and capped by body_limit, as above
         try:
             payload = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:

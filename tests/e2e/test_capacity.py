@@ -16,13 +16,13 @@ from tests.servers import REPO
 pytestmark = pytest.mark.slow
 
 
-def capacity(url: str, out: Path, *options: str) -> list[str]:
+def capacity(url: str, out: Path, *options: str, service: str = "plate-reader") -> list[str]:
     return [
         sys.executable,
         "-m",
         "services.core.cli",
         "capacity",
-        "plate-reader",
+        service,
         "--url",
         url,
         "--out",
@@ -31,9 +31,13 @@ def capacity(url: str, out: Path, *options: str) -> list[str]:
     ]
 
 
+def run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
 def test_a_tiny_sweep_answers_and_writes_the_report(plate_server: str, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    result = subprocess.run(
+    result = run(
         capacity(
             plate_server,
             out,
@@ -45,11 +49,7 @@ def test_a_tiny_sweep_answers_and_writes_the_report(plate_server: str, tmp_path:
             "p95<20s",
             "--target",
             "5rps",
-        ),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        )
     )
     assert result.returncode == 0, result.stdout + result.stderr
     body = json.loads((out / "report.json").read_text())
@@ -69,13 +69,7 @@ def test_an_objective_no_concurrency_meets_says_the_best_and_writes_nothing(
     plate_server: str, tmp_path: Path
 ) -> None:
     out = tmp_path / "report"
-    result = subprocess.run(
-        capacity(plate_server, out, "--step-seconds", "2", "--slo", "p95<1ms"),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run(capacity(plate_server, out, "--step-seconds", "2", "--slo", "p95<1ms"))
     assert result.returncode == 1
     assert "no concurrency met the objective" in result.stderr and "best was 1 in flight" in result.stderr
     assert not out.exists()
@@ -107,17 +101,10 @@ def test_ctrl_c_writes_a_partial_report(plate_server: str, tmp_path: Path) -> No
 @pytest.mark.parametrize("tiny_server", ["llama.cpp"], indirect=True)
 def test_editors_typing_against_a_real_autocompleter(tiny_server: str, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "services.core.cli",
-            "capacity",
-            "autocomplete",
-            "--url",
+    result = run(
+        capacity(
             tiny_server,
-            "--out",
-            str(out),
+            out,
             "--step-seconds",
             "2",
             "--max-concurrency",
@@ -126,11 +113,8 @@ def test_editors_typing_against_a_real_autocompleter(tiny_server: str, tmp_path:
             "p95<20s",
             "--editors",
             "30",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+            service="autocomplete",
+        )
     )
     assert result.returncode == 0, result.stdout + result.stderr
     body = json.loads((out / "report.json").read_text())
