@@ -26,8 +26,8 @@ person can still read most. ``split`` (dev/test) is a hash of seed and file name
 image draws from its own generator seeded by (seed, folder, index): a seed gives the same
 files byte for byte, and a smaller count a prefix of a larger one. About 15 s on one core.
 
-Needs numpy, Pillow, opencv-python, the ultralytics wheel (only for its two photos) and the
-DejaVu fonts (Debian: fonts-dejavu-core; fonts-dejavu-extra adds the condensed face).
+Needs numpy, Pillow, opencv-python, the ultralytics wheel (only for its two photos) and five
+fixed fonts (PLATE_FONTS; Debian: fonts-dejavu-core fonts-dejavu-extra fonts-liberation).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import csv
 import functools
 import hashlib
 import importlib.util
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,16 +49,20 @@ from PIL import Image, ImageDraw, ImageFont
 RGB = tuple[int, int, int]
 WHITE, BLACK, NAVY, RED = (242, 242, 236), (18, 18, 18), (24, 40, 110), (175, 30, 40)
 EU_BLUE, UK_YELLOW, NL_YELLOW, STAR_YELLOW = (0, 51, 153), (250, 205, 20), (240, 185, 0), (255, 204, 0)
-FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
+# Where Debian puts TrueType fonts; another system can point SYNTH_PLATES_FONT_ROOT at a folder
+# with the same subfolders (dejavu/, liberation/).
+FONT_ROOT = Path(os.environ.get("SYNTH_PLATES_FONT_ROOT", "/usr/share/fonts/truetype"))
 # Upright bold sans faces, the nearest free kin of plate fonts (DIN, FE-Schrift, Charles
-# Wright); the first ships in fonts-dejavu-core and also draws the small print and signs.
+# Wright): (path under FONT_ROOT, the Debian package that ships it). The list is fixed, in this
+# order, and every face must be there: a font picked up because something else installed it
+# (Chromium brings fonts-liberation) would change the glyphs a seed draws. The first also
+# draws the small print and signs.
 PLATE_FONTS = (
-    "DejaVuSans-Bold.ttf",
-    "DejaVuSansCondensed-Bold.ttf",
-    "DejaVuSansMono-Bold.ttf",
-    "LiberationSans-Bold.ttf",
-    "LiberationSansNarrow-Bold.ttf",
-    "FreeSansBold.ttf",
+    ("dejavu/DejaVuSans-Bold.ttf", "fonts-dejavu-core"),
+    ("dejavu/DejaVuSansCondensed-Bold.ttf", "fonts-dejavu-extra"),
+    ("dejavu/DejaVuSansMono-Bold.ttf", "fonts-dejavu-core"),
+    ("liberation/LiberationSans-Bold.ttf", "fonts-liberation"),
+    ("liberation/LiberationSansNarrow-Bold.ttf", "fonts-liberation"),
 )
 RENDER_HEIGHT = 100  # plates are drawn this many pixels high, then warped to their size
 # Probability of each degradation; their sum (1.8) is the mean number drawn per image.
@@ -189,15 +194,19 @@ def pick(rng: np.random.Generator, options):
     return options[int(rng.random() * len(options))]
 
 
-def find_fonts() -> list[str]:
-    found = {p.name: str(p) for d in FONT_DIRS if d.is_dir() for p in d.rglob("*.ttf")}
-    fonts = [found[name] for name in PLATE_FONTS if name in found]
-    if not fonts:
+def find_fonts(root: Path | None = None) -> list[str]:
+    """The PLATE_FONTS' paths under ``root`` (FONT_ROOT), in their order; SystemExit naming the
+    Debian packages to install when any is missing."""
+    root = FONT_ROOT if root is None else root
+    missing = [(name, package) for name, package in PLATE_FONTS if not (root / name).is_file()]
+    if missing:
+        packages = " ".join(sorted({package for _, package in missing}))
         raise SystemExit(
-            f"no plate font ({', '.join(PLATE_FONTS)}) under {' or '.join(map(str, FONT_DIRS))}: "
-            "install the Debian package fonts-dejavu-core (apt-get install fonts-dejavu-core)"
+            f"plate fonts missing under {root}: {', '.join(name for name, _ in missing)}; every one is "
+            f"needed so that a seed draws the same glyphs everywhere. Install them: apt-get install "
+            f"{packages} (or set SYNTH_PLATES_FONT_ROOT to a folder that has them)"
         )
-    return fonts
+    return [str(root / name) for name, _ in PLATE_FONTS]
 
 
 def load_photos() -> list[np.ndarray]:

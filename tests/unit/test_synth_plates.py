@@ -132,3 +132,29 @@ def test_crops_are_plate_sized(synth: Path) -> None:
         # plate height 12-20 px (small) or 28-72 px; margins, tilt and perspective add up to ~2.4x
         assert (12 if small else 28) < height < (20 if small else 72) * 2.6, row
         assert width > 0.5 * height, row
+
+
+def test_the_fonts_are_a_fixed_list_whatever_else_is_installed(tmp_path: Path, monkeypatch) -> None:
+    """Chromium's fonts-liberation once changed what a seed drew: the list is explicit, and a
+    font that is installed but not listed (FreeSans here) is not picked up."""
+    for name, _ in synth_plates.PLATE_FONTS:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).symlink_to(synth_plates.FONT_ROOT / name)
+    (tmp_path / "freefont").mkdir()
+    (tmp_path / "freefont" / "FreeSansBold.ttf").symlink_to(
+        synth_plates.FONT_ROOT / synth_plates.PLATE_FONTS[0][0]
+    )
+    monkeypatch.setattr(synth_plates, "FONT_ROOT", tmp_path)
+    fonts = synth_plates.find_fonts()
+    assert fonts == [str(tmp_path / name) for name, _ in synth_plates.PLATE_FONTS]
+    assert len(fonts) == 5 and all(Path(f).is_file() for f in fonts)
+
+
+def test_a_missing_font_stops_with_the_package_to_install(tmp_path: Path, monkeypatch) -> None:
+    for name, package in synth_plates.PLATE_FONTS:  # DejaVu there, Liberation not
+        if package.startswith("fonts-dejavu"):
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).symlink_to(synth_plates.FONT_ROOT / name)
+    monkeypatch.setattr(synth_plates, "FONT_ROOT", tmp_path)
+    with pytest.raises(SystemExit, match=r"LiberationSans-Bold\.ttf.*apt-get install fonts-liberation"):
+        synth_plates.find_fonts()
