@@ -2,8 +2,8 @@
 
     values = read_env(Settings, "MODELPORT_PLATE_")   # {"max_images": 4, ...} for what is set
 
-A field's default decides how its variable is parsed: int, float, str, bool (1/true/yes,
-0/false/no) or a tuple of strings (comma-separated). Unset or empty variables are skipped.
+A field's default decides how its variable is parsed: int, float, str, bool (1/true/yes/on,
+0/false/no/off) or a tuple of strings (comma-separated). Unset or empty variables are skipped.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, fields
 from typing import Any
 
-_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 def read_env(settings_class: type, prefix: str, environ: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -61,6 +61,22 @@ class Settings:
     max_in_flight: int = 16  # requests read at once: two detector batches, one running, one filling
     max_queue: int = 64  # requests waiting their turn (~4 s of work on 2 cores); more: 429 + Retry-After
     max_queue_wait_s: float = 10.0  # a request still waiting after this is answered 429
+    # Video (POST /v1/plate-reader/video, video_reading.py). A clip must also fit max_request_bytes.
+    video_max_bytes: int = 32 * 1024 * 1024  # ~1 min of 1080p H.264 at 4 Mbit/s
+    # From the container's header, before decoding: a 10-hour clip is refused at once.
+    video_max_duration_s: float = 120.0
+    video_max_frames: int = 600  # sampled frames read from one clip (120 s at 5/s)
+    # Frames read per second of video. A car crossing a gate is in view ~2 s: 5/s gives ~10
+    # readings to vote over, at ~5x less work than every frame of 25 fps.
+    video_sample_fps: float = 5.0
+    # Tracking (vehicle_tracks.py): a track not matched for this long has ended (its car left).
+    track_max_gap_s: float = 1.0
+    track_max_live: int = 32  # tracks open at once; beyond it the stalest ends early (memory)
+    track_max_readings: int = 32  # readings kept per track for the vote: the surest ones
+    # Best crops of vehicle events kept for GET /v1/plate-reader/video/crops/{id}, oldest dropped.
+    video_crop_store_bytes: int = 32 * 1024 * 1024
+    # Off: review items and event crops keep text only, no photo or crop (privacy).
+    store_images: bool = True
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -1,0 +1,87 @@
+"""Tracking plates across frames into vehicle events. Readings are fakes built here
+(fake_reading), not model output; frames are blank arrays."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from services.plate_reader.settings import Settings
+from services.plate_reader.types import BoundingBox, Candidate, PlateReading
+from services.plate_reader.vehicle_tracks import VehicleTracker
+
+SETTINGS = Settings(track_max_gap_s=1.0, track_max_live=4, track_max_readings=8)
+FRAME = np.zeros((720, 1280, 3), np.uint8)
+
+
+def fake_reading(plate: str, box: tuple[int, int, int, int], score: float = 0.97) -> PlateReading:
+    return PlateReading(
+        plate, score, 0.9, BoundingBox(*box), (Candidate(plate, score, None, score),), score < 0.93
+    )
+
+
+def test_one_car_approaching_is_one_event_with_its_voted_plate() -> None:
+    tracker = VehicleTracker(SETTINGS)
+    events = []
+    for k in range(6):  # the plate grows and moves down: the car comes closer
+        x, y, w = 600 - 10 * k, 300 + 20 * k, 100 + 20 * k
+        plate, score = ("AD799K8", 0.4) if k == 2 else ("AD799KB", 0.97)  # one frame misreads, unsure
+        events += tracker.update(k * 0.2, [fake_reading(plate, (x, y, x + w, y + w // 4), score)], FRAME)
+    assert events == []  # still in view
+    (event,) = tracker.flush()
+    assert event.plate == "AD799KB" and event.frames_read == 6 and event.agreeing == 5
+    assert (event.first_seen, event.last_seen) == (0.0, 1.0)
+    assert event.direction == "approaching"
+    assert not event.review
+    assert Image.open(io.BytesIO(event.best_crop or b"")).format == "JPEG"
+    body = event.to_json("/v1/plate-reader/video/crops/" + event.id)
+    assert body["plate"] == "AD799KB" and body["crop"].endswith(event.id)
+
+
+def test_two_cars_crossing_keep_their_own_plates() -> None:
+    # One drives right, one left; their boxes overlap mid-way, the text tells them apart.
+    tracker = VehicleTracker(SETTINGS)
+    for k in range(9):
+        a = 200 + 100 * k
+        b = 1000 - 100 * k
+        tracker.update(
+            k * 0.2,
+            [fake_reading("AD799KB", (a, 400, a + 120, 430)), fake_reading("KRW301", (b, 410, b + 120, 440))],
+            FRAME,
+        )
+    events = sorted(tracker.flush(), key=lambda e: e.plate)
+    assert [(e.plate, e.frames_read, e.direction) for e in events] == [
+        ("AD799KB", 9, "right"),
+        ("KRW301", 9, "left"),
+    ]
+
+
+def test_a_track_unseen_for_the_gap_ends_with_its_event() -> None:
+    tracker = VehicleTracker(SETTINGS)
+    tracker.update(0.0, [fake_reading("AD799KB", (100, 100, 200, 130))], FRAME)
+    assert tracker.update(0.5, [], FRAME) == []
+    (event,) = tracker.update(1.6, [], FRAME)
+    assert event.plate == "AD799KB" and tracker.open_tracks == 0
+
+
+def test_memory_is_bounded() -> None:
+    tracker = VehicleTracker(SETTINGS)
+    ended = []
+    for k in range(10):  # ten plates at once, far apart, texts unlike
+        plate = f"{chr(65 + k) * 3}{k}{k}{k}"
+        ended += tracker.update(0.0, [fake_reading(plate, (100 * k, 0, 100 * k + 50, 20))], FRAME)
+    assert tracker.open_tracks == SETTINGS.track_max_live
+    assert len(ended) == 10 - SETTINGS.track_max_live
+    for k in range(40):  # one car read 40 times keeps only its surest readings
+        tracker.update(0.1 + k * 0.1, [fake_reading("AD799KB", (0, 500, 100, 530), 0.5 + k / 100)], FRAME)
+    track = next(tr for tr in tracker._tracks if tr.best.plate == "AD799KB")
+    assert len(track.readings) == SETTINGS.track_max_readings and track.frames_read == 40
+
+
+def test_store_images_off_keeps_no_crop() -> None:
+    tracker = VehicleTracker(Settings(store_images=False))
+    tracker.update(0.0, [fake_reading("AD799KB", (100, 100, 200, 130))], FRAME)
+    (event,) = tracker.flush()
+    assert event.best_crop is None and event.to_json("/x")["crop"] is None
