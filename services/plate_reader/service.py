@@ -23,7 +23,7 @@ from services.core import api_errors, traffic
 from services.core.admission import Limits
 from services.core.api_errors import ApiError
 from services.core.container_image import service_image
-from services.plate_reader import metrics, snapshot_api
+from services.plate_reader import metrics, snapshot_api, webhooks
 from services.plate_reader.batching import MicroBatcher
 from services.plate_reader.http_schema import PlateReaderJSON, openapi_request, to_json
 from services.plate_reader.inputs import ReadOptions, parse_request
@@ -87,6 +87,7 @@ class PlateReader:
         )
         with contextlib.suppress(Exception):  # unreachable: logged and counted when a photo needs it
             review_store()  # opened now: at the first read, its migrations held the event loop ~1 s
+        webhooks.start(settings)  # bad MODELPORT_PLATE_WEBHOOKS fails the start; pending events resume
         logger.info("plate reader ready: detector %s, ocr %s", self.detector_model.tag, self.ocr_model.tag)
 
     def __is_ready__(self) -> bool:
@@ -96,6 +97,7 @@ class PlateReader:
     async def finish_recording(self) -> None:
         """After the last answer (SIGTERM included): photos queued for review are written."""
         await asyncio.to_thread(self.recorder.close)
+        await asyncio.to_thread(webhooks.close)
 
     async def _read(self, request: Request) -> tuple[list[tuple[str, Any]], list[Any], float, ReadOptions]:
         images, options = await parse_request(request, settings)
@@ -161,6 +163,7 @@ class PlateReader:
             )
             for (name, _), plates in zip(images, readings)
         ]
+        await webhooks.record_answers(bodies)  # in the outbox before the answer goes (webhooks.py)
         return bodies[0] if len(bodies) == 1 else bodies
 
     @app.post(

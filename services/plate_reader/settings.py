@@ -61,6 +61,17 @@ class Settings:
     max_in_flight: int = 16  # requests read at once: two detector batches, one running, one filling
     max_queue: int = 64  # requests waiting their turn (~4 s of work on 2 cores); more: 429 + Retry-After
     max_queue_wait_s: float = 10.0  # a request still waiting after this is answered 429
+    # Webhook targets (webhooks.py, README "Webhooks"): a JSON list of {url, secret, events,
+    # cameras, name}, or the path of a file holding one. Empty: no webhooks.
+    webhooks: str = ""
+    # An event not delivered within a day is given up (a receiver down for hours still gets all).
+    webhook_max_age_s: float = 86_400.0
+    webhook_backoff_s: float = 1.0  # the first retry's wait; doubled each time (jittered 50-100%)...
+    webhook_backoff_max_s: float = 300.0  # ...up to 5 minutes: a receiver back up waits at most that
+    webhook_timeout_s: float = 10.0  # one delivery attempt, connect to answer
+    # Development and tests only: hosts a webhook may reach over plain http and at loopback or
+    # private addresses (e.g. 127.0.0.1). Never set in production: it lifts the SSRF rules.
+    webhook_dev_hosts: tuple[str, ...] = ()
     # Video (POST /v1/plate-reader/video, video_reading.py). A clip must also fit max_request_bytes.
     video_max_bytes: int = 32 * 1024 * 1024  # ~1 min of 1080p H.264 at 4 Mbit/s
     # From the container's header, before decoding: a 10-hour clip is refused at once.
