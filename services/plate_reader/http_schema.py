@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from services.plate_reader.settings import Settings
 from services.plate_reader.types import PlateReading
+from services.plate_reader.watchlists import watchlist_matches
 
 # A form field is text: what snapshot_api reads as true or false (any case, 1/0, empty: false).
 FORM_BOOLEAN = r"^\s*([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0)?\s*$"
@@ -49,6 +51,15 @@ class UsageJSON(BaseModel):
     max_calls: int = Field(description="the monthly quota; 2147483647 when there is none")
 
 
+class WatchlistMatchJSON(BaseModel):
+    list: str = Field(description="the watchlist's name")
+    plate: str = Field(description="the listed plate")
+    distance: int = Field(description="edits between it and `matched` (look-alikes such as O/0 cost 0)")
+    matched: str = Field(description="the reading's text that matched: `plate` or one of its candidates")
+    note: str | None
+    tags: builtins.list[str]  # `list` is a field here
+
+
 class PlateJSON(BaseModel):
     plate: str = Field(description="best reading, A-Z0-9 (a-z0-9 on /plate-reader/)")
     score: float = Field(description="confidence of the reading, 0-1")
@@ -58,6 +69,10 @@ class PlateJSON(BaseModel):
     review: bool = Field(description="true when score is below the review threshold")
     region: RegionJSON
     vehicle: VehicleJSON
+    watchlist: list[WatchlistMatchJSON] = Field(
+        description="listed plates this reading or one of its candidates matches, closest first "
+        "(/v1/watchlists)"
+    )
 
 
 class PlateReaderJSON(BaseModel):
@@ -96,6 +111,7 @@ def to_json(filename: str, readings: Sequence[PlateReading], processing_ms: floa
                 # ranked by the format-adjusted mean, which orders them, but means less).
                 "candidates": [{"plate": c.plate, "score": round(c.confidence, 4)} for c in r.candidates],
                 "review": r.review,
+                "watchlist": watchlist_matches(r.plate, [c.plate for c in r.candidates]),
             }
             for r in readings
         ],

@@ -185,7 +185,7 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite gives them back naive
 
 
-def _not_found(name: str) -> ApiError:
+def not_found(name: str) -> ApiError:
     return ApiError(
         404, f"no watchlist {name!r}: GET /v1/watchlists lists them", code="watchlist_not_found", param="name"
     )
@@ -311,7 +311,7 @@ class WatchlistStore:
         with self.engine.begin() as connection:
             self._bump(connection)
             if not connection.execute(lists_table.delete().where(lists_table.c.name == name)).rowcount:
-                raise _not_found(name)
+                raise not_found(name)
             connection.execute(plates_table.delete().where(plates_table.c.list_name == name))
 
     def summaries(self) -> list[Summary]:
@@ -383,7 +383,7 @@ class WatchlistStore:
             .values(version=lists_table.c.version + 1, updated_at=datetime.now(UTC), **values)
         ).rowcount
         if not changed:
-            raise _not_found(name)
+            raise not_found(name)
 
     @staticmethod
     def _count(connection: sa.Connection, name: str) -> int:
@@ -431,7 +431,7 @@ class WatchlistStore:
     def _summary_or_404(self, name: str) -> Summary:
         summary = self.summary(name)
         if summary is None:  # deleted by someone else just now
-            raise _not_found(name)
+            raise not_found(name)
         return summary
 
 
