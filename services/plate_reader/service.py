@@ -23,7 +23,7 @@ from services.core import api_errors, traffic
 from services.core.admission import Limits
 from services.core.api_errors import ApiError
 from services.core.container_image import service_image
-from services.plate_reader import metrics, snapshot_api, webhooks
+from services.plate_reader import metrics, snapshot_api, watchlists, webhooks
 from services.plate_reader.batching import MicroBatcher
 from services.plate_reader.http_schema import PlateReaderJSON, openapi_request, to_json
 from services.plate_reader.inputs import ReadOptions, parse_request
@@ -34,6 +34,7 @@ from services.plate_reader.review_recorder import ReviewRecorder
 from services.plate_reader.review_store import ReviewSettings
 from services.plate_reader.settings import Settings
 from services.plate_reader.types import ReadRequest
+from services.plate_reader.watchlist_api import router as watchlist_routes
 
 logger = logging.getLogger("bentoml.modelport.plate_reader")  # BentoML only shows INFO under "bentoml"
 settings = Settings.from_env()
@@ -47,6 +48,7 @@ api_errors.install(app)
 OPENAPI_REQUEST = openapi_request(settings)  # the request body, with this server's limits
 READ_RESPONSES = api_errors.error_responses(400, 413, 415, 429)  # + 401, 500, 503, 504
 app.include_router(review_routes)
+app.include_router(watchlist_routes)
 app.include_router(snapshot_api.router)  # GET /v1/statistics/, as Plate Recognizer's
 
 
@@ -87,6 +89,7 @@ class PlateReader:
         )
         with contextlib.suppress(Exception):  # unreachable: logged and counted when a photo needs it
             review_store()  # opened now: at the first read, its migrations held the event loop ~1 s
+        watchlists.start()  # every reading's `watchlist` matches, kept current from the database
         webhooks.start(settings)  # bad MODELPORT_PLATE_WEBHOOKS fails the start; pending events resume
         logger.info("plate reader ready: detector %s, ocr %s", self.detector_model.tag, self.ocr_model.tag)
 
@@ -190,8 +193,13 @@ class PlateReader:
         return Response(jpeg, media_type="image/jpeg")
 
 
-# Shutdown grace, API keys, bodies read whole, admission; deciding a review is not a call.
+# Shutdown grace, API keys, bodies read whole, admission; deciding a review or changing a
+# watchlist is not a call.
 traffic.install(
-    PlateReader, app, LIMITS, max_request_bytes=settings.max_request_bytes, uncounted=("/reviews",)
+    PlateReader,
+    app,
+    LIMITS,
+    max_request_bytes=settings.max_request_bytes,
+    uncounted=("/reviews", "/watchlists"),
 )
 snapshot_api.set_usage_source(KeyedUsage(snapshot_api.usage_source))  # usage per key, when keys are on
