@@ -61,6 +61,16 @@ class Settings:
     max_in_flight: int = 16  # requests read at once: two detector batches, one running, one filling
     max_queue: int = 64  # requests waiting their turn (~4 s of work on 2 cores); more: 429 + Retry-After
     max_queue_wait_s: float = 10.0  # a request still waiting after this is answered 429
+    # Cameras the served reader watches (stream_watch.py), a JSON list of {"camera_id", "url"}:
+    # [{"camera_id": "gate-1", "url": "rtsp://cam.lan/live"}]. `modelport watch` reads one.
+    cameras: str = ""
+    # Cameras on private addresses (a LAN) the operator allows: host names as in the URL,
+    # addresses or networks (192.168.1.0/24), comma-separated. Any other private, loopback or
+    # link-local camera address is refused (stream_url.py).
+    camera_private_hosts: tuple[str, ...] = ()
+    # Frames sampled per second of a camera; only moving ones are read. 5/s gives a car
+    # crossing a gate in ~2 s about 10 readings to vote over (README, "Cameras").
+    camera_fps: float = 5.0
     # Webhook targets (webhooks.py, README "Webhooks"): a JSON list of {url, secret, events,
     # cameras, name}, or the path of a file holding one. Empty: no webhooks.
     webhooks: str = ""

@@ -1,0 +1,158 @@
+"""One camera watched: sampled moving frames read, readings tracked, one event per vehicle.
+
+    watch = CameraWatch("gate-1", source, VehicleTracker(settings), on_event=print)
+    watch.run(recognizer_read, until=lambda: stopped)         # the CLI: reads in this thread
+    await watch.run_async(read_async)                         # the server: through its MicroBatcher
+
+A moving sample is read (the same PlateRecognizer the photo routes use) and its readings go to
+the tracker; a motionless one is not read, but still tells the tracker the time, so a car that
+left ends its track (after track_max_gap_s) and its event comes out while the camera is quiet.
+Events are JSON (VehicleEvent.to_json, plus `camera_id` and a UTC `timestamp` of its last
+sighting); the last RECENT_EVENTS are kept for the served GET .../streams/{camera_id}/events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import numpy as np
+
+from services.plate_reader.stream_source import Sample, StreamSource
+from services.plate_reader.types import PlateReading
+
+logger = logging.getLogger("bentoml.modelport.plate_reader.streams")
+RECENT_EVENTS = 100  # per camera, for GET .../events; older ones are dropped (memory over hours)
+NO_FRAME = np.zeros((0, 0, 3), np.uint8)  # a motionless sample's frame: no readings crop it
+
+
+class VehicleEventLike(Protocol):
+    def to_json(self, crop_url: str | None = None) -> dict[str, Any]: ...
+
+
+class Tracker(Protocol):
+    """vehicle_tracks.VehicleTracker's interface (a fake stands in for it in unit tests)."""
+
+    def update(
+        self, t_seconds: float, readings: list[PlateReading], frame: np.ndarray
+    ) -> list[Any]: ...  # VehicleEvents of the tracks that ended
+
+    def flush(self) -> list[Any]: ...
+
+
+class CameraWatch:
+    def __init__(
+        self,
+        camera_id: str,
+        source: StreamSource,
+        tracker: Tracker,
+        *,
+        on_event: Callable[[dict[str, Any], Any], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.camera_id = camera_id
+        self.source = source
+        self.tracker = tracker
+        self.on_event = on_event  # (event JSON, the VehicleEvent): print it, publish it, ...
+        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_EVENTS)
+        self.events = 0
+        self.reads = 0
+        self.read_failures = 0
+        self._started_wall = clock() - source.now()  # wall-clock time of the source's t = 0
+
+    def handle(self, sample: Sample, readings: list[PlateReading]) -> list[dict[str, Any]]:
+        """Feed one sample's readings to the tracker; the events that ended, as JSON."""
+        ended = self.tracker.update(
+            sample.t, readings, sample.frame if sample.frame is not None else NO_FRAME
+        )
+        return [self._emit(event) for event in ended]
+
+    def finish(self) -> list[dict[str, Any]]:
+        """The stream is over: the vehicles still in view, as events."""
+        return [self._emit(event) for event in self.tracker.flush()]
+
+    def _emit(self, event: Any) -> dict[str, Any]:
+        body = {
+            **event.to_json(),
+            "camera_id": self.camera_id,
+            "timestamp": datetime.fromtimestamp(self._started_wall + event.last_seen, UTC).isoformat(),
+        }
+        self.events += 1
+        self.recent.append(body)
+        if self.on_event is not None:
+            try:
+                self.on_event(body, event)
+            except Exception:  # a failing sink (a full outbox, a closed pipe) loses no other event
+                logger.exception("camera %s: passing an event on failed", self.camera_id)
+        return body
+
+    def run(self, read: Callable[[np.ndarray], list[PlateReading]], until: Callable[[], bool]) -> None:
+        """Watch in this thread until `until()` or the source is refused; then the open tracks."""
+        while not until() and self.source.running:
+            sample = self.source.take(timeout=0.5)
+            if sample is not None:
+                self.handle(sample, self._read_sync(read, sample))
+        self.finish()
+
+    def _read_sync(
+        self, read: Callable[[np.ndarray], list[PlateReading]], sample: Sample
+    ) -> list[PlateReading]:
+        if sample.frame is None:
+            return []
+        self.reads += 1
+        try:
+            return read(sample.frame)
+        except Exception:  # one frame the pipeline fails on is skipped, the camera goes on
+            self.read_failures += 1
+            logger.exception("camera %s: reading a frame failed", self.camera_id)
+            return []
+
+    async def run_async(
+        self, read: Callable[[np.ndarray], Awaitable[list[PlateReading]]], wake: asyncio.Event
+    ) -> None:
+        """Watch on the event loop (the source's thread sets `wake` on each sample) until cancelled."""
+        try:
+            while self.source.running:
+                try:
+                    await asyncio.wait_for(wake.wait(), 1.0)
+                except TimeoutError:
+                    continue
+                wake.clear()
+                sample = self.source.take(timeout=0)
+                if sample is None:
+                    continue
+                readings: list[PlateReading] = []
+                if sample.frame is not None:
+                    self.reads += 1
+                    try:
+                        readings = await read(sample.frame)
+                    except Exception:
+                        self.read_failures += 1
+                        logger.exception("camera %s: reading a frame failed", self.camera_id)
+                self.handle(sample, readings)
+        finally:
+            self.finish()
+
+    def status(self) -> dict[str, Any]:
+        stats = self.source.stats
+        return {
+            "camera_id": self.camera_id,
+            "url": self.source.shown,
+            "state": stats.state,
+            "width": stats.width,
+            "height": stats.height,
+            "frames_decoded": stats.frames_decoded,
+            "samples": stats.samples,
+            "samples_moving": stats.samples_moving,
+            "frames_read": self.reads,
+            "read_failures": self.read_failures,
+            "dropped": stats.dropped,
+            "reconnects": stats.reconnects,
+            "last_error": stats.last_error,
+            "events": self.events,
+        }
