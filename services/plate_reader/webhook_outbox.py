@@ -110,10 +110,11 @@ class Outbox:
             .where(t.c.status == PENDING, t.c.next_attempt_at <= now, free)
             .order_by(t.c.id)
             .limit(limit)
+            .with_for_update(skip_locked=True)  # PostgreSQL: rows another claim holds are passed over
         )
         with self.engine.begin() as connection:
-            # The lease condition again on the UPDATE itself: on PostgreSQL a row another
-            # process leased meanwhile is re-checked after its lock and skipped.
+            # The lease condition again on the UPDATE itself, so a row is taken only while free
+            # (SQLite has no FOR UPDATE: its writers take turns on the whole file).
             connection.execute(
                 t.update()
                 .where(t.c.id.in_(due.scalar_subquery()), t.c.status == PENDING, free)

@@ -224,6 +224,8 @@ class Webhooks:
                     break
                 batch.append(item)
             jobs = [job for job in batch if job is not None]
+            if not jobs:  # only the stop mark
+                return
             try:
                 self._store().add([row for rows, _ in jobs for row in rows])
                 for rows, future in jobs:
