@@ -91,7 +91,14 @@ class Receiver:
 def hooks_env(receiver: Receiver, data_dir: Path) -> dict[str, str]:
     targets = [
         {"url": receiver.url("/all"), "secret": SECRET, "name": "all", "events": ["recognition"]},
-        {"url": receiver.url("/gate-9"), "secret": SECRET, "name": "gate-9", "cameras": ["gate-9"]},
+        {
+            "url": receiver.url("/gate-9"),
+            "secret": SECRET,
+            "name": "gate-9",
+            "cameras": ["gate-9"],
+            "events": ["recognition", "vehicle"],
+        },
+        {"url": receiver.url("/watch"), "secret": SECRET, "name": "watch", "events": ["watchlist"]},
     ]
     return {
         **PLATE_LIMITS,
@@ -167,11 +174,15 @@ def got(receiver: Receiver, filename: str) -> list[tuple[str, dict[str, Any], di
 def test_a_photo_read_arrives_signed_and_shaped_as_the_answer(
     hooks_server: Server, receiver: Receiver
 ) -> None:
+    listed = httpx.post(
+        f"{hooks_server.url}/v1/watchlists", json={"name": "stolen", "plates": ["AD799KB"]}, timeout=30
+    )
+    assert listed.status_code == 201, listed.text
     answer = read(hooks_server.url, "gate-1", "first.jpg")
     assert answer["results"] and answer["results"][0]["plate"] == "ad799kb"
-    eventually(lambda: bool(got(receiver, "first.jpg")))
-    [(path, body, headers)] = got(receiver, "first.jpg")  # verified by the receiver on arrival
-    assert path == "/all"
+    assert answer["results"][0]["watchlist"]  # so it is a watchlist event too
+    eventually(lambda: len(got(receiver, "first.jpg")) == 2)
+    [(_, body, headers)] = [g for g in got(receiver, "first.jpg") if g[0] == "/all"]
     assert body["hook"] == {"target": receiver.url("/all"), "id": "all", "event": "recognition"}
     assert body["data"] == {
         "event_id": headers["webhook-id"],
@@ -180,12 +191,17 @@ def test_a_photo_read_arrives_signed_and_shaped_as_the_answer(
         "camera_id": "gate-1",
         "results": answer["results"],  # the readings exactly as the client got them
     }
+    # The watchlist target gets a watchlist event, with only the readings on a list, another id.
+    [(_, hit, hit_headers)] = [g for g in got(receiver, "first.jpg") if g[0] == "/watch"]
+    assert hit["hook"]["event"] == "watchlist" and hit_headers["webhook-id"] != headers["webhook-id"]
+    assert hit["data"]["results"] == [r for r in answer["results"] if r["watchlist"]]
+    assert httpx.delete(f"{hooks_server.url}/v1/watchlists/stolen", timeout=30).status_code in (200, 204)
     # The camera filter: gate-9's target gets gate-9's read, and not gate-1's.
     nine = read(hooks_server.url, "gate-9", "nine.jpg")
     eventually(lambda: len(got(receiver, "nine.jpg")) == 2)
     assert sorted(p for p, _, _ in got(receiver, "nine.jpg")) == ["/all", "/gate-9"]
     assert all(b["data"]["results"] == nine["results"] for _, b, _ in got(receiver, "nine.jpg"))
-    assert [p for p, _, _ in got(receiver, "first.jpg")] == ["/all"]
+    assert sorted(p for p, _, _ in got(receiver, "first.jpg")) == ["/all", "/watch"]
     eventually(lambda: metric(hooks_server.url, "modelport_webhook_deliveries_total", target="gate-9") == 1)
 
 
