@@ -404,6 +404,86 @@ def reviews_purge(days: int | None) -> None:
     console.print(f"deleted {_review_store().purge(days)} review items older than {days} days")
 
 
+@main.command("watch")
+@click.argument("url")
+@click.option("--camera-id", default="camera", show_default=True, help="Named in every event.")
+@click.option("--fps", type=float, default=None, help="Frames sampled a second [MODELPORT_PLATE_CAMERA_FPS].")
+@click.option("--max-minutes", type=float, default=None, help="Stop after this long (default: at Ctrl-C).")
+@click.option(
+    "--private-host",
+    "private_hosts",
+    multiple=True,
+    help="Allow this LAN host or network (192.168.1.0/24) [MODELPORT_PLATE_CAMERA_PRIVATE_HOSTS].",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per vehicle on stdout.")
+def watch(
+    url: str,
+    camera_id: str,
+    fps: float | None,
+    max_minutes: float | None,
+    private_hosts: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Read plates from a camera stream (rtsp://, http:// MJPEG): one event per vehicle.
+    A host not allowed exits with status 2 (README, "Cameras")."""
+    import signal
+    import time
+
+    from services.core.console import err_console
+    from services.plate_reader import webhooks
+    from services.plate_reader.settings import Settings
+    from services.plate_reader.stream_source import StreamSource
+    from services.plate_reader.stream_url import StreamRefused, check_stream_url
+    from services.plate_reader.stream_watch import CameraWatch, publish_vehicle
+    from services.plate_reader.vehicle_tracks import VehicleTracker
+
+    settings = Settings.from_env()
+    allowed = settings.camera_private_hosts + private_hosts
+    try:
+        check_stream_url(url, allowed)
+    except StreamRefused as exc:
+        err_console.print(f"[red]refused:[/red] {exc}", soft_wrap=True)
+        sys.exit(2)
+    except OSError as exc:  # DNS may come back: the source retries with backoff
+        err_console.print(f"warning: {exc}; retrying", soft_wrap=True)
+    recognizer = _plate_recognizer(settings.detector_model, settings.ocr_model)
+
+    def emit(body: dict, event: object) -> None:
+        publish_vehicle(body, event)  # to MODELPORT_PLATE_WEBHOOKS' targets, if any
+        if as_json:
+            print(json.dumps(body), flush=True)
+        else:
+            flag = "review" if body["review"] else "ok"
+            console.print(
+                f"{body['timestamp']} {camera_id} [bold]{body['plate']}[/bold] score {body['score']:.2f} "
+                f"({flag}), {body['frames_read']} frames, {body['direction']}"
+            )
+
+    source = StreamSource(url, fps=fps or settings.camera_fps, private_hosts=allowed)
+    camera = CameraWatch(camera_id, source, VehicleTracker(settings), on_event=emit)
+    deadline = time.monotonic() + max_minutes * 60 if max_minutes else float("inf")
+    stop = False
+
+    def on_term(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    source.start()
+    try:
+        camera.run(
+            lambda frame: recognizer.read([frame], min_score=settings.min_score)[0],
+            until=lambda: stop or time.monotonic() >= deadline,
+        )
+    except KeyboardInterrupt:
+        camera.finish()
+    source.stop()
+    webhooks.close()  # events still queued are written to the outbox (delivered by the server)
+    err_console.print(f"{camera_id}: {json.dumps(camera.status())}", soft_wrap=True, highlight=False)
+    if source.stats.state.startswith("refused"):
+        sys.exit(2)
+
+
 from finetune.cli import finetune  # noqa: E402 - registered after main's own groups
 from services.core.capacity_cli import capacity  # noqa: E402 - likewise
 

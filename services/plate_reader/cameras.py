@@ -84,6 +84,9 @@ class Cameras:
         settings: Settings,
         read: Callable[[str, np.ndarray], Awaitable[list[PlateReading]]],
         tracker: Callable[[], Tracker],
+        *,
+        finish: Callable[[Any, str], Any] | None = None,
+        crop_path: str | None = None,
         on_event: Callable[[dict[str, Any], Any], None] | None = None,
     ) -> None:
         self.cameras = cameras
@@ -91,6 +94,8 @@ class Cameras:
         self.read = read  # (camera_id, RGB frame) -> its readings
         self.watches: dict[str, CameraWatch] = {}
         self._new_tracker = tracker
+        self._finish = finish  # (event, camera_id) -> the event to emit
+        self._crop_path = crop_path
         self._on_event = on_event
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -104,7 +109,15 @@ class Cameras:
                 private_hosts=self.settings.camera_private_hosts,
                 on_sample=_waker(loop, wake),
             )
-            watch = CameraWatch(camera.camera_id, source, self._new_tracker(), on_event=self._on_event)
+            finish = _for_camera(self._finish, camera.camera_id) if self._finish else None
+            watch = CameraWatch(
+                camera.camera_id,
+                source,
+                self._new_tracker(),
+                finish=finish,
+                crop_path=self._crop_path,
+                on_event=self._on_event,
+            )
             self.watches[camera.camera_id] = watch
             source.start()
             read = functools.partial(self.read, camera.camera_id)
@@ -130,6 +143,10 @@ class Cameras:
                 param="camera_id",
             )
         return list(watch.recent)
+
+
+def _for_camera(finish: Callable[[Any, str], Any], camera_id: str) -> Callable[[Any], Any]:
+    return lambda event: finish(event, camera_id)
 
 
 def _waker(loop: asyncio.AbstractEventLoop, wake: asyncio.Event) -> Callable[[], None]:

@@ -25,6 +25,7 @@ from services.core.api_errors import ApiError
 from services.core.container_image import service_image
 from services.plate_reader import metrics, snapshot_api, watchlists, webhooks
 from services.plate_reader.batching import MicroBatcher
+from services.plate_reader.cameras import Cameras, parse_cameras, router as camera_routes, serve_cameras
 from services.plate_reader.http_schema import PlateReaderJSON, openapi_request, to_json
 from services.plate_reader.inputs import ReadOptions, parse_request
 from services.plate_reader.keyed_usage import KeyedUsage
@@ -33,6 +34,7 @@ from services.plate_reader.review_page import page_app
 from services.plate_reader.review_recorder import ReviewRecorder
 from services.plate_reader.review_store import ReviewSettings
 from services.plate_reader.settings import Settings
+from services.plate_reader.stream_watch import publish_vehicle
 from services.plate_reader.types import ReadRequest
 from services.plate_reader.watchlist_api import router as watchlist_routes
 
@@ -50,6 +52,8 @@ READ_RESPONSES = api_errors.error_responses(400, 413, 415, 429)  # + 401, 500, 5
 app.include_router(review_routes)
 app.include_router(watchlist_routes)
 app.include_router(snapshot_api.router)  # GET /v1/statistics/, as Plate Recognizer's
+app.include_router(camera_routes)  # GET /v1/plate-reader/streams[/{camera_id}/events]
+CAMERAS = parse_cameras(settings.cameras)  # a malformed MODELPORT_PLATE_CAMERAS stops the start here
 
 
 @bentoml.service(
@@ -95,6 +99,26 @@ class PlateReader:
 
     def __is_ready__(self) -> bool:
         return hasattr(self, "batcher")
+
+    @bentoml.on_startup
+    def watch_cameras(self) -> None:
+        """Each camera of MODELPORT_PLATE_CAMERAS watched on this event loop (stream_watch.py)."""
+        from services.plate_reader.vehicle_tracks import VehicleTracker
+
+        self.cameras = Cameras(
+            CAMERAS, settings, self._read_frame, lambda: VehicleTracker(settings), on_event=publish_vehicle
+        )
+        self.cameras.start()
+        serve_cameras(self.cameras)
+
+    async def _read_frame(self, camera_id: str, frame: Any) -> list[Any]:
+        plates = await self.batcher.submit(ReadRequest(frame, settings.min_score))
+        metrics.observe(plates, camera_id)
+        return plates
+
+    @bentoml.on_shutdown
+    async def stop_cameras(self) -> None:
+        await self.cameras.stop()
 
     @bentoml.on_shutdown
     async def finish_recording(self) -> None:

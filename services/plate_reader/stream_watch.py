@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from services.plate_reader import webhooks
 from services.plate_reader.stream_source import Sample, StreamSource
 from services.plate_reader.types import PlateReading
 
@@ -45,6 +46,12 @@ class Tracker(Protocol):
     def flush(self) -> list[Any]: ...
 
 
+def publish_vehicle(body: dict[str, Any], event: Any) -> None:
+    """An event to the webhook targets that want `vehicle` events of this camera (the outbox
+    keeps it until delivered; webhooks.py). Never blocks: the outbox's writer thread writes it."""
+    webhooks.publish("vehicle", body["camera_id"], [body], None, body["timestamp"])
+
+
 class CameraWatch:
     def __init__(
         self,
@@ -52,12 +59,18 @@ class CameraWatch:
         source: StreamSource,
         tracker: Tracker,
         *,
+        finish: Callable[[Any], Any] | None = None,
+        crop_path: str | None = None,
         on_event: Callable[[dict[str, Any], Any], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.camera_id = camera_id
         self.source = source
         self.tracker = tracker
+        # The server's: watchlist matches attached, the best crop kept (served at crop_path + id),
+        # a flagged vehicle queued for review (video_reading.VideoReader.finish, as for clips).
+        self.finish_event = finish
+        self.crop_path = crop_path
         self.on_event = on_event  # (event JSON, the VehicleEvent): print it, publish it, ...
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_EVENTS)
         self.events = 0
@@ -77,8 +90,11 @@ class CameraWatch:
         return [self._emit(event) for event in self.tracker.flush()]
 
     def _emit(self, event: Any) -> dict[str, Any]:
+        if self.finish_event is not None:
+            event = self.finish_event(event)
+        kept = self.crop_path is not None and getattr(event, "best_crop", None) is not None
         body = {
-            **event.to_json(),
+            **event.to_json(f"{self.crop_path}{event.id}" if kept else None),
             "camera_id": self.camera_id,
             "timestamp": datetime.fromtimestamp(self._started_wall + event.last_seen, UTC).isoformat(),
         }
