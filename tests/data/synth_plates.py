@@ -11,6 +11,11 @@ Writes two folders, each with a ``labels.csv`` (``filename,plate,format,split,co
   eight states' colours, names and slogans, a registration sticker, and in 40% a dealer's
   frame printed with its name (US_STATES, DEALERS). Labelled ``us-street``; the other
   folders are the same files with or without it.
+- ``camera/`` (only with ``--camera N``): N crops of what issue 19's real cameras saw, on a
+  random stream of their own: Brazil's grey plates and Mercosur (two-row motorcycle plates
+  too), Croatian and Slovak layouts around their coats of arms (one and two rows), at night,
+  in infrared, with motion blur, tiny (10-16 px high), JPEG at quality 10-35 or seen from
+  35-65 degrees (CAMERA_FORMATS, CAMERA_CONDITIONS).
 - ``photos/``: 200 JPEG scenes cut from the two photos the ultralytics wheel ships (bus.jpg,
   zidane.jpg) with a plate warped in, plus ``boxes.csv`` (``filename,x1,y1,x2,y2``: the
   labelled plate's box in pixels; empty coordinates where a scene holds no plate). Some
@@ -107,6 +112,8 @@ class PlateFormat:
     top_band: str = ""  # Mercosur band
     headers: tuple[str, ...] = ()  # US state name above the number, not plate text
     footers: tuple[str, ...] = ()
+    header_ink: RGB = RED
+    emblem: str = ""  # drawn where a template has "|": "hr" checkerboard, "sk" double cross
 
 
 @dataclass(frozen=True)
@@ -270,8 +277,13 @@ def render_plate(fmt: PlateFormat, rows: list[str], rng: np.random.Generator, fo
         draw_text(image, fmt.top_band, small_print, (0.3 * w, 0.05 * h, 0.7 * w, 0.19 * h), WHITE)
         top = round(0.26 * h)
     if fmt.headers:
-        draw_text(image, pick(rng, fmt.headers), small_print, (0.2 * w, 0.07 * h, 0.8 * w, 0.22 * h), RED)
-        draw_text(image, pick(rng, fmt.footers), small_print, (0.25 * w, 0.83 * h, 0.75 * w, 0.93 * h), NAVY)
+        draw_text(
+            image, pick(rng, fmt.headers), small_print, (0.2 * w, 0.07 * h, 0.8 * w, 0.22 * h), fmt.header_ink
+        )
+        if fmt.footers:
+            draw_text(
+                image, pick(rng, fmt.footers), small_print, (0.25 * w, 0.83 * h, 0.75 * w, 0.93 * h), NAVY
+            )
         top, bottom = round(0.24 * h), round(0.82 * h)
     draw.rounded_rectangle((1, 1, w - 2, h - 2), radius=h // 12, outline=fmt.ink, width=2)
     font, squeeze = pick(rng, fonts), rng.uniform(0.6, 0.8)
@@ -279,8 +291,41 @@ def render_plate(fmt: PlateFormat, rows: list[str], rng: np.random.Generator, fo
     gap = (bottom - top - len(rows) * row_h) / (len(rows) + 1)
     for i, row in enumerate(rows):
         y = top + gap * (i + 1) + row_h * i
-        draw_text(image, row, font, (left + 3, y, right - 3, y + row_h), fmt.ink, squeeze)
+        if "|" in row:
+            draw_with_emblem(image, row, font, (left + 3, y, right - 3, y + row_h), fmt, squeeze)
+        else:
+            draw_text(image, row, font, (left + 3, y, right - 3, y + row_h), fmt.ink, squeeze)
     return np.asarray(image, dtype=np.float32)
+
+
+def draw_with_emblem(
+    image: Image.Image, row: str, font: str, box: tuple[float, ...], fmt: PlateFormat, squeeze: float
+) -> None:
+    """A row printed around a coat of arms ("ZG|1234-AB": Zagreb's district, the Croatian
+    checkerboard, the number): each part gets width in proportion to its characters."""
+    before, after = row.split("|")
+    x1, y1, x2, y2 = box
+    side = 0.8 * (y2 - y1)
+    free = x2 - x1 - side - 0.2 * side
+    split = x1 + free * len(before) / max(1, len(before) + len(after))
+    draw_text(image, before, font, (x1, y1, split, y2), fmt.ink, squeeze)
+    draw_text(image, after, font, (split + 1.2 * side, y1, x2, y2), fmt.ink, squeeze)
+    ex, ey = split + 0.1 * side, y1 + 0.1 * side
+    draw = ImageDraw.Draw(image)
+    if fmt.emblem == "hr":  # 5 x 5 red and white squares, red first
+        cell = side / 5
+        for i in range(25):
+            cx, cy = ex + cell * (i % 5), ey + cell * (i // 5)
+            draw.rectangle((cx, cy, cx + cell, cy + cell), fill=RED if (i % 5 + i // 5) % 2 == 0 else WHITE)
+    else:  # "sk": a red shield, a white double cross on blue hills
+        draw.rectangle((ex, ey, ex + side, ey + side), fill=RED)
+        draw.ellipse((ex + 0.1 * side, ey + 0.7 * side, ex + 0.9 * side, ey + 1.1 * side), fill=EU_BLUE)
+        mid = ex + side / 2
+        draw.rectangle((mid - 0.06 * side, ey + 0.1 * side, mid + 0.06 * side, ey + 0.75 * side), fill=WHITE)
+        for bar, half in ((0.28, 0.22), (0.48, 0.3)):
+            draw.rectangle(
+                (mid - half * side, ey + bar * side, mid + half * side, ey + (bar + 0.1) * side), fill=WHITE
+            )
 
 
 # US plates as street cameras see them (``us-street/``): the state's own colours, its name and
@@ -341,6 +386,133 @@ def render_us_street(rows: list[str], rng: np.random.Generator, fonts: list[str]
         frame_ink,
     )
     return np.asarray(framed, dtype=np.float32)
+
+
+# Plates and conditions of issue 19's real photos (``camera/``, only with ``--camera N``):
+# Brazil's grey plates and Mercosur (cars and two-row motorcycles), Croatian and Slovak
+# layouts (one and two rows, the coat of arms between district and number), seen at night,
+# in infrared, blurred by motion, tiny, heavily compressed or from a steep angle.
+GREY = (178, 180, 182)
+HR_LETTERS = "ABCDEFGHIJKLMNOPRSTUVZ"  # the Croatian alphabet's A-Z letters (no Q, W, X, Y)
+HR_DISTRICTS = ("ZG", "ST", "RI", "OS", "ZD", "PU", "DU", "KA", "SB", "VZ", "BJ", "SK")
+SK_DISTRICTS = ("BA", "BL", "KE", "NR", "TT", "ZA", "BB", "PO", "TN", "MI", "LM", "PP")
+BR_CITIES = ("SP - SAO PAULO", "RJ - RIO DE JANEIRO", "MG - BELO HORIZONTE", "PR - CURITIBA", "RS - CANOAS")
+CAMERA_FORMATS: dict[str, PlateFormat] = {
+    "br-grey": PlateFormat(("AAA-9999",), AZ, (400, 130), (GREY,), 0.5, headers=BR_CITIES, header_ink=BLACK),
+    "br": FORMATS["br"],  # Mercosur: AAA9A99 under the blue BRASIL band
+    "br-moto": PlateFormat(("AAA/9A99",), AZ, (200, 170), (WHITE,), 0.3, top_band="BRASIL"),
+    "hr": PlateFormat(
+        ("P|999-A", "P|999-AA", "P|9999-A", "P|9999-AA"),
+        HR_LETTERS,
+        (520, 110),
+        (WHITE,),
+        0.62,
+        prefixes=HR_DISTRICTS,
+        left_band="HR",
+        emblem="hr",
+    ),
+    "hr-2row": PlateFormat(
+        ("P|999/AA", "P|9999/AA"), HR_LETTERS, (280, 200), (WHITE,), 0.34, prefixes=HR_DISTRICTS, emblem="hr"
+    ),
+    "sk": PlateFormat(
+        ("P|999AA", "AA999AA"),
+        AZ,
+        (520, 110),
+        (WHITE,),
+        0.62,
+        prefixes=SK_DISTRICTS,
+        left_band="SK",
+        emblem="sk",
+    ),
+    "sk-2row": PlateFormat(("P|999/AA",), AZ, (280, 200), (WHITE,), 0.34, prefixes=SK_DISTRICTS, emblem="sk"),
+}
+# Each with its probability, at most MAX_CONDITIONS; night and infrared exclude each other.
+CAMERA_CONDITIONS = {
+    "night": 0.2,
+    "infrared": 0.15,
+    "motion": 0.25,
+    "lowres": 0.2,
+    "jpeg": 0.3,
+    "oblique": 0.25,
+    "shadow": 0.1,
+    "dirt": 0.1,
+}
+
+
+def camera_quad(w: float, h: float, rng: np.random.Generator, chosen: set[str]) -> np.ndarray:
+    """Corners of a plate seen head-on, or (oblique) from 35-65 degrees to the side, tilted
+    up to 10 degrees: the near edge taller than the far one."""
+    quad = np.array([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]])
+    if "oblique" in chosen:
+        quad[:, 0] *= np.cos(np.radians(rng.uniform(35, 65)))
+        far = pick(rng, ([1, 2], [0, 3]))
+        quad[far, 1] *= rng.uniform(0.7, 0.88)
+        a = np.radians(rng.uniform(-10, 10))
+        quad = quad @ np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]])
+    return quad + rng.normal(0, 0.02 * h, (4, 2))
+
+
+def camera_degrade(
+    image: np.ndarray, rng: np.random.Generator, chosen: set[str], plate_h: float
+) -> np.ndarray:
+    """Night (dark, a warm cast, a headlight's bloom, sensor noise), infrared (grey, the
+    retro-reflective plate glowing against a dark scene), motion blur along the travel, then
+    JPEG at low quality."""
+    h, w = image.shape[:2]
+    if "night" in chosen:
+        image = 255 * (image / 255) ** rng.uniform(1.4, 2.0) * rng.uniform(0.25, 0.45)
+        image = image * np.array([1.0, 0.9, 0.7], np.float32)
+        yy, xx = np.mgrid[0:h, 0:w]
+        centre = rng.uniform(0, 1, 2) * (w, h)
+        glow = np.exp(
+            -((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) / (2 * (rng.uniform(0.2, 0.5) * w) ** 2)
+        )
+        image = (
+            image + rng.uniform(40, 110) * glow[..., None] + rng.normal(0, rng.uniform(6, 14), image.shape)
+        )
+    if "infrared" in chosen:
+        grey = image @ np.array([0.3, 0.59, 0.11], np.float32)
+        grey = 255 * (grey / 255) ** rng.uniform(1.6, 2.6) * rng.uniform(1.0, 1.5)
+        image = np.repeat(grey[..., None], 3, axis=2) + rng.normal(0, rng.uniform(3, 9), (h, w, 1))
+    if "motion" in chosen:  # a long line kernel, mostly horizontal: the car moving past
+        n = max(3, round(plate_h * rng.uniform(0.06, 0.18)))
+        kernel = np.zeros((n, n), np.float32)
+        kernel[n // 2] = 1 / n
+        turn = cv2.getRotationMatrix2D(((n - 1) / 2, (n - 1) / 2), float(rng.uniform(-25, 25)), 1.0)
+        kernel = cv2.warpAffine(kernel, turn, (n, n))
+        image = cv2.filter2D(image.astype(np.float32), -1, kernel / kernel.sum())
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    if "jpeg" in chosen:
+        _, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(rng.uniform(10, 35))])
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    return image
+
+
+def make_camera_crop(index: int, seed: int, photos: list[np.ndarray], fonts: list[str]) -> Sample:
+    """One ``camera/`` crop: the formats take turns, on a stream of its own (seed, 3, index)."""
+    rng = np.random.default_rng([seed, 3, index])
+    name = list(CAMERA_FORMATS)[index % len(CAMERA_FORMATS)]
+    drawn = [c for c, p in CAMERA_CONDITIONS.items() if rng.random() < p]
+    if "night" in drawn and "infrared" in drawn:
+        drawn.remove("night")
+    chosen = {drawn[i] for i in rng.permutation(len(drawn))[:MAX_CONDITIONS]}
+    rows = plate_text(CAMERA_FORMATS[name], rng)
+    plate = soil(render_plate(CAMERA_FORMATS[name], rows, rng, fonts), rng, chosen)
+    quad = camera_quad(plate.shape[1], plate.shape[0], rng, chosen)
+    margin = np.array([rng.uniform(0.04, 0.12) * plate.shape[1], rng.uniform(0.1, 0.3) * plate.shape[0]])
+    quad += margin - quad.min(0)
+    size = np.ceil(quad.max(0) + margin).astype(int)
+    scene = background(photos, (int(size[0]), int(size[1])), rng, zoom=0.1)
+    paste(scene, plate, quad)
+    # low resolution: the plate 10-16 px high, as a far street camera sees it (two rows: 14-22)
+    rows_scale = 1.4 if len(rows) > 1 else 1.0
+    plate_h = (rng.uniform(10, 16) if "lowres" in chosen else rng.uniform(24, 64)) * rows_scale
+    scale = plate_h / RENDER_HEIGHT
+    scene = cv2.resize(
+        scene, (max(8, round(size[0] * scale)), max(8, round(size[1] * scale))), interpolation=cv2.INTER_AREA
+    )
+    image = camera_degrade(scene, rng, chosen, plate_h)
+    return Sample(image, name, rows, [c for c in CAMERA_CONDITIONS if c in chosen])
 
 
 def soil(plate: np.ndarray, rng: np.random.Generator, chosen: set[str]) -> np.ndarray:
@@ -556,7 +728,9 @@ def write_csv(path: Path, header: tuple[str, ...], rows: list) -> None:
         csv.writer(out).writerows([header, *rows])
 
 
-def generate(target: Path, seed: int = 0, crops: int = 400, photos: int = 200, us_street: int = 0) -> None:
+def generate(
+    target: Path, seed: int = 0, crops: int = 400, photos: int = 200, us_street: int = 0, camera: int = 0
+) -> None:
     fonts, backgrounds = find_fonts(), load_photos()
     crops_dir, photos_dir, us_dir = target / "crops", target / "photos", target / "us-street"
     crops_dir.mkdir(parents=True, exist_ok=True)
@@ -585,6 +759,16 @@ def generate(target: Path, seed: int = 0, crops: int = 400, photos: int = 200, u
             us_rows.append(label(filename, seed, sample))
         write_csv(us_dir / "labels.csv", header, us_rows)
         print(f"{us_street} US street crops in {us_dir}")
+    if camera:
+        camera_dir = target / "camera"
+        camera_dir.mkdir(parents=True, exist_ok=True)
+        camera_rows = []
+        for i in range(camera):
+            sample, filename = make_camera_crop(i, seed, backgrounds, fonts), f"camera_{i:05d}.png"
+            Image.fromarray(sample.image).save(camera_dir / filename)
+            camera_rows.append(label(filename, seed, sample))
+        write_csv(camera_dir / "labels.csv", header, camera_rows)
+        print(f"{camera} camera crops in {camera_dir}")
 
 
 def main() -> None:
@@ -599,6 +783,13 @@ def main() -> None:
         default=0,
         help="also this many US street crops (state colours, stickers, frames): us-street/",
     )
+    parser.add_argument(
+        "--camera",
+        type=int,
+        default=0,
+        help="also this many crops of BR grey/Mercosur, HR, SK and two-row plates at night, in IR, "
+        "blurred, tiny, compressed or oblique: camera/",
+    )
     args = parser.parse_args()
     generate(
         args.target,
@@ -606,6 +797,7 @@ def main() -> None:
         args.count,
         args.count // 2 if args.photos is None else args.photos,
         args.us_street,
+        args.camera,
     )
 
 

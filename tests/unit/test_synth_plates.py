@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -158,3 +159,38 @@ def test_a_missing_font_stops_with_the_package_to_install(tmp_path: Path, monkey
     monkeypatch.setattr(synth_plates, "FONT_ROOT", tmp_path)
     with pytest.raises(SystemExit, match=r"LiberationSans-Bold\.ttf.*apt-get install fonts-liberation"):
         synth_plates.find_fonts()
+
+
+HR = "[A-PR-VZ]"  # Croatian letters: no Q, W, X, Y
+CAMERA_PATTERNS = {
+    "br-grey": r"[A-Z]{3}[0-9]{4}",
+    "br": r"[A-Z]{3}[0-9][A-Z][0-9]{2}",
+    "br-moto": r"[A-Z]{3}[0-9][A-Z][0-9]{2}",
+    "hr": rf"[A-Z]{{2}}[0-9]{{3,4}}{HR}{{1,2}}",
+    "hr-2row": rf"[A-Z]{{2}}[0-9]{{3,4}}{HR}{{2}}",
+    "sk": r"[A-Z]{2}[0-9]{3}[A-Z]{2}",
+    "sk-2row": r"[A-Z]{2}[0-9]{3}[A-Z]{2}",
+}
+
+
+def test_camera_crops_draw_every_layout_with_its_label(tmp_path: Path) -> None:
+    count = 2 * len(CAMERA_PATTERNS)
+    synth_plates.generate(tmp_path, seed=6, crops=0, photos=0, camera=count)
+    rows = read_csv(tmp_path / "camera" / "labels.csv")
+    assert set(CAMERA_PATTERNS) == set(synth_plates.CAMERA_FORMATS)
+    assert len(rows) == count and {r["format"] for r in rows} == set(CAMERA_PATTERNS)
+    for row in rows:
+        assert list(row) == HEADER and re.fullmatch(CAMERA_PATTERNS[row["format"]], row["plate"]), row
+        conditions = {c for c in row["conditions"].split(";") if c}
+        assert conditions <= set(synth_plates.CAMERA_CONDITIONS) and len(conditions) <= 3, row
+        assert not {"night", "infrared"} <= conditions, row
+        image = np.asarray(Image.open(tmp_path / "camera" / row["filename"]).convert("L"), dtype=float)
+        assert image.shape[0] >= 8 and image.std() > 5, row  # something drawn, not a flat patch
+
+
+def test_camera_crops_leave_the_other_folders_byte_for_byte(tmp_path: Path) -> None:
+    synth_plates.generate(tmp_path / "without", seed=7, crops=10, photos=2, us_street=3)
+    synth_plates.generate(tmp_path / "with", seed=7, crops=10, photos=2, us_street=3, camera=5)
+    for folder in ("crops", "photos", "us-street"):
+        for path in sorted((tmp_path / "without" / folder).iterdir()):
+            assert path.read_bytes() == (tmp_path / "with" / folder / path.name).read_bytes(), path
