@@ -24,9 +24,11 @@ one `searchsorted`, and only the few plates sharing a variant get a real distanc
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
+from typing import NamedTuple
 
 import numpy as np
 from rapidfuzz.distance import Indel, Levenshtein
@@ -62,8 +64,7 @@ class Tolerance:
         return int(metric.distance(a, b, score_cutoff=self.max_distance))
 
 
-@dataclass(frozen=True)
-class ListedPlate:
+class ListedPlate(NamedTuple):  # a tuple: 100,000 of them are made per upload and per load
     plate: str  # A-Z0-9, as listed (watchlists.normalise_plate)
     note: str | None = None
     tags: tuple[str, ...] = ()
@@ -78,46 +79,90 @@ class Match:
     tags: tuple[str, ...]
 
 
-def deletions(key: str, depth: int) -> set[str]:
-    """`key` and every string made from it by deleting up to `depth` characters."""
-    out = {key}
-    for n in range(1, min(depth, len(key)) + 1):
-        out.update(
-            "".join(key[i] for i in range(len(key)) if i not in gone)
-            for gone in combinations(range(len(key)), n)
+# A variant's hash: sum of (byte + 1) * P^j, plus its length times another odd number, modulo
+# 2^64 (numpy's uint64 wraps). Collisions only cost a distance computed for nothing.
+_MASK = (1 << 64) - 1
+_POWERS = np.array([pow(0x9E3779B97F4A7C15, j, 1 << 64) for j in range(32)], dtype=np.uint64)
+_LENGTH_SALT = np.array([(n * 0xC2B2AE3D27D4EB4F) & _MASK for n in range(32)], dtype=np.uint64)
+_CHUNK = 8192  # plates hashed at once: bounds the temporary (chunk x variants x length) array
+
+
+@functools.cache
+def _kept_columns(length: int, gone: int) -> np.ndarray:
+    """For each way of deleting `gone` of `length` characters, the positions kept."""
+    return np.array(
+        [[j for j in range(length) if j not in drop] for drop in combinations(range(length), gone)],
+        dtype=np.intp,
+    ).reshape(-1, length - gone)
+
+
+def variant_hashes(keys: Sequence[str], depth: int) -> np.ndarray:
+    """Hashes of each key (all of one length) and of every string made from it by deleting up
+    to `depth` characters: an array (len(keys), variants), vectorised over the keys."""
+    length = len(keys[0])
+    chars = np.frombuffer("".join(keys).encode("ascii"), dtype=np.uint8).reshape(len(keys), length)
+    parts = []
+    for gone in range(min(depth, length - 1) + 1):
+        kept, size = _kept_columns(length, gone), length - gone
+        parts.append(
+            np.concatenate(
+                [
+                    (chars[i : i + _CHUNK][:, kept].astype(np.uint64) + 1) @ _POWERS[:size]
+                    + _LENGTH_SALT[size]
+                    for i in range(0, len(keys), _CHUNK)
+                ]
+            )
         )
+    return np.concatenate(parts, axis=1)
+
+
+def deletions(key: str, depth: int) -> set[str]:
+    """`key` and every string made from it by deleting up to `depth` characters (what
+    `variant_hashes` hashes, as text)."""
+    out, frontier = {key}, {key}
+    for _ in range(depth):
+        frontier = {v[:i] + v[i + 1 :] for v in frontier for i in range(len(v)) if len(v) > 1}
+        out |= frontier
     return out
 
 
-def _variants(key: str, tolerance: Tolerance) -> set[str]:
-    fuzzy = tolerance.max_distance if len(key) >= MIN_FUZZY_LENGTH else 0
-    return deletions(key, fuzzy)
+def _depth(key: str, tolerance: Tolerance) -> int:
+    return tolerance.max_distance if len(key) >= MIN_FUZZY_LENGTH else 0
 
 
 class WatchlistIndex:
     """One list's plates, ready to match. Immutable: a changed list gets a new index."""
 
     def __init__(
-        self, plates: Sequence[ListedPlate], tolerance: Tolerance, hashes: np.ndarray, ids: np.ndarray
+        self,
+        plates: Sequence[ListedPlate],
+        keys: list[str],
+        tolerance: Tolerance,
+        hashes: np.ndarray,
+        ids: np.ndarray,
     ) -> None:
-        self.plates, self.tolerance, self._hashes, self._ids = plates, tolerance, hashes, ids
-        self._keys = [tolerance.key(p.plate) for p in plates]
+        self.plates, self._keys, self.tolerance, self._hashes, self._ids = (
+            plates,
+            keys,
+            tolerance,
+            hashes,
+            ids,
+        )
 
     @classmethod
     def build(cls, plates: Sequence[ListedPlate], tolerance: Tolerance) -> WatchlistIndex:
-        hashes: list[int] = []
-        ids: list[int] = []
-        for i, listed in enumerate(plates):
-            variants = _variants(tolerance.key(listed.plate), tolerance)
-            hashes.extend(hash(v) for v in variants)
-            ids.extend([i] * len(variants))
-        order = np.argsort(np.array(hashes, dtype=np.int64), kind="stable")
-        return cls(
-            tuple(plates),
-            tolerance,
-            np.array(hashes, dtype=np.int64)[order],
-            np.array(ids, dtype=np.int32)[order],
-        )
+        keys = [tolerance.key(p.plate) for p in plates]
+        by_length: dict[int, list[int]] = {}
+        for i, key in enumerate(keys):
+            by_length.setdefault(len(key), []).append(i)
+        hashes, ids = [np.empty(0, np.uint64)], [np.empty(0, np.int32)]
+        for members in by_length.values():
+            found = variant_hashes([keys[i] for i in members], _depth(keys[members[0]], tolerance))
+            hashes.append(found.ravel())
+            ids.append(np.repeat(np.array(members, dtype=np.int32), found.shape[1]))
+        all_hashes = np.concatenate(hashes)
+        order = np.argsort(all_hashes)
+        return cls(tuple(plates), keys, tolerance, all_hashes[order], np.concatenate(ids)[order])
 
     def __len__(self) -> int:
         return len(self.plates)
@@ -127,30 +172,51 @@ class WatchlistIndex:
         """The numpy index's bytes (the plates' own text is apart)."""
         return int(self._hashes.nbytes + self._ids.nbytes)
 
-    def match(self, texts: Iterable[str]) -> list[Match]:
+    def match(self, texts: Sequence[str], probes: Probes | None = None) -> list[Match]:
         """Listed plates within tolerance of any of `texts` (a reading's plate first, then its
-        other candidates): each listed plate once, at its smallest distance, closest first."""
-        best: dict[int, tuple[int, int, str]] = {}  # plate id -> (distance, text's rank, text)
-        for rank, text in enumerate(texts):
-            if not text:
-                continue
-            key = self.tolerance.key(text)
-            probes = np.array([hash(v) for v in _variants(key, self.tolerance)], dtype=np.int64)
-            starts = np.searchsorted(self._hashes, probes, side="left")
-            ends = np.searchsorted(self._hashes, probes, side="right")
-            for start, end in zip(starts.tolist(), ends.tolist()):
-                for plate_id in self._ids[start:end].tolist():
-                    listed_key = self._keys[plate_id]
-                    short = min(len(key), len(listed_key)) < MIN_FUZZY_LENGTH
-                    distance = (
-                        (0 if key == listed_key else 1) if short else self.tolerance.distance(key, listed_key)
-                    )
-                    if distance > (0 if short else self.tolerance.max_distance):
-                        continue
-                    if plate_id not in best or (distance, rank) < best[plate_id][:2]:
-                        best[plate_id] = (distance, rank, text)
-        found = sorted(best.items(), key=lambda item: (item[1][0], item[1][1], self.plates[item[0]].plate))
+        other candidates): each listed plate once, at its smallest distance, closest first.
+        `probes`: `Probes.of(texts, tolerance)` made once for several lists of one tolerance."""
+        probes = probes or Probes.of(texts, self.tolerance)
+        starts = np.searchsorted(self._hashes, probes.hashes, side="left")
+        ends = np.searchsorted(self._hashes, probes.hashes, side="right")
+        best: dict[int, tuple[int, int]] = {}  # plate id -> (distance, rank of the text)
+        for hit in np.flatnonzero(ends > starts).tolist():
+            rank = int(probes.owners[hit])
+            key = probes.keys[rank]
+            for plate_id in self._ids[starts[hit] : ends[hit]].tolist():
+                listed_key = self._keys[plate_id]
+                if min(len(key), len(listed_key)) < MIN_FUZZY_LENGTH:
+                    distance = 0 if key == listed_key else MAX_DISTANCE + 1  # short: exact only
+                else:
+                    distance = self.tolerance.distance(key, listed_key)
+                if distance <= self.tolerance.max_distance and (distance, rank) < best.get(plate_id, (99, 0)):
+                    best[plate_id] = (distance, rank)
+        found = sorted(best.items(), key=lambda item: (*item[1], self.plates[item[0]].plate))
         return [
-            Match(self.plates[i].plate, distance, text, self.plates[i].note, self.plates[i].tags)
-            for i, (distance, _, text) in found
+            Match(self.plates[i].plate, distance, texts[rank], self.plates[i].note, self.plates[i].tags)
+            for i, (distance, rank) in found
         ]
+
+
+@dataclass(frozen=True)
+class Probes:
+    """A reading's texts as match keys, and the hashes of their deletion variants (which text
+    each came from in `owners`): what every list of one tolerance looks up."""
+
+    keys: tuple[str, ...]
+    hashes: np.ndarray
+    owners: np.ndarray
+
+    @classmethod
+    def of(cls, texts: Sequence[str], tolerance: Tolerance) -> Probes:
+        keys = tuple(tolerance.key(t) for t in texts)
+        by_shape: dict[tuple[int, int], list[int]] = {}  # (length, depth) -> texts
+        for rank, key in enumerate(keys):
+            if key:
+                by_shape.setdefault((len(key), _depth(key, tolerance)), []).append(rank)
+        hashes, owners = [np.empty(0, np.uint64)], [np.empty(0, np.intp)]
+        for (_, depth), ranks in by_shape.items():
+            found = variant_hashes([keys[r] for r in ranks], depth)
+            hashes.append(found.ravel())
+            owners.append(np.repeat(np.array(ranks, dtype=np.intp), found.shape[1]))
+        return cls(keys, np.concatenate(hashes), np.concatenate(owners))

@@ -33,8 +33,9 @@ import sqlalchemy as sa
 from services.core.api_errors import ApiError
 from services.core.database import database_engine
 from services.core.env_settings import read_env
+from services.plate_reader.plate_text import normalise
 from services.plate_reader.review_store import ReviewSettings
-from services.plate_reader.watchlist_match import ListedPlate, Tolerance, WatchlistIndex
+from services.plate_reader.watchlist_match import ListedPlate, Probes, Tolerance, WatchlistIndex
 
 logger = logging.getLogger("bentoml.modelport.watchlists")
 
@@ -109,6 +110,8 @@ def normalise_plate(text: str, where: str = "plate") -> str:
     """``"ab 12-cde"`` -> ``"AB12CDE"``. Full-width and other compatibility forms are taken as
     the ASCII they stand for (NFKC); a character still not A-Z0-9 is a 400 naming it: a Cyrillic
     "\u0410" typed for a Latin "A" would never match what the camera reads, so it is not guessed."""
+    if text.isascii() and text.isalnum() and len(text) <= MAX_PLATE_LENGTH:  # the usual case, fast
+        return text.upper()
     plate = []
     for char in text:
         folded = unicodedata.normalize("NFKC", char).upper()
@@ -510,8 +513,16 @@ class WatchlistBook:
             return True
 
     def match(self, plate: str, candidates: Sequence[str] = ()) -> list[dict[str, Any]]:
-        texts = list(dict.fromkeys([plate, *candidates]))
-        found = [(name, m) for name, index in self._indexes.items() for m in index.match(texts)]
+        texts = list(dict.fromkeys(t for t in map(normalise, [plate, *candidates]) if t))
+        if not texts:
+            return []
+        probes: dict[Tolerance, Probes] = {}  # the texts' variants, hashed once per tolerance
+        found = []
+        for name, index in self._indexes.items():
+            tolerance = index.tolerance
+            if tolerance not in probes:
+                probes[tolerance] = Probes.of(texts, tolerance)
+            found += [(name, m) for m in index.match(texts, probes[tolerance])]
         found.sort(key=lambda item: (item[1].distance, texts.index(item[1].matched), item[0], item[1].plate))
         for name in {name for name, _ in found[:MAX_MATCHES]}:
             MATCHES.labels(list=_list_label(name)).inc()
