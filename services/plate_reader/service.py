@@ -54,6 +54,7 @@ app.include_router(watchlist_routes)
 app.include_router(snapshot_api.router)  # GET /v1/statistics/, as Plate Recognizer's
 app.include_router(camera_routes)  # GET /v1/plate-reader/streams[/{camera_id}/events]
 CAMERAS = parse_cameras(settings.cameras)  # a malformed MODELPORT_PLATE_CAMERAS stops the start here
+webhooks.check(settings)  # so does a malformed MODELPORT_PLATE_WEBHOOKS (not a worker restarting)
 
 
 @bentoml.service(

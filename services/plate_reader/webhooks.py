@@ -376,6 +376,12 @@ _current: Webhooks | None = None
 _lock = threading.Lock()
 
 
+def check(settings: Settings) -> None:
+    """A ValueError saying what to fix when MODELPORT_PLATE_WEBHOOKS is wrong (at import, so
+    `bentoml serve` stops instead of restarting a worker that cannot start)."""
+    parse_targets(settings.webhooks, dev_hosts=settings.webhook_dev_hosts)
+
+
 def start(settings: Settings) -> Webhooks:
     """This process's webhooks from `settings` (a ValueError on bad targets); replaces none
     already started."""

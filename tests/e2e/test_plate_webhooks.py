@@ -289,3 +289,20 @@ def test_concurrent_claimers_never_take_the_same_row(
     everything = [event_id for taken in takes for event_id in taken]
     assert sorted(everything) == sorted(f"evt_{i}" for i in range(400))  # every row, none twice
     assert sum(1 for taken in takes if taken) > 1  # they did run side by side
+
+
+def test_a_bad_target_stops_the_server_at_start_saying_what_to_fix(
+    plate_models: dict[str, Path], tmp_path: Path
+) -> None:
+    bad = json.dumps([{"url": "http://hooks.example.com/plates", "secret": SECRET}])  # http, not https
+    with (
+        pytest.raises(RuntimeError, match="exited with") as error,
+        serve_process(
+            "services.plate_reader.service:PlateReader",
+            env={"MODELPORT_PLATE_WEBHOOKS": bad},
+            log_path=tmp_path / "bad.log",
+            startup_timeout=120,
+        ),
+    ):
+        pass
+    assert "MODELPORT_PLATE_WEBHOOKS[0]: `url` must be an https:// URL" in str(error.value)
