@@ -48,8 +48,9 @@ class Backend(Protocol):
 
     def decode(self, ids: Sequence[int]) -> str: ...
 
-    def begin(self, key: int, prompt: list[int], every_position: bool) -> int:
-        """A prompt to prefill under `key`; how many of its first tokens need not run (their KV
+    def begin(self, key: int, prompt: list[int], every_position: bool, version: int | None = None) -> int:
+        """A prompt to prefill under `key`, run with user `version`'s adapter (None: the base;
+        only llama.cpp serves versions); how many of its first tokens need not run (their KV
         came from a cached prefix; never all of them). The first chunk starts there."""
 
     def step(self, chunks: list[PromptChunk], tokens: list[int]) -> tuple[list[torch.Tensor], torch.Tensor]:

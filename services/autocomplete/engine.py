@@ -15,6 +15,12 @@ passes while it waits ends with `timeout` without being prefilled. A request tha
 room in the KV cache lets later ones that fit pass it, for HOLD_AGING_S; then none pass it
 until it fits (so it is not starved).
 
+User versions (LoRA adapters on llama.cpp; `run_in_engine` loads them between steps): a
+request's `version` (None: the base model) says which adapter its rows run with. Rows of
+different versions cannot share a forward pass, so the backend runs one per version each
+step; so that one busy user does not starve the others, batch slots and the per-step prefill
+budget go round the versions in turns (each version's oldest first), not oldest first overall.
+
 `observe_load`, if given, is called from the engine thread with a `Load` (rows running and
 waiting, KV cells reserved) whenever that changes: the service turns it into gauges.
 
@@ -43,8 +49,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from services.autocomplete.backend import Backend, PromptChunk
 from services.autocomplete.generation import ChoiceOutput, FinishReason, GenerationStream, PromptLogprobs
@@ -57,6 +64,7 @@ if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger("modelport.autocomplete")
+T = TypeVar("T")
 
 HOLD_AGING_S = 5.0  # how long later requests may pass one waiting for KV room
 # A prompt token whose logits are wanted costs a vocabulary-wide row (the output layer, then
@@ -83,6 +91,7 @@ class _Request:
     n: int
     first_index: int  # of its choices in the stream
     stream: GenerationStream
+    version: int | None = None  # the backend's id of the user version it runs with (None: the base)
     held_since: float | None = None  # when it first found no room in the KV cache
 
     @property
@@ -107,6 +116,7 @@ class _Prefill:
     prompt: list[int]
     every_position: bool
     done: int  # prompt tokens whose KV is in the cache
+    version: int | None = None
     requests: list[_Request] = field(default_factory=list)
     echo: PromptLogprobs | None = None  # the prompt's logprobs, as its chunks run
 
@@ -148,7 +158,7 @@ class Engine:
         """
         self.max_batch_size = max_batch_size
         self.max_waiting_rows = max_waiting_rows  # None: no bound (in-process use)
-        self._inbox: queue.Queue[_Request] = queue.Queue()
+        self._inbox: queue.Queue[_Request | _Call] = queue.Queue()
         self._waiting_rows = 0  # rows submitted and not yet taken into the batch (or ended)
         self._waiting_lock = threading.Lock()  # submit runs on the event loop, _admit in the engine
         self.prefill_chunk_tokens = prefill_chunk_tokens
@@ -190,8 +200,10 @@ class Engine:
         *,
         n: int = 1,
         timeout_s: float | None = None,
+        version: int | None = None,
     ) -> GenerationStream:
-        """Queue prompts (token ids) for `n` choices each; call from the event loop."""
+        """Queue prompts (token ids) for `n` choices each, run with user `version`'s adapter (None:
+        the base model); call from the event loop."""
         if not prompts or not all(prompts):
             raise ValueError("every prompt needs at least one token")
         rows = len(prompts) * n
@@ -210,8 +222,15 @@ class Engine:
             self._waiting_rows += rows
         stream.stats.prompt_tokens = sum(len(p) for p in prompts)
         for i, prompt in enumerate(prompts):
-            self._inbox.put(_Request(list(prompt), params, n, i * n, stream))
+            self._inbox.put(_Request(list(prompt), params, n, i * n, stream, version))
         return stream
+
+    def run_in_engine(self, work: Callable[[Backend], Any]) -> Future[Any]:
+        """`work(backend)` in the engine thread, between two steps (loading or freeing a user
+        version's adapter: nothing else touches the backend meanwhile); its result or error."""
+        call = _Call(work, Future())
+        self._inbox.put(call)
+        return call.future
 
     # --- the worker thread -------------------------------------------------------------
 
@@ -263,7 +282,7 @@ class Engine:
         self._take_inbox(block=self._idle())
         rows = len(self._rows) + sum(p.rows for p in self._prefills)
         room = self._kv_room()
-        for request in list(self._waiting):
+        for request in in_turns(self._waiting, lambda r: r.version):
             if rows >= self.max_batch_size:
                 break
             if request.stream.cancelled:
@@ -293,12 +312,15 @@ class Engine:
             rows += request.n
 
     def _take_inbox(self, block: bool) -> None:
-        """Move what was submitted into `_waiting` (waiting for one if `block`)."""
+        """Move what was submitted into `_waiting` (waiting for one if `block`); run the calls."""
         try:
-            if block:
-                self._waiting.append(self._inbox.get())
+            item = self._inbox.get() if block else self._inbox.get_nowait()
             while True:
-                self._waiting.append(self._inbox.get_nowait())
+                if isinstance(item, _Call):
+                    item.run(self.backend)
+                else:
+                    self._waiting.append(item)
+                item = self._inbox.get_nowait()
         except queue.Empty:
             pass
 
@@ -308,19 +330,30 @@ class Engine:
         stats.started_at = stats.started_at or time.perf_counter()
         if not request.every_position:
             for prefill in self._prefills:
-                if not prefill.every_position and prefill.prompt == request.prompt:
+                if (
+                    not prefill.every_position
+                    and prefill.version == request.version
+                    and prefill.prompt == request.prompt
+                ):
                     prefill.requests.append(request)
                     stats.cached_tokens += len(request.prompt)  # run once, for the other
                     return
         key = next(self._keys)
-        reused = self.backend.begin(key, request.prompt, request.every_position)
+        # (only a backend that serves versions gets one: the base's requests begin as before)
+        reused = (
+            self.backend.begin(key, request.prompt, request.every_position)
+            if request.version is None
+            else self.backend.begin(key, request.prompt, request.every_position, version=request.version)
+        )
         stats.cached_tokens += reused
         echo = (
             PromptLogprobs(self.backend.decode, request.prompt, request.params.logprobs or 0)
             if request.every_position
             else None
         )
-        self._prefills.append(_Prefill(key, request.prompt, request.every_position, reused, [request], echo))
+        self._prefills.append(
+            _Prefill(key, request.prompt, request.every_position, reused, request.version, [request], echo)
+        )
 
     def _drop_prefills(self) -> None:
         """Cancelled and timed-out requests leave their prefill; one left with none ends."""
@@ -367,10 +400,11 @@ class Engine:
             request.stream.fail(index, reason)
 
     def _chunks(self) -> list[PromptChunk]:
-        """This step's prefill: up to `prefill_chunk_tokens` prompt tokens, oldest prompt first.
-        A token whose logits are wanted (echo's logprobs) counts ECHO_TOKEN_COST times."""
+        """This step's prefill: up to `prefill_chunk_tokens` prompt tokens, oldest prompt of each
+        version first, the versions in turns. A token whose logits are wanted (echo's logprobs)
+        counts ECHO_TOKEN_COST times."""
         chunks, budget = [], self.prefill_chunk_tokens
-        for prefill in self._prefills:
+        for prefill in in_turns(self._prefills, lambda p: p.version):
             cost = ECHO_TOKEN_COST if prefill.every_position else 1
             if budget < cost:
                 break
@@ -535,6 +569,32 @@ class Engine:
     def _reset_batch(self) -> None:
         self._rows, self._next = [], []
         self.backend.reset()  # begun prompts too: callers fail their requests
+
+
+@dataclass
+class _Call:
+    """Work for the engine thread (`Engine.run_in_engine`)."""
+
+    work: Callable[[Backend], Any]
+    future: Future[Any]
+
+    def run(self, backend: Backend) -> None:
+        try:
+            self.future.set_result(self.work(backend))
+        except Exception as failed:  # the caller gets it; the engine goes on
+            self.future.set_exception(failed)
+
+
+def in_turns(items: Sequence[T], version_of: Callable[[T], Any]) -> list[T]:
+    """`items` (oldest first) reordered so the versions take turns: every version's oldest,
+    then every version's second, ...; within a turn, the older first."""
+    rank: dict[Any, int] = {}
+    turns = []
+    for age, item in enumerate(items):
+        version = version_of(item)
+        rank[version] = rank.get(version, -1) + 1
+        turns.append((rank[version], age, item))
+    return [item for *_, item in sorted(turns, key=lambda t: (t[0], t[1]))]
 
 
 def kv_cells_needed(rows: int, prompt_tokens: int, max_tokens: int) -> int:

@@ -143,6 +143,20 @@ class SuggestRequest(_Strict):
         description="The editor asking: a newer request of the same session cancels this one "
         "(answered 409 superseded) while it still runs",
     )
+    model: str | None = Field(
+        None,
+        max_length=200,
+        examples=["smollm2-135m"],
+        description="The base model or a user version (GET /v1/models lists them); "
+        "omitted: the API key's default model, else the base",
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _unicode(cls, value: str | None) -> str | None:
+        if value is not None:
+            value.encode("utf-8")  # a lone surrogate: UnicodeEncodeError, a ValueError: a 400
+        return value
 
 
 class Suggestion(BaseModel):

@@ -20,11 +20,18 @@ prefix, and only the rest is prefilled. A finished sequence's cells are kept (up
 needs their room) under its own sequence id; it is taken over by the next prompt that
 continues it, which is what a user typing on sends. A prompt's n choices share its cells
 (so do requests with the same prompt: the engine prefills it once).
+
+User versions (LoRA adapters, lora_export.py) share the one model and its context: a
+sequence belongs to a version (None: the base), and each step runs one `llama_decode` per
+version among its rows, with that version's adapter set on the context (llama.cpp applies an
+adapter to a whole batch, never per sequence). Cached prefixes are only reused within their
+version: the same text under another adapter has other KV values.
 """
 
 from __future__ import annotations
 
 import ctypes
+import itertools
 import logging
 from collections import OrderedDict
 from pathlib import Path
@@ -117,15 +124,43 @@ class LlamaCppBackend(WholePrompts, TokenizerCodec):
             f"weights, {where}, {self.kv_capacity} KV cells"
         )
         self._cache_slots = cached_sequences
+        self._adapters: dict[int, Any] = {}  # version id -> its llama_adapter_lora
+        self._adapter_ids = itertools.count(1)
+        self._active: int | None = None  # the version whose adapter the context has now
         self.reset()
 
-    def begin(self, key: int, prompt: list[int], every_position: bool) -> int:
-        """A sequence for the prompt, starting from the cells of the one that shares its longest
-        prefix (not when every position's logits are wanted: the cached ones have none)."""
-        seq, start = self._start_from_cache(prompt) if not every_position else (None, 0)
+    def load_adapter(self, path: Path) -> int:
+        """Load a LoRA adapter GGUF for this model; its version id (for `begin`). ValueError
+        when it does not fit the model (another architecture or shape): nothing stays loaded."""
+        adapter = self._llama.llama_adapter_lora_init(self._model, str(path).encode())
+        if not adapter:
+            raise ValueError(
+                f"llama.cpp could not apply the adapter {path.name} to this base model "
+                "(another architecture, or tensors of other shapes: it was trained on another base)"
+            )
+        version = next(self._adapter_ids)
+        self._adapters[version] = adapter
+        return version
+
+    def free_adapter(self, version: int) -> None:
+        """Forget a version: its cached prefixes, then its adapter (no running row may use it)."""
+        if any(self._version[s] == version for s in [*self._sequences, *self._pending.values()]):
+            raise RuntimeError(f"version {version} is in use: a request still runs with it")
+        for seq in [s for s in self._cached if self._version[s] == version]:
+            self._drop_cached(seq)
+        if self._active == version:
+            self._use(None)
+        self._llama.llama_adapter_lora_free(self._adapters.pop(version))
+
+    def begin(self, key: int, prompt: list[int], every_position: bool, version: int | None = None) -> int:
+        """A sequence for the prompt (run with `version`'s adapter), starting from the cells of
+        the one of that version that shares its longest prefix (not when every position's logits
+        are wanted: the cached ones have none)."""
+        seq, start = self._start_from_cache(prompt, version) if not every_position else (None, 0)
         if seq is None:
             seq, start = self._take_free(), 0
         self._tokens[seq] = list(prompt[:start])  # grows as its chunks run
+        self._version[seq] = version
         self._pending[key] = seq
         return start
 
@@ -165,6 +200,7 @@ class LlamaCppBackend(WholePrompts, TokenizerCodec):
                 copy = self._take_free()
                 self._llama.llama_memory_seq_cp(self._memory, seq, copy, -1, -1)
                 self._tokens[copy] = list(self._tokens[seq])
+                self._version[copy] = self._version[seq]
                 seq = copy
             used.add(key)
             self._sequences.append(seq)
@@ -202,6 +238,7 @@ class LlamaCppBackend(WholePrompts, TokenizerCodec):
         self._sequences = []
         self._positions = []
         self._tokens: dict[int, list[int]] = {}  # the tokens in each sequence's cells, in order
+        self._version: dict[int, int | None] = {}  # each sequence's version (None: the base)
         self._cached: OrderedDict[int, None] = OrderedDict()  # finished, kept; oldest first
 
     @property
@@ -216,14 +253,17 @@ class LlamaCppBackend(WholePrompts, TokenizerCodec):
             freed += self._drop_cached(next(iter(self._cached)))
         return freed
 
-    def _start_from_cache(self, prompt: list[int]) -> tuple[int | None, int]:
-        """A sequence holding the longest prefix of `prompt` (leaving at least its last token
-        to run), trimmed to that prefix, and the prefix's length; (None, 0) if none shares one.
+    def _start_from_cache(self, prompt: list[int], version: int | None) -> tuple[int | None, int]:
+        """A sequence of `version` holding the longest prefix of `prompt` (leaving at least its
+        last token to run), trimmed to that prefix, and the prefix's length; (None, 0) if none
+        shares one.
 
         A cached sequence is taken over; a running one's prefix is copied into a new sequence.
         """
         best, length = None, 0
         for seq in [*self._cached, *self._sequences]:
+            if self._version[seq] != version:
+                continue
             shared = _common_prefix(self._tokens[seq], prompt)
             if shared > length:
                 best, length = seq, shared
@@ -236,6 +276,7 @@ class LlamaCppBackend(WholePrompts, TokenizerCodec):
             return best, length
         seq = self._take_free()
         self._llama.llama_memory_seq_cp(self._memory, best, seq, 0, length)
+        self._version[seq] = version
         return seq, length
 
     def _take_free(self) -> int:
@@ -251,7 +292,9 @@ class LlamaCppBackend(WholePrompts, TokenizerCodec):
             return
         tokens = self._tokens[seq]
         for old in list(self._cached):
-            if 2 * _common_prefix(self._tokens[old], tokens) >= len(self._tokens[old]):
+            if self._version[old] == self._version[seq] and 2 * _common_prefix(
+                self._tokens[old], tokens
+            ) >= len(self._tokens[old]):
                 self._drop_cached(old)
         self._cached[seq] = None
         while len(self._cached) > self._cache_slots:
@@ -264,11 +307,44 @@ class LlamaCppBackend(WholePrompts, TokenizerCodec):
     def _forget(self, seq: int) -> int:
         self._llama.llama_memory_seq_rm(self._memory, seq, -1, -1)
         self._free.append(seq)
+        self._version.pop(seq, None)
         return len(self._tokens.pop(seq))
 
     def _run(self, entries: list[tuple[int, int, int, bool]]) -> torch.Tensor:
-        """llama_decode over (token, position, sequence, wants logits) entries, in chunks of
-        the batch size; the logits of the entries that want them, in order, [n, vocab]."""
+        """The logits of the (token, position, sequence, wants logits) entries that want them,
+        in order, [n, vocab]: one `_decode` per version among the entries' sequences."""
+        groups: dict[int | None, list[int]] = {}
+        for i, (_, _, seq, _) in enumerate(entries):
+            groups.setdefault(self._version[seq], []).append(i)
+        if len(groups) <= 1:
+            self._use(next(iter(groups), None))
+            return self._decode(entries)
+        row_of, rows = {}, 0  # entry index -> its row among the logits returned
+        for i, (*_, wants) in enumerate(entries):
+            if wants:
+                row_of[i], rows = rows, rows + 1
+        logits = torch.empty(rows, self.vocab_size)
+        for version, members in groups.items():
+            self._use(version)
+            got = self._decode([entries[i] for i in members])
+            logits[[row_of[i] for i in members if i in row_of]] = got
+        return logits
+
+    def _use(self, version: int | None) -> None:
+        """Set `version`'s adapter on the context (none for the base), if not set already."""
+        if version == self._active:
+            return
+        llama = self._llama
+        if version is None:
+            llama.llama_set_adapters_lora(self._ctx, None, 0, None)
+        else:
+            adapters = (llama.llama_adapter_lora_p_ctypes * 1)(self._adapters[version])
+            llama.llama_set_adapters_lora(self._ctx, adapters, 1, (ctypes.c_float * 1)(1.0))
+        self._active = version
+
+    def _decode(self, entries: list[tuple[int, int, int, bool]]) -> torch.Tensor:
+        """llama_decode over the entries, in chunks of the batch size; the logits of the
+        entries that want them, in order, [n, vocab]."""
         batch, outputs = self._batch, []
         for start in range(0, len(entries), self._batch_tokens):
             chunk = entries[start : start + self._batch_tokens]

@@ -57,6 +57,23 @@ PREFIX_CACHE_HITS = bentoml.metrics.Counter(
     name="modelport:prefix_cache_hits",
     documentation="Prompt tokens whose KV came from the prefix cache (not run again)",
 )
+VERSIONS_LOADED = bentoml.metrics.Gauge(
+    name="modelport_autocomplete_versions_loaded",
+    multiprocess_mode="livesum",
+    documentation="User versions (LoRA adapters) loaded beside the base model",
+)
+VERSION_LOADS = bentoml.metrics.Counter(
+    name="modelport_autocomplete_version_loads", documentation="User versions loaded on first use"
+)
+VERSION_EVICTIONS = bentoml.metrics.Counter(
+    name="modelport_autocomplete_version_evictions",
+    documentation="User versions unloaded, least recently used, to keep within the adapter budget",
+)
+VERSION_LOAD_SECONDS = bentoml.metrics.Histogram(
+    name="modelport_autocomplete_version_load_seconds",
+    documentation="Loading a user version's adapter into the engine (its first use)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 REQUEST_QUEUE_TIME = bentoml.metrics.Histogram(
     name="modelport:request_queue_time_seconds",
     documentation="From a request reaching the engine to the start of its prefill",

@@ -10,6 +10,7 @@ import logging
 
 from services.autocomplete.causal_lm import prepare_causal_lm
 from services.autocomplete.settings import OFFLINE_DEFAULT_MODEL, Settings
+from services.autocomplete.user_versions import LORA_KIND, prepare_lora
 from services.core.model_store import (
     CATALOG,
     ModelKind,
@@ -49,6 +50,8 @@ register(
     ),
     defaults=(OFFLINE_DEFAULT_MODEL,),
 )
+# User versions: a peft LoRA adapter of a stored causal-lm, served on it (user_versions.py).
+register(ModelKind(LORA_KIND, prepare_lora))
 
 
 def choose_model(settings: Settings) -> str:

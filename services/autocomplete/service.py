@@ -6,7 +6,9 @@
     curl localhost:3001/v1/suggest -H 'content-type: application/json' -d '{"text": "Dear Sir, I"}'
 
 The model is a model-store entry (MODELPORT_AUTOCOMPLETE_MODEL, default the offline
-SmolLM2-135M); one engine thread decodes all concurrent requests together.
+SmolLM2-135M); one engine thread decodes all concurrent requests together. A request's
+`model` (else its API key's default) may name a user version of it, a LoRA adapter loaded on
+first use (user_versions.py, loaded_versions.py).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from services.autocomplete.http_schema import (
 )
 from services.autocomplete.model_kinds import CAUSAL_LM, choose_model
 from services.autocomplete.settings import OFFLINE_DEFAULT_MODEL, Settings, tune_openmp
+from services.autocomplete.user_versions import Caller, Picked, pick, usable_versions
 from services.core import api_errors, traffic
 from services.core.admission import Limits
 from services.core.api_errors import ApiError
@@ -70,6 +73,7 @@ class Autocomplete:
         tune_openmp()  # before the engine thread loads torch: libgomp reads it once
         from services.autocomplete.backends import load_backend
         from services.autocomplete.engine import Engine
+        from services.autocomplete.loaded_versions import LoadedVersions
         from services.autocomplete.suggest import Sessions
 
         self.sessions = Sessions()
@@ -80,9 +84,9 @@ class Autocomplete:
             prefill_chunk_tokens=settings.prefill_chunk_tokens,
             observe_load=metrics.observe_load,
         )
+        self.versions = LoadedVersions(self.engine, settings.adapter_budget_mb * 2**20)
         self.tag = str(self.language_model.tag)
         self.name = self.language_model.tag.name
-        self.aliases = frozenset({self.name, self.tag})
         how_to_gpt2 = (
             ""
             if self.name != OFFLINE_DEFAULT_MODEL
@@ -113,23 +117,60 @@ class Autocomplete:
         return hasattr(self, "engine")
 
     @app.get("/models", response_model=ModelList, responses=api_errors.error_responses())
-    def models(self) -> ModelList:
-        created = int(self.language_model.info.creation_time.timestamp())
-        return ModelList(data=[ModelCard(id=self.name, created=created, root=self.tag)])
+    async def models(self, request: Request) -> ModelList:
+        """The base and the user versions of it the caller's key may use."""
+        versions = await completions.in_worker_thread(usable_versions, self.language_model, _caller(request))
+        return ModelList(
+            data=[
+                ModelCard(id=m.tag.name, created=int(m.info.creation_time.timestamp()), root=str(m.tag))
+                for m in [self.language_model, *versions]
+            ]
+        )
+
+    async def _acquire(self, picked: Picked) -> int | None:
+        """The engine's id of the picked version, loaded if need be (None: the base)."""
+        if picked.adapter is None:
+            return None
+        if not hasattr(self.engine.backend, "load_adapter"):
+            raise ApiError(
+                400,
+                "user versions (LoRA adapters) are served by the llama.cpp backend; this server "
+                "runs torch (MODELPORT_AUTOCOMPLETE_BACKEND)",
+                code="versions_not_served",
+                param="model",
+            )
+        return await self.versions.acquire(picked.tag, picked.adapter)
+
+    def _release(self, picked: Picked) -> None:
+        if picked.adapter is not None:
+            self.versions.release(picked.tag)
 
     @app.post(
         "/completions",
         response_model=Completion,
         responses={
             200: {"content": {"text/event-stream": {}}},
-            **api_errors.error_responses(400, 404, 413, 429),
+            **api_errors.error_responses(400, 404, 413, 422, 429, 503),
         },
-    )  # 404: unknown model
+    )  # 404: unknown model (or another key's version); 422: a version of another base
     async def completions(self, body: CompletionRequest, request: Request) -> Any:
-        job = await completions.in_worker_thread(
-            completions.prepare, body, self.engine, settings, self.name, self.aliases
-        )
-        stream = self.engine.submit(job.prompts, job.params, n=job.n, timeout_s=settings.request_timeout_s)
+        picked = await completions.in_worker_thread(pick, body.model, _caller(request), self.language_model)
+        version = await self._acquire(picked)
+        try:
+            job = await completions.in_worker_thread(
+                completions.prepare,
+                body,
+                self.engine,
+                settings,
+                picked.name,
+                frozenset({picked.name, picked.tag, body.model or picked.name}),
+            )
+            stream = self.engine.submit(
+                job.prompts, job.params, n=job.n, timeout_s=settings.request_timeout_s, version=version
+            )
+        except BaseException:
+            self._release(picked)
+            raise
         if job.stream:
 
             async def events() -> Any:
@@ -139,6 +180,7 @@ class Autocomplete:
                 finally:  # also when the client disconnects mid-stream
                     stream.cancel()
                     metrics.observe(stream.stats)
+                    self._release(picked)
 
             return StreamingResponse(events(), media_type="text/event-stream")
         try:
@@ -146,32 +188,41 @@ class Autocomplete:
         finally:
             stream.cancel()
             metrics.observe(stream.stats)
+            self._release(picked)
 
     @app.post(
-        "/suggest", response_model=SuggestResponse, responses=api_errors.error_responses(400, 409, 413, 429)
+        "/suggest",
+        response_model=SuggestResponse,
+        responses=api_errors.error_responses(400, 404, 409, 413, 422, 429, 503),
     )  # 409: superseded
     async def suggest(self, body: SuggestRequest, request: Request) -> SuggestResponse:
         from services.autocomplete.suggest import suggest
 
         started = time.perf_counter()
+        picked = await completions.in_worker_thread(pick, body.model, _caller(request), self.language_model)
         # Sessions are per caller: the same name under two API keys is two editors.
         session = (
             None if body.session is None else (f"{request.headers.get('authorization', '')}\0{body.session}")
         )
-        found = await _unless_disconnected(
-            request,
-            suggest(
-                self.engine,
-                body.text,
-                n=body.n,
-                tokens=settings.suggest_tokens,
-                timeout_s=settings.request_timeout_s,
-            ),
-            session=session,
-            sessions=self.sessions,
-        )
+        version = await self._acquire(picked)
+        try:
+            found = await _unless_disconnected(
+                request,
+                suggest(
+                    self.engine,
+                    body.text,
+                    n=body.n,
+                    tokens=settings.suggest_tokens,
+                    timeout_s=settings.request_timeout_s,
+                    version=version,
+                ),
+                session=session,
+                sessions=self.sessions,
+            )
+        finally:
+            self._release(picked)
         return SuggestResponse(
-            model=self.name,
+            model=picked.name,
             suggestions=found,
             processing_time=round((time.perf_counter() - started) * 1000, 2),
         )
@@ -179,6 +230,12 @@ class Autocomplete:
 
 # Shutdown grace, API keys, bodies read whole (413 before a large one is parsed), admission.
 traffic.install(Autocomplete, app, LIMITS, max_request_bytes=settings.max_request_bytes)
+
+
+def _caller(request: Request) -> Caller:
+    """The API key's owner and default model (an open API: no owner, every version open)."""
+    key = getattr(request.state, "api_key", None)
+    return Caller() if key is None else Caller(key.owner, key.model)
 
 
 async def _unless_disconnected(

@@ -81,6 +81,10 @@ class Settings:
     # Tokens generated per suggestion (~4 words): short, so it is cheap per keystroke; 8 costs
     # ~1.3x as much (tests/benchmarks/bench_typing.py). A request's `n` sets how many rows decode.
     suggest_tokens: int = 6
+    # Memory for user versions' LoRA adapters (llama.cpp), loaded on first use; past it the least
+    # recently used idle one is unloaded. A SmolLM2-135M rank-16 version is ~10 MB: 512 MB holds
+    # ~50 (services/autocomplete/README.md, "One process, many users").
+    adapter_budget_mb: int = 512
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -36,12 +36,16 @@ BEST = SamplingParams(temperature=0.0, logprobs=0, stop=("\n",))
 ALTERNATIVES = dataclasses.replace(BEST, first_token_rank=2)
 
 
-async def suggest(engine: Engine, text: str, *, n: int, tokens: int, timeout_s: float) -> list[Suggestion]:
+async def suggest(
+    engine: Engine, text: str, *, n: int, tokens: int, timeout_s: float, version: int | None = None
+) -> list[Suggestion]:
     prompt = context(await in_worker_thread(engine.encode, text))
     streams = []
     try:  # (a second submit refused as busy must not leave the first one running)
         streams.append(
-            engine.submit([prompt], dataclasses.replace(BEST, max_tokens=tokens), timeout_s=timeout_s)
+            engine.submit(
+                [prompt], dataclasses.replace(BEST, max_tokens=tokens), timeout_s=timeout_s, version=version
+            )
         )
         if n > 1:
             streams.append(
@@ -50,6 +54,7 @@ async def suggest(engine: Engine, text: str, *, n: int, tokens: int, timeout_s: 
                     dataclasses.replace(ALTERNATIVES, max_tokens=max(1, tokens // 2)),
                     n=n - 1,
                     timeout_s=timeout_s,
+                    version=version,
                 )
             )
         runs = await asyncio.gather(*(stream.collect() for stream in streams))

@@ -43,7 +43,9 @@ class TorchBackend(WholePrompts, TokenizerCodec):
         self.stop_token_ids = _stop_token_ids(model, tokenizer)
         self.reset()
 
-    def begin(self, key: int, prompt: list[int], every_position: bool) -> int:
+    def begin(self, key: int, prompt: list[int], every_position: bool, version: int | None = None) -> int:
+        if version is not None:
+            raise ValueError("user versions (LoRA adapters) are served by the llama.cpp backend only")
         self._pending[key] = None  # its cache comes with its first chunk
         return 0  # no prefix cache
 

@@ -2,9 +2,13 @@
 
     MODELPORT_API_KEYS=k3Yk3Yk3Yk3Yk3Yk3Y,0therKey0therKey0     # comma-separated
     MODELPORT_API_KEYS_FILE=/etc/modelport/api-keys             # one key a line:
-        # KEY                        [ROLE: reader|reviewer|admin]  [MONTHLY QUOTA]
+        # KEY                        [ROLE: reader|reviewer|admin]  [MONTHLY QUOTA]  [name=N] [model=M]
         k3Yk3Yk3Yk3Yk3Yk3Y           reader  1000
         0therKey0therKey0            admin
+        a1iceA1iceA1iceA1ice         reader  name=alice  model=alice-notes
+
+`name=` names who the key belongs to (the `owner` of the autocompleter's user versions it may
+use; without one, `ApiKey.id`); `model=` is its default model when a request names none.
 
 Clients send `Authorization: Bearer KEY` (the OpenAI SDK's `api_key=`) or
 `Authorization: Token KEY` (Plate Recognizer's clients). With no keys configured the API is
@@ -25,6 +29,7 @@ outside the API's app: open (`MetricsKeyGuard` keys /metrics when asked).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -60,11 +65,17 @@ class ApiKey:
     digest: bytes = field(repr=False)
     role: str = DEFAULT_ROLE
     monthly_quota: int | None = None  # calls per calendar month (UTC); None: no limit
+    name: str | None = None  # whose key it is: the owner of the user versions it may use
+    model: str | None = None  # its default model (the autocompleter's user version)
 
     @property
     def id(self) -> str:
         """Names the key in logs and statistics without revealing it."""
         return self.digest.hex()[:12]
+
+    @property
+    def owner(self) -> str:
+        return self.name or self.id
 
 
 def parse_keys_file(text: str, source: str = "keys file") -> list[ApiKey]:
@@ -75,7 +86,10 @@ def parse_keys_file(text: str, source: str = "keys file") -> list[ApiKey]:
         if not words:
             continue
         where = f"{source}, line {number}"
-        key, rest = words[0], words[1:]
+        key, rest = words[0], [w for w in words[1:] if "=" not in w]
+        options = dict(w.split("=", 1) for w in words[1:] if "=" in w)
+        if set(options) - {"name", "model"} or not all(options.values()):
+            raise ValueError(f"{where}: options are name=NAME and model=MODEL, got {sorted(options)}")
         role = rest.pop(0) if rest and not rest[0].isdigit() else DEFAULT_ROLE
         if role not in ROLES:
             raise ValueError(f"{where}: role {role!r} is not one of {', '.join(ROLES)}")
@@ -85,8 +99,12 @@ def parse_keys_file(text: str, source: str = "keys file") -> list[ApiKey]:
                 raise ValueError(f"{where}: the monthly quota must be a whole number >= 1, got {rest[0]!r}")
             quota = int(rest.pop(0))
         if rest:
-            raise ValueError(f"{where}: expected KEY [ROLE] [MONTHLY QUOTA], found {len(words)} words")
-        keys.append(_checked(key, where, role, quota))
+            raise ValueError(
+                f"{where}: expected KEY [ROLE] [MONTHLY QUOTA] [name=NAME] [model=MODEL], "
+                f"found {len(words)} words"
+            )
+        checked = _checked(key, where, role, quota)
+        keys.append(dataclasses.replace(checked, name=options.get("name"), model=options.get("model")))
     return keys
 
 
