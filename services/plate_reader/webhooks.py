@@ -60,6 +60,7 @@ WRITE_WAIT_S = 2.0  # a photo's answer waits at most this for its event's write
 MAX_QUEUED = 10_000  # events waiting for the writer; beyond it one is dropped and counted
 CLAIM_BATCH = 16  # rows sent at once by one process
 POLL_S = 1.0  # how often due retries are looked for (new events wake the worker at once)
+PURGE_EVERY_S = 300.0  # finished rows are deleted this often (a write: not every poll)
 
 DELIVERIES = bentoml.metrics.Counter(
     name="modelport_webhook_deliveries",
@@ -257,9 +258,11 @@ class Webhooks:
         async with httpx.AsyncClient(
             transport=transport, timeout=self.policy.timeout_s, follow_redirects=False, trust_env=False
         ) as client:
-            last_gauges = 0.0
+            last_gauges = last_purge = 0.0
+            failing = False
             while not self._stop.is_set():
                 claimed: list[Claimed] = []
+                self._wake.clear()  # before looking: an event written from here on wakes the next round
                 try:
                     store = await asyncio.to_thread(self._store)
                     claimed = await asyncio.to_thread(
@@ -272,11 +275,16 @@ class Webhooks:
                         )
                     if time.monotonic() - last_gauges >= POLL_S:
                         last_gauges = time.monotonic()
-                        await asyncio.to_thread(self._housekeeping, store)
-                except Exception:  # the database is down: try again after a pause
-                    logger.exception("webhook delivery round failed")
+                        await asyncio.to_thread(self._gauges, store)
+                    if time.monotonic() - last_purge >= PURGE_EVERY_S:
+                        last_purge = time.monotonic()
+                        await asyncio.to_thread(store.purge, self.clock() - self.policy.max_age_s)
+                    failing = False
+                except Exception:  # the database is down: try again after a pause, logged once a streak
+                    if not failing:
+                        logger.exception("webhook delivery round failed; retrying every %.0f s", POLL_S)
+                    failing = True
                 if len(claimed) < CLAIM_BATCH:
-                    self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), POLL_S)
 
@@ -343,11 +351,10 @@ class Webhooks:
         else:
             await asyncio.to_thread(store.retry_at, row, retry_at, reason)
 
-    def _housekeeping(self, store: Outbox) -> None:
+    def _gauges(self, store: Outbox) -> None:
         count, oldest = store.pending()
         PENDING.set(count)
         OLDEST_PENDING_AGE.set(max(0.0, self.clock() - oldest) if oldest is not None else 0.0)
-        store.purge(self.clock() - self.policy.max_age_s)  # finished rows are kept for max_age
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Write what is queued, finish the deliveries in flight, stop (idempotent)."""
