@@ -21,14 +21,14 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path as FastApiPath, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.core.api_errors import ApiError, ErrorBody, error_responses
 from services.core.api_keys import role_at_least
 from services.plate_reader import watchlists
 from services.plate_reader.watchlist_match import MAX_DISTANCE, ListedPlate, Tolerance
-from services.plate_reader.watchlists import Summary, check_name, merge, normalise_plate
+from services.plate_reader.watchlists import NAME, Summary, check_name, merge, normalise_plate
 
 logger = logging.getLogger("bentoml.modelport.watchlists")
 # Lists say whom to watch for: admin keys only.
@@ -42,10 +42,13 @@ _EXISTS: dict[int | str, dict[str, Any]] = {
 }
 
 Tag = Annotated[str, Field(min_length=1, max_length=64)]
+# A list's name in a path: the pattern documented, checked by check_name (for its message) or
+# simply not found.
+ListName = Annotated[str, FastApiPath(json_schema_extra={"pattern": f"^{NAME.pattern}$"})]
 
 
 class PlateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # `0` is not `false`
     plate: str = Field(max_length=64, description="letters and digits; spaces, '-' and '.' are dropped")
     note: str | None = Field(None, max_length=500)
     tags: list[Tag] = Field(default_factory=list, max_length=16)
@@ -55,7 +58,7 @@ Plates = list[Annotated[str, Field(max_length=64)] | PlateBody]
 
 
 class ToleranceBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # `0` is not `false`
     lookalikes: bool = Field(True, description="O/0, I/1, Z/2, S/5, B/8, G/6 and Q/0 cost nothing")
     max_distance: int = Field(
         1, ge=0, le=MAX_DISTANCE, description="edits beyond look-alikes: a missing or extra character is 1"
@@ -70,18 +73,22 @@ class ListBody(ToleranceBody):
 
 
 class NewListBody(ListBody):
-    name: str = Field(max_length=64, description="A-Z a-z 0-9 _ - ., starting with a letter or digit")
+    name: str = Field(
+        max_length=64,
+        description="A-Z a-z 0-9 _ - ., starting with a letter or digit",
+        json_schema_extra={"pattern": f"^{NAME.pattern}$"},  # checked by check_name: its message
+    )
 
 
 class PatchBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # `0` is not `false`
     lookalikes: bool | None = None
     max_distance: int | None = Field(None, ge=0, le=MAX_DISTANCE)
     substitutions: bool | None = None
 
 
 class PlatesBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # `0` is not `false`
     plates: Plates = Field(min_length=1)
 
 
@@ -126,7 +133,7 @@ def create_watchlist(body: NewListBody) -> dict[str, Any]:
 
 
 @router.put("/watchlists/{name}", responses=error_responses(413))
-def replace_watchlist(name: str, body: ListBody) -> dict[str, Any]:
+def replace_watchlist(name: ListName, body: ListBody) -> dict[str, Any]:
     check_name(name)
     plates, merged = _checked(body.plates)
     summary = _store().create(name, _tolerance(body), plates, replace=True)
@@ -135,7 +142,7 @@ def replace_watchlist(name: str, body: ListBody) -> dict[str, Any]:
 
 @router.get("/watchlists/{name}")
 def get_watchlist(
-    name: str,
+    name: ListName,
     limit: int = Query(1000, ge=1, le=10_000),
     after: str = Query("", max_length=64, description="the last plate of the previous page"),
 ) -> dict[str, Any]:
@@ -152,7 +159,7 @@ def get_watchlist(
 
 
 @router.patch("/watchlists/{name}")
-def change_tolerance(name: str, body: PatchBody) -> dict[str, Any]:
+def change_tolerance(name: ListName, body: PatchBody) -> dict[str, Any]:
     store = _store()
     summary = store.summary(name)
     if summary is None:
@@ -174,13 +181,13 @@ def delete_watchlist(name: str) -> dict[str, Any]:
 
 
 @router.post("/watchlists/{name}/plates", responses=error_responses(413))
-def add_plates(name: str, body: PlatesBody) -> dict[str, Any]:
+def add_plates(name: ListName, body: PlatesBody) -> dict[str, Any]:
     plates, merged = _checked(body.plates)
     summary, already = _store().add(name, plates)
     return _answer(summary, added=len(plates) - already, merged=merged + already)
 
 
 @router.delete("/watchlists/{name}/plates/{plate}")
-def remove_plate(name: str, plate: str) -> dict[str, Any]:
+def remove_plate(name: ListName, plate: str) -> dict[str, Any]:
     listed = normalise_plate(plate, "plate")
     return _answer(_store().remove_plate(name, listed), removed=listed)
