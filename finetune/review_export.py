@@ -42,7 +42,8 @@ def export_reviews(
     """Everything, or the items of one camera recorded at or after `since` (the runbook of a
     drifting camera: services/plate_reader/README.md)."""
     out.mkdir(parents=True, exist_ok=True)
-    decided = store.decided(camera_id=camera_id, since=since)
+    # Items recorded as text only (MODELPORT_PLATE_STORE_IMAGES=off) have no image to learn from.
+    decided = [item for item in store.decided(camera_id=camera_id, since=since) if item.photo_path]
     return ExportSummary(
         _ocr(store, decided, out / "ocr"),
         _detector(store, decided, out / "detector"),

@@ -22,7 +22,7 @@ from modelport_client._errors import (
     TransportError,
     UnsupportedMedia,
 )
-from modelport_client._plates import Box, Candidate, Plate, PlateReading
+from modelport_client._plates import Box, Candidate, Plate, PlateReading, Vehicle, VideoReading
 
 __all__ = [  # noqa: RUF022 - plain sorted(), which test_client_surface checks, not isort's order
     "APIError",
@@ -50,4 +50,6 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which test_client_surface checks, 
     "TransportError",
     "UnsupportedMedia",
     "Usage",
+    "Vehicle",
+    "VideoReading",
 ]

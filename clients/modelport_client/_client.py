@@ -24,9 +24,13 @@ from modelport_client._autocomplete import AsyncAutocompleteCalls, AutocompleteC
 from modelport_client._errors import raise_for_status, translate
 from modelport_client._plates import (
     PLATE_READER_PATH,
+    VIDEO_PATH,
     ImageInput,
     PlateReading,
+    Vehicle,
+    VideoReading,
     build_request,
+    build_video_request,
     parse_readings,
 )
 
@@ -103,6 +107,16 @@ class Client(AutocompleteCalls):
         )
         return response.content
 
+    def read_video(self, video: ImageInput, *, camera_id: str | None = None) -> VideoReading:
+        """One event per vehicle of a clip (MP4, MKV, AVI, MJPEG: a path, bytes or a file object);
+        `client.video_crop(vehicle)` fetches a vehicle's best crop."""
+        response = self._request("POST", VIDEO_PATH, **build_video_request(video, camera_id))
+        return VideoReading.from_json(response.json())
+
+    def video_crop(self, vehicle: Vehicle) -> bytes:
+        """The vehicle's best crop, JPEG (NotFound once the server no longer keeps it)."""
+        return self._request("GET", vehicle.crop or f"{VIDEO_PATH}/crops/{vehicle.id}").content
+
 
 class AsyncClient(AsyncAutocompleteCalls):
     def __init__(
@@ -163,3 +177,10 @@ class AsyncClient(AsyncAutocompleteCalls):
             "POST", f"{PLATE_READER_PATH}/annotated", **build_request([image], regions, min_score)
         )
         return response.content
+
+    async def read_video(self, video: ImageInput, *, camera_id: str | None = None) -> VideoReading:
+        response = await self._request("POST", VIDEO_PATH, **build_video_request(video, camera_id))
+        return VideoReading.from_json(response.json())
+
+    async def video_crop(self, vehicle: Vehicle) -> bytes:
+        return (await self._request("GET", vehicle.crop or f"{VIDEO_PATH}/crops/{vehicle.id}")).content

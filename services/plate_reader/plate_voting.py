@@ -29,6 +29,8 @@ MIN_WEIGHT = 0.05  # a read at score 0 still says how many characters there are
 # Each further frame that reads the same plate removes this share of the remaining doubt. Tuned
 # on the dev seed of tests/benchmarks/bench_video_voting.py (README, "Video").
 AGREE_GAIN = 0.35
+# How hard a dissenting share of the weight holds the score down: score x support ** this.
+SUPPORT_POWER = 0.5
 MAX_CANDIDATES = 5
 
 
@@ -64,7 +66,7 @@ def vote(readings: Sequence[PlateReading], *, review_threshold: float) -> VotedP
     if agreeing:
         best = max(r.score for r in agreeing)
         doubt = (1 - best) * (1 - AGREE_GAIN) ** (len(agreeing) - 1)
-        score = (1 - doubt) * support**0.5
+        score = (1 - doubt) * support**SUPPORT_POWER
     else:
         share = min(w / sum(t.values()) for (_, w), t in zip(winners, tallies))
         score = share * max(r.score for r in read) * support

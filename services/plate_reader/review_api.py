@@ -207,10 +207,11 @@ def get_review(item_id: str) -> dict[str, Any]:
 def review_image(item_id: str, which: Literal["crop", "photo"]) -> FileResponse:
     store = _store()
     path = store.image(_item(store, item_id), which)
-    if not path.exists():
+    if not path.is_file():  # an item kept as text only has no path: the images folder itself
         raise ApiError(
             404,
-            f"the {which} of {item_id!r} is gone (purged or the images folder moved)",
+            f"the {which} of {item_id!r} is gone (purged, the images folder moved, or recorded "
+            "with MODELPORT_PLATE_STORE_IMAGES=off)",
             code="image_missing",
         )
     return FileResponse(path, media_type="image/jpeg")
@@ -228,7 +229,7 @@ def _check_box(store: ReviewStore, item: ReviewItem, box: Box) -> None:
             param="box",
         )
     photo = store.image(item, "photo")
-    if photo.exists():
+    if photo.is_file():
         with Image.open(photo) as image:  # reads the header only
             width, height = image.size
         if box.xmax > width or box.ymax > height:

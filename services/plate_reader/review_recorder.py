@@ -45,9 +45,11 @@ class ReviewRecorder:
         *,
         max_queued: int,
         repeat_window_s: float,
+        store_images: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store  # called in the writer thread: None when recording is off or down
+        self.store_images = store_images  # off (MODELPORT_PLATE_STORE_IMAGES): text only
         self.repeat_window_s = repeat_window_s
         self.clock = clock
         self._queue: queue.Queue[_Job | None] = queue.Queue(max_queued)
@@ -118,7 +120,8 @@ class ReviewRecorder:
                     return
                 store = self.store()
                 if store is not None:
-                    store.record(job.photo.whole(), job.readings, camera_id=job.camera_id, models=job.models)
+                    pixels = job.photo.whole() if self.store_images else None
+                    store.record(pixels, job.readings, camera_id=job.camera_id, models=job.models)
                     if self._queue.empty():  # once per burst: the count is a query
                         refresh_gauges(store)
             except Exception:  # the store is down or full: logged and counted, reading goes on

@@ -161,7 +161,7 @@ class ReviewStore:
 
     def record(
         self,
-        photo: np.ndarray,
+        photo: np.ndarray | None,
         readings: Sequence[PlateReading],
         *,
         camera_id: str | None,
@@ -169,22 +169,26 @@ class ReviewStore:
     ) -> list[str]:
         """Store ``readings`` (all from ``photo``) with the photo and each crop; their ids.
         Images are written first, then the rows in one transaction: a row never points at a
-        missing file."""
+        missing file. ``photo`` None (MODELPORT_PLATE_STORE_IMAGES=off): text only, no image paths."""
         if not readings:
             return []
         now = datetime.now(UTC)
         folder = now.strftime("%Y-%m-%d")
-        (self.images_dir / folder).mkdir(parents=True, exist_ok=True)
-        photo_path = f"{folder}/{uuid.uuid4().hex}-photo.jpg"
-        _save_jpeg(photo, self.images_dir / photo_path)
+        photo_path = ""
+        if photo is not None:
+            (self.images_dir / folder).mkdir(parents=True, exist_ok=True)
+            photo_path = f"{folder}/{uuid.uuid4().hex}-photo.jpg"
+            _save_jpeg(photo, self.images_dir / photo_path)
         rows = []
         for index, reading in enumerate(readings):
             item_id = _new_id(now, index)
             box = reading.box
-            crop_path = f"{folder}/{item_id}-crop.jpg"
-            _save_jpeg(
-                crop_plate(photo, (box.xmin, box.ymin, box.xmax, box.ymax)), self.images_dir / crop_path
-            )
+            crop_path = ""
+            if photo is not None:
+                crop_path = f"{folder}/{item_id}-crop.jpg"
+                _save_jpeg(
+                    crop_plate(photo, (box.xmin, box.ymin, box.xmax, box.ymax)), self.images_dir / crop_path
+                )
             rows.append(
                 dict(
                     id=item_id,

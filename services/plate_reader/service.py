@@ -36,6 +36,7 @@ from services.plate_reader.review_store import ReviewSettings
 from services.plate_reader.settings import Settings
 from services.plate_reader.stream_watch import publish_vehicle
 from services.plate_reader.types import ReadRequest
+from services.plate_reader.video_reading import VIDEO_REQUEST, VideoReader
 from services.plate_reader.watchlist_api import router as watchlist_routes
 
 logger = logging.getLogger("bentoml.modelport.plate_reader")  # BentoML only shows INFO under "bentoml"
@@ -59,7 +60,8 @@ webhooks.check(settings)  # so does a malformed MODELPORT_PLATE_WEBHOOKS (not a 
 
 @bentoml.service(
     name="plate-reader",
-    traffic=traffic.bentoml_traffic(LIMITS, longest_request_s=30),  # 8 large photos: a few s
+    # A clip at the limits (60 s read at 5 frames/s): ~30 s on 2 cores; 8 large photos: a few s
+    traffic=traffic.bentoml_traffic(LIMITS, longest_request_s=60),
     resources={"cpu": "2", "memory": "1Gi"},
     image=service_image(),  # core dependencies only: ONNX Runtime, no torch
 )
@@ -90,12 +92,17 @@ class PlateReader:
         )
         reviews = ReviewSettings.from_env()
         self.recorder = ReviewRecorder(
-            review_store_or_none, max_queued=reviews.queue_size, repeat_window_s=reviews.repeat_window_s
+            review_store_or_none,
+            max_queued=reviews.queue_size,
+            repeat_window_s=reviews.repeat_window_s,
+            store_images=settings.store_images,  # off: review items keep text only
         )
         with contextlib.suppress(Exception):  # unreachable: logged and counted when a photo needs it
             review_store()  # opened now: at the first read, its migrations held the event loop ~1 s
         watchlists.start()  # every reading's `watchlist` matches, kept current from the database
         webhooks.start(settings)  # bad MODELPORT_PLATE_WEBHOOKS fails the start; pending events resume
+        models = (str(self.detector_model.tag), str(self.ocr_model.tag))
+        self.videos = VideoReader(settings, self.batcher, self.recorder, models)  # POST .../video
         logger.info("plate reader ready: detector %s, ocr %s", self.detector_model.tag, self.ocr_model.tag)
 
     def __is_ready__(self) -> bool:
@@ -216,6 +223,20 @@ class PlateReader:
         snapshot_api.usage_source.record(request)
         jpeg = await asyncio.to_thread(lambda: annotate(photo.whole(), readings[0]))
         return Response(jpeg, media_type="image/jpeg")
+
+    @app.post("/plate-reader/video", openapi_extra=VIDEO_REQUEST, responses=READ_RESPONSES)
+    async def read_video(self, request: Request) -> Any:
+        """A clip (MP4, MKV, AVI, MJPEG) in, one event per vehicle out (README, "Video")."""
+        return await self.videos.read(request)
+
+    @app.get(
+        "/plate-reader/video/crops/{event_id}",
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}, **api_errors.error_responses(404)},
+    )
+    async def video_crop(self, event_id: str) -> Response:
+        """A vehicle event's best crop (its `crop` URL), while kept."""
+        return Response(self.videos.crop(event_id), media_type="image/jpeg")
 
 
 # Shutdown grace, API keys, bodies read whole, admission; deciding a review or changing a

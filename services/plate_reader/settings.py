@@ -84,9 +84,10 @@ class Settings:
     webhook_dev_hosts: tuple[str, ...] = ()
     # Video (POST /v1/plate-reader/video, video_reading.py). A clip must also fit max_request_bytes.
     video_max_bytes: int = 32 * 1024 * 1024  # ~1 min of 1080p H.264 at 4 Mbit/s
-    # From the container's header, before decoding: a 10-hour clip is refused at once.
-    video_max_duration_s: float = 120.0
-    video_max_frames: int = 600  # sampled frames read from one clip (120 s at 5/s)
+    # From the container's header, before decoding: a 10-hour clip is refused at once. 60 s read
+    # at 5 frames/s is ~30 s of work on 2 cores, inside the request timeout (service.py).
+    video_max_duration_s: float = 60.0
+    video_max_frames: int = 300  # sampled frames read from one clip (60 s at 5/s)
     # Frames read per second of video. A car crossing a gate is in view ~2 s: 5/s gives ~10
     # readings to vote over, at ~5x less work than every frame of 25 fps.
     video_sample_fps: float = 5.0

@@ -69,6 +69,7 @@ class VehicleEvent:
     box: BoundingBox  # the best frame's box, in that frame's pixels
     direction: str  # approaching, receding, left, right or stationary (from box size and motion)
     best_crop: bytes | None = field(default=None, repr=False)  # JPEG around the best reading
+    crop_box: BoundingBox | None = None  # the plate's box inside best_crop
     watchlist: tuple[dict[str, Any], ...] = ()  # matches, attached by the caller (watchlist_match)
 
     def to_json(self, crop_url: str | None = None) -> dict[str, Any]:
@@ -103,7 +104,7 @@ class _Track:
     frame_width: int
     readings: list[PlateReading]
     best: PlateReading
-    crop: np.ndarray
+    crop: tuple[np.ndarray, BoundingBox]
     frames_read: int = 1
     velocity: tuple[float, float] = (0.0, 0.0)  # box centre, pixels per second
 
@@ -186,21 +187,23 @@ class VehicleTracker:
         if reading.score > track.best.score or not track.best.plate:
             track.best, track.crop = reading, self._crop(frame, reading)
 
-    def _crop(self, frame: np.ndarray, reading: PlateReading) -> np.ndarray:
-        if not self.keep_crops:
-            return np.zeros((0, 0, 3), np.uint8)
+    def _crop(self, frame: np.ndarray, reading: PlateReading) -> tuple[np.ndarray, BoundingBox]:
+        """The plate with context around it (a copy: the frame is freed), and its box in it."""
         b = reading.box
+        if not self.keep_crops:
+            return np.zeros((0, 0, 3), np.uint8), b
         mx, my = round(b.width * CROP_CONTEXT[0]), round(b.height * CROP_CONTEXT[1])
         h, w = frame.shape[:2]
-        return frame[
-            max(0, b.ymin - my) : min(h, b.ymax + my), max(0, b.xmin - mx) : min(w, b.xmax + mx)
-        ].copy()
+        x0, y0 = max(0, b.xmin - mx), max(0, b.ymin - my)
+        crop = frame[y0 : min(h, b.ymax + my), x0 : min(w, b.xmax + mx)].copy()
+        return crop, BoundingBox(b.xmin - x0, b.ymin - y0, b.xmax - x0, b.ymax - y0)
 
     def _event(self, track: _Track) -> VehicleEvent | None:
         voted = vote(track.readings, review_threshold=self.review_threshold)
         if not voted.plate:  # boxes no frame could read a character in: nothing to report
             return None
-        crop = _jpeg(track.crop) if track.crop.size else None
+        pixels, crop_box = track.crop
+        crop = _jpeg(pixels) if pixels.size else None
         return VehicleEvent(
             id=uuid.uuid4().hex,
             plate=voted.plate,
@@ -214,6 +217,7 @@ class VehicleTracker:
             box=track.best.box,
             direction=_direction(track),
             best_crop=crop,
+            crop_box=crop_box if crop is not None else None,
         )
 
 

@@ -111,3 +111,13 @@ def test_a_store_that_fails_is_logged_and_counted_not_raised(tmp_path: Path) -> 
     recorder = ReviewRecorder(broken, max_queued=2, repeat_window_s=300)
     assert recorder.submit(photo(1), FLAGGED, camera_id=None, models=MODELS) is False
     recorder.close()
+
+
+def test_store_images_off_records_text_only(store: GatedStore) -> None:
+    store.gate.set()
+    recorder = ReviewRecorder(lambda: store, max_queued=8, repeat_window_s=300, store_images=False)
+    assert recorder.submit(photo(3), FLAGGED, camera_id="gate-private", models=MODELS)
+    recorder.close()
+    [item] = store.list(camera_id="gate-private", limit=1)[0]
+    assert (item.plate, item.score, item.photo_path, item.crop_path) == ("KRW301", 0.6, "", "")
+    assert not store.images_dir.exists() or not any(store.images_dir.rglob("*.jpg"))
