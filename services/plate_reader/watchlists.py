@@ -78,8 +78,8 @@ MAX_LIST_LABELS = 200  # /metrics labels by list name; later names count as "oth
 class WatchlistSettings:
     """Read from `MODELPORT_WATCHLIST_<FIELD>`, e.g. `MODELPORT_WATCHLIST_MAX_PLATES=50000`."""
 
-    # Plates in one list. Each worker holds every list's index: ~25 MB per 100,000 plates at
-    # max_distance 1 (bench_watchlist.py), and a 100,000-plate JSON upload is ~5 MB.
+    # Plates in one list. Each worker holds every list in memory: 25 MB per 100,000 plates at
+    # max_distance 1, 50 MB at 2 (bench_watchlist.py); a 100,000-plate JSON upload is ~1-5 MB.
     max_plates: int = 100_000
     max_total_plates: int = 300_000  # all lists together: bounds each worker's memory
     max_lists: int = 100
