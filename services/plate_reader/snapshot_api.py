@@ -405,6 +405,10 @@ def to_response(
         if lowercase:
             item["plate"] = item["plate"].lower()
             item["candidates"] = [{**c, "plate": c["plate"].lower()} for c in item["candidates"]]
+            item["watchlist"] = [
+                {**m, "plate": m["plate"].lower(), "matched": m["matched"].lower()}
+                for m in item.get("watchlist", ())
+            ]
         item["region"] = region_of(reading, options)
         item["vehicle"] = {"type": "Unknown", "score": 0.0, "box": dict(NO_VEHICLE_BOX)}
         results.append(item)

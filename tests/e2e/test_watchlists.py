@@ -82,7 +82,10 @@ def test_a_read_plate_matches_its_lists_by_each_lists_tolerance(server: str) -> 
     # Plate Recognizer's route: its fields as before, the matches beside them.
     snapshot = read_photo(server, "/v1/plate-reader/")
     assert snapshot["plate"] == "ad799kb" and snapshot["vehicle"]["type"] == "Unknown"
-    assert [m["list"] for m in snapshot["watchlist"]] == ["stolen", "dropped"]
+    assert [(m["list"], m["plate"], m["matched"]) for m in snapshot["watchlist"]] == [
+        ("stolen", "ad799k8", "ad799kb"),  # lowercase, as the plate on this route
+        ("dropped", "ad799k", "ad799kb"),
+    ]
 
     # The tolerance changes; so do the matches, at once.
     call("PATCH", f"{server}/v1/watchlists/dropped", json={"max_distance": 0}).raise_for_status()
