@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import collections
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
@@ -30,6 +30,7 @@ from services.core.database import database_engine
 from services.plate_reader.webhook_outbox import Outbox, Row
 from tests.e2e.conftest import PLATE_LIMITS
 from tests.postgres import postgres_server
+from tests.probes import serving_pids
 from tests.scenes import plate_on_street
 from tests.servers import Server, free_port, serve_process
 
@@ -166,6 +167,21 @@ def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
         time.sleep(0.2)
 
 
+def sigkill_all(server: Server) -> None:
+    """SIGKILL `bentoml serve` and its workers, as a node dying would: no shutdown hook runs.
+    The workers have process groups of their own, so killing the arbiter's group alone would
+    leave them running (and sending)."""
+    processes = [psutil.Process(pid) for pid in serving_pids(server.process.pid)]
+    assert len(processes) > 1, "no worker found under the arbiter"
+    for process in processes:
+        process.kill()
+    _, alive = psutil.wait_procs(processes, timeout=30)
+    assert not alive
+    server.process.wait(timeout=30)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{server.url}/livez", timeout=5)
+
+
 def got(receiver: Receiver, filename: str) -> list[tuple[str, dict[str, Any], dict[str, str]]]:
     with receiver.lock:
         return [g for g in receiver.got if g[1]["data"]["filename"] == filename]
@@ -233,8 +249,7 @@ def test_events_pending_when_the_server_is_killed_are_delivered_once_after_a_res
     names = [f"killed-{i}.jpg" for i in range(3)]
     for name in names:
         read(hooks_server.url, "gate-1", name)  # each answered: its event is on disk
-    os.killpg(hooks_server.process.pid, 9)  # SIGKILL the arbiter and its workers: no shutdown hook
-    hooks_server.process.wait(timeout=30)
+    sigkill_all(hooks_server)
     engine = database_engine(f"sqlite:///{data_dir / 'modelport.sqlite3'}")
     with engine.connect() as connection:
         pending = connection.execute(
