@@ -123,11 +123,11 @@ def open_clip(data: bytes, settings: Settings, *, param: str = "upload") -> Clip
     except (av.error.FFmpegError, ValueError) as exc:
         # Not one of the formats, or no header to be found: a cut MP4 loses its index (moov).
         raise _unreadable(data, param, exc) from None
-    if not container.streams.video:
-        container.close()
+    if not container.streams.video or container.streams.video[0].codec_context is None:
+        container.close()  # no video stream, or one in a codec FFmpeg cannot decode
         raise ApiError(
             415,
-            f"`{param}` holds no video stream. Send a {FORMAT_NAMES} clip",
+            f"`{param}` holds no video stream this service can decode. Send a {FORMAT_NAMES} clip",
             code="unsupported_video",
             param=param,
         )

@@ -47,7 +47,8 @@ from tests.scenes import iou
 
 SETTINGS = Settings(store_images=False)  # the service's defaults; crops are not needed here
 MATCH_IOU = 0.3
-NO_FRAME = np.zeros((1, 1, 3), np.uint8)  # the tracker's crops are off (store_images=False)
+# A frame's size without its pixels: the tracker's crops are off (store_images=False).
+NO_FRAME = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (720, 1280, 3))
 
 
 @dataclasses.dataclass

@@ -85,3 +85,10 @@ def test_store_images_off_keeps_no_crop() -> None:
     tracker.update(0.0, [fake_reading("AD799KB", (100, 100, 200, 130))], FRAME)
     (event,) = tracker.flush()
     assert event.best_crop is None and event.to_json("/x")["crop"] is None
+
+
+def test_a_plate_cut_by_the_frame_edge_is_not_trusted() -> None:
+    tracker = VehicleTracker(SETTINGS)
+    tracker.update(0.0, [fake_reading("FX06", (1200, 400, 1280, 430), 0.99)], FRAME)  # entering at the right
+    (event,) = tracker.flush()
+    assert event.plate == "FX06" and event.review and event.score < 0.93
