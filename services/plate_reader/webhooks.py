@@ -156,6 +156,9 @@ class Webhooks:
             if not rows or self._stop.is_set():
                 future.set_result(0)
                 return future
+            # Running: a caller that stops waiting (record_answers' time limit cancels its
+            # asyncio wrapper) cannot cancel it, so the writer can always set its result.
+            future.set_running_or_notify_cancel()
             self._queue.put_nowait((rows, future))
         except queue.Full:
             for row in rows:

@@ -4,12 +4,13 @@ leases and give-up, and upload_url's address rules at delivery."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from services.core.database import database_engine
+from services.plate_reader import webhooks
 from services.plate_reader.settings import Settings
 from services.plate_reader.webhook_outbox import Outbox, Row, backoff_s, outbox_table
 from services.plate_reader.webhook_targets import Event, parse_targets, payload, signed_headers
@@ -257,3 +259,32 @@ def test_publish_never_raises_and_says_what_was_wrong(engine: sa.Engine) -> None
         .result(1)
         == 0
     )
+
+
+class SlowOutbox(Outbox):
+    """A fake: the real SQLite outbox, but its first write takes 0.5 s (a database under load)."""
+
+    slow = True
+
+    def add(self, rows: Sequence[Row]) -> None:
+        if self.slow:
+            self.slow = False
+            time.sleep(0.5)
+        super().add(rows)
+
+
+def test_an_answer_waits_for_a_slow_write_only_so_long_and_the_writer_keeps_going(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webhooks, "WRITE_WAIT_S", 0.05)
+    outbox = SlowOutbox(engine)
+    hooks = Webhooks(parse_targets(targets()), lambda: outbox, Policy.of(Settings(webhook_backoff_s=60)))
+    try:
+        started = time.perf_counter()
+        asyncio.run(hooks.record_answers([{"filename": "a.jpg", "results": []}]))
+        assert time.perf_counter() - started < 0.4  # answered without waiting out the slow write
+        # The writer is still alive: the next event is written, and the first one too.
+        assert hooks.publish("vehicle", None, [], "b.mp4").result(10) == 1
+        assert outbox.pending()[0] == 2
+    finally:
+        hooks.close()
