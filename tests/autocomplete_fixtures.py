@@ -43,13 +43,13 @@ def gpt2_tokenizer(workdir: Path):  # returns a GPT2TokenizerFast
     return GPT2TokenizerFast(vocab=str(vocab), merges=str(merges))
 
 
-def tiny_gpt2_dir(target: Path, *, seed: int = 0) -> Path:
+def tiny_gpt2_dir(target: Path, *, seed: int = 0, n_embd: int = 64) -> Path:
     """Save a 2-layer GPT-2 with the real GPT-2 tokenizer into `target`."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    config = GPT2Config(n_layer=2, n_head=2, n_embd=64, n_positions=1024)
+    config = GPT2Config(n_layer=2, n_head=2, n_embd=n_embd, n_positions=1024)
     GPT2LMHeadModel(config).save_pretrained(target)
     with tempfile.TemporaryDirectory() as tmp:
         gpt2_tokenizer(Path(tmp)).save_pretrained(target)

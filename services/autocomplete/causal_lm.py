@@ -54,6 +54,7 @@ def prepare_causal_lm(fetched: Path, model_dir: Path) -> dict[str, Any]:
             "save the tokenizer next to the model (tokenizer.save_pretrained(dir))"
         )
     config = json.loads((model_dir / "config.json").read_text())
+    adapter_info = _adapter_gguf(model_dir) if origin == "transformers" else {}
     gguf_info = (
         {"gguf_type": _store_gguf(fetched, model_dir / GGUF_NAME)}
         if origin == "gguf"
@@ -64,7 +65,23 @@ def prepare_causal_lm(fetched: Path, model_dir: Path) -> dict[str, Any]:
         "architecture": (config.get("architectures") or ["?"])[0],
         "context_length": context_length(config),
         **gguf_info,
+        **adapter_info,
     }
+
+
+def _adapter_gguf(model_dir: Path) -> dict[str, Any]:
+    """A version made with `finetune text --lora` keeps its LoRA adapter in `adapter/`: write it
+    as a llama.cpp adapter too (lora_export.py), so a server holding the base once can serve
+    it per request (user_versions.py); what the metadata says of it."""
+    from services.autocomplete.lora_export import ADAPTER_CONFIG, ADAPTER_DIR, prepare_adapter
+
+    if not (model_dir / ADAPTER_DIR / ADAPTER_CONFIG).is_file() or not llama_cpp_installed():
+        return {}
+    try:
+        return {"adapter_gguf": prepare_adapter(model_dir / ADAPTER_DIR)}
+    except (ValueError, KeyError, OSError, RuntimeError) as failed:  # the merged model still serves
+        logger.warning("could not write %s's adapter for llama.cpp (%s)", model_dir.name, failed)
+        return {}
 
 
 def _written_gguf(model_dir: Path, config: dict[str, Any]) -> dict[str, str]:

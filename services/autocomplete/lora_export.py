@@ -20,6 +20,7 @@ from typing import Any
 
 from services.autocomplete.gguf_export import ARCHITECTURES, CHECK_PROMPTS, LogitCheck, _rotary_rows
 
+ADAPTER_DIR = "adapter"  # where `finetune text --lora` keeps the adapter in its version (finetune/text.py)
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 LORA_GGUF_NAME = "adapter.gguf"  # what a stored version keeps for llama.cpp
@@ -43,6 +44,47 @@ def adapter_settings(adapter_dir: Path) -> dict[str, Any]:
             "an adapter that retrains whole modules (modules_to_save) is not a LoRA llama.cpp runs"
         )
     return dict(config)
+
+
+def prepare_adapter(adapter_dir: Path) -> dict[str, Any]:
+    """Write `adapter_dir`'s adapter.gguf for the base named by adapter_config.json's
+    `base_model_name_or_path` (a store tag or a store entry's directory: what peft records when
+    trained on one), checked against torch+peft; metadata saying which base it fits."""
+    from services.autocomplete.causal_lm import GGUF_NAME
+
+    settings = adapter_settings(adapter_dir)
+    base = base_entry(str(settings.get("base_model_name_or_path") or ""))
+    base_dir = Path(base.path)
+    if not (base_dir / GGUF_NAME).is_file():
+        raise ValueError(f"the base {base.tag} has no GGUF; llama.cpp serves LoRA versions only on one")
+    target = adapter_dir / LORA_GGUF_NAME
+    write_lora_gguf(adapter_dir, base_dir, target)
+    check = check_lora_gguf(adapter_dir, base_dir, target)
+    if not check.passed:
+        target.unlink()
+        raise ValueError(f"the adapter's GGUF does not compute what torch+peft computes ({check})")
+    return {"base_model": str(base.tag), "lora_rank": settings.get("r"), "lora_check": str(check)}
+
+
+def base_entry(reference: str) -> Any:
+    """The store entry (a bentoml.Model) an adapter was trained on: `reference` is a tag, a
+    name, or the entry's directory; ValueError saying what to set when it names none."""
+    from services.core.model_store import ModelNotFound, resolve, serving_tag
+
+    path = Path(reference).expanduser()
+    try:
+        if path.is_dir():  # <bentoml home>/models/<name>/<version>
+            entry = resolve(f"{path.resolve().parent.name}:{path.resolve().name}")
+            if Path(entry.path).resolve() == path.resolve():
+                return entry
+        elif reference:
+            return resolve(reference if ":" in reference else serving_tag(reference))
+    except ModelNotFound:
+        pass
+    raise ValueError(
+        f"adapter_config.json's base_model_name_or_path ({reference!r}) names no model in the "
+        "store: set it to the base's tag (NAME:VERSION, `modelport models list`)"
+    )
 
 
 def write_lora_gguf(adapter_dir: Path, base_dir: Path, target: Path) -> None:

@@ -2,13 +2,14 @@
 `causal-lm-lora`, and which one a request gets.
 
     modelport models import alice-notes --from-path runs/.../adapter --kind causal-lm-lora
-    # (or `modelport finetune text --lora`, which stores its adapter this way)
 
-A version's directory holds peft's adapter (adapter_config.json, adapter_model.safetensors)
-and `adapter.gguf`, written at import (lora_export.py) and kept only when llama.cpp's logits
-with it match torch+peft's. Its metadata records `base_model`, the exact base tag it was
-trained on (a server serves a version only on that base), and `owner`: the API key name that
-may use it (none: public, every key may).
+Two kinds of entry are user versions: a `causal-lm-lora` entry (peft's adapter_config.json and
+adapter_model.safetensors), and a `causal-lm` entry made by `modelport finetune text --lora`
+(the merged model, with the adapter in its `adapter/` folder and `adapter.base_model` in its
+metadata). Either gets `adapter.gguf` beside the adapter at import (lora_export.py), kept only
+when llama.cpp's logits with it match torch+peft's. The base it fits is recorded as the exact
+base tag it was trained on (a server serves a version only on that base); `owner` in the
+metadata is the API key name that may use it (none: public, every key may).
 
 Base plus adapter, not merged: a version costs ~10 MB in memory (SmolLM2-135M, rank 16,
 float16) instead of a second ~145 MB model, and twenty fit beside one base within 2 GiB
@@ -24,66 +25,28 @@ from typing import Any
 
 import bentoml
 
-from services.autocomplete.causal_lm import GGUF_NAME
 from services.autocomplete.lora_export import (
     ADAPTER_CONFIG,
+    ADAPTER_DIR,
     ADAPTER_WEIGHTS,
     LORA_GGUF_NAME,
-    adapter_settings,
-    check_lora_gguf,
-    write_lora_gguf,
+    prepare_adapter,
 )
 from services.core.api_errors import ApiError
-from services.core.model_store import ModelNotFound, resolve, serving_tag
 
 LORA_KIND = "causal-lm-lora"
 
 
 def prepare_lora(fetched: Path, model_dir: Path) -> dict[str, Any]:
-    """The causal-lm-lora kind's preparer: the adapter, and its GGUF checked against torch+peft
-    on the base named by adapter_config.json's `base_model_name_or_path` (a store tag or a
-    store entry's directory: what peft records when trained on a store entry)."""
+    """The causal-lm-lora kind's preparer: peft's adapter directory, with its GGUF."""
     if not fetched.is_dir():
         raise ValueError(
             f"{fetched.name}: a LoRA version is a directory ({ADAPTER_CONFIG}, {ADAPTER_WEIGHTS})"
         )
-    settings = adapter_settings(fetched)
-    base = base_entry(str(settings.get("base_model_name_or_path") or ""))
-    base_dir = Path(base.path)
-    if not (base_dir / GGUF_NAME).is_file():
-        raise ValueError(f"the base {base.tag} has no GGUF; llama.cpp serves LoRA versions only on one")
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
-        shutil.copyfile(fetched / name, model_dir / name)
-    target = model_dir / LORA_GGUF_NAME
-    write_lora_gguf(fetched, base_dir, target)
-    check = check_lora_gguf(fetched, base_dir, target)
-    if not check.passed:
-        raise ValueError(f"the adapter's GGUF does not compute what torch+peft computes ({check})")
-    return {
-        "format": "lora",
-        "base_model": str(base.tag),
-        "lora_rank": settings.get("r"),
-        "gguf_check": str(check),
-    }
-
-
-def base_entry(reference: str) -> bentoml.Model:
-    """The store entry an adapter was trained on: `reference` is a tag, a name, or the
-    entry's directory; ValueError saying what to set when it names none."""
-    path = Path(reference).expanduser()
-    try:
-        if path.is_dir():  # <bentoml home>/models/<name>/<version>
-            entry = resolve(f"{path.resolve().parent.name}:{path.resolve().name}")
-            if Path(entry.path).resolve() == path.resolve():
-                return entry
-        elif reference:
-            return resolve(reference if ":" in reference else serving_tag(reference))
-    except ModelNotFound:
-        pass
-    raise ValueError(
-        f"adapter_config.json's base_model_name_or_path ({reference!r}) names no model in the "
-        "store: set it to the base's tag (NAME:VERSION, `modelport models list`)"
-    )
+        if (fetched / name).is_file():
+            shutil.copyfile(fetched / name, model_dir / name)
+    return {"format": "lora", **prepare_adapter(model_dir)}
 
 
 @dataclass(frozen=True)
@@ -104,7 +67,21 @@ class Picked:
 
     @property
     def adapter(self) -> Path | None:
-        return None if self.entry is None else Path(self.entry.path) / LORA_GGUF_NAME
+        return None if self.entry is None else adapter_of(self.entry)[0]
+
+
+def adapter_of(entry: bentoml.Model) -> tuple[Path, str | None] | tuple[None, None]:
+    """A user version's adapter GGUF and the base tag it fits; (None, None): not a version."""
+    metadata, kind = entry.info.metadata, entry.info.labels.get("kind")
+    if kind == LORA_KIND:
+        base = metadata.get("base_model")
+        return Path(entry.path) / LORA_GGUF_NAME, None if base is None else str(base)
+    adapter = metadata.get("adapter")
+    if kind == "causal-lm" and isinstance(adapter, dict):  # finetune text --lora's
+        folder = Path(entry.path) / str(adapter.get("path", ADAPTER_DIR))
+        base = adapter.get("base_model")
+        return folder / LORA_GGUF_NAME, None if base is None else str(base)
+    return None, None
 
 
 def pick(model: str | None, caller: Caller, base: bentoml.Model) -> Picked:
@@ -119,7 +96,8 @@ def pick(model: str | None, caller: Caller, base: bentoml.Model) -> Picked:
         entry = bentoml.models.get(wanted)
     except (bentoml.exceptions.NotFound, ValueError):  # ValueError: not a tag at all
         entry = None
-    if entry is None or not may_use(entry, caller) or entry.info.labels.get("kind") != LORA_KIND:
+    gguf, trained_on = adapter_of(entry) if entry is not None else (None, None)
+    if entry is None or gguf is None or not may_use(entry, caller):
         raise ApiError(
             404,
             f"model {wanted!r} is not served here: this server serves {base.tag.name!r} and its "
@@ -127,13 +105,20 @@ def pick(model: str | None, caller: Caller, base: bentoml.Model) -> Picked:
             code="model_not_found",
             param="model",
         )
-    trained_on = entry.info.metadata.get("base_model")
     if trained_on != str(base.tag):
         raise ApiError(
             422,
             f"version {entry.tag} is a LoRA adapter of {trained_on!r}, and this server serves "
             f"{base.tag}: an adapter only fits the base it was trained on. Serve that base, or "
             "fine-tune this version again on this one",
+            code="adapter_does_not_fit",
+            param="model",
+        )
+    if not gguf.is_file():
+        raise ApiError(
+            422,
+            f"version {entry.tag} has no adapter for llama.cpp: its import could not write one "
+            "(the import's log says why); import it again",
             code="adapter_does_not_fit",
             param="model",
         )
@@ -152,8 +137,6 @@ def usable_versions(base: bentoml.Model, caller: Caller) -> list[bentoml.Model]:
     found = [
         entry
         for entry in bentoml.models.list()
-        if entry.info.labels.get("kind") == LORA_KIND
-        and entry.info.metadata.get("base_model") == str(base.tag)
-        and may_use(entry, caller)
+        if adapter_of(entry)[1] == str(base.tag) and may_use(entry, caller)
     ]
     return sorted(found, key=lambda e: e.info.creation_time)
