@@ -35,6 +35,9 @@ class Plate:
     box: Box
     candidates: tuple[Candidate, ...]
     review: bool  # the server says a human should check this one
+    # Listed plates it matches (/v1/watchlists): {"list", "plate", "distance", "matched",
+    # "note", "tags"} each, closest first; () from a server without watchlists
+    watchlist: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plate:
@@ -45,6 +48,7 @@ class Plate:
             box=Box(**data["box"]),
             candidates=tuple(Candidate(**c) for c in data["candidates"]),
             review=data["review"],
+            watchlist=tuple(data.get("watchlist", ())),
         )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from modelport_client import Client
 from services.core.database import database_engine
 from services.plate_reader.watchlist_match import ListedPlate, Tolerance
 from services.plate_reader.watchlists import WatchlistBook, WatchlistSettings, WatchlistStore
@@ -79,6 +80,9 @@ def test_a_read_plate_matches_its_lists_by_each_lists_tolerance(server: str) -> 
         },
         {"list": "dropped", "plate": "AD799K", "distance": 1, "matched": "AD799KB", "note": None, "tags": []},
     ]
+    with Client(server, api_key=READER["Authorization"][7:]) as client:  # the Python client: typed
+        [read] = client.read_plates(plate_on_street().jpeg).results
+        assert [(m["list"], m["distance"]) for m in read.watchlist] == [("stolen", 0), ("dropped", 1)]
     # Plate Recognizer's route: its fields as before, the matches beside them.
     snapshot = read_photo(server, "/v1/plate-reader/")
     assert snapshot["plate"] == "ad799kb" and snapshot["vehicle"]["type"] == "Unknown"
