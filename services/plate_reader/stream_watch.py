@@ -9,6 +9,13 @@ the tracker; a motionless one is not read, but still tells the tracker the time,
 left ends its track (after track_max_gap_s) and its event comes out while the camera is quiet.
 Events are JSON (VehicleEvent.to_json, plus `camera_id` and a UTC `timestamp` of its last
 sighting); the last RECENT_EVENTS are kept for the served GET .../streams/{camera_id}/events.
+
+The tracker runs on a *read clock*: between two samples it advances by the time between them,
+but by at most MAX_STEP_SAMPLES sample intervals. A reader that falls behind (reads slower
+than the samples come, so samples are dropped) would otherwise end a car's track between two
+of its slow reads: with 8 engineers' jobs on 2 cores a read took 1.4 s, over the 1 s
+track_max_gap_s, and one car became several events of a frame or two each. Events' first_seen
+and last_seen are mapped back to the stream's own seconds.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from services.plate_reader.types import PlateReading
 logger = logging.getLogger("bentoml.modelport.plate_reader.streams")
 RECENT_EVENTS = 100  # per camera, for GET .../events; older ones are dropped (memory over hours)
 NO_FRAME = np.zeros((0, 0, 3), np.uint8)  # a motionless sample's frame: no readings crop it
+MAX_STEP_SAMPLES = 2
+SEEN_TIMES = 10_000  # read-clock -> stream seconds of recent readings (~30 min of a busy camera)
 
 
 class VehicleEventLike(Protocol):
@@ -77,13 +86,29 @@ class CameraWatch:
         self.reads = 0
         self.read_failures = 0
         self._started_wall = clock() - source.now()  # wall-clock time of the source's t = 0
+        self._max_step = MAX_STEP_SAMPLES * source.interval
+        self._clock: float | None = None  # the tracker's read clock
+        self._last_t = 0.0
+        self._seen: collections.OrderedDict[float, float] = collections.OrderedDict()
 
     def handle(self, sample: Sample, readings: list[PlateReading]) -> list[dict[str, Any]]:
         """Feed one sample's readings to the tracker; the events that ended, as JSON."""
+        if self._clock is None:
+            self._clock = sample.t
+        else:
+            self._clock += min(max(0.0, sample.t - self._last_t), self._max_step)
+        self._last_t = sample.t
+        if readings:  # only readings' times become a track's first/last seen
+            self._seen[self._clock] = sample.t
+            if len(self._seen) > SEEN_TIMES:
+                self._seen.popitem(last=False)
         ended = self.tracker.update(
-            sample.t, readings, sample.frame if sample.frame is not None else NO_FRAME
+            self._clock, readings, sample.frame if sample.frame is not None else NO_FRAME
         )
         return [self._emit(event) for event in ended]
+
+    def _stream_time(self, clock: float) -> float:
+        return self._seen.get(clock, clock + self._last_t - (self._clock or 0.0))
 
     def finish(self) -> list[dict[str, Any]]:
         """The stream is over: the vehicles still in view, as events."""
@@ -93,10 +118,13 @@ class CameraWatch:
         if self.finish_event is not None:
             event = self.finish_event(event)
         kept = self.crop_path is not None and getattr(event, "best_crop", None) is not None
-        body = {
-            **event.to_json(f"{self.crop_path}{event.id}" if kept else None),
+        body = event.to_json(f"{self.crop_path}{event.id}" if kept else None)
+        first_seen, last_seen = self._stream_time(event.first_seen), self._stream_time(event.last_seen)
+        body |= {
+            "first_seen": round(first_seen, 3),
+            "last_seen": round(last_seen, 3),
             "camera_id": self.camera_id,
-            "timestamp": datetime.fromtimestamp(self._started_wall + event.last_seen, UTC).isoformat(),
+            "timestamp": datetime.fromtimestamp(self._started_wall + last_seen, UTC).isoformat(),
         }
         self.events += 1
         self.recent.append(body)

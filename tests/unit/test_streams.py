@@ -13,10 +13,12 @@ import pytest
 
 from services.plate_reader.cameras import parse_cameras
 from services.plate_reader.motion import MotionGate
+from services.plate_reader.settings import Settings
 from services.plate_reader.stream_source import Sample, StreamSource
 from services.plate_reader.stream_url import StreamRefused, check_stream_url, shown_url
 from services.plate_reader.stream_watch import NO_FRAME, RECENT_EVENTS, CameraWatch
 from services.plate_reader.types import BoundingBox, Candidate, PlateReading
+from services.plate_reader.vehicle_tracks import VehicleTracker
 
 
 def resolver(*addresses: str):
@@ -141,10 +143,10 @@ class FakeTracker:
 
 class FakeEvent:
     def __init__(self, plate: str, last_seen: float) -> None:
-        self.plate, self.last_seen = plate, last_seen
+        self.plate, self.first_seen, self.last_seen = plate, last_seen, last_seen
 
     def to_json(self, crop_url: str | None = None) -> dict[str, Any]:
-        return {"plate": self.plate, "last_seen": self.last_seen}
+        return {"plate": self.plate, "first_seen": self.first_seen, "last_seen": self.last_seen}
 
 
 class IdleSource:
@@ -152,6 +154,7 @@ class IdleSource:
 
     def __init__(self) -> None:
         self.shown = "rtsp://cam.example.com/live"
+        self.interval = 0.2  # 5 samples a second
         from services.plate_reader.stream_source import SourceStats
 
         self.stats = SourceStats()
@@ -179,13 +182,16 @@ def test_motionless_samples_still_tell_the_tracker_the_time_and_events_carry_the
     watch.handle(Sample(1.0, frame, True), [_reading("AD799KB")])
     tracker.to_end = [FakeEvent("AD799KB", 1.0)]
     events = watch.handle(Sample(2.5, None, False), [])
-    assert tracker.calls[1][0] == 2.5 and tracker.calls[1][1] == [] and tracker.calls[1][2] is NO_FRAME
+    # 1.5 s later, but the tracker's read clock moves at most 2 sample intervals (0.4 s) a sample
+    assert tracker.calls[1][0] == pytest.approx(1.4) and tracker.calls[1][1] == []
+    assert tracker.calls[1][2] is NO_FRAME
     assert (
         events
         == sent
         == [
             {
                 "plate": "AD799KB",
+                "first_seen": 1.0,
                 "last_seen": 1.0,
                 "camera_id": "gate-1",
                 "timestamp": "1970-01-12T13:46:41+00:00",
@@ -194,6 +200,31 @@ def test_motionless_samples_still_tell_the_tracker_the_time_and_events_carry_the
     )
     assert [e["plate"] for e in watch.finish()] == ["LAST"]
     assert watch.status()["events"] == 2 and watch.status()["url"] == "rtsp://cam.example.com/live"
+
+
+def test_one_car_is_one_event_when_reads_come_slower_than_the_tracks_gap() -> None:
+    """A machine behind: each read takes 1.4 s (over track_max_gap_s, 1 s), samples in between
+    are dropped. The real tracker still makes one vehicle of the four reads, at stream times."""
+    watch = CameraWatch("gate-1", IdleSource(), VehicleTracker(Settings()))
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    events = []
+    for i in range(4):  # the car's plate, read every 1.4 s, moving right
+        reading = PlateReading(
+            "AD799KB",
+            0.99,
+            0.9,
+            BoundingBox(100 + 20 * i, 400, 300 + 20 * i, 460),
+            (Candidate("AD799KB", 0.99, None, 0.99),),
+            False,
+        )
+        events += watch.handle(Sample(1.4 * i, frame, True), [reading])
+    t = 1.4 * 3
+    while not events and t < 20:  # it left: motionless samples every 0.2 s
+        t += 0.2
+        events += watch.handle(Sample(t, None, False), [])
+    assert len(events) == 1, events
+    assert events[0]["frames_read"] == 4 and events[0]["plate"] == "AD799KB"
+    assert events[0]["first_seen"] == 0.0 and events[0]["last_seen"] == pytest.approx(4.2)
 
 
 def test_recent_events_are_bounded_and_a_failing_sink_loses_no_other_event() -> None:
