@@ -62,6 +62,8 @@ CLAIM_BATCH = 16  # rows sent at once by one process
 POLL_S = 1.0  # how often due retries are looked for (new events wake the worker at once)
 PURGE_EVERY_S = 300.0  # finished rows are deleted this often (a write: not every poll)
 
+# Failure reasons that mean an event is gone for good (the PlateWebhookEventsLost alert).
+LOST = ("expired", "outbox_write", "outbox_full")
 DELIVERIES = bentoml.metrics.Counter(
     name="modelport_webhook_deliveries",
     documentation="Webhook events delivered (a 2xx from the receiver)",
@@ -134,6 +136,11 @@ class Webhooks:
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
+        for target in self.targets:  # every count from 0, so rate() and increase() see the first
+            DELIVERIES.labels(target=target)
+            RETRIES.labels(target=target)
+            for reason in LOST:
+                FAILURES.labels(target=target, reason=reason)
         if self.targets:
             for name, run in (("webhook-writer", self._write), ("webhook-sender", self._send)):
                 thread = threading.Thread(target=run, name=name, daemon=True)
