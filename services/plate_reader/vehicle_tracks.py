@@ -53,6 +53,7 @@ SIDEWAYS = 0.05
 # at 0.988 on the dev clips): its readings count at this share of their score, in the vote too.
 EDGE_FACTOR = 0.5
 EDGE_PX = 2
+SAME_PLATE = 0.7  # two boxes of one frame with the same text, the smaller this much inside: one plate
 CROP_CONTEXT = (1.0, 2.0)  # the best crop: the plate with this many widths/heights around it
 CROP_JPEG_QUALITY = 85
 
@@ -136,7 +137,7 @@ class VehicleTracker:
         tracks that ended by `t_seconds` (unseen for track_max_gap_s)."""
         ended = [tr for tr in self._tracks if t_seconds - tr.last_t > self.max_gap_s]
         self._tracks = [tr for tr in self._tracks if tr not in ended]
-        readings = [_edge_discounted(r, frame.shape[1], frame.shape[0]) for r in readings]
+        readings = [_edge_discounted(r, frame.shape[1], frame.shape[0]) for r in _distinct(readings)]
         matched = self._associate(t_seconds, readings)
         for i, reading in enumerate(readings):
             track = matched.get(i)
@@ -226,6 +227,16 @@ class VehicleTracker:
         )
 
 
+def _distinct(readings: list[PlateReading]) -> list[PlateReading]:
+    """One reading per plate: the detector sometimes boxes a plate twice (the plate, and it with
+    some of the car around it; seen on the dev clips), which would open two tracks for one car."""
+    kept: list[PlateReading] = []
+    for r in sorted(readings, key=lambda r: -r.score):
+        if not any(r.plate == k.plate and _contained(r.box, k.box) >= SAME_PLATE for k in kept):
+            kept.append(r)
+    return kept
+
+
 def _edge_discounted(reading: PlateReading, width: int, height: int) -> PlateReading:
     b = reading.box
     if b.xmin > EDGE_PX and b.ymin > EDGE_PX and b.xmax < width - EDGE_PX and b.ymax < height - EDGE_PX:
@@ -258,6 +269,14 @@ def _centre(b: BoundingBox) -> tuple[float, float]:
 def _centre_distance(a: BoundingBox, b: BoundingBox) -> float:
     (ax, ay), (bx, by) = _centre(a), _centre(b)
     return float(np.hypot(ax - bx, ay - by))
+
+
+def _contained(a: BoundingBox, b: BoundingBox) -> float:
+    """The share of the smaller box that lies inside the other."""
+    ix = max(0, min(a.xmax, b.xmax) - max(a.xmin, b.xmin))
+    iy = max(0, min(a.ymax, b.ymax) - max(a.ymin, b.ymin))
+    smaller = min(a.width * a.height, b.width * b.height)
+    return ix * iy / smaller if smaller > 0 else 0.0
 
 
 def _iou(a: BoundingBox, b: BoundingBox) -> float:

@@ -19,7 +19,7 @@ Auto-accepted precision counts every accepted answer: for voting, every event, a
 split track or an event matching no vehicle included.
 
 The readings of each clip are cached (--cache), so --tune re-runs only tracking and voting:
-it prints the table for a grid of plate_voting's AGREE_GAIN and SUPPORT_POWER. Tune on a dev
+it prints the table for a grid of plate_voting's AGREE_GAIN, SUPPORT_POWER and MIN_WEIGHT. Tune on a dev
 seed, report on another.
 """
 
@@ -178,16 +178,16 @@ def evaluate(clips: list[ClipReads]) -> dict[str, float]:
 
 def print_table(rows: list[tuple[str, dict[str, float]]]) -> None:
     print(
-        f"{'':28s} {'vehicles':>8s} {'exact %':>8s} {'accepted':>8s} {'acc. prec. %':>12s} "
+        f"{'':36s} {'vehicles':>8s} {'exact %':>8s} {'accepted':>8s} {'acc. prec. %':>12s} "
         f"{'acc.+right %':>12s} {'split tracks':>12s}"
     )
     for label, m in rows:
         print(
-            f"{label + ' voting':28s} {m['vehicles']:8.0f} {m['vote_exact']:8.1f} {m['vote_accepted']:8.0f} "
+            f"{label + ' voting':36s} {m['vehicles']:8.0f} {m['vote_exact']:8.1f} {m['vote_accepted']:8.0f} "
             f"{m['vote_precision']:12.1f} {m['vote_accepted_right_share']:12.1f} {m['splits']:12.0f}"
         )
         print(
-            f"{label + ' best single frame':28s} {m['vehicles']:8.0f} {m['single_exact']:8.1f} "
+            f"{label + ' best single frame':36s} {m['vehicles']:8.0f} {m['single_exact']:8.1f} "
             f"{m['single_accepted']:8.0f} {m['single_precision']:12.1f} "
             f"{m['single_accepted_right_share']:12.1f} {'':>12s}"
         )
@@ -270,9 +270,9 @@ def main() -> None:
         print_table([(f"seed {args.seed}", evaluate(clips))])
         return
     rows = []
-    for gain, power in itertools.product((0.0, 0.2, 0.35, 0.5), (0.5, 1.0, 2.0)):
-        plate_voting.AGREE_GAIN, plate_voting.SUPPORT_POWER = gain, power
-        rows.append((f"gain {gain} power {power}", evaluate(clips)))
+    for gain, power, floor in itertools.product((0.2, 0.35, 0.5), (0.5, 1.0), (0.05, 0.2, 0.4)):
+        plate_voting.AGREE_GAIN, plate_voting.SUPPORT_POWER, plate_voting.MIN_WEIGHT = gain, power, floor
+        rows.append((f"gain {gain} power {power} floor {floor}", evaluate(clips)))
     print_table(rows)
 
 

@@ -92,3 +92,14 @@ def test_a_plate_cut_by_the_frame_edge_is_not_trusted() -> None:
     tracker.update(0.0, [fake_reading("FX06", (1200, 400, 1280, 430), 0.99)], FRAME)  # entering at the right
     (event,) = tracker.flush()
     assert event.plate == "FX06" and event.review and event.score < 0.93
+
+
+def test_a_plate_boxed_twice_in_a_frame_is_one_vehicle() -> None:
+    # The detector sometimes boxes a plate and the plate with some car around it: one track.
+    tracker = VehicleTracker(SETTINGS)
+    for k in range(3):
+        x = 300 + 50 * k
+        plate, around = (x, 400, x + 120, 430), (x - 10, 390, x + 130, 445)
+        tracker.update(k * 0.2, [fake_reading("RXN76F", around), fake_reading("RXN76F", plate, 0.98)], FRAME)
+    (event,) = tracker.flush()
+    assert event.frames_read == 3
