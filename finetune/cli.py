@@ -55,6 +55,19 @@ def finetune() -> None:
 )
 @click.option("--seed", type=int)
 @click.option(
+    "--eval-chars", type=int, help="Keystroke savings before/after on this many held-out chars (0: skip)."
+)
+@click.option(
+    "--eval-text",
+    type=click.Path(exists=True, path_type=Path),
+    help="The user's held-out text for keystroke savings [default: the validation records].",
+)
+@click.option(
+    "--eval-asks",
+    type=click.Choice(["key", "word"]),
+    help="The typist asks before every key, or only where a word ends [default: key].",
+)
+@click.option(
     "--backend",
     type=click.Choice(["transformers", "gpt-2-simple"]),
     default="transformers",

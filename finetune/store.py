@@ -52,4 +52,4 @@ def hyperparameters(settings: Any) -> dict[str, Any]:
     """A settings dataclass as store metadata (paths as text)."""
     from dataclasses import asdict
 
-    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items() if v is not None}

@@ -5,9 +5,18 @@
     modelport finetune text chats.jsonl --field text --lora  # LoRA for larger bases
     accelerate launch -m finetune.cli text notes.txt         # several GPUs (or torchrun -m)
 
-It reports validation perplexity before and after, draws the loss curve (loss.png, kept in
-the run folder and in the new store entry), and saves the model under the base's store name,
-so `modelport models serve TAG` / `rollback NAME` switch the autocompleter between versions.
+It reports validation perplexity and keystroke savings (services/autocomplete/
+keystroke_savings.py: a simulated typist taking `/v1/suggest`'s suggestions, in process, on
+the validation records or `--eval-text`, never trained on) before and after, draws the loss
+curve (loss.png, kept in the run folder and in the new store entry), and saves the model
+under the base's store name, so `modelport models serve TAG` / `rollback NAME` switch the
+autocompleter between versions. Nothing is stored unless every step succeeded.
+
+A version made with --lora holds the merged model (what a one-model server loads, with its
+GGUF for llama.cpp) and, in `adapter/`, the LoRA adapter itself (peft's
+adapter_config.json + adapter_model.safetensors); its metadata's `adapter` names that folder,
+the rank and the base version it fits, so a server holding the base once can apply the
+adapter per user instead.
 """
 
 from __future__ import annotations
@@ -21,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from finetune.store import add_version, base_model, hyperparameters
-from finetune.text_data import DataError, check_sizes, load_text, pack, split_records
+from finetune.text_data import DataError, check_coverage, check_sizes, load_text, pack, split_records
+
+ADAPTER_DIR = "adapter"  # a LoRA version's adapter, inside its store entry
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,12 @@ class TextSettings:
     lora: bool = False  # train low-rank adapters (then merged) instead of every weight
     lora_rank: int = 16  # adapter rank, within peft's usual 8-64: small adapters, quick steps
     seed: int = 0  # the same data and seed give the same split and the same run
+    # Keystroke savings before and after, on this many characters of the user's held-out text
+    # (one suggestion request per character: ~2 minutes each way for 1,500 on 2 busy cores).
+    # 0 skips the measurement.
+    eval_chars: int = 1500
+    eval_text: Path | None = None  # held-out text to measure on; default: the validation records
+    eval_asks: str = "key"  # the typist asks before every key, or "word": where words end (5x fewer)
     runs_dir: Path = Path("runs/finetune-text")  # run folders: checkpoints, loss.png, the model
 
 
@@ -56,13 +73,20 @@ class TextResult:
     ppl_after: float
     seconds: float
     run_dir: Path
+    savings_before: float | None = None  # keystroke savings on the held-out text (0-1)
+    savings_after: float | None = None
 
     def summary(self) -> str:
         change = (self.ppl_after / self.ppl_before - 1) * 100
         name = self.tag.split(":", 1)[0]
+        savings = (
+            ""
+            if self.savings_before is None or self.savings_after is None
+            else f"keystroke savings {self.savings_before:.1%} -> {self.savings_after:.1%}; "
+        )
         return (
-            f"validation perplexity {self.ppl_before:.2f} -> {self.ppl_after:.2f} ({change:+.1f}%) "
-            f"in {self.seconds / 60:.1f} min; new version {self.tag}. Serve it: "
+            f"validation perplexity {self.ppl_before:.2f} -> {self.ppl_after:.2f} ({change:+.1f}%), "
+            f"{savings}in {self.seconds / 60:.1f} min; new version {self.tag}. Serve it: "
             f"`modelport models serve {self.tag}`, back: `modelport models rollback {name}`"
         )
 
@@ -88,11 +112,17 @@ def finetune_text(
     # float32 on CPU: with the torch build here, bf16 matmuls ran at ~1 GFLOPS against ~130 for
     # float32, and a bf16-autocast training step ~10x slower. On a GPU the Trainer uses bf16.
     model, tokenizer = load_causal_lm(Path(base.path), dtype="float32")
+    check_coverage(tokenizer, train_records)
     train = pack(tokenizer, train_records, block_size=settings.block_size)
     val = pack(tokenizer, val_records, block_size=settings.block_size)[: settings.max_val_blocks]
     check_sizes(train, val, block_size=settings.block_size)
 
     run_dir = settings.runs_dir / f"{base.tag.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    heldout = _heldout_text(val_records, settings)
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    before = (
+        _keystroke_savings(Path(base.path), heldout, "before", settings) if heldout and main_process else None
+    )
     if settings.lora:
         model = _with_lora(model, settings.lora_rank)
     trainer = _trainer(model, train, val, settings, run_dir)
@@ -105,21 +135,36 @@ def finetune_text(
     )
     trainer.train()
     loss_after = trainer.evaluate(metric_key_prefix="after")["after_loss"]
-    if settings.lora:
-        model = trainer.model.merge_and_unload()  # a plain model: the service needs no peft
-    seconds = time.monotonic() - started
     if not trainer.is_world_process_zero():
+        seconds = time.monotonic() - started
         return TextResult("", math.exp(loss_before), math.exp(loss_after), seconds, run_dir)
 
     model_dir = run_dir / "model"
+    if settings.lora:
+        trainer.model.save_pretrained(model_dir / ADAPTER_DIR)  # the adapter alone, before merging
+        model = trainer.model.merge_and_unload()  # a plain model: the one-model server needs no peft
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     plot_losses(trainer.state.log_history, loss_before, loss_after, model_dir / "loss.png")
-    metrics = {
+    after = _keystroke_savings(_with_gguf(model_dir), heldout, "after", settings) if heldout else None
+    seconds = time.monotonic() - started
+    metrics: dict[str, Any] = {
         "val_ppl_before": round(math.exp(loss_before), 3),
         "val_ppl_after": round(math.exp(loss_after), 3),
         "train_minutes": round(seconds / 60, 2),
     }
+    if before is not None and after is not None:
+        metrics.update(
+            keystroke_savings_before=round(before.savings, 4),
+            keystroke_savings_after=round(after.savings, 4),
+            keystroke_eval_chars=after.characters,
+            keystroke_eval_asks=settings.eval_asks,
+        )
+    adapter = (
+        {"path": ADAPTER_DIR, "format": "peft-lora", "rank": settings.lora_rank, "base_model": str(base.tag)}
+        if settings.lora
+        else None
+    )
     tag = add_version(
         base.tag.name,
         model_dir,
@@ -135,9 +180,62 @@ def finetune_text(
             },
             "hyperparameters": hyperparameters(settings),
             "metrics": metrics,
+            **({"adapter": adapter} if adapter else {}),
         },
     )
-    return TextResult(tag, metrics["val_ppl_before"], metrics["val_ppl_after"], seconds, run_dir)
+    return TextResult(
+        tag,
+        metrics["val_ppl_before"],
+        metrics["val_ppl_after"],
+        seconds,
+        run_dir,
+        None if before is None else round(before.savings, 4),
+        None if after is None else round(after.savings, 4),
+    )
+
+
+def _heldout_text(val_records: list[str], settings: TextSettings) -> list[str]:
+    """The user's held-out text to type: `eval_text`, else the validation records (never trained
+    on), the first `eval_chars` characters of it; none when `eval_chars` is 0."""
+    from services.autocomplete.keystroke_savings import read_texts
+
+    if not settings.eval_chars:
+        return []
+    if settings.eval_text is not None:
+        return read_texts(Path(settings.eval_text), settings.eval_chars)
+    text = "\n\n".join(val_records)[: settings.eval_chars]
+    return [text[: text.rfind(" ")] if " " in text else text]
+
+
+def _keystroke_savings(model_dir: Path, texts: list[str], when: str, settings: TextSettings) -> Any:
+    """The simulated typist's savings on `texts` with the model at `model_dir` (a Typing)."""
+    from services.autocomplete.keystroke_savings import measure
+
+    typing = measure(model_dir, texts, asks=settings.eval_asks)
+    print(
+        f"keystroke savings {when}: {typing.savings:.1%} of {typing.characters} held-out characters "
+        f"({typing.requests} suggestions asked, p50 {typing.latency_ms(0.5):.0f} ms)",
+        flush=True,
+    )
+    return typing
+
+
+def _with_gguf(model_dir: Path) -> Path:
+    """`model_dir` with a model.gguf for llama.cpp, as the store's import writes one (GPT-2 and
+    Llama models), so the after-measurement runs what the service would; the import writes and
+    checks its own again."""
+    import json
+
+    from services.autocomplete.causal_lm import GGUF_NAME, llama_cpp_installed
+    from services.autocomplete.gguf_export import ARCHITECTURES, write_gguf
+
+    config = json.loads((model_dir / "config.json").read_text())
+    if config.get("model_type") in ARCHITECTURES and llama_cpp_installed():
+        try:
+            write_gguf(model_dir, model_dir / GGUF_NAME)
+        except ValueError:  # llama.cpp cannot run it as written: torch measures (and serves) it
+            (model_dir / GGUF_NAME).unlink(missing_ok=True)
+    return model_dir
 
 
 def _with_lora(model: Any, rank: int) -> Any:

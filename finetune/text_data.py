@@ -25,6 +25,16 @@ from typing import Any
 from services.core.sources import sha256_of
 
 MIN_VAL_BLOCKS = 2  # fewer validation blocks make the perplexity too noisy to compare
+# A user's own text is 20-500 KB (what they paste or export). Below 2 KB no split has a block to
+# train or measure on at the defaults; above 20 MB a data set is being fed to a per-user job
+# (reading and tokenising it alone would take minutes): refused by size before a byte is read.
+MIN_TEXT_BYTES = 2_000
+MAX_TEXT_BYTES = 20_000_000
+# Byte-level tokenizers (GPT-2's, SmolLM2's) take any script, but one they were not trained on
+# falls apart into single bytes: English runs ~4 characters a token, Tamil ~0.3 under GPT-2's.
+# Below this a model can only suggest fragments of characters: refused, naming the script.
+MIN_CHARS_PER_TOKEN = 1.0
+MAX_UNKNOWN_SHARE = 0.01  # tokenizers with an unknown token: more than 1% of tokens unknown is refused
 
 
 class DataError(ValueError):
@@ -51,10 +61,13 @@ def load_text(
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
+    files = [path]
     if path.is_dir():
         files = sorted(p for p in path.rglob(pattern) if p.is_file() and not p.name.startswith("."))
         if not files:
             raise DataError(f"{path}: no files match {pattern!r} (choose others with --pattern)")
+    check_size(path, sum(f.stat().st_size for f in files))
+    if path.is_dir():
         records = [r for f in files for r in _text_records(f, separator)]
         what = f"{path} ({len(files)} files matching {pattern!r})"
     elif path.suffix.lower() == ".csv":
@@ -66,6 +79,55 @@ def load_text(
     if not records:
         raise DataError(f"{what}: no text in it (empty file, or only separators/whitespace)")
     return TextData(tuple(records), sha256_of(path), f"{what}, {len(records)} records")
+
+
+def check_size(path: Path, size: int) -> None:
+    """Refuse text too small to learn from or too large for a per-user job, by its size on disk."""
+    if size < MIN_TEXT_BYTES:
+        raise DataError(
+            f"{path}: {size:,} bytes of text; fine-tuning needs at least {MIN_TEXT_BYTES:,} bytes "
+            "(a user's version learns best from 20-500 KB)"
+        )
+    if size > MAX_TEXT_BYTES:
+        raise DataError(
+            f"{path}: {size / 1e6:,.1f} MB of text; the limit is {MAX_TEXT_BYTES / 1e6:,.0f} MB "
+            "(a user's version learns from 20-500 KB: take a sample of the text)"
+        )
+
+
+def check_coverage(tokenizer: Any, records: Sequence[str], *, sample_chars: int = 200_000) -> None:
+    """Refuse text in a script the tokenizer does not cover: it falls apart into byte tokens
+    (few characters per token) or unknown tokens. Measured on the first `sample_chars`."""
+    sample, size = [], 0
+    for record in records:
+        sample.append(record)
+        size += len(record)
+        if size >= sample_chars:
+            break
+    ids = [i for encoded in tokenizer(sample, add_special_tokens=False)["input_ids"] for i in encoded]
+    if not ids:
+        return
+    chars_per_token = size / len(ids)
+    unknown = tokenizer.unk_token_id
+    unknown_share = sum(i == unknown for i in ids) / len(ids) if unknown is not None else 0.0
+    if chars_per_token < MIN_CHARS_PER_TOKEN or unknown_share > MAX_UNKNOWN_SHARE:
+        scripts = _scripts(" ".join(sample)[:5_000])
+        raise DataError(
+            f"the base model's tokenizer does not cover this text's script ({scripts}): "
+            f"{chars_per_token:.2f} characters per token (English: ~4), {unknown_share:.0%} unknown "
+            "tokens, so its suggestions would be fragments of characters. Fine-tune a base whose "
+            "tokenizer was trained on this script (--base)"
+        )
+
+
+def _scripts(text: str) -> str:
+    """The main scripts of `text` by Unicode name ("TAMIL 92%, LATIN 5%")."""
+    import unicodedata
+    from collections import Counter
+
+    counts = Counter(unicodedata.name(c, "OTHER ?").split()[0] for c in text if c.isalpha())
+    total = sum(counts.values()) or 1
+    return ", ".join(f"{name} {n / total:.0%}" for name, n in counts.most_common(2))
 
 
 def _read(path: Path) -> str:

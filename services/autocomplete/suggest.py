@@ -39,7 +39,12 @@ ALTERNATIVES = dataclasses.replace(BEST, first_token_rank=2)
 async def suggest(
     engine: Engine, text: str, *, n: int, tokens: int, timeout_s: float, version: int | None = None
 ) -> list[Suggestion]:
-    prompt = context(await in_worker_thread(engine.encode, text))
+    # A text ending in a space ("Dear ") is asked without it: BPE tokenizers join a word's
+    # leading space to the word, so the model continues "Dear" with " Sir", and rarely with
+    # "Sir" after a lone space token. The typed space is then taken off the suggestions (those
+    # that do not start with one would glue onto the word before it: dropped).
+    spaced = text.endswith(" ") and bool(text.strip())
+    prompt = context(await in_worker_thread(engine.encode, text[:-1] if spaced else text))
     streams = []
     try:  # (a second submit refused as busy must not leave the first one running)
         streams.append(
@@ -65,6 +70,10 @@ async def suggest(
     ended = (FinishReason.STOP, FinishReason.LENGTH)
     for choice in (c for run in runs for c in run.values() if c.finish_reason in ended):
         cut = cut_at_boundary(choice.text, complete=choice.finish_reason is FinishReason.STOP)
+        if spaced:
+            if not cut.startswith(" "):
+                continue
+            cut = cut[1:]
         if cut.strip():
             best[cut] = max(best.get(cut, 0.0), _score(choice.logprobs, len(cut)))
     ranked = sorted(best.items(), key=lambda item: -item[1])[:n]

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from services.core.console import console, fail
+from services.core.console import console, err_console, fail
 
 
 def register_model_kinds() -> None:
@@ -342,6 +342,103 @@ def evaluate_plates(
         errors=errors,
         threshold=settings.review_threshold,
     )
+
+
+@evaluate.command("suggest")
+@click.argument("text_dir", type=click.Path(exists=True, path_type=Path))
+@click.option("--url", help="A running autocompleter (default: its engine, in this process).")
+@click.option(
+    "--model",
+    help="In process: the store entry to run [default: the service's]. With --url: the request's model.",
+)
+@click.option("--n", default=1, show_default=True, help="Suggestions per request (the example page shows 1).")
+@click.option("--max-chars", default=2000, show_default=True, help="Type at most this many characters.")
+@click.option(
+    "--asks",
+    type=click.Choice(["key", "word"]),
+    default="key",
+    show_default=True,
+    help="Ask before every keystroke, or only where a word ends (~5x fewer requests, a lower bound).",
+)
+@click.option("--api-key", envvar="MODELPORT_API_KEY", help="With --url: the key to send.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON, for scripts.")
+def evaluate_suggest(
+    text_dir: Path,
+    url: str | None,
+    model: str | None,
+    n: int,
+    max_chars: int,
+    asks: str,
+    api_key: str | None,
+    as_json: bool,
+) -> None:
+    """Keystroke savings on held-out TEXT_DIR (.txt files, or one file): a simulated typist asks
+    for a suggestion before each key and presses Tab when one is the next word(s)."""
+    import asyncio
+
+    import httpx
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from services.autocomplete import keystroke_savings as ks
+
+    try:
+        texts = ks.read_texts(text_dir, max_chars)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise click.UsageError(str(error)) from None
+    total = sum(len(t) for t in texts)
+    progress = Progress(
+        TextColumn("typing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("chars, saved {task.fields[saved]}"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=as_json,
+    )
+    task = progress.add_task("typing", total=total, saved="-")
+
+    def on_key(typing: ks.Typing) -> None:
+        progress.update(task, completed=typing.characters, saved=f"{typing.savings:.1%}")
+
+    async def over_http(base: str) -> ks.Typing:
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as client:
+            return await ks.type_texts(texts, ks.http_suggester(client, n=n, model=model), on_key, asks=asks)
+
+    try:
+        with progress:
+            if url:
+                served = url
+                typing = asyncio.run(over_http(url.rstrip("/")))
+            else:
+                from services.autocomplete.settings import Settings
+                from services.core.model_store import ModelNotFound, resolve, serving_tag
+
+                name = model or Settings.from_env().model
+                try:
+                    entry = resolve(name if ":" in name else serving_tag(name))
+                except ModelNotFound as error:
+                    fail(error)
+                served = str(entry.tag)
+                with ks.engine_suggester(Path(entry.path), n=n) as suggester:
+                    typing = asyncio.run(ks.type_texts(texts, suggester, on_key, asks=asks))
+    except (ks.SuggestFailed, httpx.HTTPError) as error:
+        fail(f"{url}: {error}")
+    figures = {"text": str(text_dir), "model": served, "n": n, "asks": asks, **typing.summary()}
+    if as_json:
+        click.echo(json.dumps(figures, indent=2))
+        return
+    table = Table("model", "characters", "keystrokes", "saved", "requests accepted", "p50 ms", "p95 ms")
+    table.add_row(
+        served,
+        str(typing.characters),
+        str(typing.keystrokes),
+        f"{typing.savings:.1%}",
+        f"{figures['accepted_share']:.1%}",
+        f"{figures['latency_p50_ms']:.0f}",
+        f"{figures['latency_p95_ms']:.0f}",
+    )
+    console.print(table)
 
 
 @main.group()

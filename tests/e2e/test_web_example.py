@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import threading
 from collections.abc import Iterator
 
@@ -57,8 +58,15 @@ def test_type_see_the_suggestion_and_accept_it_with_tab(page_url: str) -> None:
         assert browser.find_element(By.ID, "suggestion").value_of_css_property(
             "color"
         ) != textarea.value_of_css_property("color")  # grey ghost text, not typed text
+        assert browser.find_element(By.ID, "savings").text == "17 characters in 17 keystrokes: 0 saved (0%)"
         textarea.send_keys(Keys.TAB)
         assert textarea.get_attribute("value") == "The weather today" + ghost
+        # The counter: Tab wrote the suggestion's characters for one keystroke.
+        written, saved = 17 + len(ghost), len(ghost) - 1
+        percent = math.floor(100 * saved / written + 0.5)  # JavaScript's Math.round
+        assert browser.find_element(By.ID, "savings").text == (
+            f"{written} characters in 18 keystrokes: {saved} saved ({percent}%)"
+        )
         assert browser.find_element(By.ID, "status").text.startswith("tiny-gpt2")
     finally:
         browser.quit()
