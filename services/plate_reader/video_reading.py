@@ -45,6 +45,9 @@ VIDEO_DECODER = ThreadPoolExecutor(1, thread_name_prefix="video-decode")
 # Frames decoded ahead and read together: 4 x 1080p = 25 MB held; fills two batches of 2.
 CHUNK = 4
 CROPS_PATH = "/v1/plate-reader/video/crops/"
+# Clips read at once; the others wait their turn (their bodies are already capped by body_limit).
+# Each holds two chunks of frames, ~50 MB at 1080p: 16 clips in flight would hold 800 MB.
+CLIPS_AT_ONCE = 2
 # The request body for the /v1/docs page (the route reads the form itself).
 VIDEO_REQUEST = {
     "requestBody": {
@@ -90,6 +93,7 @@ class VideoReader:
     ) -> None:
         self.settings, self.batcher, self.recorder, self.models = settings, batcher, recorder, models
         self.crops = EventCrops(max_bytes=settings.video_crop_store_bytes)
+        self._slots = asyncio.Semaphore(CLIPS_AT_ONCE)
 
     async def read(self, request: Request) -> dict[str, Any]:
         started = datetime.now(UTC)
@@ -97,7 +101,8 @@ class VideoReader:
         loop = asyncio.get_running_loop()
         clip = await loop.run_in_executor(VIDEO_DECODER, lambda: open_clip(data, self.settings))
         try:
-            events = await self._events(clip, options)
+            async with self._slots:  # a clip over the limits was refused above, without waiting
+                events = await self._events(clip, options)
         finally:
             await loop.run_in_executor(VIDEO_DECODER, clip.close)
         events = [self.finish(e, options.camera_id) for e in events]
