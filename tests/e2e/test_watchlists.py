@@ -5,6 +5,7 @@ limits; and the store on PostgreSQL."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,14 @@ READER = {"Authorization": "Bearer reader-k3y-for-the-watchlists"}
 
 
 @pytest.fixture(scope="module")
-def server(plate_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("watchlists")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The server's folder: its keys, log and data (the SQLite database)."""
+    return tmp_path_factory.mktemp("watchlists")
+
+
+@pytest.fixture(scope="module")
+def server(plate_models: dict[str, Path], home: Path) -> Iterator[str]:
+    tmp = home
     (tmp / "keys").write_text(f"{ADMIN['Authorization'][7:]} admin\n{READER['Authorization'][7:]} reader\n")
     env = {"MODELPORT_API_KEYS_FILE": str(tmp / "keys"), "MODELPORT_DATA_DIR": str(tmp / "data")}
     with serve("services.plate_reader.service:PlateReader", env=env, log_path=tmp / "server.log") as url:
@@ -110,6 +117,24 @@ def test_a_read_plate_matches_its_lists_by_each_lists_tolerance(server: str) -> 
     removed = call("DELETE", f"{server}/v1/watchlists/stolen/plates/ad799k8")
     assert removed.json()["plates"] == 1 and removed.json()["removed"] == "AD799K8"
     assert read_photo(server)["watchlist"] == []
+
+
+def test_a_change_made_by_another_process_shows_within_the_refresh(server: str, home: Path) -> None:
+    """Another worker or replica, here this test process, changes the server's database: the
+    server's readings show it within MODELPORT_WATCHLIST_REFRESH_S (1 s), a version number read."""
+    elsewhere = WatchlistStore(
+        database_engine(f"sqlite:///{home / 'data' / 'modelport.sqlite3'}"), WatchlistSettings()
+    )
+    assert read_photo(server)["watchlist"] == []
+    elsewhere.create("replica", Tolerance(), [ListedPlate("AD799KB", "from elsewhere")], replace=False)
+    changed_at = time.monotonic()
+    while not (matches := read_photo(server)["watchlist"]):
+        assert time.monotonic() - changed_at < 10, "the server never saw the list made elsewhere"
+    assert [(m["list"], m["note"]) for m in matches] == [("replica", "from elsewhere")]
+    elsewhere.delete("replica")
+    changed_at = time.monotonic()
+    while read_photo(server)["watchlist"]:
+        assert time.monotonic() - changed_at < 10, "the server kept a list deleted elsewhere"
 
 
 def test_only_admin_keys_change_or_see_lists(server: str) -> None:
