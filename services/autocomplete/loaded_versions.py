@@ -43,8 +43,8 @@ class LoadedVersions:
 
     async def acquire(self, tag: str, adapter: Path) -> int:
         """The version's id in the backend, loading it first if it is not loaded; the caller
-        must `release(tag)` when its request is done. ApiError 422 when llama.cpp refuses the
-        adapter (nothing stays loaded), 503 when every loaded version is in use and no room is left."""
+        must `release(tag)` when its request is done. ApiError 400 when llama.cpp refuses the
+        adapter (nothing stays loaded), 429 when every loaded version is in use and no room is left."""
         loaded = self._loaded.get(tag)
         if loaded is None:
             async with self._loading:
@@ -71,7 +71,7 @@ class LoadedVersions:
             idle = next((t for t, v in self._loaded.items() if v.users == 0), None)
             if idle is None:
                 raise ApiError(
-                    503,
+                    429,
                     f"every loaded user version is in use and {tag} does not fit beside them "
                     "(MODELPORT_AUTOCOMPLETE_ADAPTER_BUDGET_MB); retry shortly",
                     code="versions_busy",
@@ -87,7 +87,7 @@ class LoadedVersions:
             version = await self._in_engine(lambda backend: backend.load_adapter(adapter))
         except ValueError as refused:
             raise ApiError(
-                422, f"version {tag}: {refused}", code="adapter_does_not_fit", param="model"
+                400, f"version {tag}: {refused}", code="adapter_does_not_fit", param="model"
             ) from None
         seconds = time.perf_counter() - started
         loaded = self._loaded[tag] = _Loaded(version, size)

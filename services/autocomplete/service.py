@@ -150,9 +150,9 @@ class Autocomplete:
         response_model=Completion,
         responses={
             200: {"content": {"text/event-stream": {}}},
-            **api_errors.error_responses(400, 404, 413, 422, 429, 503),
+            **api_errors.error_responses(400, 404, 413, 429),
         },
-    )  # 404: unknown model (or another key's version); 422: a version of another base
+    )  # 404: unknown model (or another key's version); 400: a version of another base
     async def completions(self, body: CompletionRequest, request: Request) -> Any:
         picked = await completions.in_worker_thread(pick, body.model, _caller(request), self.language_model)
         version = await self._acquire(picked)
@@ -193,7 +193,7 @@ class Autocomplete:
     @app.post(
         "/suggest",
         response_model=SuggestResponse,
-        responses=api_errors.error_responses(400, 404, 409, 413, 422, 429, 503),
+        responses=api_errors.error_responses(400, 404, 409, 413, 429),
     )  # 409: superseded
     async def suggest(self, body: SuggestRequest, request: Request) -> SuggestResponse:
         from services.autocomplete.suggest import suggest

@@ -88,7 +88,7 @@ def pick(model: str | None, caller: Caller, base: bentoml.Model) -> Picked:
     """The model `model` (else the key's default, else the base) names for this caller.
 
     A version of another owner is answered like one that does not exist (404 model_not_found:
-    its name says nothing about whether it exists); one trained on another base is a 422."""
+    its name says nothing about whether it exists); one trained on another base is a 400."""
     wanted = model or caller.default_model
     if wanted is None or wanted in (base.tag.name, str(base.tag)):
         return Picked(base.tag.name, str(base.tag))
@@ -107,7 +107,7 @@ def pick(model: str | None, caller: Caller, base: bentoml.Model) -> Picked:
         )
     if trained_on != str(base.tag):
         raise ApiError(
-            422,
+            400,
             f"version {entry.tag} is a LoRA adapter of {trained_on!r}, and this server serves "
             f"{base.tag}: an adapter only fits the base it was trained on. Serve that base, or "
             "fine-tune this version again on this one",
@@ -116,7 +116,7 @@ def pick(model: str | None, caller: Caller, base: bentoml.Model) -> Picked:
         )
     if not gguf.is_file():
         raise ApiError(
-            422,
+            400,
             f"version {entry.tag} has no adapter for llama.cpp: its import could not write one "
             "(the import's log says why); import it again",
             code="adapter_does_not_fit",

@@ -166,12 +166,12 @@ def test_versions_load_on_first_use_and_the_least_recently_used_idle_one_goes(tm
         assert sorted(engine.loaded.values()) == ["b", "c"]
         with pytest.raises(ApiError) as busy:  # b and c in use: d cannot get room
             await versions.acquire("d", files["d"])
-        assert busy.value.status == 503 and sorted(engine.loaded.values()) == ["b", "c"]
+        assert busy.value.status == 429 and sorted(engine.loaded.values()) == ["b", "c"]
 
     asyncio.run(main())
 
 
-def test_an_adapter_llama_cpp_refuses_is_a_422_and_nothing_stays_loaded(tmp_path: Path) -> None:
+def test_an_adapter_llama_cpp_refuses_is_a_400_and_nothing_stays_loaded(tmp_path: Path) -> None:
     from services.autocomplete.loaded_versions import LoadedVersions
 
     bad = tmp_path / "bad"
@@ -180,7 +180,7 @@ def test_an_adapter_llama_cpp_refuses_is_a_422_and_nothing_stays_loaded(tmp_path
     versions = LoadedVersions(engine, budget_bytes=10_000)
     with pytest.raises(ApiError) as refused:
         asyncio.run(versions.acquire("bad", bad))
-    assert refused.value.status == 422 and refused.value.code == "adapter_does_not_fit"
+    assert refused.value.status == 400 and refused.value.code == "adapter_does_not_fit"
     assert engine.loaded == {} and versions.used == 0
 
 
