@@ -36,7 +36,7 @@ from services.plate_reader.review_store import ReviewSettings
 from services.plate_reader.settings import Settings
 from services.plate_reader.stream_watch import publish_vehicle
 from services.plate_reader.types import ReadRequest
-from services.plate_reader.video_reading import VIDEO_REQUEST, VideoReader
+from services.plate_reader.video_reading import CROPS_PATH, VIDEO_REQUEST, VideoReader
 from services.plate_reader.watchlist_api import router as watchlist_routes
 
 logger = logging.getLogger("bentoml.modelport.plate_reader")  # BentoML only shows INFO under "bentoml"
@@ -114,7 +114,13 @@ class PlateReader:
         from services.plate_reader.vehicle_tracks import VehicleTracker
 
         self.cameras = Cameras(
-            CAMERAS, settings, self._read_frame, lambda: VehicleTracker(settings), on_event=publish_vehicle
+            CAMERAS,
+            settings,
+            self._read_frame,
+            lambda: VehicleTracker(settings),
+            finish=self.videos.finish,  # as a clip's vehicles: watchlists, the crop kept, review
+            crop_path=CROPS_PATH,
+            on_event=publish_vehicle,
         )
         self.cameras.start()
         serve_cameras(self.cameras)

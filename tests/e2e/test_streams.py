@@ -6,6 +6,7 @@ Logic without a camera: tests/unit/test_streams.py."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import queue
@@ -15,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -27,6 +29,7 @@ from tests.streams import RtspServer, gate_clip, plate_text, rtsp_available, rts
 pytestmark = pytest.mark.slow
 PLATE = plate_text()  # AD799KB
 MODELPORT = [sys.executable, "-m", "services.core.cli"]
+SECRET = "whsec_" + base64.b64encode(b"modelport camera test secret 32b").decode()
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +102,43 @@ def test_watch_refuses_a_lan_camera_the_operator_did_not_allow() -> None:
     assert "MODELPORT_PLATE_CAMERA_PRIVATE_HOSTS" in result.stderr
 
 
+class Receiver:
+    """A webhook receiver on loopback that keeps every body POSTed to it (signatures are checked
+    in test_plate_webhooks.py)."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        bodies = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                bodies.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
 @pytest.fixture(scope="module")
-def camera_server(plate_models: dict, clip: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def receiver() -> Iterator[Receiver]:
+    receiver = Receiver()
+    yield receiver
+    receiver.server.shutdown()
+    receiver.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def camera_server(
+    plate_models: dict, clip: Path, receiver: Receiver, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """A plate reader watching two cameras: the RTSP server on loopback (allowed), and a LAN
-    address nobody allowed."""
+    address nobody allowed; gate-1's vehicles go to a webhook receiver."""
+    hook = {"url": receiver.url, "secret": SECRET, "events": ["vehicle"], "cameras": ["gate-1"]}
     with rtsp_server(clip) as camera:
         cameras = [
             {"camera_id": "gate-1", "url": camera.url},
@@ -112,13 +148,16 @@ def camera_server(plate_models: dict, clip: Path, tmp_path_factory: pytest.TempP
             **PLATE_LIMITS,
             "MODELPORT_PLATE_CAMERAS": json.dumps(cameras),
             "MODELPORT_PLATE_CAMERA_PRIVATE_HOSTS": "127.0.0.1",
+            "MODELPORT_PLATE_WEBHOOKS": json.dumps([hook]),
+            "MODELPORT_PLATE_WEBHOOK_DEV_HOSTS": "127.0.0.1",  # the test's receiver, over http
+            "MODELPORT_DATA_DIR": str(tmp_path_factory.mktemp("camera-data")),  # its own outbox
         }
         log = tmp_path_factory.mktemp("logs") / "plate_reader_cameras.log"
         with serve("services.plate_reader.service:PlateReader", env=env, log_path=log) as url:
             yield url
 
 
-def test_the_served_reader_watches_its_cameras(camera_server: str) -> None:
+def test_the_served_reader_watches_its_cameras(camera_server: str, receiver: Receiver) -> None:
     deadline, events = time.monotonic() + 90, []
     while time.monotonic() < deadline and not events:
         response = httpx.get(f"{camera_server}/v1/plate-reader/streams/gate-1/events", timeout=10)
@@ -133,6 +172,15 @@ def test_the_served_reader_watches_its_cameras(camera_server: str) -> None:
     assert gate["events"] >= 1 and gate["frames_decoded"] > 0 and gate["width"] == 1280, gate
     assert yard["state"].startswith("refused: camera host '10.20.30.40' resolves to 10.20.30.40, a private")
     assert yard["frames_decoded"] == 0 and yard["reconnects"] == 0, yard
+    crop = httpx.get(f"{camera_server}{events[0]['crop']}", timeout=10)  # kept as a clip's vehicle's
+    assert crop.status_code == 200 and crop.content[:2] == b"\xff\xd8", crop  # a JPEG
+    assert events[0]["watchlist"] == []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not receiver.bodies:
+        time.sleep(0.2)
+    hook = receiver.bodies[0]
+    assert hook["hook"]["event"] == "vehicle" and hook["data"]["camera_id"] == "gate-1", hook
+    assert hook["data"]["results"][0]["plate"] == PLATE, hook
 
 
 def test_events_of_a_camera_not_watched_are_a_404(camera_server: str) -> None:
