@@ -24,6 +24,7 @@ from modelport_client._errors import ServerError, raise_for_status, translate
 
 COMPLETIONS_PATH = "/v1/completions"
 SUGGEST_PATH = "/v1/suggest"
+MODELS_PATH = "/v1/models"
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,17 @@ def _completion_body(prompt: str | Sequence[str], options: dict[str, Any], strea
     return body
 
 
-def _suggest_body(text: str, n: int, session: str | None) -> dict[str, Any]:
-    return {"text": text, "n": n, **({"session": session} if session is not None else {})}
+def _suggest_body(text: str, n: int, session: str | None, model: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"text": text, "n": n}
+    if session is not None:
+        body["session"] = session
+    if model is not None:
+        body["model"] = model
+    return body
+
+
+def _model_ids(data: dict[str, Any]) -> list[str]:
+    return [card["id"] for card in data["data"]]
 
 
 def _suggestions(data: dict[str, Any]) -> list[Suggestion]:
@@ -131,8 +141,13 @@ class AutocompleteCalls:
 
         def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response: ...
 
+    def models(self) -> list[str]:
+        """The models your API key may use: the base and its user versions (GET /v1/models)."""
+        return _model_ids(self._request("GET", MODELS_PATH).json())
+
     def complete(self, prompt: str | Sequence[str], **options: Any) -> Completion:
-        """Complete `prompt` (or each of several prompts); options as in OpenAI's API."""
+        """Complete `prompt` (or each of several prompts); options as in OpenAI's API
+        (`model="alice-notes"`: a user version; without it, your key's default model)."""
         response = self._request("POST", COMPLETIONS_PATH, json=_completion_body(prompt, options, False))
         return Completion.from_json(response.json())
 
@@ -157,10 +172,14 @@ class AutocompleteCalls:
         except httpx.TransportError as exc:
             raise translate(exc, url) from exc
 
-    def suggest(self, text: str, *, n: int = 3, session: str | None = None) -> list[Suggestion]:
+    def suggest(
+        self, text: str, *, n: int = 3, session: str | None = None, model: str | None = None
+    ) -> list[Suggestion]:
         """Up to `n` (at most 5) short continuations of `text`, best first. With a `session`
-        (your editor's id), a newer call of the same session makes this one raise Superseded."""
-        return _suggestions(self._request("POST", SUGGEST_PATH, json=_suggest_body(text, n, session)).json())
+        (your editor's id), a newer call of the same session makes this one raise Superseded.
+        `model`: the user's version (`models()` lists them); None: the API key's default model."""
+        body = _suggest_body(text, n, session, model)
+        return _suggestions(self._request("POST", SUGGEST_PATH, json=body).json())
 
 
 class AsyncAutocompleteCalls:
@@ -171,6 +190,9 @@ class AsyncAutocompleteCalls:
     if TYPE_CHECKING:
 
         async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response: ...
+
+    async def models(self) -> list[str]:
+        return _model_ids((await self._request("GET", MODELS_PATH)).json())
 
     async def complete(self, prompt: str | Sequence[str], **options: Any) -> Completion:
         response = await self._request(
@@ -198,6 +220,8 @@ class AsyncAutocompleteCalls:
         except httpx.TransportError as exc:
             raise translate(exc, url) from exc
 
-    async def suggest(self, text: str, *, n: int = 3, session: str | None = None) -> list[Suggestion]:
-        response = await self._request("POST", SUGGEST_PATH, json=_suggest_body(text, n, session))
+    async def suggest(
+        self, text: str, *, n: int = 3, session: str | None = None, model: str | None = None
+    ) -> list[Suggestion]:
+        response = await self._request("POST", SUGGEST_PATH, json=_suggest_body(text, n, session, model))
         return _suggestions(response.json())

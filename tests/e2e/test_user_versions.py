@@ -140,3 +140,24 @@ def test_metrics_show_loaded_versions_and_loads(server: str) -> None:
     assert value("modelport_autocomplete_version_loads_total") >= 1
     assert value("modelport_autocomplete_version_load_seconds_count") >= 1
     assert "modelport_autocomplete_version_evictions_total" in text
+
+
+def test_the_python_client_lists_and_picks_the_users_version(server: str) -> None:
+    from modelport_client import AsyncClient, Client
+
+    with Client(server, api_key=ALICE) as alice:
+        assert set(alice.models()) == {"tiny-gpt2", "alice-notes", "house-style"}
+        own = alice.complete(GREEDY["prompt"], max_tokens=8, temperature=0)  # the key's default
+        assert own.model == "alice-notes"
+        assert (
+            alice.complete(GREEDY["prompt"], max_tokens=8, temperature=0, model="tiny-gpt2").model
+            == "tiny-gpt2"
+        )
+        assert alice.suggest("Once upon a time", model="house-style")
+
+    async def bob() -> list[str]:
+        async with AsyncClient(server, api_key=BOB) as client:
+            assert await client.suggest("Once upon a time", model="house-style")
+            return await client.models()
+
+    assert asyncio.run(bob()) == ["tiny-gpt2", "house-style"]
