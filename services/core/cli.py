@@ -523,16 +523,17 @@ def watch(
 ) -> None:
     """Read plates from a camera stream (rtsp://, http:// MJPEG): one event per vehicle.
     A host not allowed exits with status 2 (README, "Cameras")."""
+    import dataclasses
     import signal
     import time
 
     from services.core.console import err_console
-    from services.plate_reader import webhooks
+    from services.plate_reader import watchlists, webhooks
     from services.plate_reader.settings import Settings
     from services.plate_reader.stream_source import StreamSource
     from services.plate_reader.stream_url import StreamRefused, check_stream_url
     from services.plate_reader.stream_watch import CameraWatch, publish_vehicle
-    from services.plate_reader.vehicle_tracks import VehicleTracker
+    from services.plate_reader.vehicle_tracks import VehicleEvent, VehicleTracker
 
     settings = Settings.from_env()
     allowed = settings.camera_private_hosts + private_hosts
@@ -556,8 +557,14 @@ def watch(
                 f"({flag}), {body['frames_read']} frames, {body['direction']}"
             )
 
+    watchlists.start()  # the database's watchlists (README "Watchlists"), kept current
+
+    def with_matches(event: VehicleEvent) -> VehicleEvent:
+        others = [c.plate for c in event.candidates[1:]]
+        return dataclasses.replace(event, watchlist=tuple(watchlists.watchlist_matches(event.plate, others)))
+
     source = StreamSource(url, fps=fps or settings.camera_fps, private_hosts=allowed)
-    camera = CameraWatch(camera_id, source, VehicleTracker(settings), on_event=emit)
+    camera = CameraWatch(camera_id, source, VehicleTracker(settings), finish=with_matches, on_event=emit)
     deadline = time.monotonic() + max_minutes * 60 if max_minutes else float("inf")
     stop = False
 
