@@ -28,7 +28,15 @@ from services.core.api_errors import ApiError, ErrorBody, error_responses
 from services.core.api_keys import role_at_least
 from services.plate_reader import watchlists
 from services.plate_reader.watchlist_match import MAX_DISTANCE, ListedPlate, Tolerance
-from services.plate_reader.watchlists import NAME, Summary, check_name, merge, normalise_plate
+from services.plate_reader.watchlist_store import (
+    NAME,
+    Summary,
+    WatchlistStore,
+    check_name,
+    merge,
+    normalise_plate,
+    not_found,
+)
 
 logger = logging.getLogger("bentoml.modelport.watchlists")
 # Lists say whom to watch for: admin keys only.
@@ -92,7 +100,7 @@ class PlatesBody(BaseModel):
     plates: Plates = Field(min_length=1)
 
 
-def _store() -> watchlists.WatchlistStore:
+def _store() -> WatchlistStore:
     try:
         return watchlists.watchlist_store()
     except Exception:
@@ -149,7 +157,7 @@ def get_watchlist(
     store = _store()
     summary = store.summary(name)
     if summary is None:
-        raise watchlists.not_found(name)
+        raise not_found(name)
     page = store.plates(name, limit=limit, after=after)
     return {
         **summary.to_json(),
@@ -163,7 +171,7 @@ def change_tolerance(name: ListName, body: PatchBody) -> dict[str, Any]:
     store = _store()
     summary = store.summary(name)
     if summary is None:
-        raise watchlists.not_found(name)
+        raise not_found(name)
     old = summary.tolerance
     tolerance = Tolerance(
         old.lookalikes if body.lookalikes is None else body.lookalikes,

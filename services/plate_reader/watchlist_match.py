@@ -65,7 +65,7 @@ class Tolerance:
 
 
 class ListedPlate(NamedTuple):  # a tuple: 100,000 of them are made per upload and per load
-    plate: str  # A-Z0-9, as listed (watchlists.normalise_plate)
+    plate: str  # A-Z0-9, as listed (watchlist_store.normalise_plate)
     note: str | None = None
     tags: tuple[str, ...] = ()
 

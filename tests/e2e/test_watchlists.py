@@ -16,7 +16,8 @@ import pytest
 from modelport_client import Client
 from services.core.database import database_engine
 from services.plate_reader.watchlist_match import ListedPlate, Tolerance
-from services.plate_reader.watchlists import WatchlistBook, WatchlistSettings, WatchlistStore
+from services.plate_reader.watchlist_store import WatchlistSettings, WatchlistStore
+from services.plate_reader.watchlists import WatchlistBook
 from tests.postgres import postgres_server
 from tests.scenes import plate_on_street
 from tests.servers import serve

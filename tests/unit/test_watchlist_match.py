@@ -20,14 +20,14 @@ from services.plate_reader.watchlist_match import (
     deletions,
     fold_lookalikes,
 )
-from services.plate_reader.watchlists import (
-    WatchlistBook,
+from services.plate_reader.watchlist_store import (
     WatchlistSettings,
     WatchlistStore,
     merge,
     normalise_plate,
     plates_table,
 )
+from services.plate_reader.watchlists import WatchlistBook
 
 
 def index(*plates: str, **tolerance: object) -> WatchlistIndex:
