@@ -30,7 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from finetune.store import add_version, base_model, hyperparameters
-from finetune.text_data import DataError, check_coverage, check_sizes, load_text, pack, split_records
+from finetune.text_data import (
+    DataError,
+    check_amount,
+    check_coverage,
+    check_sizes,
+    load_text,
+    pack,
+    split_records,
+)
 
 ADAPTER_DIR = "adapter"  # a LoRA version's adapter, inside its store entry
 
@@ -102,6 +110,7 @@ def finetune_text(
 ) -> TextResult:
     """The whole job: check data, load base, measure, train, measure, store."""
     data = load_text(data_path, column=column, field=field, pattern=pattern, separator=separator)
+    check_amount(data)
     train_records, val_records = split_records(
         data.records, val_fraction=settings.val_fraction, seed=settings.seed
     )

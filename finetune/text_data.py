@@ -66,7 +66,7 @@ def load_text(
         files = sorted(p for p in path.rglob(pattern) if p.is_file() and not p.name.startswith("."))
         if not files:
             raise DataError(f"{path}: no files match {pattern!r} (choose others with --pattern)")
-    check_size(path, sum(f.stat().st_size for f in files))
+    check_size(path, sum(f.stat().st_size for f in files))  # before a byte is read
     if path.is_dir():
         records = [r for f in files for r in _text_records(f, separator)]
         what = f"{path} ({len(files)} files matching {pattern!r})"
@@ -81,13 +81,18 @@ def load_text(
     return TextData(tuple(records), sha256_of(path), f"{what}, {len(records)} records")
 
 
-def check_size(path: Path, size: int) -> None:
-    """Refuse text too small to learn from or too large for a per-user job, by its size on disk."""
-    if size < MIN_TEXT_BYTES:
+def check_amount(data: TextData) -> None:
+    """Refuse text too small to learn from (and to measure on)."""
+    text_bytes = sum(len(r.encode()) for r in data.records)
+    if text_bytes < MIN_TEXT_BYTES:
         raise DataError(
-            f"{path}: {size:,} bytes of text; fine-tuning needs at least {MIN_TEXT_BYTES:,} bytes "
-            "(a user's version learns best from 20-500 KB)"
+            f"{data.description}: {text_bytes:,} bytes of text; fine-tuning needs at least "
+            f"{MIN_TEXT_BYTES:,} bytes (a user's version learns best from 20-500 KB)"
         )
+
+
+def check_size(path: Path, size: int) -> None:
+    """Refuse text too large for a per-user job by its size on disk, before reading it."""
     if size > MAX_TEXT_BYTES:
         raise DataError(
             f"{path}: {size / 1e6:,.1f} MB of text; the limit is {MAX_TEXT_BYTES / 1e6:,.0f} MB "

@@ -12,7 +12,14 @@ from click.testing import CliRunner
 from finetune import text_data
 from finetune.cli import finetune
 from finetune.text import TextSettings, finetune_text
-from finetune.text_data import MAX_TEXT_BYTES, MIN_TEXT_BYTES, DataError, check_coverage, load_text
+from finetune.text_data import (
+    MAX_TEXT_BYTES,
+    MIN_TEXT_BYTES,
+    DataError,
+    check_amount,
+    check_coverage,
+    load_text,
+)
 from services.core.sources import LocalFile
 from tests.autocomplete_fixtures import gpt2_tokenizer, tiny_gpt2_dir
 
@@ -23,13 +30,12 @@ TAMIL = "யாதும் ஊரே யாவரும் கேளிர் �
 
 def test_ten_bytes_are_refused_naming_the_minimum(tmp_path: Path) -> None:
     tiny = tmp_path / "tiny.txt"
-    tiny.write_text("hello you")  # 9 bytes + newline
-    tiny.write_bytes(tiny.read_bytes() + b"\n")
+    tiny.write_text("hello, you")  # 10 bytes
     with pytest.raises(
         DataError, match=f"10 bytes of text; fine-tuning needs at least {MIN_TEXT_BYTES:,} bytes"
     ):
-        load_text(tiny)
-    result = CliRunner().invoke(finetune, ["text", str(tiny)])
+        check_amount(load_text(tiny))
+    result = CliRunner().invoke(finetune, ["text", str(tiny), "--base", "no-such-model"])
     assert result.exit_code == 1 and f"at least {MIN_TEXT_BYTES:,} bytes" in result.output
 
 
