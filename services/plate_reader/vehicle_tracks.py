@@ -41,10 +41,16 @@ from services.plate_reader.plate_voting import vote
 from services.plate_reader.settings import Settings
 from services.plate_reader.types import BoundingBox, Candidate, PlateReading
 
-MIN_IOU = 0.05  # below this, boxes alone do not tie a reading to a track
+MIN_IOU = 0.05  # boxes overlapping this much (IoU) may be one plate whatever their text
 MIN_TEXT_SIMILARITY = 0.6  # difflib ratio: 4 of 7 characters in common, in order
-NEAR = 3.0  # "near" the predicted box: centres within this many plate widths
+# "Near" the predicted box: centres within NEAR plate widths, plus REACH_PER_S widths a second
+# since the track was last seen (its speed is unknown until it is seen twice). A small plate far
+# away moves more than its own height between samples: by IoU alone, the dev clips' approaching
+# cars broke into one track per frame until they came close.
+NEAR = 3.0
+REACH_PER_S = 10.0
 TEXT_WEIGHT = 0.5  # text similarity's share of a pair's affinity beside IoU
+NEAR_WEIGHT = 0.5  # nearness's share (1 at the predicted centre, 0 at the edge of "near")
 # Direction of travel from the first and last box: the plate's height grew (approaching) or
 # shrank (receding) by this factor, else its centre moved this share of the frame's width.
 SIZE_CHANGE = 1.25
@@ -169,9 +175,14 @@ class VehicleTracker:
             for i, reading in enumerate(readings):
                 overlap = _iou(predicted, reading.box)
                 similar = _similarity(reading.plate, track.text())
-                near = _centre_distance(predicted, reading.box) <= NEAR * max(predicted.width, 1)
-                if overlap >= MIN_IOU or (similar >= MIN_TEXT_SIMILARITY and near):
-                    affinity[i, j] = overlap + TEXT_WEIGHT * similar + 1e-3  # > 0: allowed
+                reach = max(predicted.width, reading.box.width, 1) * (NEAR + REACH_PER_S * (t - track.last_t))
+                near = max(0.0, 1 - _centre_distance(predicted, reading.box) / reach)
+                # Text that differs rules a pair out only when both texts are long enough to judge.
+                differs = similar < MIN_TEXT_SIMILARITY and min(len(reading.plate), len(track.text())) >= 4
+                if overlap >= MIN_IOU or (near > 0 and not differs):
+                    affinity[i, j] = (
+                        overlap + TEXT_WEIGHT * similar + NEAR_WEIGHT * near + 1e-3
+                    )  # > 0: allowed
         rows, cols = linear_sum_assignment(-affinity)
         return {int(i): self._tracks[int(j)] for i, j in zip(rows, cols) if affinity[i, j] > 0}
 

@@ -103,3 +103,16 @@ def test_a_plate_boxed_twice_in_a_frame_is_one_vehicle() -> None:
         tracker.update(k * 0.2, [fake_reading("RXN76F", around), fake_reading("RXN76F", plate, 0.98)], FRAME)
     (event,) = tracker.flush()
     assert event.frames_read == 3
+
+
+def test_a_far_small_plate_moving_more_than_its_height_stays_one_track() -> None:
+    # 16-20 px high, 23 px down between samples: no overlap, garbled far away, then read.
+    tracker = VehicleTracker(SETTINGS)
+    for k, plate in enumerate(["OA", "M", "I0709", "AD799KB", "AD799KB", "AD799KB"]):
+        h = 16 + 2 * k
+        x, y = 660 - 12 * k, 290 + 23 * k
+        tracker.update(
+            0.8 + 0.2 * k, [fake_reading(plate, (x, y, x + 4 * h, y + h), 0.3 if k < 3 else 0.98)], FRAME
+        )
+    (event,) = tracker.flush()
+    assert event.plate == "AD799KB" and event.frames_read == 6 and event.direction == "approaching"
