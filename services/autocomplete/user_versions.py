@@ -94,7 +94,7 @@ def pick(model: str | None, caller: Caller, base: bentoml.Model) -> Picked:
         return Picked(base.tag.name, str(base.tag))
     try:
         entry = bentoml.models.get(wanted)
-    except (bentoml.exceptions.NotFound, ValueError):  # ValueError: not a tag at all
+    except (bentoml.exceptions.BentoMLException, ValueError):  # not found, or not a tag at all
         entry = None
     gguf, trained_on = adapter_of(entry) if entry is not None else (None, None)
     if entry is None or gguf is None or not may_use(entry, caller):

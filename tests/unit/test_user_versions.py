@@ -315,3 +315,42 @@ def test_an_adapter_of_another_base_is_refused_and_the_backend_goes_on(tiny_base
     assert backend._adapters == {}
     [logits] = backend.prefill([[464, 3139]], every_position=False)
     assert logits.shape[-1] == backend.vocab_size
+
+
+@pytest.mark.filterwarnings(PEFT_WARNING)
+def test_a_finetune_lora_version_is_served_as_base_plus_adapter_to_its_owner(tiny_base: Path) -> None:
+    # `modelport finetune text --lora` stores the merged model with its adapter in adapter/ and
+    # `adapter.base_model` in the metadata (finetune/text.py): the import writes adapter.gguf.
+    import shutil
+
+    import bentoml
+
+    from services.autocomplete.user_versions import Caller, pick
+    from services.core.model_store import import_model
+    from services.core.sources import LocalFile
+    from tests.user_versions import lora_adapter_dir
+
+    base = bentoml.models.get(f"{tiny_base.parent.name}:{tiny_base.name}")
+    with tempfile.TemporaryDirectory() as tmp:
+        version_dir = Path(tmp) / "model"
+        shutil.copytree(tiny_base, version_dir, ignore=shutil.ignore_patterns("*.gguf"))
+        lora_adapter_dir(tiny_base, version_dir / "adapter", seed=4)
+        adapter = {"path": "adapter", "format": "peft-lora", "rank": 8, "base_model": str(base.tag)}
+        tag = import_model(
+            "tiny-gpt2-finetuned",
+            LocalFile(str(version_dir)),
+            kind="causal-lm",
+            extra_metadata={"adapter": adapter, "owner": "carol"},
+        ).tag
+    entry = bentoml.models.get(tag)
+    assert entry.info.metadata["adapter_gguf"]["base_model"] == str(base.tag)
+    picked = pick("tiny-gpt2-finetuned", Caller("carol"), base)
+    assert picked.tag == tag and picked.adapter is not None and picked.adapter.is_file()
+    for caller, name in (
+        (Caller("bob"), "tiny-gpt2-finetuned"),
+        (Caller("carol"), ":"),
+        (Caller("carol"), "a b"),
+    ):
+        with pytest.raises(ApiError) as missing:
+            pick(name, caller, base)
+        assert missing.value.status == 404, name
