@@ -13,10 +13,11 @@ The recogniser is PP-OCRv4's text-line model as ONNX (the store's `plate-ocr`). 
    export with a dynamic width (its opset-11 Softmax and its Reshapes, fed by shapes computed
    in the graph, froze the traced input's size into the exported model).
 2. Restricts the output to the plate alphabet: the 6,625-class head becomes blank + the 39
-   characters of `PLATE_ALPHABET` (services/plate_reader/ocr.py), each row initialised from
-   the base's row for that exact character. The exported model's `character` metadata lists
-   them in PaddleOCR's layout (blank, one line per character, then the space), so `PlateOCR`
-   reads it unchanged.
+   characters of `PLATE_ALPHABET` (services/plate_reader/ocr.py) + a dozen `SIGN_SYMBOLS`
+   (%, @, ...: what no plate has; PlateOCR's foreign check needs them to flag signs), each row
+   initialised from the base's row for that exact character; the symbols' rows do not train.
+   The exported model's `character` metadata lists them in PaddleOCR's layout (blank, one line
+   per character, then the space), so `PlateOCR` reads it unchanged.
 3. Trains with CTC loss on the crops as the reader sees them (`trim_bands`, `split_rows`,
    `to_batch`), after light augmentation (finetune/ocr_data.py). Two-row plates: the labels
    hold the whole plate and nothing says where the rows break, so the frames of a crop's lines
@@ -65,9 +66,16 @@ from services.plate_reader.onnx_session import onnx_session
 from services.plate_reader.plate_text import normalise
 
 INSTALL_HINT = "pip install 'modelport[finetune]'"
+# Symbols no plate carries but signs, shop fronts and timestamps do. The restricted head keeps
+# their classes (each from the base's own row), so the tuned model can still say "this is no
+# plate": PlateOCR folds them into its foreign column, which flags a reading ("SALE 50%")
+# for review. They are never training targets; their rows stay the base's (frozen).
+SIGN_SYMBOLS = "%@&€$#+!?*:/"
 # The restricted head's dictionary, in the layout PlateOCR reads: one character per line; the
 # space is the class PaddleOCR appends after the dictionary.
-PLATE_DICTIONARY = "\n".join(c for c in PLATE_ALPHABET if c != " ")
+PLATE_DICTIONARY = "\n".join([*(c for c in PLATE_ALPHABET if c != " "), *SIGN_SYMBOLS])
+# The restricted head's classes: the CTC blank, the dictionary, the space.
+CLASSES = ["", *PLATE_DICTIONARY.splitlines(), " "]
 # The exported model may differ from the torch one by float rounding (~1e-5 measured on
 # probabilities); anything near this means a wrong export (a shape baked in, an op lost).
 EXPORT_TOLERANCE = 1e-3
@@ -143,7 +151,7 @@ def finetune_ocr(data_dir: str | Path, settings: OcrSettings = OcrSettings()) ->
         net, base_path, check_batches, CONVERSION_TOLERANCE, what="the converted torch model"
     )
     net.restrict_to(classes, PLATE_DICTIONARY)
-    trainable = net.set_trainable(backbone=settings.train_backbone)
+    trainable = net.set_trainable(backbone=settings.train_backbone, frozen_classes=SIGN_SYMBOLS)
     backbone = frozen_backbone(net, base_path, run_dir, check_batches)
     untrained = torch_accuracy(net, val_lines, data.val, backbone)
     console.print(
@@ -527,12 +535,14 @@ class RecogniserNet(torch.nn.Module):
                     head.bias[row] = old.bias[source]
         self.head = head
 
-    def set_trainable(self, *, backbone: bool) -> int:
+    def set_trainable(self, *, backbone: bool, frozen_classes: str = "") -> int:
         """Choose what trains: the head and everything after the backbone's final average pool
         (the SVTR neck), or (backbone=True) everything. The neck's matrices and LayerNorm
         weights are ONNX initializers (buffers in onnx2torch): they become parameters. With
         the backbone frozen, `self.neck` (the graph from the pool's output on, sharing these
-        weights) serves `from_pooled`. Returns how many weights train."""
+        weights) serves `from_pooled`. The head's rows for `frozen_classes` (characters of
+        CLASSES) get no gradient: never targets, CTC would only push them down. Returns how
+        many weights train."""
         graph = self.features
         nodes = list(graph.graph.nodes)
         pool = None if backbone else _last_pool(graph)
@@ -554,6 +564,14 @@ class RecogniserNet(torch.nn.Module):
                             container.register_parameter(name, torch.nn.Parameter(tensor.detach().clone()))
                         getattr(container, name).requires_grad_(True)
         self.head.requires_grad_(True)
+        rows = [CLASSES.index(c) for c in frozen_classes]
+        if rows:
+            if self.head.out_features != len(CLASSES):
+                raise ValueError("frozen_classes needs the head restricted to CLASSES first")
+            keep = torch.ones(len(CLASSES), 1)
+            keep[rows] = 0.0
+            self.head.weight.register_hook(lambda grad: grad * keep)
+            self.head.bias.register_hook(lambda grad: grad * keep[:, 0])
         self.neck = None if pool is None else _graph_after(graph, pool)
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
@@ -702,7 +720,7 @@ def ctc_loss(
         start += count
     lengths = torch.tensor([len(s) for s in sequences])
     padded = torch.nn.utils.rnn.pad_sequence(sequences)  # T_max x crops x C
-    targets = torch.tensor([1 + PLATE_ALPHABET.index(c) for plate in plates for c in plate])
+    targets = torch.tensor([CLASSES.index(c) for plate in plates for c in plate])
     return ctc(padded, targets, lengths, torch.tensor([len(p) for p in plates]))
 
 
@@ -717,7 +735,7 @@ def _padded_width(lines: list[np.ndarray]) -> int:
 
 def _greedy(probabilities: np.ndarray) -> str:
     best = probabilities.argmax(axis=-1)
-    return "".join(PLATE_ALPHABET[b - 1] for i, b in enumerate(best) if b and (i == 0 or best[i - 1] != b))
+    return "".join(CLASSES[b] for i, b in enumerate(best) if b and (i == 0 or best[i - 1] != b))
 
 
 def _same_width_groups(line_sets: list[list[np.ndarray]]) -> dict[int, list[int]]:
@@ -840,6 +858,7 @@ def check_against_onnx(
 
 
 __all__ = [
+    "SIGN_SYMBOLS",
     "ExportMismatch",
     "OcrDataset",
     "OcrResult",

@@ -214,3 +214,40 @@ def test_cli_registers_the_command_and_reports_data_errors(tmp_path: Path) -> No
     assert "DATA_DIR" in help_text and "--max-steps" in help_text and "--train-backbone" in help_text
     result = CliRunner().invoke(finetune, ["ocr", str(tmp_path)])
     assert result.exit_code == 1 and "labels.csv" in result.output
+
+
+def test_the_restricted_head_still_flags_a_symbol_no_plate_has(converted, tmp_path: Path) -> None:
+    """PlateOCR's sign check needs a class for symbols no plate has: the restricted, exported
+    model must still read the "%" of "SALE 50%" as foreign (a head of plate characters only
+    cannot)."""
+    from PIL import ImageDraw, ImageFont
+
+    from finetune.ocr import PLATE_DICTIONARY, export_onnx
+    from services.plate_reader.ocr import PlateOCR
+
+    net, metadata = converted
+    path = tmp_path / "model.onnx"
+    export_onnx(net, path, {**metadata, "character": PLATE_DICTIONARY})
+    font = ImageFont.load_default(size=60)
+    signs = []
+    for text in ("SALE 50%", "SALE 50"):
+        sign = Image.new("RGB", (420, 100), "white")
+        ImageDraw.Draw(sign).text((20, 18), text, fill="black", font=font)
+        signs.append(np.asarray(sign))
+    symbol, plain = PlateOCR(path).read(signs)
+    assert symbol.foreign >= 0.95 and plain.foreign < 0.95, (symbol, plain)
+
+
+def test_the_sign_symbols_rows_do_not_train(default_ocr: Path) -> None:
+    from finetune.ocr import CLASSES, PLATE_DICTIONARY, SIGN_SYMBOLS, ctc_loss, load_recogniser
+
+    net, classes, _ = load_recogniser(default_ocr)
+    net.restrict_to(classes, PLATE_DICTIONARY)
+    net.set_trainable(backbone=False, frozen_classes=SIGN_SYMBOLS)
+    rng = np.random.default_rng(2)
+    line = rng.integers(0, 255, (32, 160, 3), dtype=np.uint8)
+    ctc_loss(net, [line], [1], ["AB12CD"], torch.nn.CTCLoss(blank=0, zero_infinity=True)).backward()
+    rows = [CLASSES.index(c) for c in SIGN_SYMBOLS]
+    others = [i for i in range(len(CLASSES)) if i not in rows]
+    assert net.head.weight.grad[rows].abs().max() == 0 and net.head.bias.grad[rows].abs().max() == 0
+    assert net.head.weight.grad[others].abs().max() > 0
