@@ -172,15 +172,21 @@ class SuggestResponse(BaseModel):
 
 def document_served_model(app: Any, tag: str) -> None:
     """In `app`'s OpenAPI, `model` lists the names this server answers to, its model's name and
-    full tag (another name is a 404 `model_not_found`, as OpenAI answers)."""
+    full tag (another name is a 404 `model_not_found`, as OpenAI answers). User versions are
+    per API key, so no static spec can list them: GET /v1/models does, and the field says so."""
     generate = app.openapi
     names = [tag.split(":")[0], tag]
 
     def openapi() -> dict[str, Any]:
         schema = generate()  # FastAPI's, cached: changed once, the same each time after
-        model = schema["components"]["schemas"]["CompletionRequest"]["properties"]["model"]
-        model["anyOf"] = [{"type": "string", "enum": names}, {"type": "null"}]
-        model["examples"] = names[:1]
+        for request in ("CompletionRequest", "SuggestRequest"):
+            model = schema["components"]["schemas"][request]["properties"]["model"]
+            model["anyOf"] = [{"type": "string", "enum": names}, {"type": "null"}]
+            model["examples"] = names[:1]
+            model["description"] = (
+                "The served model, or a user version of it your API key may use (GET /v1/models "
+                "lists them; this list cannot); omitted: the key's default model, else the base"
+            )
         return schema
 
     app.openapi = openapi
