@@ -42,11 +42,11 @@ def test_the_typist_takes_the_models_own_suggestion_over_http_and_in_process(
     assert figures["accepted_share"] == pytest.approx(1 / len(PROMPT), abs=1e-4)
     assert 0 < figures["latency_p50_ms"] <= figures["latency_p95_ms"]
 
-    # A text ending in a space gets the same words without their space (not "  was"): the
-    # model is asked without the trailing space (suggest.py).
-    assert suggestion.startswith(" "), suggestion
+    # A text ending in a space is asked without it (suggest.py): a suggestion for PROMPT that
+    # starts with a space comes without it; one that does not would glue onto "was": dropped.
     spaced = httpx.post(f"{tiny_server}/v1/suggest", json={"text": PROMPT + " ", "n": 1}, timeout=60).json()
-    assert [s["text"] for s in spaced["suggestions"]] == [suggestion[1:]]
+    expected = [suggestion[1:]] if suggestion.startswith(" ") else []
+    assert [s["text"] for s in spaced["suggestions"]] == expected
 
     in_process = runner.invoke(
         main, ["evaluate", "suggest", str(tmp_path), "--model", import_tiny_gpt2(), "--json"]
