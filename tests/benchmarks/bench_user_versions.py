@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HOME = Path.home() / ".cache" / "modelport" / "bench-user-versions"
 os.environ.setdefault("BENTOML_HOME", str(HOME / "bentoml"))  # before bentoml is imported
@@ -115,8 +116,9 @@ def _stored(name: str) -> bool:
     return bool(versions(name))
 
 
-def rss_mb(process: psutil.Process) -> tuple[float, float]:
+def rss_mb(server: Any) -> tuple[float, float]:
     """(the worker's RSS, the whole tree's), MB: the worker holds the model and the versions."""
+    process = psutil.Process(server.pid)
     tree = [process, *process.children(recursive=True)]
     sizes = {p.pid: p.memory_info().rss / 2**20 for p in tree if p.is_running()}
     return max(sizes.values()), sum(sizes.values())
