@@ -97,6 +97,8 @@ def text(
 
     options = {"column": column, "field": field, "pattern": pattern, "separator": separator}
     given = {k: v for k, v in overrides.items() if v is not None}
+    if given.get("lora") and "learning_rate" in given:  # LoRA's step has its own setting
+        given["lora_learning_rate"] = given.pop("learning_rate")
     try:
         if backend == "gpt-2-simple":
             from finetune.gpt2_simple import Gpt2SimpleSettings, finetune_with_gpt2_simple

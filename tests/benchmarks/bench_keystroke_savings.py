@@ -81,9 +81,11 @@ def main() -> None:
     from services.core.model_store import resolve
 
     threads = os.environ.get("MODELPORT_AUTOCOMPLETE_THREADS", "one per core")
+    torch_threads = os.environ.get("OMP_NUM_THREADS", "one per core")
     table = Table(
         title=f"Keystroke savings on held-out text, {args.base} base vs LoRA fine-tuned "
-        f"({args.max_steps} steps, typist asks: {args.asks}, llama.cpp threads: {threads})\n"
+        f"({args.max_steps} steps, typist asks: {args.asks}, llama.cpp threads: {threads}, "
+        f"torch threads: {torch_threads})\n"
         f"{describe_machine()}"
     )
     for column in ("domain", "train KB", "held-out chars", "base", "fine-tuned", "relative gain", "goal"):
