@@ -100,8 +100,22 @@ def test_lora_run_merges_into_a_plain_model(tiny_gpt2: str, zen: Path, tmp_path:
         runs_dir=tmp_path / "runs",
     )
     result = finetune_text(zen, settings)
-    files = {p.name for p in Path(resolve(result.tag).path).iterdir()}
-    assert "model.safetensors" in files and "adapter_config.json" not in files
+    entry = Path(resolve(result.tag).path)
+    files = {p.name for p in entry.iterdir()}
+    assert "model.safetensors" in files and "adapter_config.json" not in files  # merged at the top ...
+    # ... and the adapter alone in adapter/, for a server that holds the base once.
+    assert (entry / "adapter" / "adapter_config.json").is_file()
+    meta = resolve(result.tag).info.metadata
+    assert meta["adapter"] == {"path": "adapter", "format": "peft-lora", "rank": 4, "base_model": tiny_gpt2}
+    # Keystroke savings before and after on the held-out (validation) records, in the metrics.
+    metrics = meta["metrics"]
+    assert 0 < metrics["keystroke_eval_chars"] <= settings.eval_chars
+    assert 0 <= metrics["keystroke_savings_before"] <= 1 and 0 <= metrics["keystroke_savings_after"] <= 1
+    assert (result.savings_before, result.savings_after) == (
+        metrics["keystroke_savings_before"],
+        metrics["keystroke_savings_after"],
+    )
+    assert "keystroke savings " in result.summary()
 
 
 def test_cli_reports_data_errors_before_loading_a_model(tmp_path: Path) -> None:
