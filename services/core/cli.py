@@ -512,6 +512,11 @@ def reviews_purge(days: int | None) -> None:
     multiple=True,
     help="Allow this LAN host or network (192.168.1.0/24) [MODELPORT_PLATE_CAMERA_PRIVATE_HOSTS].",
 )
+@click.option(
+    "--idle-keyframes/--all-frames",
+    default=None,
+    help="After 2 s still, decode keyframes only [MODELPORT_PLATE_CAMERA_IDLE_KEYFRAMES].",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per vehicle on stdout.")
 def watch(
     url: str,
@@ -519,6 +524,7 @@ def watch(
     fps: float | None,
     max_minutes: float | None,
     private_hosts: tuple[str, ...],
+    idle_keyframes: bool | None,
     as_json: bool,
 ) -> None:
     """Read plates from a camera stream (rtsp://, http:// MJPEG): one event per vehicle.
@@ -563,7 +569,12 @@ def watch(
         others = [c.plate for c in event.candidates[1:]]
         return dataclasses.replace(event, watchlist=tuple(watchlists.watchlist_matches(event.plate, others)))
 
-    source = StreamSource(url, fps=fps or settings.camera_fps, private_hosts=allowed)
+    source = StreamSource(
+        url,
+        fps=fps or settings.camera_fps,
+        private_hosts=allowed,
+        idle_keyframes=settings.camera_idle_keyframes if idle_keyframes is None else idle_keyframes,
+    )
     camera = CameraWatch(camera_id, source, VehicleTracker(settings), finish=with_matches, on_event=emit)
     deadline = time.monotonic() + max_minutes * 60 if max_minutes else float("inf")
     stop = False

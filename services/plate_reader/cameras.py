@@ -107,6 +107,7 @@ class Cameras:
                 camera.url,
                 fps=self.settings.camera_fps,
                 private_hosts=self.settings.camera_private_hosts,
+                idle_keyframes=self.settings.camera_idle_keyframes,
                 on_sample=_waker(loop, wake),
             )
             finish = _for_camera(self._finish, camera.camera_id) if self._finish else None

@@ -71,6 +71,9 @@ class Settings:
     # Frames sampled per second of a camera; only moving ones are read. 5/s gives a car
     # crossing a gate in ~2 s about 10 readings to vote over (README, "Cameras").
     camera_fps: float = 5.0
+    # After 2 s without motion decode keyframes only (an idle camera costs less: README), at the
+    # price of noticing a car up to one keyframe interval late (stream_source.py, README "Cameras").
+    camera_idle_keyframes: bool = False
     # Webhook targets (webhooks.py, README "Webhooks"): a JSON list of {url, secret, events,
     # cameras, name}, or the path of a file holding one. Empty: no webhooks.
     webhooks: str = ""

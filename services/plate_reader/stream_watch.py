@@ -197,6 +197,8 @@ class CameraWatch:
             "read_failures": self.read_failures,
             "dropped": stats.dropped,
             "reconnects": stats.reconnects,
+            "keyframes_only": stats.keyframes_only,
+            "keyframe_periods": stats.keyframe_periods,
             "last_error": stats.last_error,
             "events": self.events,
         }

@@ -6,12 +6,14 @@ MotionGate -> PlateRecognizer -> VehicleTracker), in this process, whose CPU is 
 
 Rows:
 - busy: one camera, a real plate crossing a real street (tests/streams.gate_clip at 1920x1080,
-  25 fps: 3 s empty, 4 s passing, 5 s empty): frames decoded and read a second, CPU, and the
+  25 fps: 5 s empty, 4 s passing, 5 s empty): frames decoded and read a second, CPU, and the
   seconds from the car's first (and last) frame to its event;
 - idle: cameras on a static scene with sensor noise (a still street plus Gaussian noise of
   sigma 2 grey levels a frame, as a camera's sensor gives), alone and N at once: CPU each;
 - idle, no gate: the same static camera with the motion gate off (every sample read): what the
-  gate saves, as a ratio measured in the same run.
+  gate saves, as a ratio measured in the same run;
+- keyframes when idle (MODELPORT_PLATE_CAMERA_IDLE_KEYFRAMES): the busy and idle cameras again,
+  decoding only keyframes after 2 s still (the busy clip's car comes at 5 s, after 4 s still).
 Then how many idle and busy cameras a replica's 2 cores hold, from the CPU measured. Needs the
 plate models in the model store (`modelport models import --defaults`) and GStreamer's RTSP
 server (see .ci/run). CPU is this process's (decoding, gating, reading), not the RTSP server's.
@@ -47,7 +49,7 @@ from tests.benchmarks.machine import describe_machine
 from tests.streams import RtspServer, gate_clip, plate_text, rtsp_available, write_h264
 
 SIZE, FPS = (1920, 1080), 25
-CAR_FROM_S, CAR_FOR_S = 3.0, 4.0  # the busy clip: the plate is in view from 3 s to 7 s
+CAR_FROM_S, CAR_FOR_S = 5.0, 4.0  # the busy clip: the plate is in view from 5 s to 9 s
 USABLE_CORES = 1.6  # of a replica's 2: room left for the HTTP side, the OS, bursts
 
 
@@ -80,7 +82,14 @@ def idle_clip(path: Path, seconds: float) -> Path:
 
 
 def watch(
-    name: str, urls: list[str], seconds: float, fps: float, recognizer: Any, *, gate: bool = True
+    name: str,
+    urls: list[str],
+    seconds: float,
+    fps: float,
+    recognizer: Any,
+    *,
+    gate: bool = True,
+    idle_keyframes: bool = False,
 ) -> Row:
     settings = Settings.from_env()
     lock = threading.Lock()  # one read at a time, as the server's one batch thread
@@ -93,6 +102,7 @@ def watch(
             fps=fps,
             private_hosts=("127.0.0.1",),
             gate=MotionGate() if gate else MotionGate(pixel_delta=-1),  # -1: every pixel "moved"
+            idle_keyframes=idle_keyframes,
         )
         watches.append(
             CameraWatch(
@@ -159,7 +169,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.clips or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        busy, idle = folder / "busy.mkv", folder / f"idle-{args.seconds + 10:g}s.mkv"
+        busy, idle = folder / f"busy-{CAR_FROM_S:g}s.mkv", folder / f"idle-{args.seconds + 10:g}s.mkv"
         print("making the clips (1920x1080, 25 fps, H.264) ...", flush=True)
         if not busy.exists():
             gate_clip(
@@ -185,6 +195,22 @@ def main() -> None:
                 watch(
                     "idle, motion gate off", [servers[1].url], args.seconds, args.fps, recognizer, gate=False
                 ),
+                watch(
+                    "busy, keyframes when idle",
+                    [servers[0].url],
+                    busy_s,
+                    args.fps,
+                    recognizer,
+                    idle_keyframes=True,
+                ),
+                watch(
+                    "idle, keyframes when idle",
+                    [servers[1].url],
+                    args.seconds,
+                    args.fps,
+                    recognizer,
+                    idle_keyframes=True,
+                ),
             ]
         finally:
             for server in servers:
@@ -207,7 +233,7 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
             f"| {r.moving}/{r.samples} | {r.dropped} | {r.cpu_per_camera:.3f} cores "
             f"| {r.peak_rss_mb:.0f} MB |"
         )
-    busy, idle, many, ungated = rows
+    busy, idle, many, ungated, busy_keys, idle_keys = rows
     plate = plate_text()
     hits = [(t, body) for t, body in busy.events if body["plate"] == plate]
     print()
@@ -235,6 +261,12 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
     idle_held, busy_held = USABLE_CORES / many.cpu_per_camera, USABLE_CORES / busy_cam
     print(f"one replica ({USABLE_CORES} of 2 cores usable): ~{idle_held:.0f} idle cameras,")
     print(f"  or ~{busy_held:.1f} with a car in view all the time ({busy_cam:.2f} cores each)")
+    keys_hits = [(t, b) for t, b in busy_keys.events if b["plate"] == plate]
+    keys_event = (
+        f"{keys_hits[0][0] - CAR_FROM_S:.2f} s after the car's first frame" if keys_hits else "NO event"
+    )
+    print(f"keyframes only when idle: an idle camera {idle_keys.cpu_per_camera:.3f} cores")
+    print(f"  ({idle.cpu_per_camera / idle_keys.cpu_per_camera:.1f}x less); the car: {keys_event}")
     print(f"RSS of this process at the end: {psutil.Process().memory_info().rss / 2**20:.0f} MB")
 
 

@@ -35,8 +35,10 @@ SECRET = "whsec_" + base64.b64encode(b"modelport camera test secret 32b").decode
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rtsp_available()
-    # 1 s of empty street, 4 s of the plate crossing, 3 s of empty street again (at 10 fps).
-    return gate_clip(tmp_path_factory.mktemp("clips") / "gate.mkv", passing_s=4.0, after_s=3.0)
+    # 7 s of empty street, 4 s of the plate crossing, 3 s of empty street again (at 10 fps, a
+    # keyframe every 2 s): still long enough for --idle-keyframes to go to keyframes only, though
+    # the server sends its first 2 s in a burst (stream_source.IDLE_AFTER_S of wall time).
+    return gate_clip(tmp_path_factory.mktemp("clips") / "gate.mkv", still_s=7.0, passing_s=4.0, after_s=3.0)
 
 
 def _watch(url: str, *extra: str) -> subprocess.Popen[str]:
@@ -65,7 +67,7 @@ def test_watch_emits_the_vehicle_and_again_after_the_camera_comes_back(
 ) -> None:
     server = RtspServer(clip)
     server.start()
-    watcher = _watch(server.url, "--private-host", "127.0.0.1", "--max-minutes", "2")
+    watcher = _watch(server.url, "--private-host", "127.0.0.1", "--max-minutes", "2", "--idle-keyframes")
     try:
         events = _lines(watcher.stdout)
         first = _next_event(events, timeout=60)
@@ -86,6 +88,8 @@ def test_watch_emits_the_vehicle_and_again_after_the_camera_comes_back(
     status = json.loads(stderr.strip().splitlines()[-1].split(": ", 1)[1])
     assert status["reconnects"] >= 1 and status["events"] >= 2, status
     assert status["samples_moving"] < status["samples"], status  # the empty street was not read
+    # It decoded keyframes only while the street was empty, and noticed the car on a keyframe.
+    assert status["keyframe_periods"] >= 2, status
 
 
 def test_watch_refuses_a_lan_camera_the_operator_did_not_allow() -> None:
