@@ -78,7 +78,7 @@ def _adapter_gguf(model_dir: Path) -> dict[str, Any]:
     if not (model_dir / ADAPTER_DIR / ADAPTER_CONFIG).is_file() or not llama_cpp_installed():
         return {}
     try:
-        return {"adapter_gguf": prepare_adapter(model_dir / ADAPTER_DIR)}
+        return {"adapter_gguf": prepare_adapter(model_dir / ADAPTER_DIR, GGUF_NAME)}
     except (ValueError, KeyError, OSError, RuntimeError) as failed:  # the merged model still serves
         logger.warning("could not write %s's adapter for llama.cpp (%s)", model_dir.name, failed)
         return {}

@@ -1,8 +1,8 @@
 """peft LoRA adapters written as llama.cpp LoRA GGUFs, so that one base model in memory serves
 many user versions (llama_backend.py applies an adapter per engine step).
 
-    write_lora_gguf(adapter_dir, base_dir, target)          # peft's save_pretrained output
-    check_lora_gguf(adapter_dir, base_dir, target)          # llama.cpp base+adapter vs torch+peft
+    write_lora_gguf(adapter_dir, base_dir, target)             # peft's save_pretrained output
+    check_lora_gguf(adapter_dir, base_dir / "model.gguf", target)  # base+adapter vs torch+peft
 
 llama.cpp's own converter (convert_lora_to_gguf.py) is a script in its source tree, built on
 its convert_hf_to_gguf.py; this is its path for GPT-2 and Llama on gguf-py, the same tensor
@@ -46,20 +46,19 @@ def adapter_settings(adapter_dir: Path) -> dict[str, Any]:
     return dict(config)
 
 
-def prepare_adapter(adapter_dir: Path) -> dict[str, Any]:
+def prepare_adapter(adapter_dir: Path, base_gguf: str) -> dict[str, Any]:
     """Write `adapter_dir`'s adapter.gguf for the base named by adapter_config.json's
     `base_model_name_or_path` (a store tag or a store entry's directory: what peft records when
-    trained on one), checked against torch+peft; metadata saying which base it fits."""
-    from services.autocomplete.causal_lm import GGUF_NAME
-
+    trained on one), whose GGUF is the file `base_gguf` in it, checked against torch+peft;
+    metadata saying which base it fits."""
     settings = adapter_settings(adapter_dir)
     base = base_entry(str(settings.get("base_model_name_or_path") or ""))
     base_dir = Path(base.path)
-    if not (base_dir / GGUF_NAME).is_file():
+    if not (base_dir / base_gguf).is_file():
         raise ValueError(f"the base {base.tag} has no GGUF; llama.cpp serves LoRA versions only on one")
     target = adapter_dir / LORA_GGUF_NAME
     write_lora_gguf(adapter_dir, base_dir, target)
-    check = check_lora_gguf(adapter_dir, base_dir, target)
+    check = check_lora_gguf(adapter_dir, base_dir / base_gguf, target)
     if not check.passed:
         target.unlink()
         raise ValueError(f"the adapter's GGUF does not compute what torch+peft computes ({check})")
@@ -134,21 +133,22 @@ def write_lora_gguf(adapter_dir: Path, base_dir: Path, target: Path) -> None:
     writer.close()
 
 
-def check_lora_gguf(adapter_dir: Path, base_dir: Path, lora_gguf: Path) -> LogitCheck:
-    """llama.cpp's next-token logits for the base GGUF plus `lora_gguf` against torch+peft's
-    (float32), on gguf_export's prompts; ValueError if llama.cpp refuses the adapter."""
+def check_lora_gguf(adapter_dir: Path, base_gguf: Path, lora_gguf: Path) -> LogitCheck:
+    """llama.cpp's next-token logits for `base_gguf` (in the base's transformers directory) plus
+    `lora_gguf` against torch+peft's (float32), on gguf_export's prompts; ValueError if llama.cpp
+    refuses the adapter."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from services.autocomplete.causal_lm import GGUF_NAME
     from services.autocomplete.llama_backend import LlamaCppBackend
 
+    base_dir = base_gguf.parent
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     model = PeftModel.from_pretrained(base, adapter_dir).eval()
     backend = LlamaCppBackend(
-        base_dir / GGUF_NAME,
+        base_gguf,
         tokenizer,
         threads=torch.get_num_threads(),
         kv_tokens=256,

@@ -25,6 +25,7 @@ from typing import Any
 
 import bentoml
 
+from services.autocomplete.causal_lm import GGUF_NAME
 from services.autocomplete.lora_export import (
     ADAPTER_CONFIG,
     ADAPTER_DIR,
@@ -46,7 +47,7 @@ def prepare_lora(fetched: Path, model_dir: Path) -> dict[str, Any]:
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
         if (fetched / name).is_file():
             shutil.copyfile(fetched / name, model_dir / name)
-    return {"format": "lora", **prepare_adapter(model_dir)}
+    return {"format": "lora", **prepare_adapter(model_dir, GGUF_NAME)}
 
 
 @dataclass(frozen=True)

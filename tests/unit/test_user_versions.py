@@ -227,8 +227,8 @@ def test_a_lora_adapter_runs_in_llama_cpp_as_in_torch_and_changes_the_model(tiny
 
     with tempfile.TemporaryDirectory() as tmp:
         adapter = lora_adapter_dir(tiny_base, Path(tmp) / "a", seed=1)
-        info = prepare_adapter(adapter)  # writes adapter.gguf and checks it
-        check = check_lora_gguf(adapter, tiny_base, adapter / "adapter.gguf")
+        info = prepare_adapter(adapter, "model.gguf")  # writes adapter.gguf and checks it
+        check = check_lora_gguf(adapter, tiny_base / "model.gguf", adapter / "adapter.gguf")
         assert check.passed and check.kl_divergence < 0.01, check
         assert info["base_model"].startswith("tiny-gpt2:")
         # ... and the adapter matters: the adapted model is far from the base.
@@ -260,7 +260,7 @@ def test_two_versions_and_the_base_in_one_step_compute_what_each_does_alone(tiny
         versions = []
         for seed in (1, 2):
             adapter = lora_adapter_dir(tiny_base, Path(tmp) / str(seed), seed=seed)
-            prepare_adapter(adapter)
+            prepare_adapter(adapter, "model.gguf")
             versions.append(backend.load_adapter(adapter / "adapter.gguf"))
     prompt = tokenizer("Once upon a time").input_ids
     chunk = [PromptChunk(0, prompt, 0, len(prompt), False)]
@@ -302,7 +302,7 @@ def test_an_adapter_of_another_base_is_refused_and_the_backend_goes_on(tiny_base
             ).path
         )
         adapter = lora_adapter_dir(other_dir, Path(tmp) / "a", seed=1)
-        prepare_adapter(adapter)
+        prepare_adapter(adapter, "model.gguf")
         backend = LlamaCppBackend(
             tiny_base / "model.gguf",
             AutoTokenizer.from_pretrained(tiny_base),
