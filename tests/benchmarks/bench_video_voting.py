@@ -19,8 +19,7 @@ Auto-accepted precision counts every accepted answer: for voting, every event, a
 split track or an event matching no vehicle included.
 
 The readings of each clip are cached (--cache), so --tune re-runs only tracking and voting:
-it prints the table for a grid of plate_voting's AGREE_GAIN, SUPPORT_POWER and
-OTHER_LENGTH_SHARE. Tune on a dev
+it prints the table for a grid of plate_voting's AGREE_GAIN and SUPPORT_POWER. Tune on a dev
 seed, report on another.
 """
 
@@ -271,10 +270,9 @@ def main() -> None:
         print_table([(f"seed {args.seed}", evaluate(clips))])
         return
     rows = []
-    for gain, power, other in itertools.product((0.2, 0.35, 0.5), (0.5, 1.0), (0.0, 0.5, 1.0)):
+    for gain, power in itertools.product((0.0, 0.1, 0.2, 0.35, 0.5), (0.5, 1.0)):
         plate_voting.AGREE_GAIN, plate_voting.SUPPORT_POWER = gain, power
-        plate_voting.OTHER_LENGTH_SHARE = other
-        rows.append((f"gain {gain} power {power} other {other}", evaluate(clips)))
+        rows.append((f"gain {gain} power {power}", evaluate(clips)))
     print_table(rows)
 
 
