@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter
 
+from services.core import api_errors
 from services.core.api_errors import ApiError
 from services.plate_reader.settings import Settings
 from services.plate_reader.stream_source import StreamSource
@@ -180,6 +181,10 @@ async def streams() -> dict[str, Any]:
     return {"cameras": _watched().status()}
 
 
-@router.get("/plate-reader/streams/{camera_id}/events", summary="A camera's latest vehicle events")
+@router.get(
+    "/plate-reader/streams/{camera_id}/events",
+    summary="A camera's latest vehicle events",
+    responses=api_errors.error_responses(404),  # a camera not watched here
+)
 async def stream_events(camera_id: str) -> dict[str, Any]:
     return {"camera_id": camera_id, "events": _watched().events(camera_id)}
