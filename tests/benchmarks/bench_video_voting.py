@@ -29,8 +29,11 @@ import argparse
 import dataclasses
 import itertools
 import pickle
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
 import numpy as np
 
