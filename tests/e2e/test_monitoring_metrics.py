@@ -70,7 +70,9 @@ def test_metrics_hold_what_the_rules_and_dashboard_read(plate_server: str) -> No
     for exprs in dashboard_exprs(MONITORING / "dashboards" / "plate-reader.json").values():
         for expr in exprs:
             wanted |= metric_names(expr) - recorded()
-    assert wanted - exported == set()
+    # The webhook series exist only where targets are set (counted from 0 per target): this server
+    # has none; test_plate_webhooks checks them on a server that has.
+    assert {m for m in wanted if not m.startswith("modelport_webhook_")} - exported == set()
     # The label values the plate rules select on match the real series (BentoML's runner_name is
     # the @bentoml.service name; endpoint is the path the rules' regex must take).
     rules = (MONITORING / "rules" / "plate-reader.rules.yml").read_text()

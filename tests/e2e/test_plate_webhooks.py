@@ -29,6 +29,7 @@ from standardwebhooks.webhooks import Webhook
 from services.core.database import database_engine
 from services.plate_reader.webhook_outbox import Outbox, Row
 from tests.e2e.conftest import PLATE_LIMITS
+from tests.monitoring import MONITORING, rule_metrics
 from tests.postgres import postgres_server
 from tests.probes import serving_pids
 from tests.scenes import plate_on_street
@@ -219,6 +220,22 @@ def test_a_photo_read_arrives_signed_and_shaped_as_the_answer(
     assert all(b["data"]["results"] == nine["results"] for _, b, _ in got(receiver, "nine.jpg"))
     assert sorted(p for p, _, _ in got(receiver, "first.jpg")) == ["/all", "/watch"]
     eventually(lambda: metric(hooks_server.url, "modelport_webhook_deliveries_total", target="gate-9") == 1)
+
+
+def test_every_webhook_series_the_alerts_read_is_exported_before_anything_fails(hooks_server: Server) -> None:
+    exported = {
+        sample.name
+        for family in text_string_to_metric_families(
+            httpx.get(f"{hooks_server.url}/metrics", timeout=10).text
+        )
+        for sample in family.samples
+    }
+    wanted = {
+        m
+        for m in rule_metrics(MONITORING / "rules" / "plate-reader.rules.yml")
+        if m.startswith("modelport_webhook_")
+    }
+    assert wanted and wanted - exported == set()
 
 
 def test_a_receiver_down_for_a_while_gets_everything_afterwards(
