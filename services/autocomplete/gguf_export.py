@@ -16,6 +16,7 @@ the outputs (check_gguf measures it) and lets llama.cpp decode many sequences at
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,13 +109,29 @@ def check_gguf(model_dir: Path, gguf_file: Path, model: Any = None) -> LogitChec
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from services.autocomplete.llama_backend import LlamaCppBackend
-
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if model is None:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model.eval()
-    backend = LlamaCppBackend(
+    backend = check_backend(gguf_file, tokenizer)
+    try:
+
+        def next_logits(ids: list[int]) -> Any:
+            [got] = backend.prefill([ids], every_position=False)
+            backend.abandon(0)
+            return got[-1]
+
+        return compare_next_token(model.eval(), tokenizer, next_logits)
+    finally:
+        backend.close()  # the import goes on in this process
+
+
+def check_backend(gguf_file: Path, tokenizer: Any) -> Any:
+    """A one-sequence llama.cpp backend on `gguf_file`, no prefix cache: for the checks."""
+    import torch
+
+    from services.autocomplete.llama_backend import LlamaCppBackend
+
+    return LlamaCppBackend(
         gguf_file,
         tokenizer,
         threads=torch.get_num_threads(),
@@ -122,21 +139,23 @@ def check_gguf(model_dir: Path, gguf_file: Path, model: Any = None) -> LogitChec
         max_sequences=1,
         cached_sequences=0,
     )
+
+
+def compare_next_token(model: Any, tokenizer: Any, llama_logits: Callable[[list[int]], Any]) -> LogitCheck:
+    """torch's next-token logits (`model`, float32) against llama.cpp's (`llama_logits(ids)`, the
+    last position's row) on CHECK_PROMPTS."""
+    import torch
+
     divergences, errors, same = [], [], 0
-    try:
-        for prompt in CHECK_PROMPTS:
-            ids = tokenizer(prompt).input_ids
-            with torch.inference_mode():
-                expected = model(torch.tensor([ids])).logits[0, -1]
-            [got] = backend.prefill([ids], every_position=False)
-            backend.abandon(0)
-            got = got[-1, : expected.shape[0]]
-            torch_logp, llama_logp = expected.log_softmax(-1), got.log_softmax(-1)
-            divergences.append(float((torch_logp.exp() * (torch_logp - llama_logp)).sum()))
-            errors.append(float((got - expected).abs().max()))
-            same += int(got.argmax()) == int(expected.argmax())
-    finally:
-        backend.close()  # the import goes on in this process
+    for prompt in CHECK_PROMPTS:
+        ids = tokenizer(prompt).input_ids
+        with torch.inference_mode():
+            expected = model(torch.tensor([ids])).logits[0, -1]
+        got = llama_logits(ids)[: expected.shape[0]]
+        torch_logp, llama_logp = expected.log_softmax(-1), got.log_softmax(-1)
+        divergences.append(float((torch_logp.exp() * (torch_logp - llama_logp)).sum()))
+        errors.append(float((got - expected).abs().max()))
+        same += int(got.argmax()) == int(expected.argmax())
     return LogitCheck(sum(divergences) / len(divergences), max(errors), same, len(CHECK_PROMPTS))
 
 

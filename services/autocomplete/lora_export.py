@@ -18,7 +18,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from services.autocomplete.gguf_export import ARCHITECTURES, CHECK_PROMPTS, LogitCheck, _rotary_rows
+from services.autocomplete.gguf_export import (
+    ARCHITECTURES,
+    LogitCheck,
+    _rotary_rows,
+    check_backend,
+    compare_next_token,
+)
 
 ADAPTER_DIR = "adapter"  # where `finetune text --lora` keeps the adapter in its version (finetune/text.py)
 ADAPTER_CONFIG = "adapter_config.json"
@@ -141,37 +147,23 @@ def check_lora_gguf(adapter_dir: Path, base_gguf: Path, lora_gguf: Path) -> Logi
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from services.autocomplete.llama_backend import LlamaCppBackend
-
     base_dir = base_gguf.parent
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     model = PeftModel.from_pretrained(base, adapter_dir).eval()
-    backend = LlamaCppBackend(
-        base_gguf,
-        tokenizer,
-        threads=torch.get_num_threads(),
-        kv_tokens=256,
-        max_sequences=1,
-        cached_sequences=0,
-    )
-    divergences, errors, same = [], [], 0
+    backend = check_backend(base_gguf, tokenizer)
     try:
         version = backend.load_adapter(lora_gguf)
-        for prompt in CHECK_PROMPTS:
-            ids = tokenizer(prompt).input_ids
-            with torch.inference_mode():
-                expected = model(torch.tensor([ids])).logits[0, -1]
+
+        def next_logits(ids: list[int]) -> Any:
             backend.begin(0, ids, False, version)
-            got = backend.step([_whole(ids)], [])[0][0][-1, : expected.shape[0]]
+            got = backend.step([_whole(ids)], [])[0][0][-1]
             backend.abandon(0)
-            torch_logp, llama_logp = expected.log_softmax(-1), got.log_softmax(-1)
-            divergences.append(float((torch_logp.exp() * (torch_logp - llama_logp)).sum()))
-            errors.append(float((got - expected).abs().max()))
-            same += int(got.argmax()) == int(expected.argmax())
+            return got
+
+        return compare_next_token(model, tokenizer, next_logits)
     finally:
         backend.close()
-    return LogitCheck(sum(divergences) / len(divergences), max(errors), same, len(CHECK_PROMPTS))
 
 
 def _whole(ids: list[int]) -> Any:
