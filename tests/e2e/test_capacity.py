@@ -83,6 +83,9 @@ def test_ctrl_c_writes_a_partial_report(plate_server: str, tmp_path: Path) -> No
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # As from a terminal: a suite started in the background (`cmd &` without job control)
+        # has SIGINT ignored, which its children inherit, and Python then never sees Ctrl-C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stdout is not None
     seen = []
