@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from scipy.optimize import linear_sum_assignment
 
 from services.plate_reader.plate_voting import vote
 from services.plate_reader.settings import Settings
@@ -169,6 +168,9 @@ class VehicleTracker:
     def _associate(self, t: float, readings: list[PlateReading]) -> dict[int, _Track]:
         if not readings or not self._tracks:
             return {}
+        # here, not at import: scipy.optimize costs a photo-only worker ~23 MB
+        from scipy.optimize import linear_sum_assignment
+
         affinity = np.zeros((len(readings), len(self._tracks)))
         for j, track in enumerate(self._tracks):
             predicted = track.predicted(t)
