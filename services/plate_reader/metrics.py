@@ -7,7 +7,7 @@ deploy/monitoring/ can compare each camera's review rate and no-plate share with
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import bentoml
 
@@ -16,7 +16,7 @@ from services.plate_reader.types import PlateReading
 # camera_id is client text: after this many distinct ones a process counts the rest as
 # "other", so a client sending a new id per request cannot grow /metrics without bound.
 MAX_CAMERA_LABELS = 200
-OTHER_CAMERAS = "other"
+OTHER = "other"
 
 PLATES_READ = bentoml.metrics.Counter(
     name="modelport_plates_read", documentation="Plates read (one per detected box)", labelnames=["camera"]
@@ -38,21 +38,38 @@ IMAGES_WITHOUT_PLATE = bentoml.metrics.Counter(
     labelnames=["camera"],
 )
 
-_cameras: set[str] = set()
+
+class BoundedLabels:
+    """Label values named by clients or users (camera ids, list names): the first `limit`
+    distinct ones kept, later ones counted as "other", so /metrics cannot grow without bound.
+    `on_new(value)` runs once per kept value (to start its series at 0)."""
+
+    def __init__(self, limit: int, on_new: Callable[[str], None] = lambda _: None) -> None:
+        self.limit, self.on_new = limit, on_new
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self.limit:
+            return OTHER
+        self._seen.add(value)
+        self.on_new(value)
+        return value
 
 
-def camera_label(camera_id: str | None) -> str:
-    camera = camera_id or ""
-    if camera in _cameras:
-        return camera
-    if len(_cameras) >= MAX_CAMERA_LABELS:
-        return OTHER_CAMERAS
-    _cameras.add(camera)
+def _start_camera_at_zero(camera: str) -> None:
     # Every count of a new camera starts at 0, so its review share has a value (and rate()
     # sees the first review) from its first photo.
     for counter in (PLATES_READ, REVIEWS, IMAGES, IMAGES_WITHOUT_PLATE):
         counter.labels(camera=camera)
-    return camera
+
+
+_cameras = BoundedLabels(MAX_CAMERA_LABELS, _start_camera_at_zero)
+
+
+def camera_label(camera_id: str | None) -> str:
+    return _cameras(camera_id or "")
 
 
 def observe(readings: Sequence[PlateReading], camera_id: str | None = None) -> None:

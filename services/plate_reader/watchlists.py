@@ -26,6 +26,7 @@ from typing import Any
 
 import bentoml
 
+from services.plate_reader.metrics import BoundedLabels
 from services.plate_reader.plate_text import normalise
 from services.plate_reader.watchlist_match import Probes, Tolerance, WatchlistIndex
 from services.plate_reader.watchlist_store import WatchlistSettings, WatchlistStore
@@ -52,14 +53,7 @@ REFRESH_FAILURES = bentoml.metrics.Counter(
     name="modelport_watchlist_refresh_failures",
     documentation="Times the watchlists could not be read from the database (the last ones loaded are kept)",
 )
-_list_labels: set[str] = set()
-
-
-def _list_label(name: str) -> str:
-    if name in _list_labels or len(_list_labels) < MAX_LIST_LABELS:
-        _list_labels.add(name)
-        return name
-    return "other"
+_list_label = BoundedLabels(MAX_LIST_LABELS)
 
 
 class WatchlistBook:

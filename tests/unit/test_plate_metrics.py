@@ -17,9 +17,9 @@ from services.plate_reader.types import BoundingBox, Candidate, PlateReading
 
 
 def test_camera_labels_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(metrics, "_cameras", set())
+    monkeypatch.setattr(metrics, "_cameras", metrics.BoundedLabels(metrics.MAX_CAMERA_LABELS))
     labels = {metrics.camera_label(f"cam-{i}") for i in range(metrics.MAX_CAMERA_LABELS + 50)}
-    assert len(labels) == metrics.MAX_CAMERA_LABELS + 1 and metrics.OTHER_CAMERAS in labels
+    assert len(labels) == metrics.MAX_CAMERA_LABELS + 1 and metrics.OTHER in labels
     assert metrics.camera_label("cam-3") == "cam-3"  # a camera seen before keeps its label
 
 
