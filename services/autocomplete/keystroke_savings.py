@@ -196,7 +196,12 @@ def engine_suggester(model_dir: Path, *, n: int, settings: Any = None) -> Iterat
 
     async def ask(text: str) -> list[str]:
         found = await suggest(
-            engine, text, n=n, tokens=settings.suggest_tokens, timeout_s=settings.request_timeout_s
+            engine,
+            text,
+            n=n,
+            tokens=settings.suggest_tokens,
+            timeout_s=settings.request_timeout_s,
+            min_prob=settings.suggest_min_prob,
         )
         return [s.text for s in found]
 

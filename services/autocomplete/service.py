@@ -214,6 +214,7 @@ class Autocomplete:
                     n=body.n,
                     tokens=settings.suggest_tokens,
                     timeout_s=settings.request_timeout_s,
+                    min_prob=settings.suggest_min_prob,
                     version=version,
                 ),
                 session=session,

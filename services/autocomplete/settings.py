@@ -81,6 +81,11 @@ class Settings:
     # Tokens generated per suggestion (~4 words): short, so it is cheap per keystroke; 8 costs
     # ~1.3x as much (tests/benchmarks/bench_typing.py). A request's `n` sets how many rows decode.
     suggest_tokens: int = 6
+    # A suggestion stops after its last word the model gives this probability (all of it so far)
+    # or more; its first word always stays. A wrong tail costs the whole suggestion (Tab takes it
+    # all), so past even odds the next words are left for the next request (issue 23's typist:
+    # services/autocomplete/README.md, "Keystroke savings"). 0 offers all `suggest_tokens`.
+    suggest_min_prob: float = 0.5
     # Memory for user versions' LoRA adapters (llama.cpp), loaded on first use; past it the least
     # recently used idle one is unloaded. A SmolLM2-135M rank-16 version is ~10 MB: 512 MB holds
     # ~50 (services/autocomplete/README.md, "One process, many users").

@@ -9,7 +9,10 @@ the greedy continuation, `tokens` long; the others are the greedy continuations 
 likeliest first tokens, half as long (alternatives of a word or two, as a keyboard's bar
 shows). The prompt's KV cells come from the prefix cache, as the text grows a few characters
 per request, and the two requests share the prompt's prefill. Each suggestion is cut where a
-word or sentence ends and ranked by the model's mean token probability.
+word or sentence ends, then after the last word the model is still sure of (`min_prob`: the
+whole suggestion's probability; its first word always stays), and ranked by the model's mean
+token probability. A keyboard's bar does the same: the next word when only it is likely, a few
+when they are; a wrong tail would cost the whole suggestion, as Tab takes all of it or nothing.
 tests/benchmarks/bench_typing.py measures the trade (services/autocomplete/README.md).
 """
 
@@ -37,7 +40,14 @@ ALTERNATIVES = dataclasses.replace(BEST, first_token_rank=2)
 
 
 async def suggest(
-    engine: Engine, text: str, *, n: int, tokens: int, timeout_s: float, version: int | None = None
+    engine: Engine,
+    text: str,
+    *,
+    n: int,
+    tokens: int,
+    timeout_s: float,
+    min_prob: float = 0.0,
+    version: int | None = None,
 ) -> list[Suggestion]:
     # A text ending in a space ("Dear ") is asked without it: BPE tokenizers join a word's
     # leading space to the word, so the model continues "Dear" with " Sir", and rarely with
@@ -70,6 +80,7 @@ async def suggest(
     ended = (FinishReason.STOP, FinishReason.LENGTH)
     for choice in (c for run in runs for c in run.values() if c.finish_reason in ended):
         cut = cut_at_boundary(choice.text, complete=choice.finish_reason is FinishReason.STOP)
+        cut = cut_where_unsure(cut, choice.logprobs, min_prob)
         if spaced:
             if not cut.startswith(" "):
                 continue
@@ -137,6 +148,20 @@ def cut_at_boundary(text: str, *, complete: bool) -> str:
         if last_space > 0:
             text = text[:last_space]
     return text.rstrip()
+
+
+def cut_where_unsure(text: str, entries: list[TokenLogprob], min_prob: float) -> str:
+    """`text` up to its last word end where the model's probability of all of it so far (the
+    product of its tokens' probabilities, `entries`) is still at least `min_prob`; its first
+    word stays whatever its probability (0 keeps the whole text)."""
+    ends = [m.start() for m in re.finditer(r"(?<=\S)\s", text)] + [len(text)]
+    kept = ends[0]
+    for end in ends[1:]:
+        logprob = sum(e.logprob for e in entries if e.offset < end and e.logprob is not None)
+        if math.exp(logprob) < min_prob:
+            break
+        kept = end
+    return text[:kept]
 
 
 def _score(entries: list[TokenLogprob], length: int) -> float:

@@ -1,14 +1,17 @@
-"""Suggestions end where a word or sentence ends; a text ending in a space is asked without it."""
+"""Suggestions end where a word or sentence ends, and after the last word the model is sure of; a
+text ending in a space is asked without it."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from services.autocomplete.suggest import cut_at_boundary, suggest
+from services.autocomplete.generation import TokenLogprob
+from services.autocomplete.suggest import cut_at_boundary, cut_where_unsure, suggest
 
 
 @pytest.mark.parametrize(
@@ -27,12 +30,38 @@ def test_cut_at_boundary(text: str, complete: bool, expected: str) -> None:
     assert cut_at_boundary(text, complete=complete) == expected
 
 
+def _tokens(*pieces: tuple[str, float]) -> tuple[str, list[TokenLogprob]]:
+    """A continuation and its tokens' entries from (token text, probability) pairs."""
+    entries, offset = [], 0
+    for token, prob in pieces:
+        entries.append(TokenLogprob(token, math.log(prob), {}, offset))
+        offset += len(token)
+    return "".join(t for t, _ in pieces), entries
+
+
+@pytest.mark.parametrize(
+    ("pieces", "min_prob", "expected"),
+    [
+        ([(" the", 0.9), (" Queen", 0.8), (" said", 0.3)], 0.5, " the Queen"),  # 0.72, then 0.22
+        ([(" the", 0.2), (" Queen", 0.9)], 0.5, " the"),  # the first word stays, however unsure
+        ([(" Mad", 0.9), ("ame", 0.9), (" said", 0.9)], 0.5, " Madame said"),  # words of 2 tokens
+        ([(" Mad", 0.9), ("ame", 0.5), (" said", 0.9)], 0.5, " Mad" + "ame"),  # never mid-word
+        ([(" the", 0.9), (",", 0.9), (" she", 0.4)], 0.5, " the,"),  # punctuation goes with its word
+        ([(" the", 0.1), (" Queen", 0.1)], 0.0, " the Queen"),  # 0: the whole suggestion
+    ],
+)
+def test_cut_where_unsure(pieces: list[tuple[str, float]], min_prob: float, expected: str) -> None:
+    text, entries = _tokens(*pieces)
+    assert cut_where_unsure(text, entries, min_prob) == expected
+
+
 class FakeEngine:
     """A fake engine: records the text it is asked to encode and continues every prompt with
     `continuation`, ended by the model (stop)."""
 
-    def __init__(self, continuation: str) -> None:
+    def __init__(self, continuation: str, logprobs: list[Any] | None = None) -> None:
         self.continuation = continuation
+        self.logprobs = logprobs
         self.encoded: list[str] = []
 
     def encode(self, text: str) -> list[int]:
@@ -40,12 +69,12 @@ class FakeEngine:
         return [1, 2, 3]
 
     def submit(self, prompts: Any, params: Any, *, n: int = 1, **options: Any) -> Any:
-        from services.autocomplete.generation import FinishReason, TokenLogprob
+        from services.autocomplete.generation import FinishReason
 
         choice = SimpleNamespace(
             text=self.continuation,
             finish_reason=FinishReason.STOP,
-            logprobs=[TokenLogprob(self.continuation, -0.1, {}, 0)],
+            logprobs=self.logprobs or [TokenLogprob(self.continuation, -0.1, {}, 0)],
         )
 
         class Stream:
@@ -74,3 +103,11 @@ def test_a_text_ending_in_a_space_is_asked_without_it(
     found = asyncio.run(suggest(engine, text, n=1, tokens=6, timeout_s=5))  # type: ignore[arg-type]
     assert engine.encoded == [asked]
     assert [s.text for s in found] == offered
+
+
+def test_a_suggestion_ends_after_the_words_the_model_is_sure_of() -> None:
+    text, entries = _tokens((" Sir", 0.9), (" Walter", 0.3))
+    sure = asyncio.run(suggest(FakeEngine(text, entries), "Dear", n=1, tokens=6, timeout_s=5, min_prob=0.5))  # type: ignore[arg-type]
+    whole = asyncio.run(suggest(FakeEngine(text, entries), "Dear", n=1, tokens=6, timeout_s=5))  # type: ignore[arg-type]
+    assert [s.text for s in sure] == [" Sir"]
+    assert [s.text for s in whole] == [" Sir Walter"]
