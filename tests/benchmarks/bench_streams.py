@@ -223,8 +223,9 @@ def main() -> None:
 
 
 def report(rows: list[Row], args: argparse.Namespace) -> None:
-    print(f"\n{describe_machine()}; shared by 8 engineers' tests and benchmarks:")
-    print("absolute figures are noisy, ratios within this run hold. Stream: 1920x1080 H.264 at 25 fps,")
+    load = os.getloadavg()[0]  # other work on the machine shows here: then read the ratios
+    print(f"\n{describe_machine()}; load average {load:.1f} at the end (1 min).")
+    print("Stream: 1920x1080 H.264 at 25 fps,")
     print(f"served in real time over RTSP; sampled at {args.fps:g} frames/s, only moving samples read.\n")
     print(
         "| row | cameras | decoded fr/s | read fr/s | moving samples | dropped | CPU per camera | peak RSS |"

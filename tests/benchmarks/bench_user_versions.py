@@ -238,7 +238,7 @@ def main() -> None:
         Path(bentoml.models.get(base).path),
         [Path(bentoml.models.get(version_name(i)).path) / "adapter.gguf" for i in range(4)],
     )
-    header = f"{describe_machine()} (shared by eight engineers' jobs: read ratios)"
+    header = f"{describe_machine()}, load average {os.getloadavg()[0]:.1f} (1 min; high: read the ratios)"
     table = Table(title=f"User versions on SmolLM2-135M (Q8_0), LoRA rank {RANK}: memory\n{header}")
     for column in ("versions loaded", "worker RSS MB", "server RSS MB (all processes)"):
         table.add_column(column, justify="right")
