@@ -534,12 +534,17 @@ def watch(
     import time
 
     from services.core.console import err_console
+    from services.core.model_store import resolve
     from services.plate_reader import watchlists, webhooks
+    from services.plate_reader.review_api import review_store_or_none
+    from services.plate_reader.review_recorder import ReviewRecorder
+    from services.plate_reader.review_store import ReviewSettings
     from services.plate_reader.settings import Settings
     from services.plate_reader.stream_source import StreamSource
     from services.plate_reader.stream_url import StreamRefused, check_stream_url
     from services.plate_reader.stream_watch import CameraWatch, publish_vehicle
     from services.plate_reader.vehicle_tracks import VehicleEvent, VehicleTracker
+    from services.plate_reader.video_reading import queue_for_review
 
     settings = Settings.from_env()
     allowed = settings.camera_private_hosts + private_hosts
@@ -564,10 +569,21 @@ def watch(
             )
 
     watchlists.start()  # the database's watchlists (README "Watchlists"), kept current
+    # A flagged vehicle goes to the same review queue as the server's (MODELPORT_REVIEW_*).
+    reviews = ReviewSettings.from_env()
+    recorder = ReviewRecorder(
+        review_store_or_none,
+        max_queued=reviews.queue_size,
+        repeat_window_s=reviews.repeat_window_s,
+        store_images=settings.store_images,
+    )
+    models = (str(resolve(settings.detector_model).tag), str(resolve(settings.ocr_model).tag))
 
     def with_matches(event: VehicleEvent) -> VehicleEvent:
         others = [c.plate for c in event.candidates[1:]]
-        return dataclasses.replace(event, watchlist=tuple(watchlists.watchlist_matches(event.plate, others)))
+        event = dataclasses.replace(event, watchlist=tuple(watchlists.watchlist_matches(event.plate, others)))
+        queue_for_review(recorder, event, camera_id, models)
+        return event
 
     source = StreamSource(
         url,
@@ -593,6 +609,7 @@ def watch(
     except KeyboardInterrupt:
         camera.finish()
     source.stop()
+    recorder.close()  # flagged vehicles still queued are written
     webhooks.close()  # events still queued are written to the outbox (delivered by the server)
     err_console.print(f"{camera_id}: {json.dumps(camera.status())}", soft_wrap=True, highlight=False)
     if source.stats.state.startswith("refused"):

@@ -161,8 +161,7 @@ class VideoReader:
         event = dataclasses.replace(event, watchlist=tuple(matches))
         if event.best_crop is not None:
             self.crops.put(event.id, event.best_crop)
-        if event.review:
-            self.recorder.submit(*_for_review(event), camera_id=camera_id, models=self.models)
+        queue_for_review(self.recorder, event, camera_id, self.models)
         return event
 
     def crop(self, event_id: str) -> bytes:
@@ -177,6 +176,15 @@ class VideoReader:
                 param="id",
             )
         return jpeg
+
+
+def queue_for_review(
+    recorder: ReviewRecorder, event: VehicleEvent, camera_id: str | None, models: tuple[str, str]
+) -> None:
+    """A flagged vehicle to the review queue, with its best crop (clips, served cameras and
+    `modelport watch` alike)."""
+    if event.review:
+        recorder.submit(*_for_review(event), camera_id=camera_id, models=models)
 
 
 def _for_review(event: VehicleEvent) -> tuple[Photo, list[PlateReading]]:

@@ -41,11 +41,11 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return gate_clip(tmp_path_factory.mktemp("clips") / "gate.mkv", still_s=7.0, passing_s=4.0, after_s=3.0)
 
 
-def _watch(url: str, *extra: str) -> subprocess.Popen[str]:
+def _watch(url: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*MODELPORT, "watch", url, "--camera-id", "gate-1", "--json", *extra],
         cwd=REPO,
-        env={**os.environ, **QUIET_ENV},
+        env={**os.environ, **QUIET_ENV, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -90,6 +90,46 @@ def test_watch_emits_the_vehicle_and_again_after_the_camera_comes_back(
     assert status["samples_moving"] < status["samples"], status  # the empty street was not read
     # It decoded keyframes only while the street was empty, and noticed the car on a keyframe.
     assert status["keyframe_periods"] >= 2, status
+
+
+def test_watch_queues_a_flagged_vehicle_for_review_with_its_crop(
+    plate_models: dict, clip: Path, tmp_path: Path
+) -> None:
+    # Every reading flagged (a threshold no score reaches), so the car's event must be queued.
+    reviews = {
+        "MODELPORT_REVIEW_DATABASE_URL": f"sqlite:///{tmp_path / 'reviews.sqlite3'}",
+        "MODELPORT_REVIEW_IMAGES_DIR": str(tmp_path / "images"),
+    }
+    server = RtspServer(clip)
+    server.start()
+    watcher = _watch(
+        server.url,
+        "--private-host",
+        "127.0.0.1",
+        "--max-minutes",
+        "2",
+        env={**reviews, "MODELPORT_PLATE_REVIEW_THRESHOLD": "1.01"},
+    )
+    try:
+        event = _next_event(_lines(watcher.stdout), timeout=60)
+    finally:
+        watcher.send_signal(signal.SIGTERM)  # the queued review is written before it exits
+        _, stderr = watcher.communicate(timeout=30)
+        server.stop()
+    assert event["plate"] == PLATE and event["review"], event
+    assert watcher.returncode == 0, stderr
+    from services.plate_reader.review_store import ReviewSettings, ReviewStore
+
+    store = ReviewStore.from_settings(
+        ReviewSettings(
+            database_url=reviews["MODELPORT_REVIEW_DATABASE_URL"],
+            images_dir=reviews["MODELPORT_REVIEW_IMAGES_DIR"],
+        )
+    )
+    items, _ = store.list(camera_id="gate-1")
+    assert [(i.plate, i.status) for i in items] == [(PLATE, "pending")], items
+    crop = store.image(items[0], "photo").read_bytes()
+    assert crop[:2] == b"\xff\xd8" and len(crop) > 1000  # the event's best crop, a JPEG
 
 
 def test_watch_refuses_a_lan_camera_the_operator_did_not_allow() -> None:
