@@ -69,6 +69,7 @@ def test_finetune_stores_a_new_version_with_metrics(tiny_gpt2: str, zen: Path, t
     assert meta["hyperparameters"]["block_size"] == 32 and meta["hyperparameters"]["max_steps"] == 15
     metrics = meta["metrics"]
     assert metrics["val_ppl_after"] < metrics["val_ppl_before"]
+    assert metrics["train_steps"] == 15 and metrics["train_seconds"] > 0
     assert result.ppl_before == metrics["val_ppl_before"] and result.ppl_after == metrics["val_ppl_after"]
     entry = Path(resolve(result.tag).path)
     assert (entry / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -111,6 +112,7 @@ def test_lora_run_merges_into_a_plain_model(tiny_gpt2: str, zen: Path, tmp_path:
     metrics = meta["metrics"]
     assert 0 < metrics["keystroke_eval_chars"] <= settings.eval_chars
     assert 0 <= metrics["keystroke_savings_before"] <= 1 and 0 <= metrics["keystroke_savings_after"] <= 1
+    assert 0 <= metrics["keystroke_accepted_share_before"] <= 1 and metrics["train_steps"] == 3
     assert (result.savings_before, result.savings_after) == (
         metrics["keystroke_savings_before"],
         metrics["keystroke_savings_after"],
