@@ -24,6 +24,7 @@ from modelport_client._errors import ServerError, raise_for_status, translate
 
 COMPLETIONS_PATH = "/v1/completions"
 SUGGEST_PATH = "/v1/suggest"
+FEEDBACK_PATH = "/v1/suggest/feedback"
 MODELS_PATH = "/v1/models"
 
 
@@ -112,6 +113,13 @@ def _suggest_body(text: str, n: int, session: str | None, model: str | None) -> 
     return body
 
 
+def _feedback_body(typed: int, accepted: int, accepted_chars: int, model: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"typed": typed, "accepted": accepted, "accepted_chars": accepted_chars}
+    if model is not None:
+        body["model"] = model
+    return body
+
+
 def _model_ids(data: dict[str, Any]) -> list[str]:
     return [card["id"] for card in data["data"]]
 
@@ -181,6 +189,15 @@ class AutocompleteCalls:
         body = _suggest_body(text, n, session, model)
         return _suggestions(self._request("POST", SUGGEST_PATH, json=body).json())
 
+    def suggest_feedback(
+        self, *, typed: int, accepted: int = 0, accepted_chars: int = 0, model: str | None = None
+    ) -> int:
+        """Report what the user did since the last report: characters `typed` by hand,
+        suggestions `accepted` (Tab) and the `accepted_chars` they inserted. The server counts
+        them per user and model on /metrics; returns the keystrokes saved (accepted_chars - accepted)."""
+        body = _feedback_body(typed, accepted, accepted_chars, model)
+        return int(self._request("POST", FEEDBACK_PATH, json=body).json()["keystrokes_saved"])
+
 
 class AsyncAutocompleteCalls:
     """Mixed into `AsyncClient` (which provides `_http` and `_request`)."""
@@ -225,3 +242,9 @@ class AsyncAutocompleteCalls:
     ) -> list[Suggestion]:
         response = await self._request("POST", SUGGEST_PATH, json=_suggest_body(text, n, session, model))
         return _suggestions(response.json())
+
+    async def suggest_feedback(
+        self, *, typed: int, accepted: int = 0, accepted_chars: int = 0, model: str | None = None
+    ) -> int:
+        body = _feedback_body(typed, accepted, accepted_chars, model)
+        return int((await self._request("POST", FEEDBACK_PATH, json=body)).json()["keystrokes_saved"])

@@ -223,6 +223,13 @@ def autocomplete() -> Dashboard:
                     description="Prompt tokens whose KV came from the cache (llama.cpp backend).",
                 ),
                 panel(
+                    "Keystrokes saved per user (1 day)",
+                    ("user_model:modelport_suggest_keystroke_savings:ratio1d", "{{user}} on {{model}}"),
+                    unit="percentunit",
+                    description="Characters taken with Tab (less the Tab) over all written, from the "
+                    "editors' feedback. Alert AutocompleteSavingsDrop: under half a user's last 7 days.",
+                ),
+                panel(
                     "Decode speed per request (median)",
                     (
                         "histogram_quantile(0.5, sum by (le) "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.autocomplete.generation import ClientFinishReason
 from services.core.json_numbers import JsonInt
@@ -157,6 +157,39 @@ class SuggestRequest(_Strict):
         if value is not None:
             value.encode("utf-8")  # a lone surrogate: UnicodeEncodeError, a ValueError: a 400
         return value
+
+
+class SuggestFeedback(_Strict):
+    """What the user did with suggestions since the editor's last report: the server counts it
+    per user and model, so /metrics shows how much typing suggestions save each user."""
+
+    typed: JsonInt = Field(ge=0, le=1_000_000, description="Characters typed by hand")
+    accepted: JsonInt = Field(0, ge=0, le=1_000_000, description="Suggestions taken (each a keystroke: Tab)")
+    accepted_chars: JsonInt = Field(
+        0, ge=0, le=10_000_000, description="Characters those suggestions inserted"
+    )
+    model: str | None = Field(
+        None,
+        max_length=200,
+        description="The model the suggestions came from, as asked in /v1/suggest (omitted: the "
+        "API key's default model, else the base)",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SuggestFeedback:
+        if self.accepted_chars < self.accepted:
+            raise ValueError(
+                f"accepted_chars ({self.accepted_chars}) is less than accepted ({self.accepted}): "
+                "each suggestion taken inserts at least one character"
+            )
+        if self.model is not None:
+            self.model.encode("utf-8")  # a lone surrogate: UnicodeEncodeError, a ValueError: a 400
+        return self
+
+
+class FeedbackResponse(BaseModel):
+    model: str
+    keystrokes_saved: int  # accepted_chars - accepted: characters the user did not type
 
 
 class Suggestion(BaseModel):

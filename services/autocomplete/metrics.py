@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import bentoml
 
 from services.autocomplete.generation import Stats
+from services.core.bounded_labels import BoundedLabels
 
 if TYPE_CHECKING:
     from services.autocomplete.engine import Load
@@ -74,6 +75,26 @@ VERSION_LOAD_SECONDS = bentoml.metrics.Histogram(
     documentation="Loading a user version's adapter into the engine (its first use)",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+# What users do with suggestions, as their editors report it (POST /v1/suggest/feedback), per
+# user (the API key's name; "" on an open API) and model: keystroke savings per user is
+# (accepted_chars - accepted) / (typed + accepted_chars) (README, "Savings per user").
+TYPED_CHARS = bentoml.metrics.Counter(
+    name="modelport_suggest_typed_chars",
+    documentation="Characters users typed by hand (editors' feedback)",
+    labelnames=["user", "model"],
+)
+ACCEPTED = bentoml.metrics.Counter(
+    name="modelport_suggest_accepted",
+    documentation="Suggestions users took (a keystroke each)",
+    labelnames=["user", "model"],
+)
+ACCEPTED_CHARS = bentoml.metrics.Counter(
+    name="modelport_suggest_accepted_chars",
+    documentation="Characters the suggestions users took inserted",
+    labelnames=["user", "model"],
+)
+MAX_USER_LABELS = 200  # key names and models are configured, but bound them all the same
+_users, _models = BoundedLabels(MAX_USER_LABELS), BoundedLabels(MAX_USER_LABELS)
 REQUEST_QUEUE_TIME = bentoml.metrics.Histogram(
     name="modelport:request_queue_time_seconds",
     documentation="From a request reaching the engine to the start of its prefill",
@@ -102,3 +123,10 @@ def observe(stats: Stats) -> None:
         decode_s = stats.finished_at - stats.first_token_at
         if decode_s > 0:
             TOKENS_PER_SECOND.observe((stats.completion_tokens - 1) / decode_s)
+
+
+def observe_feedback(user: str | None, model: str, typed: int, accepted: int, accepted_chars: int) -> None:
+    labels = {"user": _users(user or ""), "model": _models(model)}
+    TYPED_CHARS.labels(**labels).inc(typed)
+    ACCEPTED.labels(**labels).inc(accepted)
+    ACCEPTED_CHARS.labels(**labels).inc(accepted_chars)

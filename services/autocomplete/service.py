@@ -28,8 +28,10 @@ from services.autocomplete.causal_lm import GGUF_NAME
 from services.autocomplete.http_schema import (
     Completion,
     CompletionRequest,
+    FeedbackResponse,
     ModelCard,
     ModelList,
+    SuggestFeedback,
     SuggestRequest,
     SuggestResponse,
     document_served_model,
@@ -228,9 +230,28 @@ class Autocomplete:
             processing_time=round((time.perf_counter() - started) * 1000, 2),
         )
 
+    @app.post(
+        "/suggest/feedback",
+        response_model=FeedbackResponse,
+        responses=api_errors.error_responses(400, 404, 413),
+    )
+    async def suggest_feedback(self, body: SuggestFeedback, request: Request) -> FeedbackResponse:
+        """What the user did with suggestions since the editor's last report (typed by hand,
+        taken with Tab), counted on /metrics per user and model: how much typing they save."""
+        caller = _caller(request)
+        picked = await completions.in_worker_thread(pick, body.model, caller, self.language_model)
+        metrics.observe_feedback(caller.owner, picked.name, body.typed, body.accepted, body.accepted_chars)
+        return FeedbackResponse(model=picked.name, keystrokes_saved=body.accepted_chars - body.accepted)
+
 
 # Shutdown grace, API keys, bodies read whole (413 before a large one is parsed), admission.
-traffic.install(Autocomplete, app, LIMITS, max_request_bytes=settings.max_request_bytes)
+traffic.install(
+    Autocomplete,
+    app,
+    LIMITS,
+    max_request_bytes=settings.max_request_bytes,
+    uncounted=("/suggest/feedback",),  # a report of what the user did, not a call to bill
+)
 
 
 def _caller(request: Request) -> Caller:

@@ -7,16 +7,16 @@ deploy/monitoring/ can compare each camera's review rate and no-plate share with
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import bentoml
 
+from services.core.bounded_labels import BoundedLabels
 from services.plate_reader.types import PlateReading
 
 # camera_id is client text: after this many distinct ones a process counts the rest as
 # "other", so a client sending a new id per request cannot grow /metrics without bound.
 MAX_CAMERA_LABELS = 200
-OTHER = "other"
 
 PLATES_READ = bentoml.metrics.Counter(
     name="modelport_plates_read", documentation="Plates read (one per detected box)", labelnames=["camera"]
@@ -37,25 +37,6 @@ IMAGES_WITHOUT_PLATE = bentoml.metrics.Counter(
     documentation="Images in which no plate was found",
     labelnames=["camera"],
 )
-
-
-class BoundedLabels:
-    """Label values named by clients or users (camera ids, list names): the first `limit`
-    distinct ones kept, later ones counted as "other", so /metrics cannot grow without bound.
-    `on_new(value)` runs once per kept value (to start its series at 0)."""
-
-    def __init__(self, limit: int, on_new: Callable[[str], None] = lambda _: None) -> None:
-        self.limit, self.on_new = limit, on_new
-        self._seen: set[str] = set()
-
-    def __call__(self, value: str) -> str:
-        if value in self._seen:
-            return value
-        if len(self._seen) >= self.limit:
-            return OTHER
-        self._seen.add(value)
-        self.on_new(value)
-        return value
 
 
 def _start_camera_at_zero(camera: str) -> None:

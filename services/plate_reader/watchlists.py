@@ -26,7 +26,7 @@ from typing import Any
 
 import bentoml
 
-from services.plate_reader.metrics import BoundedLabels
+from services.core.bounded_labels import BoundedLabels
 from services.plate_reader.plate_text import normalise
 from services.plate_reader.watchlist_match import Probes, Tolerance, WatchlistIndex
 from services.plate_reader.watchlist_store import WatchlistSettings, WatchlistStore

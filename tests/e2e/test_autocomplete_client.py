@@ -17,6 +17,10 @@ def test_complete_stream_and_suggest(tiny_server: str) -> None:
         completion = client.complete("Hello world", max_tokens=8, temperature=0, logprobs=1)
         pieces = list(client.stream_complete("Hello world", max_tokens=8, temperature=0))
         suggestions = client.suggest("The weather today", n=4)
+        saved = client.suggest_feedback(typed=30, accepted=2, accepted_chars=19)
+        with pytest.raises(BadRequest, match="accepted_chars"):
+            client.suggest_feedback(typed=1, accepted=3, accepted_chars=2)
+    assert saved == 17  # 19 characters for 2 keystrokes
     assert isinstance(completion, Completion) and completion.model == "tiny-gpt2"
     assert completion.usage.completion_tokens == 8 and completion.choices[0].finish_reason == "length"
     assert completion.choices[0].logprobs is not None
@@ -39,6 +43,7 @@ def test_async_calls(tiny_server: str) -> None:
         async with AsyncClient(tiny_server) as client:
             completion = await client.complete("Hello world", max_tokens=6, temperature=0)
             pieces = [p async for p in client.stream_complete("Hello world", max_tokens=6, temperature=0)]
+            assert await client.suggest_feedback(typed=5, accepted=1, accepted_chars=4) == 3
             return completion, pieces, await client.suggest("Hello", n=2)
 
     completion, pieces, suggestions = asyncio.run(calls())

@@ -161,3 +161,35 @@ def test_the_python_client_lists_and_picks_the_users_version(server: str) -> Non
             return await client.models()
 
     assert asyncio.run(bob()) == ["tiny-gpt2", "house-style"]
+
+
+def _saving_counts(url: str, user: str, model: str) -> tuple[float, ...]:
+    metrics = httpx.get(f"{url}/metrics", timeout=30).text
+    counts = []
+    for name in (
+        "modelport_suggest_typed_chars_total",
+        "modelport_suggest_accepted_total",
+        "modelport_suggest_accepted_chars_total",
+    ):
+        labels = r"\{" + rf'(?=[^}}]*user="{user}")(?=[^}}]*model="{model}")[^}}]*' + r"\}"
+        match = re.search(rf"^{name}{labels} (\S+)$", metrics, re.M)
+        counts.append(float(match.group(1)) if match else 0.0)
+    return tuple(counts)
+
+
+def test_editors_feedback_counts_each_users_savings(server: str) -> None:
+    before = _saving_counts(server, "alice", "alice-notes")
+    # alice typed 40 characters by hand and took 2 suggestions of 25 characters in all.
+    report = _post(server, ALICE, "suggest/feedback", {"typed": 40, "accepted": 2, "accepted_chars": 25})
+    assert report.status_code == 200, report.text
+    assert report.json() == {"model": "alice-notes", "keystrokes_saved": 23}  # her key's default model
+    after = _saving_counts(server, "alice", "alice-notes")
+    assert [a - b for a, b in zip(after, before)] == [40, 2, 25]
+    assert _post(server, BOB, "suggest/feedback", {"typed": 5, "model": "house-style"}).status_code == 200
+    assert _saving_counts(server, "bob", "house-style")[0] >= 5  # another user, another series
+    # Bad reports: a clear 400 / 404, nothing counted.
+    bad = _post(server, ALICE, "suggest/feedback", {"typed": 3, "accepted": 2, "accepted_chars": 1})
+    assert bad.status_code == 400 and "accepted_chars" in bad.json()["error"]["message"], bad.text
+    assert _post(server, ALICE, "suggest/feedback", {"typed": -1}).status_code == 400
+    assert _post(server, BOB, "suggest/feedback", {"typed": 3, "model": "alice-notes"}).status_code == 404
+    assert _saving_counts(server, "alice", "alice-notes") == after

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
 import threading
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.ci_tools import chromedriver, missing_tool
@@ -34,7 +36,7 @@ def page_url(tiny_server: str) -> Iterator[str]:
     server.shutdown()
 
 
-def test_type_see_the_suggestion_and_accept_it_with_tab(page_url: str) -> None:
+def test_type_see_the_suggestion_and_accept_it_with_tab(page_url: str, tiny_server: str) -> None:
     driver = chromedriver()
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -68,5 +70,22 @@ def test_type_see_the_suggestion_and_accept_it_with_tab(page_url: str) -> None:
             f"{written} characters in 18 keystrokes: {saved} saved ({percent}%)"
         )
         assert browser.find_element(By.ID, "status").text.startswith("tiny-gpt2")
+        # The page reports the same counts to the server (every 10 s; now, as when it is hidden),
+        # which adds them up per user and model on /metrics.
+        before = _savings_metrics(tiny_server)
+        browser.execute_script("report()")
+        expected = [17, 1, len(ghost)]  # typed by hand, suggestions taken, characters they wrote
+        WebDriverWait(browser, 30).until(
+            lambda _: [a - b for a, b in zip(_savings_metrics(tiny_server), before)] == expected
+        )
     finally:
         browser.quit()
+
+
+def _savings_metrics(url: str) -> list[float]:
+    metrics = httpx.get(f"{url}/metrics", timeout=30).text
+    found = []
+    for name in ("typed_chars", "accepted", "accepted_chars"):
+        match = re.search(rf'^modelport_suggest_{name}_total\{{[^}}]*user=""[^}}]*\}} (\S+)$', metrics, re.M)
+        found.append(float(match.group(1)) if match else 0.0)
+    return found

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from services.core.bounded_labels import OTHER, BoundedLabels
 from services.core.database import database_engine, database_url
 from services.plate_reader import metrics
 from services.plate_reader.review_store import ReviewStore, reviews
@@ -17,9 +18,9 @@ from services.plate_reader.types import BoundingBox, Candidate, PlateReading
 
 
 def test_camera_labels_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(metrics, "_cameras", metrics.BoundedLabels(metrics.MAX_CAMERA_LABELS))
+    monkeypatch.setattr(metrics, "_cameras", BoundedLabels(metrics.MAX_CAMERA_LABELS))
     labels = {metrics.camera_label(f"cam-{i}") for i in range(metrics.MAX_CAMERA_LABELS + 50)}
-    assert len(labels) == metrics.MAX_CAMERA_LABELS + 1 and metrics.OTHER in labels
+    assert len(labels) == metrics.MAX_CAMERA_LABELS + 1 and OTHER in labels
     assert metrics.camera_label("cam-3") == "cam-3"  # a camera seen before keeps its label
 
 
