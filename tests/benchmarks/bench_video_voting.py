@@ -1,7 +1,8 @@
 """Does voting across frames pay? Per-vehicle exact reads by voting vs the best single frame.
 
     nice -n 10 python tests/benchmarks/bench_video_voting.py --seed 1 --clips 60 --tune   # dev
-    nice -n 10 python tests/benchmarks/bench_video_voting.py --seed 2 --clips 60          # test
+    nice -n 10 python tests/benchmarks/bench_video_voting.py --seed 1 --clips 40 --diagnose  # why
+    nice -n 10 python tests/benchmarks/bench_video_voting.py --seed 3 --clips 30          # test
     nice -n 10 python tests/benchmarks/bench_video_voting.py --decode   # PyAV vs OpenCV, 1080p
 
 Clips come from tests/data/synth_clips.py (seeded; real photos, pan and zoom, blur, JPEG, a
@@ -17,6 +18,12 @@ Per ground-truth vehicle, on the same frames:
   auto-accepted the same way.
 Auto-accepted precision counts every accepted answer: for voting, every event, a fragment of a
 split track or an event matching no vehicle included.
+
+--diagnose prints, per vehicle, why the vote is not right (never boxed; boxed but no frame reads
+the plate; frames right but more weight on another plate; a split track; lengths differ), and
+per kind of vehicle (approaching or crossing, with or without motion blur) how many were boxed,
+read right on some frame (the most any vote over these readings can reach), by the best frame
+and by the vote.
 
 The readings of each clip are cached (--cache), so --tune re-runs only tracking and voting:
 it prints the table for a grid of plate_voting's AGREE_GAIN and SUPPORT_POWER. Tune on a dev
@@ -179,6 +186,96 @@ def evaluate(clips: list[ClipReads]) -> dict[str, float]:
     }
 
 
+def diagnose(clips: list[ClipReads]) -> None:
+    """Per vehicle, why the vote is not right: one cause each, the first that applies."""
+    causes: dict[str, int] = {}
+    lines = []
+    any_right = best_right = 0
+    groups: dict[str, list[int]] = {}
+    for c, reads in enumerate(clips):
+        tracker = VehicleTracker(SETTINGS)
+        events: list[VehicleEvent] = []
+        for t, plates in reads.frames:
+            events += tracker.update(t, plates, NO_FRAME)
+        events += tracker.flush()
+        truth = reads.clip.vehicles
+        mine: dict[int, list[VehicleEvent]] = {}
+        for event in events:
+            v = event_vehicle(event, reads)
+            if v is not None:
+                mine.setdefault(v, []).append(event)
+        seen: dict[int, list[tuple[float, PlateReading]]] = {}
+        for t, plates in reads.frames:
+            for r in plates:
+                v = vehicle_of((r.box.xmin, r.box.ymin, r.box.xmax, r.box.ymax), t, reads)
+                if v is not None:
+                    seen.setdefault(v, []).append((t, r))
+        for v, vehicle in enumerate(truth):
+            in_view = sum(vehicle.box_at(t, reads.clip.fps) is not None for t, _ in reads.frames)
+            read = seen.get(v, [])
+            events_v = sorted(mine.get(v, []), key=lambda e: -e.frames_read)
+            voted = events_v[0].plate if events_v else ""
+            right = [r for _, r in read if r.plate == vehicle.plate]
+            in_candidates = any(vehicle.plate in (c.plate for c in r.candidates) for _, r in read)
+            best = max((r for _, r in read if r.plate), key=lambda r: r.score, default=None)
+            lengths = {len(r.plate) for _, r in read if r.plate}
+            weight: dict[str, float] = {}
+            for _, r in read:
+                weight[r.plate] = weight.get(r.plate, 0.0) + max(r.score, plate_voting.MIN_WEIGHT)
+            heaviest = max(weight, key=lambda p: weight[p], default="")
+            any_right += bool(right)
+            best_right += best is not None and best.plate == vehicle.plate
+            if voted == vehicle.plate:
+                cause = "vote right" + (" (best frame wrong)" if best and best.plate != vehicle.plate else "")
+            elif not read:
+                cause = "never detected"
+            elif not right:
+                cause = "no frame right" + (", label in candidates" if in_candidates else "")
+            elif not events_v:
+                cause = "frames right, no event"
+            elif len(events_v) > 1 and any(e.plate == vehicle.plate for e in events_v[1:]):
+                cause = "frames right, split: the right part lost"
+            elif heaviest != vehicle.plate:
+                cause = "frames right, more weight on another plate"
+            elif len(lengths) > 1:
+                cause = "frames right, vote wrong (lengths differ)"
+            else:
+                cause = "frames right, vote wrong"
+            causes[cause] = causes.get(cause, 0) + 1
+            blurred = "motion-blur" in reads.clip.conditions
+            kind = "approaching" if vehicle.motion == "approaching" else "crossing"
+            group = groups.setdefault(f"{kind}, {'motion blur' if blurred else 'no motion blur'}", [0] * 5)
+            group[0] += 1
+            group[1] += bool(read)
+            group[2] += bool(right)
+            group[3] += best is not None and best.plate == vehicle.plate
+            group[4] += voted == vehicle.plate
+            if not cause.startswith("vote right") or "best frame wrong" in cause:
+                frames = " ".join(
+                    f"{r.plate or '-'}:{r.score:.2f}:{r.box.height}"
+                    for _, r in sorted(read, key=lambda x: x[0])
+                )
+                lines.append(
+                    f"clip {c:3d} {vehicle.motion:11s} {vehicle.plate:9s} voted {voted or '-':9s} "
+                    f"events {len(events_v)} in view {in_view} read {len(read)} | {cause} | {frames}"
+                )
+    print("\n".join(lines))
+    total = sum(causes.values())
+    print(
+        f"vehicles {total}: some frame reads the plate {100 * any_right / total:.1f}% "
+        f"(the most a vote over these readings can reach), the best frame {100 * best_right / total:.1f}%"
+    )
+    print(f"{'cause':48s} {'vehicles':>8s} {'%':>6s}")
+    for cause, n in sorted(causes.items(), key=lambda kv: -kv[1]):
+        print(f"{cause:48s} {n:8d} {100 * n / total:6.1f}")
+    print(
+        f"\n{'vehicles':36s} {'count':>6s} {'boxed':>6s} {'a frame right':>14s} "
+        f"{'best frame':>10s} {'vote':>6s}"
+    )
+    for name, (n, boxed, some, best_n, vote_n) in sorted(groups.items()):
+        print(f"{name:36s} {n:6d} {boxed:6d} {some:14d} {best_n:10d} {vote_n:6d}")
+
+
 def print_table(rows: list[tuple[str, dict[str, float]]]) -> None:
     print(
         f"{'':36s} {'vehicles':>8s} {'exact %':>8s} {'accepted':>8s} {'acc. prec. %':>12s} "
@@ -256,6 +353,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=60)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/bench_video_voting"))
     parser.add_argument("--tune", action="store_true", help="a grid of the vote's constants (dev seed)")
+    parser.add_argument("--diagnose", action="store_true", help="per vehicle, why the vote fails (dev seed)")
     parser.add_argument("--decode", action="store_true", help="only PyAV vs OpenCV decoding speed")
     args = parser.parse_args()
     print(describe_machine())
@@ -269,6 +367,9 @@ def main() -> None:
             f"read {frames} sampled frames in {spent:.1f} s: {frames / spent:.1f} frames/s (shared machine)"
         )
     print(f"seed {args.seed}, {len(clips)} clips, sampled at {SETTINGS.video_sample_fps}/s")
+    if args.diagnose:
+        diagnose(clips)
+        return
     if not args.tune:
         print_table([(f"seed {args.seed}", evaluate(clips))])
         return
