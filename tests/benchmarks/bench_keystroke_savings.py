@@ -4,6 +4,7 @@ saved, relatively, in each domain.
 
     python tests/benchmarks/bench_keystroke_savings.py                      # every domain
     python tests/benchmarks/bench_keystroke_savings.py --domains narrative --max-steps 10
+    python tests/benchmarks/bench_keystroke_savings.py --versions narrative=smollm2-135m:abc,...
 
 Each domain (tests/data/suggest_corpora.py: narrative, dialogue, technical; one author each)
 runs `modelport finetune text train.txt --lora --eval-text heldout/` (the default recipe,
@@ -19,6 +20,7 @@ per domain: compare within a run.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import subprocess
@@ -77,7 +79,13 @@ def main() -> None:
     parser.add_argument("--eval-chars", type=int, default=4000)
     parser.add_argument("--asks", choices=["key", "word"], default="word")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--versions",
+        help="DOMAIN=TAG,...: the table for versions this script trained in earlier runs (one "
+        "domain a run, side by side), from their metrics; nothing is trained",
+    )
     args = parser.parse_args()
+    trained = dict(pair.split("=", 1) for pair in args.versions.split(",")) if args.versions else {}
     sources = build(args.out)
     from services.autocomplete import model_kinds  # noqa: F401 - registers the causal-lm kind
     from services.core.model_store import resolve
@@ -106,8 +114,8 @@ def main() -> None:
     )
     for column in columns:
         table.add_column(column, justify="left" if column == "domain" else "right")
-    for name in args.domains.split(","):
-        tag, seconds = finetune(args.out / name, args)
+    for name in trained or args.domains.split(","):
+        tag, seconds = (trained[name], math.nan) if trained else finetune(args.out / name, args)
         metrics = resolve(tag).info.metadata["metrics"]
         before, after = metrics["keystroke_savings_before"], metrics["keystroke_savings_after"]
         gain = after / before - 1 if before else float("inf")
@@ -124,7 +132,7 @@ def main() -> None:
             f"{metrics['keystroke_accepted_share_before']:.1%} -> "
             f"{metrics['keystroke_accepted_share_after']:.1%}",
             "met" if gain >= GOAL else "not met",
-            f"{seconds / 60:.1f} min",
+            f"{(metrics['train_minutes'] if trained else seconds / 60):.1f} min",
         )
         print(f"{name}: {tag} {before:.1%} -> {after:.1%}", flush=True)
     Console(width=180).print(table)
