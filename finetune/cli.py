@@ -165,6 +165,13 @@ def detector(data_yaml: Path, **overrides: object) -> None:
     help="Train every weight (~9x slower per step on CPU), or only the neck and head [default: freeze].",
 )
 @click.option("--augment/--no-augment", default=None, help="Light augmentations [default: on].")
+@click.option(
+    "--lines",
+    type=click.Choice(["cut", "whole"]),
+    help="Train on the number's lines as the reader cuts them, or on whole crops [default: cut].",
+)
+@click.option("--max-minutes", type=float, help="Training time budget: the steps are sized to end within it.")
+@click.option("--validate-every", type=int, help="Steps between validations [default: once an epoch].")
 @click.option("--seed", type=int)
 def ocr(data_dir: Path, **overrides: object) -> None:
     """Fine-tune the plate OCR on DATA_DIR (plate crops + labels.csv: filename,plate[,split,photo];

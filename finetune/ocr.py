@@ -18,8 +18,14 @@ The recogniser is PP-OCRv4's text-line model as ONNX (the store's `plate-ocr`). 
    initialised from the base's row for that exact character; the symbols' rows do not train.
    The exported model's `character` metadata lists them in PaddleOCR's layout (blank, one line
    per character, then the space), so `PlateOCR` reads it unchanged.
-3. Trains with CTC loss on the crops as the reader sees them (`trim_bands`, `split_rows`,
-   `to_batch`), after light augmentation (finetune/ocr_data.py). Two-row plates: the labels
+3. Trains with CTC loss on the lines the reader gives the recogniser (`lines="cut"`, the
+   default): the number's row(s) cut by the text-line finder (text_lines.py, the store's
+   `plate-text-detector`, run once over every crop before training), stretched as
+   read_fusion's first read stretches them in 70% of draws and at their own width (its second
+   read) in the rest, after light augmentation without warps (finetune/ocr_data.py); a crop
+   where no line is found is used whole, trimmed and split, as the reader reads it.
+   `lines="whole"` trains on the crops trimmed and split (`trim_bands`, `split_rows`), after
+   augmentation with warps: the reader with its line cut off. Two-row plates: the labels
    hold the whole plate and nothing says where the rows break, so the frames of a crop's lines
    (top row's, then bottom row's) are joined into one sequence and CTC aligns the whole label
    to it; it sums over every place the label can break between rows. One-row crops are one line.
@@ -29,14 +35,19 @@ The recogniser is PP-OCRv4's text-line model as ONNX (the store's `plate-ocr`). 
    and the head train (`train_backbone=True` trains all, for GPUs). BatchNorm keeps the base's
    statistics. Training lines are padded as the reader pads them (320 px, or a wide line's
    own width), since the neck's attention sees the padding.
-4. Keeps the epoch with the best exact-plate accuracy on the validation crops, exports it to
+4. Validates once an epoch (or every `validate_every` steps); with `max_minutes` the step
+   count is sized, after 20 steps and at each validation, to end within that budget (the
+   learning rate decays to its end inside it). Each new best state is saved (best.pt in the
+   run folder), so a run stopped early keeps it.
+   Keeps the state with the best exact-plate accuracy on the validation crops, exports it to
    ONNX (dynamic batch and width), checks that ONNX Runtime's output matches torch's (refuses
    to store otherwise), measures exact plates before -> after with `PlateOCR` itself, and adds
    the model to the store with those figures in its metadata. The served version stays pinned.
 
 Before -> after is raw OCR text (normalised to A-Z0-9, no plate-format rules), one crop per
-call as `modelport evaluate plates --crops` reads them. The "after" model is chosen on the same
-validation crops, so its figure leans optimistic; measure held-out data with `modelport evaluate`.
+call, on the validation crops' lines as training sees them (cut: the first read's stretched
+cut). The "after" model is chosen on the same validation crops, so its figure leans
+optimistic; measure held-out data with `modelport evaluate`.
 """
 
 from __future__ import annotations
@@ -64,6 +75,8 @@ from services.plate_reader.crops import LINE_HEIGHT, MIN_LINE_WIDTH, split_rows,
 from services.plate_reader.ocr import PLATE_ALPHABET, PlateOCR
 from services.plate_reader.onnx_session import onnx_session
 from services.plate_reader.plate_text import normalise
+from services.plate_reader.read_fusion import stretch
+from services.plate_reader.text_lines import TextLineFinder
 
 INSTALL_HINT = "pip install 'modelport[finetune]'"
 # Symbols no plate carries but signs, shop fronts and timestamps do. The restricted head keeps
@@ -81,6 +94,10 @@ CLASSES = ["", *PLATE_DICTIONARY.splitlines(), " "]
 EXPORT_TOLERANCE = 1e-3
 # The same for the converted model against ONNX Runtime on the base model.
 CONVERSION_TOLERANCE = 1e-3
+# Crops per text-line finder call when cutting the training lines (the reader's batch size).
+FINDER_BATCH = 8
+# With a time budget, the pace is first measured over this many steps.
+CALIBRATION_STEPS = 20
 
 
 @dataclass(frozen=True)
@@ -96,6 +113,17 @@ class OcrSettings:
     warmup_fraction: float = 0.05  # linear warm-up, then cosine decay to 10%
     train_backbone: bool = False  # True: every weight (several times slower per step on CPU)
     augment: bool = True
+    # What the model trains and is measured on. "cut": the number's line(s) as the plate reader
+    # cuts them (text_lines.py, with the store's plate-text-detector) and reads them
+    # (read_fusion.py: stretched STRETCH times first, at their own width when unsure). "whole":
+    # the crop, bands trimmed and split at a row gap (the reader with MODELPORT_PLATE_TEXT_LINES=0).
+    lines: str = "cut"
+    stretched_share: float = 0.7  # "cut": the share of training lines stretched (the first read)
+    text_detector: str = "plate-text-detector"  # "cut": store name (or name:version) of the finder
+    # Training time budget: after the first steps (and at each validation) the run's step count
+    # is sized to end within it, so the learning rate still decays to its end; None: no budget.
+    max_minutes: float | None = None
+    validate_every: int | None = None  # steps between validations [default: once an epoch]
     val_fraction: float = 0.1  # held out by photo when labels.csv marks no split=val rows
     seed: int = 0
     runs_dir: Path = Path("runs/finetune-ocr")  # run folders: the exported model, history
@@ -142,10 +170,16 @@ def finetune_ocr(data_dir: str | Path, settings: OcrSettings = OcrSettings()) ->
     run_dir.mkdir(parents=True, exist_ok=True)
     console.print(f"{data.describe()}; base {base.tag}")
 
-    val_crops = [s.image() for s in data.val]
-    before = plate_accuracy(PlateOCR(base_path), val_crops, data.val)
+    if settings.lines not in ("cut", "whole"):
+        raise ValueError(f"lines must be 'cut' or 'whole', not {settings.lines!r}")
+    finder = None
+    if settings.lines == "cut":
+        finder = TextLineFinder(Path(base_model(settings.text_detector).path) / "model.onnx")
+    val_lines = reader_lines(finder, data.val)
+    if finder is not None:  # measured as the reader's first read sees them
+        val_lines = [[stretch(line) for line in lines] for lines in val_lines]
+    before = line_accuracy(PlateOCR(base_path), val_lines, data.val)
     net, classes, metadata = load_recogniser(base_path)
-    val_lines = [split_rows(trim_bands(crop)) for crop in val_crops]
     check_batches = _check_batches(val_lines)
     conversion_diff = check_against_onnx(
         net, base_path, check_batches, CONVERSION_TOLERANCE, what="the converted torch model"
@@ -160,10 +194,17 @@ def finetune_ocr(data_dir: str | Path, settings: OcrSettings = OcrSettings()) ->
         + ("; the frozen backbone runs on ONNX Runtime" if backbone else "")
     )
 
+    train_lines = None
+    if finder is not None:
+        tick = time.monotonic()
+        train_lines = reader_lines(finder, data.train)
+        console.print(f"lines cut from {len(data.train)} training crops in {time.monotonic() - tick:.0f} s")
     history: list[dict[str, float]] = [{"step": 0, "epoch": 0.0, "val_exact": untrained}]
     steps_per_epoch = math.ceil(len(data.train) / settings.batch_size)
     steps = math.ceil(settings.epochs * steps_per_epoch)
     steps = max(1, min(steps, settings.max_steps) if settings.max_steps else steps)
+    validate_every = settings.validate_every or steps_per_epoch
+    plan = {"steps": steps}  # the schedule reads it: a time budget may shorten the run
     optimizer = torch.optim.AdamW(
         [p for p in net.parameters() if p.requires_grad],
         lr=settings.learning_rate,
@@ -176,15 +217,20 @@ def finetune_ocr(data_dir: str | Path, settings: OcrSettings = OcrSettings()) ->
             min(1.0, (s + 1) / warmup)
             * (
                 0.1
-                + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0, s - warmup) / max(1, steps - warmup))))
+                + 0.9
+                * 0.5
+                * (1 + math.cos(math.pi * min(1.0, max(0, s - warmup) / max(1, plan["steps"] - warmup))))
             )
         ),
     )
     ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
     best, best_state = untrained, net.trainable_state()
     rng = np.random.default_rng(settings.seed)
-    batches = _training_batches(data.train, settings.batch_size, rng, settings.augment)
+    batches = _training_batches(
+        data.train, settings.batch_size, rng, settings.augment, train_lines, settings.stretched_share
+    )
     train_seconds, seen = 0.0, 0
+    loop_started = time.monotonic()
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -194,7 +240,9 @@ def finetune_ocr(data_dir: str | Path, settings: OcrSettings = OcrSettings()) ->
     )
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("fine-tuning OCR", total=steps, status="")
-        for step in range(1, steps + 1):
+        step = 0
+        while step < plan["steps"]:
+            step += 1
             lines, spans, targets = next(batches)
             tick = time.perf_counter()
             loss = ctc_loss(net, lines, spans, targets, ctc, backbone)
@@ -206,17 +254,25 @@ def finetune_ocr(data_dir: str | Path, settings: OcrSettings = OcrSettings()) ->
             train_seconds += time.perf_counter() - tick
             seen += len(spans)
             record = {"step": step, "epoch": round(step / steps_per_epoch, 3), "loss": round(loss.item(), 4)}
-            if step % steps_per_epoch == 0 or step == steps:
+            if settings.max_minutes and (step == CALIBRATION_STEPS or step % validate_every == 0):
+                plan["steps"] = _steps_within(
+                    plan["steps"], step, time.monotonic() - loop_started, settings.max_minutes * 60
+                )
+                progress.update(task, total=plan["steps"])
+            if step % validate_every == 0 or step == plan["steps"]:
                 accuracy = torch_accuracy(net, val_lines, data.val, backbone)
                 record["val_exact"] = accuracy
                 if accuracy > best:
                     best, best_state = accuracy, net.trainable_state()
+                    torch.save(best_state, run_dir / "best.pt")  # a run cut short keeps its best
                 progress.console.print(
-                    f"epoch {record['epoch']:.2f}: loss {record['loss']:.3f}, "
-                    f"exact plates on validation {accuracy:.1%}"
+                    f"step {step}/{plan['steps']} (epoch {record['epoch']:.2f}): loss "
+                    f"{record['loss']:.3f}, exact plates on validation {accuracy:.1%}"
                 )
+                (run_dir / "history.json").write_text(json.dumps([*history, record], indent=1))
             history.append(record)
             progress.update(task, advance=1, status=f"loss {record['loss']:.3f}")
+    steps = step
     net.load_trainable_state(best_state)
     best_epoch = min((h for h in history if h.get("val_exact") == best), key=lambda h: h["step"])["epoch"]
     (run_dir / "history.json").write_text(json.dumps(history, indent=1))
@@ -226,7 +282,7 @@ def finetune_ocr(data_dir: str | Path, settings: OcrSettings = OcrSettings()) ->
     export_diff = check_against_onnx(
         net, exported, check_batches, EXPORT_TOLERANCE, what="the exported ONNX model"
     )
-    after = plate_accuracy(PlateOCR(exported), val_crops, data.val)
+    after = line_accuracy(PlateOCR(exported), val_lines, data.val)
     seconds = time.monotonic() - started
     speed = seen / train_seconds if train_seconds else 0.0
     tag = add_version(
@@ -240,6 +296,7 @@ def finetune_ocr(data_dir: str | Path, settings: OcrSettings = OcrSettings()) ->
                 "train_crops": len(data.train),
                 "val_crops": len(data.val),
                 "val_held_out_by_hash": data.held_out_by_hash,
+                "lines": settings.lines,
             },
             "hyperparameters": {k: v for k, v in hyperparameters(settings).items() if v is not None},
             "alphabet": PLATE_ALPHABET,
@@ -672,20 +729,52 @@ def frozen_backbone(
 # --- training ------------------------------------------------------------------------------------
 
 
+def reader_lines(finder: TextLineFinder | None, samples: Sequence[OcrSample]) -> list[list[np.ndarray]]:
+    """Each crop's lines as the reader gives them to the recogniser: with a finder, the
+    number's row(s) it cuts (the whole crop, trimmed and split, where it finds none), in
+    batches as the reader runs it; without, the crop trimmed and split."""
+    found: list[list[np.ndarray]] = []
+    for start in range(0, len(samples), FINDER_BATCH):
+        crops = [s.image() for s in samples[start : start + FINDER_BATCH]]
+        found += finder.rows(crops) if finder else [split_rows(trim_bands(crop)) for crop in crops]
+    return found
+
+
+def _steps_within(planned: int, done: int, seconds: float, budget: float) -> int:
+    """The run's step count so that it ends within `budget` seconds at the pace so far
+    (validations included), never more than planned nor fewer than done."""
+    return max(done, min(planned, math.floor(budget / (seconds / done))))
+
+
 def _training_batches(
-    samples: list[OcrSample], batch_size: int, rng: np.random.Generator, augmented: bool
+    samples: list[OcrSample],
+    batch_size: int,
+    rng: np.random.Generator,
+    augmented: bool,
+    cut_lines: list[list[np.ndarray]] | None = None,
+    stretched_share: float = 0.0,
 ) -> Iterator[tuple[list[np.ndarray], list[int], list[str]]]:
-    """Endless (lines, lines per crop, plates) batches, a fresh shuffle each epoch; each crop
-    augmented, then cut into lines as the reader does."""
+    """Endless (lines, lines per crop, plates) batches, a fresh shuffle each epoch. With
+    `cut_lines` (each sample's lines as the reader cuts them): each line augmented, and a
+    crop's lines stretched as the reader's first read stretches them in `stretched_share` of
+    draws (no affine warp: the cut's margin is tight, a shift would cut a character).
+    Without: each crop augmented, then trimmed and split as the reader does."""
     while True:
         order = rng.permutation(len(samples))
         for start in range(0, len(order), batch_size):
             lines, spans, plates = [], [], []
             for index in order[start : start + batch_size]:
-                crop = samples[index].image()
-                if augmented:
-                    crop = augment(crop, rng)
-                crop_lines = split_rows(trim_bands(crop))
+                if cut_lines is not None:
+                    crop_lines = [
+                        augment(line, rng, geometry=False) if augmented else line for line in cut_lines[index]
+                    ]
+                    if rng.random() < stretched_share:
+                        crop_lines = [stretch(line) for line in crop_lines]
+                else:
+                    crop = samples[index].image()
+                    if augmented:
+                        crop = augment(crop, rng)
+                    crop_lines = split_rows(trim_bands(crop))
                 lines += crop_lines
                 spans.append(len(crop_lines))
                 plates.append(samples[index].plate)
@@ -773,7 +862,17 @@ def torch_accuracy(
 
 def plate_accuracy(ocr: PlateOCR, crops: Sequence[np.ndarray], samples: Sequence[OcrSample]) -> float:
     """Exact plates read by the serving OCR code, one crop per call (as `evaluate plates --crops`)."""
-    right = sum(normalise(ocr.read([crop])[0].text) == sample.plate for crop, sample in zip(crops, samples))
+    return line_accuracy(ocr, [split_rows(trim_bands(crop)) for crop in crops], samples)
+
+
+def line_accuracy(
+    ocr: PlateOCR, line_sets: Sequence[Sequence[np.ndarray]], samples: Sequence[OcrSample]
+) -> float:
+    """Exact plates read by the serving OCR code from each crop's lines, one crop per call."""
+    right = sum(
+        normalise(ocr.read_lines([lines])[0].text) == sample.plate
+        for lines, sample in zip(line_sets, samples)
+    )
     return right / len(samples)
 
 

@@ -136,13 +136,13 @@ P_AFFINE, P_COLOUR, P_BLUR, P_JPEG = 0.7, 0.6, 0.3, 0.3
 MAX_ROTATION_DEG, MAX_SHEAR, SCALE_RANGE, MAX_SHIFT = 3.0, 0.12, (0.92, 1.06), 0.04
 
 
-def augment(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def augment(crop: np.ndarray, rng: np.random.Generator, *, geometry: bool = True) -> np.ndarray:
     """A randomly, lightly changed copy of an RGB uint8 crop: small affine warp (rotation,
-    shear, scale, shift; edges filled with the crop's border colour), brightness/contrast,
-    Gaussian blur, JPEG compression."""
+    shear, scale, shift; edges filled with the crop's border colour; only with `geometry`),
+    brightness/contrast, Gaussian blur, JPEG compression."""
     image = Image.fromarray(np.ascontiguousarray(crop))
     width, height = image.size
-    if rng.random() < P_AFFINE:
+    if rng.random() < P_AFFINE and geometry:
         angle = np.deg2rad(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG))
         shear, scale = rng.uniform(-MAX_SHEAR, MAX_SHEAR), rng.uniform(*SCALE_RANGE)
         shift = rng.uniform(-MAX_SHIFT, MAX_SHIFT, 2) * (width, height)

@@ -172,6 +172,44 @@ def test_a_two_row_crop_is_one_ctc_sequence_of_both_rows(converted) -> None:
     assert torch.isfinite(ctc_loss(net, [top, bottom], [2], [long_label], torch.nn.CTCLoss(blank=0)))
 
 
+def test_cut_lines_train_stretched_as_the_first_read_and_plain_as_the_second() -> None:
+    """With the reader's cut lines, a crop's lines are stretched together (read_fusion's first
+    read) in the given share of draws and left at their own width otherwise."""
+    from finetune.ocr import _training_batches
+    from finetune.ocr_data import OcrSample
+    from services.plate_reader.read_fusion import STRETCH
+
+    samples = [OcrSample(f"c{i}.png", Path(f"c{i}.png"), f"AB{i}", f"c{i}") for i in range(40)]
+    cut = [[np.zeros((48, 100 + i, 3), np.uint8)] * (1 + i % 2) for i in range(40)]
+
+    def widths(share: float) -> list[tuple[int, ...]]:
+        lines, spans, plates = next(
+            _training_batches(samples, 40, np.random.default_rng(0), False, cut, share)
+        )
+        assert sum(spans) == len(lines) and sorted(plates) == sorted(s.plate for s in samples)
+        groups, at = [], 0
+        for span in spans:
+            groups.append(tuple(line.shape[1] for line in lines[at : at + span]))
+            at += span
+        return groups
+
+    plain, stretched = widths(0.0), widths(1.0)
+    assert all(w in {100 + i for i in range(40)} for group in plain for w in group)
+    assert all(w in {round(STRETCH * (100 + i)) for i in range(40)} for group in stretched for w in group)
+    mixed = widths(0.5)
+    wide = [all(w >= 200 for w in group) for group in mixed]
+    assert all(all(w >= 200 for w in g) or all(w < 200 for w in g) for g in mixed)  # a crop's lines together
+    assert 5 < sum(wide) < 35
+
+
+def test_a_time_budget_sizes_the_run_to_end_within_it() -> None:
+    from finetune.ocr import _steps_within
+
+    assert _steps_within(2000, 20, 60.0, 2400) == 800  # 3 s a step: 800 steps in 40 minutes
+    assert _steps_within(2000, 20, 10.0, 2400) == 2000  # fast enough: never more than planned
+    assert _steps_within(2000, 500, 3000.0, 2400) == 500  # already over: stops where it is
+
+
 def test_split_convention(tmp_path: Path) -> None:
     for i in range(8):
         Image.new("RGB", (60, 20)).save(tmp_path / f"c{i}.png")
@@ -212,6 +250,7 @@ def test_cli_registers_the_command_and_reports_data_errors(tmp_path: Path) -> No
 
     help_text = CliRunner().invoke(finetune, ["ocr", "--help"]).output
     assert "DATA_DIR" in help_text and "--max-steps" in help_text and "--train-backbone" in help_text
+    assert "--lines" in help_text and "--max-minutes" in help_text
     result = CliRunner().invoke(finetune, ["ocr", str(tmp_path)])
     assert result.exit_code == 1 and "labels.csv" in result.output
 
