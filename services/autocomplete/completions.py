@@ -40,6 +40,9 @@ from services.core.api_errors import ApiError
 MAX_STOPS = 4  # as OpenAI
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 TOKENISING_THREADS = 2  # one per core: more only contend with the engine's thread
+# Text up to this long is tokenised on the event loop (well under a millisecond): a hand-off to a
+# worker thread and back costs more than that, two thread wake-ups per request on a busy machine.
+INLINE_CHARS = 2048
 _tokenising = ThreadPoolExecutor(TOKENISING_THREADS, thread_name_prefix="autocomplete-tokenise")
 T = TypeVar("T")
 
@@ -62,11 +65,26 @@ async def in_worker_thread(work: Callable[..., T], *args: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(_tokenising, work, *args)
 
 
+async def tokenising(chars: int, work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)`, which tokenises `chars` characters: on the event loop when that is short
+    (INLINE_CHARS), else `in_worker_thread`."""
+    if chars <= INLINE_CHARS:
+        return work(*args)
+    return await in_worker_thread(work, *args)
+
+
+def prompt_chars(body: CompletionRequest) -> int:
+    """What `prepare` tokenises, in characters (a token id counts as one)."""
+    if isinstance(body.prompt, str):
+        return len(body.prompt)
+    return sum(len(item) if isinstance(item, str | list) else 1 for item in body.prompt)
+
+
 def prepare(
     body: CompletionRequest, engine: Engine, settings: Settings, model: str, aliases: frozenset[str]
 ) -> Job:
     """Check a request against the limits and tokenise it; ApiError (4xx) says what to fix.
-    CPU work: call it through `in_worker_thread`."""
+    CPU work: call it through `tokenising(prompt_chars(body), prepare, ...)`."""
     if body.model is not None and body.model not in aliases:
         raise ApiError(
             404,

@@ -507,7 +507,7 @@ class Engine:
             import torch
 
             last = logits[-1:].float()
-            logprobs = torch.log_softmax(last, dim=-1).expand(n, -1)
+            logprobs: list[torch.Tensor | None] = list(torch.log_softmax(last, dim=-1).expand(n, -1))
             scores = last[0].clone()  # an alternative that ends at once is no alternative
             scores[list(self.backend.stop_token_ids)] = float("-inf")
             skip = params.first_token_rank - 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -93,7 +94,11 @@ class GenerationStream:
         self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
         self.cancelled = False
         self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[Delta] = asyncio.Queue()
+        self._ready: deque[Delta] = deque()  # appended by the engine thread, taken by the loop
+        self._arrived = asyncio.Event()
+        # Every delta wakes the event loop while someone streams; `collect` wants only the last
+        # of each choice. A wake-up per token took a core from llama.cpp's threads mid-step.
+        self._wake_each = True
         self._open = choices
 
     def cancel(self) -> None:
@@ -105,7 +110,9 @@ class GenerationStream:
         self._put(Delta(index, "", (), reason))
 
     def _put(self, delta: Delta) -> None:  # called from the engine thread
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, delta)
+        self._ready.append(delta)
+        if self._wake_each or delta.finish_reason is not None:
+            self._loop.call_soon_threadsafe(self._arrived.set)
 
     def __aiter__(self) -> AsyncIterator[Delta]:
         return self._deltas()
@@ -115,6 +122,7 @@ class GenerationStream:
         texts: dict[int, list[str]] = {}
         entries: dict[int, list[TokenLogprob]] = {}
         reasons: dict[int, FinishReason] = {}
+        self._wake_each = False
         async for delta in self:
             texts.setdefault(delta.index, []).append(delta.text)
             entries.setdefault(delta.index, []).extend(delta.logprobs)
@@ -124,7 +132,13 @@ class GenerationStream:
 
     async def _deltas(self) -> AsyncIterator[Delta]:
         while self._open:
-            delta = await self._queue.get()
+            if not self._ready:
+                # Cleared after the check, before waiting: a delta appended since comes with a
+                # `set` that runs after this (call_soon_threadsafe), so none is missed.
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            delta = self._ready.popleft()
             if delta.finish_reason is not None:
                 self._open -= 1
             yield delta
@@ -170,8 +184,9 @@ class ChoiceOutput:
                 stream._put(Delta(index, prompt_text, tuple(echoed)))
         return choices
 
-    def accept(self, token: int, logprobs: torch.Tensor) -> bool:
-        """Record `token` (`logprobs`: the row's, over the vocabulary); False once finished."""
+    def accept(self, token: int, logprobs: torch.Tensor | None) -> bool:
+        """Record `token` (`logprobs`: the row's, over the vocabulary; None when the request
+        asks for none); False once finished."""
         stream, params = self.stream, self.params
         if token in self._backend.stop_token_ids:
             self.finish(FinishReason.STOP)
@@ -179,7 +194,7 @@ class ChoiceOutput:
         offset = self.text_offset + len(self.text.text)
         self.tokens.append(token)
         stream.stats.completion_tokens += 1
-        if params.logprobs is not None:
+        if params.logprobs is not None and logprobs is not None:
             self._pending.append(
                 token_logprob(self._backend.decode, token, logprobs, params.logprobs, offset)
             )

@@ -73,12 +73,16 @@ def choose_tokens(
     generators: Sequence[torch.Generator],
     prompts: Sequence[Sequence[int]],
     outputs: Sequence[Sequence[int]],
-) -> tuple[list[int], torch.Tensor]:
-    """The next token of each row of `logits` [rows, vocab], and the rows' log-probabilities."""
+) -> tuple[list[int], list[torch.Tensor | None]]:
+    """The next token of each row of `logits` [rows, vocab], and the rows' log-probabilities
+    (None for each row when no row asks for logprobs: a vocabulary-wide pass saved per step)."""
     import torch
 
     logits = logits.float()
-    logprobs = torch.log_softmax(logits, dim=-1)
+    wanted = any(p.logprobs is not None for p in params)
+    logprobs: list[torch.Tensor | None] = (
+        list(torch.log_softmax(logits, dim=-1)) if wanted else [None] * len(params)
+    )
     chosen: list[int] = []
     for row, p in enumerate(params):
         scores = _finite(_biased(_penalised(logits[row], p, prompts[row], outputs[row]), p))

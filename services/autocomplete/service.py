@@ -38,7 +38,7 @@ from services.autocomplete.http_schema import (
 )
 from services.autocomplete.model_kinds import CAUSAL_LM, choose_model
 from services.autocomplete.settings import OFFLINE_DEFAULT_MODEL, Settings, tune_openmp
-from services.autocomplete.user_versions import Caller, Picked, pick, usable_versions
+from services.autocomplete.user_versions import Caller, Picked, pick, picks_base, usable_versions
 from services.core import api_errors, traffic
 from services.core.admission import Limits
 from services.core.api_errors import ApiError
@@ -129,6 +129,12 @@ class Autocomplete:
             ]
         )
 
+    async def _pick(self, model: str | None, caller: Caller) -> Picked:
+        """`pick`: at once for the base, in a worker thread when it looks in the model store."""
+        if picks_base(model, caller, self.language_model):
+            return pick(model, caller, self.language_model)
+        return await completions.in_worker_thread(pick, model, caller, self.language_model)
+
     async def _acquire(self, picked: Picked) -> int | None:
         """The engine's id of the picked version, loaded if need be (None: the base)."""
         if picked.adapter is None:
@@ -156,10 +162,11 @@ class Autocomplete:
         },
     )  # 404: unknown model (or another key's version); 400: a version of another base
     async def completions(self, body: CompletionRequest, request: Request) -> Any:
-        picked = await completions.in_worker_thread(pick, body.model, _caller(request), self.language_model)
+        picked = await self._pick(body.model, _caller(request))
         version = await self._acquire(picked)
         try:
-            job = await completions.in_worker_thread(
+            job = await completions.tokenising(
+                completions.prompt_chars(body),
                 completions.prepare,
                 body,
                 self.engine,
@@ -201,7 +208,7 @@ class Autocomplete:
         from services.autocomplete.suggest import suggest
 
         started = time.perf_counter()
-        picked = await completions.in_worker_thread(pick, body.model, _caller(request), self.language_model)
+        picked = await self._pick(body.model, _caller(request))
         # Sessions are per caller: the same name under two API keys is two editors.
         session = (
             None if body.session is None else (f"{request.headers.get('authorization', '')}\0{body.session}")

@@ -24,7 +24,7 @@ import math
 import re
 import weakref
 
-from services.autocomplete.completions import in_worker_thread
+from services.autocomplete.completions import tokenising
 from services.autocomplete.engine import Engine
 from services.autocomplete.generation import FinishReason, TokenLogprob
 from services.autocomplete.http_schema import Suggestion
@@ -54,7 +54,7 @@ async def suggest(
     # "Sir" after a lone space token. The typed space is then taken off the suggestions (those
     # that do not start with one would glue onto the word before it: dropped).
     spaced = text.endswith(" ") and bool(text.strip())
-    prompt = context(await in_worker_thread(engine.encode, text[:-1] if spaced else text))
+    prompt = context(await tokenising(len(text), engine.encode, text[:-1] if spaced else text))
     streams = []
     try:  # (a second submit refused as busy must not leave the first one running)
         streams.append(

@@ -85,13 +85,19 @@ def adapter_of(entry: bentoml.Model) -> tuple[Path, str | None] | tuple[None, No
     return None, None
 
 
+def picks_base(model: str | None, caller: Caller, base: bentoml.Model) -> bool:
+    """Does `model` (else the key's default) name the base? Then `pick` looks nothing up."""
+    wanted = model or caller.default_model
+    return wanted is None or wanted in (base.tag.name, str(base.tag))
+
+
 def pick(model: str | None, caller: Caller, base: bentoml.Model) -> Picked:
     """The model `model` (else the key's default, else the base) names for this caller.
 
     A version of another owner is answered like one that does not exist (404 model_not_found:
     its name says nothing about whether it exists); one trained on another base is a 400."""
     wanted = model or caller.default_model
-    if wanted is None or wanted in (base.tag.name, str(base.tag)):
+    if wanted is None or picks_base(wanted, caller, base):
         return Picked(base.tag.name, str(base.tag))
     try:
         entry = bentoml.models.get(wanted)

@@ -60,9 +60,19 @@ def test_a_moderate_bias_is_added_to_the_logit() -> None:
 
 
 def test_reported_logprobs_are_the_models_own() -> None:
-    params = SamplingParams(temperature=0.0, logit_bias=((11, 100.0),))
+    params = SamplingParams(temperature=0.0, logit_bias=((11, 100.0),), logprobs=0)
     _, logprobs = choose_tokens(LOGITS[None], [params], [new_generator(0)], [[1]], [[]])
+    assert logprobs[0] is not None
     assert torch.allclose(logprobs[0], torch.log_softmax(LOGITS, dim=-1))
+
+
+def test_no_logprobs_are_computed_when_no_row_asks() -> None:
+    rows = [SamplingParams(temperature=0.0), SamplingParams(temperature=0.0)]
+    tokens, logprobs = choose_tokens(
+        LOGITS[None].expand(2, -1), rows, [new_generator(0)] * 2, [[1], [1]], [[], []]
+    )
+    assert tokens == [int(LOGITS.argmax())] * 2
+    assert logprobs == [None, None]
 
 
 def test_bias_is_per_row() -> None:
