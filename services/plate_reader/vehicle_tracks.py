@@ -242,11 +242,17 @@ class VehicleTracker:
 
 def _distinct(readings: list[PlateReading]) -> list[PlateReading]:
     """One reading per plate: the detector sometimes boxes a plate twice (the plate, and it with
-    some of the car around it; seen on the dev clips), which would open two tracks for one car."""
+    some of the car around it; seen on the dev clips), which would open two tracks for one car.
+    The surer score stays, on the smaller box: the event's `box` is the plate's, not the car's
+    (the wider box read 0.9946 against the plate's 0.9928 on a seed-3 clip, and the event's box,
+    twice the plate's width, matched no vehicle)."""
     kept: list[PlateReading] = []
     for r in sorted(readings, key=lambda r: -r.score):
-        if not any(r.plate == k.plate and _contained(r.box, k.box) >= SAME_PLATE for k in kept):
+        same = next((k for k in kept if r.plate == k.plate and _contained(r.box, k.box) >= SAME_PLATE), None)
+        if same is None:
             kept.append(r)
+        elif _area(r.box) < _area(same.box):
+            kept[kept.index(same)] = replace(same, box=r.box)
     return kept
 
 
@@ -284,11 +290,15 @@ def _centre_distance(a: BoundingBox, b: BoundingBox) -> float:
     return float(np.hypot(ax - bx, ay - by))
 
 
+def _area(b: BoundingBox) -> int:
+    return b.width * b.height
+
+
 def _contained(a: BoundingBox, b: BoundingBox) -> float:
     """The share of the smaller box that lies inside the other."""
     ix = max(0, min(a.xmax, b.xmax) - max(a.xmin, b.xmin))
     iy = max(0, min(a.ymax, b.ymax) - max(a.ymin, b.ymin))
-    smaller = min(a.width * a.height, b.width * b.height)
+    smaller = min(_area(a), _area(b))
     return ix * iy / smaller if smaller > 0 else 0.0
 
 

@@ -105,6 +105,18 @@ def test_a_plate_boxed_twice_in_a_frame_is_one_vehicle() -> None:
     assert event.frames_read == 3
 
 
+def test_a_plate_boxed_twice_keeps_the_plates_box_not_the_cars() -> None:
+    # The box with car around it read a little surer: the event still boxes the plate.
+    tracker = VehicleTracker(SETTINGS)
+    plate, around = (182, 431, 278, 459), (181, 422, 373, 462)
+    tracker.update(
+        0.0, [fake_reading("DDZN296", around, 0.9946), fake_reading("DDZN296", plate, 0.9928)], FRAME
+    )
+    (event,) = tracker.flush()
+    assert (event.box.xmin, event.box.ymin, event.box.xmax, event.box.ymax) == plate
+    assert event.score >= 0.99  # the surer score stays
+
+
 def test_a_far_small_plate_moving_more_than_its_height_stays_one_track() -> None:
     # 16-20 px high, 23 px down between samples: no overlap, garbled far away, then read.
     tracker = VehicleTracker(SETTINGS)
