@@ -2,7 +2,7 @@
 
     nice -n 10 python tests/benchmarks/bench_video_voting.py --seed 1 --clips 60 --tune   # dev
     nice -n 10 python tests/benchmarks/bench_video_voting.py --seed 1 --clips 40 --diagnose  # why
-    nice -n 10 python tests/benchmarks/bench_video_voting.py --seed 3 --clips 30          # test
+    nice -n 10 python tests/benchmarks/bench_video_voting.py --seed 4 --clips 30          # test
     nice -n 10 python tests/benchmarks/bench_video_voting.py --decode   # PyAV vs OpenCV, 1080p
 
 Clips come from tests/data/synth_clips.py (seeded; real photos, pan and zoom, blur, JPEG, a
@@ -23,7 +23,10 @@ split track or an event matching no vehicle included.
 the plate; frames right but more weight on another plate; a split track; lengths differ), and
 per kind of vehicle (approaching or crossing, with or without motion blur) how many were boxed,
 read right on some frame (the most any vote over these readings can reach), by the best frame
-and by the vote.
+and by the vote. On seed 1 (dev, 65 vehicles) some frame reads 35.4% of them exactly, the best
+frame 32.3%, the vote 33.8%: the +15 points the issue asks for are out of reach of any vote over
+these readings; 32 of the 65 are cars crossing with motion blur, none read right on any frame
+(services/plate_reader/README.md, "Does voting pay?", has every seed's figures).
 
 The readings of each clip are cached (--cache), so --tune re-runs only tracking and voting:
 it prints the table for a grid of plate_voting's AGREE_GAIN and SUPPORT_POWER. Tune on a dev
