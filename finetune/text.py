@@ -54,9 +54,10 @@ class TextSettings:
     # Measured on SmolLM2-135M + fortunes: at 2e-4 the training loss fell from 4.6 to ~3.8 in
     # 10 steps; the warm-up and cosine decay keep that from overshooting.
     learning_rate: float = 2e-4
-    # LoRA's few new weights start at zero and need a larger step: LoRA's usual 1e-4..3e-3, at
-    # the top as a per-user job gets only dozens of steps (at 5e-4, 15-20 steps lowered
-    # validation perplexity 22-47% yet changed no suggestion on issue 23's held-out text).
+    # LoRA's few new weights start at zero and need a larger step: LoRA's usual 1e-4..3e-3, near
+    # the top as a per-user job gets only dozens of steps. On Alice (issue 23's narrative user)
+    # 15 steps at 5e-4 lowered validation perplexity 47%, 40 at 2e-3 66% (not tuned further:
+    # services/autocomplete/README.md, "How much typing it saves").
     lora_learning_rate: float = 2e-3
     # 40 steps * 1,024 tokens (~160 KB of English): ~5 minutes for SmolLM2-135M on 2 quiet CPU
     # cores (7.4 s a LoRA step), about 1.5 passes over 120 KB of a user's text and one over
