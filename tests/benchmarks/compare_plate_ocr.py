@@ -20,8 +20,10 @@ OUT/READER/SET.json, so two readers' misreads can be compared image by image.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from services.core.cli import _plate_recognizer
 from services.plate_reader import pipeline, read_fusion
-from services.plate_reader.evaluate import Evaluation, evaluate, plate_reads
+from services.plate_reader.evaluate import Evaluation, evaluate, load_labels, plate_reads
 from services.plate_reader.settings import Settings
 from tests.benchmarks.machine import describe_machine
 
@@ -70,6 +72,20 @@ def paired(first_tag: str, second_tag: str) -> Callable[..., list]:
     return read_voted
 
 
+def first(folder: Path, split: str | None, limit: int | None) -> Path:
+    """`folder`, or a temporary one whose labels.csv lists its first `limit` images of `split`
+    (by absolute path: the images stay where they are)."""
+    if not limit:
+        return folder
+    rows = load_labels(folder, split)[:limit]
+    target = Path(tempfile.mkdtemp(prefix="compare-"))
+    with open(target / "labels.csv", "w", newline="") as out:
+        writer = csv.DictWriter(out, list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**r, "filename": str((folder / r["filename"]).resolve())} for r in rows)
+    return target
+
+
 def counts(result: Evaluation) -> dict[str, float]:
     outcomes = result.outcomes
     accepted = [o for o in outcomes if o.accepted]
@@ -91,6 +107,7 @@ def main() -> None:
     parser.add_argument("--synth-dev", type=Path, default=Path(".bench/synth2"))
     parser.add_argument("--synth-test", type=Path, default=Path(".bench/synth0"))
     parser.add_argument("--only", help="comma-separated set names to run (default: all)")
+    parser.add_argument("--limit", type=int, help="only the first N labelled images of each set")
     parser.add_argument("--out", type=Path, default=Path(".bench/compare"))
     args = parser.parse_args()
     settings = Settings.from_env()
@@ -110,7 +127,7 @@ def main() -> None:
                 continue
             tick = time.monotonic()
             read = plate_reads(recognizer, crops=crops, min_score=settings.min_score)
-            result = evaluate(read, folder, split=split)
+            result = evaluate(read, first(folder, split, args.limit), split=split)
             row = table.setdefault(set_name, {})[name] = counts(result)
             target = (
                 args.out / name.replace(":", "_").replace("+", "__") / f"{set_name.replace(' ', '-')}.json"
