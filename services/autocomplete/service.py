@@ -246,7 +246,7 @@ class Autocomplete:
         """What the user did with suggestions since the editor's last report (typed by hand,
         taken with Tab), counted on /metrics per user and model: how much typing they save."""
         caller = _caller(request)
-        picked = await completions.in_worker_thread(pick, body.model, caller, self.language_model)
+        picked = await self._pick(body.model, caller)
         metrics.observe_feedback(caller.owner, picked.name, body.typed, body.accepted, body.accepted_chars)
         return FeedbackResponse(model=picked.name, keystrokes_saved=body.accepted_chars - body.accepted)
 
