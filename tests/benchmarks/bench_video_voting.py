@@ -128,6 +128,15 @@ def event_vehicle(event: VehicleEvent, reads: ClipReads) -> int | None:
     return which
 
 
+def track(reads: ClipReads) -> list[VehicleEvent]:
+    """The clip's vehicle events, tracked and voted from its cached readings."""
+    tracker = VehicleTracker(SETTINGS)
+    events: list[VehicleEvent] = []
+    for t, plates in reads.frames:
+        events += tracker.update(t, plates, NO_FRAME)
+    return events + tracker.flush()
+
+
 def evaluate(clips: list[ClipReads]) -> dict[str, float]:
     vehicles = 0
     vote_exact = vote_accepted = vote_accepted_right = 0
@@ -135,11 +144,7 @@ def evaluate(clips: list[ClipReads]) -> dict[str, float]:
     frame_accepted = frame_accepted_right = 0
     splits = 0
     for reads in clips:
-        tracker = VehicleTracker(SETTINGS)
-        events: list[VehicleEvent] = []
-        for t, plates in reads.frames:
-            events += tracker.update(t, plates, NO_FRAME)
-        events += tracker.flush()
+        events = track(reads)
         truth = reads.clip.vehicles
         by_vehicle: dict[int, list[VehicleEvent]] = {}
         for event in events:
@@ -196,11 +201,7 @@ def diagnose(clips: list[ClipReads]) -> None:
     any_right = best_right = 0
     groups: dict[str, list[int]] = {}
     for c, reads in enumerate(clips):
-        tracker = VehicleTracker(SETTINGS)
-        events: list[VehicleEvent] = []
-        for t, plates in reads.frames:
-            events += tracker.update(t, plates, NO_FRAME)
-        events += tracker.flush()
+        events = track(reads)
         truth = reads.clip.vehicles
         mine: dict[int, list[VehicleEvent]] = {}
         for event in events:
