@@ -212,7 +212,7 @@ def document_served_model(app: Any, tag: str) -> None:
 
     def openapi() -> dict[str, Any]:
         schema = generate()  # FastAPI's, cached: changed once, the same each time after
-        for request in ("CompletionRequest", "SuggestRequest"):
+        for request in ("CompletionRequest", "SuggestRequest", "SuggestFeedback"):
             model = schema["components"]["schemas"][request]["properties"]["model"]
             model["anyOf"] = [{"type": "string", "enum": names}, {"type": "null"}]
             model["examples"] = names[:1]

@@ -65,7 +65,8 @@ def schemathesis(url: str, *extra: str, env: dict[str, str] | None = None) -> st
 @pytest.mark.parametrize("tiny_server", ["llama.cpp"], indirect=True)  # one backend: same routes
 def test_autocompleter_openapi_contract(tiny_server: str) -> None:
     output = schemathesis(tiny_server)
-    assert "Tested: 3" in output, output[-4000:]  # GET /models, POST /completions, POST /suggest
+    # GET /models, POST /completions, POST /suggest, POST /suggest/feedback
+    assert "Tested: 4" in output, output[-4000:]
 
 
 def seeded_review_item(url: str) -> str:
