@@ -23,6 +23,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+class _NamesModel(_Strict):
+    """A request with a `model` name (suggest, feedback): text that is Unicode."""
+
+    @field_validator("model", check_fields=False)
+    @classmethod
+    def _unicode(cls, value: str | None) -> str | None:
+        if value is not None:
+            value.encode("utf-8")  # a lone surrogate: UnicodeEncodeError, a ValueError: a 400
+        return value
+
+
 class StreamOptions(_Strict):
     include_usage: bool = False
 
@@ -133,7 +144,7 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-class SuggestRequest(_Strict):
+class SuggestRequest(_NamesModel):
     text: str = Field(min_length=1, examples=["The weather today is"])
     n: JsonInt = Field(3, ge=1, le=5, description="How many suggestions, at most")
     session: str | None = Field(
@@ -151,15 +162,8 @@ class SuggestRequest(_Strict):
         "omitted: the API key's default model, else the base",
     )
 
-    @field_validator("model")
-    @classmethod
-    def _unicode(cls, value: str | None) -> str | None:
-        if value is not None:
-            value.encode("utf-8")  # a lone surrogate: UnicodeEncodeError, a ValueError: a 400
-        return value
 
-
-class SuggestFeedback(_Strict):
+class SuggestFeedback(_NamesModel):
     """What the user did with suggestions since the editor's last report: the server counts it
     per user and model, so /metrics shows how much typing suggestions save each user."""
 
@@ -182,8 +186,6 @@ class SuggestFeedback(_Strict):
                 f"accepted_chars ({self.accepted_chars}) is less than accepted ({self.accepted}): "
                 "each suggestion taken inserts at least one character"
             )
-        if self.model is not None:
-            self.model.encode("utf-8")  # a lone surrogate: UnicodeEncodeError, a ValueError: a 400
         return self
 
 
