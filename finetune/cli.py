@@ -49,7 +49,13 @@ def finetune() -> None:
 @click.option("--learning-rate", type=float)
 @click.option("--batch-size", type=int, help="Blocks per step and device.")
 @click.option("--block-size", type=int, help="Tokens per training block.")
-@click.option("--val-fraction", type=float, help="Share of records held out for validation.")
+@click.option("--val-fraction", type=float, help="Share of the text held out (validation, savings).")
+@click.option(
+    "--holdout",
+    type=click.Choice(["blocks", "tail"]),
+    help="Held out for validation and keystroke savings: every 10th ~1.5 KB block of the text, "
+    "or its last tenth [default: blocks].",
+)
 @click.option(
     "--lora/--full", default=None, help="LoRA adapters (merged when saving) or every weight [default: full]."
 )
@@ -60,7 +66,7 @@ def finetune() -> None:
 @click.option(
     "--eval-text",
     type=click.Path(exists=True, path_type=Path),
-    help="The user's held-out text for keystroke savings [default: the validation records].",
+    help="The user's held-out text for keystroke savings [default: the held-out part].",
 )
 @click.option(
     "--eval-asks",

@@ -35,9 +35,10 @@ from finetune.text_data import (
     check_amount,
     check_coverage,
     check_sizes,
+    excerpts,
+    hold_out,
     load_text,
     pack,
-    split_records,
 )
 
 ADAPTER_DIR = "adapter"  # a LoRA version's adapter, inside its store entry
@@ -65,16 +66,21 @@ class TextSettings:
     max_steps: int = 40
     epochs: float = 2.0  # stop after this many passes even if max_steps is not reached
     warmup_ratio: float = 0.1  # a short warm-up keeps the first updates from wrecking the base
-    val_fraction: float = 0.1  # share of records held out for validation
+    val_fraction: float = 0.1  # share of the text held out: validation and keystroke savings
+    # Which part is held out (finetune/text_data.py's HOLDOUTS). "blocks": every 10th ~1.5 KB
+    # stretch from all through the text, as what a user types next resembles all they wrote;
+    # "tail": the last tenth, a new chapter (services/autocomplete/README.md, "How much typing
+    # it saves", reports both).
+    holdout: str = "blocks"
     max_val_blocks: int = 32  # 32 * 128 = 4,096 tokens: a steady perplexity, ~40 s on 2 shared cores
     lora: bool = False  # train low-rank adapters (then merged) instead of every weight
     lora_rank: int = 16  # adapter rank, within peft's usual 8-64: small adapters, quick steps
-    seed: int = 0  # the same data and seed give the same split and the same run
+    seed: int = 0  # the same data and seed give the same run (the held-out split is the data's own)
     # Keystroke savings before and after, on this many characters of the user's held-out text
     # (one suggestion request per character: ~2 minutes each way for 1,500 on 2 busy cores).
     # 0 skips the measurement.
     eval_chars: int = 1500
-    eval_text: Path | None = None  # held-out text to measure on; default: the validation records
+    eval_text: Path | None = None  # held-out text to measure on; default: the held-out blocks
     eval_asks: str = "key"  # the typist asks before every key, or "word": where words end (5x fewer)
     runs_dir: Path = Path("runs/finetune-text")  # run folders: checkpoints, loss.png, the model
 
@@ -116,9 +122,8 @@ def finetune_text(
     """The whole job: check data, load base, measure, train, measure, store."""
     data = load_text(data_path, column=column, field=field, pattern=pattern, separator=separator)
     check_amount(data)
-    train_records, val_records = split_records(
-        data.records, val_fraction=settings.val_fraction, seed=settings.seed
-    )
+    train_records, held_blocks = hold_out(data.records, how=settings.holdout, share=settings.val_fraction)
+    val_records = [record for block in held_blocks for record in block]
     started = time.monotonic()
     base = base_model(settings.base)
     from services.autocomplete.causal_lm import load_causal_lm
@@ -132,7 +137,7 @@ def finetune_text(
     check_sizes(train, val, block_size=settings.block_size)
 
     run_dir = settings.runs_dir / f"{base.tag.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    heldout = _heldout_text(val_records, settings)
+    heldout = _heldout_text(held_blocks, settings)
     main_process = int(os.environ.get("RANK", "0")) == 0
     before = (
         _keystroke_savings(Path(base.path), heldout, "before", settings) if heldout and main_process else None
@@ -176,6 +181,7 @@ def finetune_text(
             keystroke_accepted_share_before=before.summary()["accepted_share"],
             keystroke_accepted_share_after=after.summary()["accepted_share"],
             keystroke_eval_chars=after.characters,
+            keystroke_eval_text="--eval-text" if settings.eval_text else settings.holdout,
             keystroke_eval_asks=settings.eval_asks,
         )
     adapter = (
@@ -193,6 +199,8 @@ def finetune_text(
                 "path": str(Path(data_path).resolve()),
                 "sha256": data.sha256,
                 "records": len(data.records),
+                "holdout": settings.holdout,
+                "train_bytes": sum(len(r.encode()) for r in train_records),
                 "train_tokens": len(train) * settings.block_size,
                 "val_tokens": len(val) * settings.block_size,
             },
@@ -212,17 +220,16 @@ def finetune_text(
     )
 
 
-def _heldout_text(val_records: list[str], settings: TextSettings) -> list[str]:
-    """The user's held-out text to type: `eval_text`, else the validation records (never trained
-    on), the first `eval_chars` characters of it; none when `eval_chars` is 0."""
+def _heldout_text(held_blocks: list[list[str]], settings: TextSettings) -> list[str]:
+    """The user's held-out text to type, `eval_chars` characters of it: `eval_text`, else the
+    held-out blocks (never trained on), spread through the text; none when `eval_chars` is 0."""
     from services.autocomplete.keystroke_savings import read_texts
 
     if not settings.eval_chars:
         return []
     if settings.eval_text is not None:
         return read_texts(Path(settings.eval_text), settings.eval_chars)
-    text = "\n\n".join(val_records)[: settings.eval_chars]
-    return [text[: text.rfind(" ")] if " " in text else text]
+    return excerpts(held_blocks, max_chars=settings.eval_chars)
 
 
 def _keystroke_savings(model_dir: Path, texts: list[str], when: str, settings: TextSettings) -> Any:

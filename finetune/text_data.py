@@ -4,7 +4,8 @@
     data = load_text("/usr/share/games/fortunes", pattern="*", separator="%")
     data = load_text("tickets.csv", column="body")             # one CSV column
     data = load_text("chats.jsonl", field="text")              # one JSONL field
-    train, val = split_records(data.records, val_fraction=0.1, seed=0)
+    train, held = hold_out(data.records, how="blocks", share=0.1)  # every 10th ~1.5 KB block
+    texts = excerpts(held, max_chars=4000)                      # held-out text to type, spread out
     blocks = pack(tokenizer, train, block_size=256)            # list of equal-length id lists
 
 Every problem with the data is a `DataError` raised here, before a model is loaded, with a
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 import re
 from collections.abc import Sequence
@@ -24,6 +26,14 @@ from typing import Any
 
 from services.core.sources import sha256_of
 
+# How a user's text is held out (for validation perplexity and keystroke savings). A user's text
+# is many documents written over time, and what they type next resembles all of it (names,
+# phrases, style): "blocks" holds out every 10th stretch of ~1.5 KB (whole records, so never a
+# record cut in two), from all through the text; "tail" holds out its last tenth, one contiguous
+# stretch (a new scene with new names: what carries over to a new chapter).
+HOLDOUTS = ("blocks", "tail")
+HOLDOUT_BLOCK_CHARS = 1_500
+MIN_EXCERPT_CHARS = 200
 MIN_VAL_BLOCKS = 2  # fewer validation blocks make the perplexity too noisy to compare
 # A user's own text is 20-500 KB (what they paste or export). Below 2 KB no split has a block to
 # train or measure on at the defaults; above 20 MB a data set is being fed to a per-user job
@@ -190,7 +200,8 @@ def _jsonl_records(path: Path, field: str) -> list[str]:
 
 
 def split_records(records: Sequence[str], *, val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Shuffle whole records into train and validation, so no record is in both."""
+    """Shuffle whole records into train and validation, so no record is in both (the gpt-2-simple
+    backend's split; `finetune text` holds out with `hold_out`)."""
     if len(records) < 2:
         raise DataError(
             f"only {len(records)} record: a validation set needs at least two. "
@@ -200,6 +211,68 @@ def split_records(records: Sequence[str], *, val_fraction: float, seed: int) -> 
     random.Random(seed).shuffle(order)
     n_val = min(len(records) - 1, max(1, round(len(records) * val_fraction)))
     return [records[i] for i in order[n_val:]], [records[i] for i in order[:n_val]]
+
+
+def hold_out(
+    records: Sequence[str], *, how: str, share: float, block_chars: int = HOLDOUT_BLOCK_CHARS
+) -> tuple[list[str], list[list[str]]]:
+    """Split records, in order, into training records and held-out blocks (each a run of
+    consecutive records), about `share` of the characters held out. No record is in both, and the
+    same records give the same split (no randomness). `how`: one of HOLDOUTS."""
+    if how not in HOLDOUTS:
+        raise DataError(f"unknown held-out split {how!r}: choose one of {', '.join(HOLDOUTS)}")
+    if len(records) < 2:
+        raise DataError(
+            f"only {len(records)} record: a held-out part needs at least two. "
+            "Split the text with blank lines (or --separator), or add text"
+        )
+    total = sum(len(r) for r in records)
+    if how == "tail":  # records from the end until `share` of the characters, at least one of each
+        cut, held = len(records), 0
+        while cut > 1 and held < share * total:
+            cut -= 1
+            held += len(records[cut])
+        return list(records[:cut]), [list(records[cut:])]
+    every = max(2, round(1 / share))
+    # Short text gets shorter blocks, so that at least two are held out.
+    size = min(block_chars, max(1, int(total / (2 * every))))
+    blocks: dict[int, list[str]] = {}  # a record joins the block its first character falls in
+    start = 0
+    for record in records:
+        blocks.setdefault(start // size, []).append(record)
+        start += len(record)
+    if len(blocks) < 2 * every:  # few long records: each record its own block
+        blocks = dict(enumerate([r] for r in records))
+    # The middle block of every `every`: the text's first and last blocks are trained on.
+    ordered = list(blocks.values())
+    held_ids = [i for i in range(len(ordered)) if i % every == every // 2] or [len(ordered) // 2]
+    train = [r for i, block in enumerate(ordered) if i not in held_ids for r in block]
+    return train, [ordered[i] for i in held_ids]
+
+
+def excerpts(blocks: Sequence[Sequence[str]], *, max_chars: int) -> list[str]:
+    """Held-out blocks to type, each one document, about `max_chars` characters in all: whole
+    blocks taken at even intervals through the text (not only its start), the last one cut where
+    a word ends (none shorter than MIN_EXCERPT_CHARS after the first: a few words typed into an
+    empty editor measure nothing)."""
+    texts = [t for t in ("\n\n".join(block) for block in blocks) if t]
+    if not texts or max_chars <= 0:
+        return []
+    wanted = min(len(texts), math.ceil(max_chars / (sum(map(len, texts)) / len(texts))))
+    spread = sorted({i * len(texts) // wanted for i in range(wanted)})
+    order = spread + [i for i in range(len(texts)) if i not in spread]  # if those fall short
+    chosen: list[tuple[int, str]] = []
+    left = max_chars
+    for i in order:
+        if left <= 0 or (chosen and left < MIN_EXCERPT_CHARS):
+            break
+        text = texts[i]
+        if len(text) > left:
+            cut = text.rfind(" ", 0, left + 1)
+            text = text[: cut if cut > 0 else left]
+        chosen.append((i, text))
+        left -= len(text)
+    return [text for _, text in sorted(chosen)]
 
 
 def pack(tokenizer: Any, records: Sequence[str], *, block_size: int) -> list[list[int]]:

@@ -2,18 +2,21 @@
 text (at most 200 KB), on that user's held-out text. The goal: at least 30% more keystrokes
 saved, relatively, in each domain.
 
-    python tests/benchmarks/bench_keystroke_savings.py                      # every domain
-    python tests/benchmarks/bench_keystroke_savings.py --domains narrative --max-steps 10
+    python tests/benchmarks/bench_keystroke_savings.py                      # every domain, both splits
+    python tests/benchmarks/bench_keystroke_savings.py --domains dialogue --holdout blocks
     python tests/benchmarks/bench_keystroke_savings.py --versions narrative=smollm2-135m:abc,...
 
 Each domain (tests/data/suggest_corpora.py: narrative, dialogue, technical; one author each)
-runs `modelport finetune text train.txt --lora --eval-text heldout/` (the default recipe,
-finetune/text.py's TextSettings, unless --max-steps is given) under `nice -n 10`: the job
-itself measures keystroke savings before training (the base) and after (the fine-tuned
-version), in process, on the first `--eval-chars` characters of the held-out text, and stores
-both in the new version's metrics; this script reads them back from the store and prints the
-table. 4,000 characters hold ~700 word ends to ask at and dozens of accepted suggestions (600
-held 2-5: too few to tell a 30% change from chance). Training on 2 shared cores takes minutes
+runs `modelport finetune text text.txt --lora --holdout H` (the default recipe,
+finetune/text.py's TextSettings, unless --max-steps is given) under `nice -n 10` for each
+held-out split H (finetune/text_data.py's `hold_out`: "blocks", every 10th ~1.5 KB stretch
+from all through the text; "tail", its last tenth): the job holds that part out, trains on
+the rest (at most 200 KB), and measures validation perplexity and keystroke savings before
+training (the base) and after (the fine-tuned version), in process, on `--eval-chars`
+characters of the held-out part (whole blocks spread through it), and stores both in the new
+version's metrics; this script reads them back from the store and prints the table. 4,000
+characters hold ~700 word ends to ask at and dozens of accepted suggestions (600 held 2-5:
+too few to tell a 30% change from chance). Training on 2 shared cores takes minutes
 per domain: compare within a run.
 """
 
@@ -39,8 +42,9 @@ from tests.data.suggest_corpora import DEFAULT_OUT, DOMAINS, build
 GOAL = 0.30  # relative gain in keystroke savings
 
 
-def finetune(domain: Path, args: argparse.Namespace) -> tuple[str, float]:
-    """Run the fine-tune on `domain`'s train.txt; the new version's tag and the wall time."""
+def finetune(domain: Path, holdout: str, args: argparse.Namespace) -> tuple[str, float]:
+    """Run the fine-tune on `domain`'s text.txt, `holdout` held out; the new version's tag and
+    the wall time."""
     command = [
         "nice",
         "-n",
@@ -48,20 +52,20 @@ def finetune(domain: Path, args: argparse.Namespace) -> tuple[str, float]:
         str(Path(sys.executable).parent / "modelport"),
         "finetune",
         "text",
-        str(domain / "train.txt"),
+        str(domain / "text.txt"),
         "--lora",
         "--base",
         args.base,
         *(["--max-steps", str(args.max_steps)] if args.max_steps else []),
-        "--eval-text",
-        str(domain / "heldout"),
+        "--holdout",
+        holdout,
         "--eval-chars",
         str(args.eval_chars),
         "--eval-asks",
         args.asks,
     ]
     started = time.monotonic()
-    log = domain / "finetune.log"
+    log = domain / f"finetune-{holdout}.log"
     with log.open("w") as out:
         done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
     text = log.read_text()
@@ -74,6 +78,7 @@ def finetune(domain: Path, args: argparse.Namespace) -> tuple[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--domains", default=",".join(DOMAINS))
+    parser.add_argument("--holdout", default="blocks,tail", help="held-out splits, comma separated")
     parser.add_argument("--base", default="smollm2-135m")
     parser.add_argument("--max-steps", type=int, help="default: the recipe's (finetune/text.py)")
     parser.add_argument("--eval-chars", type=int, default=4000)
@@ -81,11 +86,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument(
         "--versions",
-        help="DOMAIN=TAG,...: the table for versions this script trained in earlier runs (one "
-        "domain a run, side by side), from their metrics; nothing is trained",
+        help="DOMAIN=TAG,...: the table for versions this script trained in earlier runs (a "
+        "domain may come twice, one a split), from their metrics; nothing is trained",
     )
     args = parser.parse_args()
-    trained = dict(pair.split("=", 1) for pair in args.versions.split(",")) if args.versions else {}
+    trained = [tuple(pair.split("=", 1)) for pair in args.versions.split(",")] if args.versions else []
     sources = build(args.out)
     from services.autocomplete import model_kinds  # noqa: F401 - registers the causal-lm kind
     from services.core.model_store import resolve
@@ -100,6 +105,7 @@ def main() -> None:
     )
     columns = (
         "domain",
+        "held out",
         "train KB",
         "steps",
         "training",
@@ -114,14 +120,20 @@ def main() -> None:
     )
     for column in columns:
         table.add_column(column, justify="left" if column == "domain" else "right")
-    for name in trained or args.domains.split(","):
-        tag, seconds = (trained[name], math.nan) if trained else finetune(args.out / name, args)
-        metrics = resolve(tag).info.metadata["metrics"]
+    runs = trained or [(d, h) for d in args.domains.split(",") for h in args.holdout.split(",")]
+    for name, what in runs:
+        tag, seconds = (what, math.nan) if trained else finetune(args.out / name, what, args)
+        meta = resolve(tag).info.metadata
+        metrics = meta["metrics"]
+        # Versions from before --holdout: train.txt, its random tenth validated on, the tail typed.
+        holdout = metrics.get("keystroke_eval_text", "tail (--eval-text)")
+        train_bytes = meta["dataset"].get("train_bytes", sources[name]["train_bytes"])
         before, after = metrics["keystroke_savings_before"], metrics["keystroke_savings_after"]
         gain = after / before - 1 if before else float("inf")
         table.add_row(
             name,
-            f"{sources[name]['train_bytes'] / 1000:.0f}",  # type: ignore[operator]
+            holdout,
+            f"{train_bytes / 1000:.0f}",
             str(metrics["train_steps"]),
             f"{metrics['train_seconds'] / 60:.1f} min",
             f"{metrics['val_ppl_before']:.1f} -> {metrics['val_ppl_after']:.1f}",
@@ -134,7 +146,7 @@ def main() -> None:
             "met" if gain >= GOAL else "not met",
             f"{(metrics['train_minutes'] if trained else seconds / 60):.1f} min",
         )
-        print(f"{name}: {tag} {before:.1%} -> {after:.1%}", flush=True)
+        print(f"{name} ({holdout}): {tag} {before:.1%} -> {after:.1%}", flush=True)
     Console(width=180).print(table)
 
 

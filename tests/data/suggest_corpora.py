@@ -5,10 +5,11 @@ a fine-tune may read and held-out text it never sees.
     python tests/data/suggest_corpora.py --out DIR
     modelport evaluate suggest ~/.cache/modelport/suggest-corpora/narrative/heldout
 
-Each domain folder holds `train.txt` (paragraphs, blank-line separated, at most 200 KB: what
-a user's fine-tune reads), `heldout/<domain>.txt` (the last 10% of the text, by characters:
-a contiguous stretch, so nothing of it leaks into training through a neighbouring paragraph;
-never used to train or tune anything) and `source.json` (package, files, licence, sizes,
+Each domain folder holds `text.txt` (the user's whole text, paragraphs blank-line separated,
+which `finetune text --holdout blocks|tail` splits itself: what the keystroke benchmark
+feeds it), `train.txt` and `heldout/<domain>.txt` (that text's tail split, finetune/
+text_data.py's `hold_out`: the last 10% by characters, a contiguous stretch, and the rest up to
+200 KB; for `modelport evaluate suggest`) and `source.json` (package, files, licence, sizes,
 sha256). The text comes from pinned packages on the Python registry (no internet needed),
 cleaned the way a user's own text would look in an editor: lines unwrapped into paragraphs,
 code blocks and markup dropped. The same packages give the same bytes: deterministic.
@@ -174,21 +175,26 @@ def build(out: Path = DEFAULT_OUT) -> dict[str, dict[str, object]]:
 
 
 def write_split(folder: Path, name: str, domain: Domain, paragraphs: list[str]) -> dict[str, object]:
-    total = sum(len(p) for p in paragraphs)
+    from finetune.text_data import hold_out  # the fine-tune's own split: one definition of "tail"
+
     # The held-out stretch: paragraphs from the end until a tenth of the characters.
-    cut, held = len(paragraphs), 0
-    while held < HELDOUT_SHARE * total:
-        cut -= 1
-        held += len(paragraphs[cut])
-    train, heldout = paragraphs[:cut], paragraphs[cut:]
+    train, (heldout,) = hold_out(paragraphs, how="tail", share=HELDOUT_SHARE)
     train_text = ""
     for paragraph in train:  # the first 200 KB of the rest
         if len((train_text + paragraph).encode()) > MAX_TRAIN_BYTES:
             break
         train_text += paragraph + "\n\n"
     heldout_text = "\n\n".join(heldout) + "\n"
+    # The user's whole text, for `finetune text --holdout blocks|tail` to split itself (the
+    # benchmark's path): as much as leaves at most 200 KB to train on.
+    whole_text = ""
+    for paragraph in paragraphs:
+        if len((whole_text + paragraph).encode()) > MAX_TRAIN_BYTES / (1 - HELDOUT_SHARE):
+            break
+        whole_text += paragraph + "\n\n"
     (folder / "heldout").mkdir(parents=True, exist_ok=True)
     (folder / "train.txt").write_text(train_text)
+    (folder / "text.txt").write_text(whole_text)
     (folder / "heldout" / f"{name}.txt").write_text(heldout_text)
     source = {
         "domain": name,
@@ -199,6 +205,7 @@ def write_split(folder: Path, name: str, domain: Domain, paragraphs: list[str]) 
         "licence": domain.licence,
         "train_bytes": len(train_text.encode()),
         "heldout_bytes": len(heldout_text.encode()),
+        "text_bytes": len(whole_text.encode()),
         "train_sha256": hashlib.sha256(train_text.encode()).hexdigest(),
         "heldout_sha256": hashlib.sha256(heldout_text.encode()).hexdigest(),
     }

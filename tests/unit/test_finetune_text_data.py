@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from finetune.text_data import DataError, check_sizes, load_text, pack, split_records
+from finetune.text_data import (
+    DataError,
+    check_sizes,
+    excerpts,
+    hold_out,
+    load_text,
+    pack,
+    split_records,
+)
 
 
 class CharTokenizer:
@@ -93,6 +101,51 @@ def test_split_keeps_records_whole_and_is_seeded() -> None:
     assert split_records(records, val_fraction=0.1, seed=0) == (train, val)
     with pytest.raises(DataError, match="a validation set needs at least two"):
         split_records(["only one"], val_fraction=0.1, seed=0)
+
+
+def _paragraphs(n: int) -> list[str]:
+    """`n` distinct paragraphs of uneven length, numbered so any two differ."""
+    return [f"Paragraph {i}: " + " ".join(f"w{i}x{j}" for j in range(5 + i * 7 % 40)) for i in range(n)]
+
+
+def test_blocks_holdout_is_disjoint_spread_and_deterministic() -> None:
+    records = _paragraphs(400)  # ~80 KB
+    train, held = hold_out(records, how="blocks", share=0.1)
+    held_records = [r for block in held for r in block]
+    # Nothing held out is trained on, and every record is in exactly one part (none invented).
+    assert set(held_records).isdisjoint(train)
+    assert sorted(train + held_records) == sorted(records)
+    assert train == [r for r in records if r not in set(held_records)]  # order kept
+    for block in held:  # each block a run of consecutive records of ~1.5 KB
+        first = records.index(block[0])
+        assert block == records[first : first + len(block)]
+        assert 1_000 < sum(map(len, block)) < 2_000
+    share = sum(map(len, held_records)) / sum(map(len, records))
+    assert 0.07 < share < 0.13 and len(held) >= 4
+    positions = [records.index(block[0]) / len(records) for block in held]
+    assert min(positions) < 0.2 and max(positions) > 0.8  # from all through the text
+    assert records[0] in train and records[-1] in train
+    assert hold_out(records, how="blocks", share=0.1) == (train, held)  # deterministic
+    # The text typed for keystroke savings comes from the held-out blocks only, spread out.
+    typed = excerpts(held, max_chars=4_000)
+    assert 3_500 < sum(map(len, typed)) <= 4_000 and len(typed) >= 2 and min(map(len, typed)) >= 200
+    joined = ["\n\n".join(block) for block in held]
+    assert all(any(text in block for block in joined) for text in typed)
+    assert joined.index(next(b for b in joined if typed[-1] in b)) > len(held) // 2
+
+
+def test_tail_holdout_and_short_text() -> None:
+    records = _paragraphs(100)
+    train, held = hold_out(records, how="tail", share=0.1)
+    assert len(held) == 1 and train + held[0] == records and train
+    assert 0.1 <= sum(map(len, held[0])) / sum(map(len, records)) < 0.2
+    short = _paragraphs(30)  # ~3 KB: the blocks shrink so that two or more are held out
+    train, held = hold_out(short, how="blocks", share=0.1)
+    assert len(held) >= 2 and set(r for b in held for r in b).isdisjoint(train)
+    with pytest.raises(DataError, match="held-out part needs at least two"):
+        hold_out(["one"], how="blocks", share=0.1)
+    with pytest.raises(DataError, match="choose one of blocks, tail"):
+        hold_out(records, how="random", share=0.1)
 
 
 def test_pack_joins_records_with_eos_into_full_blocks() -> None:
