@@ -34,8 +34,14 @@ TOP_K = 3
 class PlateOCR:
     """Reads plate crops with a CTC recogniser whose dictionary is in its ONNX metadata."""
 
-    def __init__(self, model_path: str | Path, *, providers: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, model_path: str | Path, *, providers: Sequence[str] | None = None, temperature: float = 1.0
+    ) -> None:
         self._session = onnx_session(model_path, providers)
+        # Calibration: each frame's plate-alphabet probabilities are raised to 1 / temperature
+        # and renormalised (softmax of logits / temperature over the folded classes). The read
+        # text is the same at any temperature; only how sure it is changes.
+        self.temperature = temperature
         self._input_name = self._session.get_inputs()[0].name
         self._fold = _fold_matrix(self._session.get_modelmeta().custom_metadata_map["character"])
 
@@ -49,9 +55,14 @@ class PlateOCR:
         if not lines_per_crop:
             return []
         lines = [line for crop_lines in lines_per_crop for line in crop_lines]
-        probabilities = self._session.run(None, {self._input_name: to_batch(lines)})[0]
-        decoded = iter(_decode(line_probs @ self._fold) for line_probs in probabilities)
+        decoded = iter(decode(folded) for folded in self.folded(lines))
         return [_join([next(decoded) for _ in crop_lines]) for crop_lines in lines_per_crop]
+
+    def folded(self, lines: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Each line's (time, 1 + plate alphabet + foreign) probabilities, in one model call, at
+        this reader's temperature."""
+        probabilities = self._session.run(None, {self._input_name: to_batch(lines)})[0]
+        return [with_temperature(line_probs @ self._fold, self.temperature) for line_probs in probabilities]
 
     def read_plates(self, plates: Sequence[tuple[np.ndarray, BoundingBox]]) -> list[OcrResult]:
         """Read the plate in each (RGB image, detector box) pair, all in one model call."""
@@ -74,7 +85,15 @@ def _fold_matrix(dictionary: str) -> np.ndarray:
     return fold
 
 
-def _decode(folded: np.ndarray) -> OcrResult:
+def with_temperature(folded: np.ndarray, temperature: float) -> np.ndarray:
+    """(time, classes) probabilities as a softmax of their logits divided by ``temperature``."""
+    if temperature == 1.0:
+        return folded
+    scaled = np.power(np.maximum(folded, 1e-12), 1.0 / temperature)
+    return scaled / scaled.sum(axis=1, keepdims=True)
+
+
+def decode(folded: np.ndarray) -> OcrResult:
     """Greedy CTC decoding of (time, 1 + alphabet + foreign) probabilities: the text over the
     alphabet (renormalised to it), and how surely a foreign symbol was read somewhere."""
     foreign_frames = folded.argmax(axis=1) == folded.shape[1] - 1

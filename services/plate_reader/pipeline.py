@@ -46,9 +46,13 @@ class PlateRecognizer:
         review_threshold: float,
         retry_imgsz: int = 0,
         text_lines: TextLineFinder | None = None,
+        tuned_ocr: PlateOCR | None = None,
     ) -> None:
         self.detector = detector
         self.ocr = ocr
+        # A second, plate-tuned recogniser reading every number line as ocr's equal
+        # (read_fusion.fuse_equals; None: ocr reads alone). Only with text_lines.
+        self.tuned_ocr = tuned_ocr
         # Finds the plate number's text line(s) in each crop, so only they are read, twice where
         # unsure (read_fusion.py; None: each crop is read whole, once).
         self.text_lines = text_lines
@@ -67,6 +71,8 @@ class PlateRecognizer:
         detector_imgsz: int = 640,
         retry_imgsz: int = 0,
         text_detector_path: str | Path | None = None,
+        tuned_ocr_path: str | Path | None = None,
+        tuned_temperature: float = 1.0,
     ) -> PlateRecognizer:
         return cls(
             PlateDetector(detector_path, imgsz=detector_imgsz),
@@ -74,6 +80,7 @@ class PlateRecognizer:
             review_threshold=review_threshold,
             retry_imgsz=retry_imgsz,
             text_lines=TextLineFinder(text_detector_path) if text_detector_path else None,
+            tuned_ocr=PlateOCR(tuned_ocr_path, temperature=tuned_temperature) if tuned_ocr_path else None,
         )
 
     def read(
@@ -145,6 +152,7 @@ class PlateRecognizer:
                 self.text_lines,
                 crops,
                 lambda text, i, hint: _candidates(text, regions[i], rules, hint),
+                self.tuned_ocr,
             )
         return [
             _candidates(text, crop_regions, rules)

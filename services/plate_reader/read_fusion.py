@@ -57,9 +57,15 @@ Rank = Callable[[OcrResult, int, RegionHint | None], tuple[Candidate, ...]]
 
 
 def read_voted(
-    ocr: PlateOCR, finder: TextLineFinder, crops: Sequence[np.ndarray], rank: Rank
+    ocr: PlateOCR,
+    finder: TextLineFinder,
+    crops: Sequence[np.ndarray],
+    rank: Rank,
+    tuned: PlateOCR | None = None,
 ) -> list[tuple[Candidate, ...]]:
-    """Ranked candidates for each crop; ``rank(reading, crop index, hint)`` applies the rules."""
+    """Ranked candidates for each crop; ``rank(reading, crop index, hint)`` applies the rules.
+    With ``tuned``, a second recogniser reads every plate's stretched line too, as an equal
+    (fuse_equals)."""
     if not crops:
         return []
     found = finder.find(crops)
@@ -70,8 +76,15 @@ def read_voted(
     ]
     bands = [trim_bands(crop).shape[0] < crop.shape[0] for crop in crops]  # a top band was cut off
     hints = [region_hint((), mercosur_band=band) for band in bands]
-    first = ocr.read_lines([[stretch(line) for line in lines] for lines in plain])
-    ranked = [rank(reading, i, hints[i]) for i, reading in enumerate(first)]
+    stretched = [[stretch(line) for line in lines] for lines in plain]
+    first = ocr.read_lines(stretched)
+    other = tuned.read_lines(stretched) if tuned is not None else None
+
+    def both(i: int, hint: RegionHint | None) -> tuple[Candidate, ...]:
+        mine = rank(first[i], i, hint)
+        return mine if other is None else fuse_equals(mine, rank(other[i], i, hint))
+
+    ranked = [both(i, hints[i]) for i in range(len(crops))]
     unsure = [i for i, candidates in enumerate(ranked) if _sureness(candidates) < SECOND_READ_BELOW]
     if not unsure:
         return ranked
@@ -82,7 +95,7 @@ def read_voted(
     for i, second, lines in zip(unsure, again, sides):
         hint = region_hint([next(side_texts).text for _ in lines], mercosur_band=bands[i])
         if hint != hints[i]:
-            ranked[i] = rank(first[i], i, hint)
+            ranked[i] = both(i, hint)
         ranked[i] = fuse(ranked[i], rank(second, i, hint))
     return ranked
 
@@ -96,6 +109,24 @@ def fuse(first: Sequence[Candidate], second: Sequence[Candidate]) -> tuple[Candi
     winner, loser = (first, second) if first[0].score >= second[0].score else (second, first)
     merged = [*winner, *(loser[:1] if loser[0].plate not in {c.plate for c in winner} else ())]
     return tuple(replace(c, confidence=min(c.confidence, DISAGREE_CAP)) for c in merged)
+
+
+def fuse_equals(first: Sequence[Candidate], second: Sequence[Candidate]) -> tuple[Candidate, ...]:
+    """Two recognisers' readings of one plate, neither preferred (Laroca et al. 2023, model
+    fusion). Their best plates agree: the surer reading's list, its best plate at
+    ``agreed(first, second)`` (agreement is evidence). They disagree: fuse() (the surer
+    reading first, the other's plate after it, both flagged). One read nothing: the other."""
+    if not first or not second:
+        return tuple(first or second)
+    if first[0].plate != second[0].plate:
+        return fuse(first, second)
+    surer = first if first[0].confidence >= second[0].confidence else second
+    return (replace(surer[0], confidence=agreed(first[0].confidence, second[0].confidence)), *surer[1:])
+
+
+def agreed(one: float, other: float) -> float:
+    """The score of a plate two recognisers read alike: the surer one's."""
+    return max(one, other)
 
 
 def stretch(line: np.ndarray, factor: float = STRETCH) -> np.ndarray:

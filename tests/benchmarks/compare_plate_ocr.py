@@ -1,7 +1,8 @@
 """Recognisers compared on the plate reader's dev (or test) sets, through the service's own pipeline.
 
     python tests/benchmarks/compare_plate_ocr.py --ocr plate-ocr:BASE --ocr plate-ocr:TUNED \
-        [--pair plate-ocr:TUNED,plate-ocr:BASE] [--split test] [--out .bench/compare]
+        [--pair plate-ocr:TUNED,plate-ocr:BASE] [--fuse plate-ocr:BASE,plate-ocr:TUNED@1.4] \
+        [--split test] [--out .bench/compare]
 
 The figures are `modelport evaluate plates`'s (the same `evaluate` on the same `PlateRecognizer`,
 the service's settings), with the counts behind them: exact plates, auto-accepted (right of
@@ -15,6 +16,8 @@ tests/data/fetch_plates.py and tests/data/synth_plates.py):
 `--pair FIRST,SECOND` reads with FIRST and gives read_fusion's second read (the unsure plates,
 at their own width) to SECOND: two recognisers voting. Each set's outcomes are written to
 OUT/READER/SET.json, so two readers' misreads can be compared image by image.
+`--fuse BASE,TUNED` is the served fusion (read_fusion.fuse_equals: both read every plate);
+`TAG@T` reads with that recogniser at temperature T (calibrate_plate_ocr.py fits it).
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from services.core.cli import _plate_recognizer
+from services.core.model_store import resolve
 from services.plate_reader import pipeline, read_fusion
 from services.plate_reader.evaluate import Evaluation, evaluate, load_labels, plate_reads
+from services.plate_reader.ocr import PlateOCR
 from services.plate_reader.settings import Settings
 from tests.benchmarks.machine import describe_machine
 
@@ -55,9 +60,6 @@ def sets(args: argparse.Namespace) -> list[tuple[str, Path, bool, str | None]]:
 
 def paired(first_tag: str, second_tag: str) -> Callable[..., list]:
     """read_fusion.read_voted with its first read by one recogniser and its second by another."""
-    from services.core.model_store import resolve
-    from services.plate_reader.ocr import PlateOCR
-
     first, second = (PlateOCR(resolve(t).path_of("model.onnx")) for t in (first_tag, second_tag))
 
     def read_voted(_ocr, finder, crops, rank):  # type: ignore[no-untyped-def]
@@ -70,6 +72,12 @@ def paired(first_tag: str, second_tag: str) -> Callable[..., list]:
         return read_fusion.read_voted(InTurn(), finder, crops, rank)  # type: ignore[arg-type]
 
     return read_voted
+
+
+def at_temperature(tagged: str) -> tuple[str, float]:
+    """ "plate-ocr:V@1.4" -> ("plate-ocr:V", 1.4); no "@": temperature 1."""
+    tag, _, temperature = tagged.partition("@")
+    return tag, float(temperature or 1.0)
 
 
 def first(folder: Path, split: str | None, limit: int | None) -> Path:
@@ -102,6 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ocr", action="append", default=[], help="a recogniser's store tag (repeat)")
     parser.add_argument("--pair", action="append", default=[], help="FIRST,SECOND: two tags voting")
+    parser.add_argument("--fuse", action="append", default=[], help="BASE,TUNED[@T]: both read every plate")
     parser.add_argument("--split", choices=["dev", "test"], default="dev")
     parser.add_argument("--plates", type=Path, default=Path(".bench/plates"))
     parser.add_argument("--synth-dev", type=Path, default=Path(".bench/synth2"))
@@ -111,15 +120,27 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(".bench/compare"))
     args = parser.parse_args()
     settings = Settings.from_env()
-    readers = [(tag, tag, None) for tag in args.ocr] + [
-        (f"{p.split(',')[0]}+{p.split(',')[1]}", p.split(",")[0], paired(*p.split(","))) for p in args.pair
+    readers = [(tag, tag, None, None) for tag in args.ocr]
+    readers += [
+        (f"{p.split(',')[0]}+{p.split(',')[1]}", p.split(",")[0], paired(*p.split(",")), None)
+        for p in args.pair
+    ]
+    readers += [
+        (f"{f.split(',')[0]}={f.split(',')[1]}", f.split(",")[0], None, f.split(",")[1]) for f in args.fuse
     ]
     chosen = [s for s in sets(args) if not args.only or s[0] in args.only.split(",")]
     print(f"{describe_machine()}; {args.split} split; shared machine: compare within a set")
     original = pipeline.read_voted
     table: dict[str, dict[str, dict[str, float]]] = {}
-    for name, tag, voted in readers:
+    for name, tagged, voted, tuned in readers:
+        tag, temperature = at_temperature(tagged)
         recognizer = _plate_recognizer(settings.detector_model, tag)
+        recognizer.ocr.temperature = temperature
+        if tuned:
+            tuned_tag, tuned_temperature = at_temperature(tuned)
+            recognizer.tuned_ocr = PlateOCR(
+                resolve(tuned_tag).path_of("model.onnx"), temperature=tuned_temperature
+            )
         pipeline.read_voted = voted or original  # type: ignore[assignment]
         for set_name, folder, crops, split in chosen:
             if not folder.is_dir():
@@ -130,7 +151,9 @@ def main() -> None:
             result = evaluate(read, first(folder, split, args.limit), split=split)
             row = table.setdefault(set_name, {})[name] = counts(result)
             target = (
-                args.out / name.replace(":", "_").replace("+", "__") / f"{set_name.replace(' ', '-')}.json"
+                args.out
+                / name.replace(":", "_").replace("+", "__").replace("=", "==")
+                / f"{set_name.replace(' ', '-')}.json"
             )
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(
@@ -155,12 +178,16 @@ def main() -> None:
                 flush=True,
             )
     pipeline.read_voted = original
-    print("\n| set | reader | n | exact | auto-accepted right/all | coverage |\n|---|---|---|---|---|---|")
+    print(
+        "\n| set | reader | n | exact | auto-accepted right/all | coverage | ms/image |"
+        "\n|---|---|---|---|---|---|---|"
+    )
     for set_name, rows in table.items():
         for name, row in rows.items():
             print(
                 f"| {set_name} | {name} | {row['n']} | {row['exact'] / row['n']:.1%} | "
-                f"{row['accepted_right']}/{row['accepted']} | {row['accepted_right'] / row['n']:.1%} |"
+                f"{row['accepted_right']}/{row['accepted']} | {row['accepted_right'] / row['n']:.1%} | "
+                f"{row['ms']} |"
             )
 
 

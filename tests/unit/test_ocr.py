@@ -138,3 +138,18 @@ def test_a_symbol_no_plate_carries_is_reported_and_flags_the_reading(ocr: PlateO
     ImageDraw.Draw(plain).text((20, 18), "SALE 50", fill="black", font=font)
     [read] = ocr.read([np.asarray(plain)])
     assert read.foreign < 0.95
+
+
+def test_a_temperature_changes_how_sure_a_reading_is_never_what_it_reads(
+    plate_models: dict[str, Path],
+) -> None:
+    plain = PlateOCR(plate_models["plate-ocr"]).read([crop("test_plate_2.png")])[0]
+    softer = PlateOCR(plate_models["plate-ocr"], temperature=2.0).read([crop("test_plate_2.png")])[0]
+    sharper = PlateOCR(plate_models["plate-ocr"], temperature=0.5).read([crop("test_plate_2.png")])[0]
+    assert softer.text == plain.text == sharper.text
+    assert all(
+        s < p < h
+        for s, p, h in zip(softer.char_confidences, plain.char_confidences, sharper.char_confidences)
+        if p < 0.999
+    )
+    assert min(softer.char_confidences) < min(plain.char_confidences) < min(sharper.char_confidences)

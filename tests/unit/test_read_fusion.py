@@ -1,10 +1,17 @@
-"""The vote between a plate's two reads (read_fusion.fuse). The candidate lists are fakes built
-here (fake_candidates), not model output; the real reads are measured in the README."""
+"""The vote between a plate's two reads (read_fusion.fuse) and between two recognisers
+(fuse_equals). The candidate lists, recognisers and line finder are fakes built here
+(fake_candidates, FakeOCR, FakeFinder), not model output; the real reads are measured in the
+README."""
 
 from __future__ import annotations
 
-from services.plate_reader.read_fusion import DISAGREE_CAP, fuse
-from services.plate_reader.types import Candidate
+from collections.abc import Sequence
+
+import numpy as np
+
+from services.plate_reader.read_fusion import DISAGREE_CAP, agreed, fuse, fuse_equals, read_voted
+from services.plate_reader.text_lines import TextLine
+from services.plate_reader.types import Candidate, OcrResult
 
 THRESHOLD = 0.93
 
@@ -40,3 +47,61 @@ def test_a_read_that_found_nothing_does_not_outvote_one_that_did() -> None:
     first = fake_candidates(("AB12CDE", 0.99))
     assert fuse(first, ()) == first
     assert fuse((), first) == first
+
+
+# Two recognisers as equals (read_fusion.fuse_equals, read_voted's ``tuned``).
+
+
+def test_two_recognisers_that_agree_keep_the_plate_at_the_surer_ones_score() -> None:
+    base = fake_candidates(("8GRF393", 0.91), ("8GRF398", 0.2))
+    tuned = fake_candidates(("8GRF393", 0.97), ("BGRF393", 0.3))
+    fused = fuse_equals(base, tuned)
+    assert fused[0] == Candidate("8GRF393", 0.97, "us-generic", agreed(0.91, 0.97))
+    assert fused[0].confidence == 0.97 >= THRESHOLD  # accepted: the tuned reader was sure
+    assert [c.plate for c in fused] == ["8GRF393", "BGRF393"]  # the surer reading's list
+
+
+def test_two_recognisers_that_disagree_give_both_plates_flagged_the_surer_first() -> None:
+    # The tuned recogniser's confident deletion (8GRF393 read 8GR393 at 0.996).
+    base = fake_candidates(("8GRF393", 0.95))
+    tuned = fake_candidates(("8GR393", 0.996))
+    fused = fuse_equals(base, tuned)
+    assert [c.plate for c in fused] == ["8GR393", "8GRF393"]
+    assert all(c.confidence <= DISAGREE_CAP < THRESHOLD for c in fused)
+
+
+class FakeOCR:
+    """A fake recogniser: each call gives the next list of (text, sureness) it was built with,
+    one per plate asked for, and it counts its calls."""
+
+    def __init__(self, *calls: list[tuple[str, float]]) -> None:
+        self.answers, self.calls = calls, 0
+
+    def read_lines(self, lines_per_crop: Sequence[Sequence[np.ndarray]]) -> list[OcrResult]:
+        texts = self.answers[self.calls]
+        self.calls += 1
+        assert len(texts) == len(lines_per_crop)
+        return [OcrResult(t, c, (c,) * len(t)) for t, c in texts]
+
+
+class FakeFinder:
+    """A fake text-line finder that finds no line: each crop is read whole."""
+
+    def find(self, crops: Sequence[np.ndarray]) -> list[list[TextLine]]:
+        return [[] for _ in crops]
+
+
+def fake_rank(reading: OcrResult, index: int, hint: object) -> tuple[Candidate, ...]:
+    return fake_candidates((reading.text, min(reading.char_confidences)))
+
+
+def test_the_tuned_recogniser_reads_every_plate_in_one_more_call_and_votes_as_an_equal() -> None:
+    crops = [np.full((40, 160, 3), 200, np.uint8) for _ in range(2)]
+    # base: the first read of both, then the flagged plate again at its own width
+    base = FakeOCR([("AB123CD", 0.99), ("KRW301", 0.99)], [("KRW301", 0.97)])
+    tuned = FakeOCR([("AB123CD", 0.95), ("KR301", 0.999)])
+    agree, disagree = read_voted(base, FakeFinder(), crops, fake_rank, tuned)  # type: ignore[arg-type]
+    assert tuned.calls == 1 and base.calls == 2
+    assert agree[0] == Candidate("AB123CD", 0.99, "us-generic", 0.99)
+    assert [c.plate for c in disagree] == ["KR301", "KRW301"]
+    assert max(c.confidence for c in disagree) <= DISAGREE_CAP
