@@ -147,7 +147,7 @@ def main() -> None:
             f"{(metrics['train_minutes'] if trained else seconds / 60):.1f} min",
         )
         print(f"{name} ({holdout}): {tag} {before:.1%} -> {after:.1%}", flush=True)
-    Console(width=180).print(table)
+    Console(width=200).print(table)
 
 
 if __name__ == "__main__":
