@@ -152,6 +152,7 @@ def _plate_recognizer(detector: str, ocr: str):  # returns (PlateRecognizer, Set
     from services.plate_reader.settings import Settings
 
     settings = Settings.from_env()
+    tuned = settings.tuned_ocr_model(ocr)  # fused with `ocr` when a version tuned from it is stored
     return PlateRecognizer.from_files(
         resolve(detector).path_of("model.onnx"),
         resolve(ocr).path_of("model.onnx"),
@@ -161,6 +162,8 @@ def _plate_recognizer(detector: str, ocr: str):  # returns (PlateRecognizer, Set
         text_detector_path=(
             resolve(settings.text_detector_model).path_of("model.onnx") if settings.text_lines else None
         ),
+        tuned_ocr_path=resolve(tuned).path_of("model.onnx") if tuned else None,
+        tuned_temperature=settings.ocr_tuned_temperature,
     )
 
 

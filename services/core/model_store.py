@@ -202,6 +202,17 @@ def rollback(name: str) -> str:
     return set_serving(str(older[-1].tag))
 
 
+def tuned_from(tag: str) -> str | None:
+    """The newest stored version of `tag`'s name fine-tuned from it (its metadata's base_model,
+    as `modelport finetune` writes it), or None (also when `tag` itself is not stored)."""
+    try:
+        base = str(resolve(tag).tag)
+    except ModelNotFound:
+        return None
+    tuned = [m for m in versions(base.split(":")[0]) if m.info.metadata.get("base_model") == base]
+    return str(tuned[-1].tag) if tuned else None
+
+
 def resolve(tag: str) -> bentoml.Model:
     """The stored model for `tag`, or ModelNotFound saying which command imports it."""
     try:
@@ -234,5 +245,6 @@ __all__ = [
     "rollback",
     "serving_tag",
     "set_serving",
+    "tuned_from",
     "versions",
 ]

@@ -70,6 +70,9 @@ webhooks.check(settings)  # so does a malformed MODELPORT_PLATE_WEBHOOKS (not a 
 class PlateReader:
     detector_model = bentoml.models.BentoModel(settings.detector_model)
     ocr_model = bentoml.models.BentoModel(settings.ocr_model)
+    # Read beside it as an equal when a plate-tuned version is stored (settings.ocr_tuned_model)
+    tuned_ocr_tag = settings.tuned_ocr_model()
+    tuned_ocr_model = bentoml.models.BentoModel(tuned_ocr_tag) if tuned_ocr_tag else None
     text_detector_model = bentoml.models.BentoModel(settings.text_detector_model)
 
     def __init__(self) -> None:
@@ -84,6 +87,8 @@ class PlateReader:
             text_detector_path=(
                 self.text_detector_model.path_of("model.onnx") if settings.text_lines else None
             ),
+            tuned_ocr_path=self.tuned_ocr_model.path_of("model.onnx") if self.tuned_ocr_model else None,
+            tuned_temperature=settings.ocr_tuned_temperature,
         )
         self.batcher = MicroBatcher(
             self.recognizer.read_batch,
@@ -103,7 +108,12 @@ class PlateReader:
         webhooks.start(settings)  # bad MODELPORT_PLATE_WEBHOOKS fails the start; pending events resume
         models = (str(self.detector_model.tag), str(self.ocr_model.tag))
         self.videos = VideoReader(settings, self.batcher, self.recorder, models)  # POST .../video
-        logger.info("plate reader ready: detector %s, ocr %s", self.detector_model.tag, self.ocr_model.tag)
+        logger.info(
+            "plate reader ready: detector %s, ocr %s, tuned ocr %s",
+            self.detector_model.tag,
+            self.ocr_model.tag,
+            self.tuned_ocr_model.tag if self.tuned_ocr_model else "none",
+        )
 
     def __is_ready__(self) -> bool:
         return hasattr(self, "batcher")

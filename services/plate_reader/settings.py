@@ -16,6 +16,14 @@ class Settings:
     detector_model: str = ""
     ocr_model: str = ""
     text_detector_model: str = ""
+    # A plate-tuned recogniser read beside ocr_model as its equal (read_fusion.fuse_equals: both
+    # read every number line; a plate they read alike keeps the surer score, one they read apart
+    # is flagged). "" = the newest stored version fine-tuned from ocr_model (`make
+    # plate-ocr-tuned`) if there is one, else ocr_model alone; "none" = ocr_model alone.
+    ocr_tuned_model: str = ""
+    # Its scores' temperature, fitted on the dev crops (calibrate_plate_ocr.py: the lowest NLL of
+    # "the read is the plate" at T=1.4; the tuned head is over-sure on synthetic plates).
+    ocr_tuned_temperature: float = 1.4
     # Read only the plate number's text line (text_lines.py: the state name, slogan, stickers
     # and frame text around it are left out). Off: each crop is read whole, as before. On the
     # held-out seed-0 synthetic crops exact went 68.1% -> 91.0%, coverage 37.1% -> 74.3%; all
@@ -119,3 +127,13 @@ class Settings:
                 text_detector_model=settings.text_detector_model or serving_tag("plate-text-detector"),
             )
         return settings
+
+    def tuned_ocr_model(self, ocr_model: str | None = None) -> str | None:
+        """The tag of the recogniser fused with `ocr_model` (default: this one's), or None."""
+        if self.ocr_tuned_model == "none":
+            return None
+        if self.ocr_tuned_model:
+            return self.ocr_tuned_model
+        from services.core.model_store import tuned_from
+
+        return tuned_from(ocr_model or self.ocr_model)

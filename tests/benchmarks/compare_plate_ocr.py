@@ -111,6 +111,12 @@ def main() -> None:
     parser.add_argument("--ocr", action="append", default=[], help="a recogniser's store tag (repeat)")
     parser.add_argument("--pair", action="append", default=[], help="FIRST,SECOND: two tags voting")
     parser.add_argument("--fuse", action="append", default=[], help="BASE,TUNED[@T]: both read every plate")
+    parser.add_argument(
+        "--agree",
+        choices=["max", "noisy-or"],
+        default="max",
+        help="--fuse's score for a plate both read alike: the surer one's (served), or 1-(1-a)(1-b)",
+    )
     parser.add_argument("--split", choices=["dev", "test"], default="dev")
     parser.add_argument("--plates", type=Path, default=Path(".bench/plates"))
     parser.add_argument("--synth-dev", type=Path, default=Path(".bench/synth2"))
@@ -125,17 +131,22 @@ def main() -> None:
         (f"{p.split(',')[0]}+{p.split(',')[1]}", p.split(",")[0], paired(*p.split(",")), None)
         for p in args.pair
     ]
+    agree = "" if args.agree == "max" else f"+{args.agree}"
     readers += [
-        (f"{f.split(',')[0]}={f.split(',')[1]}", f.split(",")[0], None, f.split(",")[1]) for f in args.fuse
+        (f"{f.split(',')[0]}={f.split(',')[1]}{agree}", f.split(",")[0], None, f.split(",")[1])
+        for f in args.fuse
     ]
     chosen = [s for s in sets(args) if not args.only or s[0] in args.only.split(",")]
     print(f"{describe_machine()}; {args.split} split; shared machine: compare within a set")
     original = pipeline.read_voted
+    if args.agree == "noisy-or":
+        read_fusion.agreed = lambda one, other: 1 - (1 - one) * (1 - other)  # type: ignore[assignment]
     table: dict[str, dict[str, dict[str, float]]] = {}
     for name, tagged, voted, tuned in readers:
         tag, temperature = at_temperature(tagged)
         recognizer = _plate_recognizer(settings.detector_model, tag)
         recognizer.ocr.temperature = temperature
+        recognizer.tuned_ocr = None  # --ocr and --pair read alone, whatever versions are stored
         if tuned:
             tuned_tag, tuned_temperature = at_temperature(tuned)
             recognizer.tuned_ocr = PlateOCR(

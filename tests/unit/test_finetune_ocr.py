@@ -92,6 +92,7 @@ def test_finetune_stores_a_checked_version_that_plate_ocr_reads(
     from services.core.model_store import resolve, serving_tag, versions
     from services.core.sources import sha256_of
     from services.plate_reader.ocr import PLATE_ALPHABET, PlateOCR
+    from services.plate_reader.settings import Settings
 
     base_sha = sha256_of(Path(resolve(base_ocr).path))
     settings = OcrSettings(
@@ -102,6 +103,9 @@ def test_finetune_stores_a_checked_version_that_plate_ocr_reads(
     assert result.tag.startswith(f"{BASE}:") and result.tag != base_ocr
     assert str(versions(BASE)[-1].tag) == result.tag
     assert serving_tag(BASE) == base_ocr  # a new version is never served without asking
+    # ... but the plate reader reads it beside its base, as an equal (read_fusion.fuse_equals)
+    assert Settings(ocr_model=base_ocr).tuned_ocr_model() == result.tag
+    assert Settings(ocr_model=base_ocr, ocr_tuned_model="none").tuned_ocr_model() is None
     assert sha256_of(Path(resolve(base_ocr).path)) == base_sha
     meta = resolve(result.tag).info.metadata
     assert meta["kind"] == "plate-ocr" and meta["base_model"] == base_ocr
