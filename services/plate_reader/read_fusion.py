@@ -125,8 +125,10 @@ def fuse_equals(first: Sequence[Candidate], second: Sequence[Candidate]) -> tupl
 
 
 def agreed(one: float, other: float) -> float:
-    """The score of a plate two recognisers read alike: the surer one's."""
-    return max(one, other)
+    """The score of a plate two recognisers read alike: wrong only if both are, 1 - (1-a)(1-b).
+    On the dev sets this kept the wrong auto-accepts at the base's 8 and accepted 533 right
+    plates, against 505 with the surer one's score (max) and 485 for the base alone (README)."""
+    return 1.0 - (1.0 - one) * (1.0 - other)
 
 
 def stretch(line: np.ndarray, factor: float = STRETCH) -> np.ndarray:

@@ -114,8 +114,8 @@ def main() -> None:
     parser.add_argument(
         "--agree",
         choices=["max", "noisy-or"],
-        default="max",
-        help="--fuse's score for a plate both read alike: the surer one's (served), or 1-(1-a)(1-b)",
+        default="noisy-or",
+        help="--fuse's score for a plate both read alike: 1-(1-a)(1-b) (served), or the surer one's",
     )
     parser.add_argument("--split", choices=["dev", "test"], default="dev")
     parser.add_argument("--plates", type=Path, default=Path(".bench/plates"))
@@ -131,7 +131,7 @@ def main() -> None:
         (f"{p.split(',')[0]}+{p.split(',')[1]}", p.split(",")[0], paired(*p.split(",")), None)
         for p in args.pair
     ]
-    agree = "" if args.agree == "max" else f"+{args.agree}"
+    agree = "" if args.agree == "noisy-or" else f"+{args.agree}"
     readers += [
         (f"{f.split(',')[0]}={f.split(',')[1]}{agree}", f.split(",")[0], None, f.split(",")[1])
         for f in args.fuse
@@ -139,8 +139,8 @@ def main() -> None:
     chosen = [s for s in sets(args) if not args.only or s[0] in args.only.split(",")]
     print(f"{describe_machine()}; {args.split} split; shared machine: compare within a set")
     original = pipeline.read_voted
-    if args.agree == "noisy-or":
-        read_fusion.agreed = lambda one, other: 1 - (1 - one) * (1 - other)  # type: ignore[assignment]
+    if args.agree == "max":
+        read_fusion.agreed = max  # type: ignore[assignment]
     table: dict[str, dict[str, dict[str, float]]] = {}
     for name, tagged, voted, tuned in readers:
         tag, temperature = at_temperature(tagged)

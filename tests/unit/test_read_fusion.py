@@ -52,13 +52,14 @@ def test_a_read_that_found_nothing_does_not_outvote_one_that_did() -> None:
 # Two recognisers as equals (read_fusion.fuse_equals, read_voted's ``tuned``).
 
 
-def test_two_recognisers_that_agree_keep_the_plate_at_the_surer_ones_score() -> None:
-    base = fake_candidates(("8GRF393", 0.91), ("8GRF398", 0.2))
-    tuned = fake_candidates(("8GRF393", 0.97), ("BGRF393", 0.3))
+def test_two_recognisers_that_agree_count_it_as_evidence() -> None:
+    base = fake_candidates(("8GRF393", 0.8), ("8GRF398", 0.2))
+    tuned = fake_candidates(("8GRF393", 0.75), ("BGRF393", 0.3))
     fused = fuse_equals(base, tuned)
-    assert fused[0] == Candidate("8GRF393", 0.97, "us-generic", agreed(0.91, 0.97))
-    assert fused[0].confidence == 0.97 >= THRESHOLD  # accepted: the tuned reader was sure
-    assert [c.plate for c in fused] == ["8GRF393", "BGRF393"]  # the surer reading's list
+    assert fused[0] == Candidate("8GRF393", 0.8, "us-generic", agreed(0.8, 0.75))
+    # each alone would be flagged; agreeing, the plate is wrong only if both are: 1 - 0.2 * 0.25
+    assert abs(fused[0].confidence - 0.95) < 1e-9 and fused[0].confidence >= THRESHOLD
+    assert [c.plate for c in fused] == ["8GRF393", "8GRF398"]  # the surer reading's list
 
 
 def test_two_recognisers_that_disagree_give_both_plates_flagged_the_surer_first() -> None:
@@ -102,6 +103,6 @@ def test_the_tuned_recogniser_reads_every_plate_in_one_more_call_and_votes_as_an
     tuned = FakeOCR([("AB123CD", 0.95), ("KR301", 0.999)])
     agree, disagree = read_voted(base, FakeFinder(), crops, fake_rank, tuned)  # type: ignore[arg-type]
     assert tuned.calls == 1 and base.calls == 2
-    assert agree[0] == Candidate("AB123CD", 0.99, "us-generic", 0.99)
+    assert agree[0] == Candidate("AB123CD", 0.99, "us-generic", agreed(0.99, 0.95))
     assert [c.plate for c in disagree] == ["KR301", "KRW301"]
     assert max(c.confidence for c in disagree) <= DISAGREE_CAP
