@@ -16,6 +16,8 @@ from services.plate_reader.crops import crop_plate, split_rows
 from services.plate_reader.ocr import PlateOCR
 from services.plate_reader.pipeline import PlateRecognizer
 from services.plate_reader.plate_text import normalise, rank_candidates
+from services.plate_reader.read_fusion import agreed
+from services.plate_reader.text_lines import TextLineFinder
 from services.plate_reader.types import BoundingBox, Candidate, Detection, OcrResult, ReadRequest
 from tests.assets import asset
 
@@ -153,3 +155,33 @@ def test_a_temperature_changes_how_sure_a_reading_is_never_what_it_reads(
         if p < 0.999
     )
     assert min(softer.char_confidences) < min(plain.char_confidences) < min(sharper.char_confidences)
+
+
+def test_folding_the_alphabet_sums_every_class_like_the_whole_matrix(ocr: PlateOCR) -> None:
+    # Each frame's 6,625 class probabilities become (blank, plate alphabet, foreign) columns from
+    # the 129 classes that map to the alphabet, the foreign column being the rest of the frame:
+    # it must equal the dense 0/1 fold over every class, foreign symbols (%, Chinese) included.
+    from services.plate_reader.ocr import _fold_matrix
+
+    dense = _fold_matrix(ocr._session.get_modelmeta().custom_metadata_map["character"])
+    logits = np.random.default_rng(0).normal(0, 4, (40, dense.shape[0])).astype(np.float32)
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(ocr._fold_line(probabilities), probabilities @ dense, atol=1e-6)
+
+
+def test_a_second_recogniser_reading_alike_raises_the_score_never_the_plate(
+    ocr: PlateOCR, plate_models: dict[str, Path]
+) -> None:
+    # The same model file as the "tuned" one: both read alike, so the plate is agreed on.
+    finder = TextLineFinder(plate_models["plate-text-detector"])
+    box = BoundingBox(0, 0, 1, 1)
+    alone = PlateRecognizer(OneBoxDetector(box), ocr, review_threshold=0.93, text_lines=finder)
+    twin = PlateOCR(plate_models["plate-ocr"])
+    fused = PlateRecognizer(
+        OneBoxDetector(box), ocr, review_threshold=0.93, text_lines=finder, tuned_ocr=twin
+    )
+    [one] = alone.read_crops([crop("test_plate_1.png")], regions=["eu-generic"])
+    [two] = fused.read_crops([crop("test_plate_1.png")], regions=["eu-generic"])
+    sure = one.candidates[0].confidence
+    assert two.plate == one.plate == "AD799KB"
+    assert abs(two.candidates[0].confidence - agreed(sure, sure)) < 1e-6 and two.score >= one.score
