@@ -9,8 +9,9 @@ lines (plate_rows + cut_line), and the recogniser on the cut lines against the r
 whole crops (the reader without the line cut). Then the whole read as the service does it
 now (read_fusion.read_voted: the line stretched, a second read of the
 unsure ones with their side lines, the rules), with the second read gated (the default) and
-on every plate. Batches of 1 and 8 crops, as the service batches the crops of one or several
-photos. Prints a table of ms per plate.
+on every plate, and fused with the plate-tuned recogniser when one is stored (settings
+ocr_tuned_model: both read every line, read_fusion.fuse_equals). Batches of 1 and 8 crops, as
+the service batches the crops of one or several photos. Prints a table of ms per plate.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from services.core.model_store import resolve
 from services.plate_reader import read_fusion
 from services.plate_reader.ocr import PlateOCR
 from services.plate_reader.plate_regions import rank_with_hint
+from services.plate_reader.settings import Settings
 from services.plate_reader.text_lines import TextLineFinder, cut_line, plate_rows
 
 
@@ -52,8 +54,15 @@ def main() -> None:
     with open(args.crops / "labels.csv", newline="") as labels:
         names = [row["filename"] for row in csv.DictReader(labels)][: args.count]
     crops = [np.asarray(Image.open(args.crops / name).convert("RGB")) for name in names]
-    finder = TextLineFinder(resolve("plate-text-detector:latest").path_of("model.onnx"))
-    ocr = PlateOCR(resolve("plate-ocr:latest").path_of("model.onnx"))
+    settings = Settings.from_env()  # the served versions (plate-ocr:latest may be a tuned one)
+    finder = TextLineFinder(resolve(settings.text_detector_model).path_of("model.onnx"))
+    ocr = PlateOCR(resolve(settings.ocr_model).path_of("model.onnx"))
+    tuned_tag = settings.tuned_ocr_model()
+    tuned = (
+        PlateOCR(resolve(tuned_tag).path_of("model.onnx"), temperature=settings.ocr_tuned_temperature)
+        if tuned_tag
+        else None
+    )
     found = list(zip(crops, finder.find(crops)))  # (crop, its lines), for timing the cut alone
     table = Table(
         "batch",
@@ -64,6 +73,7 @@ def main() -> None:
         "read whole crop",
         "voted read",
         "voted, 2nd read on all",
+        f"fused with {tuned_tag}",
         title=f"ms per plate, {len(crops)} crops from {args.crops}",
     )
     for size in (1, 8):
@@ -78,15 +88,16 @@ def main() -> None:
         read_lines = per_plate_ms(ocr.read_lines, line_batches)
         whole = per_plate_ms(ocr.read, batches)
 
-        def voted(batch: list) -> None:
+        def voted(batch: list, other: PlateOCR | None = None) -> None:
             read_fusion.read_voted(
-                ocr, finder, batch, lambda text, i, hint: tuple(rank_with_hint(text, hint))
+                ocr, finder, batch, lambda text, i, hint: tuple(rank_with_hint(text, hint)), other
             )
 
         gated = per_plate_ms(voted, batches)
         read_fusion.SECOND_READ_BELOW, gate = 1.01, read_fusion.SECOND_READ_BELOW
         always = per_plate_ms(voted, batches)
         read_fusion.SECOND_READ_BELOW = gate
+        fused = per_plate_ms(lambda batch: voted(batch, tuned), batches) if tuned else float("nan")
         table.add_row(
             str(size),
             f"{find:.1f}",
@@ -96,6 +107,7 @@ def main() -> None:
             f"{whole:.1f}",
             f"{gated:.1f}",
             f"{always:.1f}",
+            f"{fused:.1f}",
         )
     Console().print(table)
     sure = [
