@@ -140,7 +140,7 @@ def main() -> None:
     print(f"{describe_machine()}; {args.split} split; shared machine: compare within a set")
     original = pipeline.read_voted
     if args.agree == "max":
-        read_fusion.agreed = max  # type: ignore[assignment]
+        read_fusion.agreed = max
     table: dict[str, dict[str, dict[str, float]]] = {}
     for name, tagged, voted, tuned in readers:
         tag, temperature = at_temperature(tagged)

@@ -101,7 +101,7 @@ def test_the_tuned_recogniser_reads_every_plate_in_one_more_call_and_votes_as_an
     # base: the first read of both, then the flagged plate again at its own width
     base = FakeOCR([("AB123CD", 0.99), ("KRW301", 0.99)], [("KRW301", 0.97)])
     tuned = FakeOCR([("AB123CD", 0.95), ("KR301", 0.999)])
-    agree, disagree = read_voted(base, FakeFinder(), crops, fake_rank, tuned)  # type: ignore[arg-type]
+    agree, disagree = read_voted(base, FakeFinder(), crops, fake_rank, tuned)
     assert tuned.calls == 1 and base.calls == 2
     assert agree[0] == Candidate("AB123CD", 0.99, "us-generic", agreed(0.99, 0.95))
     assert [c.plate for c in disagree] == ["KR301", "KRW301"]
