@@ -152,7 +152,7 @@ def _plate_recognizer(detector: str, ocr: str):  # returns (PlateRecognizer, Set
     from services.plate_reader.settings import Settings
 
     settings = Settings.from_env()
-    tuned = settings.tuned_ocr_model(ocr)  # fused with `ocr` when a version tuned from it is stored
+    tuned = settings.tuned_ocr_model(ocr)  # fused with `ocr` when ocr_tuned_model asks for one
     return PlateRecognizer.from_files(
         resolve(detector).path_of("model.onnx"),
         resolve(ocr).path_of("model.onnx"),

@@ -70,7 +70,7 @@ webhooks.check(settings)  # so does a malformed MODELPORT_PLATE_WEBHOOKS (not a 
 class PlateReader:
     detector_model = bentoml.models.BentoModel(settings.detector_model)
     ocr_model = bentoml.models.BentoModel(settings.ocr_model)
-    # Read beside it as an equal when a plate-tuned version is stored (settings.ocr_tuned_model)
+    # Read beside it as an equal when settings.ocr_tuned_model names a plate-tuned version
     tuned_ocr_tag = settings.tuned_ocr_model()
     tuned_ocr_model = bentoml.models.BentoModel(tuned_ocr_tag) if tuned_ocr_tag else None
     text_detector_model = bentoml.models.BentoModel(settings.text_detector_model)

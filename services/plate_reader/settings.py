@@ -18,8 +18,10 @@ class Settings:
     text_detector_model: str = ""
     # A plate-tuned recogniser read beside ocr_model as its equal (read_fusion.fuse_equals: both
     # read every number line; a plate they read alike keeps the surer score, one they read apart
-    # is flagged). "" = the newest stored version fine-tuned from ocr_model (`make
-    # plate-ocr-tuned`) if there is one, else ocr_model alone; "none" = ocr_model alone.
+    # is flagged). "" (or "none") = ocr_model alone; "auto" = the newest stored version fine-tuned
+    # from ocr_model (`make plate-ocr-tuned`), if any; a tag = that version. Off unless asked: a
+    # training run never changes what is served, and on the held-out real photos and crops the
+    # fused reader read the same as the base (README, "A plate-tuned recogniser").
     ocr_tuned_model: str = ""
     # Its scores' temperature, fitted on the dev crops (calibrate_plate_ocr.py: the lowest NLL of
     # "the read is the plate" at T=1.4; the tuned head is over-sure on synthetic plates).
@@ -130,9 +132,9 @@ class Settings:
 
     def tuned_ocr_model(self, ocr_model: str | None = None) -> str | None:
         """The tag of the recogniser fused with `ocr_model` (default: this one's), or None."""
-        if self.ocr_tuned_model == "none":
+        if self.ocr_tuned_model in ("", "none"):
             return None
-        if self.ocr_tuned_model:
+        if self.ocr_tuned_model != "auto":
             return self.ocr_tuned_model
         from services.core.model_store import tuned_from
 

@@ -9,7 +9,7 @@ lines (plate_rows + cut_line), and the recogniser on the cut lines against the r
 whole crops (the reader without the line cut). Then the whole read as the service does it
 now (read_fusion.read_voted: the line stretched, a second read of the
 unsure ones with their side lines, the rules), with the second read gated (the default) and
-on every plate, and fused with the plate-tuned recogniser when one is stored (settings
+on every plate, and fused with the plate-tuned recogniser when MODELPORT_PLATE_OCR_TUNED_MODEL asks (settings
 ocr_tuned_model: both read every line, read_fusion.fuse_equals). Batches of 1 and 8 crops, as
 the service batches the crops of one or several photos. Prints a table of ms per plate.
 """

@@ -103,8 +103,9 @@ def test_finetune_stores_a_checked_version_that_plate_ocr_reads(
     assert result.tag.startswith(f"{BASE}:") and result.tag != base_ocr
     assert str(versions(BASE)[-1].tag) == result.tag
     assert serving_tag(BASE) == base_ocr  # a new version is never served without asking
-    # ... but the plate reader reads it beside its base, as an equal (read_fusion.fuse_equals)
-    assert Settings(ocr_model=base_ocr).tuned_ocr_model() == result.tag
+    # ... nor read beside its base unless asked (read_fusion.fuse_equals); "auto" finds it
+    assert Settings(ocr_model=base_ocr).tuned_ocr_model() is None
+    assert Settings(ocr_model=base_ocr, ocr_tuned_model="auto").tuned_ocr_model() == result.tag
     assert Settings(ocr_model=base_ocr, ocr_tuned_model="none").tuned_ocr_model() is None
     assert sha256_of(Path(resolve(base_ocr).path)) == base_sha
     meta = resolve(result.tag).info.metadata
