@@ -24,8 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 import av
 import numpy as np
 
-from services.core.model_store import resolve, serving_tag
-from services.plate_reader.pipeline import PlateRecognizer
+from services.core.cli import _plate_recognizer
 from services.plate_reader.plate_text import normalise
 from services.plate_reader.settings import Settings
 from tests.benchmarks.machine import describe_machine
@@ -53,14 +52,7 @@ def main() -> None:
     parser.add_argument("--k", type=float, default=0.01, help="Wiener regularisation")
     args = parser.parse_args()
     settings = Settings.from_env()
-    recognizer = PlateRecognizer.from_files(
-        resolve(serving_tag("plate-detector")).path_of("model.onnx"),
-        resolve(serving_tag("plate-ocr")).path_of("model.onnx"),
-        review_threshold=settings.review_threshold,
-        detector_imgsz=settings.detector_imgsz,
-        retry_imgsz=settings.detector_retry_imgsz,
-        text_detector_path=resolve(serving_tag("plate-text-detector")).path_of("model.onnx"),
-    )
+    recognizer = _plate_recognizer(settings.detector_model, settings.ocr_model)  # the served models
     lengths = [0, *(int(x) for x in args.lengths.split(","))]
     step = max(1, round(FPS / settings.video_sample_fps))
     totals = {length: np.zeros(5, int) for length in lengths}
