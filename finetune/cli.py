@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from finetune.text_data import HOLDOUTS
 from services.core.console import console, fail as _fail
 
 
@@ -52,7 +53,7 @@ def finetune() -> None:
 @click.option("--val-fraction", type=float, help="Share of the text held out (validation, savings).")
 @click.option(
     "--holdout",
-    type=click.Choice(["blocks", "tail"]),
+    type=click.Choice(HOLDOUTS),
     help="Held out for validation and keystroke savings: every 10th ~1.5 KB block of the text, "
     "or its last tenth [default: blocks].",
 )

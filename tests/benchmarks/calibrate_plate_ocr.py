@@ -23,13 +23,12 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from services.core.model_store import resolve
-from services.plate_reader.crops import split_rows, trim_bands
 from services.plate_reader.evaluate import load_labels
 from services.plate_reader.ocr import PlateOCR, decode, with_temperature
 from services.plate_reader.plate_text import normalise
 from services.plate_reader.read_fusion import stretch
 from services.plate_reader.settings import Settings
-from services.plate_reader.text_lines import TextLineFinder, cut_line, plate_rows
+from services.plate_reader.text_lines import TextLineFinder
 from tests.benchmarks.machine import describe_machine
 
 GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.4, 1.7, 2.0, 2.5, 3.0)
@@ -46,13 +45,8 @@ def dev_sets(plates: Path, synth: Path) -> list[tuple[str, Path, str | None]]:
 
 
 def number_lines(finder: TextLineFinder, crops: list[np.ndarray]) -> list[list[np.ndarray]]:
-    """Each crop's number line(s), cut and stretched as read_fusion's first read."""
-    lines = []
-    for crop, found in zip(crops, finder.find(crops)):
-        rows = plate_rows(found)
-        plain = [cut_line(crop, row) for row in rows] if rows else split_rows(trim_bands(crop))
-        lines.append([stretch(line) for line in plain])
-    return lines
+    """Each crop's number line(s), cut (TextLineFinder.rows) and stretched as read_fusion's first read."""
+    return [[stretch(line) for line in lines] for lines in finder.rows(crops)]
 
 
 def score(folded: list[np.ndarray], temperature: float) -> tuple[str, float]:
