@@ -14,7 +14,7 @@
    call for plate_regions' region hint. The two readings
    agree: the first stands. They disagree: the better-scoring one ranks first, the other's
    plate follows it among the candidates, and both are capped at DISAGREE_CAP: `review`.
-3. With a plate-tuned recogniser stored (settings.ocr_tuned_model), it reads every plate's
+3. With a plate-tuned recogniser asked for (settings.ocr_tuned_model), it reads every plate's
    stretched line too, in one more call, as the base's equal (fuse_equals): read alike, the
    plate scores agreed() (agreement is evidence); read apart, as in 2. Its scores are
    temperature-calibrated on dev crops first (calibrate_plate_ocr.py): alone it was over-sure
