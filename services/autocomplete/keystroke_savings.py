@@ -172,12 +172,31 @@ def http_suggester(client: Any, *, n: int, model: str | None = None) -> Suggeste
     return ask
 
 
+def served_as(entry: Any) -> tuple[Path, Path | None]:
+    """What the service runs for store entry `entry`: (model directory, adapter GGUF or None). A
+    user version runs as its base with its adapter set (user_versions.py), never as the merged
+    model a `finetune text --lora` version also stores (its greedy suggestions differ in places);
+    anything else runs as itself. ValueError for a version the service would refuse to run."""
+    from services.autocomplete.user_versions import adapter_of
+    from services.core.model_store import resolve
+
+    adapter, base = adapter_of(entry)
+    if adapter is None:
+        return Path(entry.path), None
+    if base is None or not adapter.is_file():
+        raise ValueError(f"{entry.tag}: a user version without its base or adapter GGUF; import it again")
+    return Path(resolve(base).path), adapter
+
+
 @contextmanager
-def engine_suggester(model_dir: Path, *, n: int, settings: Any = None) -> Iterator[Suggester]:
+def engine_suggester(
+    model_dir: Path, *, n: int, settings: Any = None, adapter: Path | None = None
+) -> Iterator[Suggester]:
     """Suggestions from the service's own engine and `suggest`, run in this process on the
-    store entry (or transformers directory with its model.gguf) at `model_dir`. Leaves torch's
-    thread count as it found it (the llama.cpp backend sets it to 1, and training after it
-    would run on one thread)."""
+    store entry (or transformers directory with its model.gguf) at `model_dir`; with `adapter`
+    (a user version's adapter GGUF), on that base with the adapter set, as the service serves a
+    version (user_versions.py). Leaves torch's thread count as it found it (the llama.cpp backend
+    sets it to 1, and training after it would run on one thread)."""
     import torch
 
     from services.autocomplete.backends import load_backend
@@ -194,6 +213,11 @@ def engine_suggester(model_dir: Path, *, n: int, settings: Any = None) -> Iterat
     )
     torch.set_num_threads(threads)
 
+    def load_adapter(backend: Any) -> int:  # llama.cpp's backend (the only one with adapters)
+        return int(backend.load_adapter(adapter))
+
+    version = None if adapter is None else engine.run_in_engine(load_adapter).result()
+
     async def ask(text: str) -> list[str]:
         found = await suggest(
             engine,
@@ -202,14 +226,17 @@ def engine_suggester(model_dir: Path, *, n: int, settings: Any = None) -> Iterat
             tokens=settings.suggest_tokens,
             timeout_s=settings.request_timeout_s,
             min_prob=settings.suggest_min_prob,
+            version=version,
         )
         return [s.text for s in found]
 
     yield ask  # the engine's thread has no stop: it idles, holding its model, till the process ends
 
 
-def measure(model_dir: Path, texts: list[str], *, n: int = 1, asks: str = "key") -> Typing:
-    """Keystroke savings of the model at `model_dir` on `texts`, in process (fine-tuning's
-    before and after)."""
-    with engine_suggester(model_dir, n=n) as suggester:
+def measure(
+    model_dir: Path, texts: list[str], *, n: int = 1, asks: str = "key", adapter: Path | None = None
+) -> Typing:
+    """Keystroke savings of the model at `model_dir` (with `adapter`: as a user version on it) on
+    `texts`, in process (fine-tuning's before and after)."""
+    with engine_suggester(model_dir, n=n, adapter=adapter) as suggester:
         return asyncio.run(type_texts(texts, suggester, asks=asks))

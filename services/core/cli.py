@@ -423,7 +423,11 @@ def evaluate_suggest(
                 except ModelNotFound as error:
                     fail(error)
                 served = str(entry.tag)
-                with ks.engine_suggester(Path(entry.path), n=n) as suggester:
+                try:
+                    model_dir, adapter = ks.served_as(entry)  # a user version: base + its adapter
+                except ValueError as error:
+                    fail(error)
+                with ks.engine_suggester(model_dir, n=n, adapter=adapter) as suggester:
                     typing = asyncio.run(ks.type_texts(texts, suggester, on_key, asks=asks))
     except (ks.SuggestFailed, httpx.HTTPError) as error:
         fail(f"{url}: {error}")

@@ -18,11 +18,23 @@ version's metrics; this script reads them back from the store and prints the tab
 characters hold ~700 word ends to ask at and dozens of accepted suggestions (600 held 2-5:
 too few to tell a 30% change from chance). Training on 2 shared cores takes minutes
 per domain: compare within a run.
+
+    python tests/benchmarks/bench_keystroke_savings.py --versions dialogue=smollm2-135m:abc \
+        --remeasure key,word                                              # type again, nothing trained
+
+`--remeasure` types stored versions' held-out text again with the typists named, in process:
+the same excerpts the fine-tune typed (its dataset re-read, its sha256 checked, split with its
+own --holdout and share), the base alone and the base with the version's adapter, as the
+service serves a user version (the fine-tune's own after-figure ran the merged model). Each
+run's figures are appended to OUT/remeasured.jsonl as it ends, one line per excerpt typed, so
+a run cut short keeps what it finished.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import math
 import os
 import re
@@ -75,6 +87,57 @@ def finetune(domain: Path, holdout: str, args: argparse.Namespace) -> tuple[str,
     return found.group(1), time.monotonic() - started
 
 
+def remeasure(name: str, tag: str, asks_list: list[str], args: argparse.Namespace) -> list[str]:
+    """Type version `tag`'s held-out excerpts again with each typist in `asks_list`, base and
+    tuned; the table's cells for each typist."""
+    from finetune.text_data import excerpts, hold_out, load_text
+    from services.autocomplete.keystroke_savings import Typing, engine_suggester, served_as, type_text
+    from services.core.model_store import resolve
+
+    entry = resolve(tag)
+    meta = entry.info.metadata
+    base_dir, adapter = served_as(entry)
+    if adapter is None:
+        raise SystemExit(f"{tag}: not a user version (no adapter); nothing to remeasure")
+    data = load_text(meta["dataset"]["path"])
+    if data.sha256 != meta["dataset"]["sha256"]:
+        raise SystemExit(f"{meta['dataset']['path']} changed since {tag} was trained (sha256 differs)")
+    hyper = meta["hyperparameters"]
+    _, held = hold_out(data.records, how=hyper["holdout"], share=hyper["val_fraction"])
+    texts = excerpts(held, max_chars=args.eval_chars)
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = args.out / "remeasured.jsonl"
+    rows = []
+    for asks in asks_list:
+        typed: dict[str, Typing] = {}
+        seconds = {}
+        for which, with_adapter in (("base", None), ("tuned", adapter)):
+            started = time.monotonic()
+            typing = Typing()
+            with engine_suggester(base_dir, n=1, adapter=with_adapter) as suggester:
+                for number, text in enumerate(texts):
+                    part = asyncio.run(type_text(text, suggester, asks=asks))
+                    for field in ("characters", "keystrokes", "requests", "accepted"):
+                        setattr(typing, field, getattr(typing, field) + getattr(part, field))
+                    typing.latencies += part.latencies
+                    record = {"domain": name, "version": tag, "model": which, "asks": asks, "excerpt": number}
+                    with log.open("a") as out:
+                        out.write(json.dumps({**record, **part.summary()}) + "\n")
+            typed[which], seconds[which] = typing, time.monotonic() - started
+            print(f"{name} {asks} {which}: {typing.summary()} in {seconds[which] / 60:.1f} min", flush=True)
+        before, after = typed["base"], typed["tuned"]
+        gain = after.savings / before.savings - 1 if before.savings else float("inf")
+        rows.append(
+            [
+                f"{before.savings:.1%} -> {after.savings:.1%} ({gain:+.0%})",
+                f"{before.summary()['accepted_share']:.1%} -> {after.summary()['accepted_share']:.1%}",
+                f"{before.requests} / {after.requests}",
+                f"{seconds['base'] / 60:.0f} + {seconds['tuned'] / 60:.0f} min",
+            ]
+        )
+    return [name, tag, str(before.characters), *(cell for row in rows for cell in row)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--domains", default=",".join(DOMAINS))
@@ -89,12 +152,35 @@ def main() -> None:
         help="DOMAIN=TAG,...: the table for versions this script trained in earlier runs (a "
         "domain may come twice, one a split), from their metrics; nothing is trained",
     )
+    parser.add_argument(
+        "--remeasure",
+        help="with --versions: the typists (key, word, comma separated) to type each version's "
+        "held-out text again with, base and tuned (the version's adapter on the base, as served)",
+    )
     args = parser.parse_args()
     trained = [tuple(pair.split("=", 1)) for pair in args.versions.split(",")] if args.versions else []
-    sources = build(args.out)
     from services.autocomplete import model_kinds  # noqa: F401 - registers the causal-lm kind
     from services.core.model_store import resolve
 
+    if args.remeasure:  # the versions' own text files, as they were trained (sha256 checked)
+        asks_list = args.remeasure.split(",")
+        if not trained or not set(asks_list) <= {"key", "word"}:
+            parser.error("--remeasure takes key and/or word, and needs --versions")
+        threads = os.environ.get("MODELPORT_AUTOCOMPLETE_THREADS", "one per core")
+        table = Table(
+            title=f"Keystroke savings on held-out text, typed again: base vs base + the version's "
+            f"adapter, in process (llama.cpp threads: {threads})\n{describe_machine()}"
+        )
+        for column in ("domain", "version", "held-out chars"):
+            table.add_column(column)
+        for asks in asks_list:
+            for column in ("savings base -> tuned", "accepted share", "requests", "wall"):
+                table.add_column(f"{asks}: {column}", justify="right")
+        for name, tag in trained:
+            table.add_row(*remeasure(name, tag, asks_list, args))
+        Console(width=220).print(table)
+        return
+    sources = build(args.out)
     threads = os.environ.get("MODELPORT_AUTOCOMPLETE_THREADS", "one per core")
     torch_threads = os.environ.get("OMP_NUM_THREADS", "one per core")
     table = Table(

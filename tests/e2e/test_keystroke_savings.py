@@ -56,6 +56,50 @@ def test_the_typist_takes_the_models_own_suggestion_over_http_and_in_process(
     assert (local["characters"], local["keystrokes"]) == (figures["characters"], figures["keystrokes"])
 
 
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")  # peft
+@pytest.mark.parametrize("tiny_server", ["llama.cpp"], indirect=True)
+def test_a_user_version_is_typed_in_process_as_the_server_serves_it(tiny_server: str, tmp_path: Path) -> None:
+    # The page asks /v1/suggest with the user's version: the served base with the version's
+    # adapter set. In process, `--model VERSION` must type with that same model (it failed
+    # before: it ran the entry's own files, which for an adapter-only version hold no model,
+    # and for a `finetune text --lora` version are the merged model, whose greedy suggestions
+    # differ from base + adapter in places).
+    import bentoml
+
+    from services.core.model_store import import_model
+    from services.core.sources import LocalFile
+    from tests.user_versions import lora_adapter_dir
+
+    base = import_tiny_gpt2()  # the served base (the import is found by its checksum)
+    adapter = lora_adapter_dir(Path(bentoml.models.get(base).path), tmp_path / "typist-notes", seed=4)
+    version = import_model("typist-notes", LocalFile(str(adapter)), kind="causal-lm-lora").tag
+
+    def suggested(model: str) -> str:
+        body = {"text": PROMPT, "n": 1, "model": model}
+        answer = httpx.post(f"{tiny_server}/v1/suggest", json=body, timeout=60).json()
+        return answer["suggestions"][0]["text"] if answer["suggestions"] else ""
+
+    suggestion = suggested(version)
+    assert len(suggestion) > 1 and suggestion != suggested(base)  # the version suggests its own
+    (tmp_path / "held.txt").write_text(PROMPT + suggestion)
+
+    runner = CliRunner()
+    figures = {}
+    for where in (["--url", tiny_server], []):
+        result = runner.invoke(
+            main, ["evaluate", "suggest", str(tmp_path / "held.txt"), "--model", version, *where, "--json"]
+        )
+        assert result.exit_code == 0, result.output
+        figures[bool(where)] = json.loads(result.stdout[result.stdout.index("{") :])
+    served, local = figures[True], figures[False]
+    assert served["accepted_share"] > 0  # the version's suggestion was taken
+    assert (local["characters"], local["keystrokes"], local["requests"]) == (
+        served["characters"],
+        served["keystrokes"],
+        served["requests"],
+    )
+
+
 def test_a_refusing_server_is_an_error_that_says_what_it_answered(tmp_path: Path) -> None:
     (tmp_path / "held.txt").write_text("Hello there")
     result = CliRunner().invoke(
