@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,8 +195,20 @@ def engine_suggester(
     """Suggestions from the service's own engine and `suggest`, run in this process on the
     store entry (or transformers directory with its model.gguf) at `model_dir`; with `adapter`
     (a user version's adapter GGUF), on that base with the adapter set, as the service serves a
-    version (user_versions.py). Leaves torch's thread count as it found it (the llama.cpp backend
-    sets it to 1, and training after it would run on one thread)."""
+    version (user_versions.py)."""
+    with engine_suggesters(model_dir, [adapter], n=n, settings=settings) as (ask,):
+        yield ask
+
+
+@contextmanager
+def engine_suggesters(
+    model_dir: Path, adapters: Sequence[Path | None], *, n: int, settings: Any = None
+) -> Iterator[list[Suggester]]:
+    """One suggester for each of `adapters` (None: the base alone), all from one engine on the
+    base at `model_dir`, as one service serves many users: typists asking at once share its
+    forward passes (rows of the same version share one; each version runs its own). Leaves
+    torch's thread count as it found it (the llama.cpp backend sets it to 1, and training after
+    it would run on one thread)."""
     import torch
 
     from services.autocomplete.backends import load_backend
@@ -213,24 +225,29 @@ def engine_suggester(
     )
     torch.set_num_threads(threads)
 
-    def load_adapter(backend: Any) -> int:  # llama.cpp's backend (the only one with adapters)
-        return int(backend.load_adapter(adapter))
+    def version_of(adapter: Path | None) -> int | None:
+        def load(backend: Any) -> int:  # llama.cpp's backend (the only one with adapters)
+            return int(backend.load_adapter(adapter))
 
-    version = None if adapter is None else engine.run_in_engine(load_adapter).result()
+        return None if adapter is None else int(engine.run_in_engine(load).result())
 
-    async def ask(text: str) -> list[str]:
-        found = await suggest(
-            engine,
-            text,
-            n=n,
-            tokens=settings.suggest_tokens,
-            timeout_s=settings.request_timeout_s,
-            min_prob=settings.suggest_min_prob,
-            version=version,
-        )
-        return [s.text for s in found]
+    def suggester(version: int | None) -> Suggester:
+        async def ask(text: str) -> list[str]:
+            found = await suggest(
+                engine,
+                text,
+                n=n,
+                tokens=settings.suggest_tokens,
+                timeout_s=settings.request_timeout_s,
+                min_prob=settings.suggest_min_prob,
+                version=version,
+            )
+            return [s.text for s in found]
 
-    yield ask  # the engine's thread has no stop: it idles, holding its model, till the process ends
+        return ask
+
+    # The engine's thread has no stop: it idles, holding its model, till the process ends.
+    yield [suggester(version_of(adapter)) for adapter in adapters]
 
 
 def measure(

@@ -42,6 +42,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -87,55 +88,86 @@ def finetune(domain: Path, holdout: str, args: argparse.Namespace) -> tuple[str,
     return found.group(1), time.monotonic() - started
 
 
-def remeasure(name: str, tag: str, asks_list: list[str], args: argparse.Namespace) -> list[str]:
-    """Type version `tag`'s held-out excerpts again with each typist in `asks_list`, base and
-    tuned; the table's cells for each typist."""
+def remeasure(trained: list[tuple[str, str]], asks_list: list[str], args: argparse.Namespace) -> None:
+    """Type each version's held-out excerpts again with each typist in `asks_list`, base and
+    tuned, every typist at once on one engine (as one service serves many users); print the table."""
     from finetune.text_data import excerpts, hold_out, load_text
-    from services.autocomplete.keystroke_savings import Typing, engine_suggester, served_as, type_text
+    from services.autocomplete.keystroke_savings import Typing, engine_suggesters, served_as, type_text
     from services.core.model_store import resolve
 
-    entry = resolve(tag)
-    meta = entry.info.metadata
-    base_dir, adapter = served_as(entry)
-    if adapter is None:
-        raise SystemExit(f"{tag}: not a user version (no adapter); nothing to remeasure")
-    data = load_text(meta["dataset"]["path"])
-    if data.sha256 != meta["dataset"]["sha256"]:
-        raise SystemExit(f"{meta['dataset']['path']} changed since {tag} was trained (sha256 differs)")
-    hyper = meta["hyperparameters"]
-    _, held = hold_out(data.records, how=hyper["holdout"], share=hyper["val_fraction"])
-    texts = excerpts(held, max_chars=args.eval_chars)
+    texts, adapters, bases = {}, [], set()
+    for name, tag in trained:
+        entry = resolve(tag)
+        meta = entry.info.metadata
+        base_dir, adapter = served_as(entry)
+        if adapter is None:
+            raise SystemExit(f"{tag}: not a user version (no adapter); nothing to remeasure")
+        data = load_text(meta["dataset"]["path"])
+        if data.sha256 != meta["dataset"]["sha256"]:
+            raise SystemExit(f"{meta['dataset']['path']} changed since {tag} was trained (sha256 differs)")
+        hyper = meta["hyperparameters"]
+        _, held = hold_out(data.records, how=hyper["holdout"], share=hyper["val_fraction"])
+        texts[name] = excerpts(held, max_chars=args.eval_chars)
+        adapters.append(adapter)
+        bases.add(base_dir)
+    if len(bases) != 1:
+        raise SystemExit("--remeasure types versions of one base at a time")
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "remeasured.jsonl"
-    rows = []
-    for asks in asks_list:
-        typed: dict[str, Typing] = {}
-        seconds = {}
-        for which, with_adapter in (("base", None), ("tuned", adapter)):
+    typed: dict[tuple[str, str, str], Typing] = {}
+    walls = {}
+    with engine_suggesters(bases.pop(), [None, *adapters], n=1) as (base, *tuned):
+
+        async def one(name: str, which: str, suggester: Any, number: int, asks: str) -> None:
+            part = await type_text(texts[name][number], suggester, asks=asks)
+            total = typed.setdefault((name, which, asks), Typing())
+            for field in ("characters", "keystrokes", "requests", "accepted"):
+                setattr(total, field, getattr(total, field) + getattr(part, field))
+            total.latencies += part.latencies
+            record = {"domain": name, "version": dict(trained)[name], "model": which, "asks": asks}
+            with log.open("a") as out:
+                out.write(json.dumps({**record, "excerpt": number, **part.summary()}) + "\n")
+            print(f"{name} {which} {asks} excerpt {number}: {part.summary()}", flush=True)
+
+        for asks in asks_list:
             started = time.monotonic()
-            typing = Typing()
-            with engine_suggester(base_dir, n=1, adapter=with_adapter) as suggester:
-                for number, text in enumerate(texts):
-                    part = asyncio.run(type_text(text, suggester, asks=asks))
-                    for field in ("characters", "keystrokes", "requests", "accepted"):
-                        setattr(typing, field, getattr(typing, field) + getattr(part, field))
-                    typing.latencies += part.latencies
-                    record = {"domain": name, "version": tag, "model": which, "asks": asks, "excerpt": number}
-                    with log.open("a") as out:
-                        out.write(json.dumps({**record, **part.summary()}) + "\n")
-            typed[which], seconds[which] = typing, time.monotonic() - started
-            print(f"{name} {asks} {which}: {typing.summary()} in {seconds[which] / 60:.1f} min", flush=True)
-        before, after = typed["base"], typed["tuned"]
-        gain = after.savings / before.savings - 1 if before.savings else float("inf")
-        rows.append(
-            [
+            typists = [
+                one(name, which, suggester, number, asks)
+                for (name, _), own in zip(trained, tuned, strict=True)
+                for which, suggester in (("base", base), ("tuned", own))
+                for number in range(len(texts[name]))
+            ]
+
+            async def all_at_once(typists: list[Any] = typists) -> None:
+                await asyncio.gather(*typists)
+
+            asyncio.run(all_at_once())
+            walls[asks] = time.monotonic() - started
+    threads = os.environ.get("MODELPORT_AUTOCOMPLETE_THREADS", "one per core")
+    wall = ", ".join(f"{asks} {seconds / 60:.0f} min" for asks, seconds in walls.items())
+    table = Table(
+        title=f"Keystroke savings on held-out text, typed again: base vs base + the version's adapter, "
+        f"in process, every typist at once on one engine (llama.cpp threads: {threads}; wall: {wall})\n"
+        f"{describe_machine()}"
+    )
+    for column in ("domain", "version", "held-out chars"):
+        table.add_column(column)
+    for asks in asks_list:
+        for column in ("savings base -> tuned", "accepted share", "requests", "p50 ms"):
+            table.add_column(f"{asks}: {column}", justify="right")
+    for name, tag in trained:
+        cells = []
+        for asks in asks_list:
+            before, after = typed[(name, "base", asks)], typed[(name, "tuned", asks)]
+            gain = after.savings / before.savings - 1 if before.savings else float("inf")
+            cells += [
                 f"{before.savings:.1%} -> {after.savings:.1%} ({gain:+.0%})",
                 f"{before.summary()['accepted_share']:.1%} -> {after.summary()['accepted_share']:.1%}",
                 f"{before.requests} / {after.requests}",
-                f"{seconds['base'] / 60:.0f} + {seconds['tuned'] / 60:.0f} min",
+                f"{before.latency_ms(0.5):.0f} / {after.latency_ms(0.5):.0f}",
             ]
-        )
-    return [name, tag, str(before.characters), *(cell for row in rows for cell in row)]
+        table.add_row(name, tag, str(typed[(name, "base", asks_list[0])].characters), *cells)
+    Console(width=240).print(table)
 
 
 def main() -> None:
@@ -166,19 +198,7 @@ def main() -> None:
         asks_list = args.remeasure.split(",")
         if not trained or not set(asks_list) <= {"key", "word"}:
             parser.error("--remeasure takes key and/or word, and needs --versions")
-        threads = os.environ.get("MODELPORT_AUTOCOMPLETE_THREADS", "one per core")
-        table = Table(
-            title=f"Keystroke savings on held-out text, typed again: base vs base + the version's "
-            f"adapter, in process (llama.cpp threads: {threads})\n{describe_machine()}"
-        )
-        for column in ("domain", "version", "held-out chars"):
-            table.add_column(column)
-        for asks in asks_list:
-            for column in ("savings base -> tuned", "accepted share", "requests", "wall"):
-                table.add_column(f"{asks}: {column}", justify="right")
-        for name, tag in trained:
-            table.add_row(*remeasure(name, tag, asks_list, args))
-        Console(width=220).print(table)
+        remeasure(trained, asks_list, args)
         return
     sources = build(args.out)
     threads = os.environ.get("MODELPORT_AUTOCOMPLETE_THREADS", "one per core")
