@@ -33,8 +33,9 @@ The recogniser is PP-OCRv4's text-line model as ONNX (the store's `plate-ocr`). 
    ONNX Runtime (cut out of the base ONNX, checked against torch): a step then costs ~1 s for
    32 crops on 2 CPU cores, against ~9 s with the backbone training in torch. The SVTR neck
    and the head train (`train_backbone=True` trains all, for GPUs). BatchNorm keeps the base's
-   statistics. Training lines are padded as the reader pads them (320 px, or a wide line's
-   own width), since the neck's attention sees the padding.
+   statistics. Training lines are padded as PaddleOCR trained the base (320 px, or a wide
+   line's own width; the neck's attention sees the padding). The reader pads only to a batch's
+   widest line, which read the dev sets as precisely (crops.to_batch).
 4. Validates once an epoch (or every `validate_every` steps); with `max_minutes` the step
    count is sized, after 20 steps and at each validation, to end within that budget (the
    learning rate decays to its end inside it). Each new best state is saved (best.pt in the
@@ -71,7 +72,7 @@ from onnx2torch import convert
 
 from finetune.ocr_data import OcrDataset, OcrSample, augment, load_ocr_dataset
 from finetune.store import add_version, base_model, hyperparameters
-from services.plate_reader.crops import LINE_HEIGHT, MIN_LINE_WIDTH, split_rows, to_batch, trim_bands
+from services.plate_reader.crops import LINE_HEIGHT, split_rows, to_batch, trim_bands
 from services.plate_reader.ocr import PLATE_ALPHABET, PlateOCR
 from services.plate_reader.onnx_session import onnx_session
 from services.plate_reader.plate_text import normalise
@@ -96,6 +97,10 @@ EXPORT_TOLERANCE = 1e-3
 CONVERSION_TOLERANCE = 1e-3
 # Crops per text-line finder call when cutting the training lines (the reader's batch size).
 FINDER_BATCH = 8
+# Training pads lines to at least PaddleOCR's own training width (48 x 320): batches of one
+# width train 2x faster than batches padded to their widest line. The reader pads only to the
+# batch's widest line (crops.to_batch).
+TRAIN_LINE_WIDTH = 320
 # With a time budget, the pace is first measured over this many steps.
 CALIBRATION_STEPS = 20
 
@@ -790,17 +795,20 @@ def ctc_loss(
     backbone: FrozenBackbone | None = None,
 ) -> torch.Tensor:
     """CTC loss of a batch: each crop's lines (top row first) joined into one frame sequence,
-    aligned to its whole plate. Lines go through the model padded as the reader pads them:
-    the usual ones (up to 320 px wide at 48 px high) together at 320 px, the few wider ones
-    in a batch of their own (one wide line padding all to its width made steps 2x slower)."""
+    aligned to its whole plate. Lines go through the model padded to TRAIN_LINE_WIDTH: the
+    usual ones (up to 320 px wide at 48 px high) together at 320 px, the few wider ones in a
+    batch of their own (one wide line padding all to its width made steps 2x slower)."""
     widths = [_padded_width([line]) for line in lines]
     per_line: list[torch.Tensor | None] = [None] * len(lines)
     for group in (
-        [i for i, w in enumerate(widths) if w == MIN_LINE_WIDTH],
-        [i for i, w in enumerate(widths) if w > MIN_LINE_WIDTH],
+        [i for i, w in enumerate(widths) if w == TRAIN_LINE_WIDTH],
+        [i for i, w in enumerate(widths) if w > TRAIN_LINE_WIDTH],
     ):
         if group:
-            log_probs = torch.log_softmax(_logits(net, to_batch([lines[i] for i in group]), backbone), dim=-1)
+            log_probs = torch.log_softmax(
+                _logits(net, to_batch([lines[i] for i in group], min_width=TRAIN_LINE_WIDTH), backbone),
+                dim=-1,
+            )
             for row, i in enumerate(group):
                 per_line[i] = log_probs[row]  # T x C
     sequences, start = [], 0
@@ -818,8 +826,8 @@ def _logits(net: RecogniserNet, batch: np.ndarray, backbone: FrozenBackbone | No
 
 
 def _padded_width(lines: list[np.ndarray]) -> int:
-    """The width `to_batch` pads these lines to."""
-    return max(MIN_LINE_WIDTH, *(math.ceil(LINE_HEIGHT * line.shape[1] / line.shape[0]) for line in lines))
+    """The width training pads these lines to."""
+    return max(TRAIN_LINE_WIDTH, *(math.ceil(LINE_HEIGHT * line.shape[1] / line.shape[0]) for line in lines))
 
 
 def _greedy(probabilities: np.ndarray) -> str:
@@ -828,7 +836,7 @@ def _greedy(probabilities: np.ndarray) -> str:
 
 
 def _same_width_groups(line_sets: list[list[np.ndarray]]) -> dict[int, list[int]]:
-    """Crops grouped by the width `to_batch` pads their lines to when read alone: a batch of
+    """Crops grouped by the width training pads their lines to when read alone: a batch of
     them computes what one-crop calls do (the neck's attention sees the padding)."""
     groups: dict[int, list[int]] = {}
     for index, lines in enumerate(line_sets):
@@ -850,7 +858,9 @@ def torch_accuracy(
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start : start + batch_size]
                 lines = [line for i in chunk for line in line_sets[i]]
-                probabilities = torch.softmax(_logits(net, to_batch(lines), backbone), dim=-1).numpy()
+                probabilities = torch.softmax(
+                    _logits(net, to_batch(lines, min_width=TRAIN_LINE_WIDTH), backbone), dim=-1
+                ).numpy()
                 position = 0
                 for i in chunk:
                     count = len(line_sets[i])
@@ -892,7 +902,7 @@ class _Probabilities(torch.nn.Module):
 
 def export_onnx(net: RecogniserNet, path: Path, metadata: dict[str, str]) -> None:
     """Write `net` (softmax included) as ONNX with dynamic batch and width and `metadata`."""
-    sample = torch.zeros(2, 3, LINE_HEIGHT, MIN_LINE_WIDTH)
+    sample = torch.zeros(2, 3, LINE_HEIGHT, TRAIN_LINE_WIDTH)
     with _quiet(), torch.no_grad():
         torch.onnx.export(
             _Probabilities(net),
@@ -923,8 +933,8 @@ def _check_batches(line_sets: list[list[np.ndarray]], count: int = 8) -> list[np
 
     return [
         to_batch(lines),
-        to_batch([tiled(lines[0], 2 * MIN_LINE_WIDTH + 20)]),
-        to_batch([tiled(lines[-1], MIN_LINE_WIDTH + 130), lines[0], lines[-1]]),
+        to_batch([tiled(lines[0], 2 * TRAIN_LINE_WIDTH + 20)]),
+        to_batch([tiled(lines[-1], TRAIN_LINE_WIDTH + 130), lines[0], lines[-1]]),
     ]
 
 

@@ -4,6 +4,7 @@
     crop = trim_bands(crop)                     # without the EU band's country letter
     lines = split_rows(crop)                    # [crop] or [top_row, bottom_row]
     batch = to_batch(lines)                     # (N, 3, 48, W) float32 for PP-OCR
+    padded_width(line)                          # the W the reader pads a line to
 
 Measured on 31 real crops (tests/data/fetch_plates.py): splitting two-row plates took
 exact plates from 22/31 to 29/31; autocontrast, bicubic/Lanczos resizing and
@@ -20,9 +21,13 @@ from PIL import Image
 
 # The recogniser's input height (PP-OCRv4 rec: 3 x 48 x W).
 LINE_HEIGHT = 48
-# PaddleOCR pads lines to at least 320 px (a 6.7:1 line); narrower padding was 30% faster
-# but misread one more character on the 31 test crops.
-MIN_LINE_WIDTH = 320
+# Each line is padded right to the next multiple of this width, whatever else is in its batch:
+# the neck's attention sees the padding, so padding to a batch's widest line made a plate read
+# differently beside a wider one (KRW301 read KRN 301 alone, KRYN 301 beside AD799KB), and one
+# client's photo could change another's reading in a shared batch. PaddleOCR pads every line
+# to 320 px (its training shape, a 6.7:1 line), but plate lines are 2.5-5:1: most of each batch
+# was padding, and the recogniser cost 1.4-2.5x as much on the benchmark's street photos.
+LINE_WIDTH_STEP = 64
 # Margin around a detector box, as a share of its width and height. Label boxes read the
 # same with 0 to 15% (18 photos); 25% let neighbouring text in and lost 4 of 18 plates.
 BOX_MARGIN = 0.05
@@ -95,15 +100,25 @@ def split_rows(crop: np.ndarray) -> list[np.ndarray]:
     return [crop[:cut], crop[cut:]]
 
 
-def to_batch(lines: Sequence[np.ndarray]) -> np.ndarray:
-    """Resize RGB lines to the model height and pad them right to one width: (N, 3, 48, W)."""
+def line_width(line: np.ndarray) -> int:
+    """The line's width once resized to the recogniser's height."""
+    height, width = line.shape[:2]
+    return max(1, math.ceil(LINE_HEIGHT * width / height))
+
+
+def padded_width(line: np.ndarray) -> int:
+    """The width the reader pads this line to: the next multiple of LINE_WIDTH_STEP."""
+    return -(-line_width(line) // LINE_WIDTH_STEP) * LINE_WIDTH_STEP
+
+
+def to_batch(lines: Sequence[np.ndarray], *, min_width: int = 0) -> np.ndarray:
+    """Resize RGB lines to the model height and pad them right to one width, the widest line's
+    (at least ``min_width``): (N, 3, 48, W). The reader batches lines of one padded_width."""
     resized = []
     for line in lines:
-        height, width = line.shape[:2]
-        new_width = max(1, math.ceil(LINE_HEIGHT * width / height))
         image = Image.fromarray(np.ascontiguousarray(line))
-        resized.append(np.asarray(image.resize((new_width, LINE_HEIGHT), Image.Resampling.BILINEAR)))
-    batch_width = max(MIN_LINE_WIDTH, *(line.shape[1] for line in resized))
+        resized.append(np.asarray(image.resize((line_width(line), LINE_HEIGHT), Image.Resampling.BILINEAR)))
+    batch_width = max(min_width, *(line.shape[1] for line in resized))
     # Zeros after normalisation are mid-grey, PaddleOCR's padding value.
     batch = np.zeros((len(resized), 3, LINE_HEIGHT, batch_width), dtype=np.float32)
     for index, line in enumerate(resized):

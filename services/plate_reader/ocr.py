@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from services.plate_reader.crops import crop_plate, split_rows, to_batch, trim_bands
+from services.plate_reader.crops import crop_plate, padded_width, split_rows, to_batch, trim_bands
 from services.plate_reader.onnx_session import onnx_session
 from services.plate_reader.types import BoundingBox, CharAlternative, OcrResult
 
@@ -52,12 +52,12 @@ class PlateOCR:
         self._fold_known = np.ascontiguousarray(fold[self._known, :-1])
 
     def read(self, crops: Sequence[np.ndarray]) -> list[OcrResult]:
-        """Read every crop (RGB uint8) in one model call; one result per crop, same order."""
+        """Read every crop (RGB uint8); one result per crop, same order."""
         return self.read_lines([split_rows(trim_bands(crop)) for crop in crops])
 
     def read_lines(self, lines_per_crop: Sequence[Sequence[np.ndarray]]) -> list[OcrResult]:
-        """Read each plate given as its text lines (RGB uint8, top row first), all lines in one
-        model call; one result per plate, its lines joined by a space."""
+        """Read each plate given as its text lines (RGB uint8, top row first), all lines
+        together (folded); one result per plate, its lines joined by a space."""
         if not lines_per_crop:
             return []
         lines = [line for crop_lines in lines_per_crop for line in crop_lines]
@@ -65,12 +65,18 @@ class PlateOCR:
         return [_join([next(decoded) for _ in crop_lines]) for crop_lines in lines_per_crop]
 
     def folded(self, lines: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Each line's (time, 1 + plate alphabet + foreign) probabilities, in one model call, at
-        this reader's temperature."""
-        probabilities = self._session.run(None, {self._input_name: to_batch(lines)})[0]
-        return [
-            with_temperature(self._fold_line(line_probs), self.temperature) for line_probs in probabilities
-        ]
+        """Each line's (time, 1 + plate alphabet + foreign) probabilities, at this reader's
+        temperature: one model call per padded width (crops.padded_width), so a line reads the
+        same in any batch."""
+        by_width: dict[int, list[int]] = {}
+        for index, line in enumerate(lines):
+            by_width.setdefault(padded_width(line), []).append(index)
+        out: list[np.ndarray] = [np.empty(0)] * len(lines)
+        for width, indices in by_width.items():
+            batch = to_batch([lines[i] for i in indices], min_width=width)
+            for i, line_probs in zip(indices, self._session.run(None, {self._input_name: batch})[0]):
+                out[i] = with_temperature(self._fold_line(line_probs), self.temperature)
+        return out
 
     def _fold_line(self, probabilities: np.ndarray) -> np.ndarray:
         known = probabilities[:, self._known] @ self._fold_known
@@ -78,7 +84,7 @@ class PlateOCR:
         return np.concatenate([known, foreign[:, None]], axis=1)
 
     def read_plates(self, plates: Sequence[tuple[np.ndarray, BoundingBox]]) -> list[OcrResult]:
-        """Read the plate in each (RGB image, detector box) pair, all in one model call."""
+        """Read the plate in each (RGB image, detector box) pair, all together."""
         return self.read([crop_plate(image, (b.xmin, b.ymin, b.xmax, b.ymax)) for image, b in plates])
 
 

@@ -8,9 +8,8 @@
    narrow character gets 2-3 guesses, and a doubled letter (KK, WW) or a thin middle character
    was merged away confidently ("KRW301" read KR301 at 0.985). Stretched, each gets more.
 2. A first read less sure than SECOND_READ_BELOW is read again at the cut's own width, in one
-   more recogniser call for all such plates (not in the first call: the batch is padded to its
-   widest line, and padding the plain lines to the stretched width would double their cost),
-   with the crop's smaller side lines (a US state name, Mercosur's "BRASIL") read in that same
+   more recogniser call for all such plates (it needs the first read's scores), with the
+   crop's smaller side lines (a US state name, Mercosur's "BRASIL") read in that same
    call for plate_regions' region hint. The two readings
    agree: the first stands. They disagree: the better-scoring one ranks first, the other's
    plate follows it among the candidates, and both are capped at DISAGREE_CAP: `review`.

@@ -36,6 +36,16 @@ def test_two_lines_of_equal_height_are_a_two_row_plate_top_row_first() -> None:
     assert plate_rows([FakeLine(150, 2, 190, 9), bottom, top]) == [top, bottom]
 
 
+def test_a_short_lower_row_boxed_lower_than_the_number_is_still_a_row() -> None:
+    # Box sizes from the text detector on a synthetic Slovak two-row plate (dev camera crop
+    # "BB 671 / LM"): the two-letter row came out 0.68 as tall as the number; cut off, the
+    # plate read "BB671" and was auto-accepted. A dealer frame's word at 0.6 stays side text.
+    number, letters = FakeLine(8, 14, 73, 36), FakeLine(31, 39, 50, 54)
+    assert plate_rows([letters, number]) == [number, letters]
+    frame = FakeLine(25, 40, 60, 53.2)
+    assert plate_rows([frame, number]) == [number]
+
+
 def test_pieces_of_one_row_are_joined_and_a_third_tall_row_is_left_out() -> None:
     left, right = FakeLine(20, 30, 120, 90), FakeLine(150, 32, 280, 92)
     [row] = plate_rows([right, left])
