@@ -145,6 +145,17 @@ def plate_reader() -> Dashboard:
                     unit="percentunit",
                 ),
                 panel(
+                    "Time per photo in each stage",
+                    (
+                        "sum by (stage) (rate(modelport_plate_stage_seconds_sum[5m])) "
+                        "/ scalar(sum(rate(modelport_plate_images_total[5m])))",
+                        "{{stage}}",
+                    ),
+                    unit="s",
+                    description="Seconds of each read stage per photo (batch: the whole read); "
+                    "services/plate_reader/stage_timing.py.",
+                ),
+                panel(
                     "Review queue",
                     ("sum(modelport_reviews_pending)", "pending"),
                     description="Items waiting for a person at /review.",

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from services.plate_reader.onnx_session import onnx_session
+from services.plate_reader.stage_timing import timed
 from services.plate_reader.types import BoundingBox, Detection
 
 STRIDE = 32  # YOLO's largest downsampling: input sides must be multiples of it
@@ -37,7 +38,11 @@ class PlateDetector:
         size ``imgsz`` (long side; default: the detector's own)."""
         if not images:
             return []
-        scales = [(imgsz or self.imgsz) / max(image.shape[:2]) for image in images]
+        with timed("detect"):
+            return self._detect(images, min_score, imgsz or self.imgsz)
+
+    def _detect(self, images: Sequence[np.ndarray], min_score: float, imgsz: int) -> list[list[Detection]]:
+        scales = [imgsz / max(image.shape[:2]) for image in images]
         resized = [_resize(image, scale) for image, scale in zip(images, scales)]
         # Letterbox every image into one padded batch: the smallest multiple of STRIDE that
         # fits them all (a 1280x720 photo runs at 640x384, not 640x640: 40% less compute).

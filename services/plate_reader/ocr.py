@@ -22,6 +22,7 @@ import numpy as np
 
 from services.plate_reader.crops import crop_plate, padded_width, split_rows, to_batch, trim_bands
 from services.plate_reader.onnx_session import onnx_session
+from services.plate_reader.stage_timing import timed
 from services.plate_reader.types import BoundingBox, CharAlternative, OcrResult
 
 # Plate characters plus the separators printed on plates: the separators stay possible
@@ -72,10 +73,11 @@ class PlateOCR:
         for index, line in enumerate(lines):
             by_width.setdefault(padded_width(line), []).append(index)
         out: list[np.ndarray] = [np.empty(0)] * len(lines)
-        for width, indices in by_width.items():
-            batch = to_batch([lines[i] for i in indices], min_width=width)
-            for i, line_probs in zip(indices, self._session.run(None, {self._input_name: batch})[0]):
-                out[i] = with_temperature(self._fold_line(line_probs), self.temperature)
+        with timed("recognise"):
+            for width, indices in by_width.items():
+                batch = to_batch([lines[i] for i in indices], min_width=width)
+                for i, line_probs in zip(indices, self._session.run(None, {self._input_name: batch})[0]):
+                    out[i] = with_temperature(self._fold_line(line_probs), self.temperature)
         return out
 
     def _fold_line(self, probabilities: np.ndarray) -> np.ndarray:

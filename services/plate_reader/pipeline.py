@@ -26,6 +26,7 @@ from services.plate_reader.ocr import PlateOCR
 from services.plate_reader.plate_regions import RegionHint, is_non_plate_text, rank_with_hint
 from services.plate_reader.plate_text import normalise
 from services.plate_reader.read_fusion import read_voted
+from services.plate_reader.stage_timing import timed
 from services.plate_reader.text_lines import TextLineFinder
 from services.plate_reader.types import (
     BoundingBox,
@@ -96,9 +97,13 @@ class PlateRecognizer:
         )
 
     def read_batch(self, requests: Sequence[ReadRequest], *, rules: bool = True) -> list[list[PlateReading]]:
-        """Read every plate in every image: one detector call, one OCR call for all crops."""
+        """Read every plate in every image, all images' plates together in each stage."""
         if not requests:
             return []
+        with timed("batch"):
+            return self._read_batch(requests, rules)
+
+    def _read_batch(self, requests: Sequence[ReadRequest], rules: bool) -> list[list[PlateReading]]:
         found = self._detect(requests, None)
         retry = [
             i
@@ -110,7 +115,8 @@ class PlateRecognizer:
                 found[i] = dets
         found = [_in_whole(dets, r) for dets, r in zip(found, requests)]
         plates = [(i, d) for i, dets in enumerate(found) for d in dets]
-        crops = _cut_crops(requests, plates)
+        with timed("crop"):
+            crops = _cut_crops(requests, plates)
         ranked = self._read_crops(crops, [requests[i].regions for i, _ in plates], rules)
         readings: list[list[PlateReading]] = [[] for _ in requests]
         for (i, detection), candidates in zip(plates, ranked):

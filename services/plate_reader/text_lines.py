@@ -29,6 +29,7 @@ from scipy import ndimage
 
 from services.plate_reader.crops import split_rows, trim_bands
 from services.plate_reader.onnx_session import onnx_session
+from services.plate_reader.stage_timing import timed
 
 # Crops are run through the detector this many pixels high (a multiple of 32, as the net
 # needs), width in proportion up to MAX_INPUT_WIDTH. A state name is ~15% of a US plate's
@@ -93,9 +94,10 @@ class TextLineFinder:
         """The text lines of each crop (RGB uint8), in one detector call."""
         if not crops:
             return []
-        batch, scales = _to_batch(crops)
-        probabilities = self._session.run(None, {self._input_name: batch})[0][:, 0]
-        return [_lines(p[:, : math.ceil(s[2])], s) for p, s in zip(probabilities, scales)]
+        with timed("text_lines"):
+            batch, scales = _to_batch(crops)
+            probabilities = self._session.run(None, {self._input_name: batch})[0][:, 0]
+            return [_lines(p[:, : math.ceil(s[2])], s) for p, s in zip(probabilities, scales)]
 
     def rows(self, crops: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
         """Each crop's plate rows as upright line images (top row first), for the recogniser.

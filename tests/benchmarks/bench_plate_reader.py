@@ -2,7 +2,7 @@
 
     python tests/benchmarks/bench_plate_reader.py            # ~5 minutes on 2 cores
 
-Prints one table. Rows, all measured in this run, on four photos:
+Prints two tables. Rows, all measured in this run, on four photos:
 - two real street photos with several real plates each (litealpr's dashcam photos of traffic
   in Ho Chi Minh City, 1278x735 and 1257x693, sent as JPEG): motorbikes and a truck, and
   three cars (tests/assets.py);
@@ -19,7 +19,8 @@ thread with its own YOLO (Ultralytics' predictors are not thread-safe), and torc
 threads set so that workers x threads = the budget (after the predictor's set-up, which sets
 torch to cores - 1 threads: 1 on 2 cores); clients queue for a worker, and each worker is
 warmed (YOLO loaded, a few predictions) before any timing. "plates" is the mean
-number of plates each side read per photo.
+number of plates each side read per photo. The second table splits the served time per photo
+into the read's stages, from the server's own /metrics (services/plate_reader/stage_timing.py).
 Targets (issue 10): served images/s >= 1.5x baseline at 1 and 8 clients, on every photo;
 serving RSS < 600 MB. Numbers from a shared, noisy machine: compare the ratios, not the
 absolute values.
@@ -32,6 +33,7 @@ import asyncio
 import contextlib
 import io
 import os
+import re
 import statistics
 import sys
 import threading
@@ -48,6 +50,7 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from services.plate_reader.stage_timing import STAGES
 from tests.assets import asset
 from tests.benchmarks.machine import describe_machine
 from tests.scenes import plate_on_street, street_with_plates
@@ -59,8 +62,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def http_load(url: str, jpeg: bytes, clients: int, requests: int) -> tuple[list[float], float, float]:
-    """Latencies, wall time and mean plates read per photo, `clients` at once."""
+async def http_load(
+    url: str, jpeg: bytes, clients: int, requests: int
+) -> tuple[list[float], float, float, dict[str, float]]:
+    """Latencies, wall time, mean plates read per photo, `clients` at once, and the server's
+    milliseconds per photo in each stage (stage_timing.py, from /metrics)."""
     latencies: list[float] = []
     plates: list[int] = []
     async with httpx.AsyncClient(timeout=60) as client:
@@ -77,9 +83,50 @@ async def http_load(url: str, jpeg: bytes, clients: int, requests: int) -> tuple
             await worker(1)
         latencies.clear()
         plates.clear()
+        before = stage_seconds((await client.get(f"{url}/metrics")).text)
         start = time.perf_counter()
         await asyncio.gather(*(worker(requests // clients) for _ in range(clients)))
-        return latencies, time.perf_counter() - start, statistics.mean(plates)
+        wall = time.perf_counter() - start
+        after = stage_seconds((await client.get(f"{url}/metrics")).text)
+        stages = {s: 1000 * (after.get(s, 0.0) - before.get(s, 0.0)) / len(latencies) for s in STAGES}
+        return latencies, wall, statistics.mean(plates), stages
+
+
+def stage_seconds(metrics: str) -> dict[str, float]:
+    """Seconds summed per stage in a /metrics page (modelport_plate_stage_seconds_sum)."""
+    found = re.findall(r'^modelport_plate_stage_seconds_sum\{stage="(\w+)"\} (\S+)$', metrics, re.MULTILINE)
+    return {stage: float(value) for stage, value in found}
+
+
+def stage_table(stage_ms: dict[tuple[str, int], dict[str, float]], rows: list) -> Table:
+    """The served rows' milliseconds per photo in each stage of the read (the server's own
+    modelport_plate_stage_seconds); "rules, rest" is the batch beyond its stages, "outside the
+    batch" the mean latency beyond the batch (HTTP, decoding, queueing; at 8 clients a photo
+    also waits for the others' batches)."""
+    table = Table(title="served: milliseconds per photo in each stage (the server's /metrics)")
+    for column in (
+        "photo",
+        "clients",
+        *STAGES[:-1],
+        "rules, rest",
+        "batch",
+        "mean latency",
+        "outside the batch",
+    ):
+        table.add_column(column)
+    mean = {(photo, c): statistics.mean(lat) for photo, name, c, lat, *_ in rows if name.startswith("served")}
+    for (photo, clients), ms in stage_ms.items():
+        rest = ms["batch"] - sum(ms[s] for s in STAGES[:-1])
+        table.add_row(
+            photo,
+            str(clients),
+            *(f"{ms[s]:.1f}" for s in STAGES[:-1]),
+            f"{rest:.1f}",
+            f"{ms['batch']:.1f}",
+            f"{1000 * mean[photo, clients]:.1f}",
+            f"{1000 * mean[photo, clients] - ms['batch']:.1f}",
+        )
+    return table
 
 
 def rss_mb(root_pid: int) -> float:
@@ -205,6 +252,7 @@ def main() -> None:
     )
 
     rows = []
+    stage_ms: dict[tuple[str, int], dict[str, float]] = {}  # served ms per photo per stage
     log = Path("/tmp/modelport-bench-plate.log")
     with serve("services.plate_reader.service:PlateReader", log_path=log) as url:
         import psutil
@@ -226,14 +274,10 @@ def main() -> None:
             baseline = Baseline(ocr_path, detector / "best.pt", clients, budget)
             try:
                 for name, jpeg in photos.items():
-                    rows.append(
-                        (
-                            name,
-                            "served (HTTP)",
-                            clients,
-                            *asyncio.run(http_load(url, jpeg, clients, args.requests)),
-                        )
+                    *served, stage_ms[name, clients] = asyncio.run(
+                        http_load(url, jpeg, clients, args.requests)
                     )
+                    rows.append((name, "served (HTTP)", clients, *served))
                     print(*rows[-1][:3], f"{len(rows[-1][3]) / rows[-1][4]:.2f} images/s", flush=True)
                     baseline.warm(images[name])
                     rows.append(
@@ -280,6 +324,7 @@ def main() -> None:
                 )
     console = Console(width=140)
     console.print(table)
+    console.print(stage_table(stage_ms, rows))
     console.print(
         f"serving processes RSS (bentoml serve + worker): peak under load {peak[0]:.0f} MB, "
         f"idle after it {rss:.0f} MB"

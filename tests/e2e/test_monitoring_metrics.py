@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.plate_reader.stage_timing import STAGES
 from tests.monitoring import (
     MONITORING,
     dashboard_exprs,
@@ -57,6 +58,9 @@ def test_metrics_hold_what_the_rules_and_dashboard_read(plate_server: str) -> No
     assert value("modelport_plate_images_without_plate_total", camera="gate-e2e") == 1
     assert value("modelport_plates_read_total", camera="gate-e2e") >= 1
     assert "modelport_plate_reviews_total" in exported  # at 0 from the camera's first photo
+    # Every stage of the read was timed (stage_timing.py; the dashboard's "time per stage").
+    timed = {stage for stage in STAGES if value("modelport_plate_stage_seconds_count", stage=stage) >= 1}
+    assert timed == set(STAGES)
     assert any(
         s.name == "bentoml_service_request_total"
         and s.labels.get("runner_name") == "plate-reader"
