@@ -25,9 +25,12 @@ per domain: compare within a run.
 `--remeasure` types stored versions' held-out text again with the typists named, in process:
 the same excerpts the fine-tune typed (its dataset re-read, its sha256 checked, split with its
 own --holdout and share), the base alone and the base with the version's adapter, as the
-service serves a user version (the fine-tune's own after-figure ran the merged model). Each
-run's figures are appended to OUT/remeasured.jsonl as it ends, one line per excerpt typed, so
-a run cut short keeps what it finished.
+service serves a user version (the fine-tune's own after-figure ran the merged model). A
+domain's excerpts are typed at once, base and tuned (their requests share the engine's passes
+as many users' do), one domain after another. Each excerpt's figures are appended to
+OUT/remeasured.jsonl as it ends (a run cut short keeps what it finished), and every request
+with its suggestions to OUT/remeasured-requests.jsonl (what was offered where, for a look at
+which suggestions were taken).
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ def finetune(domain: Path, holdout: str, args: argparse.Namespace) -> tuple[str,
 
 def remeasure(trained: list[tuple[str, str]], asks_list: list[str], args: argparse.Namespace) -> None:
     """Type each version's held-out excerpts again with each typist in `asks_list`, base and
-    tuned, every typist at once on one engine (as one service serves many users); print the table."""
+    tuned, on one engine (as one service serves many users); print the table."""
     from finetune.text_data import excerpts, hold_out, load_text
     from services.autocomplete.keystroke_savings import Typing, engine_suggesters, served_as, type_text
     from services.core.model_store import resolve
@@ -113,47 +116,64 @@ def remeasure(trained: list[tuple[str, str]], asks_list: list[str], args: argpar
     if len(bases) != 1:
         raise SystemExit("--remeasure types versions of one base at a time")
     args.out.mkdir(parents=True, exist_ok=True)
-    log = args.out / "remeasured.jsonl"
+    log, asked_log = args.out / "remeasured.jsonl", args.out / "remeasured-requests.jsonl"
     typed: dict[tuple[str, str, str], Typing] = {}
-    walls = {}
+    walls: dict[tuple[str, str], float] = {}
     with engine_suggesters(bases.pop(), [None, *adapters], n=1) as (base, *tuned):
 
         async def one(name: str, which: str, suggester: Any, number: int, asks: str) -> None:
-            part = await type_text(texts[name][number], suggester, asks=asks)
+            asked: list[tuple[int, list[str]]] = []  # (characters typed, suggestions): for a look later
+
+            async def recording(text: str) -> list[str]:
+                offered = await suggester(text)
+                asked.append((len(text), offered))
+                return offered
+
+            part = await type_text(texts[name][number], recording, asks=asks)
             total = typed.setdefault((name, which, asks), Typing())
             for field in ("characters", "keystrokes", "requests", "accepted"):
                 setattr(total, field, getattr(total, field) + getattr(part, field))
             total.latencies += part.latencies
-            record = {"domain": name, "version": dict(trained)[name], "model": which, "asks": asks}
+            record = {
+                "domain": name,
+                "version": dict(trained)[name],
+                "model": which,
+                "asks": asks,
+                "excerpt": number,
+            }
             with log.open("a") as out:
-                out.write(json.dumps({**record, "excerpt": number, **part.summary()}) + "\n")
+                out.write(json.dumps({**record, **part.summary()}) + "\n")
+            with asked_log.open("a") as out:
+                out.write(json.dumps({**record, "text": texts[name][number], "asked": asked}) + "\n")
             print(f"{name} {which} {asks} excerpt {number}: {part.summary()}", flush=True)
 
+        # One domain at a time (its excerpts, base and tuned, typed at once), the every-key
+        # typist first: a run cut short keeps whole domains.
         for asks in asks_list:
-            started = time.monotonic()
-            typists = [
-                one(name, which, suggester, number, asks)
-                for (name, _), own in zip(trained, tuned, strict=True)
-                for which, suggester in (("base", base), ("tuned", own))
-                for number in range(len(texts[name]))
-            ]
+            for (name, _), own in zip(trained, tuned, strict=True):
+                started = time.monotonic()
+                typists = [
+                    one(name, which, suggester, number, asks)
+                    for which, suggester in (("base", base), ("tuned", own))
+                    for number in range(len(texts[name]))
+                ]
 
-            async def all_at_once(typists: list[Any] = typists) -> None:
-                await asyncio.gather(*typists)
+                async def all_at_once(typists: list[Any] = typists) -> None:
+                    await asyncio.gather(*typists)
 
-            asyncio.run(all_at_once())
-            walls[asks] = time.monotonic() - started
+                asyncio.run(all_at_once())
+                walls[(name, asks)] = time.monotonic() - started
+                print(f"{name} {asks}: {walls[(name, asks)] / 60:.1f} min", flush=True)
     threads = os.environ.get("MODELPORT_AUTOCOMPLETE_THREADS", "one per core")
-    wall = ", ".join(f"{asks} {seconds / 60:.0f} min" for asks, seconds in walls.items())
     table = Table(
         title=f"Keystroke savings on held-out text, typed again: base vs base + the version's adapter, "
-        f"in process, every typist at once on one engine (llama.cpp threads: {threads}; wall: {wall})\n"
+        f"in process, a domain's typists at once on one engine (llama.cpp threads: {threads})\n"
         f"{describe_machine()}"
     )
     for column in ("domain", "version", "held-out chars"):
         table.add_column(column)
     for asks in asks_list:
-        for column in ("savings base -> tuned", "accepted share", "requests", "p50 ms"):
+        for column in ("savings base -> tuned", "accepted share", "requests", "p50 ms", "wall"):
             table.add_column(f"{asks}: {column}", justify="right")
     for name, tag in trained:
         cells = []
@@ -165,6 +185,7 @@ def remeasure(trained: list[tuple[str, str]], asks_list: list[str], args: argpar
                 f"{before.summary()['accepted_share']:.1%} -> {after.summary()['accepted_share']:.1%}",
                 f"{before.requests} / {after.requests}",
                 f"{before.latency_ms(0.5):.0f} / {after.latency_ms(0.5):.0f}",
+                f"{walls[(name, asks)] / 60:.0f} min",
             ]
         table.add_row(name, tag, str(typed[(name, "base", asks_list[0])].characters), *cells)
     Console(width=240).print(table)
