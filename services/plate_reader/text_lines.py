@@ -41,9 +41,10 @@ LINE_INPUT_HEIGHT, MAX_INPUT_WIDTH = 128, 640
 PIXEL_THRESHOLD, BOX_THRESHOLD, UNCLIP_RATIO = 0.3, 0.5, 1.6
 # A line at least this share of the tallest line's height is part of the number (a row, or a
 # piece of a row the detector split at a wide gap); smaller ones are side text. The detector
-# boxes a two-row plate's short lower row ("VI", "LM") 0.64-0.74 as tall as the number: at 0.75
-# it was cut off and "BL036" auto-accepted for BL036VI; at 0.6 a US dealer frame's "SUNTRUP"
-# joined the number. 0.65 on the dev sets: 2 fewer wrong auto-accepts, as many right ones.
+# boxes a two-row plate's short lower row lower than the number (0.64-0.74 as tall on dev camera
+# crops): at 0.75 BL036VI's "VI" was cut off and "BL036" auto-accepted; at 0.6 a US dealer
+# frame's "SUNTRUP" joined the number. 0.65 on the dev sets: 2 fewer wrong auto-accepts, as many
+# right ones (a lower row boxed 0.64 as tall is still cut off).
 ROW_SHARE = 0.65
 # Two pieces are one row when their centres are within this share of their height vertically.
 SAME_ROW = 0.5

@@ -38,11 +38,11 @@ def test_two_lines_of_equal_height_are_a_two_row_plate_top_row_first() -> None:
 
 def test_a_short_lower_row_boxed_lower_than_the_number_is_still_a_row() -> None:
     # Box sizes from the text detector on a synthetic Slovak two-row plate (dev camera crop
-    # "BB 671 / LM"): the two-letter row came out 0.68 as tall as the number; cut off, the
-    # plate read "BB671" and was auto-accepted. A dealer frame's word at 0.6 stays side text.
-    number, letters = FakeLine(8, 14, 73, 36), FakeLine(31, 39, 50, 54)
+    # "BL 036 / VI"): the two-letter row came out 0.74 as tall as the number; cut off, the
+    # plate read "BL036" and was auto-accepted. A dealer frame's word at 0.6 stays side text.
+    number, letters = FakeLine(8, 14.5, 56, 37.5), FakeLine(27, 35.5, 41, 52.5)
     assert plate_rows([letters, number]) == [number, letters]
-    frame = FakeLine(25, 40, 60, 53.2)
+    frame = FakeLine(25, 40, 60, 53.8)
     assert plate_rows([frame, number]) == [number]
 
 
