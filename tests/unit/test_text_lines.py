@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from services.plate_reader.ocr import PlateOCR
 from services.plate_reader.pipeline import PlateRecognizer
 from services.plate_reader.text_lines import TextLine, TextLineFinder, cut_line, plate_rows
+from tests.assets import asset
 
 
 def FakeLine(left: float, top: float, right: float, bottom: float, angle: float = 0.0) -> TextLine:
@@ -137,3 +138,13 @@ def test_the_pipeline_reads_only_the_number_and_batches_crops(finder: TextLineFi
     # A crop with no text line at all is read whole, as without the line cut: nothing, flagged.
     [blank] = recognizer.read_crops([np.full((120, 300, 3), 200, dtype=np.uint8)])
     assert blank.plate == "" and blank.review
+
+
+def test_a_crops_lines_do_not_depend_on_the_other_crops_in_its_batch(finder: TextLineFinder) -> None:
+    # Crops of three input widths (a US plate, the same plate narrower, a real EU plate crop):
+    # padded to the widest one in a shared batch, the narrower ones' lines came out different,
+    # so one client's photo could change another's reading in the served batch.
+    us = us_plate()
+    narrow = np.asarray(Image.fromarray(us).resize((200, 150)))
+    batch = [us, narrow, np.asarray(Image.open(asset("plate_ad799kb")).convert("RGB"))]
+    assert finder.find(batch) == [finder.find([one])[0] for one in batch]
