@@ -25,12 +25,13 @@ per domain: compare within a run.
 `--remeasure` types stored versions' held-out text again with the typists named, in process:
 the same excerpts the fine-tune typed (its dataset re-read, its sha256 checked, split with its
 own --holdout and share), the base alone and the base with the version's adapter, as the
-service serves a user version (the fine-tune's own after-figure ran the merged model). A
-domain's excerpts are typed at once, base and tuned (their requests share the engine's passes
-as many users' do), one domain after another. Each excerpt's figures are appended to
-OUT/remeasured.jsonl as it ends (a run cut short keeps what it finished), and every request
-with its suggestions to OUT/remeasured-requests.jsonl (what was offered where, for a look at
-which suggestions were taken).
+service serves a user version (the fine-tune's own after-figure ran the merged model). One
+excerpt at a time is typed, by base and tuned at once (their requests share the engine, as
+two users' do). Under load, run it with MODELPORT_AUTOCOMPLETE_THREADS=1: two llama.cpp threads
+on 2 shared cores spent ~2x the CPU per request (0.37 s against ~0.16), waiting on each other.
+Each excerpt's figures are appended to OUT/remeasured.jsonl as it ends (a run cut short keeps
+what it finished), and every request with its suggestions to OUT/remeasured-requests.jsonl
+(what was offered where, for a look at which suggestions were taken).
 """
 
 from __future__ import annotations
@@ -147,21 +148,19 @@ def remeasure(trained: list[tuple[str, str]], asks_list: list[str], args: argpar
                 out.write(json.dumps({**record, "text": texts[name][number], "asked": asked}) + "\n")
             print(f"{name} {which} {asks} excerpt {number}: {part.summary()}", flush=True)
 
-        # One domain at a time (its excerpts, base and tuned, typed at once), the every-key
-        # typist first: a run cut short keeps whole domains.
+        # One excerpt at a time, base and tuned at once, the every-key typist first: a run cut
+        # short keeps whole excerpts, each typed by both.
         for asks in asks_list:
             for (name, _), own in zip(trained, tuned, strict=True):
                 started = time.monotonic()
-                typists = [
-                    one(name, which, suggester, number, asks)
-                    for which, suggester in (("base", base), ("tuned", own))
-                    for number in range(len(texts[name]))
-                ]
+                for number in range(len(texts[name])):
 
-                async def all_at_once(typists: list[Any] = typists) -> None:
-                    await asyncio.gather(*typists)
+                    async def both(number: int, name: str, own: Any, asks: str) -> None:
+                        await asyncio.gather(
+                            one(name, "base", base, number, asks), one(name, "tuned", own, number, asks)
+                        )
 
-                asyncio.run(all_at_once())
+                    asyncio.run(both(number, name, own, asks))
                 walls[(name, asks)] = time.monotonic() - started
                 print(f"{name} {asks}: {walls[(name, asks)] / 60:.1f} min", flush=True)
     threads = os.environ.get("MODELPORT_AUTOCOMPLETE_THREADS", "one per core")
