@@ -15,9 +15,12 @@ def onnx_session(model_path: str | Path, providers: Sequence[str] | None = None)
     # and numpy take turns on the same cores, and the spinning starved whoever came next:
     # the OCR's 0.3 ms output decoding took 92 ms right after a run (measured, 2 cores).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    # The arena keeps the peak of every batch size seen; without it the serving process held
-    # 314 MB instead of 433 MB after batches of 8, at the same latency (measured).
-    options.enable_cpu_mem_arena = False
+    # ORT's arena keeps its activations for the next run. Off, each run's were malloc'd afresh:
+    # with large blocks mapped on their own (settings.malloc_mmap_threshold) every run
+    # faulted them in again, 3 requests of 8 large photos cost 35 s of CPU instead of 23 s;
+    # with the arena, 26 s. (Off was chosen at batches of 8, when the arena held 433 MB vs
+    # 314 MB; batches are now at most 2.)
+    options.enable_cpu_mem_arena = True
     return ort.InferenceSession(
         str(model_path), options, providers=list(providers or ["CPUExecutionProvider"])
     )

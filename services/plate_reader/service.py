@@ -19,7 +19,7 @@ import bentoml
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from services.core import api_errors, traffic
+from services.core import api_errors, memory, traffic
 from services.core.admission import Limits
 from services.core.api_errors import ApiError
 from services.core.container_image import service_image
@@ -41,6 +41,7 @@ from services.plate_reader.watchlist_api import router as watchlist_routes
 
 logger = logging.getLogger("bentoml.modelport.plate_reader")  # BentoML only shows INFO under "bentoml"
 settings = Settings.from_env()
+memory.map_large_blocks(settings.malloc_mmap_threshold)  # before any model or photo is loaded
 LIMITS = Limits.of(settings)  # in flight, queued, queue wait: beyond them 429 + Retry-After
 app = FastAPI(
     title="modelport plate reader",

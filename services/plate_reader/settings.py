@@ -57,6 +57,12 @@ class Settings:
     # request gets 413 with Retry-After. A photo counts at the size it is kept at, so 3
     # requests of 8 photos of 36 Mpx hold 24 x 960x960 = 22 Mpx.
     max_pixels_in_flight: int = 64_000_000
+    # Blocks of this many bytes and up get a memory map of their own, given back when freed
+    # (glibc's M_MMAP_THRESHOLD, services/core/memory.py). glibc's own threshold climbs to 32 MB,
+    # so a large photo's 16 MB decode blocks were kept in whichever thread's malloc arena took
+    # them: 3 requests of 8 photos of 36 Mpx peaked at 740-920 MB (load-dependent) vs 575-620 MB
+    # at this value on a loaded and a quiet machine. 0: glibc's default.
+    malloc_mmap_threshold: int = 1_048_576
     # Hosts whose https URLs may be sent as `upload_url` (Plate Recognizer's field), comma-separated
     # in MODELPORT_PLATE_UPLOAD_URL_HOSTS, each exactly (no wildcards). Empty: `upload_url` is
     # refused. Even a listed host is fetched only from public addresses (upload_url.py).
