@@ -27,10 +27,14 @@ pytestmark = pytest.mark.slow
 
 
 def in_flight_then_sigterm(
-    server: Server, calls: list[Callable[[], object]], settle_s: float = 0.5
+    server: Server,
+    calls: list[Callable[[], object]],
+    settle_s: float = 0.5,
+    answering: threading.Semaphore | None = None,
 ) -> tuple[list[object], list[float], float]:
-    """Start `calls` in threads, SIGTERM the server `settle_s` later; their results, the times
-    they finished, and when SIGTERM was sent."""
+    """Start `calls` in threads, SIGTERM the server `settle_s` later (after each call has
+    released `answering`, when given: its answer has begun); their results, the times they
+    finished, and when SIGTERM was sent."""
     results: list[object] = [None] * len(calls)
     finished = [0.0] * len(calls)
 
@@ -44,6 +48,8 @@ def in_flight_then_sigterm(
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
     for thread in threads:
         thread.start()
+    for _ in calls if answering else ():
+        assert answering.acquire(timeout=120), "a request got no answer's start within 120 s"
     time.sleep(settle_s)
     sigterm_at = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
@@ -80,9 +86,13 @@ def test_plate_reader_finishes_requests_in_flight_then_exits(
     assert sum(t > sigterm_at for t in finished) >= 3  # most were still in flight at SIGTERM
 
 
-def complete(url: str, stream: bool, max_tokens: int) -> tuple[int, list[str]]:
+def complete(
+    url: str, stream: bool, max_tokens: int, answering: threading.Semaphore | None = None
+) -> tuple[int, list[str]]:
     body = {"prompt": "Once upon a time", "max_tokens": max_tokens, "temperature": 0, "stream": stream}
     with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=120) as response:
+        if answering:  # the status and headers are here: the app is running this request
+            answering.release()
         text = response.read().decode()
     if not stream:
         return response.status_code, [text]
@@ -129,9 +139,13 @@ def test_a_grace_period_too_short_ends_streams_with_a_final_error_event(
     with serve_process(
         AUTOCOMPLETE, env=autocomplete_env(tiny_model, "1"), log_path=tmp_path / "server.log"
     ) as server:
-        # One sequence at a time: the last of 8 long streams cannot finish within 1 s.
-        calls = [lambda: complete(server.url, True, 500)] * 8
-        results, _, _ = in_flight_then_sigterm(server, calls)
+        # One sequence at a time: the last of 8 long streams cannot finish within 1 s. SIGTERM
+        # only once every stream has begun: the service follows SIGTERM from its first request
+        # on (services/core/shutdown.py), and on a loaded machine a fixed 0.5 s could end before
+        # any request had reached it; then no grace applied, all 8 finished and none was cut.
+        answering = threading.Semaphore(0)
+        calls = [lambda: complete(server.url, True, 500, answering)] * 8
+        results, _, _ = in_flight_then_sigterm(server, calls, answering=answering)
         assert_exits(server, within_s=30)
     cut = 0
     for status, events in results:
