@@ -60,8 +60,8 @@ class Settings:
     # Blocks of this many bytes and up get a memory map of their own, given back when freed
     # (glibc's M_MMAP_THRESHOLD, services/core/memory.py). glibc's own threshold climbs to 32 MB,
     # so a large photo's 16 MB decode blocks were kept in whichever thread's malloc arena took
-    # them: 3 requests of 8 photos of 36 Mpx peaked at 740-920 MB (load-dependent) vs 575-620 MB
-    # at this value on a loaded and a quiet machine. 0: glibc's default.
+    # them: 3 requests of 8 photos of 36 Mpx peaked at 740-920 MB in the worker, by CPU load;
+    # 630-660 MB at this value, on a quiet and a loaded machine. 0: glibc's default.
     malloc_mmap_threshold: int = 1_048_576
     # Hosts whose https URLs may be sent as `upload_url` (Plate Recognizer's field), comma-separated
     # in MODELPORT_PLATE_UPLOAD_URL_HOSTS, each exactly (no wildcards). Empty: `upload_url` is
