@@ -73,11 +73,11 @@ def accepted(suggestions: list[str], rest: str) -> str | None:
     """The longest suggestion that is exactly how `rest` (the text still to type) goes on and
     ends where a word of it ends; None if no suggestion is. A one-character suggestion saves
     nothing (Tab costs what the key does), so it is not taken."""
-    fits = [s for s in suggestions if len(s) > 1 and rest.startswith(s) and _word_ends(rest, len(s))]
+    fits = [s for s in suggestions if len(s) > 1 and rest.startswith(s) and word_ends(rest, len(s))]
     return max(fits, key=len, default=None)
 
 
-def _word_ends(text: str, end: int) -> bool:
+def word_ends(text: str, end: int) -> bool:
     """Is `end` a word boundary of `text`: not between two letters or digits?"""
     return end >= len(text) or not (text[end - 1].isalnum() and text[end].isalnum())
 

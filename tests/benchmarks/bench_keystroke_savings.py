@@ -31,7 +31,8 @@ two users' do). Under load, run it with MODELPORT_AUTOCOMPLETE_THREADS=1: two ll
 on 2 shared cores spent ~2x the CPU per request (0.37 s against ~0.16), waiting on each other.
 Each excerpt's figures are appended to OUT/remeasured.jsonl as it ends (a run cut short keeps
 what it finished), and every request with its suggestions to OUT/remeasured-requests.jsonl
-(what was offered where, for a look at which suggestions were taken).
+(what was offered where; `--look LOG` sorts the suggestions into taken, right but ending inside
+a word, right word(s) then wrong, and wrong).
 """
 
 from __future__ import annotations
@@ -188,6 +189,65 @@ def remeasure(trained: list[tuple[str, str]], asks_list: list[str], args: argpar
             ]
         table.add_row(name, tag, str(typed[(name, "base", asks_list[0])].characters), *cells)
     Console(width=240).print(table)
+    look(asked_log)
+
+
+def look(requests_log: Path) -> None:
+    """What the typists were offered and what they took, from a --remeasure requests log: of the
+    requests that offered something, the share taken (the next word(s) exactly, ending where a
+    word ends), right but ending inside a word, right word(s) then wrong (e.g. the right word with
+    other punctuation after it), or wrong from its first word; and how long the suggestions were."""
+    from collections import defaultdict
+
+    from services.autocomplete.keystroke_savings import accepted, word_ends
+
+    counts: dict[tuple[str, str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for line in requests_log.read_text().splitlines():
+        run = json.loads(line)
+        seen = counts[(run["domain"], run["asks"], run["model"])]
+        for typed, offered in run["asked"]:
+            rest, seen["requests"] = run["text"][typed:], seen["requests"] + 1
+            if not offered:
+                continue
+            best = offered[0]
+            seen["offered"] += 1
+            seen["chars"] += len(best)
+            # the longest start of the suggestion that is right and ends where words end in both
+            right = max(
+                (
+                    k
+                    for k in range(2, len(best))
+                    if rest.startswith(best[:k]) and word_ends(rest, k) and word_ends(best, k)
+                ),
+                default=0,
+            )
+            if accepted([best], rest):
+                kind = "taken"
+                seen["taken chars"] += len(best)
+            elif rest.startswith(best):
+                kind = "right, ends inside a word"
+            elif right:
+                kind = "right word(s), then wrong"
+            else:
+                kind = "wrong from its first word"
+            seen[kind] += 1
+    kinds = ("taken", "right, ends inside a word", "right word(s), then wrong", "wrong from its first word")
+    table = Table(title=f"What was offered and taken ({requests_log})")
+    for column in ("domain", "typist", "model", "requests", "offered", *kinds, "length", "taken length"):
+        table.add_column(column, justify="left" if column in ("domain", "typist", "model") else "right")
+    for (domain, asks, model), seen in sorted(counts.items()):
+        offered = seen["offered"] or 1
+        table.add_row(
+            domain,
+            asks,
+            model,
+            f"{seen['requests']:.0f}",
+            f"{seen['offered'] / seen['requests']:.0%}",
+            *(f"{seen[kind] / offered:.1%}" for kind in kinds),
+            f"{seen['chars'] / offered:.1f}",
+            f"{seen['taken chars'] / (seen['taken'] or 1):.1f}",
+        )
+    Console(width=240).print(table)
 
 
 def main() -> None:
@@ -209,7 +269,11 @@ def main() -> None:
         help="with --versions: the typists (key, word, comma separated) to type each version's "
         "held-out text again with, base and tuned (the version's adapter on the base, as served)",
     )
+    parser.add_argument("--look", type=Path, help="a --remeasure requests log: what was offered and taken")
     args = parser.parse_args()
+    if args.look:
+        look(args.look)
+        return
     trained = [tuple(pair.split("=", 1)) for pair in args.versions.split(",")] if args.versions else []
     from services.autocomplete import model_kinds  # noqa: F401 - registers the causal-lm kind
     from services.core.model_store import resolve
