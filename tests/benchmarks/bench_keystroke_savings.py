@@ -195,8 +195,9 @@ def remeasure(trained: list[tuple[str, str]], asks_list: list[str], args: argpar
 def look(requests_log: Path) -> None:
     """What the typists were offered and what they took, from a --remeasure requests log: of the
     requests that offered something, the share taken (the next word(s) exactly, ending where a
-    word ends), right but ending inside a word, right word(s) then wrong (e.g. the right word with
-    other punctuation after it), or wrong from its first word; and how long the suggestions were."""
+    word ends), right but one character, right but ending inside a word, right word(s) then wrong
+    (e.g. the right word with other punctuation after it), or wrong from its first word; and how
+    long the suggestions were."""
     from collections import defaultdict
 
     from services.autocomplete.keystroke_savings import accepted, word_ends
@@ -224,6 +225,8 @@ def look(requests_log: Path) -> None:
             if accepted([best], rest):
                 kind = "taken"
                 seen["taken chars"] += len(best)
+            elif rest.startswith(best) and word_ends(rest, len(best)):
+                kind = "right, one character (saves nothing)"
             elif rest.startswith(best):
                 kind = "right, ends inside a word"
             elif right:
@@ -231,7 +234,13 @@ def look(requests_log: Path) -> None:
             else:
                 kind = "wrong from its first word"
             seen[kind] += 1
-    kinds = ("taken", "right, ends inside a word", "right word(s), then wrong", "wrong from its first word")
+    kinds = (
+        "taken",
+        "right, one character (saves nothing)",
+        "right, ends inside a word",
+        "right word(s), then wrong",
+        "wrong from its first word",
+    )
     table = Table(title=f"What was offered and taken ({requests_log})")
     for column in ("domain", "typist", "model", "requests", "offered", *kinds, "length", "taken length"):
         table.add_column(column, justify="left" if column in ("domain", "typist", "model") else "right")
