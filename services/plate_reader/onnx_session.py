@@ -18,8 +18,9 @@ def onnx_session(model_path: str | Path, providers: Sequence[str] | None = None)
     # ORT's arena keeps its activations for the next run. Off, each run's were malloc'd afresh:
     # with large blocks mapped on their own (settings.malloc_mmap_threshold) every run
     # faulted them in again, 3 requests of 8 large photos cost 35 s of CPU instead of 23 s;
-    # with the arena, 26 s. (Off was chosen at batches of 8, when the arena held 433 MB vs
-    # 314 MB; batches are now at most 2.)
+    # with the arena, 26 s. Its price is idle memory, not peak: after 40 requests of 2 street
+    # photos the server idled at 482 MB instead of 369-390 MB, at the same peak (567 vs
+    # 555-616 MB) and CPU. (Off was chosen at batches of 8: 433 MB vs 314 MB; now at most 2.)
     options.enable_cpu_mem_arena = True
     return ort.InferenceSession(
         str(model_path), options, providers=list(providers or ["CPUExecutionProvider"])
