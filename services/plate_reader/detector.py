@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from services.plate_reader.onnx_session import onnx_session
+from services.plate_reader.onnx_session import indices_by_shape, onnx_session
 from services.plate_reader.stage_timing import timed
 from services.plate_reader.types import BoundingBox, Detection
 
@@ -46,9 +46,7 @@ class PlateDetector:
         with timed("detect"):
             scales = [(imgsz or self.imgsz) / max(image.shape[:2]) for image in images]
             resized = [_resize(image, scale) for image, scale in zip(images, scales)]
-            by_shape: dict[tuple[int, int], list[int]] = {}
-            for i, r in enumerate(resized):
-                by_shape.setdefault((_round_up(r.shape[0]), _round_up(r.shape[1])), []).append(i)
+            by_shape = indices_by_shape((_round_up(r.shape[0]), _round_up(r.shape[1])) for r in resized)
             found: list[list[Detection]] = [[] for _ in images]
             for shape, indices in by_shape.items():
                 output = self._run([resized[i] for i in indices], shape)

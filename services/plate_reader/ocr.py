@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from services.plate_reader.crops import crop_plate, padded_width, split_rows, to_batch, trim_bands
-from services.plate_reader.onnx_session import onnx_session
+from services.plate_reader.onnx_session import indices_by_shape, onnx_session
 from services.plate_reader.stage_timing import timed
 from services.plate_reader.types import BoundingBox, CharAlternative, OcrResult
 
@@ -69,9 +69,7 @@ class PlateOCR:
         """Each line's (time, 1 + plate alphabet + foreign) probabilities, at this reader's
         temperature: one model call per padded width (crops.padded_width), so a line reads the
         same in any batch."""
-        by_width: dict[int, list[int]] = {}
-        for index, line in enumerate(lines):
-            by_width.setdefault(padded_width(line), []).append(index)
+        by_width = indices_by_shape(padded_width(line) for line in lines)
         out: list[np.ndarray] = [np.empty(0)] * len(lines)
         with timed("recognise"):
             for width, indices in by_width.items():

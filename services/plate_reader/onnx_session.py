@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import onnxruntime as ort
+
+Shape = TypeVar("Shape", bound=Hashable)
+
+
+def indices_by_shape(shapes: Iterable[Shape]) -> dict[Shape, list[int]]:
+    """Item indices grouped by the input shape each item is run at, one model call per group:
+    padded to a larger item's shape, an item's output would depend on the rest of its batch."""
+    groups: dict[Shape, list[int]] = {}
+    for index, shape in enumerate(shapes):
+        groups.setdefault(shape, []).append(index)
+    return groups
 
 
 def onnx_session(model_path: str | Path, providers: Sequence[str] | None = None) -> ort.InferenceSession:

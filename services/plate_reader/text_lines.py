@@ -28,7 +28,7 @@ from PIL import Image
 from scipy import ndimage
 
 from services.plate_reader.crops import split_rows, trim_bands
-from services.plate_reader.onnx_session import onnx_session
+from services.plate_reader.onnx_session import indices_by_shape, onnx_session
 from services.plate_reader.stage_timing import timed
 
 # Crops are run through the detector this many pixels high (a multiple of 32, as the net
@@ -99,9 +99,7 @@ class TextLineFinder:
         7 px; the net sees the padding), so a plate's reading depended on the other photos in
         its batch. Crops of one input width need no padding."""
         found: list[list[TextLine]] = [[] for _ in crops]
-        by_width: dict[int, list[int]] = {}
-        for index, crop in enumerate(crops):
-            by_width.setdefault(_input_width(crop), []).append(index)
+        by_width = indices_by_shape(_input_width(crop) for crop in crops)
         with timed("text_lines"):
             for indices in by_width.values():
                 batch, scales = _to_batch([crops[i] for i in indices])
