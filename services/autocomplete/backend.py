@@ -48,6 +48,8 @@ class Backend(Protocol):
 
     def decode(self, ids: Sequence[int]) -> str: ...
 
+    def token_bytes(self) -> list[bytes]: ...  # each id's bytes (token_prefix.py)
+
     def begin(self, key: int, prompt: list[int], every_position: bool, version: int | None = None) -> int:
         """A prompt to prefill under `key`, run with user `version`'s adapter (None: the base;
         only llama.cpp serves versions); how many of its first tokens need not run (their KV

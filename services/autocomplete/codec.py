@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from services.autocomplete.token_prefix import token_bytes
+
 
 class TokenizerCodec:
     """`encode`/`decode` for a backend, safe to call from the event loop and the engine thread.
@@ -25,3 +27,6 @@ class TokenizerCodec:
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self._codec.decode(list(ids), skip_special_tokens=False))
+
+    def token_bytes(self) -> list[bytes]:
+        return token_bytes(self.tokenizer)

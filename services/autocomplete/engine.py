@@ -55,8 +55,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from services.autocomplete.backend import Backend, PromptChunk
 from services.autocomplete.generation import ChoiceOutput, FinishReason, GenerationStream, PromptLogprobs
-from services.autocomplete.sampling import SamplingParams, choose_tokens, new_generator
+from services.autocomplete.sampling import SamplingParams, choose_tokens, new_generator, only
 from services.autocomplete.settings import Settings
+from services.autocomplete.token_prefix import TokenPrefixes
 from services.core.admission import Busy
 from services.core.memory import return_freed_memory
 
@@ -132,6 +133,7 @@ class _Row:
     request: _Request
     output: ChoiceOutput
     generator: torch.Generator
+    rest: bytes = b""  # of the request's required start (`SamplingParams.prefix`), still to come
 
     @property
     def params(self) -> SamplingParams:
@@ -185,6 +187,7 @@ class Engine:
         self.context_length = self.backend.context_length
         self.vocab_size = self.backend.vocab_size
         self.kv_capacity = self.backend.kv_capacity
+        self.prefixes = TokenPrefixes(self.backend.token_bytes())
         self._reset_batch()
 
     def encode(self, text: str) -> list[int]:
@@ -496,7 +499,12 @@ class Engine:
             request.stream, request.indices, request.prompt, params, self.backend, echoed
         )
         rows = [
-            _Row(request, output, new_generator(None if params.seed is None else params.seed + output.index))
+            _Row(
+                request,
+                output,
+                new_generator(None if params.seed is None else params.seed + output.index),
+                params.prefix.encode(),
+            )
             for output in outputs
         ]
         if params.max_tokens == 0:
@@ -507,11 +515,17 @@ class Engine:
             import torch
 
             last = logits[-1:].float()
+            if rows[0].rest:
+                last = only(last[0], self.prefixes.allowed(rows[0].rest))[None]
             logprobs: list[torch.Tensor | None] = list(torch.log_softmax(last, dim=-1).expand(n, -1))
             scores = last[0].clone()  # an alternative that ends at once is no alternative
             scores[list(self.backend.stop_token_ids)] = float("-inf")
             skip = params.first_token_rank - 1
-            tokens = torch.topk(scores, skip + n).indices.tolist()[skip:]
+            top = torch.topk(scores, min(skip + n, scores.numel()))
+            finite = [t for t, v in zip(top.indices.tolist(), top.values.tolist()) if v > float("-inf")]
+            tokens = finite[skip:]
+            for row in rows[len(tokens) :]:  # fewer tokens agree with a required start than rows
+                row.output.finish(FinishReason.STOP)
         else:
             tokens, logprobs = choose_tokens(
                 logits[-1:].expand(n, -1),
@@ -519,11 +533,12 @@ class Engine:
                 [r.generator for r in rows],
                 [request.prompt] * n,
                 [[]] * n,
+                [self._allowed(row) for row in rows],
             )
         stats = request.stream.stats
         stats.first_token_at = stats.first_token_at or time.perf_counter()
         return [
-            (row, token) for row, token, lp in zip(rows, tokens, logprobs) if row.output.accept(token, lp)
+            (row, token) for row, token, lp in zip(rows, tokens, logprobs) if self._accept(row, token, lp)
         ]
 
     def _advance(self, logits: torch.Tensor) -> None:
@@ -535,10 +550,19 @@ class Engine:
             [r.generator for r in rows],
             [r.request.prompt for r in rows],
             [r.output.tokens for r in rows],
+            [self._allowed(r) for r in rows],
         )
-        done = {id(row) for row, token, lp in zip(rows, tokens, logprobs) if not row.output.accept(token, lp)}
+        done = {id(row) for row, token, lp in zip(rows, tokens, logprobs) if not self._accept(row, token, lp)}
         self._next = tokens
         self._drop(lambda row: id(row) in done)
+
+    def _allowed(self, row: _Row) -> Sequence[int] | None:
+        return self.prefixes.allowed(row.rest) if row.rest else None
+
+    def _accept(self, row: _Row, token: int, logprobs: torch.Tensor | None) -> bool:
+        if row.rest:
+            row.rest = self.prefixes.consumed(row.rest, token)
+        return row.output.accept(token, logprobs)
 
     @staticmethod
     def _expired(row: _Row) -> bool:

@@ -49,6 +49,10 @@ class SamplingParams:
     # rank on, one each (1: the likeliest), then go on as the rest says: n distinct
     # continuations without drawing extra samples (suggest.py). 0: off.
     first_token_rank: int = 0
+    # The continuation must start with this text (token healing, suggest.py): until it has, only
+    # tokens that agree with it may be chosen (token_prefix.py), and their logprobs are over
+    # those tokens alone, the model's probabilities given what was typed. "": no constraint.
+    prefix: str = ""
 
     @property
     def greedy(self) -> bool:
@@ -74,12 +78,19 @@ def choose_tokens(
     generators: Sequence[torch.Generator],
     prompts: Sequence[Sequence[int]],
     outputs: Sequence[Sequence[int]],
+    allowed: Sequence[Sequence[int] | None] | None = None,
 ) -> tuple[list[int], list[torch.Tensor | None]]:
     """The next token of each row of `logits` [rows, vocab], and the rows' log-probabilities
-    (None for each row when no row asks for logprobs: a vocabulary-wide pass saved per step)."""
+    (None for each row when no row asks for logprobs: a vocabulary-wide pass saved per step).
+    `allowed`: per row, the only token ids it may choose (None: any)."""
     import torch
 
     logits = logits.float()
+    if allowed is not None and any(ids is not None for ids in allowed):
+        logits = logits.clone()
+        for row, ids in enumerate(allowed):
+            if ids is not None:
+                logits[row] = only(logits[row], ids)
     wanted = any(p.logprobs is not None for p in params)
     logprobs: list[torch.Tensor | None] = (
         list(torch.log_softmax(logits, dim=-1)) if wanted else [None] * len(params)
@@ -92,6 +103,16 @@ def choose_tokens(
         else:
             chosen.append(_draw(scores / p.temperature, p, generators[row]))
     return chosen, logprobs
+
+
+def only(scores: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
+    """`scores` with every token but `ids` banned."""
+    import torch
+
+    kept = scores.new_full(scores.shape, float("-inf"))
+    index = torch.tensor(ids, dtype=torch.long)
+    kept[index] = scores[index]
+    return kept
 
 
 def _argmax(scores: torch.Tensor) -> int:

@@ -13,7 +13,9 @@ word or sentence ends, then after the last word the model is still sure of (`min
 whole suggestion's probability; its first word always stays), and ranked by the model's mean
 token probability. A keyboard's bar does the same: the next word when only it is likely, a few
 when they are; a wrong tail would cost the whole suggestion, as Tab takes all of it or nothing.
-tests/benchmarks/bench_typing.py measures the trade (services/autocomplete/README.md).
+tests/benchmarks/bench_typing.py measures the trade (services/autocomplete/README.md). A text
+that ends mid-word or in a space is asked from before the word or space, the typed characters
+the continuation's required start (`heal`): the rest of the word, or the next one.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import dataclasses
 import math
 import re
 import weakref
+from collections.abc import Callable, Sequence
 
 from services.autocomplete.completions import tokenising
 from services.autocomplete.engine import Engine
@@ -36,7 +39,9 @@ _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 # Suggestions decode their own way, whatever a completions request defaults to: greedy, each
 # ending at a newline; the alternatives from the 2nd, 3rd, ... likeliest first token.
 BEST = SamplingParams(temperature=0.0, logprobs=0, stop=("\n",))
-ALTERNATIVES = dataclasses.replace(BEST, first_token_rank=2)
+# What a suggestion is asked from before of (`heal`): the word being typed with the space in
+# front of it, or a last space.
+_TYPED_PART = re.compile(r"(?: ?\w+| )$")
 
 
 async def suggest(
@@ -49,24 +54,20 @@ async def suggest(
     min_prob: float = 0.0,
     version: int | None = None,
 ) -> list[Suggestion]:
-    # A text ending in a space ("Dear ") is asked without it: BPE tokenizers join a word's
-    # leading space to the word, so the model continues "Dear" with " Sir", and rarely with
-    # "Sir" after a lone space token. The typed space is then taken off the suggestions (those
-    # that do not start with one would glue onto the word before it: dropped).
-    spaced = text.endswith(" ") and bool(text.strip())
-    prompt = context(await tokenising(len(text), engine.encode, text[:-1] if spaced else text))
+    ids = await tokenising(len(text), engine.encode, text)
+    kept, typed = heal(ids, text, engine.decode)
+    prompt = context(ids[:kept])
+    redo = len(ids) - kept  # tokens the continuation spends on the typed text again
+    short = max(1, tokens // 2)  # the alternatives' length
+    best_params = dataclasses.replace(BEST, max_tokens=tokens + redo, prefix=typed)
     streams = []
     try:  # (a second submit refused as busy must not leave the first one running)
-        streams.append(
-            engine.submit(
-                [prompt], dataclasses.replace(BEST, max_tokens=tokens), timeout_s=timeout_s, version=version
-            )
-        )
+        streams.append(engine.submit([prompt], best_params, timeout_s=timeout_s, version=version))
         if n > 1:
             streams.append(
                 engine.submit(
                     [prompt],
-                    dataclasses.replace(ALTERNATIVES, max_tokens=max(1, tokens // 2)),
+                    dataclasses.replace(best_params, first_token_rank=2, max_tokens=short + redo),
                     n=n - 1,
                     timeout_s=timeout_s,
                     version=version,
@@ -79,16 +80,44 @@ async def suggest(
     best: dict[str, float] = {}
     ended = (FinishReason.STOP, FinishReason.LENGTH)
     for choice in (c for run in runs for c in run.values() if c.finish_reason in ended):
-        cut = cut_at_boundary(choice.text, complete=choice.finish_reason is FinishReason.STOP)
-        cut = cut_where_unsure(cut, choice.logprobs, min_prob)
-        if spaced:
-            if not cut.startswith(" "):
-                continue
-            cut = cut[1:]
+        if not choice.text.startswith(typed):
+            continue  # ended before it had written the typed text again
+        rest = choice.text[len(typed) :]
+        entries = [
+            dataclasses.replace(e, offset=e.offset - len(typed))
+            for e in choice.logprobs
+            if e.offset + len(e.token) > len(typed)
+        ]
+        cut = cut_at_boundary(rest, complete=choice.finish_reason is FinishReason.STOP)
+        cut = cut_where_unsure(cut, entries, min_prob)
         if cut.strip():
-            best[cut] = max(best.get(cut, 0.0), _score(choice.logprobs, len(cut)))
+            best[cut] = max(best.get(cut, 0.0), _score(entries, len(cut)))
     ranked = sorted(best.items(), key=lambda item: -item[1])[:n]
     return [Suggestion(text=t, score=s) for t, s in ranked]
+
+
+def heal(ids: list[int], text: str, decode: Callable[[Sequence[int]], str]) -> tuple[int, str]:
+    """How many of `text`'s token `ids` the prompt keeps, and the typed text the suggestion must
+    then start with (token healing, as in Microsoft's guidance): the word being typed, with its
+    space, is taken off the prompt, from the last token boundary at or before its start.
+
+    BPE tokenizers join a word's leading space to the word, so a prompt ending mid-word ("I sho")
+    ends in a token the model takes as a finished word: it went on "I sho" with "'n't" or "!",
+    and on a held-out dialogue text no suggestion asked mid-word held the rest of the word (0 of
+    228). Asked as "I" with " sho" the required start, it can be " should". A text ending in a
+    space ("Dear ") is asked as "Dear", the continuation starting " ", which the model writes
+    joined to the word: " Sir". (0, "") or a decode that is not the text's end: asked as is.
+    """
+    match = _TYPED_PART.search(text)
+    if match is None:
+        return len(ids), ""
+    kept, typed = len(ids), ""
+    while kept > 0 and len(typed) < len(text) - match.start():
+        kept -= 1
+        typed = decode(ids[kept:])
+    if kept == 0 or not text.endswith(typed):  # nothing left to ask from; a character cut in two
+        return len(ids), ""
+    return kept, typed
 
 
 def context(ids: list[int]) -> list[int]:

@@ -154,7 +154,7 @@ def remeasure(trained: list[tuple[str, str]], asks_list: list[str], args: argpar
         for asks in asks_list:
             for (name, _), own in zip(trained, tuned, strict=True):
                 started = time.monotonic()
-                for number in range(len(texts[name])):
+                for number in args.excerpts or range(len(texts[name])):
 
                     async def both(number: int, name: str, own: Any, asks: str) -> None:
                         await asyncio.gather(
@@ -277,6 +277,11 @@ def main() -> None:
         "--remeasure",
         help="with --versions: the typists (key, word, comma separated) to type each version's "
         "held-out text again with, base and tuned (the version's adapter on the base, as served)",
+    )
+    parser.add_argument(
+        "--excerpts",
+        type=lambda numbers: [int(n) for n in numbers.split(",")],
+        help="with --remeasure: type only these held-out excerpts (numbers, comma separated; default all)",
     )
     parser.add_argument("--look", type=Path, help="a --remeasure requests log: what was offered and taken")
     args = parser.parse_args()

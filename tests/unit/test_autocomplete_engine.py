@@ -112,6 +112,35 @@ def test_stop_string_spanning_tokens_ends_the_text_before_it(engine: Engine) -> 
     assert choices[0][-1].finish_reason == "stop"
 
 
+@pytest.mark.parametrize("prefix", [" wonderf", " naïv", "étÉ"])
+def test_a_continuation_starts_with_its_required_start(engine: Engine, prefix: str) -> None:
+    # The random tiny model continues "It was" some other way; held to `prefix`, greedy and
+    # sampled choices and the alternatives (first_token_rank) all write it first.
+    assert not run(engine, "It was", GREEDY)[0].startswith(prefix)
+    for params in [
+        dataclasses.replace(GREEDY, prefix=prefix),
+        SamplingParams(max_tokens=12, temperature=1.0, seed=7, prefix=prefix),
+    ]:
+        texts = run(engine, "It was", params, n=3)
+        assert len(texts) == 3 and all(t.startswith(prefix) and len(t) > len(prefix) for t in texts.values())
+    # The 2nd, 3rd, ... likeliest first tokens among those that agree with it; where fewer
+    # agree than rows are asked, the rest end empty.
+    texts = run(engine, "It was", dataclasses.replace(GREEDY, prefix=prefix, first_token_rank=2), n=3)
+    written = [t for t in texts.values() if t]
+    assert len(texts) == 3 and written and all(t.startswith(prefix) for t in written)
+
+
+def test_logprobs_under_a_required_start_are_over_the_tokens_that_agree_with_it(engine: Engine) -> None:
+    params = SamplingParams(max_tokens=6, temperature=0.0, logprobs=5, prefix=" wonderful")
+    deltas = asyncio.run(_run(engine, "It was", params))[0]
+    entries = [e for d in deltas for e in d.logprobs]
+    first = entries[0]
+    # Only tokens that agree with " wonderful" are offered, and their probabilities sum to 1
+    # over all of them: each of the top 5 is a start of it or starts with it.
+    assert all(" wonderful".startswith(t) or t.startswith(" wonderful") for t in first.top)
+    assert first.logprob == max(first.top.values())
+
+
 def test_echo_with_prompt_logprobs_and_no_new_tokens(engine: Engine) -> None:
     params = SamplingParams(max_tokens=0, echo=True, logprobs=2)
     deltas = asyncio.run(_run(engine, "Hello world, again", params))[0]

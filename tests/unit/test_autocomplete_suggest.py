@@ -1,5 +1,5 @@
 """Suggestions end where a word or sentence ends, and after the last word the model is sure of; a
-text ending in a space is asked without it."""
+text ending in a space or mid-word is asked from before it, the typed part the required start."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
+from services.autocomplete.codec import TokenizerCodec
 from services.autocomplete.generation import TokenLogprob
-from services.autocomplete.suggest import cut_at_boundary, cut_where_unsure, suggest
+from services.autocomplete.suggest import cut_at_boundary, cut_where_unsure, heal, suggest
+from tests.autocomplete_fixtures import gpt2_tokenizer
 
 
 @pytest.mark.parametrize(
@@ -55,22 +57,33 @@ def test_cut_where_unsure(pieces: list[tuple[str, float]], min_prob: float, expe
     assert cut_where_unsure(text, entries, min_prob) == expected
 
 
-class FakeEngine:
-    """A fake engine: records the text it is asked to encode and continues every prompt with
-    `continuation`, ended by the model (stop)."""
+@pytest.fixture(scope="module")
+def codec(tmp_path_factory: pytest.TempPathFactory) -> TokenizerCodec:
+    """The real GPT-2 tokenizer: where token boundaries fall is what `heal` works with."""
+    return TokenizerCodec(gpt2_tokenizer(tmp_path_factory.mktemp("gpt2")))
 
-    def __init__(self, continuation: str, logprobs: list[Any] | None = None) -> None:
+
+class FakeEngine:
+    """A fake engine with the real GPT-2 tokenizer: records each prompt (as text) and required
+    start it is asked with, and continues every prompt with `continuation`, ended by the model
+    (stop). A real engine's continuation starts with the required start (test_autocomplete_engine.py)."""
+
+    def __init__(self, codec: TokenizerCodec, continuation: str, logprobs: list[Any] | None = None) -> None:
+        self.codec = codec
         self.continuation = continuation
         self.logprobs = logprobs
-        self.encoded: list[str] = []
+        self.asked: list[tuple[str, str]] = []
 
     def encode(self, text: str) -> list[int]:
-        self.encoded.append(text)
-        return [1, 2, 3]
+        return self.codec.encode(text)
+
+    def decode(self, ids: Any) -> str:
+        return self.codec.decode(ids)
 
     def submit(self, prompts: Any, params: Any, *, n: int = 1, **options: Any) -> Any:
         from services.autocomplete.generation import FinishReason
 
+        self.asked.append((self.decode(prompts[0]), params.prefix))
         choice = SimpleNamespace(
             text=self.continuation,
             finish_reason=FinishReason.STOP,
@@ -90,24 +103,48 @@ class FakeEngine:
 @pytest.mark.parametrize(
     ("text", "continuation", "asked", "offered"),
     [
-        ("Dear", " Sir", "Dear", [" Sir"]),
-        ("Dear ", " Sir", "Dear", ["Sir"]),  # asked without the space; offered without it too
-        ("Dear ", "est", "Dear", []),  # "Dearest" would glue onto the word: dropped
-        ("Dear  ", " Sir", "Dear ", ["Sir"]),  # only the last space is taken off
+        ("Dear", " Sir", ("Dear", ""), [" Sir"]),  # a first word has nothing before it to ask from
+        ("Dear ", " Sir", ("Dear", " "), ["Sir"]),  # asked without the space; offered without it too
+        ("Dear  ", " Sir", ("Dear ", " "), ["Sir"]),  # only the last space is taken off
+        ("I sho", " should go", ("I", " sho"), ["uld go"]),  # mid-word: asked from the word's start
+        ("I should", " should go", ("I", " should"), [" go"]),  # a whole word too: it may go on
+        ("Hi,\nthan", "thanks", ("Hi,\n", "than"), ["ks"]),  # a word with no space before it
+        ("Hello,", " world", ("Hello,", ""), [" world"]),  # after punctuation: asked as is
     ],
 )
-def test_a_text_ending_in_a_space_is_asked_without_it(
-    text: str, continuation: str, asked: str, offered: list[str]
+def test_a_suggestion_is_asked_from_the_start_of_the_word_being_typed(
+    codec: TokenizerCodec, text: str, continuation: str, asked: tuple[str, str], offered: list[str]
 ) -> None:
-    engine = FakeEngine(continuation)
+    engine = FakeEngine(codec, continuation)
     found = asyncio.run(suggest(engine, text, n=1, tokens=6, timeout_s=5))  # type: ignore[arg-type]
-    assert engine.encoded == [asked]
+    assert engine.asked == [asked]
     assert [s.text for s in found] == offered
 
 
-def test_a_suggestion_ends_after_the_words_the_model_is_sure_of() -> None:
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("I sho", "I"),
+        ("It was wonderf", "It was"),  # a word of several tokens: all of them
+        ("naïve caf", "naïve"),
+        ("Dear ", "Dear"),
+        ("Dear", "Dear"),  # nothing would be left to ask from
+        ("end.", "end."),
+    ],
+)
+def test_heal_keeps_the_tokens_before_the_word_being_typed(
+    codec: TokenizerCodec, text: str, expected: str
+) -> None:
+    ids = codec.encode(text)
+    kept, typed = heal(ids, text, codec.decode)
+    assert (codec.decode(ids[:kept]), typed) == (expected, text[len(expected) :])
+
+
+def test_a_suggestion_ends_after_the_words_the_model_is_sure_of(codec: TokenizerCodec) -> None:
     text, entries = _tokens((" Sir", 0.9), (" Walter", 0.3))
-    sure = asyncio.run(suggest(FakeEngine(text, entries), "Dear", n=1, tokens=6, timeout_s=5, min_prob=0.5))  # type: ignore[arg-type]
-    whole = asyncio.run(suggest(FakeEngine(text, entries), "Dear", n=1, tokens=6, timeout_s=5))  # type: ignore[arg-type]
+    sure = asyncio.run(
+        suggest(FakeEngine(codec, text, entries), "Dear", n=1, tokens=6, timeout_s=5, min_prob=0.5)
+    )  # type: ignore[arg-type]
+    whole = asyncio.run(suggest(FakeEngine(codec, text, entries), "Dear", n=1, tokens=6, timeout_s=5))  # type: ignore[arg-type]
     assert [s.text for s in sure] == [" Sir"]
     assert [s.text for s in whole] == [" Sir Walter"]

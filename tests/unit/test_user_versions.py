@@ -41,6 +41,9 @@ class FakeVersionedBackend:
     def decode(self, ids: Any) -> str:
         return "x" * len(ids)
 
+    def token_bytes(self) -> list[bytes]:
+        return [b"x"] * self.vocab_size
+
     def begin(self, key: int, prompt: list[int], every_position: bool, version: int | None = None) -> int:
         self._pending[key] = version
         return 0
