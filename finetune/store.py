@@ -2,6 +2,8 @@
 
     base = base_model("smollm2-135m")                 # its serving version (imported if needed)
     tag = add_version("smollm2-135m", model_dir, kind="causal-lm", metadata={...})
+    with new_version("smollm2-135m", model_dir, kind="causal-lm", metadata={...}) as entry:
+        entry.info.metadata["metrics"]["after"] = measure(entry)   # the entry as stored
 
 A new version never replaces what a service serves: the version served before stays pinned
 until `modelport models serve TAG` switches (and `modelport models rollback NAME` goes back).
@@ -10,6 +12,8 @@ until `modelport models serve TAG` switches (and `modelport models rollback NAME
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,7 @@ import services.autocomplete.model_kinds  # registers causal-lm (the text jobs)
 import services.plate_reader.model_kinds  # noqa: F401 - registers plate-detector (the detector job)
 from services.core.model_store import (
     CATALOG,
+    ImportResult,
     ModelNotFound,
     import_model,
     resolve,
@@ -41,11 +46,35 @@ def base_model(base: str) -> Any:
 
 def add_version(name: str, path: Path, *, kind: str, metadata: dict[str, Any]) -> str:
     """Store `path` as a new version of `name`; keep serving what was served. Returns the tag."""
+    return _store(name, path, kind=kind, metadata=metadata).tag
+
+
+def _store(name: str, path: Path, *, kind: str, metadata: dict[str, Any]) -> ImportResult:
     served = str(resolve(serving_tag(name)).tag) if versions(name) else None
     stored = import_model(name, LocalFile(str(path)), kind=kind, extra_metadata=metadata)
     if served is not None:
         set_serving(served)  # without a pin the newest version would be served at the next start
-    return stored.tag
+    return stored
+
+
+@contextmanager
+def new_version(name: str, path: Path, *, kind: str, metadata: dict[str, Any]) -> Iterator[Any]:
+    """`add_version`, then the stored entry, to measure as a service runs it (the store's import
+    writes what it runs: a GGUF, a LoRA adapter's GGUF); what the block adds to its metadata is
+    recorded when it ends. If the block fails, the version is deleted: nothing half-stored. The
+    same files stored before (the same data and seed) are that version: the block measures it,
+    and a failure leaves it."""
+    import bentoml
+
+    stored = _store(name, path, kind=kind, metadata=metadata)
+    entry = resolve(stored.tag)
+    try:
+        yield entry
+        entry.flush()  # its model.yaml, with what the block added
+    except BaseException:
+        if stored.created:
+            bentoml.models.delete(stored.tag)
+        raise
 
 
 def hyperparameters(settings: Any) -> dict[str, Any]:

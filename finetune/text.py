@@ -10,7 +10,9 @@ keystroke_savings.py: a simulated typist taking `/v1/suggest`'s suggestions, in 
 the validation records or `--eval-text`, never trained on) before and after, draws the loss
 curve (loss.png, kept in the run folder and in the new store entry), and saves the model
 under the base's store name, so `modelport models serve TAG` / `rollback NAME` switch the
-autocompleter between versions. Nothing is stored unless every step succeeded.
+autocompleter between versions. The after-figure types the version as stored and served (a
+--lora one as its base with its adapter): `modelport evaluate suggest --model VERSION`'s
+figure. Nothing is stored unless every step succeeded.
 
 A version made with --lora holds the merged model (what a one-model server loads, with its
 GGUF for llama.cpp) and, in `adapter/`, the LoRA adapter itself (peft's
@@ -29,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from finetune.store import add_version, base_model, hyperparameters
+from finetune.store import base_model, hyperparameters, new_version
 from finetune.text_data import (
     DataError,
     check_amount,
@@ -139,11 +141,9 @@ def finetune_text(
     run_dir = settings.runs_dir / f"{base.tag.name}-{datetime.now():%Y%m%d-%H%M%S}"
     heldout = _heldout_text(held_blocks, settings)
     main_process = int(os.environ.get("RANK", "0")) == 0
-    before = (
-        _keystroke_savings(Path(base.path), heldout, "before", settings) if heldout and main_process else None
-    )
+    before = _keystroke_savings(base, heldout, "before", settings) if heldout and main_process else None
     if settings.lora:
-        model = _with_lora(model, settings.lora_rank)
+        model = _with_lora(model, settings.lora_rank, settings.seed)
     trainer = _trainer(model, train, val, settings, run_dir)
     loss_before = trainer.evaluate(metric_key_prefix="before")["before_loss"]
     print(
@@ -165,7 +165,6 @@ def finetune_text(
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     plot_losses(trainer.state.log_history, loss_before, loss_after, model_dir / "loss.png")
-    after = _keystroke_savings(_with_gguf(model_dir), heldout, "after", settings) if heldout else None
     seconds = time.monotonic() - started
     metrics: dict[str, Any] = {
         "val_ppl_before": round(math.exp(loss_before), 3),
@@ -174,22 +173,12 @@ def finetune_text(
         "train_steps": trainer.state.global_step,
         "train_seconds": round(trained.metrics["train_runtime"], 1),  # the steps alone
     }
-    if before is not None and after is not None:
-        metrics.update(
-            keystroke_savings_before=round(before.savings, 4),
-            keystroke_savings_after=round(after.savings, 4),
-            keystroke_accepted_share_before=before.summary()["accepted_share"],
-            keystroke_accepted_share_after=after.summary()["accepted_share"],
-            keystroke_eval_chars=after.characters,
-            keystroke_eval_text="--eval-text" if settings.eval_text else settings.holdout,
-            keystroke_eval_asks=settings.eval_asks,
-        )
     adapter = (
         {"path": ADAPTER_DIR, "format": "peft-lora", "rank": settings.lora_rank, "base_model": str(base.tag)}
         if settings.lora
         else None
     )
-    tag = add_version(
+    with new_version(
         base.tag.name,
         model_dir,
         kind="causal-lm",
@@ -208,12 +197,26 @@ def finetune_text(
             "metrics": metrics,
             **({"adapter": adapter} if adapter else {}),
         },
-    )
+    ) as entry:
+        # After: the version as stored and served (a --lora one as its base with its adapter,
+        # not the merged model beside it: their greedy suggestions differ in places).
+        after = _keystroke_savings(entry, heldout, "after", settings) if before is not None else None
+        if before is not None and after is not None:  # (after is None exactly when before is)
+            metrics.update(
+                keystroke_savings_before=round(before.savings, 4),
+                keystroke_savings_after=round(after.savings, 4),
+                keystroke_accepted_share_before=before.summary()["accepted_share"],
+                keystroke_accepted_share_after=after.summary()["accepted_share"],
+                keystroke_eval_chars=after.characters,
+                keystroke_eval_text="--eval-text" if settings.eval_text else settings.holdout,
+                keystroke_eval_asks=settings.eval_asks,
+            )
+            entry.info.metadata["metrics"] = metrics
     return TextResult(
-        tag,
+        str(entry.tag),
         metrics["val_ppl_before"],
         metrics["val_ppl_after"],
-        seconds,
+        time.monotonic() - started,
         run_dir,
         None if before is None else round(before.savings, 4),
         None if after is None else round(after.savings, 4),
@@ -232,11 +235,15 @@ def _heldout_text(held_blocks: list[list[str]], settings: TextSettings) -> list[
     return excerpts(held_blocks, max_chars=settings.eval_chars)
 
 
-def _keystroke_savings(model_dir: Path, texts: list[str], when: str, settings: TextSettings) -> Any:
-    """The simulated typist's savings on `texts` with the model at `model_dir` (a Typing)."""
+def _keystroke_savings(entry: Any, texts: list[str], when: str, settings: TextSettings) -> Any:
+    """The simulated typist's savings on `texts` with store entry `entry` as the service serves
+    it (a Typing); RuntimeError for one it would refuse to run."""
     from services.autocomplete.keystroke_savings import measure
 
-    typing = measure(model_dir, texts, asks=settings.eval_asks)
+    try:
+        typing = measure(entry, texts, asks=settings.eval_asks)
+    except ValueError as refused:
+        raise RuntimeError(f"keystroke savings {when}: {refused}") from None
     print(
         f"keystroke savings {when}: {typing.savings:.1%} of {typing.characters} held-out characters "
         f"({typing.requests} suggestions asked, p50 {typing.latency_ms(0.5):.0f} ms)",
@@ -245,29 +252,14 @@ def _keystroke_savings(model_dir: Path, texts: list[str], when: str, settings: T
     return typing
 
 
-def _with_gguf(model_dir: Path) -> Path:
-    """`model_dir` with a model.gguf for llama.cpp, as the store's import writes one (GPT-2 and
-    Llama models), so the after-measurement runs what the service would; the import writes and
-    checks its own again."""
-    import json
-
-    from services.autocomplete.causal_lm import GGUF_NAME, llama_cpp_installed
-    from services.autocomplete.gguf_export import ARCHITECTURES, write_gguf
-
-    config = json.loads((model_dir / "config.json").read_text())
-    if config.get("model_type") in ARCHITECTURES and llama_cpp_installed():
-        try:
-            write_gguf(model_dir, model_dir / GGUF_NAME)
-        except ValueError:  # llama.cpp cannot run it as written: torch measures (and serves) it
-            (model_dir / GGUF_NAME).unlink(missing_ok=True)
-    return model_dir
-
-
-def _with_lora(model: Any, rank: int) -> Any:
+def _with_lora(model: Any, rank: int, seed: int) -> Any:
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as exc:
         raise RuntimeError("--lora needs peft: pip install 'modelport[finetune]'") from exc
+    from transformers import set_seed
+
+    set_seed(seed)  # peft draws the adapters' first weights: the same seed, the same run
     # GPT-2's layers are Conv1D (weights stored transposed): peft must be told.
     transposed = any(type(m).__name__ == "Conv1D" for m in model.modules())
     config = LoraConfig(

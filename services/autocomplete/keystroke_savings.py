@@ -251,9 +251,17 @@ def engine_suggesters(
 
 
 def measure(
-    model_dir: Path, texts: list[str], *, n: int = 1, asks: str = "key", adapter: Path | None = None
+    entry: Any,
+    texts: list[str],
+    *,
+    n: int = 1,
+    asks: str = "key",
+    on_key: Callable[[Typing], None] | None = None,
 ) -> Typing:
-    """Keystroke savings of the model at `model_dir` (with `adapter`: as a user version on it) on
-    `texts`, in process (fine-tuning's before and after)."""
+    """Keystroke savings of store entry `entry` as the service serves it (`served_as`: a user
+    version as its base with its adapter) on `texts`, in process: `modelport evaluate suggest
+    --model`, and fine-tuning's before and after, so a version's stored figures are what its
+    users get. ValueError for an entry the service would refuse to run."""
+    model_dir, adapter = served_as(entry)
     with engine_suggester(model_dir, n=n, adapter=adapter) as suggester:
-        return asyncio.run(type_texts(texts, suggester, asks=asks))
+        return asyncio.run(type_texts(texts, suggester, on_key, asks=asks))

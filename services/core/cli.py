@@ -423,12 +423,10 @@ def evaluate_suggest(
                 except ModelNotFound as error:
                     fail(error)
                 served = str(entry.tag)
-                try:
-                    model_dir, adapter = ks.served_as(entry)  # a user version: base + its adapter
-                except ValueError as error:
+                try:  # as served: a user version as its base with its adapter
+                    typing = ks.measure(entry, texts, n=n, asks=asks, on_key=on_key)
+                except ValueError as error:  # a version the service would refuse to run
                     fail(error)
-                with ks.engine_suggester(model_dir, n=n, adapter=adapter) as suggester:
-                    typing = asyncio.run(ks.type_texts(texts, suggester, on_key, asks=asks))
     except (ks.SuggestFailed, httpx.HTTPError) as error:
         fail(f"{url}: {error}")
     figures = {"text": str(text_dir), "model": served, "n": n, "asks": asks, **typing.summary()}
