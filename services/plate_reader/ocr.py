@@ -121,12 +121,15 @@ def decode(folded: np.ndarray) -> OcrResult:
     probabilities = probabilities / np.maximum(probabilities.sum(axis=1, keepdims=True), 1e-9)
     best = probabilities.argmax(axis=1)
     text, confidences, alternatives = [], [], []
+    gaps = [0.0]  # the foreign symbol's probability in the blank frames before the next character
     step = 0
     while step < len(best):
         end = step
         while end + 1 < len(best) and best[end + 1] == best[step]:
             end += 1
-        if best[step] != 0:
+        if best[step] == 0:
+            gaps[-1] = max(gaps[-1], float(folded[step : end + 1, -1].max()))
+        else:
             run = probabilities[step : end + 1]
             peak = run[run[:, best[step]].argmax()]
             text.append(PLATE_ALPHABET[best[step] - 1])
@@ -136,8 +139,11 @@ def decode(folded: np.ndarray) -> OcrResult:
             confidences.append(float(peak[best[step]]))
             top = np.argsort(peak[1:])[::-1][:TOP_K]
             alternatives.append(tuple(CharAlternative(PLATE_ALPHABET[i], float(peak[1 + i])) for i in top))
+            gaps.append(0.0)
         step = end + 1
-    return OcrResult("".join(text), _mean(confidences), tuple(confidences), tuple(alternatives), foreign)
+    return OcrResult(
+        "".join(text), _mean(confidences), tuple(confidences), tuple(alternatives), foreign, tuple(gaps)
+    )
 
 
 def _join(lines: list[OcrResult]) -> OcrResult:
@@ -148,12 +154,23 @@ def _join(lines: list[OcrResult]) -> OcrResult:
     confidences = sum(((*line.char_confidences, 1.0) for line in lines), ())[:-1]
     alternatives = sum(((*line.alternatives, (CharAlternative(" ", 1.0),)) for line in lines), ())
     overall = _mean([c for line in lines for c in line.char_confidences])
+    # Each row's gaps, end to end (the joining space sits between one row's last gap and the
+    # next one's first); a row's ends are no gap inside the plate: the row break holds no symbol.
+    gaps: list[float] = []
+    for index, line in enumerate(lines):
+        row = list(line.symbol_gaps) or [0.0] * (len(line.text) + 1)
+        if index > 0:
+            row[0] = 0.0
+        if index < len(lines) - 1:
+            row[-1] = 0.0
+        gaps += row
     return OcrResult(
         " ".join(line.text for line in lines),
         overall,
         confidences,
         alternatives[:-1],
         max(line.foreign for line in lines),
+        tuple(gaps),
     )
 
 

@@ -70,7 +70,8 @@ def hint_for(region: str, path: Path = FORMATS_PATH) -> RegionHint:
         patterns = tuple(p for p in formats.patterns[region] if p in set(entry["formats"]))
     else:
         patterns = formats.patterns[region]
-    return RegionHint(region, PlateFormats({region: patterns}, formats.to_digit, formats.to_letter))
+    emblems = {region: formats.emblems.get(region, {})}
+    return RegionHint(region, PlateFormats({region: patterns}, formats.to_digit, formats.to_letter, emblems))
 
 
 def region_hint(side_texts: Sequence[str], *, mercosur_band: bool = False) -> RegionHint | None:

@@ -10,6 +10,14 @@ may fit it once characters at its ends are dropped: the EU band's country letter
 state name or "BRASIL" printed above the number, read into the same line. The raw reading
 is always a candidate; readings that fit a format rank above those that fit none.
 
+Some plates print a coat of arms inside the number (Croatia's ZG [arms] 1234-AB, Slovakia's
+BA [arms] 302OZ); a format marks its place with "|". The recogniser reads the arms as a symbol
+no plate carries (``OcrResult.symbol_gaps``), or as an unsure letter (or 3): one read there,
+where the format has its digits, may be dropped (KAE325AO -> KA325AO; the confidence is at
+most 1 - that character's: flagged, unless another read of the plate is sure of it). A symbol
+read inside a plate, or before it, where its format has no arms lowers the confidence: the
+plate's own letters may be missing beside it (BB [arms] 671 / LM read BB671).
+
 ``score`` ranks candidates (geometric mean of character confidences); ``confidence`` is
 what the reader reports and ``review`` is decided on: the weakest character's confidence,
 lowered when characters were dropped or no format fits, because one unsure character
@@ -26,7 +34,7 @@ import itertools
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -55,6 +63,17 @@ CONTEST_WEIGHT = 2.0
 # stray symbols on plates (a seal, a band's edge) stayed below it: one of 49 real dev
 # readings, at 0.48; synthetic plates up to 0.93.
 FOREIGN_SURE = 0.95
+# A symbol read at least this surely before or inside a plate, where its format has no coat of
+# arms, caps the confidence at 1 - its probability. On the dev crops' first reads no right plate
+# outside the Croatian and Slovak ones had one at 0.1 or more (synthetic, US street, real crops),
+# while the arms of 33 rightly read HR/SK plates were seen at 0.1-0.96.
+SYMBOL_SEEN = 0.1
+# The coat of arms read as characters (a checkerboard as X, E, N, K, or as a 3): at most
+# MAX_ARMS_CHARS of them are dropped at a format's "|" where digits follow it, each a letter less
+# sure than ARMS_WEAK or a digit less sure than ARMS_DIGIT_WEAK (a digit there may be the
+# number's first). On the dev camera crops the arms were read as letters at 0.33-0.92 and as a
+# 3 at 0.44-0.71, twice followed by a letter (SK3E6496E, KA3E4567TT).
+MAX_ARMS_CHARS, ARMS_WEAK, ARMS_DIGIT_WEAK = 2, 0.95, 0.75
 LETTERS, DIGITS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ"), frozenset("0123456789")
 
 
@@ -63,6 +82,8 @@ class PlateFormats:
     patterns: dict[str, tuple[str, ...]]  # region -> expanded patterns over "A", "9", "*"
     to_digit: dict[str, str]
     to_letter: dict[str, str]
+    # region -> {pattern: characters before its coat of arms} for the formats marked with "|"
+    emblems: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def normalise(text: str) -> str:
@@ -73,12 +94,21 @@ def normalise(text: str) -> str:
 @functools.cache
 def load_formats(path: Path = FORMATS_PATH) -> PlateFormats:
     data = yaml.safe_load(path.read_text())
-    patterns = {
-        region.lower(): tuple(p for source in sources for p in _expand(source))
+    expanded = {
+        region.lower(): [p for source in sources for p in _expand_marked(source)]
         for region, sources in data["regions"].items()
     }
     confusions = data["confusions"]
-    return PlateFormats(patterns, dict(confusions["to_digit"]), dict(confusions["to_letter"]))
+    return PlateFormats(
+        {region: tuple(p for p, _ in found) for region, found in expanded.items()},
+        dict(confusions["to_digit"]),
+        dict(confusions["to_letter"]),
+        {
+            r: {p: at for p, at in found if at is not None}
+            for r, found in expanded.items()
+            if any(at is not None for _, at in found)
+        },
+    )
 
 
 def known_regions(path: Path = FORMATS_PATH) -> frozenset[str]:
@@ -96,7 +126,7 @@ def rank_candidates(
     unknown = sorted(set(regions) - set(formats.patterns))
     if unknown:
         raise ValueError(f"unknown region(s) {unknown}; valid: {sorted(formats.patterns)}")
-    chars, confidences, alternatives = _plate_characters(reading)
+    chars, confidences, alternatives, gaps = _plate_characters(reading)
     if not chars:
         return []
     best: dict[str, Candidate] = {}
@@ -107,22 +137,35 @@ def rank_candidates(
             break
         dropped = len(chars) - (end - start)
         for region in tried:
+            emblems = formats.emblems.get(region, {})
             for pattern in formats.patterns[region]:
-                if len(pattern) != end - start:
+                at = emblems.get(pattern)
+                arms = _arms_letters(pattern, at, chars, confidences, start, end)
+                if arms is None:
                     continue
+                kept = [i for i in range(start, end) if i not in arms]
                 fixed = _fit(
-                    pattern, chars[start:end], confidences[start:end], alternatives[start:end], formats
+                    pattern,
+                    [chars[i] for i in kept],
+                    [confidences[i] for i in kept],
+                    [alternatives[i] for i in kept],
+                    formats,
                 )
                 if fixed is not None:
                     plate, scores, guessed = fixed
-                    sure = _contested(plate, scores, alternatives[start:end], fits)
+                    sure = _contested(plate, scores, [alternatives[i] for i in kept], fits)
+                    # The arms read as characters: right only if they were none.
+                    doubt = max((confidences[i] for i in arms), default=0.0)
+                    # The gaps the arms fill: before, between and after the letters read there.
+                    own = set(range(start + at, start + at + len(arms) + 1)) if at is not None else set()
+                    confidence = min(min(sure) * DROP_FACTOR ** (dropped + len(arms)), 1.0 - doubt)
                     _keep(
                         best,
                         Candidate(
                             plate,
-                            _geometric_mean(scores) * DROP_RANK_FACTOR**dropped,
+                            _geometric_mean(scores) * DROP_RANK_FACTOR ** (dropped + len(arms)),
                             region,
-                            min(sure) * DROP_FACTOR**dropped,
+                            _symbol_checked(confidence, reading.foreign, gaps, start, end, own),
                             guessed,
                         ),
                     )
@@ -130,14 +173,15 @@ def rank_candidates(
     _keep(
         best,
         Candidate(
-            raw, _geometric_mean(confidences) * NO_FORMAT_FACTOR, None, min(confidences) * NO_FORMAT_FACTOR
+            raw,
+            _geometric_mean(confidences) * NO_FORMAT_FACTOR,
+            None,
+            _symbol_checked(min(confidences) * NO_FORMAT_FACTOR, reading.foreign, gaps, 0, len(chars), set()),
         ),
     )
     # Equal scores keep the YAML's region order (specific formats before generic ones);
     # rounding stops float noise in the products from deciding.
     ranked = sorted(best.values(), key=lambda c: -round(c.score, 6))
-    if reading.foreign >= FOREIGN_SURE:  # "SALE 50%": a plate-like word in text that is no plate
-        ranked = [replace(c, confidence=min(c.confidence, 1 - reading.foreign)) for c in ranked]
     top = ranked[:limit]
     if all(c.plate != raw for c in top):  # the raw reading is never dropped
         top[-1] = next(c for c in ranked if c.plate == raw)
@@ -157,17 +201,61 @@ def _windows(length: int) -> list[tuple[int, int]]:
     return sorted(spans, key=lambda span: (length - (span[1] - span[0]), span[0]))
 
 
-def _plate_characters(reading: OcrResult) -> tuple[list[str], list[float], list[list[tuple[str, float]]]]:
-    """The reading's A-Z0-9 characters with their confidences and the OCR's alternatives."""
+def _plate_characters(
+    reading: OcrResult,
+) -> tuple[list[str], list[float], list[list[tuple[str, float]]], list[float]]:
+    """The reading's A-Z0-9 characters with their confidences, the OCR's alternatives and the
+    symbol seen in each gap (before each character, then after the last; a separator's gaps
+    are one)."""
     chars, confidences, alternatives = [], [], []
+    symbols = reading.symbol_gaps or (0.0,) * (len(reading.text) + 1)
+    gaps, pending = [], symbols[0]
     for index, char in enumerate(_fold(reading.text)):
         if char not in LETTERS and char not in DIGITS:
+            pending = max(pending, symbols[index + 1])
             continue
         chars.append(char)
         confidences.append(reading.char_confidences[index] if reading.char_confidences else 0.0)
         offered = reading.alternatives[index] if index < len(reading.alternatives) else ()
         alternatives.append([(alt.char, alt.probability) for alt in offered])
-    return chars, confidences, alternatives
+        gaps.append(pending)
+        pending = symbols[index + 1]
+    gaps.append(pending)
+    return chars, confidences, alternatives, gaps
+
+
+def _arms_letters(
+    pattern: str, at: int | None, chars: list[str], confidences: list[float], start: int, end: int
+) -> list[int] | None:
+    """Which of chars[start:end] are the coat of arms read as characters when they are fitted
+    to ``pattern``: [] when the span is the pattern's length, the unsure characters read at its
+    "|" (``at``) where it has one and digits follow, None when the span cannot fit it."""
+    extra = end - start - len(pattern)
+    if extra == 0:
+        return []
+    if at is None or not 0 < extra <= MAX_ARMS_CHARS or pattern[at : at + 1] != "9":
+        return None
+    arms = list(range(start + at, start + at + extra))
+    if all(confidences[i] < (ARMS_WEAK if chars[i] in LETTERS else ARMS_DIGIT_WEAK) for i in arms):
+        return arms
+    return None
+
+
+def _symbol_checked(
+    confidence: float, foreign: float, gaps: list[float], start: int, end: int, arms: set[int]
+) -> float:
+    """``confidence`` capped where the reading holds a symbol no plate carries: in a gap before
+    or inside chars[start:end] other than its coat of arms' (``arms``: gap indices), seen at
+    SYMBOL_SEEN or more (a plate's letters may be missing beside it); anywhere, read at
+    FOREIGN_SURE or more ("SALE 50%": a plate-like word in text that is no plate), unless the
+    arms' gap holds it."""
+    inside = range(start if start == 0 else start + 1, end)  # a dropped band's own gap is no plate's
+    seen = max((gaps[g] for g in inside if g not in arms), default=0.0)
+    if seen >= SYMBOL_SEEN:
+        confidence = min(confidence, 1.0 - seen)
+    if foreign >= FOREIGN_SURE and max((gaps[g] for g in arms), default=0.0) < foreign:
+        confidence = min(confidence, 1.0 - foreign)
+    return confidence
 
 
 def _fit(
@@ -235,6 +323,17 @@ def _contested(
     return sure
 
 
+def _expand_marked(source: str) -> list[tuple[str, int | None]]:
+    """``"AA|9{1,2}"`` -> ``[("AA9", 2), ("AA99", 2)]``: each pattern with how many characters
+    come before its coat of arms ("|"; None without one)."""
+    if source.count("|") > 1:
+        raise ValueError(f"bad plate pattern {source!r}: at most one | (the coat of arms)")
+    if "|" not in source:
+        return [(p, None) for p in _expand(source)]
+    before, after = source.split("|")
+    return [(b + a, len(b)) for b in _expand(before) for a in _expand(after)]
+
+
 def _expand(source: str) -> list[str]:
     """``"A{1,2}9"`` -> ``["A9", "AA9"]``."""
     parts = []
@@ -248,7 +347,13 @@ def _expand(source: str) -> list[str]:
 
 
 def _keep(best: dict[str, Candidate], candidate: Candidate) -> None:
-    if candidate.plate not in best or candidate.score > best[candidate.plate].score:
+    """The best-scoring way to each plate; of equal ones the surer (a BA302OZ read with its
+    arms is Slovak's AA|999AA, not France's AA999AA), then the first."""
+    kept = best.get(candidate.plate)
+    if kept is None or (round(candidate.score, 6), candidate.confidence) > (
+        round(kept.score, 6),
+        kept.confidence,
+    ):
         best[candidate.plate] = candidate
 
 

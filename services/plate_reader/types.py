@@ -57,6 +57,11 @@ class OcrResult:
     # How surely the line holds a symbol no plate carries ("%" of "SALE 50%", "@", a Chinese
     # character): the text itself keeps only plate characters. 0 when none was read.
     foreign: float = 0.0
+    # Where such a symbol sits: for each gap of ``text`` (before each character, then after the
+    # last; len(text) + 1 values) the highest probability of a foreign symbol in the frames read
+    # as no character there. A coat of arms between a plate's letters and digits shows here
+    # (ZG [arms] 1234-AB). Empty: not known.
+    symbol_gaps: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

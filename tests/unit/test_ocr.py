@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 from services.plate_reader.crops import crop_plate, split_rows
 from services.plate_reader.ocr import PlateOCR
 from services.plate_reader.pipeline import PlateRecognizer
-from services.plate_reader.plate_text import normalise, rank_candidates
+from services.plate_reader.plate_text import SYMBOL_SEEN, normalise, rank_candidates
 from services.plate_reader.read_fusion import agreed
 from services.plate_reader.text_lines import TextLineFinder
 from services.plate_reader.types import BoundingBox, Candidate, Detection, OcrResult, ReadRequest
@@ -141,6 +141,35 @@ def test_a_symbol_no_plate_carries_is_reported_and_flags_the_reading(ocr: PlateO
     ImageDraw.Draw(plain).text((20, 18), "SALE 50", fill="black", font=font)
     [read] = ocr.read([np.asarray(plain)])
     assert read.foreign < 0.95
+
+
+def drawn_plate(left: str, right: str) -> np.ndarray:
+    """A plate printed around a red and white checkerboard (Croatia's coat of arms), drawn here."""
+    font = ImageFont.load_default(size=60)
+    plate = Image.new("RGB", (460, 100), "white")
+    draw = ImageDraw.Draw(plate)
+    draw.text((20, 18), left, fill="black", font=font)
+    x, cell = 32 + draw.textlength(left, font=font), 12
+    for i in range(25):
+        cx, cy = x + cell * (i % 5), 20 + cell * (i // 5)
+        red = (i % 5 + i // 5) % 2 == 0
+        draw.rectangle((cx, cy, cx + cell, cy + cell), fill=(200, 20, 30) if red else "white")
+    draw.text((x + 6 * cell + 12, 18), right, fill="black", font=font)
+    return np.asarray(plate)
+
+
+def test_a_coat_of_arms_inside_the_number_is_seen_where_it_sits(ocr: PlateOCR) -> None:
+    croatian = drawn_plate("ST", "718-VZ")
+    [read] = ocr.read([croatian])
+    assert normalise(read.text) == "ST718VZ"
+    assert read.symbol_gaps[2] >= SYMBOL_SEEN, read  # between the T and the 7
+    recognizer = PlateRecognizer(None, ocr, review_threshold=0.93)
+    [reading] = recognizer.read_crops([croatian])
+    assert (reading.plate, reading.candidates[0].region, reading.review) == ("ST718VZ", "hr", False)
+    # A two-row Slovak plate's top row alone (its letter row lost, as text_lines cut it once):
+    # BB671 fits Germany's layout, which has no arms after BB, so it is flagged.
+    [reading] = recognizer.read_crops([drawn_plate("BB", "671")])
+    assert reading.plate == "BB671" and reading.review, reading
 
 
 def test_a_temperature_changes_how_sure_a_reading_is_never_what_it_reads(
