@@ -1,5 +1,5 @@
 """Coats of arms inside Croatian and Slovak plates (ZG [arms] 1234-AB, BA [arms] 302OZ): the
-formats' "|" in plate_formats.yaml and plate_text's rules around it.
+formats' "|" in plate_formats.yaml, plate_text's rules around it and read_fusion's vote.
 
 Each reading here is the recogniser's own output (the served PP-OCRv4 model, text lines on) on a
 dev camera crop (.bench/synth2/camera: synth_plates.py --seed 2 --camera 280), or on the real dev
@@ -16,6 +16,7 @@ import pytest
 
 from services.plate_reader.ocr import PLATE_ALPHABET, _join, decode
 from services.plate_reader.plate_text import rank_candidates
+from services.plate_reader.read_fusion import fuse
 from services.plate_reader.types import CharAlternative, OcrResult
 
 THRESHOLD = 0.93  # settings.review_threshold
@@ -141,6 +142,28 @@ def test_the_czech_inspection_sticker_is_no_missing_letter() -> None:
     best = rank_candidates(read)[0]
     assert (best.plate, best.region) == ("5AU5341", "cz")
     assert best.confidence > THRESHOLD
+
+
+def test_two_reads_that_agree_keep_the_surer_ones_sureness() -> None:
+    # camera_00137, VZ [arms] 0857 / TM. The stretched read took the arms for a 3 (0.594):
+    # dropped by the rules, so at most 0.41 sure. The read at the cut's own width saw them as a
+    # symbol (0.134) and read the plate surely. Both say VZ0857TM: the surer one stands.
+    stretched = measured(
+        "VZ30857 TM",
+        (0.978, 0.999, 0.594, 0.989, 0.993, 0.999, 0.997, 1.0, 0.996, 0.999),
+        (0.0, 0.0, 0.0, 0.028, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+    )
+    own_width = measured(
+        "VZ0857 TM",
+        (0.987, 0.946, 0.997, 1.0, 1.0, 1.0, 1.0, 0.993, 0.999),
+        (0.0, 0.0, 0.134, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.001),
+        alternatives={1: (("2", 0.015),)},
+    )
+    first, second = rank_candidates(stretched), rank_candidates(own_width)
+    assert first[0].plate == second[0].plate == "VZ0857TM"
+    assert first[0].confidence < THRESHOLD <= second[0].confidence
+    fused = fuse(first, second)
+    assert fused[0].plate == "VZ0857TM" and fused[0].confidence == second[0].confidence
 
 
 def frames(*steps: tuple[str, float]) -> np.ndarray:
