@@ -71,7 +71,10 @@ def hint_for(region: str, path: Path = FORMATS_PATH) -> RegionHint:
     else:
         patterns = formats.patterns[region]
     emblems = {region: formats.emblems.get(region, {})}
-    return RegionHint(region, PlateFormats({region: patterns}, formats.to_digit, formats.to_letter, emblems))
+    prefixes = {region: formats.prefixes[region]} if region in formats.prefixes else {}
+    return RegionHint(
+        region, PlateFormats({region: patterns}, formats.to_digit, formats.to_letter, emblems, prefixes)
+    )
 
 
 def region_hint(side_texts: Sequence[str], *, mercosur_band: bool = False) -> RegionHint | None:

@@ -84,6 +84,8 @@ class PlateFormats:
     to_letter: dict[str, str]
     # region -> {pattern: characters before its coat of arms} for the formats marked with "|"
     emblems: dict[str, dict[str, int]] = field(default_factory=dict)
+    # region -> the codes its plates begin with (a Croatian plate with its city's: ZG, ST, ...)
+    prefixes: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def normalise(text: str) -> str:
@@ -108,6 +110,7 @@ def load_formats(path: Path = FORMATS_PATH) -> PlateFormats:
             for r, found in expanded.items()
             if any(at is not None for _, at in found)
         },
+        {region.lower(): tuple(codes) for region, codes in (data.get("prefixes") or {}).items()},
     )
 
 
@@ -151,32 +154,37 @@ def rank_candidates(
                     [alternatives[i] for i in kept],
                     formats,
                 )
-                if fixed is not None:
-                    plate, scores, guessed = fixed
-                    sure = _contested(plate, scores, [alternatives[i] for i in kept], fits)
-                    # The arms read as characters: right only if they were none.
-                    doubt = max((confidences[i] for i in arms), default=0.0)
-                    # The gaps the arms fill: before, between and after the letters read there.
-                    own = set(range(start + at, start + at + len(arms) + 1)) if at is not None else set()
-                    confidence = min(min(sure) * DROP_FACTOR ** (dropped + len(arms)), 1.0 - doubt)
-                    _keep(
-                        best,
-                        Candidate(
-                            plate,
-                            _geometric_mean(scores) * DROP_RANK_FACTOR ** (dropped + len(arms)),
-                            region,
-                            _symbol_checked(confidence, reading.foreign, gaps, start, end, own),
-                            guessed,
+                if fixed is None or not fixed[0].startswith(formats.prefixes.get(region, "")):
+                    continue
+                plate, scores, guessed = fixed
+                sure = _contested(plate, scores, [alternatives[i] for i in kept], fits)
+                # The arms read as characters: right only if they were none.
+                doubt = max((confidences[i] for i in arms), default=0.0)
+                # The gaps the arms fill: before, between and after the characters read there.
+                own = set(range(start + at, start + at + len(arms) + 1)) if at is not None else set()
+                stray = _stray_symbol(gaps, start, end, own)
+                confidence = min(min(sure) * DROP_FACTOR ** (dropped + len(arms)), 1.0 - doubt, 1.0 - stray)
+                _keep(
+                    best,
+                    Candidate(
+                        plate,
+                        _geometric_mean(scores) * DROP_RANK_FACTOR ** (dropped + len(arms)) * (1.0 - stray),
+                        region,
+                        _foreign_capped(
+                            confidence, reading.foreign, max((gaps[g] for g in own), default=0.0)
                         ),
-                    )
+                        guessed,
+                    ),
+                )
     raw = "".join(chars)
+    stray = _stray_symbol(gaps, 0, len(chars), set())
     _keep(
         best,
         Candidate(
             raw,
-            _geometric_mean(confidences) * NO_FORMAT_FACTOR,
+            _geometric_mean(confidences) * NO_FORMAT_FACTOR * (1.0 - stray),
             None,
-            _symbol_checked(min(confidences) * NO_FORMAT_FACTOR, reading.foreign, gaps, 0, len(chars), set()),
+            _foreign_capped(min(min(confidences) * NO_FORMAT_FACTOR, 1.0 - stray), reading.foreign, 0.0),
         ),
     )
     # Equal scores keep the YAML's region order (specific formats before generic ones);
@@ -241,20 +249,23 @@ def _arms_letters(
     return None
 
 
-def _symbol_checked(
-    confidence: float, foreign: float, gaps: list[float], start: int, end: int, arms: set[int]
-) -> float:
-    """``confidence`` capped where the reading holds a symbol no plate carries: in a gap before
-    or inside chars[start:end] other than its coat of arms' (``arms``: gap indices), seen at
-    SYMBOL_SEEN or more (a plate's letters may be missing beside it); anywhere, read at
-    FOREIGN_SURE or more ("SALE 50%": a plate-like word in text that is no plate), unless the
-    arms' gap holds it."""
+def _stray_symbol(gaps: list[float], start: int, end: int, arms: set[int]) -> float:
+    """The surest symbol no plate carries in a gap before or inside chars[start:end] other than
+    its coat of arms' (``arms``: gap indices), when seen at SYMBOL_SEEN or more, else 0. Beside
+    it a plate's own characters may be missing: both the plate's rank and its confidence take
+    1 - it, so a format with arms there ranks first (BA [arms] 3020Z is BA302OZ, not eu-generic's
+    BA3020Z)."""
     inside = range(start if start == 0 else start + 1, end)  # a dropped band's own gap is no plate's
     seen = max((gaps[g] for g in inside if g not in arms), default=0.0)
-    if seen >= SYMBOL_SEEN:
-        confidence = min(confidence, 1.0 - seen)
-    if foreign >= FOREIGN_SURE and max((gaps[g] for g in arms), default=0.0) < foreign:
-        confidence = min(confidence, 1.0 - foreign)
+    return seen if seen >= SYMBOL_SEEN else 0.0
+
+
+def _foreign_capped(confidence: float, foreign: float, at_arms: float) -> float:
+    """``confidence`` capped at 1 - ``foreign`` when a symbol no plate carries was read at
+    FOREIGN_SURE or more ("SALE 50%": a plate-like word in text that is no plate), unless it is
+    the plate's coat of arms (the symbol in the arms' gaps, ``at_arms``, is as sure)."""
+    if foreign >= FOREIGN_SURE and at_arms < foreign:
+        return min(confidence, 1.0 - foreign)
     return confidence
 
 

@@ -170,6 +170,11 @@ def test_a_coat_of_arms_inside_the_number_is_seen_where_it_sits(ocr: PlateOCR) -
     # BB671 fits Germany's layout, which has no arms after BB, so it is flagged.
     [reading] = recognizer.read_crops([drawn_plate("BB", "671")])
     assert reading.plate == "BB671" and reading.review, reading
+    # Slovak, read BA3020Z: that fits Croatia's AA|9999A, but no Croatian plate begins with BA
+    # (plate_formats.yaml's prefixes), so it is Slovakia's AA|999AA: the letter O. (It was
+    # accepted as Croatian BA3020Z at 0.93: the real photos had it twice.)
+    [reading] = recognizer.read_crops([drawn_plate("BA", "302OZ")])
+    assert (reading.plate, reading.candidates[0].region) == ("BA302OZ", "sk"), reading
 
 
 def test_a_temperature_changes_how_sure_a_reading_is_never_what_it_reads(

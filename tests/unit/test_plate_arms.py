@@ -101,6 +101,21 @@ def test_a_symbol_where_the_format_has_no_arms_flags_the_plate() -> None:
     assert best.plate == "M623QK" and best.confidence <= 1 - 0.15 < THRESHOLD
 
 
+def test_a_format_with_arms_where_they_were_seen_ranks_first() -> None:
+    # camera_00171, ZG [arms] 9062-OT: the arms seen at 0.39 between ZG and 9062. India's
+    # AA99A{0,3}9999 (ZG906207, one look-alike) fits without the arms; Croatia's, with them.
+    read = measured(
+        "ZG 9062-0T",
+        (0.999, 0.993, 0.517, 0.989, 0.992, 0.976, 0.995, 0.996, 0.986, 0.96),
+        (0.0, 0.0, 0.386, 0.002, 0.001, 0.0, 0.0, 0.0, 0.0, 0.0, 0.001),
+        foreign=0.386,
+        alternatives={9: (("1", 0.014),)},
+    )
+    best = rank_candidates(read)[0]
+    assert (best.plate, best.region) == ("ZG9062OT", "hr")
+    assert best.confidence < THRESHOLD  # the O is the look-alike table's guess
+
+
 def test_a_symbol_before_the_plate_lowers_it() -> None:
     # camera_00130, BJ [arms] 520 / ZZ at night: a symbol (0.29) read before the B.
     read = measured(
