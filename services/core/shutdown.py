@@ -15,9 +15,12 @@ finds nothing in flight and exits. deploy/k8s gives the pod preStop + grace + a 
 
     install(app, grace_s=30)
 
-SIGTERM reaches Python code only through a signal handler, and uvicorn's is the one set when
-requests arrive; so the first request chains ours in front of it (both run: uvicorn's still
-starts its shutdown). Nothing is in flight before a first request, so nothing is missed.
+SIGTERM reaches Python code only through a signal handler. uvicorn sets its own before the
+app's lifespan starts, so the app's lifespan startup (which BentoML runs for the FastAPI app it
+mounts) chains ours in front of it (both run: uvicorn's still starts its shutdown): the bound
+holds from the moment the server is ready. Chained at the first request instead, it missed a
+SIGTERM that came before the first request reached the app, and that request, accepted
+already, then ran unbounded.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import contextlib
 import json
 import signal
 import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
@@ -49,7 +53,8 @@ class Draining:
         self._listening = False
 
     def listen(self) -> None:
-        """Chain a SIGTERM handler in front of the server's; call from the event loop."""
+        """Chain a SIGTERM handler in front of the server's; call from the event loop, once the
+        server has set its own (the app's lifespan startup)."""
         if self._listening or threading.current_thread() is not threading.main_thread():
             return
         self._listening = True
@@ -78,9 +83,8 @@ class ShutdownGuard:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        self.draining.listen()
         grace_over = self.draining.grace_over
-        if grace_over is None:  # not in the main thread (a test client): no signals to follow
+        if grace_over is None:  # no lifespan in the main thread (a test client): no signals to follow
             return await self.app(scope, receive, send)
         response: dict[str, Any] = {"started": False, "finished": False, "stream": False}
 
@@ -126,4 +130,13 @@ class ShutdownGuard:
 def install(app: FastAPI, grace_s: float) -> Draining:
     draining = Draining(grace_s)
     app.add_middleware(ShutdownGuard, draining=draining)
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[Any]:
+        draining.listen()  # before the server accepts a request
+        async with inner(app) as state:
+            yield state
+
+    app.router.lifespan_context = lifespan
     return draining

@@ -140,9 +140,8 @@ def test_a_grace_period_too_short_ends_streams_with_a_final_error_event(
         AUTOCOMPLETE, env=autocomplete_env(tiny_model, "1"), log_path=tmp_path / "server.log"
     ) as server:
         # One sequence at a time: the last of 8 long streams cannot finish within 1 s. SIGTERM
-        # only once every stream has begun: the service follows SIGTERM from its first request
-        # on (services/core/shutdown.py), and on a loaded machine a fixed 0.5 s could end before
-        # any request had reached it; then no grace applied, all 8 finished and none was cut.
+        # only once every stream has begun: on a loaded machine a fixed 0.5 s could end before
+        # some had reached the server, which stops accepting at SIGTERM.
         answering = threading.Semaphore(0)
         calls = [lambda: complete(server.url, True, 500, answering)] * 8
         results, _, _ = in_flight_then_sigterm(server, calls, answering=answering)
@@ -157,3 +156,42 @@ def test_a_grace_period_too_short_ends_streams_with_a_final_error_event(
         else:
             assert last["choices"][0]["finish_reason"] == "length"
     assert cut >= 1
+
+
+def test_a_sigterm_before_the_first_request_reaches_the_app_still_bounds_it(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    # A fresh server (only /readyz asked, which BentoML answers outside the app) gets its very
+    # first request, a stream far longer than the 1 s grace, and SIGTERM right behind it (to the
+    # worker, where the handler runs: from the arbiter the signal comes later than the request
+    # does; then to `bentoml serve` too). The worker's handler runs before the request has reached
+    # the app. The guard's handler was chained at the first request: it missed this SIGTERM, and
+    # the stream ran to its end, unbounded. Chained at startup, it starts the grace, and the
+    # stream is cut when the grace ends.
+    import http.client
+    from urllib.parse import urlsplit
+
+    import psutil
+
+    env = {**autocomplete_env(tiny_model, "1"), "MODELPORT_AUTOCOMPLETE_MAX_TOKENS_LIMIT": "1000"}
+    with serve_process(AUTOCOMPLETE, env=env, log_path=tmp_path / "server.log") as server:
+        [worker] = [
+            p
+            for p in psutil.Process(server.process.pid).children(recursive=True)
+            if "_bentoml_impl.worker" in " ".join(p.cmdline())
+        ]
+        address = urlsplit(server.url)
+        body = {"prompt": "Once upon a time", "max_tokens": 1000, "temperature": 0, "stream": True}
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=120)
+        connection.request(
+            "POST", "/v1/completions", json.dumps(body), {"content-type": "application/json"}
+        )  # sent whole
+        worker.send_signal(signal.SIGTERM)
+        sigterm_at = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)  # and as Kubernetes does (no worker restarted)
+        response = connection.getresponse()
+        events = [line[6:] for line in response.read().decode().splitlines() if line.startswith("data: ")]
+        answered_s = time.monotonic() - sigterm_at
+        assert_exits(server, within_s=30)
+    assert response.status == 200 and events[-1] == "[DONE]", events[-3:]
+    assert json.loads(events[-2]).get("error", {}).get("code") == "shutting_down", (events[-2], answered_s)

@@ -52,10 +52,14 @@ def guarded_app() -> tuple[FastAPI, shutdown.Draining, dict[str, bool]]:
 async def end_grace_during(
     app: FastAPI, draining: shutdown.Draining, path: str, after_s: float = 0.1
 ) -> httpx.Response:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+    # The app's lifespan, as BentoML runs it for the app it mounts, sets the guard up.
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
         request = asyncio.create_task(client.post(path))
         await asyncio.sleep(after_s)
-        assert draining.grace_over is not None  # the first request set it up
+        assert draining.grace_over is not None
         draining.grace_over.set()  # as `grace_s` after SIGTERM
         return await request
 
@@ -81,7 +85,10 @@ def test_requests_that_finish_in_time_are_untouched() -> None:
     app, draining, _ = guarded_app()
 
     async def scenario() -> list[httpx.Response]:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+        ):
             done = await asyncio.gather(*(client.post("/quick") for _ in range(5)))
             draining.grace_over.set()
             return done
@@ -108,6 +115,32 @@ def test_sigterm_runs_the_servers_handler_and_starts_the_grace_period() -> None:
 
         assert asyncio.run(scenario())
         assert received == [signal.SIGTERM, signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, original)
+
+
+def test_the_apps_startup_chains_the_handler_before_any_request() -> None:
+    # BentoML runs the mounted app's lifespan after uvicorn has set its handler and before it
+    # accepts requests: a SIGTERM from then on starts the grace, with no request ever made
+    # (chained at the first request instead, one that came before it was missed).
+    received: list[int] = []
+
+    def fake_server_handler(signum: int, frame: Any) -> None:  # stands in for uvicorn's handle_exit
+        received.append(signum)
+
+    original = signal.signal(signal.SIGTERM, fake_server_handler)
+    try:
+        app = FastAPI()
+        draining = shutdown.install(app, grace_s=0.05)
+
+        async def scenario() -> None:
+            async with app.router.lifespan_context(app):
+                signal.raise_signal(signal.SIGTERM)
+                assert draining.grace_over is not None
+                await asyncio.wait_for(draining.grace_over.wait(), 2)
+
+        asyncio.run(scenario())
+        assert draining.started and received == [signal.SIGTERM]
     finally:
         signal.signal(signal.SIGTERM, original)
 
