@@ -175,6 +175,10 @@ def test_a_coat_of_arms_inside_the_number_is_seen_where_it_sits(ocr: PlateOCR) -
     # accepted as Croatian BA3020Z at 0.93: the real photos had it twice.)
     [reading] = recognizer.read_crops([drawn_plate("BA", "302OZ")])
     assert (reading.plate, reading.candidates[0].region) == ("BA302OZ", "sk"), reading
+    # The district code left of the arms lost (a camera test crop's BA294LS read 294LS, accepted
+    # as eu-generic's digits-first plate): the arms before the number flag it.
+    [reading] = recognizer.read_crops([drawn_plate("", "294LS")])
+    assert reading.plate == "294LS" and reading.review, reading
 
 
 def test_a_temperature_changes_how_sure_a_reading_is_never_what_it_reads(
