@@ -116,6 +116,24 @@ def test_a_format_with_arms_where_they_were_seen_ranks_first() -> None:
     assert best.confidence < THRESHOLD  # the O is the look-alike table's guess
 
 
+def test_a_us_state_emblem_between_letters_and_digits_keeps_the_us_layout() -> None:
+    # US street crop us_0050 (synth2/us-street), ZXV5774, read at the line's own width: a symbol
+    # (0.11) between ZXV and 5774. With arms only in the Czech 9A*|9999, the 2 that the OCR half
+    # offered for the Z (0.175) made 2XV5774 rank first; US layouts may hold an emblem there too.
+    read = measured(
+        "ZXV5774",
+        (0.689, 0.377, 0.434, 0.929, 0.985, 0.985, 0.969),
+        (0.001, 0.003, 0.0, 0.108, 0.0, 0.0, 0.0, 0.0),
+        alternatives={
+            0: (("2", 0.175), ("D", 0.062)),
+            1: (("N", 0.156), ("I", 0.118)),
+            2: (("N", 0.223), ("W", 0.028)),
+            3: (("S", 0.057),),
+        },
+    )
+    assert rank_candidates(read)[0].plate == "ZXV5774"
+
+
 def test_a_symbol_before_the_plate_lowers_it() -> None:
     # camera_00130, BJ [arms] 520 / ZZ at night: a symbol (0.29) read before the B.
     read = measured(
