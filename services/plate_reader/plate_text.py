@@ -64,9 +64,10 @@ CONTEST_WEIGHT = 2.0
 # readings, at 0.48; synthetic plates up to 0.93.
 FOREIGN_SURE = 0.95
 # A symbol read at least this surely before or inside a plate, where its format has no coat of
-# arms, caps the confidence at 1 - its probability. On the dev crops' first reads no right plate
-# outside the Croatian and Slovak ones had one at 0.1 or more (synthetic, US street, real crops),
-# while the arms of 33 rightly read HR/SK plates were seen at 0.1-0.96.
+# arms, caps the confidence at 1 - its probability (and the rank, by as much). Of the first reads
+# of 431 dev crops without arms (real, synthetic, US street), five had a symbol of 0.1 or more
+# inside them, all five misread (E6498 for KDH6498, FT298 for FT298HJ); the arms of 33 rightly
+# read Croatian and Slovak camera crops were seen at 0.1-0.96.
 SYMBOL_SEEN = 0.1
 # The coat of arms read as characters (a checkerboard as X, E, N, K, or as a 3): at most
 # MAX_ARMS_CHARS of them are dropped at a format's "|" where digits follow it, each a letter less
