@@ -3,7 +3,7 @@
     base = base_model("smollm2-135m")                 # its serving version (imported if needed)
     tag = add_version("smollm2-135m", model_dir, kind="causal-lm", metadata={...})
     with new_version("smollm2-135m", model_dir, kind="causal-lm", metadata={...}) as entry:
-        entry.info.metadata["metrics"]["after"] = measure(entry)   # the entry as stored
+        entry.info.metadata["metrics"]["after"] = measure(entry).savings   # the entry as stored
 
 A new version never replaces what a service serves: the version served before stays pinned
 until `modelport models serve TAG` switches (and `modelport models rollback NAME` goes back).

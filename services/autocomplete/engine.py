@@ -62,6 +62,7 @@ from services.core.admission import Busy
 from services.core.memory import return_freed_memory
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 logger = logging.getLogger("modelport.autocomplete")
@@ -556,11 +557,14 @@ class Engine:
         self._next = tokens
         self._drop(lambda row: id(row) in done)
 
-    def _allowed(self, row: _Row) -> Sequence[int] | None:
+    def _allowed(self, row: _Row) -> np.ndarray | None:
         return self.prefixes.allowed(row.rest) if row.rest else None
 
     def _accept(self, row: _Row, token: int, logprobs: torch.Tensor | None) -> bool:
         if row.rest:
+            if not self.prefixes.agrees(row.rest, token):  # no token agreed (every one was banned)
+                row.output.finish(FinishReason.STOP)
+                return False
             row.rest = self.prefixes.consumed(row.rest, token)
         return row.output.accept(token, logprobs)
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported where used: see engine.py's docstring
+    import numpy as np
     import torch
 
 
@@ -78,7 +79,7 @@ def choose_tokens(
     generators: Sequence[torch.Generator],
     prompts: Sequence[Sequence[int]],
     outputs: Sequence[Sequence[int]],
-    allowed: Sequence[Sequence[int] | None] | None = None,
+    allowed: Sequence[np.ndarray | None] | None = None,
 ) -> tuple[list[int], list[torch.Tensor | None]]:
     """The next token of each row of `logits` [rows, vocab], and the rows' log-probabilities
     (None for each row when no row asks for logprobs: a vocabulary-wide pass saved per step).
@@ -105,12 +106,12 @@ def choose_tokens(
     return chosen, logprobs
 
 
-def only(scores: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
-    """`scores` with every token but `ids` banned."""
+def only(scores: torch.Tensor, ids: np.ndarray) -> torch.Tensor:
+    """`scores` with every token but `ids` (int64) banned."""
     import torch
 
     kept = scores.new_full(scores.shape, float("-inf"))
-    index = torch.tensor(ids, dtype=torch.long)
+    index = torch.from_numpy(ids).to(scores.device)
     kept[index] = scores[index]
     return kept
 

@@ -40,8 +40,11 @@ _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 # ending at a newline; the alternatives from the 2nd, 3rd, ... likeliest first token.
 BEST = SamplingParams(temperature=0.0, logprobs=0, stop=("\n",))
 # What a suggestion is asked from before of (`heal`): the word being typed with the space in
-# front of it, or a last space.
-_TYPED_PART = re.compile(r"(?: ?\w+| )$")
+# front of it, or a last space; looked for in the text's last HEAL_CHARS characters, and taken
+# off as at most HEAL_TOKENS tokens (a longer "word", pasted base64 or an unspaced sentence, is
+# asked as is: its healing would cost a token of output each, and the search time grows with it).
+_TYPED_PART = re.compile(r"(?: ?\w+| )\Z")
+HEAL_CHARS, HEAL_TOKENS = 48, 8
 
 
 async def suggest(
@@ -106,18 +109,28 @@ def heal(ids: list[int], text: str, decode: Callable[[Sequence[int]], str]) -> t
     and on a held-out dialogue text no suggestion asked mid-word held the rest of the word (0 of
     228). Asked as "I" with " sho" the required start, it can be " should". A text ending in a
     space ("Dear ") is asked as "Dear", the continuation starting " ", which the model writes
-    joined to the word: " Sir". (0, "") or a decode that is not the text's end: asked as is.
+    joined to the word: " Sir". With nothing before the word to ask from, a character cut in
+    two at the boundary, or a word of more than HEAL_TOKENS tokens, the text is asked as is.
     """
-    match = _TYPED_PART.search(text)
-    if match is None:
+    tail = text[-HEAL_CHARS:]
+    match = _TYPED_PART.search(tail)
+    if match is None or (match.start() == 0 and len(tail) < len(text)):  # none, or longer than the tail
         return len(ids), ""
-    kept, typed = len(ids), ""
-    while kept > 0 and len(typed) < len(text) - match.start():
-        kept -= 1
-        typed = decode(ids[kept:])
-    if kept == 0 or not text.endswith(typed):  # nothing left to ask from; a character cut in two
-        return len(ids), ""
-    return kept, typed
+    need = len(tail) - match.start()
+    for kept in range(len(ids) - 1, max(len(ids) - HEAL_TOKENS, 1) - 1, -1):
+        typed = _text_after(ids, kept, decode)
+        if typed is None:
+            break
+        if len(typed) >= need:
+            return (kept, typed) if text.endswith(typed) else (len(ids), "")
+    return len(ids), ""
+
+
+def _text_after(ids: list[int], kept: int, decode: Callable[[Sequence[int]], str]) -> str | None:
+    """The text of ids[kept:], decoded after the token before it: SentencePiece drops a text's
+    first leading space, so ids[kept:] alone may lose its own (None: no clean cut there)."""
+    before, both = decode(ids[kept - 1 : kept]), decode(ids[kept - 1 :])
+    return both[len(before) :] if both.startswith(before) and "\ufffd" not in both else None
 
 
 def context(ids: list[int]) -> list[int]:

@@ -18,6 +18,8 @@ import functools
 import re
 from typing import Any
 
+import numpy as np
+
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # SentencePiece's byte fallback
 SENTENCEPIECE_SPACE = "\u2581"
 
@@ -57,24 +59,28 @@ class TokenPrefixes:
         self.vocabulary = vocabulary
         order = sorted((b, i) for i, b in enumerate(vocabulary) if b)
         self._sorted = [b for b, _ in order]
-        self._ids = [i for _, i in order]
+        self._ids = np.array([i for _, i in order], dtype=np.int64)
         self._exact: dict[bytes, list[int]] = {}
         for b, i in order:
             self._exact.setdefault(b, []).append(i)
+        # This engine's own cache: the same few starts come back keystroke after keystroke.
+        self.allowed = functools.lru_cache(maxsize=1024)(self._allowed)
 
-    @functools.lru_cache(maxsize=1024)  # noqa: B019 (one per engine, lives as long as it)
-    def allowed(self, rest: bytes) -> tuple[int, ...]:
+    def _allowed(self, rest: bytes) -> np.ndarray:
         """Ids of the tokens that agree with `rest` (non-empty): those that start with all of it,
-        and those that are a start of it."""
+        and those that are a start of it (int64; empty when none does)."""
         start = bisect.bisect_left(self._sorted, rest)
         after = _after_all_starting(rest)
         end = len(self._sorted) if after is None else bisect.bisect_left(self._sorted, after, lo=start)
-        longer = self._ids[start:end]
         shorter = [i for k in range(1, len(rest)) for i in self._exact.get(rest[:k], ())]
-        return tuple(shorter + longer)
+        return np.concatenate([np.array(shorter, dtype=np.int64), self._ids[start:end]])
+
+    def agrees(self, rest: bytes, token: int) -> bool:
+        piece = self.vocabulary[token]
+        return bool(piece) and (rest.startswith(piece) or piece.startswith(rest))
 
     def consumed(self, rest: bytes, token: int) -> bytes:
-        """What of `rest` is still to match once `token` (one of `allowed(rest)`) is chosen."""
+        """What of `rest` is still to match once `token` (one that agrees with it) is chosen."""
         return rest[len(self.vocabulary[token]) :]
 
 

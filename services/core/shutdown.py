@@ -83,8 +83,9 @@ class ShutdownGuard:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        self.draining.listen()  # (a no-op once the lifespan chained it; for a server run without one)
         grace_over = self.draining.grace_over
-        if grace_over is None:  # no lifespan in the main thread (a test client): no signals to follow
+        if grace_over is None:  # not in the main thread (a test client): no signals to follow
             return await self.app(scope, receive, send)
         response: dict[str, Any] = {"started": False, "finished": False, "stream": False}
 

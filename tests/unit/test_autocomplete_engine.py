@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import subprocess
 import sys
 import time
@@ -130,15 +131,30 @@ def test_a_continuation_starts_with_its_required_start(engine: Engine, prefix: s
     assert len(texts) == 3 and written and all(t.startswith(prefix) for t in written)
 
 
+def test_rows_beyond_the_tokens_that_agree_with_a_required_start_end_empty(engine: Engine) -> None:
+    # Few of GPT-2's tokens agree with "\u00e9t\u00c9" (pieces of "\u00e9"): of 8 alternatives
+    # from the 2nd likeliest first token on, one per agreeing token but the first writes; the
+    # rest stop at once, empty.
+    agree = len(engine.prefixes.allowed("étÉ".encode()))
+    assert 1 < agree < 8
+    params = dataclasses.replace(GREEDY, prefix="étÉ", first_token_rank=2)
+    choices = asyncio.run(_run(engine, "It was", params, n=8))
+    texts = {i: "".join(d.text for d in deltas) for i, deltas in choices.items()}
+    assert sum(bool(t) for t in texts.values()) == agree - 1 and len(texts) == 8
+    assert all(choices[i][-1].finish_reason == "stop" for i, t in texts.items() if not t)
+
+
 def test_logprobs_under_a_required_start_are_over_the_tokens_that_agree_with_it(engine: Engine) -> None:
     params = SamplingParams(max_tokens=6, temperature=0.0, logprobs=5, prefix=" wonderful")
     deltas = asyncio.run(_run(engine, "It was", params))[0]
     entries = [e for d in deltas for e in d.logprobs]
     first = entries[0]
-    # Only tokens that agree with " wonderful" are offered, and their probabilities sum to 1
-    # over all of them: each of the top 5 is a start of it or starts with it.
+    # Only tokens that agree with " wonderful" are offered (each of the top 5 is a start of it or
+    # starts with it), their probabilities over those tokens alone: the chosen one's at least
+    # the 1 / (tokens that agree) of an even split.
+    agree = len(engine.prefixes.allowed(b" wonderful"))
     assert all(" wonderful".startswith(t) or t.startswith(" wonderful") for t in first.top)
-    assert first.logprob == max(first.top.values())
+    assert first.logprob == max(first.top.values()) >= math.log(1 / agree)
 
 
 def test_echo_with_prompt_logprobs_and_no_new_tokens(engine: Engine) -> None:

@@ -110,13 +110,14 @@ class FakeEngine:
         ("I should", " should go", ("I", " should"), [" go"]),  # a whole word too: it may go on
         ("Hi,\nthan", "thanks", ("Hi,\n", "than"), ["ks"]),  # a word with no space before it
         ("Hello,", " world", ("Hello,", ""), [" world"]),  # after punctuation: asked as is
+        ("Best regards\n", "Anna", ("Best regards\n", ""), ["Anna"]),  # a new line: as is
     ],
 )
 def test_a_suggestion_is_asked_from_the_start_of_the_word_being_typed(
     codec: TokenizerCodec, text: str, continuation: str, asked: tuple[str, str], offered: list[str]
 ) -> None:
     engine = FakeEngine(codec, continuation)
-    found = asyncio.run(suggest(engine, text, n=1, tokens=6, timeout_s=5))  # type: ignore[arg-type]
+    found = asyncio.run(suggest(engine, text, n=1, tokens=6, timeout_s=5))
     assert engine.asked == [asked]
     assert [s.text for s in found] == offered
 
@@ -130,6 +131,9 @@ def test_a_suggestion_is_asked_from_the_start_of_the_word_being_typed(
         ("Dear ", "Dear"),
         ("Dear", "Dear"),  # nothing would be left to ask from
         ("end.", "end."),
+        ("Hi John\n", "Hi John\n"),  # a new line: nothing typed of the next word yet
+        ("see " + "a1b2" * 500, "see " + "a1b2" * 500),  # a "word" of hundreds of tokens: as is
+        ("Dear Sir" + "\n" * 40 + "Than", "Dear Sir" + "\n" * 40),
     ],
 )
 def test_heal_keeps_the_tokens_before_the_word_being_typed(
@@ -144,7 +148,7 @@ def test_a_suggestion_ends_after_the_words_the_model_is_sure_of(codec: Tokenizer
     text, entries = _tokens((" Sir", 0.9), (" Walter", 0.3))
     sure = asyncio.run(
         suggest(FakeEngine(codec, text, entries), "Dear", n=1, tokens=6, timeout_s=5, min_prob=0.5)
-    )  # type: ignore[arg-type]
-    whole = asyncio.run(suggest(FakeEngine(codec, text, entries), "Dear", n=1, tokens=6, timeout_s=5))  # type: ignore[arg-type]
+    )
+    whole = asyncio.run(suggest(FakeEngine(codec, text, entries), "Dear", n=1, tokens=6, timeout_s=5))
     assert [s.text for s in sure] == [" Sir"]
     assert [s.text for s in whole] == [" Sir Walter"]
