@@ -522,11 +522,9 @@ class Engine:
             scores = last[0].clone()  # an alternative that ends at once is no alternative
             scores[list(self.backend.stop_token_ids)] = float("-inf")
             skip = params.first_token_rank - 1
-            top = torch.topk(scores, min(skip + n, scores.numel()))
-            finite = [t for t, v in zip(top.indices.tolist(), top.values.tolist()) if v > float("-inf")]
-            tokens = finite[skip:]
-            for row in rows[len(tokens) :]:  # fewer tokens agree with a required start than rows
-                row.output.finish(FinishReason.STOP)
+            # (Where fewer tokens agree with a required start than rows, the banned ones the rest
+            # get stop them in _accept.)
+            tokens = torch.topk(scores, skip + n).indices.tolist()[skip:]
         else:
             tokens, logprobs = choose_tokens(
                 logits[-1:].expand(n, -1),
