@@ -60,16 +60,23 @@ def trim_bands(crop: np.ndarray) -> np.ndarray:
     """The crop without blue bands at its left, right or top edge (the EU band with its country
     letter, FR/IT's right band, Mercosur's "BRASIL" band): the recogniser reads their letters
     into the plate otherwise."""
+    top, left, right = band_edges(crop)
+    return crop[top:, left:right]
+
+
+def band_edges(crop: np.ndarray) -> tuple[int, int, int]:
+    """(top, left, right): the rows and columns trim_bands keeps, crop[top:, left:right]."""
     if crop.ndim != 3 or min(crop.shape[:2]) < 8:
-        return crop
+        return 0, 0, crop.shape[1]
     rgb = crop.astype(np.int16)
     blue = (rgb[..., 2] - np.maximum(rgb[..., 0], rgb[..., 1]) > 40) & (rgb[..., 2] > 90)
     height, width = blue.shape
     left = _band_end(blue.mean(axis=0)[: int(width * BAND_SEARCH)])
     right = width - _band_end(blue.mean(axis=0)[::-1][: int(width * BAND_SEARCH)])
     top = _band_end(blue.mean(axis=1)[: int(height * 0.4)])
-    trimmed = crop[top:, left:right]
-    return trimmed if trimmed.shape[1] > width // 2 and trimmed.shape[0] > height // 2 else crop
+    if right - left > width // 2 and height - top > height // 2:
+        return top, left, right
+    return 0, 0, width
 
 
 def _band_end(share: np.ndarray) -> int:

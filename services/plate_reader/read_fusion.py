@@ -20,6 +20,8 @@
    plate scores agreed() (agreement is evidence); read apart, as in 2. Its scores are
    temperature-calibrated on dev crops first (calibrate_plate_ocr.py): alone it was over-sure
    on synthetic plates and under-sure on real ones.
+4. A sure plate the text detector may have boxed short is read again, its rows widened to the
+   crop's ends, in one more call, or flagged (truncation.check_ends).
 
 Measured on the dev data (seed-2 synthetic crops and US street crops, real dev crops; README):
 stretching alone read more plates and fewer wrong ones were auto-accepted; voting removed
@@ -45,6 +47,7 @@ from services.plate_reader.crops import split_rows, trim_bands
 from services.plate_reader.ocr import PlateOCR
 from services.plate_reader.plate_regions import RegionHint, region_hint
 from services.plate_reader.text_lines import ROW_SHARE, TextLine, TextLineFinder, cut_line, plate_rows
+from services.plate_reader.truncation import check_ends
 from services.plate_reader.types import Candidate, OcrResult
 
 # The first read's horizontal stretch. 1.5 and 2 were compared on the seed-2 dev crops' reads
@@ -58,6 +61,9 @@ DISAGREE_CAP = 0.5
 # Side lines read for the region hint: at most this many per plate, the widest, each at least
 # SIDE_ASPECT times as long as high (a word, not a sticker's digit or a bolt).
 MAX_SIDE_LINES, SIDE_ASPECT = 2, 2.5
+# Sure plates whose number line may be cut short are read again widened (truncation.py); False
+# measures the reader without it (tests/benchmarks/probe_truncation.py).
+CHECK_ENDS = True
 
 Rank = Callable[[OcrResult, int, RegionHint | None], tuple[Candidate, ...]]
 
@@ -92,18 +98,28 @@ def read_voted(
 
     ranked = [both(i, hints[i]) for i in range(len(crops))]
     unsure = [i for i, candidates in enumerate(ranked) if _sureness(candidates) < SECOND_READ_BELOW]
-    if not unsure:
+    if unsure:
+        sides = [[cut_line(crops[i], line) for line in side_lines(found[i], rows[i])] for i in unsure]
+        # One call: each unsure plate's lines, then each side line on its own.
+        again = ocr.read_lines([plain[i] for i in unsure] + [[line] for lines in sides for line in lines])
+        side_texts = iter(again[len(unsure) :])
+        for i, second, lines in zip(unsure, again, sides):
+            hint = region_hint([next(side_texts).text for _ in lines], mercosur_band=bands[i])
+            if hint != hints[i]:
+                ranked[i], hints[i] = both(i, hint), hint
+            ranked[i] = fuse(ranked[i], rank(second, i, hint))
+    if not CHECK_ENDS:
         return ranked
-    sides = [[cut_line(crops[i], line) for line in side_lines(found[i], rows[i])] for i in unsure]
-    # One call: each unsure plate's lines, then each side line on its own.
-    again = ocr.read_lines([plain[i] for i in unsure] + [[line] for lines in sides for line in lines])
-    side_texts = iter(again[len(unsure) :])
-    for i, second, lines in zip(unsure, again, sides):
-        hint = region_hint([next(side_texts).text for _ in lines], mercosur_band=bands[i])
-        if hint != hints[i]:
-            ranked[i] = both(i, hint)
-        ranked[i] = fuse(ranked[i], rank(second, i, hint))
-    return ranked
+    # A sure plate the text detector may have boxed short, read again widened (truncation.py).
+    return check_ends(
+        ocr,
+        crops,
+        found,
+        rows,
+        ranked,
+        lambda reading, i: rank(reading, i, hints[i]),
+        lambda crop, row: stretch(cut_line(crop, row)),
+    )
 
 
 def fuse(first: Sequence[Candidate], second: Sequence[Candidate]) -> tuple[Candidate, ...]:

@@ -50,6 +50,12 @@ ROW_SHARE = 0.65
 SAME_ROW = 0.5
 # Lines narrower than this share of their height are not plate text (a sticker's column, a bolt).
 MIN_ASPECT = 0.8
+# ... except a two-row plate's short lower row ("IH", "EL": two letters, one an I), boxed 0.70-0.79
+# as wide as tall on dev camera crops, as tall as the number and under it: left out, BA756IH was
+# read BA756 and auto-accepted (truncation.py). Such a line at least this wide, at least
+# ROW_SHARE as tall as the one row found and centred within its span above or below it, is the
+# plate's other row.
+SHORT_ROW_ASPECT = 0.5
 # Context kept around a line when it is cut, as a share of its height (the recogniser was
 # trained on lines with a little margin).
 CUT_MARGIN = 0.08
@@ -126,12 +132,28 @@ def plate_rows(lines: Sequence[TextLine]) -> list[TextLine]:
         return []
     tallest = max(line.height for line in candidates)
     rows = _join_rows([line for line in candidates if line.height >= ROW_SHARE * tallest])
+    if len(rows) == 1:
+        rows += _short_rows(lines, rows[0])[:1]
     rows.sort(key=lambda row: row.cy)
     if len(rows) > 2:  # a plate has at most two rows: the tallest and the taller one next to it
         main = max(range(len(rows)), key=lambda i: rows[i].height)
         beside = max((i for i in (main - 1, main + 1) if 0 <= i < len(rows)), key=lambda i: rows[i].height)
         rows = [rows[min(main, beside)], rows[max(main, beside)]]
     return rows
+
+
+def _short_rows(lines: Sequence[TextLine], row: TextLine) -> list[TextLine]:
+    """Lines too narrow for MIN_ASPECT that are the short other row of a two-row plate whose
+    number is ``row``: as tall, above or below it, centred within its span; tallest first."""
+    short = [
+        line
+        for line in lines
+        if SHORT_ROW_ASPECT * line.height <= line.length < MIN_ASPECT * line.height
+        and line.height >= ROW_SHARE * row.height
+        and row.left <= line.cx <= row.right
+        and abs(line.cy - row.cy) > SAME_ROW * max(line.height, row.height)
+    ]
+    return sorted(short, key=lambda line: -line.height)
 
 
 def _join_rows(lines: list[TextLine]) -> list[TextLine]:
