@@ -85,6 +85,7 @@ class PlateReader:
             review_threshold=settings.review_threshold,
             detector_imgsz=settings.detector_imgsz,
             retry_imgsz=settings.detector_retry_imgsz,
+            tile=settings.detector_tile,
             text_detector_path=(
                 self.text_detector_model.path_of("model.onnx") if settings.text_lines else None
             ),
@@ -94,7 +95,7 @@ class PlateReader:
         self.batcher = MicroBatcher(
             self.recognizer.read_batch,
             max_size=settings.batch_max_size,
-            max_latency_ms=settings.batch_max_latency_ms,
+            lanes=settings.batch_lanes,
         )
         reviews = ReviewSettings.from_env()
         self.recorder = ReviewRecorder(
@@ -137,7 +138,7 @@ class PlateReader:
         serve_cameras(self.cameras)
 
     async def _read_frame(self, camera_id: str, frame: Any) -> list[Any]:
-        plates = await self.batcher.submit(ReadRequest(frame, settings.min_score))
+        plates = await self.batcher.submit(ReadRequest(frame, settings.min_score, tiles=False))
         metrics.observe(plates, camera_id)
         return plates
 

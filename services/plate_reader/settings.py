@@ -39,6 +39,10 @@ class Settings:
     # 960 found 72 of 87 synthetic dev plates where 640 alone found 62; it costs a second,
     # ~2x slower detector pass, only on photos without a plate at the first size.
     detector_retry_imgsz: int = 960
+    # A large photo where nothing was found even then is searched in square tiles of this many
+    # pixels, each at detector_imgsz (small_plates.py; 0: off): only where that sees it larger
+    # than the passes above did (a long side over 1,440 px). README, "Small plates in large photos".
+    detector_tile: int = 960
     # Readings whose score (the weakest character's confidence, less twice any rival that makes
     # another valid plate) is below this get "review": true. Chosen on the dev splits for
     # auto-accepted precision: 0.93 kept 98.5% of synthetic crops' and 97.1% of synthetic
@@ -73,8 +77,11 @@ class Settings:
     # at 8, with a serving peak RSS of 520, 577 and 700 MB (bench_plate_reader.py's 4-plate photo
     # and HTTP load, run against servers with each setting).
     batch_max_size: int = 2
-    batch_max_latency_ms: float = 5.0  # how long a request waits for others to batch with
-    max_in_flight: int = 16  # requests read at once: two detector batches, one running, one filling
+    # Batches read at once, each in a thread of its own (batching.py). On 2 cores a second lane
+    # fills the core one batch leaves idle: README, "Speed against Ultralytics", for what 1 and
+    # 2 lanes measured at 1 and 8 clients, and the memory each holds. 1: one batch at a time.
+    batch_lanes: int = 2
+    max_in_flight: int = 16  # requests read at once: the lanes' batches running, the next filling
     max_queue: int = 64  # requests waiting their turn (~4 s of work on 2 cores); more: 429 + Retry-After
     max_queue_wait_s: float = 10.0  # a request still waiting after this is answered 429
     # Cameras the served reader watches (stream_watch.py), a JSON list of {"camera_id", "url"}:

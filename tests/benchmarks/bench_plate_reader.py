@@ -9,12 +9,13 @@ Prints two tables. Rows, all measured in this run, on four photos:
 - two 1280x720 scenes made here (tests/scenes.py): real plate crops pasted onto Ultralytics'
   bus photo, one plate, and four (two near, two far).
 Per photo:
-- served, 1 and 8 concurrent clients: `bentoml serve` + HTTP (multipart upload), end to end
+- served, 1 and 8 concurrent clients: `bentoml serve` + HTTP (multipart upload), end to end,
+  one server per `--lanes` count (batches read at once, MODELPORT_PLATE_BATCH_LANES: 1 and 2)
 - baseline: Ultralytics' torch `YOLO.predict` on the same detector checkpoint + the same OCR
   model on all the photo's boxes at once, in-process, on the same decoded pixels.
 Both sides get the same thread budget: the server runs its detector and OCR in ONNX Runtime,
-whose intra-op pool has one thread per core (its default; the batch thread is one of them),
-one batch at a time. The baseline runs at most that many images at once, each in a worker
+whose intra-op pool has one thread per core (its default; a batch's thread is one of them), at
+most `lanes` batches at once. The baseline runs at most that many images at once, each in a worker
 thread with its own YOLO (Ultralytics' predictors are not thread-safe), and torch's intra-op
 threads set so that workers x threads = the budget (after the predictor's set-up, which sets
 torch to cores - 1 threads: 1 on 2 cores); clients queue for a worker, and each worker is
@@ -98,14 +99,16 @@ def stage_seconds(metrics: str) -> dict[str, float]:
     return {stage: float(value) for stage, value in found}
 
 
-def stage_table(stage_ms: dict[tuple[str, int], dict[str, float]], rows: list) -> Table:
+def stage_table(stage_ms: dict[tuple[str, int, str], dict[str, float]], rows: list) -> Table:
     """The served rows' milliseconds per photo in each stage of the read (the server's own
     modelport_plate_stage_seconds); "rules, rest" is the batch beyond its stages, "outside the
     batch" the mean latency beyond the batch (HTTP, decoding, queueing; at 8 clients a photo
-    also waits for the others' batches)."""
+    also waits for the others' batches). With two lanes two batches overlap, and each one's
+    stages count whole: the columns are CPU-ish time per photo, not shares of its latency."""
     table = Table(title="served: milliseconds per photo in each stage (the server's /metrics)")
     for column in (
         "photo",
+        "served",
         "clients",
         *STAGES[:-1],
         "rules, rest",
@@ -114,17 +117,22 @@ def stage_table(stage_ms: dict[tuple[str, int], dict[str, float]], rows: list) -
         "outside the batch",
     ):
         table.add_column(column)
-    mean = {(photo, c): statistics.mean(lat) for photo, name, c, lat, *_ in rows if name.startswith("served")}
-    for (photo, clients), ms in stage_ms.items():
+    mean = {
+        (photo, c, name): statistics.mean(lat)
+        for photo, name, c, lat, *_ in rows
+        if name.startswith("served")
+    }
+    for (photo, clients, label), ms in stage_ms.items():
         rest = ms["batch"] - sum(ms[s] for s in STAGES[:-1])
         table.add_row(
             photo,
+            label.rpartition(", ")[2],
             str(clients),
             *(f"{ms[s]:.1f}" for s in STAGES[:-1]),
             f"{rest:.1f}",
             f"{ms['batch']:.1f}",
-            f"{1000 * mean[photo, clients]:.1f}",
-            f"{1000 * mean[photo, clients] - ms['batch']:.1f}",
+            f"{1000 * mean[photo, clients, label]:.1f}",
+            f"{1000 * mean[photo, clients, label] - ms['batch']:.1f}",
         )
     return table
 
@@ -214,6 +222,12 @@ class Baseline:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=48, help="requests per row")
+    parser.add_argument(
+        "--lanes",
+        type=lambda v: [int(n) for n in v.split(",")],
+        default=[1, 2],
+        help="a served row per lane count (MODELPORT_PLATE_BATCH_LANES), comma-separated",
+    )
     args = parser.parse_args()
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "1")
 
@@ -252,33 +266,53 @@ def main() -> None:
     )
 
     rows = []
-    stage_ms: dict[tuple[str, int], dict[str, float]] = {}  # served ms per photo per stage
-    log = Path("/tmp/modelport-bench-plate.log")
-    with serve("services.plate_reader.service:PlateReader", log_path=log) as url:
+    stage_ms: dict[tuple[str, int, str], dict[str, float]] = {}  # served ms per photo per stage
+    peaks: dict[str, list[float]] = {}
+    idle: dict[str, float] = {}
+    with contextlib.ExitStack() as servers:
         import psutil
 
-        server_pid = next(p.pid for p in psutil.Process().children() if "bentoml" in " ".join(p.cmdline()))
-        peak, sampling = [0.0], threading.Event()
+        # One server per lane count, all started first; an idle one uses no CPU (ONNX Runtime
+        # does not spin), so each row has the machine to itself.
+        urls, pids = {}, {}
+        for lanes in args.lanes:
+            label = f"served (HTTP), {lanes} lane{'s' if lanes > 1 else ''}"
+            urls[label] = servers.enter_context(
+                serve(
+                    "services.plate_reader.service:PlateReader",
+                    env={"MODELPORT_PLATE_BATCH_LANES": str(lanes)},
+                    log_path=Path(f"/tmp/modelport-bench-plate-{lanes}.log"),
+                )
+            )
+            pids[label] = next(
+                p.pid
+                for p in psutil.Process().children()
+                if "bentoml" in " ".join(p.cmdline()) and p.pid not in pids.values()
+            )
+            peaks[label] = [0.0]
+        sampling = threading.Event()
 
         def sample() -> None:  # the serving processes' RSS while under load
             while not sampling.wait(0.1):
-                with contextlib.suppress(psutil.NoSuchProcess):  # a worker process restarting
-                    peak[0] = max(peak[0], rss_mb(server_pid))
+                for label, pid in pids.items():
+                    with contextlib.suppress(psutil.NoSuchProcess):  # a worker process restarting
+                        peaks[label][0] = max(peaks[label][0], rss_mb(pid))
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         os.environ.setdefault("YOLO_OFFLINE", "1")
-        # Each baseline row right after its served row: a busy minute on the shared machine
-        # then slows both alike. The idle server uses no CPU (ONNX Runtime does not spin).
+        # Each baseline row right after its served rows: a busy minute on the shared machine
+        # then slows both alike.
         for clients in (1, 8):
             baseline = Baseline(ocr_path, detector / "best.pt", clients, budget)
             try:
                 for name, jpeg in photos.items():
-                    *served, stage_ms[name, clients] = asyncio.run(
-                        http_load(url, jpeg, clients, args.requests)
-                    )
-                    rows.append((name, "served (HTTP)", clients, *served))
-                    print(*rows[-1][:3], f"{len(rows[-1][3]) / rows[-1][4]:.2f} images/s", flush=True)
+                    for label, url in urls.items():
+                        *served, stage_ms[name, clients, label] = asyncio.run(
+                            http_load(url, jpeg, clients, args.requests)
+                        )
+                        rows.append((name, label, clients, *served))
+                        print(*rows[-1][:3], f"{len(rows[-1][3]) / rows[-1][4]:.2f} images/s", flush=True)
                     baseline.warm(images[name])
                     rows.append(
                         (
@@ -295,7 +329,7 @@ def main() -> None:
         sampling.set()
         sampler.join()
         time.sleep(3)  # idle: the reader hands freed memory back
-        rss = rss_mb(server_pid)
+        idle = {label: rss_mb(pid) for label, pid in pids.items()}
 
     table = Table(
         title=f"plate reader, {args.requests} requests per row, thread budget {budget} "
@@ -325,10 +359,11 @@ def main() -> None:
     console = Console(width=140)
     console.print(table)
     console.print(stage_table(stage_ms, rows))
-    console.print(
-        f"serving processes RSS (bentoml serve + worker): peak under load {peak[0]:.0f} MB, "
-        f"idle after it {rss:.0f} MB"
-    )
+    for label, peak in peaks.items():
+        console.print(
+            f"{label}: serving processes RSS (bentoml serve + worker): peak under load "
+            f"{peak[0]:.0f} MB, idle after it {idle[label]:.0f} MB"
+        )
 
 
 def real_photo(name: str) -> bytes:
