@@ -2,7 +2,7 @@
 
     python tests/benchmarks/compare_plate_ocr.py --ocr plate-ocr:BASE --ocr plate-ocr:TUNED \
         [--pair plate-ocr:TUNED,plate-ocr:BASE] [--fuse plate-ocr:BASE,plate-ocr:TUNED@1.4] \
-        [--split test] [--out .bench/compare]
+        [--split test] [--out .bench/compare] [--no-check-ends]
 
 The figures are `modelport evaluate plates`'s (the same `evaluate` on the same `PlateRecognizer`,
 the service's settings), with the counts behind them: exact plates, auto-accepted (right of
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from services.core.cli import _plate_recognizer
 from services.core.model_store import resolve
-from services.plate_reader import pipeline, read_fusion
+from services.plate_reader import pipeline, read_fusion, text_lines
 from services.plate_reader.evaluate import Evaluation, evaluate, load_labels, plate_reads
 from services.plate_reader.ocr import PlateOCR
 from services.plate_reader.settings import Settings
@@ -117,6 +117,11 @@ def main() -> None:
         default="noisy-or",
         help="--fuse's score for a plate both read alike: 1-(1-a)(1-b) (served), or the surer one's",
     )
+    parser.add_argument(
+        "--no-check-ends",
+        action="store_true",
+        help="without truncation.py's check and text_lines' short lower row (the reader before them)",
+    )
     parser.add_argument("--split", choices=["dev", "test"], default="dev")
     parser.add_argument("--plates", type=Path, default=Path(".bench/plates"))
     parser.add_argument("--synth-dev", type=Path, default=Path(".bench/synth2"))
@@ -138,6 +143,9 @@ def main() -> None:
     ]
     chosen = [s for s in sets(args) if not args.only or s[0] in args.only.split(",")]
     print(f"{describe_machine()}; {args.split} split; shared machine: compare within a set")
+    if args.no_check_ends:
+        read_fusion.CHECK_ENDS = False
+        text_lines.SHORT_ROW_ASPECT = text_lines.MIN_ASPECT  # no line is that wide and narrower
     original = pipeline.read_voted
     if args.agree == "max":
         read_fusion.agreed = max
