@@ -159,6 +159,7 @@ def _plate_recognizer(detector: str, ocr: str):  # returns (PlateRecognizer, Set
         review_threshold=settings.review_threshold,
         detector_imgsz=settings.detector_imgsz,
         retry_imgsz=settings.detector_retry_imgsz,
+        tile=settings.detector_tile,
         text_detector_path=(
             resolve(settings.text_detector_model).path_of("model.onnx") if settings.text_lines else None
         ),

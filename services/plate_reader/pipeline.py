@@ -26,6 +26,7 @@ from services.plate_reader.ocr import PlateOCR
 from services.plate_reader.plate_regions import RegionHint, is_non_plate_text, rank_with_hint
 from services.plate_reader.plate_text import normalise
 from services.plate_reader.read_fusion import read_voted
+from services.plate_reader.small_plates import find_in_tiles, worth_tiling
 from services.plate_reader.stage_timing import timed
 from services.plate_reader.text_lines import TextLineFinder
 from services.plate_reader.types import (
@@ -46,6 +47,7 @@ class PlateRecognizer:
         *,
         review_threshold: float,
         retry_imgsz: int = 0,
+        tile: int = 0,
         text_lines: TextLineFinder | None = None,
         tuned_ocr: PlateOCR | None = None,
     ) -> None:
@@ -61,6 +63,9 @@ class PlateRecognizer:
         # Photos where the detector found nothing are run again at this larger input size
         # (0: never): a small plate in a large photo is often found there.
         self.retry_imgsz = retry_imgsz
+        # Large photos where nothing was found even then are searched in tiles of this many
+        # pixels (small_plates.py; 0: never): a far plate in a phone photo.
+        self.tile = tile
 
     @classmethod
     def from_files(
@@ -71,6 +76,7 @@ class PlateRecognizer:
         review_threshold: float,
         detector_imgsz: int = 640,
         retry_imgsz: int = 0,
+        tile: int = 0,
         text_detector_path: str | Path | None = None,
         tuned_ocr_path: str | Path | None = None,
         tuned_temperature: float = 1.0,
@@ -80,6 +86,7 @@ class PlateRecognizer:
             PlateOCR(ocr_path),
             review_threshold=review_threshold,
             retry_imgsz=retry_imgsz,
+            tile=tile,
             text_lines=TextLineFinder(text_detector_path) if text_detector_path else None,
             tuned_ocr=PlateOCR(tuned_ocr_path, temperature=tuned_temperature) if tuned_ocr_path else None,
         )
@@ -114,6 +121,32 @@ class PlateRecognizer:
             for i, dets in zip(retry, self._detect([requests[i] for i in retry], self.retry_imgsz)):
                 found[i] = dets
         found = [_in_whole(dets, r) for dets, r in zip(found, requests)]
+        for i in retry:
+            if not found[i] and requests[i].tiles and self.worth_tiling(requests[i]):
+                found[i] = self._find_in_tiles(requests[i])
+        return self._read_found(requests, found, rules)
+
+    def worth_tiling(self, request: ReadRequest) -> bool:
+        """Whether tiles would see this photo larger than the whole-photo passes did."""
+        whole = request.whole
+        long_side = max(whole.width, whole.height) if whole else max(request.image.shape[:2])
+        best_pass = max(self.detector.imgsz, self.retry_imgsz)
+        return worth_tiling(long_side, self.tile, self.detector.imgsz, best_pass)
+
+    def read_in_tiles(self, request: ReadRequest) -> list[PlateReading]:
+        """The tile search alone, for a photo whose batch read found nothing (the server runs it
+        after that batch has answered, in a thread of its own: photo_reading.py)."""
+        with timed("batch"):
+            return self._read_found([request], [self._find_in_tiles(request)], rules=True)[0]
+
+    def _find_in_tiles(self, request: ReadRequest) -> list[Detection]:
+        image = request.whole.whole() if request.whole else request.image  # one photo at a time
+        return find_in_tiles(self.detector, image, side=self.tile, min_score=request.min_score)
+
+    def _read_found(
+        self, requests: Sequence[ReadRequest], found: list[list[Detection]], rules: bool
+    ) -> list[list[PlateReading]]:
+        """Each request's plates found (boxes in the whole photo's pixels) cut out and read."""
         plates = [(i, d) for i, dets in enumerate(found) for d in dets]
         with timed("crop"):
             crops = _cut_crops(requests, plates)

@@ -29,6 +29,7 @@ from services.plate_reader.cameras import Cameras, parse_cameras, router as came
 from services.plate_reader.http_schema import PlateReaderJSON, openapi_request, to_json
 from services.plate_reader.inputs import ReadOptions, parse_request
 from services.plate_reader.keyed_usage import KeyedUsage
+from services.plate_reader.photo_reading import PhotoReader
 from services.plate_reader.review_api import review_store, review_store_or_none, router as review_routes
 from services.plate_reader.review_page import page_app
 from services.plate_reader.review_recorder import ReviewRecorder
@@ -97,6 +98,7 @@ class PlateReader:
             max_size=settings.batch_max_size,
             lanes=settings.batch_lanes,
         )
+        self.photos = PhotoReader(self.batcher, self.recognizer)  # large photos: then in tiles
         reviews = ReviewSettings.from_env()
         self.recorder = ReviewRecorder(
             review_store_or_none,
@@ -157,7 +159,7 @@ class PlateReader:
         started = time.perf_counter()
         readings = await asyncio.gather(
             *(
-                self.batcher.submit(
+                self.photos.read(
                     ReadRequest(
                         photo.pixels,
                         options.min_score,

@@ -109,3 +109,7 @@ class ReadRequest:
     # When `image` is a smaller copy of a large photo: boxes are given in the whole photo's
     # pixels, and plates are cut from it (decoded again, one photo at a time).
     whole: WholeImage | None = None
+    # Search a large photo in tiles where nothing was found (small_plates.py). Off for video and
+    # camera frames: a far vehicle comes nearer in the next frames, and a moving frame without
+    # a plate would pay for every tile.
+    tiles: bool = True

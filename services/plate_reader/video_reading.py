@@ -142,7 +142,13 @@ class VideoReader:
                 readings = await asyncio.gather(
                     *(
                         self.batcher.submit(
-                            ReadRequest(frame, options.min_score, options.regions, options.review_threshold)
+                            ReadRequest(
+                                frame,
+                                options.min_score,
+                                options.regions,
+                                options.review_threshold,
+                                tiles=False,
+                            )
                         )
                         for _, frame in chunk
                     )

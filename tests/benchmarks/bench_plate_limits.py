@@ -204,6 +204,7 @@ def record_cost(count: int) -> None:
         review_threshold=settings.review_threshold,
         detector_imgsz=settings.detector_imgsz,
         retry_imgsz=settings.detector_retry_imgsz,
+        tile=settings.detector_tile,
         text_detector_path=path(settings.text_detector_model) if settings.text_lines else None,
     )
     work = Path(tempfile.mkdtemp(prefix="modelport-bench-record-"))

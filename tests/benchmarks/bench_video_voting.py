@@ -77,6 +77,7 @@ def recognizer() -> PlateRecognizer:
         review_threshold=SETTINGS.review_threshold,
         detector_imgsz=SETTINGS.detector_imgsz,
         retry_imgsz=SETTINGS.detector_retry_imgsz,
+        tile=SETTINGS.detector_tile,
         text_detector_path=resolve("plate-text-detector:latest").path_of("model.onnx"),
     )
 

@@ -41,6 +41,18 @@ def test_reads_the_plate_in_a_street_photo(plate_server: str) -> None:
     assert plate["review"] is False  # a clean, sharp plate: sure enough to act on unchecked
 
 
+def test_a_far_plate_in_a_large_photo_is_found_and_boxed_in_the_photos_pixels(plate_server: str) -> None:
+    # 91 px wide in a 2560x1536 photo: too small for the whole-photo passes, found in tiles
+    # (small_plates.py), on the server's tile thread after the photo's batch (photo_reading.py)
+    scene = plate_on_street(canvas=(2560, 1536), at=(1200, 1100), scale=0.6)
+    response = httpx.post(f"{plate_server}/v1/plate-reader", files={"upload": scene.jpeg}, timeout=60)
+    assert response.status_code == 200, response.text
+    plate = response.json()["results"][0]
+    assert plate["plate"] == scene.plate
+    box = plate["box"]
+    assert iou((box["xmin"], box["ymin"], box["xmax"], box["ymax"]), scene.box) > 0.5
+
+
 def test_an_unsure_read_is_flagged_for_review_and_the_threshold_is_per_request(plate_server: str) -> None:
     hard = plate_on_street(plate_asset="plate_krw301")
     files = {"upload": ("hard.jpg", hard.jpeg, "image/jpeg")}

@@ -1,0 +1,105 @@
+"""Small plates in large photos: where the detector found nothing, search the photo again in tiles.
+
+    found = find_in_tiles(detector, whole_photo, side=960, min_score=0.25)   # whole-photo pixels
+
+A plate 60-100 px wide in a 3-12 Mpx phone photo shrinks to 10-25 px at the detector's 640-px
+input (and 14-37 px at the 960-px retry), too small to be found: real dev plates pasted at
+100 px into a 4032x3024 photo were found in 0 of 24 photos, and at 70 px into a 1600x1200 one
+in 9 of 24 (README, "Small plates in large photos"). Cut into tiles of `side` px, each run at the
+detector's own size, the photo is searched at 640/side of its scale instead. Only photos where
+nothing was found pay for it, and only where the tiles' scale beats the whole-photo passes'.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from services.plate_reader.detector import PlateDetector
+from services.plate_reader.types import BoundingBox, Detection
+
+OVERLAP = 0.25  # of a tile's side: a plate up to this wide lies whole in some tile
+# At most this many tiles a photo: a 12 Mpx 4032x3024 photo's at 960 px (~1.5 s on 2 cores); a
+# 36 Mpx one would need 64. Beyond it the tiles grow, and so does the smallest plate they find.
+MAX_TILES = 24
+CHUNK = 4  # tiles per detector call: a call's activations grow with its batch
+EDGE = 2  # px: a box this near a tile's inner edge was cut by it
+SAME_PLATE = 0.5  # a box this much inside a surer one is that plate again (or a piece of it)
+
+
+def worth_tiling(long_side: int, side: int, detector_imgsz: int, best_pass_imgsz: int) -> bool:
+    """True when tiles see the photo at a larger scale than the largest whole-photo pass did."""
+    return side > 0 and long_side * detector_imgsz / side > best_pass_imgsz
+
+
+def tile_boxes(width: int, height: int, side: int) -> list[tuple[int, int, int, int]]:
+    """(x0, y0, x1, y1) of square tiles of `side` (the photo's own side where it is smaller)
+    covering the photo, neighbours overlapping by at least OVERLAP; the last tile of each row and
+    column ends at the border, so all tiles have one shape and share detector calls."""
+
+    def starts(length: int) -> list[int]:
+        if length <= side:
+            return [0]
+        overlap = round(side * OVERLAP)
+        count = math.ceil((length - overlap) / (side - overlap))
+        step = (length - side) / (count - 1)
+        return [round(k * step) for k in range(count)]
+
+    tile_w, tile_h = min(side, width), min(side, height)
+    return [(x, y, x + tile_w, y + tile_h) for y in starts(height) for x in starts(width)]
+
+
+def find_in_tiles(
+    detector: PlateDetector, image: np.ndarray, *, side: int, min_score: float
+) -> list[Detection]:
+    """Plates found in `image` (RGB uint8) tile by tile, in the image's pixels, one per plate."""
+    boxes = tile_boxes(image.shape[1], image.shape[0], side)
+    while len(boxes) > MAX_TILES:  # a larger photo is searched at a smaller scale, in as many tiles
+        side = round(side * 1.1)
+        boxes = tile_boxes(image.shape[1], image.shape[0], side)
+    found: list[Detection] = []
+    for at in range(0, len(boxes), CHUNK):
+        chunk = boxes[at : at + CHUNK]
+        tiles = [image[y0:y1, x0:x1] for x0, y0, x1, y1 in chunk]
+        for tile, detections in zip(chunk, detector.detect(tiles, min_score=min_score)):
+            x0, y0 = tile[:2]
+            found += [
+                Detection(
+                    BoundingBox(d.box.xmin + x0, d.box.ymin + y0, d.box.xmax + x0, d.box.ymax + y0),
+                    d.confidence,
+                )
+                for d in detections
+                if not _cut_by_tile_edge(d.box, tile, image.shape[1], image.shape[0])
+            ]
+    return merge_duplicates(found)
+
+
+def _cut_by_tile_edge(box: BoundingBox, tile: tuple[int, int, int, int], width: int, height: int) -> bool:
+    """A box (in the tile's pixels) touching an edge the tile shares with a neighbour: a piece of
+    a plate that lies whole in that neighbour (they overlap by more than a small plate's width).
+    Kept, the piece was read surely as a shorter plate: `51F86988` as `51F869` at 0.99."""
+    x0, y0, x1, y1 = tile
+    return (
+        (x0 > 0 and box.xmin <= EDGE)
+        or (y0 > 0 and box.ymin <= EDGE)
+        or (x1 < width and box.xmax >= x1 - x0 - EDGE)
+        or (y1 < height and box.ymax >= y1 - y0 - EDGE)
+    )
+
+
+def merge_duplicates(detections: list[Detection]) -> list[Detection]:
+    """Surest first; a box lying mostly inside one kept (the same plate seen by two overlapping
+    tiles, or the piece of it a tile's edge cut off) is dropped."""
+    kept: list[Detection] = []
+    for d in sorted(detections, key=lambda d: -d.confidence):
+        area = max(1, d.box.width * d.box.height)
+        if all(_intersection(d.box, k.box) < SAME_PLATE * area for k in kept):
+            kept.append(d)
+    return kept
+
+
+def _intersection(a: BoundingBox, b: BoundingBox) -> int:
+    width = min(a.xmax, b.xmax) - max(a.xmin, b.xmin)
+    height = min(a.ymax, b.ymax) - max(a.ymin, b.ymin)
+    return max(0, width) * max(0, height)
