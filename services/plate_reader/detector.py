@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +31,10 @@ class PlateDetector:
         self.session = onnx_session(model_path, providers)
         self.input_name = self.session.get_inputs()[0].name
         self.imgsz = imgsz
+        # One run at a time: ONNX Runtime's arena keeps what concurrent runs needed together, and
+        # a tile search (small_plates.py) beside a batch grew the server from 751 to 1,115 MB
+        # (3 requests of 8 photos of 36 Mpx: tests/e2e/test_plate_reader_hardening.py).
+        self._one_run = threading.Lock()
 
     def detect(
         self, images: Sequence[np.ndarray], *, min_score: float = 0.25, imgsz: int | None = None
@@ -67,7 +72,8 @@ class PlateDetector:
             batch[i, top : top + r.shape[0], left : left + r.shape[1]] = r
             offsets.append((left, top))
         tensor = batch.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-        (output,) = self.session.run(None, {self.input_name: tensor})
+        with self._one_run:
+            (output,) = self.session.run(None, {self.input_name: tensor})
         return list(zip(output, offsets))
 
 

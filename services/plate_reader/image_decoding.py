@@ -32,6 +32,10 @@ from services.plate_reader.settings import Settings
 # Pillow's own bomb check calls a header over 179 Mpx "not an image" (DecompressionBombError);
 # settings.max_pixels is checked on the header instead, with a 413 that gives the size.
 Image.MAX_IMAGE_PIXELS = None
+# One decode at a time in this process, whichever thread asks: the decode thread's, a batch
+# lane's (a large photo decoded again for its crops) and the tile search's (Photo.scaled). A PNG
+# is decoded whole, 108 MB at 36 Mpx; two at once took 3 requests of 8 such photos past 1 GiB.
+DECODING = threading.Lock()
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,7 +53,22 @@ class Photo:
         """The image at full resolution (decoded again from `data` when only a copy was kept)."""
         if self.data is None:
             return self.pixels
-        with Image.open(io.BytesIO(self.data)) as image:
+        with DECODING, Image.open(io.BytesIO(self.data)) as image:
+            return _rgb(image)
+
+    def scaled(self, side: int) -> np.ndarray:
+        """The image at about `side` px on its long side (whole where that is not smaller). A
+        JPEG is decoded at a reduced scale (draft mode), never whole: the tile search of a 36 Mpx
+        photo held its 108 MB whole twice over and took the server past its 1 GiB."""
+        if self.data is None or side >= max(self.width, self.height):
+            whole = self.whole()
+            if side >= max(whole.shape[:2]):
+                return whole
+            image = Image.fromarray(whole)
+            image.thumbnail((side, side), Image.Resampling.BILINEAR)
+            return np.asarray(image)
+        with DECODING, Image.open(io.BytesIO(self.data)) as image:
+            image.thumbnail((side, side), Image.Resampling.BILINEAR)
             return _rgb(image)
 
     @property
@@ -119,7 +138,8 @@ def decode_photos(files: Sequence[bytes], settings: Settings, *, param: str = "u
     photos: list[Photo] = []
     try:
         for image, data, share in zip(images, files, shares):
-            photo = _decode(image, data, side if share < image.width * image.height else 0, param)
+            with DECODING:
+                photo = _decode(image, data, side if share < image.width * image.height else 0, param)
             weakref.finalize(photo, HELD.give_back, share)
             photos.append(photo)
     except BaseException:

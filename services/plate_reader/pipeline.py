@@ -26,7 +26,7 @@ from services.plate_reader.ocr import PlateOCR
 from services.plate_reader.plate_regions import RegionHint, is_non_plate_text, rank_with_hint
 from services.plate_reader.plate_text import normalise
 from services.plate_reader.read_fusion import read_voted
-from services.plate_reader.small_plates import find_in_tiles, worth_tiling
+from services.plate_reader.small_plates import find_in_tiles, shrunk, worth_tiling
 from services.plate_reader.stage_timing import timed
 from services.plate_reader.text_lines import TextLineFinder
 from services.plate_reader.types import (
@@ -140,8 +140,12 @@ class PlateRecognizer:
             return self._read_found([request], [self._find_in_tiles(request)], rules=True)[0]
 
     def _find_in_tiles(self, request: ReadRequest) -> list[Detection]:
-        image = request.whole.whole() if request.whole else request.image  # one photo at a time
-        return find_in_tiles(self.detector, image, side=self.tile, min_score=request.min_score)
+        whole, image = request.whole, request.image
+        if whole is not None:  # a large photo kept small: decoded again, at the tiles' scale
+            size, pixels_at = (whole.width, whole.height), whole.scaled
+        else:
+            size, pixels_at = (image.shape[1], image.shape[0]), lambda side: shrunk(image, side)
+        return find_in_tiles(self.detector, size, pixels_at, side=self.tile, min_score=request.min_score)
 
     def _read_found(
         self, requests: Sequence[ReadRequest], found: list[list[Detection]], rules: bool

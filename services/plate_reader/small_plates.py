@@ -13,8 +13,10 @@ nothing was found pay for it, and only where the tiles' scale beats the whole-ph
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
+from PIL import Image
 
 from services.plate_reader.detector import PlateDetector
 from services.plate_reader.types import BoundingBox, Detection
@@ -23,7 +25,7 @@ OVERLAP = 0.25  # of a tile's side: a plate up to this wide lies whole in some t
 # At most this many tiles a photo: a 12 Mpx 4032x3024 photo's at 960 px (~1.5 s on 2 cores); a
 # 36 Mpx one would need 64. Beyond it the tiles grow, and so does the smallest plate they find.
 MAX_TILES = 24
-CHUNK = 4  # tiles per detector call: a call's activations grow with its batch
+CHUNK = 2  # tiles per detector call: as many as a batch's photos, so ONNX Runtime's arena grows no larger
 EDGE = 2  # px: a box this near a tile's inner edge was cut by it
 SAME_PLATE = 0.5  # a box this much inside a surer one is that plate again (or a piece of it)
 
@@ -51,13 +53,24 @@ def tile_boxes(width: int, height: int, side: int) -> list[tuple[int, int, int, 
 
 
 def find_in_tiles(
-    detector: PlateDetector, image: np.ndarray, *, side: int, min_score: float
+    detector: PlateDetector,
+    size: tuple[int, int],
+    pixels_at: Callable[[int], np.ndarray],
+    *,
+    side: int,
+    min_score: float,
 ) -> list[Detection]:
-    """Plates found in `image` (RGB uint8) tile by tile, in the image's pixels, one per plate."""
-    boxes = tile_boxes(image.shape[1], image.shape[0], side)
-    while len(boxes) > MAX_TILES:  # a larger photo is searched at a smaller scale, in as many tiles
+    """Plates found tile by tile in a photo of `size` (width, height), in its pixels, one per plate.
+
+    `pixels_at(long_side)` gives the photo (RGB uint8) at about that long side: it is asked once,
+    at the tiles' scale (detector.imgsz / side), so the tiles need no resizing and the whole photo
+    is never held (a JPEG is decoded straight at a reduced scale: image_decoding.Photo.scaled)."""
+    width, height = size
+    while len(tile_boxes(width, height, side)) > MAX_TILES:  # larger photos: a smaller scale
         side = round(side * 1.1)
-        boxes = tile_boxes(image.shape[1], image.shape[0], side)
+    image = pixels_at(round(max(size) * min(1.0, detector.imgsz / side)))
+    sx, sy = width / image.shape[1], height / image.shape[0]
+    boxes = tile_boxes(image.shape[1], image.shape[0], detector.imgsz)
     found: list[Detection] = []
     for at in range(0, len(boxes), CHUNK):
         chunk = boxes[at : at + CHUNK]
@@ -66,13 +79,28 @@ def find_in_tiles(
             x0, y0 = tile[:2]
             found += [
                 Detection(
-                    BoundingBox(d.box.xmin + x0, d.box.ymin + y0, d.box.xmax + x0, d.box.ymax + y0),
+                    BoundingBox(
+                        round((d.box.xmin + x0) * sx),
+                        round((d.box.ymin + y0) * sy),
+                        min(width, round((d.box.xmax + x0) * sx)),
+                        min(height, round((d.box.ymax + y0) * sy)),
+                    ),
                     d.confidence,
                 )
                 for d in detections
                 if not _cut_by_tile_edge(d.box, tile, image.shape[1], image.shape[0])
             ]
     return merge_duplicates(found)
+
+
+def shrunk(image: np.ndarray, long_side: int) -> np.ndarray:
+    """`image` scaled down to `long_side` on its long side (as it is where that is not smaller)."""
+    height, width = image.shape[:2]
+    if long_side >= max(width, height):
+        return image
+    scale = long_side / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
 
 
 def _cut_by_tile_edge(box: BoundingBox, tile: tuple[int, int, int, int], width: int, height: int) -> bool:

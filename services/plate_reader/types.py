@@ -99,6 +99,8 @@ class WholeImage(Protocol):
 
     def whole(self) -> np.ndarray: ...
 
+    def scaled(self, side: int) -> np.ndarray: ...  # at about `side` px on its long side
+
 
 @dataclass(frozen=True)
 class ReadRequest:

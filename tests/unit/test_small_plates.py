@@ -41,20 +41,27 @@ def test_tiles_cover_the_photo_in_one_shape_and_overlap(size: tuple[int, int]) -
         assert all(end - start >= OVERLAP * min(side, length) - 1 for start, end in zip(starts[1:], ends))
 
 
-def test_a_very_large_photo_is_searched_in_at_most_max_tiles(plate_models: dict[str, Path]) -> None:
+def test_a_very_large_photo_is_searched_in_at_most_max_tiles_at_a_smaller_scale() -> None:
     calls: list[int] = []
+    asked: list[int] = []
 
     class Nothing:  # a fake detector that finds nothing, counting the tiles it is given
         imgsz = 640
 
         def detect(self, images, **kwargs):  # type: ignore[no-untyped-def]
             calls.append(len(images))
-            assert len({i.shape for i in images}) == 1
+            assert {i.shape for i in images} == {(640, 640, 3)}  # at the detector's size: no resize
             return [[] for _ in images]
 
-    image = np.zeros((6000, 6000, 3), np.uint8)  # 36 Mpx: 64 tiles of 960 px
-    assert find_in_tiles(Nothing(), image, side=960, min_score=0.25) == []  # type: ignore[arg-type]
+    def pixels_at(side: int) -> np.ndarray:
+        asked.append(side)
+        return np.zeros((side, side, 3), np.uint8)
+
+    # 36 Mpx: 64 tiles of 960 px; the tiles grow instead, and the photo is decoded once, smaller
+    found = find_in_tiles(Nothing(), (6000, 6000), pixels_at, side=960, min_score=0.25)  # type: ignore[arg-type]
+    assert found == []
     assert MAX_TILES - 8 <= sum(calls) <= MAX_TILES
+    assert len(asked) == 1 and 1800 < asked[0] < 2400  # 6000 px at 640 / (960 grown to ~1,870)
 
 
 def test_the_same_plate_from_two_tiles_and_a_cut_off_piece_are_one_plate() -> None:
@@ -92,11 +99,17 @@ class FakeDetector:
 
 def test_a_plate_cut_by_a_tiles_edge_is_taken_from_the_tile_that_holds_it_whole() -> None:
     width, height = 2560, 1440
-    tiles = tile_boxes(width, height, 960)
+    tiles = tile_boxes(width, height, 640)  # side 640: the tiles' scale is the photo's own
     inner_edge = tiles[0][2]  # the first tile's right edge, inside the second tile
     plate = BoundingBox(inner_edge - 60, 1300, inner_edge + 20, 1325)
     image = np.zeros((height, width, 3), np.uint8)
-    found = find_in_tiles(FakeDetector(plate, tiles), image, side=960, min_score=0.25)  # type: ignore[arg-type]
+    found = find_in_tiles(
+        FakeDetector(plate, tiles),  # type: ignore[arg-type]
+        (width, height),
+        lambda side: image,
+        side=640,
+        min_score=0.25,
+    )
     assert found == [Detection(plate, 0.8)]
 
 
