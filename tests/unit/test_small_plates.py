@@ -138,14 +138,20 @@ def read_served_way(recognizer: PlateRecognizer, jpeg: bytes) -> list:
     return recognizer.read_batch([ReadRequest(photo.pixels, 0.25, whole=photo)])[0]
 
 
-def test_a_far_plate_in_a_large_photo_is_found_in_tiles(plate_models: dict[str, Path]) -> None:
-    recognizer = PlateRecognizer.from_files(
+def recognizer_with(plate_models: dict[str, Path], *, tile: int, text_lines: bool = False) -> PlateRecognizer:
+    """The served pipeline's parts on the store's real models (the 960-px retry on, as served)."""
+    return PlateRecognizer.from_files(
         plate_models["plate-detector"],
         plate_models["plate-ocr"],
         review_threshold=0.93,
         retry_imgsz=960,
-        text_detector_path=plate_models["plate-text-detector"],
+        tile=tile,
+        text_detector_path=plate_models["plate-text-detector"] if text_lines else None,
     )
+
+
+def test_a_far_plate_in_a_large_photo_is_found_in_tiles(plate_models: dict[str, Path]) -> None:
+    recognizer = recognizer_with(plate_models, tile=0, text_lines=True)
     # A real plate crop 91 px wide in a 2560x1536 photo: 23 px at the 640-px pass, 34 px at the
     # 960-px retry, and neither finds it.
     scene = plate_on_street(canvas=(2560, 1536), at=(1200, 1100), scale=0.6)
@@ -158,13 +164,7 @@ def test_a_far_plate_in_a_large_photo_is_found_in_tiles(plate_models: dict[str, 
 
 
 def test_a_photo_whose_plate_was_found_pays_for_no_tiles(plate_models: dict[str, Path]) -> None:
-    recognizer = PlateRecognizer.from_files(
-        plate_models["plate-detector"],
-        plate_models["plate-ocr"],
-        review_threshold=0.93,
-        retry_imgsz=960,
-        tile=960,
-    )
+    recognizer = recognizer_with(plate_models, tile=960)
     spy = CountingDetector(recognizer.detector)
     recognizer.detector = spy  # type: ignore[assignment]
     scene = plate_on_street(canvas=(2560, 1536), at=(700, 900), scale=1.5)  # near: found at once
@@ -173,13 +173,7 @@ def test_a_photo_whose_plate_was_found_pays_for_no_tiles(plate_models: dict[str,
 
 
 def test_video_and_camera_frames_are_not_tiled(plate_models: dict[str, Path]) -> None:
-    recognizer = PlateRecognizer.from_files(
-        plate_models["plate-detector"],
-        plate_models["plate-ocr"],
-        review_threshold=0.93,
-        retry_imgsz=960,
-        tile=960,
-    )
+    recognizer = recognizer_with(plate_models, tile=960)
     spy = CountingDetector(recognizer.detector)
     recognizer.detector = spy  # type: ignore[assignment]
     scene = plate_on_street(canvas=(2560, 1536), at=(1200, 1100), scale=0.6)  # found only in tiles
@@ -192,14 +186,7 @@ def test_video_and_camera_frames_are_not_tiled(plate_models: dict[str, Path]) ->
 def test_the_server_reads_the_batch_first_and_tiles_on_their_own_thread(
     plate_models: dict[str, Path],
 ) -> None:
-    recognizer = PlateRecognizer.from_files(
-        plate_models["plate-detector"],
-        plate_models["plate-ocr"],
-        review_threshold=0.93,
-        retry_imgsz=960,
-        tile=960,
-        text_detector_path=plate_models["plate-text-detector"],
-    )
+    recognizer = recognizer_with(plate_models, tile=960, text_lines=True)
     batches: list[list[bool]] = []  # each batch's requests' `tiles`
     tile_threads: list[str] = []
 
