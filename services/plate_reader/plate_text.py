@@ -23,8 +23,9 @@ what the reader reports and ``review`` is decided on: the weakest character's co
 lowered when characters were dropped or no format fits, because one unsure character
 is enough to make a plate wrong. Two more things lower it: a rival character the OCR
 offered that would make another valid plate (0 or O where the formats allow both) counts
-against its character, and a surely read symbol no plate carries (the "%" of a "SALE 50%"
-sign) caps the whole reading.
+against its character (and flags the plate when the layouts make the swapped plate at least as
+likely: ``layout_prior``, a generic-only Q0467PW beside France's QO467PW), and a surely read
+symbol no plate carries (the "%" of a "SALE 50%" sign) caps the whole reading.
 """
 
 from __future__ import annotations
@@ -75,6 +76,14 @@ SYMBOL_SEEN = 0.1
 # number's first). On the dev camera crops the arms were read as letters at 0.33-0.92 and as a
 # 3 at 0.44-0.71, twice followed by a letter (SK3E6496E, KA3E4567TT).
 MAX_ARMS_CHARS, ARMS_WEAK, ARMS_DIGIT_WEAK = 2, 0.95, 0.75
+# A look-alike swap (0 for O, 1 for I, ...: the confusion table, both ways) whose odds against
+# the plate read reach this caps its confidence at 1 / (1 + odds): flagged. The odds are the
+# OCR's rival over the character's probability, times how much likelier the layouts make the
+# swapped plate (layout_prior: a plate only eu-generic fits is one of ~10^15, one of France's
+# AA999AA one of ~5 x 10^8). Issue 19, dev seeds 2 and 5: of 16 wrong auto-accepts, 6 had odds
+# of 700-130,000 (Q0467PW for QO467PW, X029ADT for XO29ADT); of 2,155 right ones none reached
+# 0.1 (README, "Look-alikes the layouts decide").
+LOOKALIKE_ODDS = 1.0
 LETTERS, DIGITS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ"), frozenset("0123456789")
 
 
@@ -159,12 +168,15 @@ def rank_candidates(
                     continue
                 plate, scores, guessed = fixed
                 sure = _contested(plate, scores, [alternatives[i] for i in kept], fits)
+                lookalike = _lookalike_cap(plate, scores, [alternatives[i] for i in kept], tried, formats)
                 # The arms read as characters: right only if they were none.
                 doubt = max((confidences[i] for i in arms), default=0.0)
                 # The gaps the arms fill: before, between and after the characters read there.
                 own = set(range(start + at, start + at + len(arms) + 1)) if at is not None else set()
                 stray = _stray_symbol(gaps, start, end, own)
-                confidence = min(min(sure) * DROP_FACTOR ** (dropped + len(arms)), 1.0 - doubt, 1.0 - stray)
+                confidence = min(
+                    min(sure) * DROP_FACTOR ** (dropped + len(arms)), 1.0 - doubt, 1.0 - stray, lookalike
+                )
                 _keep(
                     best,
                     Candidate(
@@ -333,6 +345,53 @@ def _contested(
         )
         sure.append(max(confidence - CONTEST_WEIGHT * rival, 0.0))
     return sure
+
+
+def layout_prior(plate: str, regions: tuple[str, ...], formats: PlateFormats) -> float:
+    """How likely ``plate`` is before it is read: each of ``regions`` alike, each uniform over
+    the plates its patterns (and prefixes) admit; 0 when none admits it."""
+    return sum(
+        1.0 / _layout_count(region, formats)
+        for region in regions
+        if _plate_pattern(formats.patterns[region]).fullmatch(plate)
+        and plate.startswith(formats.prefixes.get(region, ()) or "")
+    )
+
+
+def _layout_count(region: str, formats: PlateFormats) -> int:
+    """How many plates the region's patterns admit (its prefixes narrowing the first two letters)."""
+    return _count(formats.patterns[region], len(formats.prefixes.get(region, ())))
+
+
+@functools.cache
+def _count(patterns: tuple[str, ...], prefixes: int) -> int:
+    total = sum(26 ** p.count("A") * 10 ** p.count("9") * 36 ** p.count("*") for p in set(patterns))
+    return max(1, total * prefixes // 26**2) if prefixes else total
+
+
+def _lookalike_cap(
+    plate: str,
+    confidences: list[float],
+    alternatives: list[list[tuple[str, float]]],
+    regions: tuple[str, ...],
+    formats: PlateFormats,
+) -> float:
+    """1 / (1 + odds) for the likeliest look-alike swap of one character whose odds against
+    ``plate`` reach LOOKALIKE_ODDS, else 1. Odds: the OCR's probability of the look-alike over
+    the character's, times the swapped plate's layout_prior over the plate's."""
+    own = layout_prior(plate, regions, formats)
+    if own <= 0.0:
+        return 1.0
+    worst = 0.0
+    for index, (char, confidence, offered) in enumerate(zip(plate, confidences, alternatives)):
+        partners = {formats.to_digit.get(char), formats.to_letter.get(char)}
+        partners |= {k for k, v in (*formats.to_digit.items(), *formats.to_letter.items()) if v == char}
+        for alt, p in offered:
+            if alt == char or alt not in partners or p <= 0.0:
+                continue
+            swapped = layout_prior(plate[:index] + alt + plate[index + 1 :], regions, formats)
+            worst = max(worst, p / max(confidence, 1e-9) * swapped / own)
+    return 1.0 / (1.0 + worst) if worst >= LOOKALIKE_ODDS else 1.0
 
 
 def _expand_marked(source: str) -> list[tuple[str, int | None]]:
