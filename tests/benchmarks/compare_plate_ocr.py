@@ -2,7 +2,7 @@
 
     python tests/benchmarks/compare_plate_ocr.py --ocr plate-ocr:BASE --ocr plate-ocr:TUNED \
         [--pair plate-ocr:TUNED,plate-ocr:BASE] [--fuse plate-ocr:BASE,plate-ocr:TUNED@1.4] \
-        [--split test] [--out .bench/compare] [--no-check-ends]
+        [--split test] [--out .bench/compare] [--no-check-ends] [--no-layout-odds]
 
 The figures are `modelport evaluate plates`'s (the same `evaluate` on the same `PlateRecognizer`,
 the service's settings), with the counts behind them: exact plates, auto-accepted (right of
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from services.core.cli import _plate_recognizer
 from services.core.model_store import resolve
-from services.plate_reader import pipeline, read_fusion, text_lines
+from services.plate_reader import pipeline, plate_text, read_fusion, text_lines
 from services.plate_reader.evaluate import Evaluation, evaluate, load_labels, plate_reads
 from services.plate_reader.ocr import PlateOCR
 from services.plate_reader.settings import Settings
@@ -122,6 +122,11 @@ def main() -> None:
         action="store_true",
         help="without truncation.py's check and text_lines' short lower row (the reader before them)",
     )
+    parser.add_argument(
+        "--no-layout-odds",
+        action="store_true",
+        help="without plate_text's look-alike odds (LOOKALIKE_ODDS: the reader before issue 19)",
+    )
     parser.add_argument("--split", choices=["dev", "test"], default="dev")
     parser.add_argument("--plates", type=Path, default=Path(".bench/plates"))
     parser.add_argument("--synth-dev", type=Path, default=Path(".bench/synth2"))
@@ -146,6 +151,8 @@ def main() -> None:
     if args.no_check_ends:
         read_fusion.CHECK_ENDS = False
         text_lines.SHORT_ROW_ASPECT = text_lines.MIN_ASPECT  # no line is that wide and narrower
+    if args.no_layout_odds:
+        plate_text.LOOKALIKE_ODDS = float("inf")
     original = pipeline.read_voted
     if args.agree == "max":
         read_fusion.agreed = max
