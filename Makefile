@@ -18,7 +18,12 @@ export YOLO_OFFLINE := 1
 # kept in .whl/<cpu>/ that later set-ups (a new venv, `make clean`) install in seconds.
 # The version is pyproject.toml's pin.
 LLAMA_CPP := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)
-CPU_ID := $(shell (grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || uname -m) | cksum | cut -c1-10)
+# Built without AMX where the CPU reports it: on a 2-core Xeon VM that lists amx_tile, ggml's AMX
+# matmul died on its first tile instruction (SIGILL in tilezero: the guest is not given the tile
+# state), and every llama.cpp test with it. -mno-amx-* win over -march=native in any order.
+NO_AMX := $(shell grep -qw amx_tile /proc/cpuinfo 2>/dev/null && echo "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16")
+LLAMA_CMAKE_ARGS := $(if $(NO_AMX),-DCMAKE_C_FLAGS="$(NO_AMX)" -DCMAKE_CXX_FLAGS="$(NO_AMX)")
+CPU_ID := $(shell ((grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || uname -m); echo '$(NO_AMX)') | cksum | cut -c1-10)
 WHEELS := .whl/$(CPU_ID)
 
 .PHONY: setup setup-plate-reader setup-tf serve serve-autocomplete lint test models clean plate-ocr-tuned
@@ -36,7 +41,7 @@ $(VENV)/.installed-plate-reader: pyproject.toml clients/pyproject.toml | $(BIN)/
 $(WHEELS)/.built:
 	@echo "Compiling llama.cpp ($(LLAMA_CPP)) for this CPU: about 10-15 minutes on 2 cores, once (the wheel is kept in $(WHEELS)/)."
 	@mkdir -p $(WHEELS); start=$$(date +%s); \
-	$(PIP) wheel --quiet --no-deps "$(LLAMA_CPP)" -w $(WHEELS) & pid=$$!; \
+	CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' $(PIP) wheel --quiet --no-deps --no-cache-dir "$(LLAMA_CPP)" -w $(WHEELS) & pid=$$!; \
 	i=0; while kill -0 $$pid 2>/dev/null; do sleep 5; i=$$((i + 1)); \
 	  [ $$((i % 12)) = 0 ] && echo "  ... compiling llama.cpp, $$((i / 12)) min so far"; done; \
 	wait $$pid && echo "llama.cpp compiled in $$(( ($$(date +%s) - start) / 60 )) min"
@@ -44,6 +49,7 @@ $(WHEELS)/.built:
 
 # Everything: the autocompleter, fine-tuning and the test tools.
 $(VENV)/.installed: $(VENV)/.installed-plate-reader $(WHEELS)/.built
+	$(PIP) install --quiet --no-deps --force-reinstall $(WHEELS)/llama_cpp_python-*.whl
 	$(PIP) install --quiet --find-links $(WHEELS) -e ".[all,dev]"
 	touch $@
 

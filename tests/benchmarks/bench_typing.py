@@ -144,6 +144,16 @@ def measure(url: str, kind: str, editors: int, n: int = 1) -> Run:
     return asyncio.run(go())
 
 
+def no_amx_flags() -> list[str]:
+    """The Makefile's NO_AMX: a CPU that reports AMX gets a build without it (a VM that listed
+    amx_tile died on its first tile instruction)."""
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    if "amx_tile" not in flags:
+        return []
+    no_amx = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    return [f"-DCMAKE_C_FLAGS={no_amx}", f"-DCMAKE_CXX_FLAGS={no_amx}"]
+
+
 def build_llama_server() -> Path:
     """llama-server from the llama.cpp source vendored in the pinned llama-cpp-python sdist."""
     pin = re.search(r"llama-cpp-python==([0-9.]+)", (REPO / "pyproject.toml").read_text())
@@ -193,6 +203,7 @@ def build_llama_server() -> Path:
                 "-DLLAMA_BUILD_EXAMPLES=OFF",
                 "-DGGML_NATIVE=ON",
                 "-DBUILD_SHARED_LIBS=OFF",
+                *no_amx_flags(),  # as the Makefile builds our llama.cpp: the same kernels on both sides
             ],
             check=True,
             stdout=subprocess.DEVNULL,
