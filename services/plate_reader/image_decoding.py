@@ -61,12 +61,7 @@ class Photo:
         JPEG is decoded at a reduced scale (draft mode), never whole: the tile search of a 36 Mpx
         photo held its 108 MB whole twice over and took the server past its 1 GiB."""
         if self.data is None or side >= max(self.width, self.height):
-            whole = self.whole()
-            if side >= max(whole.shape[:2]):
-                return whole
-            image = Image.fromarray(whole)
-            image.thumbnail((side, side), Image.Resampling.BILINEAR)
-            return np.asarray(image)
+            return shrunk(self.whole(), side)
         with DECODING, Image.open(io.BytesIO(self.data)) as image:
             image.thumbnail((side, side), Image.Resampling.BILINEAR)
             return _rgb(image)
@@ -226,6 +221,16 @@ def _decode(image: Image.Image, data: bytes, side: int, param: str) -> Photo:
             code="corrupt_image",
             param=param,
         ) from None
+
+
+def shrunk(image: np.ndarray, long_side: int) -> np.ndarray:
+    """`image` scaled down to `long_side` on its long side (as it is where that is not smaller)."""
+    height, width = image.shape[:2]
+    if long_side >= max(width, height):
+        return image
+    scale = long_side / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
 
 
 def _rotated(image: Image.Image) -> bool:

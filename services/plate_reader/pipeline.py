@@ -22,11 +22,12 @@ import numpy as np
 
 from services.plate_reader.crops import crop_plate
 from services.plate_reader.detector import PlateDetector
+from services.plate_reader.image_decoding import shrunk
 from services.plate_reader.ocr import PlateOCR
 from services.plate_reader.plate_regions import RegionHint, is_non_plate_text, rank_with_hint
 from services.plate_reader.plate_text import normalise
 from services.plate_reader.read_fusion import read_voted
-from services.plate_reader.small_plates import find_in_tiles, shrunk, worth_tiling
+from services.plate_reader.small_plates import find_in_tiles, worth_tiling
 from services.plate_reader.stage_timing import timed
 from services.plate_reader.text_lines import TextLineFinder
 from services.plate_reader.types import (

@@ -97,6 +97,13 @@ class PlateFormats:
     # region -> the codes its plates begin with (a Croatian plate with its city's: ZG, ST, ...)
     prefixes: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
+    @functools.cached_property
+    def lookalikes(self) -> dict[str, frozenset[str]]:
+        """Each character's look-alikes, both ways of the confusion tables (O: {0}; 0: {D, O, Q, U})."""
+        pairs = [*self.to_digit.items(), *self.to_letter.items()]
+        chars = {char for pair in pairs for char in pair}
+        return {c: frozenset(b for a, b in pairs if a == c) | {a for a, b in pairs if b == c} for c in chars}
+
 
 def normalise(text: str) -> str:
     """``"ab-12 cde"`` -> ``"AB12CDE"``: uppercase ASCII letters and digits only."""
@@ -384,8 +391,7 @@ def _lookalike_cap(
         return 1.0
     worst = 0.0
     for index, (char, confidence, offered) in enumerate(zip(plate, confidences, alternatives)):
-        partners = {formats.to_digit.get(char), formats.to_letter.get(char)}
-        partners |= {k for k, v in (*formats.to_digit.items(), *formats.to_letter.items()) if v == char}
+        partners = formats.lookalikes.get(char, frozenset())
         for alt, p in offered:
             if alt == char or alt not in partners or p <= 0.0:
                 continue

@@ -16,7 +16,6 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image
 
 from services.plate_reader.detector import PlateDetector
 from services.plate_reader.types import BoundingBox, Detection
@@ -91,16 +90,6 @@ def find_in_tiles(
                 if not _cut_by_tile_edge(d.box, tile, image.shape[1], image.shape[0])
             ]
     return merge_duplicates(found)
-
-
-def shrunk(image: np.ndarray, long_side: int) -> np.ndarray:
-    """`image` scaled down to `long_side` on its long side (as it is where that is not smaller)."""
-    height, width = image.shape[:2]
-    if long_side >= max(width, height):
-        return image
-    scale = long_side / max(width, height)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
 
 
 def _cut_by_tile_edge(box: BoundingBox, tile: tuple[int, int, int, int], width: int, height: int) -> bool:

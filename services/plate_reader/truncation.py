@@ -1,7 +1,7 @@
 """A number read short: the text detector boxed only part of it, and what was read still fits.
 
     ranked = check_ends(ocr, crops, found, rows, ranked, rank, cut)   # read_fusion's last step
-    widened_rows(crop, rows)                                          # each row out to the crop's ends
+    widened_rows(rows, band_edges(crop))                              # each row out to the crop's ends
 
 PP-OCR's text detector sometimes boxes part of a plate's number: the district code left of a
 Slovak coat of arms (BA [arms] 294LS read 294LS), a last letter in infrared (PO100YU read
@@ -89,18 +89,19 @@ def check_ends(
         _capped(candidates) if lower_row_lost(crop, lines, crop_rows) else candidates
         for crop, lines, crop_rows, candidates in zip(crops, found, rows, ranked)
     ]
-    checked = [
+    sure_loose = [
         i
-        for i, (crop, crop_rows, candidates) in enumerate(zip(crops, rows, out))
+        for i, (crop_rows, candidates) in enumerate(zip(rows, out))
         if crop_rows
         and candidates
         and candidates[0].confidence >= CHECK_ABOVE
         and candidates[0].region in LOOSE_REGIONS
-        and room(crop, crop_rows) >= ROOM
     ]
+    edges = {i: band_edges(crops[i]) for i in sure_loose}  # the blue bands, found once a crop
+    checked = [i for i in sure_loose if room(rows[i], edges[i]) >= ROOM]
     if not checked:
         return out
-    wide = ocr.read_lines([[cut(crops[i], row) for row in widened_rows(crops[i], rows[i])] for i in checked])
+    wide = ocr.read_lines([[cut(crops[i], row) for row in widened_rows(rows[i], edges[i])] for i in checked])
     for i, reading in zip(checked, wide):
         out[i] = compare_ends(out[i], reading, rank(reading, i))
     return out
@@ -152,10 +153,10 @@ def lower_row_lost(crop: np.ndarray, lines: Sequence[TextLine], rows: Sequence[T
     )
 
 
-def room(crop: np.ndarray, rows: Sequence[TextLine]) -> float:
+def room(rows: Sequence[TextLine], edges: tuple[int, int, int]) -> float:
     """How many of its own heights the roomiest row leaves to the crop's left or right end (a
-    blue band's edge where there is one)."""
-    _, left, right = band_edges(crop)
+    blue band's edge where there is one: ``edges``, crops.band_edges of the crop)."""
+    _, left, right = edges
     return max(max(row.left - left, right - row.right) / max(row.height, 1.0) for row in rows)
 
 
@@ -188,7 +189,8 @@ def widened(row: TextLine, left: float, right: float) -> TextLine:
     )
 
 
-def widened_rows(crop: np.ndarray, rows: list[TextLine]) -> list[TextLine]:
-    """Each row out to the crop's left and right ends, a blue band's edge where it has one."""
-    _, left, right = band_edges(crop)
+def widened_rows(rows: list[TextLine], edges: tuple[int, int, int]) -> list[TextLine]:
+    """Each row out to the crop's left and right ends, a blue band's edge where it has one
+    (``edges``: crops.band_edges of the crop)."""
+    _, left, right = edges
     return [widened(row, left, right) for row in rows]

@@ -24,15 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 import httpx
 from PIL import Image
 
+from tests.benchmarks.bench_plate_reader import percentile
 from tests.benchmarks.machine import describe_machine
 from tests.data.synth_plates import load_photos
 from tests.scenes import plate_on_street
 from tests.servers import serve
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> None:

@@ -71,7 +71,7 @@ def main() -> None:
             served = recognizer.read_crops(crops)
             found = finder.find(crops)
             plate_lines = [plate_rows(lines) for lines in found]
-            wide = [truncation.widened_rows(c, rs) for c, rs in zip(crops, plate_lines)]
+            wide = [truncation.widened_rows(rs, band_edges(c)) for c, rs in zip(crops, plate_lines)]
             reads = ocr.read_lines(
                 [[read_fusion.stretch(cut_line(c, w)) for w in ws] or [c] for c, ws in zip(crops, wide)]
             )
