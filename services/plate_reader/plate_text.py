@@ -16,7 +16,9 @@ no plate carries (``OcrResult.symbol_gaps``), or as an unsure letter (or 3): one
 where the format has its digits, may be dropped (KAE325AO -> KA325AO; the confidence is at
 most 1 - that character's: flagged, unless another read of the plate is sure of it). A symbol
 read inside a plate, or before it, where its format has no arms lowers the confidence: the
-plate's own letters may be missing beside it (BB [arms] 671 / LM read BB671).
+plate's own letters may be missing beside it (BB [arms] 671 / LM read BB671). The recogniser
+cannot read Č, Š or Ž (a drawn VŽ [arms] 123-AB reads V123-AB): a Croatian code's lost letter is
+put back, flagged (``lost_letters``).
 
 ``score`` ranks candidates (geometric mean of character confidences); ``confidence`` is
 what the reader reports and ``review`` is decided on: the weakest character's confidence,
@@ -84,6 +86,12 @@ MAX_ARMS_CHARS, ARMS_WEAK, ARMS_DIGIT_WEAK = 2, 0.95, 0.75
 # of 700-130,000 (Q0467PW for QO467PW, X029ADT for XO29ADT); of 2,155 right ones none reached
 # 0.1 (README, "Look-alikes the layouts decide").
 LOOKALIKE_ODDS = 1.0
+# A letter the recogniser cannot read (its dictionary has no Č, Š or Ž: it drops them, a drawn
+# VŽ 123-AB read V123-AB), put back where a region's code needs it, is this sure: flagged.
+LOST_LETTER = 0.5
+# ... where a symbol sits right after the code's other letter, this surely: a drawn plate's lost
+# Ž and arms were seen there at 0.3-0.93 (tests/unit/test_ocr.py).
+LOST_SYMBOL = 0.25
 LETTERS, DIGITS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ"), frozenset("0123456789")
 
 
@@ -96,6 +104,9 @@ class PlateFormats:
     emblems: dict[str, dict[str, int]] = field(default_factory=dict)
     # region -> the codes its plates begin with (a Croatian plate with its city's: ZG, ST, ...)
     prefixes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # region -> (code written in A-Z, index of the letter the recogniser drops) for its codes
+    # with a letter outside its alphabet (Croatia's VŽ: ("VZ", 1))
+    lost_letters: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
 
     @functools.cached_property
     def lookalikes(self) -> dict[str, frozenset[str]]:
@@ -128,7 +139,20 @@ def load_formats(path: Path = FORMATS_PATH) -> PlateFormats:
             if any(at is not None for _, at in found)
         },
         {region.lower(): tuple(codes) for region, codes in (data.get("prefixes") or {}).items()},
+        {
+            region.lower(): tuple(_lost(code) for code in codes)
+            for region, codes in (data.get("lost_letters") or {}).items()
+        },
     )
+
+
+def _lost(code: str) -> tuple[str, int]:
+    """``"VŽ"`` -> ``("VZ", 1)``: the code in A-Z, and where its letter outside A-Z is."""
+    outside = [i for i, char in enumerate(code) if char not in LETTERS]
+    if len(outside) != 1:
+        raise ValueError(f"lost_letters: {code!r} needs exactly one letter outside A-Z")
+    plain = unicodedata.normalize("NFKD", code).encode("ascii", "ignore").decode()
+    return plain, outside[0]
 
 
 def known_regions(path: Path = FORMATS_PATH) -> frozenset[str]:
@@ -152,50 +176,19 @@ def rank_candidates(
     best: dict[str, Candidate] = {}
     tried = tuple(regions or formats.patterns)
     fits = _plate_pattern(tuple(p for region in tried for p in formats.patterns[region]))
+    fitted: set[str] = set()
     for start, end in _windows(len(chars)):
         if best:  # a fit with fewer characters dropped exists: never drop more
             break
-        dropped = len(chars) - (end - start)
         for region in tried:
-            emblems = formats.emblems.get(region, {})
-            for pattern in formats.patterns[region]:
-                at = emblems.get(pattern)
-                arms = _arms_letters(pattern, at, chars, confidences, start, end)
-                if arms is None:
-                    continue
-                kept = [i for i in range(start, end) if i not in arms]
-                fixed = _fit(
-                    pattern,
-                    [chars[i] for i in kept],
-                    [confidences[i] for i in kept],
-                    [alternatives[i] for i in kept],
-                    formats,
-                )
-                if fixed is None or not fixed[0].startswith(formats.prefixes.get(region, "")):
-                    continue
-                plate, scores, guessed = fixed
-                sure = _contested(plate, scores, [alternatives[i] for i in kept], fits)
-                lookalike = _lookalike_cap(plate, scores, [alternatives[i] for i in kept], tried, formats)
-                # The arms read as characters: right only if they were none.
-                doubt = max((confidences[i] for i in arms), default=0.0)
-                # The gaps the arms fill: before, between and after the characters read there.
-                own = set(range(start + at, start + at + len(arms) + 1)) if at is not None else set()
-                stray = _stray_symbol(gaps, start, end, own)
-                confidence = min(
-                    min(sure) * DROP_FACTOR ** (dropped + len(arms)), 1.0 - doubt, 1.0 - stray, lookalike
-                )
-                _keep(
-                    best,
-                    Candidate(
-                        plate,
-                        _geometric_mean(scores) * DROP_RANK_FACTOR ** (dropped + len(arms)) * (1.0 - stray),
-                        region,
-                        _foreign_capped(
-                            confidence, reading.foreign, max((gaps[g] for g in own), default=0.0)
-                        ),
-                        guessed,
-                    ),
-                )
+            for candidate in _region_fits(
+                region, formats, chars, confidences, alternatives, gaps, start, end
+            ):
+                fitted.add(region)
+                _keep(best, _checked(candidate, reading, fits, tried, formats))
+    for region in set(tried) - fitted:  # a plate whose code has a letter the recogniser drops
+        for candidate in _with_lost_letter(region, formats, chars, confidences, alternatives, gaps):
+            _keep(best, _checked(candidate, reading, fits, tried, formats))
     raw = "".join(chars)
     stray = _stray_symbol(gaps, 0, len(chars), set())
     _keep(
@@ -214,6 +207,112 @@ def rank_candidates(
     if all(c.plate != raw for c in top):  # the raw reading is never dropped
         top[-1] = next(c for c in ranked if c.plate == raw)
     return top
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """One way a reading fits a region's pattern, before the plate-wide checks."""
+
+    plate: str
+    scores: list[float]  # per plate character
+    offered: list[list[tuple[str, float]]]  # the OCR's alternatives per plate character
+    guessed: int
+    dropped: int  # characters dropped at the ends or as the arms
+    stray: float  # a symbol seen inside the plate where its format has no arms
+    doubt: float  # the surest character read where the arms are (dropped)
+    region: str
+    at_arms: float  # the symbol seen where the format's arms are
+
+
+def _region_fits(
+    region: str,
+    formats: PlateFormats,
+    chars: list[str],
+    confidences: list[float],
+    alternatives: list[list[tuple[str, float]]],
+    gaps: list[float],
+    start: int,
+    end: int,
+) -> Iterable[_Fit]:
+    """Each of the region's patterns that chars[start:end] fit (its coat of arms read as
+    characters dropped), with the region's code."""
+    dropped = len(chars) - (end - start)
+    emblems = formats.emblems.get(region, {})
+    for pattern in formats.patterns[region]:
+        at = emblems.get(pattern)
+        arms = _arms_letters(pattern, at, chars, confidences, start, end)
+        if arms is None:
+            continue
+        kept = [i for i in range(start, end) if i not in arms]
+        fixed = _fit(
+            pattern,
+            [chars[i] for i in kept],
+            [confidences[i] for i in kept],
+            [alternatives[i] for i in kept],
+            formats,
+        )
+        if fixed is None or not fixed[0].startswith(formats.prefixes.get(region, "")):
+            continue
+        plate, scores, guessed = fixed
+        # The arms read as characters: right only if they were none.
+        doubt = max((confidences[i] for i in arms), default=0.0)
+        # The gaps the arms fill: before, between and after the characters read there.
+        own = set(range(start + at, start + at + len(arms) + 1)) if at is not None else set()
+        stray = _stray_symbol(gaps, start, end, own)
+        yield _Fit(
+            plate,
+            scores,
+            [alternatives[i] for i in kept],
+            guessed,
+            dropped + len(arms),
+            stray,
+            doubt,
+            region,
+            max((gaps[g] for g in own), default=0.0),
+        )
+
+
+def _checked(
+    fit: _Fit, reading: OcrResult, fits: re.Pattern[str], tried: tuple[str, ...], formats: PlateFormats
+) -> Candidate:
+    """The fit as a candidate: its confidence lowered by rival characters that make another
+    plate, look-alikes the layouts favour and a surely read foreign symbol."""
+    sure = _contested(fit.plate, fit.scores, fit.offered, fits)
+    lookalike = _lookalike_cap(fit.plate, fit.scores, fit.offered, tried, formats)
+    confidence = min(min(sure) * DROP_FACTOR**fit.dropped, 1.0 - fit.doubt, 1.0 - fit.stray, lookalike)
+    return Candidate(
+        fit.plate,
+        _geometric_mean(fit.scores) * DROP_RANK_FACTOR**fit.dropped * (1.0 - fit.stray),
+        fit.region,
+        _foreign_capped(confidence, reading.foreign, fit.at_arms),
+        fit.guessed,
+    )
+
+
+def _with_lost_letter(
+    region: str,
+    formats: PlateFormats,
+    chars: list[str],
+    confidences: list[float],
+    alternatives: list[list[tuple[str, float]]],
+    gaps: list[float],
+) -> Iterable[_Fit]:
+    """The region's fits once a letter its codes hold and the recogniser drops is put back: the
+    reading begins with the code's other letter, then a symbol read at LOST_SYMBOL or more (the
+    lost letter and the arms, seen as one), then the plate. The letter put back was not read:
+    LOST_LETTER sure."""
+    for code, lost in formats.lost_letters.get(region, ()):
+        readable = code[:lost] + code[lost + 1 :]
+        after = len(readable)
+        if "".join(chars[:after]) != readable or after >= len(chars) or gaps[after] < LOST_SYMBOL:
+            continue
+        more = [*chars[:lost], code[lost], *chars[lost:]]
+        sure = [*confidences[:lost], LOST_LETTER, *confidences[lost:]]
+        offered = [*alternatives[:lost], [(code[lost], LOST_LETTER)], *alternatives[lost:]]
+        # The symbol was the lost letter and the arms: it stays in the gap after the code.
+        spaced = [*gaps[:lost], 0.0, *gaps[lost:]]
+        for end in (len(more), len(more) - 1):
+            yield from _region_fits(region, formats, more, sure, offered, spaced, 0, end)
 
 
 def _windows(length: int) -> list[tuple[int, int]]:

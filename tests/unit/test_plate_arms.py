@@ -218,3 +218,26 @@ def test_the_decoder_says_in_which_gap_a_symbol_sits_and_a_row_break_holds_none(
     # the plate, or every two-row plate with noise at a row's end would be flagged.
     assert joined.text == "A1 B"
     assert joined.symbol_gaps == (0.0, pytest.approx(0.6), 0.0, 0.0, 0.0)
+
+
+def test_a_lost_code_letter_is_put_back_only_after_a_symbol_at_the_start() -> None:
+    # tests/unit/test_ocr.py's drawn VŽ [arms] 123-AB, read V123-AB: the Ž and the arms one symbol.
+    gaps = (0.0, 0.89, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    read = measured("V123-AB", (0.576, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0), gaps)
+    best = rank_candidates(read)[0]
+    assert (best.plate, best.region) == ("VZ123AB", "hr")
+    assert best.confidence <= 0.5 < THRESHOLD  # the Z was not read
+    # No symbol after the V: an Austrian-style V123AB is not made Croatian.
+    plain = measured("V123-AB", (0.576, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0), (0.0,) * 8)
+    assert all(c.plate != "VZ123AB" for c in rank_candidates(plain))
+    # The letter is only put back at the start: MI [symbol] 634XB (a Slovak dev camera crop's
+    # reading, camera_00922) keeps its M, not Šibenik's SI with the M dropped.
+    slovak = measured(
+        "MI634XB", (0.99, 0.98, 1.0, 1.0, 1.0, 1.0, 1.0), (0.0, 0.0, 0.6, 0.0, 0.0, 0.0, 0.0, 0.0)
+    )
+    assert all(not c.plate.startswith("SI") for c in rank_candidates(slovak, regions=["hr"]))
+    # A reading that fits Croatia as read gets no letter put back (PU049L stays Pula's PU).
+    pozega = measured(
+        "PU049-L", (0.99, 0.98, 1.0, 1.0, 1.0, 1.0, 1.0), (0.0, 0.0, 0.9, 0.0, 0.0, 0.0, 0.0, 0.0)
+    )
+    assert rank_candidates(pozega, regions=["hr"])[0].plate == "PU049L"
