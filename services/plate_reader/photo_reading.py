@@ -1,5 +1,5 @@
-"""A photo's read as the server runs it: its batch first, then, where nothing was found in a large
-photo, the tile search (small_plates.py) on a thread of its own.
+"""A photo's read as the server runs it: its batch first, then, where nothing was read surely in a
+large photo, the tile search (small_plates.py) on a thread of its own.
 
     photos = PhotoReader(batcher, recognizer)
     readings = await photos.read(ReadRequest(photo.pixels, 0.25, whole=photo))
@@ -36,7 +36,7 @@ class PhotoReader:
 
     async def read(self, request: ReadRequest) -> list[PlateReading]:
         readings = await self.batcher.submit(replace(request, tiles=False))
-        if readings or not request.tiles or not self.recognizer.worth_tiling(request):
+        if not self.recognizer.needs_tiles(request, readings):
             return readings
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._tiles, self.recognizer.read_in_tiles, request)
+        return await loop.run_in_executor(self._tiles, self.recognizer.read_in_tiles, request, readings)

@@ -27,7 +27,7 @@ from services.plate_reader.ocr import PlateOCR
 from services.plate_reader.plate_regions import RegionHint, is_non_plate_text, rank_with_hint
 from services.plate_reader.plate_text import normalise
 from services.plate_reader.read_fusion import read_voted
-from services.plate_reader.small_plates import find_in_tiles, worth_tiling
+from services.plate_reader.small_plates import find_in_tiles, merge_readings, worth_tiling
 from services.plate_reader.stage_timing import timed
 from services.plate_reader.text_lines import TextLineFinder
 from services.plate_reader.types import (
@@ -122,23 +122,37 @@ class PlateRecognizer:
             for i, dets in zip(retry, self._detect([requests[i] for i in retry], self.retry_imgsz)):
                 found[i] = dets
         found = [_in_whole(dets, r) for dets, r in zip(found, requests)]
-        for i in retry:
-            if not found[i] and requests[i].tiles and self.worth_tiling(requests[i]):
-                found[i] = self._find_in_tiles(requests[i])
-        return self._read_found(requests, found, rules)
+        readings = self._read_found(requests, found, rules)
+        for i, request in enumerate(requests):
+            if self.needs_tiles(request, readings[i]):
+                readings[i] = self._with_tiles(request, readings[i], rules)
+        return readings
 
-    def worth_tiling(self, request: ReadRequest) -> bool:
-        """Whether tiles would see this photo larger than the whole-photo passes did."""
+    def needs_tiles(self, request: ReadRequest, readings: Sequence[PlateReading]) -> bool:
+        """A large photo in which nothing was read surely (nothing found, or only what a person
+        must check: a sign, a blurred box) is searched again in tiles, where tiles would see it
+        larger than the whole-photo passes did: its plate may be a far one they could not see."""
+        if not request.tiles or any(not r.review for r in readings):
+            return False
         whole = request.whole
         long_side = max(whole.width, whole.height) if whole else max(request.image.shape[:2])
         best_pass = max(self.detector.imgsz, self.retry_imgsz)
         return worth_tiling(long_side, self.tile, self.detector.imgsz, best_pass)
 
-    def read_in_tiles(self, request: ReadRequest) -> list[PlateReading]:
-        """The tile search alone, for a photo whose batch read found nothing (the server runs it
-        after that batch has answered, in a thread of its own: photo_reading.py)."""
+    def read_in_tiles(
+        self, request: ReadRequest, readings: Sequence[PlateReading] = ()
+    ) -> list[PlateReading]:
+        """The tile search alone, for a photo whose batch read found nothing sure (``readings``;
+        the server runs it after that batch has answered, in a thread of its own:
+        photo_reading.py), merged with what the batch read."""
         with timed("batch"):
-            return self._read_found([request], [self._find_in_tiles(request)], rules=True)[0]
+            return self._with_tiles(request, readings, rules=True)
+
+    def _with_tiles(
+        self, request: ReadRequest, readings: Sequence[PlateReading], rules: bool
+    ) -> list[PlateReading]:
+        tiled = self._read_found([request], [self._find_in_tiles(request)], rules)[0]
+        return sorted(merge_readings([*readings, *tiled], _main_plate_first), key=_main_plate_first)
 
     def _find_in_tiles(self, request: ReadRequest) -> list[Detection]:
         whole, image = request.whole, request.image

@@ -1,4 +1,4 @@
-"""Small plates in large photos: where the detector found nothing, search the photo again in tiles.
+"""Small plates in large photos: where nothing was read surely, search the photo again in tiles.
 
     found = find_in_tiles(detector, whole_photo, side=960, min_score=0.25)   # whole-photo pixels
 
@@ -7,18 +7,20 @@ input (and 14-37 px at the 960-px retry), too small to be found: real dev plates
 100 px into a 4032x3024 photo were found in 0 of 24 photos, and at 70 px into a 1600x1200 one
 in 9 of 24 (README, "Small plates in large photos"). Cut into tiles of `side` px, each run at the
 detector's own size, the photo is searched at 640/side of its scale instead. Only photos where
-nothing was found pay for it, and only where the tiles' scale beats the whole-photo passes'.
+nothing was found, or only what a person must check (a sign read as "SALE50" hid a far plate the
+tiles would have read), pay for it, and only where the tiles' scale beats the whole-photo passes'.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from services.plate_reader.detector import PlateDetector
-from services.plate_reader.types import BoundingBox, Detection
+from services.plate_reader.types import BoundingBox, Detection, PlateReading
 
 OVERLAP = 0.25  # of a tile's side: a plate up to this wide lies whole in some tile
 # At most this many tiles a photo: a 12 Mpx 4032x3024 photo's at 960 px (~1.5 s on 2 cores); a
@@ -114,6 +116,20 @@ def merge_duplicates(detections: list[Detection]) -> list[Detection]:
         if all(_intersection(d.box, k.box) < SAME_PLATE * area for k in kept):
             kept.append(d)
     return kept
+
+
+def merge_readings(readings: list[PlateReading], order: Callable[[PlateReading], Any]) -> list[PlateReading]:
+    """The whole-photo passes' readings and the tiles' together: where two boxes are one plate
+    (one mostly inside the other), the reading that comes first by ``order`` is kept."""
+    kept: list[PlateReading] = []
+    for r in sorted(readings, key=order):
+        if all(_intersection(r.box, k.box) < SAME_PLATE * min(_area(r.box), _area(k.box)) for k in kept):
+            kept.append(r)
+    return kept
+
+
+def _area(box: BoundingBox) -> int:
+    return max(1, box.width * box.height)
 
 
 def _intersection(a: BoundingBox, b: BoundingBox) -> int:

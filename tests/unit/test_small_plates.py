@@ -4,11 +4,13 @@ served read path (a large photo kept at the detector's size, decoded again) with
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw, ImageFont
 
 from services.plate_reader.batching import MicroBatcher
 from services.plate_reader.image_decoding import decode_photos
@@ -163,6 +165,31 @@ def test_a_far_plate_in_a_large_photo_is_found_in_tiles(plate_models: dict[str, 
     assert iou((box.xmin, box.ymin, box.xmax, box.ymax), scene.box) > 0.5  # in the whole photo's pixels
 
 
+def with_sign(jpeg: bytes, text: str) -> bytes:
+    """The photo with a shop sign painted near its top left: black text on a white board."""
+    image = Image.open(io.BytesIO(jpeg)).convert("RGB")
+    draw, font = ImageDraw.Draw(image), ImageFont.load_default(size=90)
+    width = draw.textlength(text, font=font)
+    draw.rectangle((280, 285, 320 + width, 432), fill="white", outline="black", width=6)
+    draw.text((300, 300), text, fill="black", font=font)
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=92)
+    return out.getvalue()
+
+
+def test_a_far_plate_beside_a_sign_read_unsurely_is_found_in_tiles(plate_models: dict[str, Path]) -> None:
+    recognizer = recognizer_with(plate_models, tile=0, text_lines=True)
+    # The far plate of the test above, and a "SALE 50%" sign the whole-photo passes read as a
+    # German-format SALE50, flagged: something was found, but nothing a caller may act on.
+    photo = with_sign(plate_on_street(canvas=(2560, 1536), at=(1200, 1100), scale=0.6).jpeg, "SALE 50%")
+    without = read_served_way(recognizer, photo)
+    assert [r.plate for r in without] == ["SALE50"] and without[0].review
+    recognizer.tile = 960
+    readings = read_served_way(recognizer, photo)
+    assert (readings[0].plate, readings[0].review) == ("AD799KB", False)
+    assert "SALE50" in [r.plate for r in readings]  # what the batch read is kept, after the plate
+
+
 def test_a_photo_whose_plate_was_found_pays_for_no_tiles(plate_models: dict[str, Path]) -> None:
     recognizer = recognizer_with(plate_models, tile=960)
     spy = CountingDetector(recognizer.detector)
@@ -194,9 +221,9 @@ def test_the_server_reads_the_batch_first_and_tiles_on_their_own_thread(
         batches.append([r.tiles for r in requests])
         return recognizer.read_batch(requests)
 
-    def read_in_tiles(request):  # type: ignore[no-untyped-def]
+    def read_in_tiles(request, readings):  # type: ignore[no-untyped-def]
         tile_threads.append(threading.current_thread().name)
-        return PlateRecognizer.read_in_tiles(recognizer, request)
+        return PlateRecognizer.read_in_tiles(recognizer, request, readings)
 
     recognizer.read_in_tiles = read_in_tiles  # type: ignore[method-assign]
     far = plate_on_street(canvas=(2560, 1536), at=(1200, 1100), scale=0.6)  # found only in tiles
