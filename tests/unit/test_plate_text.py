@@ -127,6 +127,15 @@ def test_a_state_name_above_the_number_is_dropped() -> None:
     assert best.confidence < 0.5  # ten characters dropped: never auto-accepted
 
 
+@pytest.mark.parametrize("plate", ["AB12345", "AB1C2D"])  # Illinois and Connecticut, Missouri
+def test_us_layouts_beyond_californias_read_as_they_are(plate: str) -> None:
+    # Read surely, they fit no format before: Illinois' AB12345 became Germany's ABI2345 (the
+    # 1 swapped by the look-alike table), Missouri's AB1C2D eu-generic's AB1CZD.
+    best = rank_candidates(reading(plate, 0.99))[0]
+    assert (best.plate, best.region) == (plate, "us-generic")
+    assert best.confidence >= 0.93
+
+
 def test_nothing_is_dropped_when_the_whole_reading_fits() -> None:
     # "ZK788AA" fits Italy's AA999AA: no shorter window (e.g. de's "ZK78") may win.
     best = rank_candidates(reading("ZK788AA"))[0]
