@@ -152,7 +152,7 @@ class PlateRecognizer:
         self, request: ReadRequest, readings: Sequence[PlateReading], rules: bool
     ) -> list[PlateReading]:
         tiled = self._read_found([request], [self._find_in_tiles(request)], rules)[0]
-        return sorted(merge_readings([*readings, *tiled], _main_plate_first), key=_main_plate_first)
+        return merge_readings([*readings, *tiled], _main_plate_first)
 
     def _find_in_tiles(self, request: ReadRequest) -> list[Detection]:
         whole, image = request.whole, request.image

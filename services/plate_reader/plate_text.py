@@ -186,7 +186,7 @@ def rank_candidates(
             ):
                 fitted.add(region)
                 _keep(best, _checked(candidate, reading, fits, tried, formats))
-    for region in set(tried) - fitted:  # a plate whose code has a letter the recogniser drops
+    for region in [r for r in tried if r not in fitted]:  # a code with a letter the recogniser drops
         for candidate in _with_lost_letter(region, formats, chars, confidences, alternatives, gaps):
             _keep(best, _checked(candidate, reading, fits, tried, formats))
     raw = "".join(chars)

@@ -112,15 +112,14 @@ def merge_duplicates(detections: list[Detection]) -> list[Detection]:
     tiles, or the piece of it a tile's edge cut off) is dropped."""
     kept: list[Detection] = []
     for d in sorted(detections, key=lambda d: -d.confidence):
-        area = max(1, d.box.width * d.box.height)
-        if all(_intersection(d.box, k.box) < SAME_PLATE * area for k in kept):
+        if all(_intersection(d.box, k.box) < SAME_PLATE * _area(d.box) for k in kept):
             kept.append(d)
     return kept
 
 
 def merge_readings(readings: list[PlateReading], order: Callable[[PlateReading], Any]) -> list[PlateReading]:
-    """The whole-photo passes' readings and the tiles' together: where two boxes are one plate
-    (one mostly inside the other), the reading that comes first by ``order`` is kept."""
+    """The whole-photo passes' readings and the tiles' together, in ``order``: where two boxes are
+    one plate (one mostly inside the other), the reading that comes first is kept."""
     kept: list[PlateReading] = []
     for r in sorted(readings, key=order):
         if all(_intersection(r.box, k.box) < SAME_PLATE * min(_area(r.box), _area(k.box)) for k in kept):
