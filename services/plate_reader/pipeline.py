@@ -27,7 +27,7 @@ from services.plate_reader.ocr import PlateOCR
 from services.plate_reader.plate_regions import RegionHint, is_non_plate_text, rank_with_hint
 from services.plate_reader.plate_text import normalise
 from services.plate_reader.read_fusion import read_voted
-from services.plate_reader.small_plates import find_in_tiles, merge_readings, worth_tiling
+from services.plate_reader.small_plates import find_in_tiles, merge_readings, tile_side
 from services.plate_reader.stage_timing import timed
 from services.plate_reader.text_lines import TextLineFinder
 from services.plate_reader.types import (
@@ -132,12 +132,13 @@ class PlateRecognizer:
         """A large photo in which nothing was read surely (nothing found, or only what a person
         must check: a sign, a blurred box) is searched again in tiles, where tiles would see it
         larger than the whole-photo passes did: its plate may be a far one they could not see."""
-        if not request.tiles or any(not r.review for r in readings):
-            return False
+        return request.tiles and all(r.review for r in readings) and self._tile_side(request) > 0
+
+    def _tile_side(self, request: ReadRequest) -> int:
         whole = request.whole
         long_side = max(whole.width, whole.height) if whole else max(request.image.shape[:2])
         best_pass = max(self.detector.imgsz, self.retry_imgsz)
-        return worth_tiling(long_side, self.tile, self.detector.imgsz, best_pass)
+        return tile_side(long_side, self.tile, self.detector.imgsz, best_pass)
 
     def read_in_tiles(
         self, request: ReadRequest, readings: Sequence[PlateReading] = ()
@@ -152,7 +153,10 @@ class PlateRecognizer:
         self, request: ReadRequest, readings: Sequence[PlateReading], rules: bool
     ) -> list[PlateReading]:
         tiled = self._read_found([request], [self._find_in_tiles(request)], rules)[0]
-        return merge_readings([*readings, *tiled], _main_plate_first)
+        # A plate found again in tiles keeps the batch's reading unless the tiles' is better by
+        # more than its box (a sure read for a flagged one): the box is no evidence here.
+        merged = merge_readings([*readings, *tiled], lambda r: _main_plate_first(r)[:-1])
+        return sorted(merged, key=_main_plate_first)
 
     def _find_in_tiles(self, request: ReadRequest) -> list[Detection]:
         whole, image = request.whole, request.image
@@ -160,7 +164,8 @@ class PlateRecognizer:
             size, pixels_at = (whole.width, whole.height), whole.scaled
         else:
             size, pixels_at = (image.shape[1], image.shape[0]), lambda side: shrunk(image, side)
-        return find_in_tiles(self.detector, size, pixels_at, side=self.tile, min_score=request.min_score)
+        side = self._tile_side(request)
+        return find_in_tiles(self.detector, size, pixels_at, side=side, min_score=request.min_score)
 
     def _read_found(
         self, requests: Sequence[ReadRequest], found: list[list[Detection]], rules: bool

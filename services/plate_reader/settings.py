@@ -39,9 +39,11 @@ class Settings:
     # 960 found 72 of 87 synthetic dev plates where 640 alone found 62; it costs a second,
     # ~2x slower detector pass, only on photos without a plate at the first size.
     detector_retry_imgsz: int = 960
-    # A large photo where nothing was found even then is searched in square tiles of this many
-    # pixels, each at detector_imgsz (small_plates.py; 0: off): only where that sees it larger
-    # than the passes above did (a long side over 1,440 px). README, "Small plates in large photos".
+    # A photo where nothing was read surely (nothing found, or only flagged readings) is searched
+    # again in square tiles of this many pixels, each at detector_imgsz (small_plates.py; 0: off),
+    # where that sees it larger than the passes above did (a long side over 1,440 px), else in
+    # tiles of detector_imgsz (the photo at its own scale) where those do (a long side over 960
+    # px). README, "Small plates in large photos".
     detector_tile: int = 960
     # Readings whose score (the weakest character's confidence, less twice any rival that makes
     # another valid plate) is below this get "review": true. Chosen on the dev splits for

@@ -23,6 +23,7 @@ from services.plate_reader.small_plates import (
     find_in_tiles,
     merge_duplicates,
     tile_boxes,
+    tile_side,
     worth_tiling,
 )
 from services.plate_reader.types import BoundingBox, Detection, ReadRequest
@@ -120,6 +121,17 @@ def test_tiles_only_where_they_see_the_photo_larger_than_the_whole_photo_passes(
     assert not worth_tiling(1440, 960, 640, 960)
     assert worth_tiling(1600, 960, 640, 960)
     assert not worth_tiling(4032, 0, 640, 960)  # off
+
+
+@pytest.mark.parametrize(
+    ("long_side", "side"),
+    [(4032, 960), (1600, 960), (1440, 640), (1280, 640), (961, 640), (960, 0), (640, 0)],
+)
+def test_a_photo_too_small_for_960_px_tiles_is_searched_at_its_own_scale(long_side: int, side: int) -> None:
+    # 960-px tiles see a photo at 2/3 of its scale: larger than the 960-px pass only past 1,440 px.
+    # Below, tiles of the detector's own 640 px see it whole-size, larger than that pass's 3/4.
+    assert tile_side(long_side, 960, 640, 960) == side
+    assert tile_side(long_side, 0, 640, 960) == 0  # the setting's 0 turns the search off
 
 
 class CountingDetector:
@@ -227,7 +239,8 @@ def test_the_server_reads_the_batch_first_and_tiles_on_their_own_thread(
 
     recognizer.read_in_tiles = read_in_tiles  # type: ignore[method-assign]
     far = plate_on_street(canvas=(2560, 1536), at=(1200, 1100), scale=0.6)  # found only in tiles
-    near = plate_on_street(canvas=(1280, 720), at=(500, 450), scale=1.5, plate_asset="plate_krw301")
+    # Read surely, so no tiles (KRW301 is read with its W flagged, and would be searched too).
+    near = plate_on_street(canvas=(1280, 720), at=(500, 450), scale=1.5)
 
     async def go() -> list[list]:
         photos = PhotoReader(MicroBatcher(read_batch, max_size=2), recognizer)
@@ -237,6 +250,7 @@ def test_the_server_reads_the_batch_first_and_tiles_on_their_own_thread(
         return await asyncio.gather(*(photos.read(r) for r in requests))
 
     far_readings, near_readings = asyncio.run(go())
-    assert far_readings[0].plate == "AD799KB" and near_readings[0].plate == "KRW301"
+    assert far_readings[0].plate == "AD799KB"
+    assert (near_readings[0].plate, near_readings[0].review) == ("AD799KB", False)
     assert batches == [[False, False]]  # one batch for both, no tile search inside it
     assert tile_threads == ["tiles_0"]  # the far photo's search, on the tile thread
