@@ -135,6 +135,8 @@ class PlateRecognizer:
         return request.tiles and all(r.review for r in readings) and self._tile_side(request) > 0
 
     def _tile_side(self, request: ReadRequest) -> int:
+        if self.tile <= 0:  # off
+            return 0
         whole = request.whole
         long_side = max(whole.width, whole.height) if whole else max(request.image.shape[:2])
         best_pass = max(self.detector.imgsz, self.retry_imgsz)
