@@ -123,6 +123,21 @@ class PlateRecognizer:
                 found[i] = dets
         found = [_in_whole(dets, r) for dets, r in zip(found, requests)]
         readings = self._read_found(requests, found, rules)
+        # Something found at the first size, but nothing read surely (a sign beside a smaller
+        # plate): the photo is looked at again at the retry size, as if nothing had been found.
+        again = [
+            i
+            for i, request in enumerate(requests)
+            if i not in retry
+            and found[i]
+            and all(r.review for r in readings[i])
+            and max(request.image.shape[:2]) > self.detector.imgsz
+        ]
+        if again and self.retry_imgsz > self.detector.imgsz:
+            subset = [requests[i] for i in again]
+            more = [_in_whole(d, r) for d, r in zip(self._detect(subset, self.retry_imgsz), subset)]
+            for i, extra in zip(again, self._read_found(subset, more, rules)):
+                readings[i] = _merged(readings[i], extra)
         for i, request in enumerate(requests):
             if self.needs_tiles(request, readings[i]):
                 readings[i] = self._with_tiles(request, readings[i], rules)
@@ -154,11 +169,7 @@ class PlateRecognizer:
     def _with_tiles(
         self, request: ReadRequest, readings: Sequence[PlateReading], rules: bool
     ) -> list[PlateReading]:
-        tiled = self._read_found([request], [self._find_in_tiles(request)], rules)[0]
-        # A plate found again in tiles keeps the batch's reading unless the tiles' is better by
-        # more than its box (a sure read for a flagged one): the box is no evidence here.
-        merged = merge_readings([*readings, *tiled], lambda r: _main_plate_first(r)[:-1])
-        return sorted(merged, key=_main_plate_first)
+        return _merged(readings, self._read_found([request], [self._find_in_tiles(request)], rules)[0])
 
     def _find_in_tiles(self, request: ReadRequest) -> list[Detection]:
         whole, image = request.whole, request.image
@@ -273,6 +284,14 @@ def _cut_crops(requests: Sequence[ReadRequest], plates: Sequence[tuple[int, Dete
         crop = crop_plate(image, (d.box.xmin, d.box.ymin, d.box.xmax, d.box.ymax))
         crops.append(crop if image is request.image else crop.copy())
     return crops
+
+
+def _merged(readings: Sequence[PlateReading], again: Sequence[PlateReading]) -> list[PlateReading]:
+    """A photo's readings and those of a second look (the retry size, tiles), one per plate: a
+    plate found again keeps the first reading unless the second is better by more than its box
+    (a sure read for a flagged one): the box is no evidence here."""
+    merged = merge_readings([*readings, *again], lambda r: _main_plate_first(r)[:-1])
+    return sorted(merged, key=_main_plate_first)
 
 
 def _main_plate_first(reading: PlateReading) -> tuple[bool, bool, bool, bool, float]:

@@ -35,9 +35,9 @@ class Settings:
     # Detector input, long side. 640 read 18/18 test photos right at ~50 ms per 1280x720
     # photo; 480 is ~35% faster and read 17/18 (measured): the knob for tight latency budgets.
     detector_imgsz: int = 640
-    # A photo where nothing was found at detector_imgsz is run again at this size (0: off).
-    # 960 found 72 of 87 synthetic dev plates where 640 alone found 62; it costs a second,
-    # ~2x slower detector pass, only on photos without a plate at the first size.
+    # A photo where nothing was found at detector_imgsz, or nothing read surely, is run again at
+    # this size (0: off). 960 found 72 of 87 synthetic dev plates where 640 alone found 62; it
+    # costs a second, ~2x slower detector pass, only on photos without a sure plate at the first.
     detector_retry_imgsz: int = 960
     # A photo where nothing was read surely (nothing found, or only flagged readings) is searched
     # again in square tiles of this many pixels, each at detector_imgsz (small_plates.py; 0: off),

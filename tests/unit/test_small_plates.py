@@ -202,6 +202,38 @@ def test_a_far_plate_beside_a_sign_read_unsurely_is_found_in_tiles(plate_models:
     assert "SALE50" in [r.plate for r in readings]  # what the batch read is kept, after the plate
 
 
+class SignFirstDetector:
+    """A fake detector: at its first size it boxes only the sign; at the retry size the plate too
+    (a plate too small for the first pass, as in the dev photos behind "ONEW4Y" signs)."""
+
+    imgsz = 640
+
+    def __init__(self, sign: BoundingBox, plate: BoundingBox) -> None:
+        self.sign, self.plate, self.sizes = sign, plate, []  # type: list[int | None]
+
+    def detect(self, images, *, min_score=0.25, imgsz=None):  # type: ignore[no-untyped-def]
+        self.sizes.append(imgsz)  # boxes in the pixels given: the photo itself, it is small
+        return [
+            [Detection(b, 0.6) for b in ([self.sign] if imgsz is None else [self.sign, self.plate])]
+            for _ in images
+        ]
+
+
+def test_a_plate_beside_a_sign_read_unsurely_is_looked_for_at_the_retry_size(
+    plate_models: dict[str, Path],
+) -> None:
+    near = plate_on_street(canvas=(960, 720), at=(500, 500), scale=1.0)
+    photo = Image.open(io.BytesIO(with_sign(near.jpeg, "SALE 50%"))).convert("RGB")
+    sign = BoundingBox(280, 285, 700, 432)
+    detector = SignFirstDetector(sign, BoundingBox(*near.box))
+    recognizer = recognizer_with(plate_models, tile=0, text_lines=True)
+    recognizer.detector = detector  # type: ignore[assignment]
+    readings = recognizer.read([np.asarray(photo)])[0]
+    assert detector.sizes == [None, 960]  # the first pass read only the sign, flagged: a second look
+    assert (readings[0].plate, readings[0].review) == ("AD799KB", False)
+    assert [r.plate for r in readings[1:]] == ["SALE50"]  # the sign, found twice, reported once
+
+
 def test_a_photo_whose_plate_was_found_pays_for_no_tiles(plate_models: dict[str, Path]) -> None:
     recognizer = recognizer_with(plate_models, tile=960)
     spy = CountingDetector(recognizer.detector)
