@@ -128,7 +128,8 @@ class PlateRecognizer:
         again = [
             i
             for i, request in enumerate(requests)
-            if i not in retry
+            if self.retry_imgsz  # 0: off
+            and i not in retry
             and found[i]
             and all(r.review for r in readings[i])
             and max(request.image.shape[:2]) > self.detector.imgsz

@@ -39,6 +39,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -170,7 +171,8 @@ def rank_candidates(
     unknown = sorted(set(regions) - set(formats.patterns))
     if unknown:
         raise ValueError(f"unknown region(s) {unknown}; valid: {sorted(formats.patterns)}")
-    chars, confidences, alternatives, gaps = _plate_characters(reading)
+    read = _plate_characters(reading)
+    chars, confidences, gaps = read.chars, read.confidences, read.gaps
     if not chars:
         return []
     best: dict[str, Candidate] = {}
@@ -181,13 +183,11 @@ def rank_candidates(
         if best:  # a fit with fewer characters dropped exists: never drop more
             break
         for region in tried:
-            for candidate in _region_fits(
-                region, formats, chars, confidences, alternatives, gaps, start, end
-            ):
+            for candidate in _region_fits(region, formats, read, start, end):
                 fitted.add(region)
                 _keep(best, _checked(candidate, reading, fits, tried, formats))
     for region in [r for r in tried if r not in fitted]:  # a code with a letter the recogniser drops
-        for candidate in _with_lost_letter(region, formats, chars, confidences, alternatives, gaps):
+        for candidate in _with_lost_letter(region, formats, read):
             _keep(best, _checked(candidate, reading, fits, tried, formats))
     raw = "".join(chars)
     stray = _stray_symbol(gaps, 0, len(chars), set())
@@ -209,6 +209,15 @@ def rank_candidates(
     return top
 
 
+class _Chars(NamedTuple):
+    """A reading's A-Z0-9 characters, with what the OCR gave for each (_plate_characters)."""
+
+    chars: list[str]
+    confidences: list[float]
+    alternatives: list[list[tuple[str, float]]]  # the OCR's offers per character
+    gaps: list[float]  # the symbol seen before each character, then after the last
+
+
 @dataclass(frozen=True)
 class _Fit:
     """One way a reading fits a region's pattern, before the plate-wide checks."""
@@ -224,18 +233,10 @@ class _Fit:
     at_arms: float  # the symbol seen where the format's arms are
 
 
-def _region_fits(
-    region: str,
-    formats: PlateFormats,
-    chars: list[str],
-    confidences: list[float],
-    alternatives: list[list[tuple[str, float]]],
-    gaps: list[float],
-    start: int,
-    end: int,
-) -> Iterable[_Fit]:
+def _region_fits(region: str, formats: PlateFormats, read: _Chars, start: int, end: int) -> Iterable[_Fit]:
     """Each of the region's patterns that chars[start:end] fit (its coat of arms read as
     characters dropped), with the region's code."""
+    chars, confidences, alternatives, gaps = read
     dropped = len(chars) - (end - start)
     emblems = formats.emblems.get(region, {})
     for pattern in formats.patterns[region]:
@@ -289,18 +290,12 @@ def _checked(
     )
 
 
-def _with_lost_letter(
-    region: str,
-    formats: PlateFormats,
-    chars: list[str],
-    confidences: list[float],
-    alternatives: list[list[tuple[str, float]]],
-    gaps: list[float],
-) -> Iterable[_Fit]:
+def _with_lost_letter(region: str, formats: PlateFormats, read: _Chars) -> Iterable[_Fit]:
     """The region's fits once a letter its codes hold and the recogniser drops is put back: the
     reading begins with the code's other letter, then a symbol read at LOST_SYMBOL or more (the
     lost letter and the arms, seen as one), then the plate. The letter put back was not read:
     LOST_LETTER sure."""
+    chars, confidences, alternatives, gaps = read
     for code, lost in formats.lost_letters.get(region, ()):
         readable = code[:lost] + code[lost + 1 :]
         after = len(readable)
@@ -312,7 +307,7 @@ def _with_lost_letter(
         # The symbol was the lost letter and the arms: it stays in the gap after the code.
         spaced = [*gaps[:lost], 0.0, *gaps[lost:]]
         for end in (len(more), len(more) - 1):
-            yield from _region_fits(region, formats, more, sure, offered, spaced, 0, end)
+            yield from _region_fits(region, formats, _Chars(more, sure, offered, spaced), 0, end)
 
 
 def _windows(length: int) -> list[tuple[int, int]]:
@@ -328,9 +323,7 @@ def _windows(length: int) -> list[tuple[int, int]]:
     return sorted(spans, key=lambda span: (length - (span[1] - span[0]), span[0]))
 
 
-def _plate_characters(
-    reading: OcrResult,
-) -> tuple[list[str], list[float], list[list[tuple[str, float]]], list[float]]:
+def _plate_characters(reading: OcrResult) -> _Chars:
     """The reading's A-Z0-9 characters with their confidences, the OCR's alternatives and the
     symbol seen in each gap (before each character, then after the last; a separator's gaps
     are one)."""
@@ -348,7 +341,7 @@ def _plate_characters(
         gaps.append(pending)
         pending = symbols[index + 1]
     gaps.append(pending)
-    return chars, confidences, alternatives, gaps
+    return _Chars(chars, confidences, alternatives, gaps)
 
 
 def _arms_letters(
