@@ -66,8 +66,10 @@ def test_livez_answers_while_long_prompts_are_tokenised(tiny_server: str) -> Non
     worst, usual = max(during), max(baseline)
     print(f"/livez worst: {worst * 1000:.0f} ms while tokenising, {usual * 1000:.0f} ms idle")
     # The issue's goal is 100 ms on a quiet machine. Tokenised on the event loop, 4 such prompts
-    # froze it for 2.8 s; a generous bound, well under one prompt's freeze, over the baseline:
-    assert worst < 0.3 + usual, (worst, usual)
+    # froze it for 2.8 s (one prompt ~1 s); a generous bound, half one prompt's freeze, over the
+    # baseline. At 0.3 s it failed once in a fresh-clone CI run (stop 32, 2-core Xeon: 331 ms,
+    # the four 900 KB bodies arriving together), where stop 31's run passed.
+    assert worst < 0.5 + usual, (worst, usual)
 
 
 def test_a_prompt_over_the_character_limit_is_refused_before_tokenising(tiny_server: str) -> None:
