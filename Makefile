@@ -26,7 +26,7 @@ LLAMA_CMAKE_ARGS := $(if $(NO_AMX),-DCMAKE_C_FLAGS="$(NO_AMX)" -DCMAKE_CXX_FLAGS
 CPU_ID := $(shell ((grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || uname -m); echo '$(NO_AMX)') | cksum | cut -c1-10)
 WHEELS := .whl/$(CPU_ID)
 
-.PHONY: setup setup-plate-reader setup-tf serve serve-autocomplete lint test models clean plate-ocr-tuned
+.PHONY: setup setup-plate-reader setup-tf serve serve-autocomplete lint test models clean plate-ocr-tuned llama-cmake-args
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ $(BIN)/python:
 $(VENV)/.installed-plate-reader: pyproject.toml clients/pyproject.toml | $(BIN)/python
 	$(PIP) install --quiet -e ./clients -e ".[detector-training]"
 	touch $@
+
+# The CMake flags llama.cpp is built with here (tests/benchmarks/bench_typing.py builds its
+# llama-server with the same ones).
+llama-cmake-args:
+	@echo '$(LLAMA_CMAKE_ARGS)'
 
 $(WHEELS)/.built:
 	@echo "Compiling llama.cpp ($(LLAMA_CPP)) for this CPU: about 10-15 minutes on 2 cores, once (the wheel is kept in $(WHEELS)/)."

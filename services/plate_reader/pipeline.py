@@ -112,29 +112,19 @@ class PlateRecognizer:
             return self._read_batch(requests, rules)
 
     def _read_batch(self, requests: Sequence[ReadRequest], rules: bool) -> list[list[PlateReading]]:
-        found = self._detect(requests, None)
-        retry = [
-            i
-            for i, dets in enumerate(found)
-            if not dets and max(requests[i].image.shape[:2]) > self.detector.imgsz
-        ]
-        if retry and self.retry_imgsz > self.detector.imgsz:
-            for i, dets in zip(retry, self._detect([requests[i] for i in retry], self.retry_imgsz)):
-                found[i] = dets
-        found = [_in_whole(dets, r) for dets, r in zip(found, requests)]
+        found = [_in_whole(dets, r) for dets, r in zip(self._detect(requests, None), requests)]
         readings = self._read_found(requests, found, rules)
-        # Something found at the first size, but nothing read surely (a sign beside a smaller
-        # plate): the photo is looked at again at the retry size, and what it finds anew is read.
+        # Nothing read surely at the first size (nothing found, or a sign beside a smaller plate):
+        # the photo is looked at again at the retry size, and what that finds anew is read.
+        retry = self.retry_imgsz and self.retry_imgsz > self.detector.imgsz  # 0: off
         again = [
             i
             for i, request in enumerate(requests)
-            if self.retry_imgsz  # 0: off
-            and i not in retry
-            and found[i]
+            if retry
             and all(r.review for r in readings[i])
             and max(request.image.shape[:2]) > self.detector.imgsz
         ]
-        if again and self.retry_imgsz > self.detector.imgsz:
+        if again:
             subset = [requests[i] for i in again]
             more = [
                 unseen(_in_whole(d, r), [x.box for x in readings[i]])
@@ -167,9 +157,7 @@ class PlateRecognizer:
         best_pass = max(self.detector.imgsz, self.retry_imgsz)
         return tile_side(long_side, self.tile, self.detector.imgsz, best_pass)
 
-    def read_in_tiles(
-        self, request: ReadRequest, readings: Sequence[PlateReading] = ()
-    ) -> list[PlateReading]:
+    def read_in_tiles(self, request: ReadRequest, readings: Sequence[PlateReading]) -> list[PlateReading]:
         """The tile search alone, for a photo whose batch read found nothing sure (``readings``;
         the server runs it after that batch has answered, in a thread of its own:
         photo_reading.py), merged with what the batch read."""

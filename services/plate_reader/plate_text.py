@@ -18,7 +18,7 @@ most 1 - that character's: flagged, unless another read of the plate is sure of 
 read inside a plate, or before it, where its format has no arms lowers the confidence: the
 plate's own letters may be missing beside it (BB [arms] 671 / LM read BB671). The recogniser
 cannot read Č, Š or Ž (a drawn VŽ [arms] 123-AB reads V123-AB): a Croatian code's lost letter is
-put back, flagged (``lost_letters``).
+put back, flagged (``PlateFormats.lost_letters``).
 
 ``score`` ranks candidates (geometric mean of character confidences); ``confidence`` is
 what the reader reports and ``review`` is decided on: the weakest character's confidence,
@@ -105,8 +105,8 @@ class PlateFormats:
     emblems: dict[str, dict[str, int]] = field(default_factory=dict)
     # region -> the codes its plates begin with (a Croatian plate with its city's: ZG, ST, ...)
     prefixes: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    # region -> (code written in A-Z, index of the letter the recogniser drops) for its codes
-    # with a letter outside its alphabet (Croatia's VŽ: ("VZ", 1))
+    # region -> (code written in A-Z, index of the letter the recogniser drops) for its prefixes
+    # with a letter outside its alphabet (Croatia's VŽ: ("VZ", 1)), from the same YAML list
     lost_letters: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
 
     @functools.cached_property
@@ -130,6 +130,7 @@ def load_formats(path: Path = FORMATS_PATH) -> PlateFormats:
         for region, sources in data["regions"].items()
     }
     confusions = data["confusions"]
+    prefixes = data.get("prefixes") or {}
     return PlateFormats(
         {region: tuple(p for p, _ in found) for region, found in expanded.items()},
         dict(confusions["to_digit"]),
@@ -139,21 +140,25 @@ def load_formats(path: Path = FORMATS_PATH) -> PlateFormats:
             for r, found in expanded.items()
             if any(at is not None for _, at in found)
         },
-        {region.lower(): tuple(codes) for region, codes in (data.get("prefixes") or {}).items()},
+        {region.lower(): tuple(map(_in_az, codes)) for region, codes in prefixes.items()},
         {
-            region.lower(): tuple(_lost(code) for code in codes)
-            for region, codes in (data.get("lost_letters") or {}).items()
+            region.lower(): tuple(_lost(code) for code in codes if not set(code) <= LETTERS)
+            for region, codes in prefixes.items()
         },
     )
+
+
+def _in_az(code: str) -> str:
+    """``"ČK"`` -> ``"CK"``: a code as written on the plate, its letters without their marks."""
+    return unicodedata.normalize("NFKD", code).encode("ascii", "ignore").decode()
 
 
 def _lost(code: str) -> tuple[str, int]:
     """``"VŽ"`` -> ``("VZ", 1)``: the code in A-Z, and where its letter outside A-Z is."""
     outside = [i for i, char in enumerate(code) if char not in LETTERS]
     if len(outside) != 1:
-        raise ValueError(f"lost_letters: {code!r} needs exactly one letter outside A-Z")
-    plain = unicodedata.normalize("NFKD", code).encode("ascii", "ignore").decode()
-    return plain, outside[0]
+        raise ValueError(f"prefixes: {code!r} may have one letter outside A-Z, not more")
+    return _in_az(code), outside[0]
 
 
 def known_regions(path: Path = FORMATS_PATH) -> frozenset[str]:

@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import os
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -144,14 +145,13 @@ def measure(url: str, kind: str, editors: int, n: int = 1) -> Run:
     return asyncio.run(go())
 
 
-def no_amx_flags() -> list[str]:
-    """The Makefile's NO_AMX: a CPU that reports AMX gets a build without it (a VM that listed
-    amx_tile died on its first tile instruction)."""
-    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
-    if "amx_tile" not in flags:
-        return []
-    no_amx = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
-    return [f"-DCMAKE_C_FLAGS={no_amx}", f"-DCMAKE_CXX_FLAGS={no_amx}"]
+def llama_cmake_args() -> list[str]:
+    """The Makefile's flags for llama.cpp (without AMX where the CPU reports it: a VM that listed
+    amx_tile died on its first tile instruction), so both servers run the same kernels."""
+    printed = subprocess.run(
+        ["make", "-s", "-C", str(REPO), "llama-cmake-args"], check=True, capture_output=True, text=True
+    ).stdout
+    return shlex.split(printed)
 
 
 def build_llama_server() -> Path:
@@ -203,7 +203,7 @@ def build_llama_server() -> Path:
                 "-DLLAMA_BUILD_EXAMPLES=OFF",
                 "-DGGML_NATIVE=ON",
                 "-DBUILD_SHARED_LIBS=OFF",
-                *no_amx_flags(),  # as the Makefile builds our llama.cpp: the same kernels on both sides
+                *llama_cmake_args(),  # as the Makefile builds our llama.cpp: the same kernels on both sides
             ],
             check=True,
             stdout=subprocess.DEVNULL,

@@ -194,8 +194,8 @@ def test_a_croatian_code_letter_the_model_cannot_read_is_put_back_and_flagged(
     ocr: PlateOCR, left: str, right: str, read_as: str, plate: str
 ) -> None:
     # The recogniser's dictionary has no Č, Š or Ž: it drops them (VŽ 123-AB reads V123-AB,
-    # the Ž and the arms seen as one symbol). plate_formats.yaml's lost_letters puts the letter
-    # back where a Croatian code needs it; it was not read, so a person checks it.
+    # the Ž and the arms seen as one symbol). plate_formats.yaml's Croatian prefixes, written
+    # with their Ž, put the letter back where a code needs it; it was not read, so a person checks it.
     image = drawn_plate(left, right)
     [read] = ocr.read([image])
     assert normalise(read.text) == read_as
