@@ -42,8 +42,8 @@ from finetune.text_data import (
     load_text,
     pack,
 )
-
-ADAPTER_DIR = "adapter"  # a LoRA version's adapter, inside its store entry
+from services.autocomplete.lora_export import ADAPTER_DIR
+from services.autocomplete.phrase_memory import PHRASES_NAME
 
 
 @dataclass(frozen=True)
@@ -161,6 +161,8 @@ def finetune_text(
     model_dir = run_dir / "model"
     if settings.lora:
         trainer.model.save_pretrained(model_dir / ADAPTER_DIR)  # the adapter alone, before merging
+        # Its phrase memory: the text trained on, never the held-out part it is measured on.
+        (model_dir / ADAPTER_DIR / PHRASES_NAME).write_text("\n\n".join(train_records), encoding="utf-8")
         model = trainer.model.merge_and_unload()  # a plain model: the one-model server needs no peft
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)

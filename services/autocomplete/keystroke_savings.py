@@ -206,13 +206,16 @@ def engine_suggesters(
 ) -> Iterator[list[Suggester]]:
     """One suggester for each of `adapters` (None: the base alone), all from one engine on the
     base at `model_dir`, as one service serves many users: typists asking at once share its
-    forward passes (rows of the same version share one; each version runs its own). Leaves
+    forward passes (rows of the same version share one; each version runs its own). A
+    version's phrase memory beside its adapter is used as the service uses it
+    (`settings.phrase_memory`). Leaves
     torch's thread count as it found it (the llama.cpp backend sets it to 1, and training after
     it would run on one thread)."""
     import torch
 
     from services.autocomplete.backends import load_backend
     from services.autocomplete.engine import Engine
+    from services.autocomplete.phrase_memory import PhraseMemory
     from services.autocomplete.settings import Settings
     from services.autocomplete.suggest import suggest
 
@@ -231,7 +234,12 @@ def engine_suggesters(
 
         return None if adapter is None else int(engine.run_in_engine(load).result())
 
-    def suggester(version: int | None) -> Suggester:
+    def suggester(adapter: Path | None) -> Suggester:
+        version = version_of(adapter)
+        phrases = None
+        if adapter is not None and settings.phrase_memory:
+            phrases = PhraseMemory.load(adapter.parent)
+
         async def ask(text: str) -> list[str]:
             found = await suggest(
                 engine,
@@ -241,13 +249,14 @@ def engine_suggesters(
                 timeout_s=settings.request_timeout_s,
                 min_prob=settings.suggest_min_prob,
                 version=version,
+                phrases=phrases,
             )
             return [s.text for s in found]
 
         return ask
 
     # The engine's thread has no stop: it idles, holding its model, till the process ends.
-    yield [suggester(version_of(adapter)) for adapter in adapters]
+    yield [suggester(adapter) for adapter in adapters]
 
 
 def measure(

@@ -3,8 +3,12 @@ used out when the next would pass the memory budget, never one a request is usin
 
     versions = LoadedVersions(engine, budget_bytes=512 * 2**20)
     version = await versions.acquire(tag, adapter_path)   # the id engine.submit(version=) takes
+    versions.phrases(tag)                                  # its phrase memory, if it has one
     ...                                                    # the request runs
     versions.release(tag)
+
+A version's phrase memory (phrase_memory.py, the text beside its adapter) is loaded and unloaded
+with it and counts in the budget.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from services.autocomplete import metrics
+from services.autocomplete.phrase_memory import PhraseMemory
 from services.core.api_errors import ApiError
 
 logger = logging.getLogger("modelport.autocomplete")
@@ -26,14 +31,16 @@ logger = logging.getLogger("modelport.autocomplete")
 @dataclass
 class _Loaded:
     id: int  # the backend's version id
-    size: int  # bytes: the adapter's float16 tensors, what llama.cpp holds of it
+    size: int  # bytes: the adapter's float16 tensors (what llama.cpp holds) and its phrase memory
+    phrases: PhraseMemory | None = None
     users: int = 0  # requests running with it now
 
 
 class LoadedVersions:
-    def __init__(self, engine: Any, budget_bytes: int) -> None:
+    def __init__(self, engine: Any, budget_bytes: int, *, phrases: bool = True) -> None:
         self._engine = engine
         self.budget = budget_bytes
+        self._with_phrases = phrases
         self._loaded: OrderedDict[str, _Loaded] = OrderedDict()  # least recently used first
         self._loading = asyncio.Lock()  # one load (and its evictions) at a time
 
@@ -53,13 +60,21 @@ class LoadedVersions:
         loaded.users += 1
         return loaded.id
 
+    def phrases(self, tag: str) -> PhraseMemory | None:
+        """The phrase memory of loaded version `tag` (None: it has none, or phrases are off)."""
+        loaded = self._loaded.get(tag)
+        return None if loaded is None else loaded.phrases
+
     def release(self, tag: str) -> None:
         loaded = self._loaded.get(tag)
         if loaded is not None:
             loaded.users -= 1
 
     async def _load(self, tag: str, adapter: Path) -> _Loaded:
-        size = adapter.stat().st_size
+        phrases = None
+        if self._with_phrases:
+            phrases = await asyncio.to_thread(PhraseMemory.load, adapter.parent)
+        size = adapter.stat().st_size + (phrases.size if phrases is not None else 0)
         if size > self.budget:
             raise ApiError(
                 503,
@@ -90,7 +105,7 @@ class LoadedVersions:
                 400, f"version {tag}: {refused}", code="adapter_does_not_fit", param="model"
             ) from None
         seconds = time.perf_counter() - started
-        loaded = self._loaded[tag] = _Loaded(version, size)
+        loaded = self._loaded[tag] = _Loaded(version, size, phrases=phrases)
         metrics.VERSION_LOADS.inc()
         metrics.VERSION_LOAD_SECONDS.observe(seconds)
         metrics.VERSIONS_LOADED.set(len(self._loaded))

@@ -86,7 +86,9 @@ class Autocomplete:
             prefill_chunk_tokens=settings.prefill_chunk_tokens,
             observe_load=metrics.observe_load,
         )
-        self.versions = LoadedVersions(self.engine, settings.adapter_budget_mb * 2**20)
+        self.versions = LoadedVersions(
+            self.engine, settings.adapter_budget_mb * 2**20, phrases=settings.phrase_memory
+        )
         self.tag = str(self.language_model.tag)
         self.name = self.language_model.tag.name
         how_to_gpt2 = (
@@ -225,6 +227,7 @@ class Autocomplete:
                     timeout_s=settings.request_timeout_s,
                     min_prob=settings.suggest_min_prob,
                     version=version,
+                    phrases=None if version is None else self.versions.phrases(picked.tag),
                 ),
                 session=session,
                 sessions=self.sessions,

@@ -90,6 +90,10 @@ class Settings:
     # recently used idle one is unloaded. A SmolLM2-135M rank-16 version is ~10 MB: 512 MB holds
     # ~50 (services/autocomplete/README.md, "One process, many users").
     adapter_budget_mb: int = 512
+    # A user version's phrase memory (the text it was fine-tuned on, phrase_memory.py) offers
+    # what the user wrote after the same words before the model's suggestion. False: the
+    # adapter alone.
+    phrase_memory: bool = True
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -15,7 +15,8 @@ token probability. A keyboard's bar does the same: the next word when only it is
 when they are; a wrong tail would cost the whole suggestion, as Tab takes all of it or nothing.
 tests/benchmarks/bench_typing.py measures the trade (services/autocomplete/README.md). A text
 that ends mid-word or in a space is asked from before the word or space, the typed characters
-the continuation's required start (`heal`): the rest of the word, or the next one.
+the continuation's required start (`heal`): the rest of the word, or the next one. A user
+version's `phrases` (phrase_memory.py) put what the user wrote after the same words first.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from services.autocomplete.completions import tokenising
 from services.autocomplete.engine import Engine
 from services.autocomplete.generation import FinishReason, TokenLogprob
 from services.autocomplete.http_schema import Suggestion
+from services.autocomplete.phrase_memory import PhraseMemory
 from services.autocomplete.sampling import SamplingParams
 
 CONTEXT_TOKENS = 256  # only the end of a long text matters for the next few words ...
@@ -56,6 +58,7 @@ async def suggest(
     timeout_s: float,
     min_prob: float = 0.0,
     version: int | None = None,
+    phrases: PhraseMemory | None = None,
 ) -> list[Suggestion]:
     ids = await tokenising(len(text), engine.encode, text)
     kept, typed = heal(ids, text, engine.decode)
@@ -97,8 +100,8 @@ async def suggest(
         cut = cut_where_unsure(cut, entries, min_prob)
         if cut.strip():
             best[cut] = max(best.get(cut, 0.0), _score(entries, len(cut)))
-    ranked = sorted(best.items(), key=lambda item: -item[1])[:n]
-    return [Suggestion(text=t, score=s) for t, s in ranked]
+    ranked = [Suggestion(text=t, score=s) for t, s in sorted(best.items(), key=lambda item: -item[1])]
+    return ranked[:n] if phrases is None else phrases.mix(text, ranked, n)
 
 
 def heal(ids: list[int], text: str, decode: Callable[[Sequence[int]], str]) -> tuple[int, str]:

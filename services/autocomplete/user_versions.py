@@ -9,7 +9,9 @@ adapter_model.safetensors), and a `causal-lm` entry made by `modelport finetune 
 metadata). Either gets `adapter.gguf` beside the adapter at import (lora_export.py), kept only
 when llama.cpp's logits with it match torch+peft's. The base it fits is recorded as the exact
 base tag it was trained on (a server serves a version only on that base); `owner` in the
-metadata is the API key name that may use it (none: public, every key may).
+metadata is the API key name that may use it (none: public, every key may). Beside the adapter
+a version may keep `phrases.txt`, its phrase memory (phrase_memory.py): `finetune text --lora`
+writes the text it trained on there, and an imported adapter folder's is copied.
 
 Base plus adapter, not merged: a version costs ~10 MB in memory (SmolLM2-135M, rank 16,
 float16) instead of a second ~145 MB model, and twenty fit beside one base within 2 GiB
@@ -33,6 +35,7 @@ from services.autocomplete.lora_export import (
     LORA_GGUF_NAME,
     prepare_adapter,
 )
+from services.autocomplete.phrase_memory import PHRASES_NAME
 from services.core.api_errors import ApiError
 
 LORA_KIND = "causal-lm-lora"
@@ -44,7 +47,7 @@ def prepare_lora(fetched: Path, model_dir: Path) -> dict[str, Any]:
         raise ValueError(
             f"{fetched.name}: a LoRA version is a directory ({ADAPTER_CONFIG}, {ADAPTER_WEIGHTS})"
         )
-    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, PHRASES_NAME):
         if (fetched / name).is_file():
             shutil.copyfile(fetched / name, model_dir / name)
     return {"format": "lora", **prepare_adapter(model_dir, GGUF_NAME)}

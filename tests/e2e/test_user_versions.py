@@ -3,7 +3,7 @@
 
 alice's key owns `alice-notes` and has it as its default model; `house-style` is public;
 `narrow-notes` is an adapter of another base (a narrower tiny GPT-2) that this server does not
-serve. bob's key owns nothing.
+serve. bob's key owns nothing. `house-style` carries a phrase memory (its user's text).
 """
 
 from __future__ import annotations
@@ -29,15 +29,21 @@ pytestmark = [
 ALICE = "a1ice-a1ice-a1ice-a1ice"
 BOB = "b0b-b0b-b0b-b0b-b0b-b0b"
 GREEDY = {"prompt": "Once upon a time", "max_tokens": 8, "temperature": 0}
+HOUSE_PHRASES = "Ship it with the quick brown fox review.\nEvery change gets the quick brown fox review.\n"
 
 
-def _import_version(name: str, base_tag: str, seed: int, tmp: Path, owner: str | None = None) -> str:
+def _import_version(
+    name: str, base_tag: str, seed: int, tmp: Path, owner: str | None = None, phrases: str = ""
+) -> str:
     import bentoml
 
+    from services.autocomplete.phrase_memory import PHRASES_NAME
     from services.core.model_store import import_model
     from services.core.sources import LocalFile
 
     adapter = lora_adapter_dir(Path(bentoml.models.get(base_tag).path), tmp / name, seed=seed)
+    if phrases:
+        (adapter / PHRASES_NAME).write_text(phrases, encoding="utf-8")
     extra = {"owner": owner} if owner else None
     return import_model(name, LocalFile(str(adapter)), kind="causal-lm-lora", extra_metadata=extra).tag
 
@@ -50,7 +56,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("user-versions")
     base = import_tiny_gpt2()
     _import_version("alice-notes", base, 1, tmp, owner="alice")
-    _import_version("house-style", base, 2, tmp)
+    _import_version("house-style", base, 2, tmp, phrases=HOUSE_PHRASES)
     with tempfile.TemporaryDirectory() as narrow:
         other = tiny_gpt2_dir(Path(narrow) / "narrow", seed=1, n_embd=32)
         other_base = import_model("tiny-gpt2-narrow", LocalFile(str(other)), kind="causal-lm").tag
@@ -105,6 +111,18 @@ def test_the_key_default_and_each_version_answer_from_one_process(server: str) -
     suggested = _post(server, BOB, "suggest", {"text": "Once upon a time", "model": "house-style"})
     assert suggested.status_code == 200, suggested.text
     assert suggested.json()["model"] == "house-style" and suggested.json()["suggestions"]
+
+
+def test_a_versions_phrase_memory_suggests_what_its_user_wrote(server: str) -> None:
+    def suggested(model: str) -> list[str]:
+        body = {"text": "Send it for the quick bro", "model": model, "n": 2}
+        response = _post(server, ALICE, "suggest", body)
+        assert response.status_code == 200, response.text
+        return [s["text"] for s in response.json()["suggestions"]]
+
+    house = suggested("house-style")
+    assert house[0] == "wn fox review."  # the word being typed, then what followed it both times
+    assert "wn fox review." not in suggested("alice-notes")  # a version without phrases: the model's alone
 
 
 def test_another_keys_version_is_answered_as_if_it_did_not_exist(server: str) -> None:

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from finetune.cli import finetune
 from finetune.text import TextSettings, finetune_text
+from finetune.text_data import hold_out, load_text
 from services.core.sources import LocalFile, sha256_of
 from tests.autocomplete_fixtures import tiny_gpt2_dir
 
@@ -155,6 +156,10 @@ def test_lora_run_stores_the_adapter_and_types_the_after_figure_as_served(
     assert "model.safetensors" in files and "adapter_config.json" not in files  # merged at the top ...
     # ... and the adapter alone in adapter/, for a server that holds the base once.
     assert (entry / "adapter" / "adapter_config.json").is_file()
+    # Its phrase memory: the records trained on, in order, without the held-out blocks.
+    train, held_blocks = hold_out(load_text(zen).records, how="blocks", share=settings.val_fraction)
+    assert held_blocks and len(train) < len(load_text(zen).records)
+    assert (entry / "adapter" / "phrases.txt").read_text(encoding="utf-8") == "\n\n".join(train)
     meta = version.info.metadata
     assert meta["adapter"] == {"path": "adapter", "format": "peft-lora", "rank": 4, "base_model": tiny_gpt2}
     # Keystroke savings before and after on the held-out text, in the metrics ...

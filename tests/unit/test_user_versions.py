@@ -174,6 +174,32 @@ def test_versions_load_on_first_use_and_the_least_recently_used_idle_one_goes(tm
     asyncio.run(main())
 
 
+def test_a_versions_phrase_memory_loads_with_it_and_counts_in_the_budget(tmp_path: Path) -> None:
+    from services.autocomplete.loaded_versions import LoadedVersions
+    from services.autocomplete.phrase_memory import PHRASES_NAME
+
+    for name in "ab":
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "adapter.gguf").write_bytes(b"x" * 1000)
+    (tmp_path / "a" / PHRASES_NAME).write_text("y" * 1000)  # a's 2,000 bytes, b's 1,000
+    engine = FakeEngine()
+    versions = LoadedVersions(engine, budget_bytes=2500)
+    off = LoadedVersions(FakeEngine(), budget_bytes=2500, phrases=False)
+
+    async def main() -> None:
+        await versions.acquire("a", tmp_path / "a" / "adapter.gguf")
+        memory = versions.phrases("a")
+        assert memory is not None and memory.text == "y" * 1000 and versions.used == 2000
+        versions.release("a")
+        await versions.acquire("b", tmp_path / "b" / "adapter.gguf")  # 3,000 > 2,500: a goes
+        assert versions.phrases("b") is None and versions.phrases("a") is None
+        assert list(engine.loaded.values()) == ["adapter.gguf"] and versions.used == 1000
+        await off.acquire("a", tmp_path / "a" / "adapter.gguf")
+        assert off.phrases("a") is None and off.used == 1000
+
+    asyncio.run(main())
+
+
 def test_an_adapter_llama_cpp_refuses_is_a_400_and_nothing_stays_loaded(tmp_path: Path) -> None:
     from services.autocomplete.loaded_versions import LoadedVersions
 
