@@ -67,4 +67,4 @@ def test_load_reads_the_versions_phrases_and_none_without_them(tmp_path: Path) -
     assert PhraseMemory.load(tmp_path) is None
     (tmp_path / PHRASES_NAME).write_text(TEXT, encoding="utf-8")
     loaded = PhraseMemory.load(tmp_path)
-    assert loaded is not None and loaded.size == len(TEXT)
+    assert loaded is not None and loaded.size >= len(TEXT)
