@@ -212,6 +212,8 @@ def finetune_text(
                 keystroke_eval_chars=after.characters,
                 keystroke_eval_text="--eval-text" if settings.eval_text else settings.holdout,
                 keystroke_eval_asks=settings.eval_asks,
+                # whether the after-figure's version recalled its phrases (phrase_memory.py)
+                keystroke_phrase_memory=bool(settings.lora and _phrase_memory_on()),
             )
             entry.info.metadata["metrics"] = metrics
     return TextResult(
@@ -223,6 +225,12 @@ def finetune_text(
         None if before is None else round(before.savings, 4),
         None if after is None else round(after.savings, 4),
     )
+
+
+def _phrase_memory_on() -> bool:
+    from services.autocomplete.settings import Settings
+
+    return Settings.from_env().phrase_memory
 
 
 def _heldout_text(held_blocks: list[list[str]], settings: TextSettings) -> list[str]:

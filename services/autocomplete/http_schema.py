@@ -196,7 +196,9 @@ class FeedbackResponse(BaseModel):
 
 class Suggestion(BaseModel):
     text: str  # to append to the user's text as-is (it starts with a space when it should)
-    score: float  # 0-1: the model's mean per-token probability for this continuation
+    # 0-1: the model's mean per-token probability for this continuation; for a user version's
+    # recalled phrase (phrase_memory.py), the share of its context's occurrences it followed
+    score: float
 
 
 class SuggestResponse(BaseModel):

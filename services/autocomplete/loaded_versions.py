@@ -74,7 +74,11 @@ class LoadedVersions:
         phrases = None
         if self._with_phrases:
             phrases = await asyncio.to_thread(PhraseMemory.load, adapter.parent)
-        size = adapter.stat().st_size + (phrases.size if phrases is not None else 0)
+        size = adapter.stat().st_size
+        if phrases is not None and size + phrases.size > self.budget:
+            logger.warning("version %s served without its phrase memory: with it, over the budget", tag)
+            phrases = None
+        size += phrases.size if phrases is not None else 0
         if size > self.budget:
             raise ApiError(
                 503,

@@ -16,7 +16,7 @@ suggestion it raised keystroke savings from 36.1% to 37.6% (narrative version) a
 
 How it recalls: the last MAX_WORDS words typed (with the part of a word being typed) are looked
 up in the text, then fewer, until a context occurs MIN_COUNT times at a word start (or once,
-when it is at least LONG_CONTEXT words: a phrase that long is the user's own). What followed
+when it is at least LONG_CONTEXT whole words: a phrase that long is the user's own). What followed
 each occurrence is compared word by word: the suggestion is as many words as at least SHARE
 of the occurrences agree on, to a sentence's end or the line's. Measured on the dev text:
 MIN_COUNT 1 cost 4-5 points (one earlier occurrence of a 1-2 word context is mostly chance),
@@ -27,6 +27,7 @@ moved savings within 0.7 points.
 from __future__ import annotations
 
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,18 +39,20 @@ PHRASES_NAME = "phrases.txt"  # beside a version's adapter GGUF
 # tried, on the event loop (README, "Phrase memory": its cost per request).
 MAX_CHARS = 1_000_000
 MAX_WORDS = 6  # the longest context looked up
-MIN_COUNT = 2  # occurrences a context needs, unless it is LONG_CONTEXT words or more
+TYPED_CHARS = 400  # of the typed text's end, where those words are
+MIN_COUNT = 2  # occurrences a context needs, unless it is LONG_CONTEXT whole words or more
 LONG_CONTEXT = 4
 SHARE = 0.6  # of the occurrences that must agree on each word of the suggestion
 MAX_UNITS = 8  # words and punctuation marks a suggestion holds at most
-# Occurrences compared at most: enough to tell the shares apart, and a common short context
-# ("of the") stops the scan early.
+# Occurrences compared at most, the latest first (the user's current usage): enough to tell the
+# shares apart, and a common short context ("of the") stops the scan early.
 MAX_OCCURRENCES = 256
 _UNIT = re.compile(r"[ \t]*(?:\w+|[^\w\s])")  # a word or punctuation mark with its spaces
 _WORD_TAIL = re.compile(r"\w+\Z")
 _NON_WORD = re.compile(r"\W")
 _WORDS = re.compile(r"\S+\s*")
-_SENTENCE_END = (".", "!", "?")
+_ENDS_SENTENCE = (".", "!", "?")
+_OTHER_SPACE = re.compile(r"[^\S\n]")
 
 
 @dataclass(frozen=True)
@@ -57,27 +60,35 @@ class Recall:
     text: str  # what to append to the text typed
     share: float  # of the context's occurrences that went on this way (the suggestion's score)
     count: int  # occurrences that went on this way
-    words: int  # the context's length in words
 
 
 class PhraseMemory:
     def __init__(self, text: str) -> None:
         # Every word start after a space, lines' first words too: one `str.find` of " " + the
         # context finds exactly the occurrences that start a word.
-        self.text = " " + text[-MAX_CHARS:].replace("\t", " ").replace("\n", "\n ")
+        self.text = " " + _spaced(text[-MAX_CHARS:]).replace("\n", "\n ")
 
     @classmethod
     def load(cls, folder: Path) -> PhraseMemory | None:
+        """The memory in `folder`'s phrases.txt, its last MAX_CHARS characters (bytes that are
+        not UTF-8 read as U+FFFD: a file copied in from elsewhere never fails a request)."""
         path = folder / PHRASES_NAME
-        return cls(path.read_text(encoding="utf-8")) if path.is_file() else None
+        if not path.is_file():
+            return None
+        with path.open("rb") as file:
+            file.seek(max(0, path.stat().st_size - 4 * MAX_CHARS))  # at most 4 bytes a character
+            return cls(file.read().decode("utf-8", errors="replace"))
 
     @property
     def size(self) -> int:
-        """Bytes held, about (one per character of ASCII text)."""
-        return len(self.text)
+        """Bytes held (1-4 a character, as Python stores the text)."""
+        return sys.getsizeof(self.text)
 
     def recall(self, typed: str) -> Recall | None:
-        """How the user's text went on after the end of `typed`, if it says so clearly."""
+        """How the user's text went on after the end of `typed`, if it says so clearly. Only
+        its end is read (a pasted megabyte costs nothing more); at least one whole word must
+        come before the word being typed."""
+        typed = _spaced(typed[-TYPED_CHARS:])
         partial = _WORD_TAIL.search(typed)
         before = typed[: partial.start()] if partial else typed
         words = [m.start() for m in _WORDS.finditer(before)]
@@ -88,19 +99,19 @@ class PhraseMemory:
             follows = self._follows(context)
             if len(follows) < MIN_COUNT and not (k >= LONG_CONTEXT and follows):
                 continue
-            return _agreed(follows, k)
+            return _agreed(follows)
         return None
 
     def _follows(self, context: str) -> list[list[str]]:
-        """What came after each occurrence of `context` that starts a word: the rest of the
-        word, then units up to the line's end. A regex look-behind for the word start made
-        the engine try every position (40 ms a lookup on 350 KB, against ~1 ms)."""
-        found = []
+        """What came after each occurrence of `context` that starts a word, the latest first:
+        the rest of the word, then units up to the line's end. A regex look-behind for the word
+        start made the engine try every position (40 ms a lookup on 350 KB, against ~1 ms)."""
+        found: list[list[str]] = []
         needle = " " + context
-        at = self.text.find(needle)
+        at = self.text.rfind(needle)
         while at >= 0 and len(found) < MAX_OCCURRENCES:
             found.append(self._after(at + len(needle)))
-            at = self.text.find(needle, at + 1)
+            at = self.text.rfind(needle, 0, at + len(needle) - 1)
         return found
 
     def _after(self, end: int) -> list[str]:
@@ -120,16 +131,24 @@ class PhraseMemory:
         return [Suggestion(text=recalled.text, score=round(recalled.share, 4)), *rest][:n]
 
 
-def _agreed(follows: list[list[str]], words: int) -> Recall | None:
+def _spaced(text: str) -> str:
+    """Lines end in "\n" and every other space is " " (a tab, a no-break space): text typed and
+    text stored compare alike, and no space of a recalled phrase is lost."""
+    return _OTHER_SPACE.sub(" ", text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+def _agreed(follows: list[list[str]]) -> Recall | None:
+    """The longest run of units at least SHARE of `follows` begin with, to a sentence's end;
+    None when that is under two characters (Tab would save nothing) or only spaces."""
     best = None
     for j in range(1, MAX_UNITS + 2):
         counts = Counter(tuple(units[:j]) for units in follows if len(units) >= j)
         if not counts:
             break
         units, count = counts.most_common(1)[0]
-        if count / len(follows) < SHARE or count < min(MIN_COUNT, len(follows)):
+        if count / len(follows) < SHARE:
             break
-        best = Recall("".join(units), count / len(follows), count, words)
-        if units[-1].strip() in _SENTENCE_END:
+        best = Recall("".join(units), count / len(follows), count)
+        if units[-1].strip() in _ENDS_SENTENCE:
             break
-    return best if best is not None and best.text.strip() else None
+    return best if best is not None and len(best.text) > 1 and best.text.strip() else None

@@ -38,7 +38,14 @@ from services.autocomplete.http_schema import (
 )
 from services.autocomplete.model_kinds import CAUSAL_LM, choose_model
 from services.autocomplete.settings import OFFLINE_DEFAULT_MODEL, Settings, tune_openmp
-from services.autocomplete.user_versions import Caller, Picked, pick, picks_base, usable_versions
+from services.autocomplete.user_versions import (
+    Caller,
+    Picked,
+    phrases_of,
+    pick,
+    picks_base,
+    usable_versions,
+)
 from services.core import api_errors, traffic
 from services.core.admission import Limits
 from services.core.api_errors import ApiError
@@ -91,6 +98,9 @@ class Autocomplete:
         )
         self.tag = str(self.language_model.tag)
         self.name = self.language_model.tag.name
+        # A `finetune text --lora` version served as the model itself (`models serve TAG`, its
+        # merged weights) keeps its phrase memory too.
+        self.phrases = phrases_of(self.language_model) if settings.phrase_memory else None
         how_to_gpt2 = (
             ""
             if self.name != OFFLINE_DEFAULT_MODEL
@@ -227,7 +237,7 @@ class Autocomplete:
                     timeout_s=settings.request_timeout_s,
                     min_prob=settings.suggest_min_prob,
                     version=version,
-                    phrases=None if version is None else self.versions.phrases(picked.tag),
+                    phrases=self.phrases if version is None else self.versions.phrases(picked.tag),
                 ),
                 session=session,
                 sessions=self.sessions,

@@ -35,7 +35,7 @@ from services.autocomplete.lora_export import (
     LORA_GGUF_NAME,
     prepare_adapter,
 )
-from services.autocomplete.phrase_memory import PHRASES_NAME
+from services.autocomplete.phrase_memory import PHRASES_NAME, PhraseMemory
 from services.core.api_errors import ApiError
 
 LORA_KIND = "causal-lm-lora"
@@ -86,6 +86,12 @@ def adapter_of(entry: bentoml.Model) -> tuple[Path, str | None] | tuple[None, No
         base = adapter.get("base_model")
         return folder / LORA_GGUF_NAME, None if base is None else str(base)
     return None, None
+
+
+def phrases_of(entry: bentoml.Model) -> PhraseMemory | None:
+    """A user version's phrase memory (None: not a version, or it has none)."""
+    adapter = adapter_of(entry)[0]
+    return None if adapter is None else PhraseMemory.load(adapter.parent)
 
 
 def picks_base(model: str | None, caller: Caller, base: bentoml.Model) -> bool:

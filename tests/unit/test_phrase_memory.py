@@ -35,7 +35,7 @@ def test_occurrences_that_disagree_give_only_the_words_they_share() -> None:
 
 def test_one_occurrence_of_a_short_context_is_not_enough_but_of_a_long_one_is() -> None:
     memory = PhraseMemory(TEXT)
-    assert memory.recall("Rosalind") is None  # seen once, one word: chance
+    assert memory.recall("Then Rosalind said") is None  # "Rosalind said" seen once: chance
     recalled = memory.recall("She said the forest of Arden")  # five words seen once: the user's own
     assert recalled is not None and recalled.text == " was green."
 
@@ -45,6 +45,32 @@ def test_recall_neither_starts_mid_word_nor_crosses_a_line() -> None:
     recalled = memory.recall("look, the cat")
     assert recalled is not None and recalled.text == " ran off."  # "xthe cat" is not "the cat"
     assert PhraseMemory("a b c\nd e\na b c\nd e\n").recall("a b c\nd") is None
+    twice = PhraseMemory("alpha beta gamma\ndelta\nalpha beta gamma\ndelta\n")
+    recalled = twice.recall("so alpha beta ")
+    assert recalled is not None and recalled.text == "gamma"  # not "gamma" then the next line
+
+
+def test_tabs_and_other_spaces_match_and_stay_spaces() -> None:
+    memory = PhraseMemory("I said\u00a0hello world.\r\nThen I said\thello world.\r\n")
+    for typed in ("So I said ", "So I said\t", "So I said\u00a0"):
+        recalled = memory.recall(typed)
+        assert recalled is not None and recalled.text == "hello world.", typed
+    recalled = memory.recall("So I said hello")
+    assert recalled is not None and recalled.text == " world."  # the no-break space kept as a space
+
+
+def test_the_latest_occurrences_decide_and_only_the_typed_texts_end_is_read() -> None:
+    memory = PhraseMemory("so we go home today. " * 300 + "so we go away today. " * 300)
+    recalled = memory.recall("Now we go")  # 600 occurrences: the latest 256 are all "away"
+    assert recalled is not None and recalled.text == " away today."
+    pasted = "x" * 100_000 + " and the weather today "  # one 100 KB "word" pasted before
+    recalled = PhraseMemory(TEXT).recall(pasted)
+    assert recalled is not None and recalled.text == "is grey."
+
+
+def test_a_single_character_is_not_offered() -> None:
+    memory = PhraseMemory("the end.\nthe end.\n")
+    assert memory.recall("at the end") is None  # "." alone: Tab would save nothing
 
 
 def test_nothing_recalled_for_text_never_seen() -> None:
@@ -65,6 +91,8 @@ def test_the_recalled_phrase_goes_first_and_the_model_keeps_the_rest() -> None:
 
 def test_load_reads_the_versions_phrases_and_none_without_them(tmp_path: Path) -> None:
     assert PhraseMemory.load(tmp_path) is None
-    (tmp_path / PHRASES_NAME).write_text(TEXT, encoding="utf-8")
+    (tmp_path / PHRASES_NAME).write_bytes(b"\xff\xfe not UTF-8\n" + TEXT.encode())  # copied in from elsewhere
     loaded = PhraseMemory.load(tmp_path)
     assert loaded is not None and loaded.size >= len(TEXT)
+    recalled = loaded.recall("the weather today ")
+    assert recalled is not None and recalled.text == "is grey."

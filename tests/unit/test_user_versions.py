@@ -178,10 +178,11 @@ def test_a_versions_phrase_memory_loads_with_it_and_counts_in_the_budget(tmp_pat
     from services.autocomplete.loaded_versions import LoadedVersions
     from services.autocomplete.phrase_memory import PHRASES_NAME
 
-    for name in "ab":
+    for name in "abc":
         (tmp_path / name).mkdir()
         (tmp_path / name / "adapter.gguf").write_bytes(b"x" * 1000)
-    (tmp_path / "a" / PHRASES_NAME).write_text("y" * 1000)  # a's 2,000 bytes, b's 1,000
+    (tmp_path / "a" / PHRASES_NAME).write_text("y" * 1000)  # a's ~2,000 bytes, b's 1,000
+    (tmp_path / "c" / PHRASES_NAME).write_text("y" * 2000)  # c fits the budget only without them
     engine = FakeEngine()
     versions = LoadedVersions(engine, budget_bytes=2500)
     off = LoadedVersions(FakeEngine(), budget_bytes=2500, phrases=False)
@@ -196,6 +197,9 @@ def test_a_versions_phrase_memory_loads_with_it_and_counts_in_the_budget(tmp_pat
         assert list(engine.loaded.values()) == ["adapter.gguf"] and versions.used == 1000
         await off.acquire("a", tmp_path / "a" / "adapter.gguf")
         assert off.phrases("a") is None and off.used == 1000
+        versions.release("b")
+        await versions.acquire("c", tmp_path / "c" / "adapter.gguf")  # served, without its phrases
+        assert versions.phrases("c") is None and versions.used <= versions.budget
 
     asyncio.run(main())
 
@@ -354,7 +358,8 @@ def test_a_finetune_lora_version_is_served_as_base_plus_adapter_to_its_owner(tin
 
     import bentoml
 
-    from services.autocomplete.user_versions import Caller, pick
+    from services.autocomplete.phrase_memory import PHRASES_NAME
+    from services.autocomplete.user_versions import Caller, phrases_of, pick
     from services.core.model_store import import_model
     from services.core.sources import LocalFile
     from tests.user_versions import lora_adapter_dir
@@ -364,6 +369,7 @@ def test_a_finetune_lora_version_is_served_as_base_plus_adapter_to_its_owner(tin
         version_dir = Path(tmp) / "model"
         shutil.copytree(tiny_base, version_dir, ignore=shutil.ignore_patterns("*.gguf"))
         lora_adapter_dir(tiny_base, version_dir / "adapter", seed=4)
+        (version_dir / "adapter" / PHRASES_NAME).write_text("carol's notes. carol's notes.")
         adapter = {"path": "adapter", "format": "peft-lora", "rank": 8, "base_model": str(base.tag)}
         tag = import_model(
             "tiny-gpt2-finetuned",
@@ -375,6 +381,9 @@ def test_a_finetune_lora_version_is_served_as_base_plus_adapter_to_its_owner(tin
     assert entry.info.metadata["adapter_gguf"]["base_model"] == str(base.tag)
     picked = pick("tiny-gpt2-finetuned", Caller("carol"), base)
     assert picked.tag == tag and picked.adapter is not None and picked.adapter.is_file()
+    # Its phrase memory, whether served as a version or as the model itself (models serve TAG).
+    memory = phrases_of(entry)
+    assert memory is not None and "carol's notes." in memory.text and phrases_of(base) is None
     for caller, name in (
         (Caller("bob"), "tiny-gpt2-finetuned"),
         (Caller("carol"), ":"),
