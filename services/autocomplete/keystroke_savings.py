@@ -208,9 +208,8 @@ def engine_suggesters(
     base at `model_dir`, as one service serves many users: typists asking at once share its
     forward passes (rows of the same version share one; each version runs its own). A
     version's phrase memory beside its adapter is used as the service uses it
-    (`settings.phrase_memory`). Leaves
-    torch's thread count as it found it (the llama.cpp backend sets it to 1, and training after
-    it would run on one thread)."""
+    (`settings.phrase_memory`). Leaves torch's thread count as it found it (the llama.cpp
+    backend sets it to 1, and training after it would run on one thread)."""
     import torch
 
     from services.autocomplete.backends import load_backend

@@ -3,7 +3,7 @@ just typed, offered as the suggestion (a phone keyboard's personal dictionary, f
 
     memory = PhraseMemory.load(adapter_dir)            # its phrases.txt; None when it has none
     memory.recall("Rosalind, I pray thee, tell")       # Recall(text=" me", share=1.0, count=3, words=4)
-    suggestions = memory.mix("Rosalind, I pray thee, tell", suggestions, n=1)
+    suggestions = put_first(memory.recall(typed), suggestions, n=1)
 
 `finetune text --lora` stores the text it trained on (never the held-out part) beside the
 version's adapter as `phrases.txt`. A fine-tuned 135M model learns the user's names and style
@@ -64,7 +64,7 @@ class Recall:
 
 class PhraseMemory:
     def __init__(self, text: str) -> None:
-        # Every word start after a space, lines' first words too: one `str.find` of " " + the
+        # Every word start after a space, lines' first words too: one `str.rfind` of " " + the
         # context finds exactly the occurrences that start a word.
         self.text = " " + _spaced(text[-MAX_CHARS:]).replace("\n", "\n ")
 
@@ -119,16 +119,16 @@ class PhraseMemory:
         rest = _NON_WORD.split(after, maxsplit=1)[0]  # the rest of the word the context ends in
         return [rest, *_UNIT.findall(after, len(rest))[:MAX_UNITS]]
 
-    def mix(self, typed: str, suggestions: list[Suggestion], n: int) -> list[Suggestion]:
-        """`suggestions` (the model's, best first) with the recalled phrase first, `n` at most.
-        First, not ranked by score: on the dev text, letting the model's suggestion win where
-        the two differed saved 0.1-1.4 points less, and where the model's went on past the
-        phrase, 0.9-1.3 points less (its longer tail was wrong more often)."""
-        recalled = self.recall(typed)
-        if recalled is None:
-            return suggestions[:n]
-        rest = [s for s in suggestions if s.text != recalled.text]
-        return [Suggestion(text=recalled.text, score=round(recalled.share, 4)), *rest][:n]
+
+def put_first(recalled: Recall | None, suggestions: list[Suggestion], n: int) -> list[Suggestion]:
+    """`suggestions` (the model's, best first) with the `recalled` phrase first, `n` at most.
+    First, not ranked by score: on the dev text, letting the model's suggestion win where the
+    two differed saved 0.1-1.4 points less, and where the model's went on past the phrase,
+    0.9-1.3 points less (its longer tail was wrong more often)."""
+    if recalled is None:
+        return suggestions[:n]
+    rest = [s for s in suggestions if s.text != recalled.text]
+    return [Suggestion(text=recalled.text, score=round(recalled.share, 4)), *rest][:n]
 
 
 def _spaced(text: str) -> str:

@@ -16,7 +16,8 @@ when they are; a wrong tail would cost the whole suggestion, as Tab takes all of
 tests/benchmarks/bench_typing.py measures the trade (services/autocomplete/README.md). A text
 that ends mid-word or in a space is asked from before the word or space, the typed characters
 the continuation's required start (`heal`): the rest of the word, or the next one. A user
-version's `phrases` (phrase_memory.py) put what the user wrote after the same words first.
+version's `phrases` (phrase_memory.py) put what the user wrote after the same words first; with
+`n` 1 that phrase is the whole answer, and the model is not asked.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from services.autocomplete.completions import tokenising
 from services.autocomplete.engine import Engine
 from services.autocomplete.generation import FinishReason, TokenLogprob
 from services.autocomplete.http_schema import Suggestion
-from services.autocomplete.phrase_memory import PhraseMemory
+from services.autocomplete.phrase_memory import PhraseMemory, put_first
 from services.autocomplete.sampling import SamplingParams
 
 CONTEXT_TOKENS = 256  # only the end of a long text matters for the next few words ...
@@ -60,6 +61,9 @@ async def suggest(
     version: int | None = None,
     phrases: PhraseMemory | None = None,
 ) -> list[Suggestion]:
+    recalled = phrases.recall(text) if phrases is not None else None
+    if recalled is not None and n == 1:  # the phrase is the answer: the model's would go unread
+        return put_first(recalled, [], n)
     ids = await tokenising(len(text), engine.encode, text)
     kept, typed = heal(ids, text, engine.decode)
     prompt = context(ids[:kept])
@@ -101,7 +105,7 @@ async def suggest(
         if cut.strip():
             best[cut] = max(best.get(cut, 0.0), _score(entries, len(cut)))
     ranked = [Suggestion(text=t, score=s) for t, s in sorted(best.items(), key=lambda item: -item[1])]
-    return ranked[:n] if phrases is None else phrases.mix(text, ranked, n)
+    return put_first(recalled, ranked, n)
 
 
 def heal(ids: list[int], text: str, decode: Callable[[Sequence[int]], str]) -> tuple[int, str]:

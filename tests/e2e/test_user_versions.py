@@ -114,14 +114,15 @@ def test_the_key_default_and_each_version_answer_from_one_process(server: str) -
 
 
 def test_a_versions_phrase_memory_suggests_what_its_user_wrote(server: str) -> None:
-    def suggested(model: str) -> list[str]:
-        body = {"text": "Send it for the quick bro", "model": model, "n": 2}
+    def suggested(model: str, n: int = 2) -> list[str]:
+        body = {"text": "Send it for the quick bro", "model": model, "n": n}
         response = _post(server, ALICE, "suggest", body)
         assert response.status_code == 200, response.text
         return [s["text"] for s in response.json()["suggestions"]]
 
     house = suggested("house-style")
     assert house[0] == "wn fox review."  # the word being typed, then what followed it both times
+    assert suggested("house-style", n=1) == ["wn fox review."]  # alone: the model is not asked
 
 
 def test_another_keys_version_is_answered_as_if_it_did_not_exist(server: str) -> None:

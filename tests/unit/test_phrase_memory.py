@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.autocomplete.http_schema import Suggestion
-from services.autocomplete.phrase_memory import PHRASES_NAME, PhraseMemory
+from services.autocomplete.phrase_memory import PHRASES_NAME, PhraseMemory, put_first
 
 TEXT = """Use @click.option to add an option to a command.
 Then pass the value to @click.option and the command reads it.
@@ -81,11 +81,11 @@ def test_nothing_recalled_for_text_never_seen() -> None:
 def test_the_recalled_phrase_goes_first_and_the_model_keeps_the_rest() -> None:
     memory = PhraseMemory(TEXT)
     model = [Suggestion(text="is sunny", score=0.7), Suggestion(text="was", score=0.2)]
-    mixed = memory.mix("the weather today ", model, n=2)
+    mixed = put_first(memory.recall("the weather today "), model, n=2)
     assert [s.text for s in mixed] == ["is grey.", "is sunny"]
     assert mixed[0].score == 1.0
-    assert memory.mix("Quantum chromodynamics", model, n=1) == model[:1]
-    same = memory.mix("the weather today ", [Suggestion(text="is grey.", score=0.4)], n=3)
+    assert put_first(memory.recall("Quantum chromodynamics"), model, n=1) == model[:1]
+    same = put_first(memory.recall("the weather today "), [Suggestion(text="is grey.", score=0.4)], n=3)
     assert [s.text for s in same] == ["is grey."]  # offered once
 
 
