@@ -36,9 +36,14 @@ class PlateOCR:
     """Reads plate crops with a CTC recogniser whose dictionary is in its ONNX metadata."""
 
     def __init__(
-        self, model_path: str | Path, *, providers: Sequence[str] | None = None, temperature: float = 1.0
+        self,
+        model_path: str | Path,
+        *,
+        providers: Sequence[str] | None = None,
+        temperature: float = 1.0,
+        as_exported: bool = False,  # onnx_session's: the graph without onnx_folding's rewrites
     ) -> None:
-        self._session = onnx_session(model_path, providers)
+        self._session = onnx_session(model_path, providers, as_exported=as_exported)
         # Calibration: each frame's plate-alphabet probabilities are raised to 1 / temperature
         # and renormalised (softmax of logits / temperature over the folded classes). The read
         # text is the same at any temperature; only how sure it is changes.

@@ -12,7 +12,8 @@ Per photo:
 - served, 1 and 8 concurrent clients: `bentoml serve` + HTTP (multipart upload), end to end,
   one server per `--lanes` count (batches read at once, MODELPORT_PLATE_BATCH_LANES: 1 and 2)
 - baseline: Ultralytics' torch `YOLO.predict` on the same detector checkpoint + the same OCR
-  model on all the photo's boxes at once, in-process, on the same decoded pixels.
+  model (as rapidocr ships it: not folded, onnx_folding.py) on all the photo's boxes at once,
+  in-process, on the same decoded pixels.
 Both sides get the same thread budget: the server runs its detector and OCR in ONNX Runtime,
 whose intra-op pool has one thread per core (its default; a batch's thread is one of them), at
 most `lanes` batches at once. The baseline runs at most that many images at once, each in a worker
@@ -163,7 +164,9 @@ class Baseline:
         # Set after each predictor's set-up (warm): Ultralytics' select_device resets torch to
         # min(8, cores - 1) threads, 1 on 2 cores, when a predictor is made.
         self.torch_threads = max(1, budget // self.workers)
-        self.ocr = PlateOCR(ocr_path)
+        # The recogniser as its package ships it: the served reader's folded graph
+        # (onnx_folding.py) is the served side's own work, as its text lines are.
+        self.ocr = PlateOCR(ocr_path, as_exported=True)
         self.local = threading.local()  # Ultralytics predictors are not thread-safe: one per thread
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="baseline")
         self.make_yolo = lambda: YOLO(str(pt_path))
