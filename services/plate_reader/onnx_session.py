@@ -9,6 +9,7 @@ from typing import TypeVar
 import onnx
 import onnxruntime as ort
 
+from services.core.memory import return_freed_memory
 from services.plate_reader.onnx_folding import fold_elementwise
 
 Shape = TypeVar("Shape", bound=Hashable)
@@ -44,8 +45,11 @@ def onnx_session(
     # PaddleOCR's recogniser and text detector spend more time in scalar Mul/Add/Clip/Div chains
     # than in their convolutions; folded, the same function runs in ~2/3 of the time.
     model = onnx.load(str(model_path))
-    return ort.InferenceSession(
+    session = ort.InferenceSession(
         (model if as_exported else fold_elementwise(model)).SerializeToString(),
         options,
         providers=list(providers or ["CPUExecutionProvider"]),
     )
+    del model  # the parsed graph (tens of MB): its pages go back now, not at the first idle batch
+    return_freed_memory()
+    return session
