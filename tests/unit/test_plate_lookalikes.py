@@ -1,11 +1,18 @@
 """Look-alikes the layouts decide (issue 19): a plate read with a 0 where an O makes a plate of a
-country's layout, and the read itself fits only a generic one, is flagged."""
+country's layout, and the read itself fits only a generic one, is flagged, and at RANK_ODDS or
+more read as the country's plate."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.plate_reader.plate_text import layout_prior, load_formats, rank_candidates
+from services.plate_reader.plate_text import (
+    RANK_ODDS,
+    SWAP_CAP,
+    layout_prior,
+    load_formats,
+    rank_candidates,
+)
 from services.plate_reader.types import CharAlternative, OcrResult
 
 
@@ -28,11 +35,41 @@ def test_a_country_layout_makes_a_plate_far_likelier_than_a_generic_one() -> Non
     assert layout_prior("Q0467PW!", regions, formats) == 0.0
 
 
-def test_a_zero_whose_o_would_make_a_country_plate_is_flagged() -> None:
-    # Dev seed 5, camera_00488: QO467PW read Q0467PW, the O at 0.4%; accepted at 0.987 before.
-    [best, *_] = rank_candidates(read_with_rival("Q0467PW", 1, "O", 0.0044))
-    assert best.plate == "Q0467PW"  # the ranking is unchanged: only how sure it is
-    assert best.confidence < 0.5
+def test_a_zero_whose_o_would_make_a_country_plate_is_read_as_that_plate() -> None:
+    # Dev seed 5, camera_00488: QO467PW read Q0467PW, the O at 0.4%; accepted at 0.987 before the
+    # layouts weighed look-alikes, then flagged; at odds of RANK_ODDS or more, read as QO467PW,
+    # still flagged.
+    formats = load_formats()
+    regions = tuple(formats.patterns)
+    odds = (
+        0.0044
+        / (0.995 - 0.0044)
+        * layout_prior("QO467PW", regions, formats)
+        / layout_prior("Q0467PW", regions, formats)
+    )
+    assert odds >= RANK_ODDS
+    best, *rest = rank_candidates(read_with_rival("Q0467PW", 1, "O", 0.0044))
+    assert best.plate == "QO467PW" and best.region == "fr"
+    assert best.confidence == SWAP_CAP  # flagged: the layouts chose its O, not the OCR
+    [read] = [c for c in rest if c.plate == "Q0467PW"]
+    assert read.confidence < 0.93  # the plate as read stays among the candidates, flagged
+
+
+def test_the_issues_ba302oz_read_with_a_zero_for_its_o_is_read_right() -> None:
+    # BA302OZ read BA3020Z, unflagged, twice on the issue's real photos; now read right, for
+    # review: AA999AA (Slovakia, France, Italy, Argentina) against generic layouts alone.
+    [best, *_] = rank_candidates(read_with_rival("BA3020Z", 5, "O", 0.01))
+    assert best.plate == "BA302OZ" and best.confidence == SWAP_CAP
+
+
+def test_a_swap_the_layouts_favour_under_rank_odds_is_flagged_not_read_first() -> None:
+    formats = load_formats()
+    regions = tuple(formats.patterns)
+    prior_ratio = layout_prior("QO467PW", regions, formats) / layout_prior("Q0467PW", regions, formats)
+    rival = 10 / prior_ratio  # odds ~10: the O likelier than the 0, not by RANK_ODDS
+    best, *rest = rank_candidates(read_with_rival("Q0467PW", 1, "O", rival))
+    assert best.plate == "Q0467PW" and best.confidence < 0.1
+    assert all(c.confidence < 0.1 for c in rest)  # QO467PW only as the table fits it
 
 
 def test_a_look_alike_both_layouts_allow_alike_is_left_to_the_rival_alone() -> None:
