@@ -339,11 +339,11 @@ def _swapped(
     """The plate the layouts favour, as its own candidate, ranked with the swapped character as
     likely as the two look-alikes together times the swap's share of their odds; flagged
     (SWAP_CAP), the other characters contested as read."""
-    plate = fit.plate[: swap.index] + swap.char + fit.plate[swap.index + 1 :]
+    plate = fit.plate[: swap.at] + swap.char + fit.plate[swap.at + 1 :]
     scores = list(fit.scores)
-    scores[swap.index] = min(1.0, (fit.scores[swap.index] + swap.probability) * swap.odds / (1.0 + swap.odds))
+    scores[swap.at] = min(1.0, (fit.scores[swap.at] + swap.probability) * swap.odds / (1.0 + swap.odds))
     sure = _contested(plate, scores, fit.offered, fits)
-    sure[swap.index] = scores[swap.index]  # its rival is the plate as read: the odds weighed it
+    sure[swap.at] = scores[swap.at]  # its rival is the plate as read: the odds weighed it
     confidence = min(min(sure) * DROP_FACTOR**fit.dropped, 1.0 - fit.doubt, 1.0 - fit.stray, SWAP_CAP)
     # The region whose layouts make it likeliest; of equal ones the YAML's first, as for fits
     region = max(tried, key=lambda r: layout_prior(plate, (r,), formats))
@@ -535,7 +535,7 @@ def _count(patterns: tuple[str, ...], prefixes: int) -> int:
 
 
 class _Swap(NamedTuple):
-    index: int  # the character swapped
+    at: int  # the character swapped
     char: str  # its look-alike
     probability: float  # the OCR's for the look-alike there
     odds: float  # the swapped plate's against the plate read
