@@ -44,25 +44,35 @@ class _Graph:
             if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"
         }
         self.outputs = {o.name for o in self.graph.output}
+        self.inputs = {i.name for i in self.graph.input}
         self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
         for node in self.nodes:
             for name in node.input:
                 self.consumers[name].append(node)
 
     def value(self, name: str) -> np.ndarray | None:
+        """`name`'s array if it is a constant: a Constant node's, or an initializer the caller
+        cannot override (one that is also a graph input can be fed)."""
         if name in self.constants:
             return self.constants[name]
-        if name in self.inits:
+        if name in self.inits and name not in self.inputs:
             return numpy_helper.to_array(self.inits[name])
         return None
 
     def scalar(self, node: onnx.NodeProto) -> tuple[float, str] | None:
-        """(the constant, the other input) of a binary node with one scalar constant input."""
+        """(the constant, the other input) of a binary node with one float32 scalar constant
+        input, of rank 0 or 1 (a higher rank could broadcast the other input to a new shape)."""
         if len(node.input) != 2:
             return None
         for k in (0, 1):
             v = self.value(node.input[k])
-            if v is not None and v.size == 1 and self.value(node.input[1 - k]) is None:
+            if (
+                v is not None
+                and v.size == 1
+                and v.ndim <= 1
+                and v.dtype == np.float32
+                and self.value(node.input[1 - k]) is None
+            ):
                 return float(v.reshape(())), node.input[1 - k]
         return None
 
@@ -163,6 +173,7 @@ def _hard_swish(g: _Graph, add: onnx.NodeProto) -> Rewrite:
         or div.input[0] != mul.output[0]
         or six is None
         or six.size != 1
+        or six.ndim > 1
         or float(six.reshape(())) != 6.0
     ):
         return set(), []
@@ -186,7 +197,7 @@ def _fold_affine_before(g: _Graph, mul: onnx.NodeProto) -> Rewrite:
         return set(), []
     weight, bias = arrays
     shift = d[0] if d is not None else 0.0
-    g.set_conv(conv, weight * c[0], bias + shift * weight.sum(axis=(1, 2, 3)))
+    g.set_conv(conv, weight * c[0], bias + shift * weight.sum(axis=tuple(range(1, weight.ndim))))
     conv.input[0] = c[1]
     return {id(mul), id(last)}, []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -13,6 +14,7 @@ from services.core.memory import return_freed_memory
 from services.plate_reader.onnx_folding import fold_elementwise
 
 Shape = TypeVar("Shape", bound=Hashable)
+log = logging.getLogger(__name__)
 
 
 def indices_by_shape(shapes: Iterable[Shape]) -> dict[Shape, list[int]]:
@@ -44,12 +46,19 @@ def onnx_session(
     options.enable_cpu_mem_arena = True
     # PaddleOCR's recogniser and text detector spend more time in scalar Mul/Add/Clip/Div chains
     # than in their convolutions; folded, the same function runs in ~2/3 of the time.
+    providers = list(providers or ["CPUExecutionProvider"])
+    if as_exported:
+        return ort.InferenceSession(str(model_path), options, providers=providers)
     model = onnx.load(str(model_path))
-    session = ort.InferenceSession(
-        (model if as_exported else fold_elementwise(model)).SerializeToString(),
-        options,
-        providers=list(providers or ["CPUExecutionProvider"]),
-    )
+    try:
+        folded = fold_elementwise(model).SerializeToString()
+    except Exception:  # a graph the rewrites did not foresee: served as exported, never refused
+        log.warning(
+            "%s: could not fold its elementwise chains; loaded as exported", model_path, exc_info=True
+        )
+        folded = onnx.load(str(model_path)).SerializeToString()
     del model  # the parsed graph (tens of MB): its pages go back now, not at the first idle batch
+    session = ort.InferenceSession(folded, options, providers=providers)
+    del folded
     return_freed_memory()
     return session

@@ -37,7 +37,7 @@ import itertools
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -87,16 +87,12 @@ MAX_ARMS_CHARS, ARMS_WEAK, ARMS_DIGIT_WEAK = 2, 0.95, 0.75
 # of 700-130,000 (Q0467PW for QO467PW, X029ADT for XO29ADT); of 2,155 right ones none reached
 # 0.1 (README, "Look-alikes the layouts decide").
 LOOKALIKE_ODDS = 1.0
-# ... and at these odds the swapped plate is read first (BA302OZ read BA3020Z: the issue's), as sure
-# as the two look-alikes together times its share of the odds, less CONTEST_WEIGHT x the plate
-# read's share. Dev seeds 2 and 5 (2,929 images): at 100, 23 plates read right that were read
-# wrong (flagged), none the other way, no wrong auto-accept; at 10, 24 and 1; at 1, 28 and 8
+# ... and at these odds the swapped plate, where a format's fit makes it (the confusion table's
+# character, contested by the OCR's: flagged), is read first (BA302OZ read BA3020Z: the issue's).
+# Dev seeds 2 and 5 (2,929 images), with the first version of this: at 100, 23 plates read right
+# that were read wrong, none the other way, no wrong auto-accept; at 10, 24 and 1; at 1, 28 and 8
 # (US layouts: 6HXD191 read 6HX0191: the layout prior treats every region alike).
 RANK_ODDS = 100.0
-# ... flagged all the same: the layouts chose its character, not the OCR. Sure as computed, two
-# more wrong plates were auto-accepted on dev (R4652KJ's 4 swapped to A: RA652KJ, France's layout,
-# at 0.99) against 11 more right ones.
-SWAP_CAP = 0.5
 # A letter the recogniser cannot read (its dictionary has no Č, Š or Ž: it drops them, a drawn
 # VŽ 123-AB read V123-AB), put back where a region's code needs it, is this sure: flagged.
 LOST_LETTER = 0.5
@@ -194,30 +190,17 @@ def rank_candidates(
     tried = tuple(regions or formats.patterns)
     fits = _plate_pattern(tuple(p for region in tried for p in formats.patterns[region]))
     fitted: set[str] = set()
-    swaps: list[Candidate | None] = []
+    swaps: dict[str, str] = {}  # a plate fitted -> the look-alike the layouts favour RANK_ODDS to 1
     for start, end in _windows(len(chars)):
         if best:  # a fit with fewer characters dropped exists: never drop more
             break
         for region in tried:
             for candidate in _region_fits(region, formats, read, start, end):
                 fitted.add(region)
-                kept, swapped = _checked(candidate, reading, fits, tried, formats)
-                _keep(best, kept)
-                swaps.append(swapped)
+                _keep(best, _checked(candidate, reading, fits, tried, formats, swaps))
     for region in [r for r in tried if r not in fitted]:  # a code with a letter the recogniser drops
         for candidate in _with_lost_letter(region, formats, read):
-            kept, swapped = _checked(candidate, reading, fits, tried, formats)
-            _keep(best, kept)
-            swaps.append(swapped)
-    # A swapped plate stands in for no fit of it, or for one whose look-alike the confusion table
-    # supplied (the OCR offered it, and the swap weighs that offer by the layouts). A fit that
-    # read the plate as it is stays: the swap would count the look-alike pair twice.
-    unread: dict[str, Candidate] = {}
-    for swapped in swaps:
-        fitted_alike = best.get(swapped.plate) if swapped is not None else None
-        if swapped is not None and (fitted_alike is None or fitted_alike.guessed > swapped.guessed):
-            _keep(unread, swapped)
-    best.update(unread)
+            _keep(best, _checked(candidate, reading, fits, tried, formats, swaps))
     raw = "".join(chars)
     stray = _stray_symbol(gaps, 0, len(chars), set())
     _keep(
@@ -229,9 +212,17 @@ def rank_candidates(
             _foreign_capped(min(min(confidences) * NO_FORMAT_FACTOR, 1.0 - stray), reading.foreign, 0.0),
         ),
     )
+    # A swap the layouts favour goes just before the plate as read, scored as it is (its
+    # character weighed as the look-alike pair); only where a format's fit made it (from the
+    # confusion table, flagged by the OCR's rival). The plate as read stays, flagged.
+    behind: set[str] = set()
+    for plate, swapped in swaps.items():
+        if plate in best and swapped in best:
+            best[swapped] = replace(best[swapped], score=max(best[swapped].score, best[plate].score))
+            behind.add(plate)
     # Equal scores keep the YAML's region order (specific formats before generic ones);
     # rounding stops float noise in the products from deciding.
-    ranked = sorted(best.values(), key=lambda c: -round(c.score, 6))
+    ranked = sorted(best.values(), key=lambda c: (-round(c.score, 6), c.plate in behind))
     top = ranked[:limit]
     if all(c.plate != raw for c in top):  # the raw reading is never dropped
         top[-1] = next(c for c in ranked if c.plate == raw)
@@ -303,54 +294,26 @@ def _region_fits(region: str, formats: PlateFormats, read: _Chars, start: int, e
 
 
 def _checked(
-    fit: _Fit, reading: OcrResult, fits: re.Pattern[str], tried: tuple[str, ...], formats: PlateFormats
-) -> tuple[Candidate, Candidate | None]:
-    """The fit as a candidate: its confidence lowered by rival characters that make another
-    plate, look-alikes the layouts favour and a surely read foreign symbol; with a look-alike
-    swap at LOOKALIKE_ODDS or more, the swapped plate too (_swapped), else None."""
-    sure = _contested(fit.plate, fit.scores, fit.offered, fits)
-    swap = _lookalike_swap(fit.plate, fit.scores, fit.offered, tried, formats)
-    share = 1.0 / (1.0 + swap.odds) if swap is not None else 1.0  # of the pair's odds, this plate's
-    ranks_second = swap is not None and swap.odds >= RANK_ODDS
-    confidence = min(min(sure) * DROP_FACTOR**fit.dropped, 1.0 - fit.doubt, 1.0 - fit.stray, share)
-    kept = Candidate(
-        fit.plate,
-        _geometric_mean(fit.scores)
-        * DROP_RANK_FACTOR**fit.dropped
-        * (1.0 - fit.stray)
-        * (share if ranks_second else 1.0),
-        fit.region,
-        _foreign_capped(confidence, reading.foreign, fit.at_arms),
-        fit.guessed,
-    )
-    if swap is None or not ranks_second:
-        return kept, None
-    return kept, _swapped(fit, swap, reading, fits, tried, formats)
-
-
-def _swapped(
     fit: _Fit,
-    swap: _Swap,
     reading: OcrResult,
     fits: re.Pattern[str],
     tried: tuple[str, ...],
     formats: PlateFormats,
+    swaps: dict[str, str],
 ) -> Candidate:
-    """The plate the layouts favour, as its own candidate, ranked with the swapped character as
-    likely as the two look-alikes together times the swap's share of their odds; flagged
-    (SWAP_CAP), the other characters contested as read."""
-    plate = fit.plate[: swap.at] + swap.char + fit.plate[swap.at + 1 :]
-    scores = list(fit.scores)
-    scores[swap.at] = min(1.0, (fit.scores[swap.at] + swap.probability) * swap.odds / (1.0 + swap.odds))
-    sure = _contested(plate, scores, fit.offered, fits)
-    sure[swap.at] = scores[swap.at]  # its rival is the plate as read: the odds weighed it
-    confidence = min(min(sure) * DROP_FACTOR**fit.dropped, 1.0 - fit.doubt, 1.0 - fit.stray, SWAP_CAP)
-    # The region whose layouts make it likeliest; of equal ones the YAML's first, as for fits
-    region = max(tried, key=lambda r: layout_prior(plate, (r,), formats))
+    """The fit as a candidate: its confidence lowered by rival characters that make another
+    plate, look-alikes the layouts favour and a surely read foreign symbol. A look-alike at
+    RANK_ODDS or more goes into `swaps` (rank_candidates reads it first)."""
+    sure = _contested(fit.plate, fit.scores, fit.offered, fits)
+    odds, swapped = _lookalike_odds(fit.plate, fit.scores, fit.offered, tried, formats)
+    share = 1.0 / (1.0 + odds) if odds >= LOOKALIKE_ODDS else 1.0  # this plate's, of the pair's odds
+    if odds >= RANK_ODDS:
+        swaps[fit.plate] = swapped
+    confidence = min(min(sure) * DROP_FACTOR**fit.dropped, 1.0 - fit.doubt, 1.0 - fit.stray, share)
     return Candidate(
-        plate,
-        _geometric_mean(scores) * DROP_RANK_FACTOR**fit.dropped * (1.0 - fit.stray),
-        region,
+        fit.plate,
+        _geometric_mean(fit.scores) * DROP_RANK_FACTOR**fit.dropped * (1.0 - fit.stray),
+        fit.region,
         _foreign_capped(confidence, reading.foreign, fit.at_arms),
         fit.guessed,
     )
@@ -534,37 +497,30 @@ def _count(patterns: tuple[str, ...], prefixes: int) -> int:
     return max(1, total * prefixes // 26**2) if prefixes else total
 
 
-class _Swap(NamedTuple):
-    at: int  # the character swapped
-    char: str  # its look-alike
-    probability: float  # the OCR's for the look-alike there
-    odds: float  # the swapped plate's against the plate read
-
-
-def _lookalike_swap(
+def _lookalike_odds(
     plate: str,
     confidences: list[float],
     alternatives: list[list[tuple[str, float]]],
     regions: tuple[str, ...],
     formats: PlateFormats,
-) -> _Swap | None:
-    """The likeliest look-alike swap of one character whose odds against ``plate`` reach
-    LOOKALIKE_ODDS, else None. Odds: the OCR's probability of the look-alike over the
+) -> tuple[float, str]:
+    """The likeliest look-alike swap of one character: (its odds against ``plate``, the plate it
+    makes); (0, "") for none. Odds: the OCR's probability of the look-alike over the
     character's, times the swapped plate's layout_prior over the plate's."""
     own = layout_prior(plate, regions, formats)
+    worst, made = 0.0, ""
     if own <= 0.0:
-        return None
-    best = None
+        return worst, made
     for index, (char, confidence, offered) in enumerate(zip(plate, confidences, alternatives)):
         partners = formats.lookalikes.get(char, frozenset())
         for alt, p in offered:
             if alt == char or alt not in partners or p <= 0.0:
                 continue
-            swapped = layout_prior(plate[:index] + alt + plate[index + 1 :], regions, formats)
-            odds = p / max(confidence, 1e-9) * swapped / own
-            if odds >= LOOKALIKE_ODDS and (best is None or odds > best.odds):
-                best = _Swap(index, alt, p, odds)
-    return best
+            swapped = plate[:index] + alt + plate[index + 1 :]
+            odds = p / max(confidence, 1e-9) * layout_prior(swapped, regions, formats) / own
+            if odds > worst:
+                worst, made = odds, swapped
+    return worst, made
 
 
 def _expand_marked(source: str) -> list[tuple[str, int | None]]:

@@ -49,8 +49,10 @@ def test_recogniser_reads_real_plates_the_same_with_a_third_of_its_nodes_gone(
     assert (got.argmax(-1) == expected.argmax(-1)).all()
 
 
-def test_text_detector_finds_the_same_lines(plate_models: dict[str, Path]) -> None:
+def test_text_detector_finds_the_same_lines_with_half_its_nodes_gone(plate_models: dict[str, Path]) -> None:
     path = plate_models["plate-text-detector"]
+    ops = Counter(n.op_type for n in fold_elementwise(onnx.load(str(path))).graph.node)
+    assert ops["Clip"] == 0 and sum(ops.values()) < 0.5 * len(onnx.load(str(path)).graph.node)
     image = np.asarray(Image.fromarray(crop("plate_ad799kb")).resize((416, 128)), np.float32) / 255
     batch = np.ascontiguousarray(((image - 0.5) / 0.5).transpose(2, 0, 1)[None])
     exported, folded = unfolded(path), onnx_session(path)
@@ -123,3 +125,29 @@ def test_small_chains_fold_only_where_the_function_stays_the_same(
     got = unfolded(folded.SerializeToString()).run(None, {"x": x})
     for g, e in zip(got, expected):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+
+
+def test_a_one_dimensional_conv_folds_too() -> None:
+    """Mul(c) -> Add(d) -> Conv1d: the bias sums the weights over every axis but the output's."""
+    rng = np.random.default_rng(2)
+    weight = numpy_helper.from_array(rng.normal(size=(2, 3, 1)).astype(np.float32), "w")
+    c = numpy_helper.from_array(np.asarray(0.5, np.float32), "c")
+    d = numpy_helper.from_array(np.asarray(-1.5, np.float32), "d")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mul", ["x", "c"], ["m"]),
+            helper.make_node("Add", ["m", "d"], ["a"]),
+            helper.make_node("Conv", ["a", "w"], ["out"]),
+        ],
+        "conv1d",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 2, 5])],
+        [weight, c, d],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)], ir_version=8)
+    x = rng.normal(size=(1, 3, 5)).astype(np.float32)
+    [expected] = unfolded(model.SerializeToString()).run(None, {"x": x})
+    folded = fold_elementwise(model)
+    assert [n.op_type for n in folded.graph.node] == ["Conv"]
+    [got] = unfolded(folded.SerializeToString()).run(None, {"x": x})
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
