@@ -30,50 +30,48 @@ from onnx import helper, numpy_helper
 
 
 class _Graph:
-    """The model's nodes with its constants (Constant nodes and initializers) as arrays, and
-    who consumes each value. `nodes` holds the node objects the rewrites see and return (by
-    `id`), alive for the whole pass."""
+    """The model's nodes, its constants and who consumes each value. `nodes` holds the node
+    objects the rewrites see and return (by `id`), alive for the whole pass."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
         self.graph = model.graph
         self.nodes = list(self.graph.node)
-        self.inits = {i.name: i for i in self.graph.initializer}
-        self.constants = {
-            n.output[0]: numpy_helper.to_array(n.attribute[0].t)
+        # Constants as tensors, read as arrays only when a rewrite asks: initializers the caller
+        # cannot override (one that is also a graph input can be fed) and Constant nodes' values.
+        fed = {i.name for i in self.graph.input}
+        self.tensors = {i.name: i for i in self.graph.initializer if i.name not in fed}
+        self.tensors.update(
+            (n.output[0], n.attribute[0].t)
             for n in self.nodes
             if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"
-        }
+        )
         self.outputs = {o.name for o in self.graph.output}
-        self.inputs = {i.name for i in self.graph.input}
         self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
         for node in self.nodes:
             for name in node.input:
                 self.consumers[name].append(node)
 
     def value(self, name: str) -> np.ndarray | None:
-        """`name`'s array if it is a constant: a Constant node's, or an initializer the caller
-        cannot override (one that is also a graph input can be fed)."""
-        if name in self.constants:
-            return self.constants[name]
-        if name in self.inits and name not in self.inputs:
-            return numpy_helper.to_array(self.inits[name])
-        return None
+        """`name`'s array if it is a constant, else None."""
+        tensor = self.tensors.get(name)
+        return None if tensor is None else numpy_helper.to_array(tensor)
+
+    def scalar_value(self, name: str) -> float | None:
+        """The float32 scalar constant `name` holds, of rank 0 or 1 (a higher rank could
+        broadcast what it meets to a new shape); None for anything else."""
+        v = self.value(name)
+        if v is None or v.size != 1 or v.ndim > 1 or v.dtype != np.float32:
+            return None
+        return float(v.reshape(()))
 
     def scalar(self, node: onnx.NodeProto) -> tuple[float, str] | None:
-        """(the constant, the other input) of a binary node with one float32 scalar constant
-        input, of rank 0 or 1 (a higher rank could broadcast the other input to a new shape)."""
+        """(the constant, the other input) of a binary node whose one input is a scalar_value."""
         if len(node.input) != 2:
             return None
         for k in (0, 1):
-            v = self.value(node.input[k])
-            if (
-                v is not None
-                and v.size == 1
-                and v.ndim <= 1
-                and v.dtype == np.float32
-                and self.value(node.input[1 - k]) is None
-            ):
-                return float(v.reshape(())), node.input[1 - k]
+            constant = self.scalar_value(node.input[k])
+            if constant is not None and node.input[1 - k] not in self.tensors:
+                return constant, node.input[1 - k]
         return None
 
     def only_consumer(self, name: str) -> onnx.NodeProto | None:
@@ -81,25 +79,23 @@ class _Graph:
         users = self.consumers.get(name, [])
         return users[0] if len(users) == 1 and name not in self.outputs else None
 
-    def set_array(self, name: str, array: np.ndarray) -> str:
-        """A new initializer holding `array`; its name."""
-        new = f"{name}_folded{len(self.inits)}"
-        init = numpy_helper.from_array(array.astype(np.float32), new)
-        self.graph.initializer.append(init)
-        self.inits[new] = init
-        return new
-
     def conv_arrays(self, conv: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray] | None:
+        """A float32 Conv's constant weight and bias (zeros where it has none), else None."""
         weight = self.value(conv.input[1])
         if weight is None or weight.dtype != np.float32:
             return None
-        bias = self.value(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
-        if len(conv.input) > 2 and conv.input[2] and bias is None:
-            return None
-        return weight, bias if bias is not None else np.zeros(weight.shape[0], np.float32)
+        if len(conv.input) < 3 or not conv.input[2]:
+            return weight, np.zeros(weight.shape[0], np.float32)
+        bias = self.value(conv.input[2])
+        return None if bias is None else (weight, bias)
 
     def set_conv(self, conv: onnx.NodeProto, weight: np.ndarray, bias: np.ndarray) -> None:
-        names = [conv.input[0], self.set_array(conv.input[1], weight), self.set_array(conv.name or "b", bias)]
+        """`conv` reads new initializers holding `weight` and `bias`."""
+        names = [conv.input[0]]
+        for base, array in ((conv.input[1], weight), (conv.name or "b", bias)):
+            name = f"{base}_folded{len(self.graph.initializer)}"  # the count only grows: unique
+            self.graph.initializer.append(numpy_helper.from_array(array.astype(np.float32), name))
+            names.append(name)
         del conv.input[:]
         conv.input.extend(names)
 
@@ -160,22 +156,15 @@ def _hard_swish(g: _Graph, add: onnx.NodeProto) -> Rewrite:
     clip = g.only_consumer(add.output[0])
     if clip is None or clip.op_type != "Clip" or len(clip.input) < 3:
         return set(), []
-    low, high = g.value(clip.input[1]), g.value(clip.input[2])
-    if low is None or high is None or float(low.reshape(())) != 0.0 or float(high.reshape(())) != 6.0:
+    if g.scalar_value(clip.input[1]) != 0.0 or g.scalar_value(clip.input[2]) != 6.0:
         return set(), []
     mul = g.only_consumer(clip.output[0])
     if mul is None or mul.op_type != "Mul" or sorted(mul.input) != sorted([x, clip.output[0]]):
         return set(), []
     div = g.only_consumer(mul.output[0])
-    six = g.value(div.input[1]) if div is not None and div.op_type == "Div" else None
-    if (
-        div is None
-        or div.input[0] != mul.output[0]
-        or six is None
-        or six.size != 1
-        or six.ndim > 1
-        or float(six.reshape(())) != 6.0
-    ):
+    if div is None or div.op_type != "Div" or div.input[0] != mul.output[0]:
+        return set(), []
+    if g.scalar_value(div.input[1]) != 6.0:
         return set(), []
     gate = helper.make_node("HardSigmoid", [x], [add.output[0]], alpha=1 / 6, beta=0.5)
     product = helper.make_node("Mul", [x, add.output[0]], [div.output[0]])

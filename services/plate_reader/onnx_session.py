@@ -44,11 +44,13 @@ def onnx_session(
     # photos the server idled at 482 MB instead of 369-390 MB, at the same peak (567 vs
     # 555-616 MB) and CPU. (Off was chosen at batches of 8: 433 MB vs 314 MB; now at most 2.)
     options.enable_cpu_mem_arena = True
-    # PaddleOCR's recogniser and text detector spend more time in scalar Mul/Add/Clip/Div chains
-    # than in their convolutions; folded, the same function runs in ~2/3 of the time.
     providers = list(providers or ["CPUExecutionProvider"])
     if as_exported:
         return ort.InferenceSession(str(model_path), options, providers=providers)
+    # PaddleOCR's recogniser and text detector spend more time in scalar Mul/Add/Clip/Div chains
+    # than in their convolutions; folded, the same function runs in ~2/3 of the time. Folding
+    # costs ~40 ms at start-up (the recogniser; 12 ms the text detector), where a folded copy in
+    # the store would need its own kind: `finetune ocr` converts the graph paddle2onnx wrote.
     model = onnx.load(str(model_path))
     try:
         folded = fold_elementwise(model).SerializeToString()
