@@ -4,16 +4,20 @@
     modelport finetune ocr reviews/ocr --epochs 10        # convert, train, export, check, store
     modelport models serve plate-ocr:<new version>        # the plate reader loads it next start
 
-The recogniser is PP-OCRv4's text-line model as ONNX (the store's `plate-ocr`). The job:
+The recogniser is a PaddleOCR text-line model as ONNX (the store's `plate-ocr`: PP-OCRv6 small
+since 2026-12-06; PP-OCRv4 versions convert the same way). The job:
 
 1. Brings it into torch with onnx2torch and checks the torch model against ONNX Runtime on
    validation crops. onnx2torch 1.5.15 needs two repairs to convert it (PaddleOCR's export
    keeps weights in Constant nodes, not initializers; ONNX shape inference loses the rank of
    a few Conv outputs, which onnx2torch's BatchNorm needs) and two more for the result to
    export with a dynamic width (its opset-11 Softmax and its Reshapes, fed by shapes computed
-   in the graph, froze the traced input's size into the exported model).
-2. Restricts the output to the plate alphabet: the 6,625-class head becomes blank + the 39
-   characters of `PLATE_ALPHABET` (services/plate_reader/ocr.py) + a dozen `SIGN_SYMBOLS`
+   in the graph, froze the traced input's size into the exported model). PP-OCRv6 needs two
+   more: its SAME_UPPER padded Conv and MaxPool written as explicit pads, and the Identity
+   nodes its export puts between the head's MatMul, Add and Softmax looked through.
+2. Restricts the output to the plate alphabet: the dictionary head (18,710 classes in
+   PP-OCRv6, 6,625 in PP-OCRv4) becomes blank + the 39 characters of `PLATE_ALPHABET`
+   (services/plate_reader/ocr.py) + a dozen `SIGN_SYMBOLS`
    (%, @, ...: what no plate has; PlateOCR's foreign check needs them to flag signs), each row
    initialised from the base's row for that exact character; the symbols' rows do not train.
    The exported model's `character` metadata lists them in PaddleOCR's layout (blank, one line
@@ -29,7 +33,7 @@ The recogniser is PP-OCRv4's text-line model as ONNX (the store's `plate-ocr`). 
    hold the whole plate and nothing says where the rows break, so the frames of a crop's lines
    (top row's, then bottom row's) are joined into one sequence and CTC aligns the whole label
    to it; it sums over every place the label can break between rows. One-row crops are one line.
-   By default the backbone (PPLCNetV3, up to its final average pool) is frozen and runs on
+   By default the backbone (up to its final average pool) is frozen and runs on
    ONNX Runtime (cut out of the base ONNX, checked against torch): a step then costs ~1 s for
    32 crops on 2 CPU cores, against ~9 s with the backbone training in torch. The SVTR neck
    and the head train (`train_backbone=True` trains all, for GPUs). BatchNorm keeps the base's
@@ -327,10 +331,12 @@ def finetune_ocr(data_dir: str | Path, settings: OcrSettings = OcrSettings()) ->
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """onnx2torch's Slice indexes with a list (a torch UserWarning on every call) and the ONNX
-    exporter warns about the shapes it traces; neither is ours to fix, and the export check
-    catches what a traced shape would break."""
+    exporter warns about the shapes it traces and the strided Slices it leaves unfolded
+    (PP-OCRv6's); none is ours to fix, and the export check catches what a traced shape would
+    break."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1 can be constant folded")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         yield
 
@@ -344,6 +350,7 @@ def load_recogniser(onnx_path: str | Path) -> tuple[RecogniserNet, list[str], di
         raise RuntimeError(f"{onnx_path} has no 'character' metadata: not a PaddleOCR recogniser")
     classes = ["", *metadata["character"].splitlines(), " "]
     _constants_to_initializers(model)
+    _explicit_same_pads(model)
     _declare_conv_ranks(model)
     with _quiet():
         graph = convert(model).eval()  # before any forward pass: BatchNorm keeps the base's statistics
@@ -367,6 +374,34 @@ def _constants_to_initializers(model: Any) -> None:
             kept.append(node)
     del model.graph.node[:]
     model.graph.node.extend(kept)
+
+
+def _explicit_same_pads(model: Any) -> None:
+    """PP-OCRv6's recogniser has a 2x2 stride-1 Conv and MaxPool with auto_pad SAME_UPPER, which
+    onnx2torch does not convert. At stride 1 the padding does not depend on the input's size:
+    k - 1 per axis, the odd one at the end, written out as explicit pads. onnx2torch pads those
+    with zeros, which a MaxPool would take for values: only one that reads a Relu (nothing
+    below zero) is rewritten."""
+    made_by = {name: node for node in model.graph.node for name in node.output}
+    for node in model.graph.node:
+        attributes = {a.name: a for a in node.attribute}
+        auto_pad = attributes.get("auto_pad")
+        if node.op_type not in ("Conv", "MaxPool") or auto_pad is None:
+            continue
+        if auto_pad.s not in (b"SAME_UPPER", b"SAME_LOWER"):
+            continue
+        kernel = list(attributes["kernel_shape"].ints)
+        ones = [1] * len(kernel)
+        strides = list(attributes["strides"].ints) if "strides" in attributes else ones
+        dilations = list(attributes["dilations"].ints) if "dilations" in attributes else ones
+        source = made_by.get(node.input[0])
+        if strides != ones or (node.op_type == "MaxPool" and (source is None or source.op_type != "Relu")):
+            raise RuntimeError(f"{node.name}: {node.op_type} with {auto_pad.s.decode()} is not supported")
+        total = [(k - 1) * d for k, d in zip(kernel, dilations)]
+        small, large = [t // 2 for t in total], [t - t // 2 for t in total]
+        begin, end = (small, large) if auto_pad.s == b"SAME_UPPER" else (large, small)
+        node.attribute.remove(auto_pad)
+        node.attribute.append(onnx.helper.make_attribute("pads", begin + end))
 
 
 def _declare_conv_ranks(model: Any) -> None:
@@ -521,17 +556,24 @@ def _cut_head(graph: Any, classes: int) -> tuple[Any, torch.Tensor, torch.Tensor
             graph.named_parameters()
         ) else graph.get_buffer(consts[0].target)
 
+    def through_copies(node: Any) -> Any:
+        """PP-OCRv6's export puts Identity nodes between the head's MatMul, Add and Softmax."""
+        while module_name(node) == "OnnxCopyIdentity":
+            node = node.args[0]
+        return node
+
     output = next(n for n in graph.graph.nodes if n.op == "output")
     try:
-        node = output.args[0]
+        node = through_copies(output.args[0])
         if "Softmax" in module_name(node):
-            node = node.args[0]
+            node = through_copies(node.args[0])
         if (
             module_name(node) != "OnnxBinaryMathOperation"
             or graph.get_submodule(node.target).math_op_function is not torch.add
         ):
             raise ValueError
         product, bias = split(node)
+        product = through_copies(product)
         if module_name(product) != "OnnxMatMul":
             raise ValueError
         features, weight = split(product)

@@ -45,12 +45,12 @@ register(
         "plate-ocr",
         "plate-ocr",
         PackageFile(
-            "rapidocr-onnxruntime==1.4.4",
-            "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
-            "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
+            "rapidocr==3.10.0",
+            "rapidocr/models/PP-OCRv6_rec_small.onnx",
+            "6f327246b50388f3c176ae304bd95767ea6dc0c9ae92153ef8cbe210b3c14884",
         ),
         "Apache-2.0",
-        "PP-OCRv4 text recogniser (ONNX), reads plate crops",
+        "PP-OCRv6 small text recogniser (ONNX, 18,710 classes), reads plate crops",
     ),
     defaults=("plate-ocr",),
 )

@@ -116,6 +116,11 @@ class PlateFormats:
     lost_letters: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
 
     @functools.cached_property
+    def shortest(self) -> int:
+        """The fewest characters any format's plate has (2: eu-generic's "9A")."""
+        return min(len(pattern) for patterns in self.patterns.values() for pattern in patterns)
+
+    @functools.cached_property
     def lookalikes(self) -> dict[str, frozenset[str]]:
         """Each character's look-alikes, both ways of the confusion tables (O: {0}; 0: {D, O, Q, U})."""
         pairs = [*self.to_digit.items(), *self.to_letter.items()]

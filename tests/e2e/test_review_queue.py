@@ -40,9 +40,10 @@ def test_an_unsure_reading_is_queued_shown_and_corrected(plate_server: str) -> N
     assert Image.open(io.BytesIO(crop.content)).width < 400
 
     decided = httpx.post(f"{plate_server}/v1/reviews/{item['id']}", json={"plate": "krw 301"}).json()
-    # Since the text-line cut the reader reads this plate right (KRW301), only unsure of it:
-    # the reviewer's same text confirms it (a different text is "corrected": test_review_page.py).
-    assert decided["status"] == "done" and decided["decision"] == "confirmed"
+    # The reviewer's text confirms the reading when it is the text read (PP-OCRv4 read this plate
+    # KRW301, unsure), and corrects it when it is not (PP-OCRv6 reads KRN301, flagged).
+    expected = "confirmed" if plate["plate"] == "KRW301" else "corrected"
+    assert decided["status"] == "done" and decided["decision"] == expected
     assert decided["corrected_plate"] == "KRW301"
     # Idempotent: the same decision again changes nothing; a later one replaces it.
     again = httpx.post(f"{plate_server}/v1/reviews/{item['id']}", json={"plate": "KRW301"}).json()

@@ -1,4 +1,4 @@
-"""`modelport finetune ocr` on the real PP-OCRv4 recogniser: conversion to torch, a CTC training
+"""`modelport finetune ocr` on the served recogniser (PP-OCRv6 small): conversion to torch, a CTC training
 step, ONNX export, the ONNX-vs-torch check and the new store version, on crops drawn by the
 synthetic generator (tests/data/synth_plates.py) into a temporary folder.
 

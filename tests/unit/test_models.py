@@ -24,9 +24,7 @@ from services.core.sources import (
 def test_default_import_records_source_and_checksum(plate_models: dict[str, Path]) -> None:
     model = bentoml.models.get("plate-ocr:latest")
     meta = model.info.metadata
-    assert meta["source"] == (
-        "package:rapidocr-onnxruntime==1.4.4#rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"
-    )
+    assert meta["source"] == "package:rapidocr==3.10.0#rapidocr/models/PP-OCRv6_rec_small.onnx"
     assert meta["source_sha256"] == sha256_of(plate_models["plate-ocr"])
     assert meta["kind"] == "plate-ocr"
 

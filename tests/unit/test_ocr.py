@@ -1,4 +1,4 @@
-"""The plate OCR on the real PP-OCRv4 recogniser and real plate crops (fast-plate-ocr's tests).
+"""The plate OCR on the served recogniser (PP-OCRv6 small) and real plate crops (fast-plate-ocr's tests).
 
 The model comes from the test run's model store (imported from its package, checksummed);
 the crops from fast-plate-ocr==1.1.0's sdist (see tests/assets.py).
@@ -41,7 +41,7 @@ def test_reads_a_real_plate(ocr: PlateOCR) -> None:
     assert all(alts[0].char == char for char, alts in zip(result.text, result.alternatives))
 
 
-@pytest.mark.xfail(strict=True, reason="PP-OCRv4 reads this plate's W as N (measured; see evaluate)")
+@pytest.mark.xfail(strict=True, reason="PP-OCRv4 and PP-OCRv6 read this whole crop's W as N (measured)")
 def test_reads_a_light_on_dark_plate(ocr: PlateOCR) -> None:
     [result] = ocr.read([crop("test_plate_2.png")])  # "KRW 301"
     assert normalise(result.text) == "KRW301"

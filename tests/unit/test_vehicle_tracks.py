@@ -66,6 +66,15 @@ def test_a_track_unseen_for_the_gap_ends_with_its_event() -> None:
     assert event.plate == "AD799KB" and tracker.open_tracks == 0
 
 
+def test_a_box_read_as_less_than_any_plate_is_no_vehicle() -> None:
+    # A box on an empty street read "1" (one character: no plate of any format) or nothing.
+    tracker = VehicleTracker(SETTINGS)
+    tracker.update(0.0, [fake_reading("1", (675, 447, 725, 479), 0.41)], FRAME)
+    tracker.update(0.2, [fake_reading("", (100, 100, 150, 130), 0.0)], FRAME)
+    tracker.update(0.4, [fake_reading("AB", (900, 400, 960, 420), 0.5)], FRAME)  # as long as "9A", kept
+    assert [e.plate for e in tracker.flush()] == ["AB"]
+
+
 def test_memory_is_bounded() -> None:
     tracker = VehicleTracker(SETTINGS)
     ended = []
