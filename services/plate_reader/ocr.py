@@ -1,6 +1,6 @@
-"""Plate-text recogniser: a CTC text-line model (PP-OCRv4 by default) on ONNX Runtime.
+"""Plate-text recogniser: a CTC text-line model (PP-OCRv6 small by default) on ONNX Runtime.
 
-    ocr = PlateOCR("models/ch_PP-OCRv4_rec_infer.onnx")
+    ocr = PlateOCR("models/PP-OCRv6_rec_small.onnx")
     [result] = ocr.read([crop])          # crop: H x W x 3 RGB uint8, one plate
     result.text, result.confidence      # "30E-653.73", 0.97
     ocr.read_plates([(photo, box)])      # box: the detector's BoundingBox
@@ -9,7 +9,7 @@ All crops of one call go through the model in one batch. Two-row plates are read
 two text lines (top row first). The model's output is folded onto the plate alphabet
 (A-Z, 0-9 and a few separators): lowercase and full-width forms count for their
 uppercase ASCII letter, and no Chinese or other character can be emitted (on the 31
-test crops this read the same as the full 6,625-class dictionary; it guards other plates).
+test crops this read the same as PP-OCRv4's full 6,625-class dictionary; it guards other plates).
 """
 
 from __future__ import annotations
