@@ -200,12 +200,37 @@ def cut_line(crop: np.ndarray, line: TextLine) -> np.ndarray:
     d, e = -sin, cos
     c = line.cx - a * width / 2 - b * height / 2
     f = line.cy - d * width / 2 - e * height / 2
+    return _affine_cut(crop, (width, height), (a, b, c, d, e, f))
+
+
+def cut_sheared(crop: np.ndarray, line: TextLine) -> np.ndarray:
+    """The line levelled by a shear, not a rotation: each crop column moved up or down so that
+    the baseline is level, the characters' verticals left vertical. A plate seen from the side
+    tilts its baseline, not its characters' strokes; rotated level, those strokes lean."""
+    theta = math.radians(line.angle)
+    band = line.height / math.cos(theta)  # the line's height measured straight down
+    margin = CUT_MARGIN * line.height
+    zoom = max(1.0, CUT_HEIGHT / (band + 2 * margin)) if CUT_HEIGHT else 1.0
+    width = max(1, round((line.length * math.cos(theta) + 2 * margin) * zoom))
+    height = max(1, round((band + 2 * margin) * zoom))
+    # Output (u, v) comes from crop x = cx + (u - w/2) / zoom, y = cy + (v - h/2) / zoom minus
+    # the baseline's rise over that x (image y points down: a counter-clockwise tilt rises).
+    slope = math.tan(theta)
+    a, b, d, e = 1 / zoom, 0.0, -slope / zoom, 1 / zoom
+    c = line.cx - width / (2 * zoom)
+    f = line.cy - height / (2 * zoom) + slope * width / (2 * zoom)
+    return _affine_cut(crop, (width, height), (a, b, c, d, e, f))
+
+
+def _affine_cut(
+    crop: np.ndarray, size: tuple[int, int], coefficients: tuple[float, float, float, float, float, float]
+) -> np.ndarray:
     image = Image.fromarray(np.ascontiguousarray(crop))
     return np.asarray(
         image.transform(
-            (width, height),
+            size,
             Image.Transform.AFFINE,
-            (a, b, c, d, e, f),
+            coefficients,
             resample=Image.Resampling.BILINEAR,
             fillcolor=(127, 127, 127),
         )

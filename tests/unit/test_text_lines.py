@@ -7,15 +7,17 @@ plate drawn here with its state name above the number and a web address below it
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from services.plate_reader import read_fusion
 from services.plate_reader.ocr import PlateOCR
 from services.plate_reader.pipeline import PlateRecognizer
-from services.plate_reader.text_lines import TextLine, TextLineFinder, cut_line, plate_rows
+from services.plate_reader.text_lines import TextLine, TextLineFinder, cut_line, cut_sheared, plate_rows
 from tests.assets import asset
 
 
@@ -74,6 +76,44 @@ def test_a_tilted_line_is_cut_upright() -> None:
     # Upright: the bar fills the cut's middle rows from end to end, and its margins stay light.
     assert dark[cut.shape[0] // 2].mean() > 0.95
     assert dark[:2].mean() < 0.2 and dark[-2:].mean() < 0.2
+
+
+def sheared(image: Image.Image, degrees: float) -> Image.Image:
+    """`image` as a plate seen from the side: each column moved up by its x times tan(degrees)."""
+    slope = math.tan(math.radians(degrees))
+    rise = int(image.width * slope) + 4
+    canvas = Image.new("RGB", (image.width + 8, image.height + rise + 8), (90, 90, 90))
+    canvas.paste(image, (4, 4 + rise))
+    return canvas.transform(
+        canvas.size, Image.Transform.AFFINE, (1, 0, 0, slope, 1, 0), fillcolor=(90, 90, 90)
+    )
+
+
+def test_a_sheared_line_is_cut_level_with_its_verticals_upright() -> None:
+    image = Image.new("RGB", (200, 40), "white")
+    ImageDraw.Draw(image).rectangle((96, 0, 104, 39), fill="black")  # a vertical stroke mid-line
+    leaning = sheared(image, 20)
+    cos = math.cos(math.radians(20))  # the rotated box the detector gives: along the baseline
+    line = TextLine(leaning.width / 2, leaning.height / 2, 200 / cos, 40 * cos, 20.0, 0.9)
+    for cut, upright in ((cut_sheared, True), (cut_line, False)):
+        dark = np.asarray(cut(np.asarray(leaning), line)).mean(axis=2) < 50  # the stroke, not grey
+        columns = np.flatnonzero(dark.any(axis=0))
+        # Sheared level, the stroke stays in the same few columns top to bottom; rotated, it leans.
+        assert (columns.size <= 14) == upright, (cut.__name__, columns.size)
+
+
+def test_a_plate_seen_from_the_side_is_read_surely(finder: TextLineFinder, ocr: PlateOCR) -> None:
+    recognizer = PlateRecognizer(None, ocr, review_threshold=0.93, text_lines=finder)
+    crop = np.asarray(sheared(Image.open(asset("plate_ad799kb")).convert("RGB"), 25))
+    [reading] = recognizer.read_crops([crop])
+    assert (reading.plate, reading.review) == ("AD799KB", False), reading
+    # Only rotated level, its leaning strokes are read less surely (0.83, flagged).
+    tilt, read_fusion.SHEAR_FROM = read_fusion.SHEAR_FROM, float("inf")
+    try:
+        [rotated] = recognizer.read_crops([crop])
+    finally:
+        read_fusion.SHEAR_FROM = tilt
+    assert rotated.score < reading.score
 
 
 def test_the_text_detector_is_imported_with_its_checksum(plate_models: dict[str, Path]) -> None:
