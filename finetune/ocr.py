@@ -377,8 +377,8 @@ def _constants_to_initializers(model: Any) -> None:
 
 
 def _explicit_same_pads(model: Any) -> None:
-    """PP-OCRv6's recogniser has a 2x2 stride-1 Conv and MaxPool with auto_pad SAME_UPPER, which
-    onnx2torch does not convert. At stride 1 the padding does not depend on the input's size:
+    """PP-OCRv6's recogniser has two 2x2 stride-1 Convs and a MaxPool with auto_pad SAME_UPPER,
+    which onnx2torch does not convert. At stride 1 the padding does not depend on the input's size:
     k - 1 per axis, the odd one at the end, written out as explicit pads. onnx2torch pads those
     with zeros, which a MaxPool would take for values: only one that reads a Relu (nothing
     below zero) is rewritten."""
@@ -390,14 +390,20 @@ def _explicit_same_pads(model: Any) -> None:
             continue
         if auto_pad.s not in (b"SAME_UPPER", b"SAME_LOWER"):
             continue
-        kernel = list(attributes["kernel_shape"].ints)
+        kernel = list(attributes["kernel_shape"].ints) if "kernel_shape" in attributes else []
         ones = [1] * len(kernel)
         strides = list(attributes["strides"].ints) if "strides" in attributes else ones
         dilations = list(attributes["dilations"].ints) if "dilations" in attributes else ones
         source = made_by.get(node.input[0])
-        if strides != ones or (node.op_type == "MaxPool" and (source is None or source.op_type != "Relu")):
+        # Dilated SAME padding is refused by ONNX Runtime itself: nothing to check it against.
+        if (
+            not kernel
+            or strides != ones
+            or dilations != ones
+            or (node.op_type == "MaxPool" and (source is None or source.op_type != "Relu"))
+        ):
             raise RuntimeError(f"{node.name}: {node.op_type} with {auto_pad.s.decode()} is not supported")
-        total = [(k - 1) * d for k, d in zip(kernel, dilations)]
+        total = [k - 1 for k in kernel]
         small, large = [t // 2 for t in total], [t - t // 2 for t in total]
         begin, end = (small, large) if auto_pad.s == b"SAME_UPPER" else (large, small)
         node.attribute.remove(auto_pad)

@@ -71,7 +71,8 @@ def test_correct_a_reading_with_the_keyboard(plate_server: str) -> None:
                 field.send_keys(Keys.CONTROL, "a")
                 field.send_keys("KRW301", Keys.ENTER)  # the right text, typed, Enter
                 # The same text as read confirms the reading; another corrects it (PP-OCRv4 read
-                # this plate right but unsure, PP-OCRv6 reads KRN301, flagged).
+                # this plate right but unsure, PP-OCRv6 reads KRN301, flagged). Confirming over
+                # HTTP whatever was read: test_review_queue.py.
                 decided[item_id] = "confirmed" if read_as[item_id] == "KRW301" else "corrected"
             else:
                 field.send_keys(Keys.ESCAPE)

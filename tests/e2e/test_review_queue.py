@@ -39,9 +39,14 @@ def test_an_unsure_reading_is_queued_shown_and_corrected(plate_server: str) -> N
     assert Image.open(io.BytesIO(photo.content)).size == hard.size
     assert Image.open(io.BytesIO(crop.content)).width < 400
 
+    # The text read, typed back (any case, spaces): the reviewer confirms the reading.
+    typed = " ".join((plate["plate"][:3], plate["plate"][3:])).lower()
+    confirmed = httpx.post(f"{plate_server}/v1/reviews/{item['id']}", json={"plate": typed}).json()
+    assert confirmed["status"] == "done" and confirmed["decision"] == "confirmed"
+    assert confirmed["corrected_plate"] == plate["plate"]
+    # The plate's own text: confirmed again where the reader read it so (PP-OCRv4 read KRW301,
+    # unsure), a correction where it did not (PP-OCRv6 reads KRN301, flagged).
     decided = httpx.post(f"{plate_server}/v1/reviews/{item['id']}", json={"plate": "krw 301"}).json()
-    # The reviewer's text confirms the reading when it is the text read (PP-OCRv4 read this plate
-    # KRW301, unsure), and corrects it when it is not (PP-OCRv6 reads KRN301, flagged).
     expected = "confirmed" if plate["plate"] == "KRW301" else "corrected"
     assert decided["status"] == "done" and decided["decision"] == expected
     assert decided["corrected_plate"] == "KRW301"

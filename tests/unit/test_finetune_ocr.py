@@ -295,3 +295,57 @@ def test_the_sign_symbols_rows_do_not_train(default_ocr: Path) -> None:
     others = [i for i in range(len(CLASSES)) if i not in rows]
     assert net.head.weight.grad[rows].abs().max() == 0 and net.head.bias.grad[rows].abs().max() == 0
     assert net.head.weight.grad[others].abs().max() > 0
+
+
+def _padded_graph(op: str, auto_pad: str, after_relu: bool) -> object:
+    """x -> [Relu] -> op (2x2, stride 1, `auto_pad`): a hand-built graph."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(
+        np.random.default_rng(0).normal(size=(2, 3, 2, 2)).astype(np.float32), "w"
+    )
+    source = "r" if after_relu else "x"
+    node = (
+        helper.make_node("Conv", [source, "w"], ["y"], kernel_shape=[2, 2], auto_pad=auto_pad)
+        if op == "Conv"
+        else helper.make_node("MaxPool", [source], ["y"], kernel_shape=[2, 2], auto_pad=auto_pad)
+    )
+    nodes = [helper.make_node("Relu", ["x"], ["r"])] if after_relu else []
+    channels = 2 if op == "Conv" else 3
+    graph = helper.make_graph(
+        [*nodes, node],
+        "padded",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 5, 6])],
+        [weight] if op == "Conv" else [],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=7)
+
+
+@pytest.mark.parametrize(
+    ("op", "auto_pad", "after_relu"),
+    [("Conv", "SAME_UPPER", False), ("Conv", "SAME_LOWER", False), ("MaxPool", "SAME_UPPER", True)],
+)
+def test_same_padding_is_written_out_as_the_same_explicit_pads(
+    op: str, auto_pad: str, after_relu: bool
+) -> None:
+    import onnxruntime as ort
+
+    from finetune.ocr import _explicit_same_pads
+
+    model = _padded_graph(op, auto_pad, after_relu)
+    x = np.random.default_rng(1).normal(size=(1, 3, 5, 6)).astype(np.float32)
+    [expected] = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})  # type: ignore[attr-defined]
+    _explicit_same_pads(model)
+    attributes = {a.name for a in model.graph.node[-1].attribute}  # type: ignore[attr-defined]
+    assert "auto_pad" not in attributes and "pads" in attributes
+    [got] = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})  # type: ignore[attr-defined]
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_same_padding_a_zero_pad_would_change_is_refused() -> None:
+    # onnx2torch pads with zeros: a MaxPool over values below zero would take them for values.
+    from finetune.ocr import _explicit_same_pads
+
+    with pytest.raises(RuntimeError, match="not supported"):
+        _explicit_same_pads(_padded_graph("MaxPool", "SAME_UPPER", after_relu=False))

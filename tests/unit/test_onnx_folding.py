@@ -51,7 +51,7 @@ def test_recogniser_reads_real_plates_the_same_with_a_third_of_its_nodes_gone(tm
     ops = Counter(n.op_type for n in fold_elementwise(onnx.load(str(path))).graph.node)
     before = Counter(n.op_type for n in onnx.load(str(path)).graph.node)
     assert ops["Clip"] == 0 and ops["Div"] < before["Div"] and ops["HardSigmoid"] >= before["Clip"]
-    assert sum(ops.values()) < 0.6 * sum(before.values())
+    assert sum(ops.values()) == 476 and sum(before.values()) == 860  # README: 860 -> 476
     batch = plate_lines()
     exported, folded = unfolded(path), onnx_session(path)
     expected = exported.run(None, {exported.get_inputs()[0].name: batch})[0]
