@@ -52,15 +52,18 @@ def onnx_session(
     # costs ~40 ms at start-up (the recogniser; 12 ms the text detector), where a folded copy in
     # the store would need its own kind: `finetune ocr` converts the graph paddle2onnx wrote.
     model = onnx.load(str(model_path))
+    nodes = len(model.graph.node)
+    source: str | bytes = str(model_path)  # ONNX Runtime reads the file itself unless folded
     try:
-        folded = fold_elementwise(model).SerializeToString()
+        fold_elementwise(model)
+        if len(model.graph.node) < nodes:  # nothing to fold (PP-OCRv6, the YOLO detector): as is
+            source = model.SerializeToString()
     except Exception:  # a graph the rewrites did not foresee: served as exported, never refused
         log.warning(
             "%s: could not fold its elementwise chains; loaded as exported", model_path, exc_info=True
         )
-        folded = onnx.load(str(model_path)).SerializeToString()
     del model  # the parsed graph (tens of MB): its pages go back now, not at the first idle batch
-    session = ort.InferenceSession(folded, options, providers=providers)
-    del folded
+    session = ort.InferenceSession(source, options, providers=providers)
+    del source
     return_freed_memory()
     return session

@@ -106,16 +106,14 @@ def read_voted(
     hints = [region_hint((), mercosur_band=band) for band in bands]
     tilted = [i for i, r in enumerate(rows) if r and max(abs(row.angle) for row in r) >= SHEAR_FROM]
     sheared = [[cut_sheared(crops[i], row) for row in rows[i]] for i in tilted]
-    reads = ocr.read_lines([[stretch(line) for line in lines] for lines in [*plain, *sheared]])
-    first = reads[: len(crops)]
-    for i, lines, reading in zip(tilted, sheared, reads[len(crops) :]):
-        if _sureness(rank(reading, i, hints[i])) > _sureness(rank(first[i], i, hints[i])):
-            first[i], plain[i] = reading, lines  # the second read reads this cut too
-    other = (
-        tuned.read_lines([[stretch(line) for line in lines] for lines in plain])
-        if tuned is not None
-        else None
-    )
+    stretched = [[stretch(line) for line in lines] for lines in [*plain, *sheared]]
+    reads = ocr.read_lines(stretched)
+    first, stretched_first = reads[: len(crops)], stretched[: len(crops)]
+    for k, (i, lines) in enumerate(zip(tilted, sheared), start=len(crops)):
+        if _sureness(rank(reads[k], i, hints[i])) > _sureness(rank(first[i], i, hints[i])):
+            # The sheared cut is the plate's: its second read and the tuned read read it too.
+            first[i], plain[i], stretched_first[i] = reads[k], lines, stretched[k]
+    other = tuned.read_lines(stretched_first) if tuned is not None else None
 
     def both(i: int, hint: RegionHint | None) -> tuple[Candidate, ...]:
         mine = rank(first[i], i, hint)

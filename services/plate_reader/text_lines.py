@@ -187,11 +187,7 @@ def _union(pieces: list[TextLine]) -> TextLine:
 
 def cut_line(crop: np.ndarray, line: TextLine) -> np.ndarray:
     """The line as an upright RGB image, its tilt undone (one affine resampling)."""
-    margin = CUT_MARGIN * line.height
-    # Cut straight at the recogniser's height where the line is smaller: one resampling.
-    zoom = max(1.0, CUT_HEIGHT / (line.height + 2 * margin)) if CUT_HEIGHT else 1.0
-    width = max(1, round((line.length + 2 * margin) * zoom))
-    height = max(1, round((line.height + 2 * margin) * zoom))
+    zoom, width, height = _cut_size(line.length, line.height, CUT_MARGIN * line.height)
     theta = math.radians(line.angle)
     cos, sin = math.cos(theta) / zoom, math.sin(theta) / zoom
     # Output pixel (u, v) comes from the crop at centre + rotation of (u - w/2, v - h/2):
@@ -208,11 +204,9 @@ def cut_sheared(crop: np.ndarray, line: TextLine) -> np.ndarray:
     the baseline is level, the characters' verticals left vertical. A plate seen from the side
     tilts its baseline, not its characters' strokes; rotated level, those strokes lean."""
     theta = math.radians(line.angle)
-    band = line.height / math.cos(theta)  # the line's height measured straight down
-    margin = CUT_MARGIN * line.height
-    zoom = max(1.0, CUT_HEIGHT / (band + 2 * margin)) if CUT_HEIGHT else 1.0
-    width = max(1, round((line.length * math.cos(theta) + 2 * margin) * zoom))
-    height = max(1, round((band + 2 * margin) * zoom))
+    # Along x the line spans length x cos; straight down its band is height / cos.
+    cos = math.cos(theta)
+    zoom, width, height = _cut_size(line.length * cos, line.height / cos, CUT_MARGIN * line.height)
     # Output (u, v) comes from crop x = cx + (u - w/2) / zoom, y = cy + (v - h/2) / zoom minus
     # the baseline's rise over that x (image y points down: a counter-clockwise tilt rises).
     slope = math.tan(theta)
@@ -220,6 +214,13 @@ def cut_sheared(crop: np.ndarray, line: TextLine) -> np.ndarray:
     c = line.cx - width / (2 * zoom)
     f = line.cy - height / (2 * zoom) + slope * width / (2 * zoom)
     return _affine_cut(crop, (width, height), (a, b, c, d, e, f))
+
+
+def _cut_size(length: float, height: float, margin: float) -> tuple[float, int, int]:
+    """(zoom, width, height) of a cut of `length` x `height` crop pixels with `margin` around
+    them: cut straight at the recogniser's height where the line is smaller, in one resampling."""
+    zoom = max(1.0, CUT_HEIGHT / (height + 2 * margin)) if CUT_HEIGHT else 1.0
+    return zoom, max(1, round((length + 2 * margin) * zoom)), max(1, round((height + 2 * margin) * zoom))
 
 
 def _affine_cut(
