@@ -82,6 +82,7 @@ from services.plate_reader.onnx_session import onnx_session
 from services.plate_reader.plate_text import normalise
 from services.plate_reader.read_fusion import stretch
 from services.plate_reader.text_lines import TextLineFinder
+from services.plate_reader.tuned_tail import TAIL_OUTPUT, extract_tail, graft, sha256_file
 
 INSTALL_HINT = "pip install 'modelport[finetune]'"
 # Symbols no plate carries but signs, shop fronts and timestamps do. The restricted head keeps
@@ -286,17 +287,20 @@ def finetune_ocr(data_dir: str | Path, settings: OcrSettings = OcrSettings()) ->
     best_epoch = min((h for h in history if h.get("val_exact") == best), key=lambda h: h["step"])["epoch"]
     (run_dir / "history.json").write_text(json.dumps(history, indent=1))
 
-    exported = run_dir / "model.onnx"
+    version = run_dir / "version"  # what the store gets: model.onnx, tail.onnx when one is written
+    version.mkdir()
+    exported = version / "model.onnx"
     export_onnx(net, exported, {**metadata, "character": PLATE_DICTIONARY})
     export_diff = check_against_onnx(
         net, exported, check_batches, EXPORT_TOLERANCE, what="the exported ONNX model"
     )
+    tail_diff = None if settings.train_backbone else write_tail(exported, base_path, version, check_batches)
     after = line_accuracy(PlateOCR(exported), val_lines, data.val)
     seconds = time.monotonic() - started
     speed = seen / train_seconds if train_seconds else 0.0
     tag = add_version(
         base.tag.name,
-        exported,
+        version,
         kind="plate-ocr",
         metadata={
             "base_model": str(base.tag),
@@ -315,6 +319,7 @@ def finetune_ocr(data_dir: str | Path, settings: OcrSettings = OcrSettings()) ->
                 "exact_restricted_untrained": round(untrained, 4),
                 "conversion_max_abs_diff": conversion_diff,
                 "export_max_abs_diff": export_diff,
+                "tail_max_abs_diff": tail_diff,  # None: no tail.onnx, served as a whole model
                 "steps": steps,
                 "best_epoch": best_epoch,
                 "train_images_per_second": round(speed, 2),
@@ -967,6 +972,27 @@ def export_onnx(net: RecogniserNet, path: Path, metadata: dict[str, str]) -> Non
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(path))
+
+
+def write_tail(exported: Path, base_path: Path, folder: Path, batches: list[np.ndarray]) -> float | None:
+    """Save the exported model's neck and head as folder/tail.onnx (tuned_tail.py: served grafted
+    on the base, in its calls) when, grafted on the base, they give the exported model's
+    probabilities within EXPORT_TOLERANCE on `batches`: the worst difference, else None."""
+    try:
+        tail = extract_tail(onnx.load(str(exported)), sha256_file(base_path))
+        twin = onnx_session(graft(onnx.load(str(base_path)), tail), ["CPUExecutionProvider"])
+    except Exception:  # a graph with no pool to cut at: served as a whole model, as before
+        return None
+    whole = onnx_session(exported, ["CPUExecutionProvider"])
+    name = whole.get_inputs()[0].name
+    worst = max(
+        float(np.abs(twin.run([TAIL_OUTPUT], {name: b})[0] - whole.run(None, {name: b})[0]).max())
+        for b in batches
+    )
+    if not worst <= EXPORT_TOLERANCE:
+        return None
+    onnx.save(tail, str(folder / "tail.onnx"))
+    return float(f"{worst:.3g}")
 
 
 def _check_batches(line_sets: list[list[np.ndarray]], count: int = 8) -> list[np.ndarray]:

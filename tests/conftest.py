@@ -57,7 +57,8 @@ def plate_models() -> dict[str, Path]:
     """The plate reader's default models, imported into the test store; their file paths."""
     from services.core.model_store import import_model
 
-    return {
+    paths = {
         name: import_model(name).path / "model.onnx"
         for name in ("plate-detector", "plate-ocr", "plate-text-detector")
     }
+    return {**paths, "plate-ocr-tuned": import_model("plate-ocr-tuned").path / "tail.onnx"}

@@ -145,13 +145,22 @@ def rollback_(name: str) -> None:
         fail(exc)
 
 
-def _plate_recognizer(detector: str, ocr: str):  # returns (PlateRecognizer, Settings)
-    """The plate reader's pipeline on these model tags ("" = the one served), its settings."""
+def _plate_recognizer(
+    detector: str, ocr: str, tuned: str | None = None, tuned_temperature: float | None = None
+):
+    """The plate reader's pipeline on these model tags ("" = the one served); `tuned`: the
+    plate-tuned version fused with `ocr` (None: the settings' choice, "none": `ocr` alone)."""
+    from dataclasses import replace
+
     from services.core.model_store import resolve
     from services.plate_reader.pipeline import PlateRecognizer
     from services.plate_reader.settings import Settings
 
     settings = Settings.from_env()
+    if tuned is not None:
+        settings = replace(settings, ocr_tuned_model=tuned)
+    if tuned_temperature is not None:
+        settings = replace(settings, ocr_tuned_temperature=tuned_temperature)
     tuned = settings.tuned_ocr_model(ocr)  # fused with `ocr` when ocr_tuned_model asks for one
     return PlateRecognizer.from_files(
         resolve(detector).path_of("model.onnx"),
@@ -163,7 +172,7 @@ def _plate_recognizer(detector: str, ocr: str):  # returns (PlateRecognizer, Set
         text_detector_path=(
             resolve(settings.text_detector_model).path_of("model.onnx") if settings.text_lines else None
         ),
-        tuned_ocr_path=resolve(tuned).path_of("model.onnx") if tuned else None,
+        tuned_ocr_dir=resolve(tuned).path if tuned else None,
         tuned_temperature=settings.ocr_tuned_temperature,
     )
 

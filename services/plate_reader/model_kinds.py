@@ -5,6 +5,8 @@
 plate-detector: an Ultralytics YOLO checkpoint (.pt), exported to the ONNX model the service
 runs (detector_export.py; needs Ultralytics at import time, never while serving).
 plate-ocr: a CTC text recogniser as ONNX, stored as it is.
+plate-ocr-tail: a plate-tuned recogniser's neck and head (tuned_tail.py), grafted on the
+plate-ocr it was trained on when served; the default's file ships in models/ with its card.
 plate-text-detector: a DB text-line detector as ONNX, stored as it is (text_lines.py: it finds
 the plate number's line in each crop, so the state name and frame text are not read into it).
 """
@@ -15,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from services.core.model_store import ModelKind, ModelSpec, prepare_copy, register
-from services.core.sources import PackageFile
+from services.core.sources import LocalFile, PackageFile
+
+# The plate-tuned tail trained here on PP-OCRv6 small (models/MODEL_CARD.md).
+TUNED_TAIL = Path(__file__).with_name("models") / "plate-tuned-tail.onnx"
 
 
 def _prepare_detector(fetched: Path, model_dir: Path) -> dict[str, Any]:
@@ -53,6 +58,17 @@ register(
         "PP-OCRv6 small text recogniser (ONNX, 18,710 classes), reads plate crops",
     ),
     defaults=("plate-ocr",),
+)
+register(
+    ModelKind("plate-ocr-tail", prepare_copy("tail.onnx")),
+    ModelSpec(
+        "plate-ocr-tuned",
+        "plate-ocr-tail",
+        LocalFile(str(TUNED_TAIL), "0f567d61801f36c0e092cfa5dd11ade6b1fc84b85816ee989b7ca460cee869f4"),
+        "Apache-2.0",
+        "plate-tuned neck and head for PP-OCRv6 small, read in the same call (1.4 MB)",
+    ),
+    defaults=("plate-ocr-tuned",),
 )
 register(
     ModelKind("plate-text-detector", prepare_copy("model.onnx")),

@@ -23,6 +23,7 @@ import numpy as np
 from services.plate_reader.crops import crop_plate, padded_width, split_rows, to_batch, trim_bands
 from services.plate_reader.onnx_session import indices_by_shape, onnx_session
 from services.plate_reader.stage_timing import timed
+from services.plate_reader.tuned_tail import TAIL_OUTPUT, TUNED_CHARACTER, graft_files
 from services.plate_reader.types import BoundingBox, CharAlternative, OcrResult
 
 # Plate characters plus the separators printed on plates: the separators stay possible
@@ -33,7 +34,8 @@ TOP_K = 3
 
 
 class PlateOCR:
-    """Reads plate crops with a CTC recogniser whose dictionary is in its ONNX metadata."""
+    """Reads plate crops with a CTC recogniser whose dictionary is in its ONNX metadata; with a
+    plate-tuned tail (tuned_tail.py), the same call also gives the tuned version's reading."""
 
     def __init__(
         self,
@@ -42,20 +44,27 @@ class PlateOCR:
         providers: Sequence[str] | None = None,
         temperature: float = 1.0,
         as_exported: bool = False,  # onnx_session's: the graph without onnx_folding's rewrites
+        tail_path: str | Path | None = None,
+        tail_temperature: float = 1.0,
     ) -> None:
-        self._session = onnx_session(model_path, providers, as_exported=as_exported)
+        graph = graft_files(model_path, tail_path) if tail_path else model_path
+        self._session = onnx_session(graph, providers, as_exported=as_exported)
+        del graph
         # Calibration: each frame's plate-alphabet probabilities are raised to 1 / temperature
         # and renormalised (softmax of logits / temperature over the folded classes). The read
         # text is the same at any temperature; only how sure it is changes.
         self.temperature = temperature
+        self.tail_temperature = tail_temperature
         self._input_name = self._session.get_inputs()[0].name
-        fold = _fold_matrix(self._session.get_modelmeta().custom_metadata_map["character"])
-        # Only the classes that fold into the blank or the plate alphabet are multiplied; the
-        # foreign column is the rest of each frame's sum. The dense (frames x 6,625) @ (6,625 x
-        # 41) product took 21% of a served read under load: OpenBLAS's threads fought ONNX
-        # Runtime's for the 2 cores (0.42 s a call profiled, 1.8 ms a line on one idle thread).
-        self._known = np.flatnonzero(fold[:, :-1].any(axis=1))
-        self._fold_known = np.ascontiguousarray(fold[self._known, :-1])
+        metadata = self._session.get_modelmeta().custom_metadata_map
+        outputs = [output.name for output in self._session.get_outputs()]
+        self._heads = [_Head(outputs[0], metadata["character"])]
+        if tail_path:
+            self._heads.append(_Head(TAIL_OUTPUT, metadata[TUNED_CHARACTER]))
+
+    @property
+    def has_tail(self) -> bool:
+        return len(self._heads) > 1
 
     def read(self, crops: Sequence[np.ndarray]) -> list[OcrResult]:
         """Read every crop (RGB uint8); one result per crop, same order."""
@@ -64,33 +73,66 @@ class PlateOCR:
     def read_lines(self, lines_per_crop: Sequence[Sequence[np.ndarray]]) -> list[OcrResult]:
         """Read each plate given as its text lines (RGB uint8, top row first), all lines
         together (folded); one result per plate, its lines joined by a space."""
+        return self.read_both(lines_per_crop, tail=False)[0]
+
+    def read_both(
+        self, lines_per_crop: Sequence[Sequence[np.ndarray]], *, tail: bool = True
+    ) -> tuple[list[OcrResult], list[OcrResult] | None]:
+        """read_lines(), and the tuned tail's reading of the same lines from the same call (None
+        without a tail)."""
         if not lines_per_crop:
-            return []
+            return [], [] if self.has_tail and tail else None
         lines = [line for crop_lines in lines_per_crop for line in crop_lines]
-        decoded = iter(decode(folded) for folded in self.folded(lines))
-        return [_join([next(decoded) for _ in crop_lines]) for crop_lines in lines_per_crop]
+        heads = self._heads if tail else self._heads[:1]
+        results = []
+        for per_line in self._folded(lines, heads):
+            decoded = iter(decode(folded) for folded in per_line)
+            results.append([_join([next(decoded) for _ in crop_lines]) for crop_lines in lines_per_crop])
+        return results[0], results[1] if len(results) > 1 else None
 
     def folded(self, lines: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Each line's (time, 1 + plate alphabet + foreign) probabilities, at this reader's
         temperature: one model call per padded width (crops.padded_width), so a line reads the
         same in any batch."""
+        return self._folded(lines, self._heads[:1])[0]
+
+    def _folded(self, lines: Sequence[np.ndarray], heads: Sequence[_Head]) -> list[list[np.ndarray]]:
+        """folded() for each of `heads` (the base's, the tail's), from the same model calls."""
         by_width = indices_by_shape(padded_width(line) for line in lines)
-        out: list[np.ndarray] = [np.empty(0)] * len(lines)
+        out = [[np.empty(0)] * len(lines) for _ in heads]
+        temperatures = [self.temperature, self.tail_temperature]
         with timed("recognise"):
             for width, indices in by_width.items():
                 batch = to_batch([lines[i] for i in indices], min_width=width)
-                for i, line_probs in zip(indices, self._session.run(None, {self._input_name: batch})[0]):
-                    out[i] = with_temperature(self._fold_line(line_probs), self.temperature)
+                probabilities = self._session.run([h.output for h in heads], {self._input_name: batch})
+                for k, (head, head_probs) in enumerate(zip(heads, probabilities)):
+                    for i, line_probs in zip(indices, head_probs):
+                        out[k][i] = with_temperature(head.fold(line_probs), temperatures[k])
         return out
-
-    def _fold_line(self, probabilities: np.ndarray) -> np.ndarray:
-        known = probabilities[:, self._known] @ self._fold_known
-        foreign = np.maximum(probabilities.sum(axis=1) - known.sum(axis=1), 0.0)
-        return np.concatenate([known, foreign[:, None]], axis=1)
 
     def read_plates(self, plates: Sequence[tuple[np.ndarray, BoundingBox]]) -> list[OcrResult]:
         """Read the plate in each (RGB image, detector box) pair, all together."""
         return self.read([crop_plate(image, (b.xmin, b.ymin, b.xmax, b.ymax)) for image, b in plates])
+
+
+class _Head:
+    """One of the model's outputs (the base's probabilities, a tuned tail's) and how its classes
+    fold onto the plate alphabet."""
+
+    def __init__(self, output: str, dictionary: str) -> None:
+        self.output = output
+        fold = _fold_matrix(dictionary)
+        # Only the classes that fold into the blank or the plate alphabet are multiplied; the
+        # foreign column is the rest of each frame's sum. The dense (frames x 6,625) @ (6,625 x
+        # 41) product took 21% of a served read under load: OpenBLAS's threads fought ONNX
+        # Runtime's for the 2 cores (0.42 s a call profiled, 1.8 ms a line on one idle thread).
+        self._known = np.flatnonzero(fold[:, :-1].any(axis=1))
+        self._fold_known = np.ascontiguousarray(fold[self._known, :-1])
+
+    def fold(self, probabilities: np.ndarray) -> np.ndarray:
+        known = probabilities[:, self._known] @ self._fold_known
+        foreign = np.maximum(probabilities.sum(axis=1) - known.sum(axis=1), 0.0)
+        return np.concatenate([known, foreign[:, None]], axis=1)
 
 
 def _fold_matrix(dictionary: str) -> np.ndarray:

@@ -27,10 +27,14 @@ def indices_by_shape(shapes: Iterable[Shape]) -> dict[Shape, list[int]]:
 
 
 def onnx_session(
-    model_path: str | Path, providers: Sequence[str] | None = None, *, as_exported: bool = False
+    model_path: str | Path | onnx.ModelProto,
+    providers: Sequence[str] | None = None,
+    *,
+    as_exported: bool = False,
 ) -> ort.InferenceSession:
-    """A session on the model at `model_path`, PaddleOCR's elementwise chains folded
-    (onnx_folding.py); `as_exported`: the graph as it is (the speed benchmark's baseline)."""
+    """A session on the model at `model_path` (or a parsed graph: tuned_tail's twin), PaddleOCR's
+    elementwise chains folded (onnx_folding.py); `as_exported`: the graph as it is (the speed
+    benchmark's baseline)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # By default ORT's threads keep spinning after a run. Here two sessions (detector, OCR)
@@ -45,23 +49,27 @@ def onnx_session(
     # 555-616 MB) and CPU. (Off was chosen at batches of 8: 433 MB vs 314 MB; now at most 2.)
     options.enable_cpu_mem_arena = True
     providers = list(providers or ["CPUExecutionProvider"])
+    parsed = isinstance(model_path, onnx.ModelProto)
     if as_exported:
-        return ort.InferenceSession(str(model_path), options, providers=providers)
+        exported = (
+            model_path.SerializeToString() if isinstance(model_path, onnx.ModelProto) else str(model_path)
+        )
+        return ort.InferenceSession(exported, options, providers=providers)
     # PaddleOCR's recogniser and text detector spend more time in scalar Mul/Add/Clip/Div chains
     # than in their convolutions; folded, the same function runs in ~2/3 of the time. Folding
     # costs ~40 ms at start-up (the recogniser; 12 ms the text detector), where a folded copy in
     # the store would need its own kind: `finetune ocr` converts the graph paddle2onnx wrote.
-    model = onnx.load(str(model_path))
+    model = model_path if isinstance(model_path, onnx.ModelProto) else onnx.load(str(model_path))
     nodes = len(model.graph.node)
-    source: str | bytes = str(model_path)  # ONNX Runtime reads the file itself unless folded
+    # ONNX Runtime reads a file itself unless something was folded
+    source: str | bytes = model.SerializeToString() if parsed else str(model_path)
     try:
         fold_elementwise(model)
         if len(model.graph.node) < nodes:  # nothing to fold (PP-OCRv6, the YOLO detector): as is
             source = model.SerializeToString()
     except Exception:  # a graph the rewrites did not foresee: served as exported, never refused
-        log.warning(
-            "%s: could not fold its elementwise chains; loaded as exported", model_path, exc_info=True
-        )
+        what = model.graph.name if parsed else model_path
+        log.warning("%s: could not fold its elementwise chains; loaded as exported", what, exc_info=True)
     del model  # the parsed graph (tens of MB): its pages go back now, not at the first idle batch
     session = ort.InferenceSession(source, options, providers=providers)
     del source

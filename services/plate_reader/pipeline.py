@@ -15,6 +15,7 @@ measures what the rules add on this same code path.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from services.plate_reader.read_fusion import read_voted
 from services.plate_reader.small_plates import find_in_tiles, tile_side, unseen
 from services.plate_reader.stage_timing import timed
 from services.plate_reader.text_lines import TextLineFinder
+from services.plate_reader.tuned_tail import TailMismatch
 from services.plate_reader.types import (
     BoundingBox,
     Candidate,
@@ -38,6 +40,8 @@ from services.plate_reader.types import (
     PlateReading,
     ReadRequest,
 )
+
+log = logging.getLogger(__name__)
 
 
 class PlateRecognizer:
@@ -79,17 +83,29 @@ class PlateRecognizer:
         retry_imgsz: int = 0,
         tile: int = 0,
         text_detector_path: str | Path | None = None,
-        tuned_ocr_path: str | Path | None = None,
+        tuned_ocr_dir: str | Path | None = None,
         tuned_temperature: float = 1.0,
     ) -> PlateRecognizer:
+        """`tuned_ocr_dir`: a stored plate-tuned version read as the recogniser's equal: its
+        tail.onnx grafted on the recogniser (tuned_tail.py; read in the same calls), or its
+        whole model.onnx (its own session and calls)."""
+        tail = Path(tuned_ocr_dir) / "tail.onnx" if tuned_ocr_dir else None
+        has_tail = tail is not None and tail.exists()
+        whole = Path(tuned_ocr_dir) / "model.onnx" if tuned_ocr_dir and not has_tail else None
+        try:
+            ocr = PlateOCR(ocr_path, tail_path=tail if has_tail else None, tail_temperature=tuned_temperature)
+        except TailMismatch:
+            # The default tail with a recogniser of the user's own: theirs is served, alone.
+            log.warning("the plate-tuned tail is not for this recogniser; reading without it", exc_info=True)
+            ocr = PlateOCR(ocr_path)
         return cls(
             PlateDetector(detector_path, imgsz=detector_imgsz),
-            PlateOCR(ocr_path),
+            ocr,
             review_threshold=review_threshold,
             retry_imgsz=retry_imgsz,
             tile=tile,
             text_lines=TextLineFinder(text_detector_path) if text_detector_path else None,
-            tuned_ocr=PlateOCR(tuned_ocr_path, temperature=tuned_temperature) if tuned_ocr_path else None,
+            tuned_ocr=PlateOCR(whole, temperature=tuned_temperature) if whole else None,
         )
 
     def read(

@@ -19,11 +19,13 @@
    and dropped by the rules, flagged, are read as a symbol at the cut's own width, surely).
    They disagree: the better-scoring one ranks first, the other's plate follows it among the
    candidates, and both are capped at DISAGREE_CAP: `review`.
-3. With a plate-tuned recogniser asked for (settings.ocr_tuned_model), it reads every plate's
-   stretched line too, in one more call, as the base's equal (fuse_equals): read alike, the
-   plate scores agreed() (agreement is evidence); read apart, as in 2. Its scores are
-   temperature-calibrated on dev crops first (calibrate_plate_ocr.py): alone it was over-sure
-   on synthetic plates and under-sure on real ones.
+3. With a plate-tuned recogniser (settings.ocr_tuned_model; by default the tail shipped in
+   services/plate_reader/models/), it reads every plate's stretched line too, as the base's
+   equal (fuse_equals): a tuned tail (tuned_tail.py) in the first read's own call, a whole
+   tuned model in one more call. Read alike, the plate scores agreed() (agreement is
+   evidence); read apart, as in 2. Its scores are temperature-calibrated on dev crops first
+   (calibrate_plate_ocr.py): alone it was over-sure on synthetic plates and under-sure on
+   real ones.
 4. A sure plate the text detector may have boxed short is read again, its rows widened to the
    crop's ends, in one more call, or flagged (truncation.check_ends).
 
@@ -92,8 +94,8 @@ def read_voted(
     tuned: PlateOCR | None = None,
 ) -> list[tuple[Candidate, ...]]:
     """Ranked candidates for each crop; ``rank(reading, crop index, hint)`` applies the rules.
-    With ``tuned``, a second recogniser reads every plate's stretched line too, as an equal
-    (fuse_equals)."""
+    With a tuned tail grafted on ``ocr`` (or a whole ``tuned`` recogniser), a second reading of
+    every plate's stretched line is fused with the first as an equal (fuse_equals)."""
     if not crops:
         return []
     found = finder.find(crops)
@@ -107,13 +109,17 @@ def read_voted(
     tilted = [i for i, r in enumerate(rows) if r and max(abs(row.angle) for row in r) >= SHEAR_FROM]
     sheared = [[cut_sheared(crops[i], row) for row in rows[i]] for i in tilted]
     stretched = [[stretch(line) for line in lines] for lines in [*plain, *sheared]]
-    reads = ocr.read_lines(stretched)
+    reads, tail_reads = ocr.read_both(stretched)  # a tuned tail's reads come from the same call
     first, stretched_first = reads[: len(crops)], stretched[: len(crops)]
+    kept = list(range(len(crops)))  # which cut's reads are each plate's
     for k, (i, lines) in enumerate(zip(tilted, sheared), start=len(crops)):
         if _sureness(rank(reads[k], i, hints[i])) > _sureness(rank(first[i], i, hints[i])):
             # The sheared cut is the plate's: its second read and the tuned read read it too.
-            first[i], plain[i], stretched_first[i] = reads[k], lines, stretched[k]
-    other = tuned.read_lines(stretched_first) if tuned is not None else None
+            first[i], plain[i], stretched_first[i], kept[i] = reads[k], lines, stretched[k], k
+    if tail_reads is not None:
+        other: list[OcrResult] | None = [tail_reads[k] for k in kept]
+    else:
+        other = tuned.read_lines(stretched_first) if tuned is not None else None
 
     def both(i: int, hint: RegionHint | None) -> tuple[Candidate, ...]:
         mine = rank(first[i], i, hint)

@@ -90,7 +90,7 @@ class PlateReader:
             text_detector_path=(
                 self.text_detector_model.path_of("model.onnx") if settings.text_lines else None
             ),
-            tuned_ocr_path=self.tuned_ocr_model.path_of("model.onnx") if self.tuned_ocr_model else None,
+            tuned_ocr_dir=self.tuned_ocr_model.path if self.tuned_ocr_model else None,
             tuned_temperature=settings.ocr_tuned_temperature,
         )
         self.batcher = MicroBatcher(
@@ -110,13 +110,16 @@ class PlateReader:
             review_store()  # opened now: at the first read, its migrations held the event loop ~1 s
         watchlists.start()  # every reading's `watchlist` matches, kept current from the database
         webhooks.start(settings)  # bad MODELPORT_PLATE_WEBHOOKS fails the start; pending events resume
-        models = (str(self.detector_model.tag), str(self.ocr_model.tag))
-        self.videos = VideoReader(settings, self.batcher, self.recorder, models)  # POST .../video
+        # What read each review item: the recogniser, "+" the plate-tuned version read with it
+        ocr = str(self.ocr_model.tag)
+        if self.tuned_ocr_model is not None and (self.recognizer.ocr.has_tail or self.recognizer.tuned_ocr):
+            ocr += f"+{self.tuned_ocr_model.tag}"
+        self.models = (str(self.detector_model.tag), ocr)
+        self.videos = VideoReader(settings, self.batcher, self.recorder, self.models)  # POST .../video
         logger.info(
-            "plate reader ready: detector %s, ocr %s, tuned ocr %s",
+            "plate reader ready: detector %s, ocr %s",
             self.detector_model.tag,
-            self.ocr_model.tag,
-            self.tuned_ocr_model.tag if self.tuned_ocr_model else "none",
+            ocr,
         )
 
     def __is_ready__(self) -> bool:
@@ -179,7 +182,7 @@ class PlateReader:
                 photo,
                 plates,
                 camera_id=options.camera_id,
-                models=(str(self.detector_model.tag), str(self.ocr_model.tag)),
+                models=self.models,
             )
         return images, readings, (time.perf_counter() - started) * 1000, options
 

@@ -159,14 +159,10 @@ def main() -> None:
     table: dict[str, dict[str, dict[str, float]]] = {}
     for name, tagged, voted, tuned in readers:
         tag, temperature = at_temperature(tagged)
-        recognizer = _plate_recognizer(settings.detector_model, tag)
+        # --ocr and --pair read alone; --fuse with its tuned version (a tail or a whole model)
+        tuned_tag, tuned_temperature = at_temperature(tuned) if tuned else ("none", 1.0)
+        recognizer = _plate_recognizer(settings.detector_model, tag, tuned_tag, tuned_temperature)
         recognizer.ocr.temperature = temperature
-        recognizer.tuned_ocr = None  # --ocr and --pair read alone, whatever versions are stored
-        if tuned:
-            tuned_tag, tuned_temperature = at_temperature(tuned)
-            recognizer.tuned_ocr = PlateOCR(
-                resolve(tuned_tag).path_of("model.onnx"), temperature=tuned_temperature
-            )
         pipeline.read_voted = voted or original  # type: ignore[assignment]
         for set_name, folder, crops, split in chosen:
             if not folder.is_dir():

@@ -38,8 +38,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(".bench/lookalikes.json"))
     args = parser.parse_args()
     settings = Settings.from_env()
-    recognizer = _plate_recognizer(settings.detector_model, args.ocr)
-    recognizer.tuned_ocr = None
+    recognizer = _plate_recognizer(settings.detector_model, args.ocr, tuned="none")
     formats = load_formats()
     pairs = {**formats.to_digit, **formats.to_letter}
     log: list[tuple[str, list[float], list[list[tuple[str, float]]], str]] = []

@@ -47,8 +47,7 @@ def main() -> None:
     parser.add_argument("--time", type=int, default=0, help="time the first N crops of each synthetic set")
     args = parser.parse_args()
     settings = Settings.from_env()
-    recognizer = _plate_recognizer(settings.detector_model, args.ocr)
-    recognizer.tuned_ocr = None
+    recognizer = _plate_recognizer(settings.detector_model, args.ocr, tuned="none")
     ocr, finder = recognizer.ocr, recognizer.text_lines
     assert finder is not None
     read_fusion.CHECK_ENDS = False  # the served read as it was before the check

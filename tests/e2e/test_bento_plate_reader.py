@@ -25,7 +25,10 @@ def test_built_bento_serves_from_a_fresh_store(plate_models: dict[str, Path], tm
     tag = build("deploy/plate_reader/bentofile.yaml")
     assert tag.startswith("plate-reader:")
     info = bentoml("get", tag, "-o", "yaml")
-    assert "plate-detector:" in info and "plate-ocr:" in info and "plate-text-detector:" in info
+    assert all(
+        f"{name}:" in info
+        for name in ("plate-detector", "plate-ocr", "plate-ocr-tuned", "plate-text-detector")
+    )
     requirements = Path(bentoml("get", tag, "-o", "path").strip(), "env/python/requirements.txt").read_text()
     assert "onnxruntime" in requirements and "torch" not in requirements  # no torch in this image
 
@@ -45,6 +48,7 @@ def test_built_bento_serves_from_a_fresh_store(plate_models: dict[str, Path], tm
     assert sorted(os.listdir(Path(fresh_home, "models"))) == [
         "plate-detector",
         "plate-ocr",
+        "plate-ocr-tuned",  # the plate-tuned tail, grafted on plate-ocr at start-up
         "plate-text-detector",
     ]
 

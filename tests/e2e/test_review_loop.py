@@ -6,6 +6,7 @@ training ones, refuses a worse version and passes a better one."""
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -56,6 +57,13 @@ def test_read_review_export_finetune_promote(plate_server: str, tmp_path: Path) 
     with open(out / "ocr" / "labels.csv") as labels:
         rows = [r for r in csv.DictReader(labels) if r["plate"] == "KRW301"]
     assert len(rows) >= 6
+    # Each item says what read it: the recogniser and the plate-tuned tail read with it
+    versions_read = {
+        p["model_version"]
+        for t in json.loads((out / "label-studio.json").read_text())
+        for p in t["predictions"]
+    }
+    assert any(v.startswith("plate-ocr:") and "+plate-ocr-tuned:" in v for v in versions_read), versions_read
     base = str(resolve(serving_tag("plate-ocr")).tag)
     stored_before = {str(m.tag) for m in versions("plate-ocr")}
     held_out = held_out_crops(tmp_path / "held-out")  # evaluation: no crop of it was trained on

@@ -227,7 +227,7 @@ def test_folding_the_alphabet_sums_every_class_like_the_whole_matrix(ocr: PlateO
     dense = _fold_matrix(ocr._session.get_modelmeta().custom_metadata_map["character"])
     logits = np.random.default_rng(0).normal(0, 4, (40, dense.shape[0])).astype(np.float32)
     probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(ocr._fold_line(probabilities), probabilities @ dense, atol=1e-6)
+    np.testing.assert_allclose(ocr._heads[0].fold(probabilities), probabilities @ dense, atol=1e-6)
 
 
 def test_a_second_recogniser_reading_alike_raises_the_score_never_the_plate(
@@ -246,3 +246,45 @@ def test_a_second_recogniser_reading_alike_raises_the_score_never_the_plate(
     sure = one.candidates[0].confidence
     assert two.plate == one.plate == "AD799KB"
     assert abs(two.candidates[0].confidence - agreed(sure, sure)) < 1e-6 and two.score >= one.score
+
+
+def test_the_shipped_tuned_tail_reads_in_the_same_call_and_leaves_the_base_reading_as_it_was(
+    ocr: PlateOCR, plate_models: dict[str, Path]
+) -> None:
+    # models/plate-tuned-tail.onnx grafted on PP-OCRv6 small (tuned_tail.py): one more output.
+    twin = PlateOCR(plate_models["plate-ocr"], tail_path=plate_models["plate-ocr-tuned"])
+    lines = [split_rows(crop(name)) for name in CROPS]
+    alone = ocr.read_lines(lines)
+    base, tuned = twin.read_both(lines)
+    assert twin.has_tail and not ocr.has_tail and ocr.read_both(lines)[1] is None
+    assert [r.text for r in base] == [r.text for r in alone]
+    np.testing.assert_allclose(
+        [c for r in base for c in r.char_confidences],
+        [c for r in alone for c in r.char_confidences],
+        atol=1e-5,
+    )
+    assert tuned is not None and normalise(tuned[0].text) == "AD799KB" and tuned[0].confidence > 0.9
+    assert twin.read_lines(lines)[0].text == alone[0].text  # the base's output alone, when asked
+
+
+def test_a_tail_trained_on_another_recogniser_is_refused_and_the_reader_reads_alone(
+    plate_models: dict[str, Path], tmp_path: Path
+) -> None:
+    import onnx
+
+    from services.plate_reader.tuned_tail import BASE_SHA256, TailMismatch
+
+    tail = onnx.load(str(plate_models["plate-ocr-tuned"]))
+    for prop in tail.metadata_props:
+        if prop.key == BASE_SHA256:
+            prop.value = "0" * 64
+    onnx.save(tail, str(tmp_path / "tail.onnx"))
+    with pytest.raises(TailMismatch, match="MODELPORT_PLATE_OCR_MODEL"):
+        PlateOCR(plate_models["plate-ocr"], tail_path=tmp_path / "tail.onnx")
+    recognizer = PlateRecognizer.from_files(
+        plate_models["plate-detector"],
+        plate_models["plate-ocr"],
+        review_threshold=0.93,
+        tuned_ocr_dir=tmp_path,
+    )
+    assert not recognizer.ocr.has_tail and recognizer.tuned_ocr is None

@@ -73,16 +73,23 @@ def test_two_recognisers_that_disagree_give_both_plates_flagged_the_surer_first(
 
 class FakeOCR:
     """A fake recogniser: each call gives the next list of (text, sureness) it was built with,
-    one per plate asked for, and it counts its calls."""
+    one per plate asked for, and it counts its calls. With ``tail``, its first read_both call
+    also gives those as a grafted tuned tail's readings (PlateOCR.read_both)."""
 
-    def __init__(self, *calls: list[tuple[str, float]]) -> None:
-        self.answers, self.calls = calls, 0
+    def __init__(self, *calls: list[tuple[str, float]], tail: list[tuple[str, float]] | None = None) -> None:
+        self.answers, self.calls, self.tail = calls, 0, tail
 
     def read_lines(self, lines_per_crop: Sequence[Sequence[np.ndarray]]) -> list[OcrResult]:
         texts = self.answers[self.calls]
         self.calls += 1
         assert len(texts) == len(lines_per_crop)
         return [OcrResult(t, c, (c,) * len(t)) for t, c in texts]
+
+    def read_both(
+        self, lines_per_crop: Sequence[Sequence[np.ndarray]]
+    ) -> tuple[list[OcrResult], list[OcrResult] | None]:
+        tail = [OcrResult(t, c, (c,) * len(t)) for t, c in self.tail] if self.tail else None
+        return self.read_lines(lines_per_crop), tail
 
 
 class FakeFinder:
@@ -103,6 +110,20 @@ def test_the_tuned_recogniser_reads_every_plate_in_one_more_call_and_votes_as_an
     tuned = FakeOCR([("AB123CD", 0.95), ("KR301", 0.999)])
     agree, disagree = read_voted(base, FakeFinder(), crops, fake_rank, tuned)
     assert tuned.calls == 1 and base.calls == 2
+    assert agree[0] == Candidate("AB123CD", 0.99, "us-generic", agreed(0.99, 0.95))
+    assert [c.plate for c in disagree] == ["KR301", "KRW301"]
+    assert max(c.confidence for c in disagree) <= DISAGREE_CAP
+
+
+def test_a_tuned_tail_reads_in_the_first_reads_own_call_and_votes_as_an_equal() -> None:
+    crops = [np.full((40, 160, 3), 200, np.uint8) for _ in range(2)]
+    # base: the first read of both (the tail's readings from the same call), then the flagged
+    # plate again at its own width: two calls, as the base alone makes
+    base = FakeOCR(
+        [("AB123CD", 0.99), ("KRW301", 0.99)], [("KRW301", 0.97)], tail=[("AB123CD", 0.95), ("KR301", 0.999)]
+    )
+    agree, disagree = read_voted(base, FakeFinder(), crops, fake_rank)
+    assert base.calls == 2
     assert agree[0] == Candidate("AB123CD", 0.99, "us-generic", agreed(0.99, 0.95))
     assert [c.plate for c in disagree] == ["KR301", "KRW301"]
     assert max(c.confidence for c in disagree) <= DISAGREE_CAP
