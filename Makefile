@@ -59,7 +59,7 @@ $(VENV)/.installed: $(VENV)/.installed-plate-reader $(WHEELS)/.built
 	touch $@
 
 setup-plate-reader: $(VENV)/.installed-plate-reader
-	$(BIN)/modelport models import plate-detector plate-ocr plate-text-detector
+	$(BIN)/modelport models import plate-detector plate-ocr plate-ocr-tail plate-text-detector
 
 setup: $(VENV)/.installed models
 
@@ -77,9 +77,10 @@ serve-autocomplete: $(VENV)/.installed
 # the ten base formats, 40% US street plates, 40% BR/HR/SK and two-row plates at night, in IR,
 # blurred, tiny, oblique; seeds 1 and 11, the evaluation sets are other seeds), on the lines the
 # reader cuts (--lines cut), within a 45-minute training budget (--max-minutes sizes the steps).
-# MODELPORT_PLATE_OCR_TUNED_MODEL=auto then has the served reader read every plate with it beside
-# the base, as equals (not promoted in the base's place: alone it flagged far more real crops;
-# README, "A plate-tuned recogniser").
+# The served reader reads every plate beside such a version's neck and head (tail.onnx, grafted
+# on the base): the one shipped (plate-ocr-tail, services/plate_reader/models/MODEL_CARD.md) by
+# default, this one with MODELPORT_PLATE_OCR_TUNED_MODEL=auto (not promoted in the base's place:
+# alone it flagged far more real crops; plate README, "A plate-tuned recogniser").
 # The cut alone took ~7 min per 5,000 crops on the shared 2 cores (README: what one run measured).
 plate-ocr-tuned: $(VENV)/.installed
 	$(BIN)/python tests/data/plate_ocr_training_set.py .bench/ocr-train

@@ -981,7 +981,8 @@ def write_tail(exported: Path, base_path: Path, folder: Path, batches: list[np.n
     try:
         tail = extract_tail(onnx.load(str(exported)), sha256_file(base_path))
         twin = onnx_session(graft(onnx.load(str(base_path)), tail), ["CPUExecutionProvider"])
-    except Exception:  # a graph with no pool to cut at: served as a whole model, as before
+    except Exception as exc:  # a graph with no pool to cut at: served as a whole model, as before
+        warnings.warn(f"no tail.onnx stored (read as a whole second model): {exc}", stacklevel=2)
         return None
     whole = onnx_session(exported, ["CPUExecutionProvider"])
     name = whole.get_inputs()[0].name
@@ -990,6 +991,7 @@ def write_tail(exported: Path, base_path: Path, folder: Path, batches: list[np.n
         for b in batches
     )
     if not worst <= EXPORT_TOLERANCE:
+        warnings.warn(f"no tail.onnx stored: grafted, it differs by {worst:.2e}", stacklevel=2)
         return None
     onnx.save(tail, str(folder / "tail.onnx"))
     return float(f"{worst:.3g}")

@@ -61,4 +61,4 @@ def plate_models() -> dict[str, Path]:
         name: import_model(name).path / "model.onnx"
         for name in ("plate-detector", "plate-ocr", "plate-text-detector")
     }
-    return {**paths, "plate-ocr-tuned": import_model("plate-ocr-tuned").path / "tail.onnx"}
+    return {**paths, "plate-ocr-tail": import_model("plate-ocr-tail").path / "tail.onnx"}

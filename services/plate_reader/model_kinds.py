@@ -62,13 +62,13 @@ register(
 register(
     ModelKind("plate-ocr-tail", prepare_copy("tail.onnx")),
     ModelSpec(
-        "plate-ocr-tuned",
+        "plate-ocr-tail",
         "plate-ocr-tail",
         LocalFile(str(TUNED_TAIL), "0f567d61801f36c0e092cfa5dd11ade6b1fc84b85816ee989b7ca460cee869f4"),
         "Apache-2.0",
         "plate-tuned neck and head for PP-OCRv6 small, read in the same call (1.4 MB)",
     ),
-    defaults=("plate-ocr-tuned",),
+    defaults=("plate-ocr-tail",),
 )
 register(
     ModelKind("plate-text-detector", prepare_copy("model.onnx")),

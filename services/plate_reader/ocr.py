@@ -72,7 +72,8 @@ class PlateOCR:
 
     def read_lines(self, lines_per_crop: Sequence[Sequence[np.ndarray]]) -> list[OcrResult]:
         """Read each plate given as its text lines (RGB uint8, top row first), all lines
-        together (folded); one result per plate, its lines joined by a space."""
+        together (folded); one result per plate, its lines joined by a space. (With a tail,
+        ONNX Runtime computes it too; it is not decoded.)"""
         return self.read_both(lines_per_crop, tail=False)[0]
 
     def read_both(
@@ -81,7 +82,7 @@ class PlateOCR:
         """read_lines(), and the tuned tail's reading of the same lines from the same call (None
         without a tail)."""
         if not lines_per_crop:
-            return [], [] if self.has_tail and tail else None
+            return [], ([] if self.has_tail and tail else None)
         lines = [line for crop_lines in lines_per_crop for line in crop_lines]
         heads = self._heads if tail else self._heads[:1]
         results = []

@@ -49,7 +49,6 @@ def onnx_session(
     # 555-616 MB) and CPU. (Off was chosen at batches of 8: 433 MB vs 314 MB; now at most 2.)
     options.enable_cpu_mem_arena = True
     providers = list(providers or ["CPUExecutionProvider"])
-    parsed = isinstance(model_path, onnx.ModelProto)
     if as_exported:
         exported = (
             model_path.SerializeToString() if isinstance(model_path, onnx.ModelProto) else str(model_path)
@@ -59,9 +58,11 @@ def onnx_session(
     # than in their convolutions; folded, the same function runs in ~2/3 of the time. Folding
     # costs ~40 ms at start-up (the recogniser; 12 ms the text detector), where a folded copy in
     # the store would need its own kind: `finetune ocr` converts the graph paddle2onnx wrote.
+    parsed = isinstance(model_path, onnx.ModelProto)
     model = model_path if isinstance(model_path, onnx.ModelProto) else onnx.load(str(model_path))
     nodes = len(model.graph.node)
-    # ONNX Runtime reads a file itself unless something was folded
+    # ONNX Runtime reads a file itself unless something was folded; a parsed graph is serialised
+    # before folding, so that a fold that fails half-way leaves it as it was
     source: str | bytes = model.SerializeToString() if parsed else str(model_path)
     try:
         fold_elementwise(model)

@@ -87,17 +87,18 @@ class PlateRecognizer:
         tuned_temperature: float = 1.0,
     ) -> PlateRecognizer:
         """`tuned_ocr_dir`: a stored plate-tuned version read as the recogniser's equal: its
-        tail.onnx grafted on the recogniser (tuned_tail.py; read in the same calls), or its
+        tail.onnx grafted on the recogniser (tuned_tail.py; read in the same calls), else its
         whole model.onnx (its own session and calls)."""
-        tail = Path(tuned_ocr_dir) / "tail.onnx" if tuned_ocr_dir else None
-        has_tail = tail is not None and tail.exists()
-        whole = Path(tuned_ocr_dir) / "model.onnx" if tuned_ocr_dir and not has_tail else None
+        folder = Path(tuned_ocr_dir) if tuned_ocr_dir else None
+        tail = folder / "tail.onnx" if folder and (folder / "tail.onnx").exists() else None
+        whole = folder / "model.onnx" if folder and (folder / "model.onnx").exists() else None
         try:
-            ocr = PlateOCR(ocr_path, tail_path=tail if has_tail else None, tail_temperature=tuned_temperature)
-        except TailMismatch:
-            # The default tail with a recogniser of the user's own: theirs is served, alone.
-            log.warning("the plate-tuned tail is not for this recogniser; reading without it", exc_info=True)
-            ocr = PlateOCR(ocr_path)
+            ocr = PlateOCR(ocr_path, tail_path=tail, tail_temperature=tuned_temperature)
+        except TailMismatch as exc:  # trained on another recogniser: its whole model, or nothing
+            log.warning("%s", exc)
+            ocr, tail = PlateOCR(ocr_path), None
+        if tail is not None:
+            whole = None  # read in the recogniser's own calls
         return cls(
             PlateDetector(detector_path, imgsz=detector_imgsz),
             ocr,

@@ -122,8 +122,11 @@ def _contains(line: str, word: str) -> bool:
         return True
     if len(word) < MIN_FUZZY_WORD or len(line) < len(word) - 1:
         return False
-    return any(
-        SequenceMatcher(None, line[start : start + size], word).ratio() >= WORD_MATCH
-        for size in (len(word) - 1, len(word), len(word) + 1)
-        for start in range(max(1, len(line) - size + 1))
-    )
+    matcher = SequenceMatcher(None, "", word)  # the word's index is built once, not per window
+    for size in (len(word) - 1, len(word), len(word) + 1):
+        for start in range(max(1, len(line) - size + 1)):
+            matcher.set_seq1(line[start : start + size])
+            # quick_ratio bounds ratio from above: most windows are ruled out without it
+            if matcher.quick_ratio() >= WORD_MATCH and matcher.ratio() >= WORD_MATCH:
+                return True
+    return False

@@ -121,6 +121,19 @@ class PlateFormats:
         return min(len(pattern) for patterns in self.patterns.values() for pattern in patterns)
 
     @functools.cached_property
+    def layouts(self) -> dict[str, tuple[str, tuple[str, ...], float]]:
+        """region -> (its patterns' regex, its prefixes, 1 / how many plates it admits): what
+        layout_prior reads for each region, built once."""
+        return {
+            region: (
+                _plate_pattern(patterns).pattern,
+                self.prefixes.get(region, ()),
+                1.0 / _layout_count(region, self),
+            )
+            for region, patterns in self.patterns.items()
+        }
+
+    @functools.cached_property
     def lookalikes(self) -> dict[str, frozenset[str]]:
         """Each character's look-alikes, both ways of the confusion tables (O: {0}; 0: {D, O, Q, U})."""
         pairs = [*self.to_digit.items(), *self.to_letter.items()]
@@ -457,6 +470,23 @@ def _plate_pattern(patterns: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(sorted({"".join(kinds[k] for k in pattern) for pattern in patterns})))
 
 
+# Whether a plate fits a _plate_pattern depends only on which of its characters are letters
+# and which digits (the patterns are character classes): matched once per shape, not per plate.
+# The rules matched ~440,000 times for 48 US street crops read twice, 7% of their read (profile).
+_SHAPE = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", "A" * 26 + "9" * 10)
+
+
+def _shape(plate: str) -> str:
+    """ "AB12CD" -> "AA99AA"; any other character stays itself (no class matches it)."""
+    return plate.translate(_SHAPE)
+
+
+@functools.lru_cache(maxsize=16384)
+def _admits(pattern: str, shape: str) -> bool:
+    # keyed by the regex's text: hashing a compiled re.Pattern hashes its whole program
+    return re.fullmatch(pattern, shape) is not None
+
+
 def _contested(
     plate: str, confidences: list[float], alternatives: list[list[tuple[str, float]]], fits: re.Pattern[str]
 ) -> list[float]:
@@ -472,7 +502,7 @@ def _contested(
                 for alt, p in offered
                 if alt != char
                 and (alt in LETTERS or alt in DIGITS)
-                and fits.fullmatch(plate[:index] + alt + plate[index + 1 :])
+                and _admits(fits.pattern, _shape(plate[:index] + alt + plate[index + 1 :]))
             ),
             default=0.0,
         )
@@ -483,12 +513,13 @@ def _contested(
 def layout_prior(plate: str, regions: tuple[str, ...], formats: PlateFormats) -> float:
     """How likely ``plate`` is before it is read: each of ``regions`` alike, each uniform over
     the plates its patterns (and prefixes) admit; 0 when none admits it."""
-    return sum(
-        1.0 / _layout_count(region, formats)
-        for region in regions
-        if _plate_pattern(formats.patterns[region]).fullmatch(plate)
-        and plate.startswith(formats.prefixes.get(region, ()) or "")
-    )
+    shape = _shape(plate)
+    total = 0.0
+    for region in regions:
+        pattern, prefixes, weight = formats.layouts[region]
+        if _admits(pattern, shape) and plate.startswith(prefixes or ""):
+            total += weight
+    return total
 
 
 def _layout_count(region: str, formats: PlateFormats) -> int:

@@ -29,6 +29,7 @@ from rich.table import Table
 from services.core.model_store import resolve
 from services.plate_reader import read_fusion
 from services.plate_reader.ocr import PlateOCR
+from services.plate_reader.pipeline import PlateRecognizer
 from services.plate_reader.plate_regions import rank_with_hint
 from services.plate_reader.settings import Settings
 from services.plate_reader.text_lines import TextLineFinder, cut_line, plate_rows
@@ -56,13 +57,16 @@ def main() -> None:
     crops = [np.asarray(Image.open(args.crops / name).convert("RGB")) for name in names]
     settings = Settings.from_env()  # the served versions (plate-ocr:latest may be a tuned one)
     finder = TextLineFinder(resolve(settings.text_detector_model).path_of("model.onnx"))
-    ocr = PlateOCR(resolve(settings.ocr_model).path_of("model.onnx"))
     tuned_tag = settings.tuned_ocr_model()
-    tuned = (
-        PlateOCR(resolve(tuned_tag).path_of("model.onnx"), temperature=settings.ocr_tuned_temperature)
-        if tuned_tag
-        else None
+    recognizer = PlateRecognizer.from_files(  # the served recogniser, its tuned tail grafted on
+        resolve(settings.detector_model).path_of("model.onnx"),
+        resolve(settings.ocr_model).path_of("model.onnx"),
+        review_threshold=settings.review_threshold,
+        tuned_ocr_dir=resolve(tuned_tag).path if tuned_tag else None,
+        tuned_temperature=settings.ocr_tuned_temperature,
     )
+    ocr = PlateOCR(resolve(settings.ocr_model).path_of("model.onnx"))  # the base alone
+    fused_ocr, tuned = recognizer.ocr, recognizer.tuned_ocr  # a tail on fused_ocr, or a whole tuned
     found = list(zip(crops, finder.find(crops)))  # (crop, its lines), for timing the cut alone
     table = Table(
         "batch",
@@ -88,16 +92,19 @@ def main() -> None:
         read_lines = per_plate_ms(ocr.read_lines, line_batches)
         whole = per_plate_ms(ocr.read, batches)
 
-        def voted(batch: list, other: PlateOCR | None = None) -> None:
+        def voted(batch: list, reader: PlateOCR = ocr, other: PlateOCR | None = None) -> None:
             read_fusion.read_voted(
-                ocr, finder, batch, lambda text, i, hint: tuple(rank_with_hint(text, hint)), other
+                reader, finder, batch, lambda text, i, hint: tuple(rank_with_hint(text, hint)), other
             )
 
         gated = per_plate_ms(voted, batches)
         read_fusion.SECOND_READ_BELOW, gate = 1.01, read_fusion.SECOND_READ_BELOW
         always = per_plate_ms(voted, batches)
         read_fusion.SECOND_READ_BELOW = gate
-        fused = per_plate_ms(lambda batch: voted(batch, tuned), batches) if tuned else float("nan")
+        fusing = fused_ocr.has_tail or tuned is not None
+        fused = (
+            per_plate_ms(lambda batch: voted(batch, fused_ocr, tuned), batches) if fusing else float("nan")
+        )
         table.add_row(
             str(size),
             f"{find:.1f}",

@@ -69,6 +69,9 @@ def paired(first_tag: str, second_tag: str) -> Callable[..., list]:
             def read_lines(self, lines):  # type: ignore[no-untyped-def]
                 return next(readers).read_lines(lines)
 
+            def read_both(self, lines):  # type: ignore[no-untyped-def]
+                return self.read_lines(lines), None  # --pair reads without a tuned tail
+
         return read_fusion.read_voted(InTurn(), finder, crops, rank)  # type: ignore[arg-type]
 
     return read_voted

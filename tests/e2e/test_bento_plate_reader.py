@@ -27,7 +27,7 @@ def test_built_bento_serves_from_a_fresh_store(plate_models: dict[str, Path], tm
     info = bentoml("get", tag, "-o", "yaml")
     assert all(
         f"{name}:" in info
-        for name in ("plate-detector", "plate-ocr", "plate-ocr-tuned", "plate-text-detector")
+        for name in ("plate-detector", "plate-ocr", "plate-ocr-tail", "plate-text-detector")
     )
     requirements = Path(bentoml("get", tag, "-o", "path").strip(), "env/python/requirements.txt").read_text()
     assert "onnxruntime" in requirements and "torch" not in requirements  # no torch in this image
@@ -48,7 +48,7 @@ def test_built_bento_serves_from_a_fresh_store(plate_models: dict[str, Path], tm
     assert sorted(os.listdir(Path(fresh_home, "models"))) == [
         "plate-detector",
         "plate-ocr",
-        "plate-ocr-tuned",  # the plate-tuned tail, grafted on plate-ocr at start-up
+        "plate-ocr-tail",  # the plate-tuned tail, grafted on plate-ocr at start-up
         "plate-text-detector",
     ]
 

@@ -63,7 +63,7 @@ def test_read_review_export_finetune_promote(plate_server: str, tmp_path: Path) 
         for t in json.loads((out / "label-studio.json").read_text())
         for p in t["predictions"]
     }
-    assert any(v.startswith("plate-ocr:") and "+plate-ocr-tuned:" in v for v in versions_read), versions_read
+    assert any(v.startswith("plate-ocr:") and "+plate-ocr-tail:" in v for v in versions_read), versions_read
     base = str(resolve(serving_tag("plate-ocr")).tag)
     stored_before = {str(m.tag) for m in versions("plate-ocr")}
     held_out = held_out_crops(tmp_path / "held-out")  # evaluation: no crop of it was trained on

@@ -89,13 +89,14 @@ def test_finetune_stores_a_checked_version_that_plate_ocr_reads(
     import onnx
 
     from finetune.ocr import PLATE_DICTIONARY, OcrSettings, finetune_ocr
-    from services.core.model_store import resolve, serving_tag, versions
+    from services.core.model_store import import_model, resolve, serving_tag, versions
     from services.core.sources import sha256_of
     from services.plate_reader.crops import split_rows
     from services.plate_reader.ocr import PLATE_ALPHABET, PlateOCR
     from services.plate_reader.settings import Settings
 
     base_sha = sha256_of(Path(resolve(base_ocr).path))
+    shipped = import_model("plate-ocr-tail").path / "tail.onnx"  # a default, as `make setup` has it
     settings = OcrSettings(
         base=BASE, max_steps=2, batch_size=4, val_fraction=0.25, runs_dir=tmp_path / "runs"
     )
@@ -105,7 +106,9 @@ def test_finetune_stores_a_checked_version_that_plate_ocr_reads(
     assert str(versions(BASE)[-1].tag) == result.tag
     assert serving_tag(BASE) == base_ocr  # a new version is never served without asking
     # ... nor read beside its base unless asked (read_fusion.fuse_equals); "auto" finds it
-    assert Settings(ocr_model=base_ocr).tuned_ocr_model() == "plate-ocr-tuned"  # the shipped tail
+    assert str(Settings(ocr_model=base_ocr).tuned_ocr_model()).startswith(
+        "plate-ocr-tail:"
+    )  # the shipped tail
     assert Settings(ocr_model=base_ocr, ocr_tuned_model="auto").tuned_ocr_model() == result.tag
     assert Settings(ocr_model=base_ocr, ocr_tuned_model="none").tuned_ocr_model() is None
     assert sha256_of(Path(resolve(base_ocr).path)) == base_sha
@@ -131,7 +134,7 @@ def test_finetune_stores_a_checked_version_that_plate_ocr_reads(
     assert all(set(r.text) <= set(PLATE_ALPHABET) for r in results)
     # Its neck and head (the backbone stayed frozen) are stored too, and grafted on the base
     # they read in the base's own call as the whole model does (tuned_tail.py): how "auto"
-    # and the shipped plate-ocr-tuned are served.
+    # and the shipped plate-ocr-tail are served.
     assert metrics["tail_max_abs_diff"] < 1e-3
     tail = resolve(result.tag).path_of("tail.onnx")
     lines = [split_rows(image) for image in [*images, wide]]
@@ -139,6 +142,8 @@ def test_finetune_stores_a_checked_version_that_plate_ocr_reads(
     whole = PlateOCR(stored).read_lines(lines)
     assert grafted is not None and [r.text for r in grafted] == [r.text for r in whole]
     np.testing.assert_allclose([r.confidence for r in grafted], [r.confidence for r in whole], atol=1e-4)
+    # Promoted in its base's place, it keeps its base's backbone: the shipped tail still grafts on
+    assert PlateOCR(stored, tail_path=shipped).has_tail
 
 
 def test_export_check_refuses_a_model_that_differs(converted, tmp_path: Path) -> None:

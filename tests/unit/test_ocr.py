@@ -6,6 +6,7 @@ the crops from fast-plate-ocr==1.1.0's sdist (see tests/assets.py).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -252,7 +253,7 @@ def test_the_shipped_tuned_tail_reads_in_the_same_call_and_leaves_the_base_readi
     ocr: PlateOCR, plate_models: dict[str, Path]
 ) -> None:
     # models/plate-tuned-tail.onnx grafted on PP-OCRv6 small (tuned_tail.py): one more output.
-    twin = PlateOCR(plate_models["plate-ocr"], tail_path=plate_models["plate-ocr-tuned"])
+    twin = PlateOCR(plate_models["plate-ocr"], tail_path=plate_models["plate-ocr-tail"])
     lines = [split_rows(crop(name)) for name in CROPS]
     alone = ocr.read_lines(lines)
     base, tuned = twin.read_both(lines)
@@ -274,17 +275,60 @@ def test_a_tail_trained_on_another_recogniser_is_refused_and_the_reader_reads_al
 
     from services.plate_reader.tuned_tail import BASE_SHA256, TailMismatch
 
-    tail = onnx.load(str(plate_models["plate-ocr-tuned"]))
+    tail = onnx.load(str(plate_models["plate-ocr-tail"]))
     for prop in tail.metadata_props:
         if prop.key == BASE_SHA256:
             prop.value = "0" * 64
     onnx.save(tail, str(tmp_path / "tail.onnx"))
     with pytest.raises(TailMismatch, match="MODELPORT_PLATE_OCR_MODEL"):
         PlateOCR(plate_models["plate-ocr"], tail_path=tmp_path / "tail.onnx")
-    recognizer = PlateRecognizer.from_files(
-        plate_models["plate-detector"],
-        plate_models["plate-ocr"],
-        review_threshold=0.93,
-        tuned_ocr_dir=tmp_path,
-    )
+
+    def reader(folder: Path) -> PlateRecognizer:
+        return PlateRecognizer.from_files(
+            plate_models["plate-detector"],
+            plate_models["plate-ocr"],
+            review_threshold=0.93,
+            tuned_ocr_dir=folder,
+        )
+
+    recognizer = reader(tmp_path)
     assert not recognizer.ocr.has_tail and recognizer.tuned_ocr is None
+    # A stored version holding its whole model too is then read as a second model, as before tails
+    shutil.copyfile(plate_models["plate-ocr"], tmp_path / "model.onnx")
+    recognizer = reader(tmp_path)
+    assert not recognizer.ocr.has_tail and recognizer.tuned_ocr is not None
+    # ... and a tail that fits is grafted, the whole model left unread
+    shutil.copyfile(plate_models["plate-ocr-tail"], tmp_path / "tail.onnx")
+    recognizer = reader(tmp_path)
+    assert recognizer.ocr.has_tail and recognizer.tuned_ocr is None
+
+
+def test_the_tails_temperature_changes_its_reading_alone(plate_models: dict[str, Path]) -> None:
+    lines = [split_rows(crop("test_plate_1.png"))]
+    plain = PlateOCR(plate_models["plate-ocr"], tail_path=plate_models["plate-ocr-tail"]).read_both(lines)
+    softer = PlateOCR(
+        plate_models["plate-ocr"], tail_path=plate_models["plate-ocr-tail"], tail_temperature=2.0
+    ).read_both(lines)
+    assert plain[0] == softer[0]  # the base's reading, as it was
+    assert plain[1] is not None and softer[1] is not None and plain[1][0].text == softer[1][0].text
+    assert softer[1][0].confidence < plain[1][0].confidence
+
+
+def test_a_store_without_the_shipped_tail_reads_alone_and_a_missing_tag_is_refused(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A store imported before the tail shipped (`resolve` faked to find nothing): the service
+    # starts with the base alone and says how to add it; a tag someone asked for must exist.
+    from services.core import model_store
+    from services.plate_reader.settings import Settings
+
+    def missing(tag: str) -> None:
+        raise model_store.ModelNotFound(tag)
+
+    monkeypatch.setattr(model_store, "resolve", missing)
+    assert Settings(ocr_model="plate-ocr:x").tuned_ocr_model() is None
+    assert "modelport models import plate-ocr-tail" in caplog.text
+    with pytest.raises(model_store.ModelNotFound):
+        Settings(ocr_model="plate-ocr:x", ocr_tuned_model="my-tail").tuned_ocr_model()
+    assert Settings(ocr_tuned_model="my-tail:v1").tuned_ocr_model() == "my-tail:v1"
+    assert Settings(ocr_tuned_model="none").tuned_ocr_model() is None

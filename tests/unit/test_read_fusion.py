@@ -127,3 +127,26 @@ def test_a_tuned_tail_reads_in_the_first_reads_own_call_and_votes_as_an_equal() 
     assert agree[0] == Candidate("AB123CD", 0.99, "us-generic", agreed(0.99, 0.95))
     assert [c.plate for c in disagree] == ["KR301", "KRW301"]
     assert max(c.confidence for c in disagree) <= DISAGREE_CAP
+
+
+class TiltedFinder:
+    """A fake text-line finder: one line tilted 10 degrees across the first crop, none in the
+    others (read whole)."""
+
+    def find(self, crops: Sequence[np.ndarray]) -> list[list[TextLine]]:
+        return [[TextLine(80, 20, 150, 20, 10.0, 0.9)], *([] for _ in crops[1:])]
+
+
+def test_the_tails_reading_of_the_cut_that_won_is_the_one_voted(monkeypatch) -> None:
+    # The first call reads both crops, then the tilted line sheared (a third line set). The
+    # sheared cut reads surer, so it is the plate's: the tail's reading of that cut (index 2),
+    # not of the rotated one (index 0), is fused with it.
+    monkeypatch.setattr("services.plate_reader.read_fusion.CHECK_ENDS", False)
+    crops = [np.full((40, 160, 3), 200, np.uint8) for _ in range(2)]
+    base = FakeOCR(
+        [("AB12CDE", 0.6), ("KR301", 0.99), ("AB12CDE", 0.99)],
+        tail=[("XY99", 0.99), ("KR301", 0.99), ("AB12CDE", 0.97)],
+    )
+    tilted, whole = read_voted(base, TiltedFinder(), crops, fake_rank)
+    assert tilted[0] == Candidate("AB12CDE", 0.99, "us-generic", agreed(0.99, 0.97))
+    assert whole[0].plate == "KR301" and base.calls == 1
