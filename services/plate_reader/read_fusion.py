@@ -175,12 +175,18 @@ def fuse_equals(first: Sequence[Candidate], second: Sequence[Candidate]) -> tupl
     """Two recognisers' readings of one plate, neither preferred (Laroca et al. 2023, model
     fusion). Their best plates agree: the surer reading's list, its best plate at
     ``agreed(first, second)`` (agreement is evidence). They disagree: fuse() (the surer
-    reading first, the other's plate after it, both flagged). One read nothing: the other."""
+    reading first, the other's plate after it, both flagged). One read nothing: the other.
+    A plate no format fits gains nothing from agreeing: it keeps the surer reading's score,
+    which rank_candidates holds below any review threshold (NO_FORMAT_FACTOR): two recognisers
+    reading only a two-row plate's "PZ" row alike had lifted it to 0.94, accepted (dev, 3 of the
+    11 wrong accepts over seeds 2 and 5)."""
     if not first or not second:
         return tuple(first or second)
     if first[0].plate != second[0].plate:
         return fuse(first, second)
     surer = first if first[0].confidence >= second[0].confidence else second
+    if surer[0].region is None:
+        return tuple(surer)
     return (replace(surer[0], confidence=agreed(first[0].confidence, second[0].confidence)), *surer[1:])
 
 

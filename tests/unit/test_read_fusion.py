@@ -150,3 +150,12 @@ def test_the_tails_reading_of_the_cut_that_won_is_the_one_voted(monkeypatch) -> 
     tilted, whole = read_voted(base, TiltedFinder(), crops, fake_rank)
     assert tilted[0] == Candidate("AB12CDE", 0.99, "us-generic", agreed(0.99, 0.97))
     assert whole[0].plate == "KR301" and base.calls == 1
+
+
+def test_agreeing_on_a_reading_no_format_fits_never_makes_it_sure() -> None:
+    # Both recognisers read only a two-row plate's lower row, "PZ" (no format): their agreement
+    # is no evidence that it is a plate, so it keeps the surer reading's score and stays flagged.
+    base = (Candidate("PZ", 0.778, None, 0.778),)
+    tuned = (Candidate("PZ", 0.744, None, 0.744),)
+    assert fuse_equals(base, tuned) == base
+    assert agreed(0.778, 0.744) > THRESHOLD  # what agreement would have made of it
