@@ -56,16 +56,26 @@ def is_non_plate_text(plate: str) -> bool:
 
 @functools.cache
 def side_words(path: Path = FORMATS_PATH) -> tuple[tuple[str, str], ...]:
-    """(word without spaces, region) for every side word in plate_formats.yaml, longest first."""
+    """(word without spaces, side_text key) for every side word in plate_formats.yaml, longest
+    first."""
     table = yaml.safe_load(path.read_text()).get("side_text") or {}
-    words = [(normalise(word), region) for region, entry in table.items() for word in entry["words"]]
+    words = [(normalise(word), key) for key, entry in table.items() for word in entry.get("words", ())]
     return tuple(sorted(words, key=lambda pair: -len(pair[0])))
 
 
 @functools.cache
-def hint_for(region: str, path: Path = FORMATS_PATH) -> RegionHint:
+def side_patterns(path: Path = FORMATS_PATH) -> tuple[tuple[re.Pattern[str], str], ...]:
+    """(compiled pattern, side_text key) for every side-text pattern in plate_formats.yaml."""
+    table = yaml.safe_load(path.read_text()).get("side_text") or {}
+    return tuple((re.compile(entry["pattern"]), key) for key, entry in table.items() if "pattern" in entry)
+
+
+@functools.cache
+def hint_for(key: str, path: Path = FORMATS_PATH) -> RegionHint:
+    """The hint a side_text entry gives (its `region`, else the key itself is the region)."""
     formats = load_formats(path)
-    entry = (yaml.safe_load(path.read_text()).get("side_text") or {}).get(region) or {}
+    entry = (yaml.safe_load(path.read_text()).get("side_text") or {}).get(key) or {}
+    region = entry.get("region", key)
     if entry.get("formats"):
         patterns = tuple(p for p in formats.patterns[region] if p in set(entry["formats"]))
     else:
@@ -78,13 +88,18 @@ def hint_for(region: str, path: Path = FORMATS_PATH) -> RegionHint:
 
 
 def region_hint(side_texts: Sequence[str], *, mercosur_band: bool = False) -> RegionHint | None:
-    """The region the plate's side text names (the first word found, longest words first), or
-    Mercosur's when the crop has its top band; None when nothing names one."""
+    """The region the plate's side text names (the first word found, longest words first; else
+    the first side-text pattern a line holds), or Mercosur's when the crop has its top band;
+    None when nothing names one."""
     for text in side_texts:
         line = normalise(text)
-        for word, region in side_words():
+        for word, key in side_words():
             if _contains(line, word):
-                return hint_for(region)
+                return hint_for(key)
+    for text in side_texts:
+        for pattern, key in side_patterns():
+            if pattern.search(text.upper()):
+                return hint_for(key)
     return hint_for("br") if mercosur_band else None
 
 

@@ -31,6 +31,21 @@ def test_mercosur_letter_position_is_fixed_only_where_the_plate_says_brazil() ->
     assert (best.plate, best.region) == ("HBE8O33", "br")
 
 
+def test_a_brazilian_grey_plates_band_pins_the_older_format() -> None:
+    # "SP - SAO PAULO" above a grey plate: the state's letters, a dash, the municipality.
+    hint = region_hint(["SP - SAO PAULO"])
+    assert (hint.region, hint.formats.patterns) == ("br", {"br": ("AAA9999",)})
+    assert region_hint(["RJ-RIO DE JANEIRO"]).region == "br"
+    assert region_hint(["SPORTS"]) is None and region_hint(["X-RAY"]) is None  # no state, dash, town
+    # Read with a 0 where its format has a letter, the reading fits Czechia's as read; the
+    # band says ABC1234 (a dev crop the second read had flagged).
+    assert rank_with_hint(reading("0GL3008"), None)[0].plate == "0GL3008"
+    best = rank_with_hint(reading("0GL3008"), hint)[0]
+    assert (best.plate, best.region) == ("OGL3008", "br")
+    # The Mercosur band still pins the newer format.
+    assert rank_with_hint(reading("HBE8033"), region_hint(["BRASIL"]))[0].plate == "HBE8O33"
+
+
 def test_a_us_state_name_makes_the_first_character_a_digit() -> None:
     assert rank_with_hint(reading("OLYR527"), None)[0].plate == "OLYR527"
     assert rank_with_hint(reading("OLYR527"), region_hint(["California"]))[0].plate == "0LYR527"
