@@ -76,13 +76,14 @@ from onnx2torch import convert
 
 from finetune.ocr_data import OcrDataset, OcrSample, augment, load_ocr_dataset
 from finetune.store import add_version, base_model, hyperparameters
+from services.core.sources import sha256_of
 from services.plate_reader.crops import LINE_HEIGHT, split_rows, to_batch, trim_bands
 from services.plate_reader.ocr import PLATE_ALPHABET, PlateOCR
 from services.plate_reader.onnx_session import onnx_session
 from services.plate_reader.plate_text import normalise
 from services.plate_reader.read_fusion import stretch
 from services.plate_reader.text_lines import TextLineFinder
-from services.plate_reader.tuned_tail import TAIL_OUTPUT, extract_tail, graft, sha256_file
+from services.plate_reader.tuned_tail import TAIL_OUTPUT, extract_backbone, extract_tail, graft
 
 INSTALL_HINT = "pip install 'modelport[finetune]'"
 # Symbols no plate carries but signs, shop fronts and timestamps do. The restricted head keeps
@@ -743,15 +744,8 @@ class FrozenBackbone:
     38 lines)."""
 
     def __init__(self, onnx_path: Path, folder: Path) -> None:
-        model = onnx.shape_inference.infer_shapes(onnx.load(str(onnx_path)))  # the Extractor needs them
-        pools = [n for n in model.graph.node if n.op_type == "AveragePool"]
-        if not pools:
-            raise ValueError("no AveragePool")
         path = folder / "backbone.onnx"
-        onnx.save(
-            onnx.utils.Extractor(model).extract_model([model.graph.input[0].name], [pools[-1].output[0]]),
-            str(path),
-        )
+        onnx.save(extract_backbone(onnx.load(str(onnx_path))), str(path))
         self.session = onnx_session(path)
 
     def __call__(self, batch: np.ndarray) -> torch.Tensor:
@@ -979,7 +973,7 @@ def write_tail(exported: Path, base_path: Path, folder: Path, batches: list[np.n
     on the base, in its calls) when, grafted on the base, they give the exported model's
     probabilities within EXPORT_TOLERANCE on `batches`: the worst difference, else None."""
     try:
-        tail = extract_tail(onnx.load(str(exported)), sha256_file(base_path))
+        tail = extract_tail(onnx.load(str(exported)), sha256_of(base_path))
         twin = onnx_session(graft(onnx.load(str(base_path)), tail), ["CPUExecutionProvider"])
     except Exception as exc:  # a graph with no pool to cut at: served as a whole model, as before
         warnings.warn(f"no tail.onnx stored (read as a whole second model): {exc}", stacklevel=2)

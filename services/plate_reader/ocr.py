@@ -74,22 +74,26 @@ class PlateOCR:
         """Read each plate given as its text lines (RGB uint8, top row first), all lines
         together (folded); one result per plate, its lines joined by a space. (With a tail,
         ONNX Runtime computes it too; it is not decoded.)"""
-        return self.read_both(lines_per_crop, tail=False)[0]
+        return self._read(lines_per_crop, self._heads[:1])[0]
 
     def read_both(
-        self, lines_per_crop: Sequence[Sequence[np.ndarray]], *, tail: bool = True
+        self, lines_per_crop: Sequence[Sequence[np.ndarray]]
     ) -> tuple[list[OcrResult], list[OcrResult] | None]:
         """read_lines(), and the tuned tail's reading of the same lines from the same call (None
         without a tail)."""
-        if not lines_per_crop:
-            return [], ([] if self.has_tail and tail else None)
+        readings = self._read(lines_per_crop, self._heads)
+        return readings[0], readings[1] if self.has_tail else None
+
+    def _read(
+        self, lines_per_crop: Sequence[Sequence[np.ndarray]], heads: Sequence[_Head]
+    ) -> list[list[OcrResult]]:
+        """Each of `heads`' readings of every plate, from the same model calls."""
         lines = [line for crop_lines in lines_per_crop for line in crop_lines]
-        heads = self._heads if tail else self._heads[:1]
         results = []
         for per_line in self._folded(lines, heads):
             decoded = iter(decode(folded) for folded in per_line)
             results.append([_join([next(decoded) for _ in crop_lines]) for crop_lines in lines_per_crop])
-        return results[0], results[1] if len(results) > 1 else None
+        return results
 
     def folded(self, lines: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Each line's (time, 1 + plate alphabet + foreign) probabilities, at this reader's

@@ -49,27 +49,25 @@ def onnx_session(
     # 555-616 MB) and CPU. (Off was chosen at batches of 8: 433 MB vs 314 MB; now at most 2.)
     options.enable_cpu_mem_arena = True
     providers = list(providers or ["CPUExecutionProvider"])
+    parsed = model_path if isinstance(model_path, onnx.ModelProto) else None
     if as_exported:
-        exported = (
-            model_path.SerializeToString() if isinstance(model_path, onnx.ModelProto) else str(model_path)
-        )
+        exported = parsed.SerializeToString() if parsed is not None else str(model_path)
         return ort.InferenceSession(exported, options, providers=providers)
     # PaddleOCR's recogniser and text detector spend more time in scalar Mul/Add/Clip/Div chains
     # than in their convolutions; folded, the same function runs in ~2/3 of the time. Folding
     # costs ~40 ms at start-up (the recogniser; 12 ms the text detector), where a folded copy in
     # the store would need its own kind: `finetune ocr` converts the graph paddle2onnx wrote.
-    parsed = isinstance(model_path, onnx.ModelProto)
-    model = model_path if isinstance(model_path, onnx.ModelProto) else onnx.load(str(model_path))
+    model = parsed if parsed is not None else onnx.load(str(model_path))
     nodes = len(model.graph.node)
     # ONNX Runtime reads a file itself unless something was folded; a parsed graph is serialised
     # before folding, so that a fold that fails half-way leaves it as it was
-    source: str | bytes = model.SerializeToString() if parsed else str(model_path)
+    source: str | bytes = model.SerializeToString() if parsed is not None else str(model_path)
     try:
         fold_elementwise(model)
         if len(model.graph.node) < nodes:  # nothing to fold (PP-OCRv6, the YOLO detector): as is
             source = model.SerializeToString()
     except Exception:  # a graph the rewrites did not foresee: served as exported, never refused
-        what = model.graph.name if parsed else model_path
+        what = model.graph.name if parsed is not None else model_path
         log.warning("%s: could not fold its elementwise chains; loaded as exported", what, exc_info=True)
     del model  # the parsed graph (tens of MB): its pages go back now, not at the first idle batch
     session = ort.InferenceSession(source, options, providers=providers)

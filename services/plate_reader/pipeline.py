@@ -72,6 +72,11 @@ class PlateRecognizer:
         # pixels (small_plates.py; 0: never): a far plate in a phone photo.
         self.tile = tile
 
+    @property
+    def fused(self) -> bool:
+        """Whether a plate-tuned recogniser reads beside the base (a grafted tail or a whole model)."""
+        return self.ocr.has_tail or self.tuned_ocr is not None
+
     @classmethod
     def from_files(
         cls,

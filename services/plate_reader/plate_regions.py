@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -55,10 +56,16 @@ def is_non_plate_text(plate: str) -> bool:
 
 
 @functools.cache
+def _side_text(path: Path = FORMATS_PATH) -> dict[str, dict[str, Any]]:
+    """plate_formats.yaml's side_text table: key -> {words | pattern, formats, region}."""
+    return yaml.safe_load(path.read_text()).get("side_text") or {}
+
+
+@functools.cache
 def side_words(path: Path = FORMATS_PATH) -> tuple[tuple[str, str], ...]:
     """(word without spaces, side_text key) for every side word in plate_formats.yaml, longest
     first."""
-    table = yaml.safe_load(path.read_text()).get("side_text") or {}
+    table = _side_text(path)
     words = [(normalise(word), key) for key, entry in table.items() for word in entry.get("words", ())]
     return tuple(sorted(words, key=lambda pair: -len(pair[0])))
 
@@ -66,7 +73,7 @@ def side_words(path: Path = FORMATS_PATH) -> tuple[tuple[str, str], ...]:
 @functools.cache
 def side_patterns(path: Path = FORMATS_PATH) -> tuple[tuple[re.Pattern[str], str], ...]:
     """(compiled pattern, side_text key) for every side-text pattern in plate_formats.yaml."""
-    table = yaml.safe_load(path.read_text()).get("side_text") or {}
+    table = _side_text(path)
     return tuple((re.compile(entry["pattern"]), key) for key, entry in table.items() if "pattern" in entry)
 
 
@@ -74,7 +81,7 @@ def side_patterns(path: Path = FORMATS_PATH) -> tuple[tuple[re.Pattern[str], str
 def hint_for(key: str, path: Path = FORMATS_PATH) -> RegionHint:
     """The hint a side_text entry gives (its `region`, else the key itself is the region)."""
     formats = load_formats(path)
-    entry = (yaml.safe_load(path.read_text()).get("side_text") or {}).get(key) or {}
+    entry = _side_text(path).get(key) or {}
     region = entry.get("region", key)
     if entry.get("formats"):
         patterns = tuple(p for p in formats.patterns[region] if p in set(entry["formats"]))

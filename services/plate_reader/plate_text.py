@@ -128,7 +128,8 @@ class PlateFormats:
             region: (
                 _plate_pattern(patterns).pattern,
                 self.prefixes.get(region, ()),
-                1.0 / _layout_count(region, self),
+                # how many plates the patterns admit, the prefixes narrowing the first two letters
+                1.0 / _count(patterns, len(self.prefixes.get(region, ()))),
             )
             for region, patterns in self.patterns.items()
         }
@@ -520,11 +521,6 @@ def layout_prior(plate: str, regions: tuple[str, ...], formats: PlateFormats) ->
         if _admits(pattern, shape) and plate.startswith(prefixes or ""):
             total += weight
     return total
-
-
-def _layout_count(region: str, formats: PlateFormats) -> int:
-    """How many plates the region's patterns admit (its prefixes narrowing the first two letters)."""
-    return _count(formats.patterns[region], len(formats.prefixes.get(region, ())))
 
 
 @functools.cache

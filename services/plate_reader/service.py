@@ -112,7 +112,7 @@ class PlateReader:
         webhooks.start(settings)  # bad MODELPORT_PLATE_WEBHOOKS fails the start; pending events resume
         # What read each review item: the recogniser, "+" the plate-tuned version read with it
         ocr = str(self.ocr_model.tag)
-        if self.tuned_ocr_model is not None and (self.recognizer.ocr.has_tail or self.recognizer.tuned_ocr):
+        if self.tuned_ocr_model is not None and self.recognizer.fused:
             ocr += f"+{self.tuned_ocr_model.tag}"
         self.models = (str(self.detector_model.tag), ocr)
         self.videos = VideoReader(settings, self.batcher, self.recorder, self.models)  # POST .../video

@@ -17,11 +17,12 @@ computes the tail too, ~2% of the call; grafting adds ~150 ms to the recogniser'
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import onnx
 from onnx import helper, version_converter
+
+from services.core.sources import sha256_of
 
 TAIL_INPUT = "pooled"
 TAIL_OUTPUT = "tuned_probabilities"
@@ -41,6 +42,15 @@ def last_pool(model: onnx.ModelProto) -> onnx.NodeProto:
     if not pools:
         raise ValueError("the recogniser has no AveragePool: no backbone/neck split to graft at")
     return pools[-1]
+
+
+def extract_backbone(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph from `model`'s input to its last average pool's output (finetune's frozen
+    backbone: what a tail reads)."""
+    inferred = onnx.shape_inference.infer_shapes(model)  # the Extractor needs the shapes
+    return onnx.utils.Extractor(inferred).extract_model(
+        [model.graph.input[0].name], [last_pool(inferred).output[0]]
+    )
 
 
 def extract_tail(model: onnx.ModelProto, base_sha256: str = "") -> onnx.ModelProto:
@@ -104,15 +114,7 @@ def backbone_sha256(model_path: str | Path) -> str:
         base = _metadata(onnx.load(str(own_tail))).get(BASE_SHA256)
         if base:
             return base
-    return sha256_file(model_path)
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_of(Path(model_path))
 
 
 def _metadata(model: onnx.ModelProto) -> dict[str, str]:

@@ -101,7 +101,7 @@ def main() -> None:
         read_fusion.SECOND_READ_BELOW, gate = 1.01, read_fusion.SECOND_READ_BELOW
         always = per_plate_ms(voted, batches)
         read_fusion.SECOND_READ_BELOW = gate
-        fusing = fused_ocr.has_tail or tuned is not None
+        fusing = recognizer.fused
         fused = (
             per_plate_ms(lambda batch: voted(batch, fused_ocr, tuned), batches) if fusing else float("nan")
         )
