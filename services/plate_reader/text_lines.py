@@ -13,7 +13,8 @@ line; the number is the tallest line of plate-like shape, and a second line abou
 above or below it, is the other row of a two-row plate. Smaller lines never reach the
 recogniser. A crop where no line is found is read whole, as before.
 
-Crops go through the detector at LINE_INPUT_HEIGHT pixels high, those of one input width together.
+Crops go through the detector at LINE_INPUT_HEIGHT pixels high (two-row ones higher), those of
+one input size together.
 """
 
 from __future__ import annotations
@@ -35,6 +36,13 @@ from services.plate_reader.stage_timing import timed
 # needs), width in proportion up to MAX_INPUT_WIDTH. A state name is ~15% of a US plate's
 # height: ~19 px here, within what the detector finds.
 LINE_INPUT_HEIGHT, MAX_INPUT_WIDTH = 128, 640
+# A crop narrower than SQUARE_ASPECT (a two-row plate: motorbike, EU square, Vietnamese; their
+# dev crops are 0.6-1.35 wide for 1 high) goes through at SQUARE_INPUT_HEIGHT: at 128 px each of
+# its rows is ~40 px high, and the detector missed both rows of clear Brazilian motorbike plates
+# (HCU6N98, HEM0A70 on dev camera crops), leaving the "BRASIL" band to be read as the plate.
+# Dev seed 5: camera crops 633 -> 651 right and unflagged, Brazil exact 74.7 -> 76.8%. At 1.6
+# US street crops (1.0-1.8, median 1.4) went too: as many plates read, 40% more time on them.
+SQUARE_ASPECT, SQUARE_INPUT_HEIGHT = 1.25, 256
 # DB post-processing, PaddleOCR's / RapidOCR's defaults: pixels above PIXEL_THRESHOLD are
 # text; a region whose mean probability is below BOX_THRESHOLD is dropped; each region is
 # grown by area * UNCLIP_RATIO / perimeter on every side (the net is trained on shrunk text).
@@ -105,9 +113,9 @@ class TextLineFinder:
         7 px; the net sees the padding), so a plate's reading depended on the other photos in
         its batch. Crops of one input width need no padding."""
         found: list[list[TextLine]] = [[] for _ in crops]
-        by_width = indices_by_shape(_input_width(crop) for crop in crops)
+        by_size = indices_by_shape(_input_size(crop) for crop in crops)
         with timed("text_lines"):
-            for indices in by_width.values():
+            for indices in by_size.values():
                 batch, scales = _to_batch([crops[i] for i in indices])
                 probabilities = self._session.run(None, {self._input_name: batch})[0][:, 0]
                 for i, p, s in zip(indices, probabilities, scales):
@@ -238,10 +246,14 @@ def _affine_cut(
     )
 
 
-def _input_width(crop: np.ndarray) -> int:
-    """The crop's width at LINE_INPUT_HEIGHT, a multiple of 32 up to MAX_INPUT_WIDTH."""
+def _input_size(crop: np.ndarray) -> tuple[int, int]:
+    """(height, width) the crop goes through the detector at: LINE_INPUT_HEIGHT high, or
+    SQUARE_INPUT_HEIGHT for a crop narrower than SQUARE_ASPECT; the width in proportion, a
+    multiple of 32 up to MAX_INPUT_WIDTH."""
     height, width = crop.shape[:2]
-    return min(MAX_INPUT_WIDTH, max(32, round(LINE_INPUT_HEIGHT * width / max(height, 1) / 32) * 32))
+    aspect = width / max(height, 1)
+    input_height = SQUARE_INPUT_HEIGHT if aspect < SQUARE_ASPECT else LINE_INPUT_HEIGHT
+    return input_height, min(MAX_INPUT_WIDTH, max(32, round(input_height * aspect / 32) * 32))
 
 
 def _to_batch(crops: Sequence[np.ndarray]) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
@@ -249,19 +261,20 @@ def _to_batch(crops: Sequence[np.ndarray]) -> tuple[np.ndarray, list[tuple[float
     resized, scales = [], []
     for crop in crops:
         height, width = crop.shape[:2]
-        new_width = _input_width(crop)
+        new_height, new_width = _input_size(crop)
         image = Image.fromarray(np.ascontiguousarray(crop)).resize(
-            (new_width, LINE_INPUT_HEIGHT), Image.Resampling.BILINEAR
+            (new_width, new_height), Image.Resampling.BILINEAR
         )
         resized.append(np.asarray(image))
-        scales.append((width / new_width, height / LINE_INPUT_HEIGHT, float(new_width)))
+        scales.append((width / new_width, height / new_height, float(new_width)))
+    batch_height = max(line.shape[0] for line in resized)
     batch_width = max(line.shape[1] for line in resized)
     # Zeros after normalisation are mid-grey: no text for the detector.
-    batch = np.zeros((len(resized), 3, LINE_INPUT_HEIGHT, batch_width), dtype=np.float32)
+    batch = np.zeros((len(resized), 3, batch_height, batch_width), dtype=np.float32)
     for index, pixels in enumerate(resized):
         # PaddleOCR's detector is trained on OpenCV's BGR images scaled to [-1, 1].
         bgr = pixels[:, :, ::-1].transpose(2, 0, 1).astype(np.float32)
-        batch[index, :, :, : pixels.shape[1]] = bgr / 127.5 - 1.0
+        batch[index, :, : pixels.shape[0], : pixels.shape[1]] = bgr / 127.5 - 1.0
     return batch, scales
 
 

@@ -14,7 +14,8 @@ layout, so it was auto-accepted. Two checks, on sure reads only:
   holds the plate with plate characters beside it and reads that longer plate surely, as a
   format allows: the longer plate is taken; it holds sure plate characters beside it: flagged,
   the widened plate ranked with it.
-- One row found high in the crop with nothing found below it (lower_row_lost): flagged.
+- One row found high in the crop with nothing found below it (lower_row_lost), or low in it with
+  no other row found above it (upper_row_lost): flagged.
 
 Chosen on dev crops (README, "Numbers cut short"): the 911 crops of the dev sets and 2,200 more
 of seed 5, where 13 sure reads were truncations. A widened read adds a low-confidence letter
@@ -33,7 +34,7 @@ import numpy as np
 from services.plate_reader.crops import band_edges
 from services.plate_reader.ocr import PlateOCR
 from services.plate_reader.plate_text import normalise
-from services.plate_reader.text_lines import TextLine
+from services.plate_reader.text_lines import ROW_SHARE, TextLine
 from services.plate_reader.types import Candidate, OcrResult
 
 # Only reads at least this sure are checked: below it every usual review threshold flags them
@@ -61,6 +62,12 @@ LOOSE_REGIONS = frozenset({"eu-generic", "us-generic", "de", None})
 # LONE_TOP_ROW share, at least LONE_ROOM_BELOW of its heights above the crop's bottom. On the dev
 # crops these took the 2 such truncations and no right plate (US plates' numbers sit at 0.45-0.55).
 LONE_TOP_ROW, LONE_ROOM_BELOW = 0.4, 1.2
+# ... and its mirror: one row centred in the crop's bottom LONE_TOP_ROW share with
+# LONE_ROOM_BELOW of its heights above it (below a blue band, where there is one) and no line
+# at least text_lines.ROW_SHARE as tall found there: a two-row plate's lost upper row. A side
+# line (a state name, a "BRASIL" band's word) is smaller. On dev camera crops (seed 5, two-row
+# plates found at SQUARE_INPUT_HEIGHT) it took NTU9A98 and FHL4F30 read 9A98 and 4F30 at 0.99,
+# both a Mercosur motorbike plate's lower row, and no right plate.
 # A line counts as below the row when its top is at most this share of the row's height above
 # the row's bottom (boxes of neighbouring rows overlap a little once grown by DB's unclip).
 BELOW_OVERLAP = 0.3
@@ -86,7 +93,7 @@ def check_ends(
     plate read from one row that looks like a two-row plate's top row (``found``: all the crop's
     text lines) is flagged."""
     out = [
-        _capped(candidates) if lower_row_lost(crop, lines, crop_rows) else candidates
+        _capped(candidates) if row_lost(crop, lines, crop_rows) else candidates
         for crop, lines, crop_rows, candidates in zip(crops, found, rows, ranked)
     ]
     sure_loose = [
@@ -138,6 +145,27 @@ def compare_ends(
     # The widened plate first where it fits a strict format of its own (TT846FK, Slovak).
     first = holds and wide_best.region not in LOOSE_REGIONS
     return _capped(_unique([wide_best, *ranked] if first else [*ranked, wide_best]))
+
+
+def row_lost(crop: np.ndarray, lines: Sequence[TextLine], rows: Sequence[TextLine]) -> bool:
+    """One row found where a two-row plate's other row was not (lower_row_lost, upper_row_lost)."""
+    return lower_row_lost(crop, lines, rows) or upper_row_lost(crop, lines, rows)
+
+
+def upper_row_lost(crop: np.ndarray, lines: Sequence[TextLine], rows: Sequence[TextLine]) -> bool:
+    """One row found, centred in the crop's bottom LONE_TOP_ROW share with LONE_ROOM_BELOW of its
+    heights above it (below a top blue band) and no line ROW_SHARE as tall found above it: a
+    two-row plate's lost upper row."""
+    if len(rows) != 1:
+        return False
+    row, height = rows[0], crop.shape[0]
+    if row.cy < (1 - LONE_TOP_ROW) * height:
+        return False
+    band_top, _, _ = band_edges(crop)
+    return row.top - band_top >= LONE_ROOM_BELOW * row.height and not any(
+        line.bottom < row.top + BELOW_OVERLAP * row.height and line.height >= ROW_SHARE * row.height
+        for line in lines
+    )
 
 
 def lower_row_lost(crop: np.ndarray, lines: Sequence[TextLine], rows: Sequence[TextLine]) -> bool:

@@ -24,6 +24,7 @@ from services.plate_reader.truncation import (
     TRUNCATED_CAP,
     compare_ends,
     lower_row_lost,
+    upper_row_lost,
     widened,
 )
 from services.plate_reader.types import Candidate, OcrResult
@@ -119,6 +120,22 @@ def test_one_row_high_in_the_crop_with_nothing_below_is_a_lost_lower_row() -> No
     assert not lower_row_lost(crop, [middle], [middle])  # a one-row plate's number
 
 
+def test_one_row_low_in_the_crop_with_no_row_above_is_a_lost_upper_row() -> None:
+    crop = np.zeros((46, 50, 3), np.uint8)
+    lower = FakeLine(11, 25.5, 39, 38.5)  # camera_00156 (seed 5): NTU over 9A98, NTU not found
+    assert upper_row_lost(crop, [lower], [lower])
+    state = FakeLine(15, 4, 35, 10)
+    assert upper_row_lost(crop, [state, lower], [lower])  # a small line above (a band's word) is no row
+    upper = FakeLine(13, 10, 37, 23)
+    assert not upper_row_lost(crop, [upper, lower], [lower])  # a row-sized line above: not lost
+    middle = FakeLine(11, 16, 39, 30)
+    assert not upper_row_lost(crop, [middle], [middle])  # a one-row plate's number
+    # Below a blue top band, the room above is counted from the band's edge.
+    banded = crop.copy()
+    banded[:14] = (20, 40, 200)
+    assert not upper_row_lost(banded, [lower], [lower])
+
+
 # The real recogniser on dev crops drawn again.
 
 
@@ -139,6 +156,7 @@ def read(plate_models: dict[str, Path]) -> dict[str, tuple[str, bool]]:
         "camera 5 242",
         "camera 5 776",
         "us-street 5 224",
+        "camera 5 65",
     ]
     crops = []
     for name in names:
@@ -187,3 +205,10 @@ def test_a_right_plate_with_a_fairly_sure_letter_beside_it_stays_accepted(
 ) -> None:
     # YXB5199: widened, a 7 read beside it at 0.88 (under BESIDE_SURE).
     assert read["us-street 5 224"] == ("YXB5199", False)
+
+
+def test_a_motorbike_plates_two_rows_are_found_and_read(read: dict[str, tuple[str, bool]]) -> None:
+    # HEM over 0A70 under a "BRASIL" band, 88 x 112 px: at the one-row input height (128 px)
+    # the detector found only the band's word and the plate was read 0A70 or BRASI1, flagged;
+    # at text_lines.SQUARE_INPUT_HEIGHT it finds both rows.
+    assert read["camera 5 65"] == ("HEM0A70", False)
