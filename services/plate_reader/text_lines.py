@@ -40,7 +40,7 @@ LINE_INPUT_HEIGHT, MAX_INPUT_WIDTH = 128, 640
 # dev crops are 0.6-1.35 wide for 1 high) goes through at SQUARE_INPUT_HEIGHT: at 128 px each of
 # its rows is ~40 px high, and the detector missed both rows of clear Brazilian motorbike plates
 # (HCU6N98, HEM0A70 on dev camera crops), leaving the "BRASIL" band to be read as the plate.
-# Dev seed 5: camera crops 633 -> 651 right and unflagged, Brazil exact 74.7 -> 76.8%. At 1.6
+# Dev seed 5: camera crops 633 -> 651 right and unflagged, Brazil exact 74.5 -> 76.8%. At 1.6
 # US street crops (1.0-1.8, median 1.4) went too: as many plates read, 40% more time on them.
 SQUARE_ASPECT, SQUARE_INPUT_HEIGHT = 1.25, 256
 # DB post-processing, PaddleOCR's / RapidOCR's defaults: pixels above PIXEL_THRESHOLD are
