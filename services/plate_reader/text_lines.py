@@ -106,12 +106,12 @@ class TextLineFinder:
         self._input_name = self._session.get_inputs()[0].name
 
     def find(self, crops: Sequence[np.ndarray]) -> list[list[TextLine]]:
-        """The text lines of each crop (RGB uint8), in one detector call per input width.
+        """The text lines of each crop (RGB uint8), in one detector call per input size.
 
         Padded to a wider crop's width in a shared batch, a crop's lines came out different (on
         40 US street dev crops in batches of 8: another number of lines on 5, boxes moved up to
         7 px; the net sees the padding), so a plate's reading depended on the other photos in
-        its batch. Crops of one input width need no padding."""
+        its batch. Crops of one input size need no padding."""
         found: list[list[TextLine]] = [[] for _ in crops]
         by_size = indices_by_shape(_input_size(crop) for crop in crops)
         with timed("text_lines"):
