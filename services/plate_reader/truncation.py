@@ -90,8 +90,8 @@ def check_ends(
     """``ranked`` with each sure plate whose rows leave room at an end compared against a read of
     its rows widened to the crop's ends (``cut``: a row to the recogniser's line image, as the
     first read cut it), all in one recogniser call; ``rank`` applies the plate rules. A sure
-    plate read from one row that looks like a two-row plate's top row (``found``: all the crop's
-    text lines) is flagged."""
+    plate read from one row that looks like one row of a two-row plate whose other row was not
+    found (``found``: all the crop's text lines; row_lost) is flagged."""
     out = [
         _capped(candidates) if row_lost(crop, lines, crop_rows) else candidates
         for crop, lines, crop_rows, candidates in zip(crops, found, rows, ranked)
