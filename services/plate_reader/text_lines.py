@@ -41,7 +41,7 @@ LINE_INPUT_HEIGHT, MAX_INPUT_WIDTH = 128, 640
 # its rows is ~40 px high, and the detector missed both rows of clear Brazilian motorbike plates
 # (HCU6N98, HEM0A70 on dev camera crops), leaving the "BRASIL" band to be read as the plate.
 # Dev seed 5: camera crops 633 -> 651 right and unflagged, Brazil exact 74.5 -> 76.8%. At 1.6
-# US street crops (1.0-1.8, median 1.4) went too: as many plates read, 40% more time on them.
+# US street crops (1.0-1.8, median 1.4) went too: as many read, 14-15 s against 10-12 for 400.
 SQUARE_ASPECT, SQUARE_INPUT_HEIGHT = 1.25, 256
 # DB post-processing, PaddleOCR's / RapidOCR's defaults: pixels above PIXEL_THRESHOLD are
 # text; a region whose mean probability is below BOX_THRESHOLD is dropped; each region is
