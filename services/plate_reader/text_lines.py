@@ -13,8 +13,8 @@ line; the number is the tallest line of plate-like shape, and a second line abou
 above or below it, is the other row of a two-row plate. Smaller lines never reach the
 recogniser. A crop where no line is found is read whole, as before.
 
-Crops go through the detector at LINE_INPUT_HEIGHT pixels high (two-row ones higher), those of
-one input size together.
+Crops go through the detector at LINE_INPUT_HEIGHT pixels high (those narrower than
+SQUARE_ASPECT, most two-row plates, at SQUARE_INPUT_HEIGHT), those of one input size together.
 """
 
 from __future__ import annotations
@@ -36,12 +36,13 @@ from services.plate_reader.stage_timing import timed
 # needs), width in proportion up to MAX_INPUT_WIDTH. A state name is ~15% of a US plate's
 # height: ~19 px here, within what the detector finds.
 LINE_INPUT_HEIGHT, MAX_INPUT_WIDTH = 128, 640
-# A crop narrower than SQUARE_ASPECT (a two-row plate: motorbike, EU square, Vietnamese; their
-# dev crops are 0.6-1.35 wide for 1 high) goes through at SQUARE_INPUT_HEIGHT: at 128 px each of
+# A crop narrower than SQUARE_ASPECT (most two-row plates: motorbike, EU square, Vietnamese; their
+# dev crops are 0.6-1.35 wide for 1 high, 95% under 1.25; and the squarest US crops) goes
+# through at SQUARE_INPUT_HEIGHT: at 128 px each of
 # its rows is ~40 px high, and the detector missed both rows of clear Brazilian motorbike plates
 # (HCU6N98, HEM0A70 on dev camera crops), leaving the "BRASIL" band to be read as the plate.
 # Dev seed 5: camera crops 633 -> 651 right and unflagged, Brazil exact 74.5 -> 76.8%. At 1.6
-# US street crops (1.0-1.8, median 1.4) went too: as many read, 14-15 s against 10-12 for 400.
+# most US street crops (1.0-1.8, median 1.4) went too: as many read, 14-15 s against 10-12 for 400.
 SQUARE_ASPECT, SQUARE_INPUT_HEIGHT = 1.25, 256
 # DB post-processing, PaddleOCR's / RapidOCR's defaults: pixels above PIXEL_THRESHOLD are
 # text; a region whose mean probability is below BOX_THRESHOLD is dropped; each region is
@@ -119,7 +120,7 @@ class TextLineFinder:
                 batch, scales = _to_batch([crops[i] for i in indices])
                 probabilities = self._session.run(None, {self._input_name: batch})[0][:, 0]
                 for i, p, s in zip(indices, probabilities, scales):
-                    found[i] = _lines(p[:, : math.ceil(s[2])], s)
+                    found[i] = _lines(p, s)
         return found
 
     def rows(self, crops: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
@@ -256,8 +257,9 @@ def _input_size(crop: np.ndarray) -> tuple[int, int]:
     return input_height, min(MAX_INPUT_WIDTH, max(32, round(input_height * aspect / 32) * 32))
 
 
-def _to_batch(crops: Sequence[np.ndarray]) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
-    """(N, 3, H, W) float32 for the detector, and per crop (x scale, y scale, input width used)."""
+def _to_batch(crops: Sequence[np.ndarray]) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """(N, 3, H, W) float32 for the detector from crops of one input size (_input_size), and
+    per crop its (x, y) scale back to crop pixels."""
     resized, scales = [], []
     for crop in crops:
         height, width = crop.shape[:2]
@@ -266,19 +268,13 @@ def _to_batch(crops: Sequence[np.ndarray]) -> tuple[np.ndarray, list[tuple[float
             (new_width, new_height), Image.Resampling.BILINEAR
         )
         resized.append(np.asarray(image))
-        scales.append((width / new_width, height / new_height, float(new_width)))
-    batch_height = max(line.shape[0] for line in resized)
-    batch_width = max(line.shape[1] for line in resized)
-    # Zeros after normalisation are mid-grey: no text for the detector.
-    batch = np.zeros((len(resized), 3, batch_height, batch_width), dtype=np.float32)
-    for index, pixels in enumerate(resized):
-        # PaddleOCR's detector is trained on OpenCV's BGR images scaled to [-1, 1].
-        bgr = pixels[:, :, ::-1].transpose(2, 0, 1).astype(np.float32)
-        batch[index, :, : pixels.shape[0], : pixels.shape[1]] = bgr / 127.5 - 1.0
-    return batch, scales
+        scales.append((width / new_width, height / new_height))
+    # PaddleOCR's detector is trained on OpenCV's BGR images scaled to [-1, 1].
+    bgr = np.stack(resized)[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32)
+    return bgr / 127.5 - 1.0, scales
 
 
-def _lines(probability: np.ndarray, scale: tuple[float, float, float]) -> list[TextLine]:
+def _lines(probability: np.ndarray, scale: tuple[float, float]) -> list[TextLine]:
     """DB post-processing of one crop's probability map: a rotated box per text region,
     grown back to the text's size, in crop pixels."""
     mask = ndimage.binary_dilation(probability > PIXEL_THRESHOLD, structure=np.ones((2, 2), bool))
@@ -324,9 +320,9 @@ def _rotated_box(xs: np.ndarray, ys: np.ndarray, score: float) -> TextLine | Non
     return TextLine(centre_x, centre_y, length + 2 * grow, height + 2 * grow, -math.degrees(angle), score)
 
 
-def _to_crop(line: TextLine, scale: tuple[float, float, float]) -> TextLine:
+def _to_crop(line: TextLine, scale: tuple[float, float]) -> TextLine:
     """From detector-input pixels to crop pixels (x and y scale differ a little)."""
-    sx, sy, _ = scale
+    sx, sy = scale
     theta = math.radians(line.angle)
     # Scale the length and height along their own directions.
     length = line.length * math.hypot(sx * math.cos(theta), sy * math.sin(theta))

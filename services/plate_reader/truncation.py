@@ -62,14 +62,15 @@ LOOSE_REGIONS = frozenset({"eu-generic", "us-generic", "de", None})
 # LONE_TOP_ROW share, at least LONE_ROOM_BELOW of its heights above the crop's bottom. On the dev
 # crops these took the 2 such truncations and no right plate (US plates' numbers sit at 0.45-0.55).
 LONE_TOP_ROW, LONE_ROOM_BELOW = 0.4, 1.2
-# ... and its mirror: one row centred in the crop's bottom LONE_TOP_ROW share with
-# LONE_ROOM_BELOW of its heights above it (below a blue band, where there is one) and no line
-# at least text_lines.ROW_SHARE as tall found there: a two-row plate's lost upper row. A side
-# line (a state name, a "BRASIL" band's word) is smaller. On dev camera crops (seed 5, two-row
-# plates found at SQUARE_INPUT_HEIGHT) it took NTU9A98 and FHL4F30 read 9A98 and 4F30 at 0.99,
-# both a Mercosur motorbike plate's lower row, and no right plate.
+# ... and its mirror (the same two numbers, upside down): one row centred in the crop's bottom
+# LONE_TOP_ROW share with LONE_ROOM_BELOW of its heights above it (below a blue band, where
+# there is one) and no line at least text_lines.ROW_SHARE as tall found there: a two-row
+# plate's lost upper row. A side line (a state name, a "BRASIL" band's word) is smaller. On dev
+# camera crops (seed 5, two-row plates found at SQUARE_INPUT_HEIGHT) it took NTU9A98 and FHL4F30
+# read 9A98 and 4F30 at 0.99, both a Mercosur motorbike plate's lower row, and no right plate.
 # A line counts as below the row when its top is at most this share of the row's height above
-# the row's bottom (boxes of neighbouring rows overlap a little once grown by DB's unclip).
+# the row's bottom, and above it when its bottom is at most this share below the row's top
+# (boxes of neighbouring rows overlap a little once grown by DB's unclip).
 BELOW_OVERLAP = 0.3
 # A flagged plate is at most this sure (read_fusion.DISAGREE_CAP: flagged at any usual threshold).
 TRUNCATED_CAP = 0.5

@@ -140,14 +140,13 @@ def test_a_plate_seen_from_the_side_is_read_surely(
     # The first read alone: the second read of an unsure plate can rescue a leaning cut.
     monkeypatch.setattr(read_fusion, "SECOND_READ_BELOW", 0.0)
     recognizer = PlateRecognizer(None, ocr, review_threshold=0.93, text_lines=finder)
-    crop = np.asarray(sheared(Image.open(asset("plate_ad799kb")).convert("RGB"), 25))
+    crop = np.asarray(sheared(Image.open(asset("plate_ad799kb")).convert("RGB"), 35))
     [reading] = recognizer.read_crops([crop])
-    assert (reading.plate, reading.review) == ("AD799KB", False), reading  # 0.995
-    # Only rotated level, its leaning strokes are read less surely (0.95; 0.75, flagged, when
-    # this squarish crop went through the text detector at LINE_INPUT_HEIGHT).
+    assert (reading.plate, reading.review) == ("AD799KB", False), reading  # 0.985
+    # Only rotated level, its leaning strokes are read unsurely (0.64, flagged).
     monkeypatch.setattr(read_fusion, "SHEAR_FROM", float("inf"))
     [rotated] = recognizer.read_crops([crop])
-    assert rotated.score < reading.score, (rotated, reading)
+    assert rotated.review, rotated
 
 
 def test_the_text_detector_is_imported_with_its_checksum(plate_models: dict[str, Path]) -> None:
@@ -220,5 +219,8 @@ def test_a_crops_lines_do_not_depend_on_the_other_crops_in_its_batch(finder: Tex
     # so one client's photo could change another's reading in the served batch.
     us = us_plate()
     narrow = np.asarray(Image.fromarray(us).resize((200, 150)))
-    batch = [us, narrow, np.asarray(Image.open(asset("plate_ad799kb")).convert("RGB"))]
+    # Two of one input width but not one height: 140 x 100 goes in at (128, 192), 88 x 112 (a
+    # two-row plate's shape) at (256, 192).
+    wide, square = (np.asarray(Image.fromarray(us).resize(size)) for size in ((140, 100), (88, 112)))
+    batch = [us, narrow, np.asarray(Image.open(asset("plate_ad799kb")).convert("RGB")), wide, square]
     assert finder.find(batch) == [finder.find([one])[0] for one in batch]

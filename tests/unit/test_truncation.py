@@ -22,6 +22,7 @@ from services.plate_reader.text_lines import TextLine, TextLineFinder, plate_row
 from services.plate_reader.truncation import (
     BESIDE_SURE,
     TRUNCATED_CAP,
+    check_ends,
     compare_ends,
     lower_row_lost,
     upper_row_lost,
@@ -98,7 +99,8 @@ def test_a_row_is_widened_to_the_crops_ends_along_its_tilt() -> None:
     assert tilted.length > 160 and tilted.cy < 20  # rising to the right: its middle is higher
 
 
-# The short lower row and the lost lower row (text_lines.plate_rows, lower_row_lost), on fake lines.
+# The short lower row and the lost rows (text_lines.plate_rows, lower_row_lost, upper_row_lost), on
+# fake lines.
 
 
 def test_a_two_letter_lower_row_narrower_than_tall_is_still_the_plates_second_row() -> None:
@@ -130,10 +132,26 @@ def test_one_row_low_in_the_crop_with_no_row_above_is_a_lost_upper_row() -> None
     assert not upper_row_lost(crop, [upper, lower], [lower])  # a row-sized line above: not lost
     middle = FakeLine(11, 16, 39, 30)
     assert not upper_row_lost(crop, [middle], [middle])  # a one-row plate's number
+    high = FakeLine(11, 16, 39, 26)  # room above it (16 >= 1.2 x 10), but centred above the bottom 40%
+    assert not upper_row_lost(crop, [high], [high])
     # Below a blue top band, the room above is counted from the band's edge.
     banded = crop.copy()
     banded[:14] = (20, 40, 200)
     assert not upper_row_lost(banded, [lower], [lower])
+
+
+def test_a_plate_read_from_a_lost_rows_other_row_is_flagged() -> None:
+    # check_ends caps it whichever row was lost; an unchecked (strict-layout) plate, so no
+    # widened read: no recogniser is needed.
+    crop = np.zeros((46, 50, 3), np.uint8)
+    lower = FakeLine(11, 25.5, 39, 38.5)
+    read = fake_candidates(("NTU9A98", 0.99, "br"))
+    unused = None  # no widened read is made: the recogniser, rank and cut are never called
+    [capped] = check_ends(unused, [crop], [[lower]], [[lower]], [read], unused, unused)  # type: ignore[arg-type]
+    assert capped[0].confidence == TRUNCATED_CAP
+    middle = FakeLine(11, 16, 39, 30)
+    [kept] = check_ends(unused, [crop], [[middle]], [[middle]], [read], unused, unused)  # type: ignore[arg-type]
+    assert kept == read
 
 
 # The real recogniser on dev crops drawn again.
