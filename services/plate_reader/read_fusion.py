@@ -49,7 +49,7 @@ from dataclasses import replace
 import numpy as np
 from PIL import Image
 
-from services.plate_reader.crops import split_rows, trim_bands
+from services.plate_reader.crops import band_edges, split_rows
 from services.plate_reader.ocr import PlateOCR
 from services.plate_reader.plate_regions import RegionHint, region_hint
 from services.plate_reader.text_lines import (
@@ -100,11 +100,12 @@ def read_voted(
         return []
     found = finder.find(crops)
     rows = [plate_rows(lines) for lines in found]
+    edges = [band_edges(crop) for crop in crops]  # the blue bands, found once a crop
     plain = [
-        [cut_line(crop, row) for row in crop_rows] if crop_rows else split_rows(trim_bands(crop))
-        for crop, crop_rows in zip(crops, rows)
+        [cut_line(crop, row) for row in crop_rows] if crop_rows else split_rows(crop[top:, left:right])
+        for crop, crop_rows, (top, left, right) in zip(crops, rows, edges)
     ]
-    bands = [trim_bands(crop).shape[0] < crop.shape[0] for crop in crops]  # a top band was cut off
+    bands = [top > 0 for top, _, _ in edges]  # a top band was cut off
     hints = [region_hint((), mercosur_band=band) for band in bands]
     tilted = [i for i, r in enumerate(rows) if r and max(abs(row.angle) for row in r) >= SHEAR_FROM]
     sheared = [[cut_sheared(crops[i], row) for row in rows[i]] for i in tilted]
@@ -143,6 +144,7 @@ def read_voted(
     return check_ends(
         ocr,
         crops,
+        edges,
         found,
         rows,
         ranked,

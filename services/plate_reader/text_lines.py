@@ -116,8 +116,8 @@ class TextLineFinder:
         found: list[list[TextLine]] = [[] for _ in crops]
         by_size = indices_by_shape(_input_size(crop) for crop in crops)
         with timed("text_lines"):
-            for indices in by_size.values():
-                batch, scales = _to_batch([crops[i] for i in indices])
+            for size, indices in by_size.items():
+                batch, scales = _to_batch([crops[i] for i in indices], size)
                 probabilities = self._session.run(None, {self._input_name: batch})[0][:, 0]
                 for i, p, s in zip(indices, probabilities, scales):
                     found[i] = _lines(p, s)
@@ -257,13 +257,15 @@ def _input_size(crop: np.ndarray) -> tuple[int, int]:
     return input_height, min(MAX_INPUT_WIDTH, max(32, round(input_height * aspect / 32) * 32))
 
 
-def _to_batch(crops: Sequence[np.ndarray]) -> tuple[np.ndarray, list[tuple[float, float]]]:
-    """(N, 3, H, W) float32 for the detector from crops of one input size (_input_size), and
-    per crop its (x, y) scale back to crop pixels."""
+def _to_batch(
+    crops: Sequence[np.ndarray], size: tuple[int, int]
+) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """(N, 3, H, W) float32 for the detector from crops whose input size (_input_size) is
+    ``size``, and per crop its (x, y) scale back to crop pixels."""
+    new_height, new_width = size
     resized, scales = [], []
     for crop in crops:
         height, width = crop.shape[:2]
-        new_height, new_width = _input_size(crop)
         image = Image.fromarray(np.ascontiguousarray(crop)).resize(
             (new_width, new_height), Image.Resampling.BILINEAR
         )

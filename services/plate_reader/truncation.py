@@ -1,6 +1,6 @@
 """A number read short: the text detector boxed only part of it, and what was read still fits.
 
-    ranked = check_ends(ocr, crops, found, rows, ranked, rank, cut)   # read_fusion's last step
+    ranked = check_ends(ocr, crops, edges, found, rows, ranked, rank, cut)   # read_fusion's last step
     widened_rows(rows, band_edges(crop))                              # each row out to the crop's ends
 
 PP-OCR's text detector sometimes boxes part of a plate's number: the district code left of a
@@ -31,7 +31,6 @@ from dataclasses import replace
 
 import numpy as np
 
-from services.plate_reader.crops import band_edges
 from services.plate_reader.ocr import PlateOCR
 from services.plate_reader.plate_text import normalise
 from services.plate_reader.text_lines import ROW_SHARE, TextLine
@@ -82,6 +81,7 @@ Cut = Callable[[np.ndarray, TextLine], np.ndarray]
 def check_ends(
     ocr: PlateOCR,
     crops: Sequence[np.ndarray],
+    edges: Sequence[tuple[int, int, int]],
     found: Sequence[list[TextLine]],
     rows: Sequence[list[TextLine]],
     ranked: Sequence[tuple[Candidate, ...]],
@@ -92,10 +92,11 @@ def check_ends(
     its rows widened to the crop's ends (``cut``: a row to the recogniser's line image, as the
     first read cut it), all in one recogniser call; ``rank`` applies the plate rules. A sure
     plate read from one row that looks like one row of a two-row plate whose other row was not
-    found (``found``: all the crop's text lines; row_lost) is flagged."""
+    found (``found``: all the crop's text lines; row_lost) is flagged. ``edges``: each crop's
+    crops.band_edges."""
     out = [
-        _capped(candidates) if row_lost(crop, lines, crop_rows) else candidates
-        for crop, lines, crop_rows, candidates in zip(crops, found, rows, ranked)
+        _capped(candidates) if row_lost(crop, crop_edges, lines, crop_rows) else candidates
+        for crop, crop_edges, lines, crop_rows, candidates in zip(crops, edges, found, rows, ranked)
     ]
     sure_loose = [
         i
@@ -105,7 +106,6 @@ def check_ends(
         and candidates[0].confidence >= CHECK_ABOVE
         and candidates[0].region in LOOSE_REGIONS
     ]
-    edges = {i: band_edges(crops[i]) for i in sure_loose}  # the blue bands, found once a crop
     checked = [i for i in sure_loose if room(rows[i], edges[i]) >= ROOM]
     if not checked:
         return out
@@ -148,21 +148,25 @@ def compare_ends(
     return _capped(_unique([wide_best, *ranked] if first else [*ranked, wide_best]))
 
 
-def row_lost(crop: np.ndarray, lines: Sequence[TextLine], rows: Sequence[TextLine]) -> bool:
+def row_lost(
+    crop: np.ndarray, edges: tuple[int, int, int], lines: Sequence[TextLine], rows: Sequence[TextLine]
+) -> bool:
     """One row found where a two-row plate's other row was not (lower_row_lost, upper_row_lost)."""
-    return lower_row_lost(crop, lines, rows) or upper_row_lost(crop, lines, rows)
+    return lower_row_lost(crop, lines, rows) or upper_row_lost(crop, edges, lines, rows)
 
 
-def upper_row_lost(crop: np.ndarray, lines: Sequence[TextLine], rows: Sequence[TextLine]) -> bool:
+def upper_row_lost(
+    crop: np.ndarray, edges: tuple[int, int, int], lines: Sequence[TextLine], rows: Sequence[TextLine]
+) -> bool:
     """One row found, centred in the crop's bottom LONE_TOP_ROW share with LONE_ROOM_BELOW of its
-    heights above it (below a top blue band) and no line ROW_SHARE as tall found above it: a
-    two-row plate's lost upper row."""
+    heights above it (below a top blue band: ``edges``, crops.band_edges of the crop) and no line
+    ROW_SHARE as tall found above it: a two-row plate's lost upper row."""
     if len(rows) != 1:
         return False
     row, height = rows[0], crop.shape[0]
     if row.cy < (1 - LONE_TOP_ROW) * height:
         return False
-    band_top, _, _ = band_edges(crop)
+    band_top, _, _ = edges
     return row.top - band_top >= LONE_ROOM_BELOW * row.height and not any(
         line.bottom < row.top + BELOW_OVERLAP * row.height and line.height >= ROW_SHARE * row.height
         for line in lines

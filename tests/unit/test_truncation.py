@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from services.plate_reader.crops import band_edges
 from services.plate_reader.ocr import PlateOCR
 from services.plate_reader.pipeline import PlateRecognizer
 from services.plate_reader.text_lines import TextLine, TextLineFinder, plate_rows
@@ -125,19 +126,21 @@ def test_one_row_high_in_the_crop_with_nothing_below_is_a_lost_lower_row() -> No
 def test_one_row_low_in_the_crop_with_no_row_above_is_a_lost_upper_row() -> None:
     crop = np.zeros((46, 50, 3), np.uint8)
     lower = FakeLine(11, 25.5, 39, 38.5)  # camera_00156 (seed 5): NTU over 9A98, NTU not found
-    assert upper_row_lost(crop, [lower], [lower])
+    edges = band_edges(crop)  # no blue band: (0, 0, 50)
+    assert upper_row_lost(crop, edges, [lower], [lower])
     state = FakeLine(15, 4, 35, 10)
-    assert upper_row_lost(crop, [state, lower], [lower])  # a small line above (a band's word) is no row
+    # A small line above (a band's word) is no row.
+    assert upper_row_lost(crop, edges, [state, lower], [lower])
     upper = FakeLine(13, 10, 37, 23)
-    assert not upper_row_lost(crop, [upper, lower], [lower])  # a row-sized line above: not lost
+    assert not upper_row_lost(crop, edges, [upper, lower], [lower])  # a row-sized line above: not lost
     middle = FakeLine(11, 16, 39, 30)
-    assert not upper_row_lost(crop, [middle], [middle])  # a one-row plate's number
+    assert not upper_row_lost(crop, edges, [middle], [middle])  # a one-row plate's number
     high = FakeLine(11, 16, 39, 26)  # room above it (16 >= 1.2 x 10), but centred above the bottom 40%
-    assert not upper_row_lost(crop, [high], [high])
+    assert not upper_row_lost(crop, edges, [high], [high])
     # Below a blue top band, the room above is counted from the band's edge.
     banded = crop.copy()
     banded[:14] = (20, 40, 200)
-    assert not upper_row_lost(banded, [lower], [lower])
+    assert not upper_row_lost(banded, band_edges(banded), [lower], [lower])
 
 
 def test_a_plate_read_from_a_lost_rows_other_row_is_flagged() -> None:
@@ -147,10 +150,11 @@ def test_a_plate_read_from_a_lost_rows_other_row_is_flagged() -> None:
     lower = FakeLine(11, 25.5, 39, 38.5)
     read = fake_candidates(("NTU9A98", 0.99, "br"))
     unused = None  # no widened read is made: the recogniser, rank and cut are never called
-    [capped] = check_ends(unused, [crop], [[lower]], [[lower]], [read], unused, unused)  # type: ignore[arg-type]
+    edges = [band_edges(crop)]
+    [capped] = check_ends(unused, [crop], edges, [[lower]], [[lower]], [read], unused, unused)  # type: ignore[arg-type]
     assert capped[0].confidence == TRUNCATED_CAP
     middle = FakeLine(11, 16, 39, 30)
-    [kept] = check_ends(unused, [crop], [[middle]], [[middle]], [read], unused, unused)  # type: ignore[arg-type]
+    [kept] = check_ends(unused, [crop], edges, [[middle]], [[middle]], [read], unused, unused)  # type: ignore[arg-type]
     assert kept == read
 
 
