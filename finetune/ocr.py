@@ -320,7 +320,9 @@ def finetune_ocr(data_dir: str | Path, settings: OcrSettings = OcrSettings()) ->
                 "exact_restricted_untrained": round(untrained, 4),
                 "conversion_max_abs_diff": conversion_diff,
                 "export_max_abs_diff": export_diff,
-                "tail_max_abs_diff": tail_diff,  # None: no tail.onnx, served as a whole model
+                # Only where tail.onnx was written (else the version is read as a whole model): the
+                # store refuses a None, and a --train-backbone run trained, then failed to store.
+                **({"tail_max_abs_diff": tail_diff} if tail_diff is not None else {}),
                 "steps": steps,
                 "best_epoch": best_epoch,
                 "train_images_per_second": round(speed, 2),

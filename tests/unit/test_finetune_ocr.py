@@ -146,6 +146,46 @@ def test_finetune_stores_a_checked_version_that_plate_ocr_reads(
     assert PlateOCR(stored, tail_path=shipped).has_tail
 
 
+# Every weight trains: a few seconds more than the frozen backbone's two steps
+@pytest.mark.slow
+@needs_synth
+def test_a_version_trained_whole_is_stored_and_read_as_a_second_model(
+    base_ocr: str, crops: Path, plate_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """--train-backbone: no tail can be cut (the backbone is not the base's), so the version is
+    stored without one and the reader reads its whole model beside the base. (Its metadata once
+    held tail_max_abs_diff = None, which the store refuses: the run trained, then failed.)"""
+    from finetune.ocr import OcrSettings, finetune_ocr
+    from services.core.model_store import resolve
+    from services.plate_reader.pipeline import PlateRecognizer
+    from services.plate_reader.settings import Settings
+
+    settings = OcrSettings(
+        base=BASE,
+        max_steps=1,
+        batch_size=4,
+        val_fraction=0.25,
+        train_backbone=True,
+        runs_dir=tmp_path / "runs",
+    )
+    result = finetune_ocr(crops, settings)
+
+    stored = resolve(result.tag)
+    assert "tail_max_abs_diff" not in stored.info.metadata["metrics"]
+    assert not (Path(stored.path) / "tail.onnx").exists()
+    tag = Settings(ocr_model=base_ocr, ocr_tuned_model=result.tag).tuned_ocr_model()
+    reader = PlateRecognizer.from_files(
+        plate_models["plate-detector"],
+        resolve(base_ocr).path_of("model.onnx"),
+        review_threshold=Settings().review_threshold,
+        tuned_ocr_dir=resolve(tag).path,
+    )
+    assert not reader.ocr.has_tail and reader.tuned_ocr is not None
+    image = np.asarray(Image.open(sorted(crops.glob("*.png"))[0]).convert("RGB"))
+    [reading] = reader.read_crops([image])
+    assert reading.candidates  # the base and the whole tuned model read it together
+
+
 def test_export_check_refuses_a_model_that_differs(converted, tmp_path: Path) -> None:
     from finetune.ocr import ExportMismatch, _check_batches, check_against_onnx, export_onnx
 
