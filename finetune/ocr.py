@@ -312,7 +312,7 @@ def finetune_ocr(data_dir: str | Path, settings: OcrSettings = OcrSettings()) ->
                 "val_held_out_by_hash": data.held_out_by_hash,
                 "lines": settings.lines,
             },
-            "hyperparameters": {k: v for k, v in hyperparameters(settings).items() if v is not None},
+            "hyperparameters": hyperparameters(settings),
             "alphabet": PLATE_ALPHABET,
             "metrics": {
                 "exact_before": round(before, 4),
@@ -320,9 +320,7 @@ def finetune_ocr(data_dir: str | Path, settings: OcrSettings = OcrSettings()) ->
                 "exact_restricted_untrained": round(untrained, 4),
                 "conversion_max_abs_diff": conversion_diff,
                 "export_max_abs_diff": export_diff,
-                # Only where tail.onnx was written (else the version is read as a whole model): the
-                # store refuses a None, and a --train-backbone run trained, then failed to store.
-                **({"tail_max_abs_diff": tail_diff} if tail_diff is not None else {}),
+                "tail_max_abs_diff": tail_diff,  # None (left out): no tail.onnx, read as a whole model
                 "steps": steps,
                 "best_epoch": best_epoch,
                 "train_images_per_second": round(speed, 2),

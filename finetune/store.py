@@ -51,7 +51,7 @@ def add_version(name: str, path: Path, *, kind: str, metadata: dict[str, Any]) -
 
 def _store(name: str, path: Path, *, kind: str, metadata: dict[str, Any]) -> ImportResult:
     served = str(resolve(serving_tag(name)).tag) if versions(name) else None
-    stored = import_model(name, LocalFile(str(path)), kind=kind, extra_metadata=metadata)
+    stored = import_model(name, LocalFile(str(path)), kind=kind, extra_metadata=_without_none(metadata))
     if served is not None:
         set_serving(served)  # without a pin the newest version would be served at the next start
     return stored
@@ -75,6 +75,17 @@ def new_version(name: str, path: Path, *, kind: str, metadata: dict[str, Any]) -
         if stored.created:
             bentoml.models.delete(stored.tag)
         raise
+
+
+def _without_none(metadata: dict[str, Any]) -> dict[str, Any]:
+    """``metadata`` with every None entry left out, at any depth: BentoML's store refuses None
+    (a figure a run could not make, such as the OCR's tail_max_abs_diff when no tail was cut, had
+    a --train-backbone run train and then fail to store)."""
+    return {
+        key: _without_none(value) if isinstance(value, dict) else value
+        for key, value in metadata.items()
+        if value is not None
+    }
 
 
 def hyperparameters(settings: Any) -> dict[str, Any]:

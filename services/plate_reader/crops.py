@@ -57,11 +57,11 @@ def crop_plate(
 BAND_BLUE_SHARE, BAND_SEARCH = 0.35, 0.22
 
 
-def trim_bands(crop: np.ndarray) -> np.ndarray:
+def trim_bands(crop: np.ndarray, edges: tuple[int, int, int] | None = None) -> np.ndarray:
     """The crop without blue bands at its left, right or top edge (the EU band with its country
     letter, FR/IT's right band, Mercosur's "BRASIL" band): the recogniser reads their letters
-    into the plate otherwise."""
-    top, left, right = band_edges(crop)
+    into the plate otherwise. ``edges``: the crop's band_edges, where the caller has them."""
+    top, left, right = band_edges(crop) if edges is None else edges
     return crop[top:, left:right]
 
 

@@ -49,7 +49,7 @@ from dataclasses import replace
 import numpy as np
 from PIL import Image
 
-from services.plate_reader.crops import band_edges, split_rows
+from services.plate_reader.crops import band_edges, split_rows, trim_bands
 from services.plate_reader.ocr import PlateOCR
 from services.plate_reader.plate_regions import RegionHint, region_hint
 from services.plate_reader.text_lines import (
@@ -102,8 +102,8 @@ def read_voted(
     rows = [plate_rows(lines) for lines in found]
     edges = [band_edges(crop) for crop in crops]  # the blue bands, found once a crop
     plain = [
-        [cut_line(crop, row) for row in crop_rows] if crop_rows else split_rows(crop[top:, left:right])
-        for crop, crop_rows, (top, left, right) in zip(crops, rows, edges)
+        [cut_line(crop, row) for row in crop_rows] if crop_rows else split_rows(trim_bands(crop, crop_edges))
+        for crop, crop_rows, crop_edges in zip(crops, rows, edges)
     ]
     bands = [top > 0 for top, _, _ in edges]  # a top band was cut off
     hints = [region_hint((), mercosur_band=band) for band in bands]
