@@ -17,6 +17,7 @@ models on OpenVINO. bf16 needs a CPU with AVX512_BF16 or AMX; elsewhere OpenVINO
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import runpy
 import sys
@@ -32,18 +33,24 @@ import onnx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-import openvino as ov  # noqa: E402  (not a dependency: see above)
+import openvino as ov
 
-from services.core.cli import register_model_kinds  # noqa: E402
-from services.core.model_store import serving_tag  # noqa: E402
-from services.plate_reader import detector, ocr, onnx_session, text_lines  # noqa: E402
-from services.plate_reader.tuned_tail import graft_files  # noqa: E402
-from tests.benchmarks.machine import describe_machine  # noqa: E402
+from services.core.cli import register_model_kinds
+from services.core.model_store import serving_tag
+from services.plate_reader import detector, ocr, onnx_session, text_lines
+from services.plate_reader.tuned_tail import graft_files
+from tests.benchmarks.machine import describe_machine
 
 CORE = ov.Core()
 # The shapes the benchmark photos send (tests/benchmarks/bench_plate_reader.py, profiled)
 SHAPES = {
-    "recogniser + tail": [(1, 3, 48, 128), (1, 3, 48, 448), (2, 3, 48, 448), (4, 3, 48, 256), (8, 3, 48, 896)],
+    "recogniser + tail": [
+        (1, 3, 48, 128),
+        (1, 3, 48, 448),
+        (2, 3, 48, 448),
+        (4, 3, 48, 256),
+        (8, 3, 48, 896),
+    ],
     "text detector": [(1, 3, 128, 256), (2, 3, 128, 416)],
     "detector": [(1, 3, 384, 640), (1, 3, 576, 960), (1, 3, 640, 640)],
 }
@@ -55,7 +62,11 @@ def compile_openvino(model: str | Path | onnx.ModelProto, precision: str) -> Any
         os.close(handle)
         onnx.save(model, path)
         model = path
-    config = {"INFERENCE_NUM_THREADS": 2, "INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+    config = {
+        "INFERENCE_NUM_THREADS": 2,
+        "INFERENCE_PRECISION_HINT": precision,
+        "PERFORMANCE_HINT": "LATENCY",
+    }
     return CORE.compile_model(CORE.read_model(str(model)), "CPU", config)
 
 
@@ -106,7 +117,7 @@ def median_ms(call: Any, runs: int = 15) -> float:
 
 def calls() -> None:
     rng = np.random.default_rng(0)
-    print("| model | input | ONNX Runtime ms | OpenVINO fp32 ms (x) | OpenVINO bf16 ms (x) | max diff fp32 / bf16 |")
+    print("| model | input | ONNX Runtime ms | OpenVINO fp32 ms (x) | OpenVINO bf16 ms (x) | max diff |")
     print("|---|---|---|---|---|---|")
     for name, model in model_paths().items():
         served = onnx_session.onnx_session(model)
@@ -114,17 +125,17 @@ def calls() -> None:
         feed = served.get_inputs()[0].name
         sessions = {precision: OpenVinoSession(served, model, precision) for precision in ("f32", "bf16")}
         for shape in SHAPES[name]:
-            x = rng.uniform(-1, 1, shape).astype(np.float32)
-            reference = served.run(outputs, {feed: x})
-            ms = {"ort": median_ms(lambda: served.run(outputs, {feed: x}))}
-            diff = {}
-            for precision, session in sessions.items():
-                got = session.run(outputs, {feed: x})
+            feeds = {feed: rng.uniform(-1, 1, shape).astype(np.float32)}
+            reference = served.run(outputs, feeds)
+            ms, diff = {}, {}
+            for precision, session in [("ort", served), *sessions.items()]:
+                got = session.run(outputs, feeds)
                 diff[precision] = max(float(np.abs(a - b).max()) for a, b in zip(got, reference))
-                ms[precision] = median_ms(lambda s=session: s.run(outputs, {feed: x}))
+                ms[precision] = median_ms(functools.partial(session.run, outputs, feeds))
             print(
                 f"| {name} | {shape} | {ms['ort']:.1f} | {ms['f32']:.1f} ({ms['ort'] / ms['f32']:.2f}x) | "
-                f"{ms['bf16']:.1f} ({ms['ort'] / ms['bf16']:.2f}x) | {diff['f32']:.1e} / {diff['bf16']:.1e} |",
+                f"{ms['bf16']:.1f} ({ms['ort'] / ms['bf16']:.2f}x) | {diff['f32']:.0e} / "
+                f"{diff['bf16']:.0e} |",
                 flush=True,
             )
 

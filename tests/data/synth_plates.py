@@ -729,9 +729,17 @@ def write_csv(path: Path, header: tuple[str, ...], rows: list) -> None:
 
 
 def generate(
-    target: Path, seed: int = 0, crops: int = 400, photos: int = 200, us_street: int = 0, camera: int = 0
+    target: Path,
+    seed: int = 0,
+    crops: int = 400,
+    photos: int = 200,
+    us_street: int = 0,
+    camera: int = 0,
+    fonts: list[str] | None = None,
 ) -> None:
-    fonts, backgrounds = find_fonts(), load_photos()
+    """`fonts`: font files to draw every plate with instead of PLATE_FONTS (learning_curve.py: a
+    typeface no training crop had); a seed draws the same plates and labels with any fonts."""
+    fonts, backgrounds = fonts or find_fonts(), load_photos()
     crops_dir, photos_dir, us_dir = target / "crops", target / "photos", target / "us-street"
     crops_dir.mkdir(parents=True, exist_ok=True)
     photos_dir.mkdir(parents=True, exist_ok=True)

@@ -194,3 +194,20 @@ def test_camera_crops_leave_the_other_folders_byte_for_byte(tmp_path: Path) -> N
     for folder in ("crops", "photos", "us-street"):
         for path in sorted((tmp_path / "without" / folder).iterdir()):
             assert path.read_bytes() == (tmp_path / "with" / folder / path.name).read_bytes(), path
+
+
+def test_another_typeface_draws_the_same_plates_in_other_glyphs(tmp_path: Path) -> None:
+    # learning_curve.py --font: a domain of plates in a typeface no training crop had
+    mono = synth_plates.FONT_ROOT / "liberation" / "LiberationMono-Bold.ttf"
+    if not mono.is_file():
+        pytest.skip(f"{mono} not installed (Debian: fonts-liberation)")
+    synth_plates.generate(tmp_path / "usual", seed=8, crops=0, photos=0, camera=6)
+    synth_plates.generate(tmp_path / "mono", seed=8, crops=0, photos=0, camera=6, fonts=[str(mono)])
+    usual, mono_dir = tmp_path / "usual" / "camera", tmp_path / "mono" / "camera"
+    assert (usual / "labels.csv").read_text() == (mono_dir / "labels.csv").read_text()
+    differ = [
+        name
+        for name in sorted(p.name for p in usual.glob("*.png"))
+        if not np.array_equal(np.asarray(Image.open(usual / name)), np.asarray(Image.open(mono_dir / name)))
+    ]
+    assert len(differ) == 6, differ
