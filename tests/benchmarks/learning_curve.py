@@ -80,7 +80,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="0,50,200,1000", help="corrected crops per run")
     parser.add_argument("--eval", type=int, default=800, help="held-out camera crops drawn (~40%% Brazilian)")
-    parser.add_argument("--work", type=Path, help="folder for the crops (default: a temporary one)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        help="folder for the crops, kept and reused (default: a temporary one; one per --font)",
+    )
     parser.add_argument("--font", help="a TrueType file to draw the domain's plates with")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
