@@ -89,7 +89,8 @@ def _without_none(metadata: dict[str, Any]) -> dict[str, Any]:
 
 
 def hyperparameters(settings: Any) -> dict[str, Any]:
-    """A settings dataclass as store metadata (paths as text)."""
+    """A settings dataclass as store metadata (paths as text; unset ones, None, are left out where
+    every version is stored: _store)."""
     from dataclasses import asdict
 
-    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items() if v is not None}
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}

@@ -37,7 +37,7 @@ from finetune.ocr import OcrSettings, finetune_ocr
 from services.core.cli import _plate_recognizer
 from services.core.model_store import import_model, resolve
 from services.core.sources import LocalFile
-from services.plate_reader.evaluate import Evaluation, evaluate, plate_reads
+from services.plate_reader.evaluate import evaluate, plate_reads
 from services.plate_reader.settings import Settings
 from tests.benchmarks.machine import describe_machine
 from tests.data import synth_plates
@@ -68,12 +68,10 @@ def write_labels(folder: Path, source: Path, rows: list[dict[str, str]]) -> None
 def served(settings: Settings, ocr: str, tuned: str, folder: Path) -> str:
     """'exact / right and unflagged / wrong accepted' of the served pipeline on `folder`."""
     recognizer = _plate_recognizer(settings.detector_model, ocr, tuned)
-    result: Evaluation = evaluate(plate_reads(recognizer, crops=True, min_score=settings.min_score), folder)
-    outcomes = result.outcomes
-    right = sum(o.right for o in outcomes)
-    covered = sum(o.right and o.accepted for o in outcomes)
-    wrong = sum(o.accepted and not o.right for o in outcomes)
-    return f"{right / len(outcomes):.1%} / {covered / len(outcomes):.1%} / {wrong}"
+    result = evaluate(plate_reads(recognizer, crops=True, min_score=settings.min_score), folder)
+    accepted = [o.right for o in result.outcomes if o.accepted]
+    covered = sum(accepted) / len(result.outcomes)
+    return f"{result.exact_accuracy:.1%} / {covered:.1%} / {accepted.count(False)}"
 
 
 def main() -> None:
@@ -102,8 +100,8 @@ def main() -> None:
     pool_rows = domain_rows(pool)
     if len(pool_rows) < max(sizes):
         raise SystemExit(f"{pool} holds {len(pool_rows)} Brazilian crops, fewer than {max(sizes)}")
-    eval_folder = work / "eval-br"
-    write_labels(eval_folder, held_out, domain_rows(held_out))
+    eval_folder, eval_rows = work / "eval-br", domain_rows(held_out)
+    write_labels(eval_folder, held_out, eval_rows)
 
     # The store name the curve's versions go under, its first version the served recogniser
     default = resolve("plate-ocr").path_of("model.onnx")
@@ -132,7 +130,7 @@ def main() -> None:
     print(f"\nmachine: {describe_machine()}; load average {os.getloadavg()[0]:.1f} at the end")
     print(
         f"domain: synthetic Brazilian camera crops, {args.font or 'the generator fonts'}; pool seed "
-        f"{POOL_SEED}, held-out seed {EVAL_SEED} ({len(domain_rows(held_out))} crops); served columns: "
+        f"{POOL_SEED}, held-out seed {EVAL_SEED} ({len(eval_rows)} crops); served columns: "
         "exact / right and unflagged / wrong accepted"
     )
     print(

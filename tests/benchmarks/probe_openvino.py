@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import runpy
 import sys
 import tempfile
@@ -36,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 import openvino as ov
 
 from services.core.cli import register_model_kinds
-from services.core.model_store import serving_tag
+from services.core.model_store import resolve, serving_tag
 from services.plate_reader import detector, ocr, onnx_session, text_lines
 from services.plate_reader.tuned_tail import graft_files
 from tests.benchmarks.machine import describe_machine
@@ -57,17 +56,16 @@ SHAPES = {
 
 
 def compile_openvino(model: str | Path | onnx.ModelProto, precision: str) -> Any:
-    if isinstance(model, onnx.ModelProto):  # the grafted recogniser: OpenVINO reads files
-        handle, path = tempfile.mkstemp(suffix=".onnx")
-        os.close(handle)
-        onnx.save(model, path)
-        model = path
     config = {
         "INFERENCE_NUM_THREADS": 2,
         "INFERENCE_PRECISION_HINT": precision,
         "PERFORMANCE_HINT": "LATENCY",
     }
-    return CORE.compile_model(CORE.read_model(str(model)), "CPU", config)
+    if not isinstance(model, onnx.ModelProto):
+        return CORE.compile_model(CORE.read_model(str(model)), "CPU", config)
+    with tempfile.NamedTemporaryFile(suffix=".onnx") as file:  # the grafted recogniser: OV reads files
+        onnx.save(model, file.name)
+        return CORE.compile_model(CORE.read_model(file.name), "CPU", config)
 
 
 class OpenVinoSession:
@@ -91,12 +89,11 @@ class OpenVinoSession:
 
 
 def model_paths() -> dict[str, str | onnx.ModelProto]:
-    import bentoml
-
+    """The served models (the recogniser with the shipped tail grafted, as the reader runs it)."""
     register_model_kinds()
 
     def path(kind: str, file: str = "model.onnx") -> str:
-        return os.path.join(bentoml.models.get(serving_tag(kind)).path, file)
+        return resolve(serving_tag(kind)).path_of(file)
 
     return {
         "recogniser + tail": graft_files(path("plate-ocr"), path("plate-ocr-tail", "tail.onnx")),
@@ -127,8 +124,9 @@ def calls() -> None:
         for shape in SHAPES[name]:
             feeds = {feed: rng.uniform(-1, 1, shape).astype(np.float32)}
             reference = served.run(outputs, feeds)
-            ms, diff = {}, {}
-            for precision, session in [("ort", served), *sessions.items()]:
+            ms = {"ort": median_ms(functools.partial(served.run, outputs, feeds))}
+            diff = {}
+            for precision, session in sessions.items():
                 got = session.run(outputs, feeds)
                 diff[precision] = max(float(np.abs(a - b).max()) for a, b in zip(got, reference))
                 ms[precision] = median_ms(functools.partial(session.run, outputs, feeds))
